@@ -1,0 +1,979 @@
+//! Turning Batch facts into a [`Diagnosis`]. Total and pure: every input gives a diagnosis (at
+//! worst `*.unknown`), nothing here reads a clock, a file or the network.
+
+use std::time::Duration;
+
+use crate::classes::{
+    ExitMeaning, FailureClass, JOB_SCHEDULING_ADVICE, advice_for_code, exit_code_hex,
+    is_pre_processing_class, task_class_for_code,
+};
+use crate::fingerprint::fingerprint;
+use crate::hints::{command_line_shell_hint, stderr_hints};
+use crate::redact::redact;
+use crate::report::{Detail, Diagnosis, Failure, Impact, Subject};
+use crate::wire::{
+    BatchJob, BatchTask, DependencyAction, ExitConditions, ExitOptions, FailureInfo, JobAction,
+    JobState, OnTaskFailure, PrepReleaseStatus, PrepTaskExecutionInfo, PrepTaskState,
+    SpecialTaskEventBody, SpecialTaskType, TaskCounts, TaskResult, TaskState, Timestamp,
+    account_from_url,
+};
+
+/// Everything known besides the subject itself. All optional: the more there is, the sharper the
+/// diagnosis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Evidence<'a> {
+    /// The account, when the caller knows it better than the payload (a configured account).
+    pub account: Option<&'a str>,
+    /// The task's job: gives `onTaskFailure` for the impact replay and the prep task's id.
+    pub job: Option<&'a BatchJob>,
+    /// The job id, when the payload does not say (a prep-status list, a bare task).
+    pub job_id: Option<&'a str>,
+    /// The tail of the task's stderr, already captured: sharpens hints and the fingerprint.
+    pub stderr_tail: Option<&'a str>,
+    /// Nodes on which the job preparation task has failed.
+    pub prep_failed_nodes: &'a [String],
+    /// The job's task counts.
+    pub task_counts: Option<TaskCounts>,
+    /// The current time, for "stuck" decisions. Passed in: the core reads no clock.
+    pub now: Option<Timestamp>,
+    /// How long a job may stay active without progress before it counts as stuck.
+    pub stuck_after: Option<Duration>,
+}
+
+/// Diagnoses one task.
+pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
+    let exec = task.execution_info.as_ref();
+    let failure_info = exec.and_then(|e| e.failure_info.as_ref());
+    let exit_code = exec.and_then(|e| e.exit_code);
+    let retry_count = exec.map_or(0, |e| e.retry_count);
+    let requeue_count = exec.map_or(0, |e| e.requeue_count);
+    let node_id = task.node_info.as_ref().and_then(|n| n.node_id.clone());
+    let code = failure_info.and_then(|f| f.code.as_deref());
+    let completed = is_completed(task);
+
+    let class = classify_task(task, evidence, completed);
+    let subject = Subject {
+        account: evidence
+            .account
+            .map(str::to_ascii_lowercase)
+            .or_else(|| task.url.as_deref().and_then(account_from_url)),
+        job_id: evidence
+            .job_id
+            .map(str::to_owned)
+            .or_else(|| task.url.as_deref().and_then(job_id_from_url))
+            .or_else(|| evidence.job.and_then(|j| j.id.clone())),
+        task_id: task.id.clone(),
+        attempt: Some(retry_count),
+        pool_id: task
+            .node_info
+            .as_ref()
+            .and_then(|n| n.pool_id.clone())
+            .or_else(|| evidence.job.and_then(job_pool_id)),
+        node_id: node_id.clone(),
+    };
+    let who = task_label(&subject);
+    let exit_meaning = exit_code.filter(|c| *c != 0).map(ExitMeaning::of);
+
+    let (summary, mut cause) = match class {
+        FailureClass::TaskSucceeded => (format!("{who} succeeded."), "The task completed with exit code 0.".to_owned()),
+        FailureClass::TaskFlaky => (
+            format!("{who} succeeded after {retry_count} {}.", plural(retry_count, "retry", "retries")),
+            format!("The task failed {retry_count} {} before an attempt succeeded. The logs of the failed attempts were overwritten on the node.", plural(retry_count, "time", "times")),
+        ),
+        FailureClass::TaskExitCode => {
+            let code_text = exit_code.map_or_else(|| "a non-zero exit code".to_owned(), describe_exit_code);
+            (
+                format!("{who} failed with {code_text}."),
+                match (exit_code, exit_meaning) {
+                    (Some(c), Some(meaning)) if meaning != ExitMeaning::Application => {
+                        format!("The program exited with {c}: {}.", meaning.meaning())
+                    }
+                    (Some(c), _) => format!("The program exited with {c}, a code of the application's own; stderr.txt usually says why."),
+                    (None, _) => "Batch reports a non-zero exit without the code.".to_owned(),
+                },
+            )
+        }
+        FailureClass::TaskTimeout => {
+            let limit = task_wall_clock_limit(task).map(format_duration).unwrap_or_default();
+            let ran = run_time(task).map(format_duration).unwrap_or_default();
+            (
+                format!("{who} was killed at its maxWallClockTime of {limit}."),
+                format!("The task ran for {ran}, reaching constraints.maxWallClockTime ({limit}); Batch ended it (TaskEnded){}.", exit_code.map_or_else(String::new, |c| format!(" with exit code {}", describe_exit_code(c)))),
+            )
+        }
+        FailureClass::TaskTerminated => (
+            format!("{who} was terminated before it finished."),
+            "Batch ended the task (TaskEnded) because someone called Terminate Task, the job was terminated, or the job was disabled with disableTasks=terminate.".to_owned(),
+        ),
+        FailureClass::TaskPrepBlocked => {
+            let node = node_id.as_deref().or_else(|| evidence.prep_failed_nodes.first().map(String::as_str));
+            (
+                format!("{who} cannot run: the job preparation task failed{}.", node.map_or_else(String::new, |n| format!(" on node {n}"))),
+                "When the job preparation task fails on a node, the job's tasks cannot run there: they go back to active and wait for another node. If no node can run the preparation task, the job is stuck.".to_owned(),
+            )
+        }
+        FailureClass::TaskRequeued => (
+            format!("{who} was requeued ({requeue_count} {}).", plural(requeue_count, "time", "times")),
+            "Batch put the task back in the queue: the node was preempted (Spot/low-priority), removed by a resize or autoscale, or recovered by the service, or the job was disabled with requeue. This is not a failure of the task.".to_owned(),
+        ),
+        FailureClass::TaskInProgress => {
+            let state = task.state.as_ref().map_or("in progress", |s| s.as_str());
+            (
+                format!("{who} is {state}."),
+                if retry_count > 0 {
+                    format!("The task has not completed yet; Batch is on retry {retry_count} after earlier failures.")
+                } else {
+                    "The task has not completed yet.".to_owned()
+                },
+            )
+        }
+        FailureClass::TaskCommandLaunch | FailureClass::TaskResourceFiles | FailureClass::TaskOutputUpload | FailureClass::TaskContainer => {
+            let what = match class {
+                FailureClass::TaskCommandLaunch => "could not launch its command line",
+                FailureClass::TaskResourceFiles => "could not get its inputs onto the node",
+                FailureClass::TaskOutputUpload => "could not upload its output files",
+                _ => "could not set up its container",
+            };
+            (
+                format!("{who} {what}{}.", code.map_or_else(String::new, |c| format!(" ({c})"))),
+                code.and_then(advice_for_code).map_or_else(|| class.meaning().to_owned(), |(cause, _)| cause.to_owned()),
+            )
+        }
+        _ => (
+            format!("{who} failed{}.", code.map_or_else(String::new, |c| format!(" with {c}"))),
+            "batch-triage does not recognise this failure; Batch's own message is below.".to_owned(),
+        ),
+    };
+    if let Some(message) = failure_info.and_then(|f| f.message.as_deref()) {
+        if class.is_failure() {
+            cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
+        }
+    }
+
+    let impact = completed.then(|| replay_exit_conditions(task, class, exit_code, evidence.job));
+    let hints = task_hints(
+        task,
+        class,
+        code,
+        exit_meaning,
+        impact.as_ref(),
+        evidence,
+        retry_count,
+    );
+    let logs = match class {
+        FailureClass::TaskSucceeded | FailureClass::TaskInProgress | FailureClass::TaskRequeued => {
+            Vec::new()
+        }
+        FailureClass::TaskOutputUpload => [
+            "stdout.txt",
+            "stderr.txt",
+            "fileuploadout.txt",
+            "fileuploaderr.txt",
+        ]
+        .map(String::from)
+        .to_vec(),
+        _ => ["stdout.txt", "stderr.txt"].map(String::from).to_vec(),
+    };
+    Diagnosis {
+        fingerprint: fingerprint(
+            class,
+            code,
+            exit_code,
+            failure_info.and_then(|f| f.message.as_deref()),
+            evidence.stderr_tail,
+        ),
+        subject,
+        class,
+        severity: class.severity(),
+        summary,
+        cause,
+        hints,
+        exit_code,
+        exit_code_hex: exit_code.and_then(exit_code_hex),
+        exit_meaning,
+        failure: failure_info.map(failure_of),
+        impact,
+        logs,
+    }
+}
+
+fn is_completed(task: &BatchTask) -> bool {
+    match &task.state {
+        Some(state) => *state == TaskState::Completed,
+        // A `$select` without `state`: judge by what only completed tasks have.
+        None => task
+            .execution_info
+            .as_ref()
+            .is_some_and(|e| e.end_time.is_some() || e.result.is_some() || e.exit_code.is_some()),
+    }
+}
+
+fn classify_task(task: &BatchTask, evidence: &Evidence<'_>, completed: bool) -> FailureClass {
+    let exec = task.execution_info.as_ref();
+    let failure_code = exec
+        .and_then(|e| e.failure_info.as_ref())
+        .and_then(|f| f.code.as_deref());
+    let exit_code = exec.and_then(|e| e.exit_code);
+    let code_class = failure_code.and_then(task_class_for_code);
+
+    if !completed {
+        let node = task.node_info.as_ref().and_then(|n| n.node_id.as_deref());
+        let waiting = matches!(
+            task.state,
+            Some(TaskState::Active | TaskState::Preparing) | None
+        );
+        let prep_failed_here = match node {
+            Some(node) => evidence.prep_failed_nodes.iter().any(|n| n == node),
+            None => !evidence.prep_failed_nodes.is_empty(),
+        };
+        if code_class == Some(FailureClass::TaskPrepBlocked) || (waiting && prep_failed_here) {
+            return FailureClass::TaskPrepBlocked;
+        }
+        if exec.is_some_and(|e| e.requeue_count > 0) && waiting {
+            return FailureClass::TaskRequeued;
+        }
+        return code_class.unwrap_or(FailureClass::TaskInProgress);
+    }
+
+    let result = exec.and_then(|e| e.result.as_ref());
+    let failed = result == Some(&TaskResult::Failure)
+        || failure_code.is_some()
+        || exit_code.is_some_and(|c| c != 0);
+    if !failed {
+        let succeeded = result == Some(&TaskResult::Success) || exit_code == Some(0);
+        return match (succeeded, exec.map_or(0, |e| e.retry_count)) {
+            (true, 0) => FailureClass::TaskSucceeded,
+            (true, _) => FailureClass::TaskFlaky,
+            (false, _) => FailureClass::TaskUnknown,
+        };
+    }
+    match code_class {
+        Some(FailureClass::TaskTerminated) => {
+            if ran_into_wall_clock(task) {
+                FailureClass::TaskTimeout
+            } else {
+                FailureClass::TaskTerminated
+            }
+        }
+        Some(class) => class,
+        None if exit_code.is_some_and(|c| c != 0) => FailureClass::TaskExitCode,
+        None => FailureClass::TaskUnknown,
+    }
+}
+
+/// The task's finite maxWallClockTime, if it has one.
+fn task_wall_clock_limit(task: &BatchTask) -> Option<Duration> {
+    task.constraints.as_ref()?.max_wall_clock_time?.finite()
+}
+
+/// How long the (last attempt of the) task ran.
+fn run_time(task: &BatchTask) -> Option<Duration> {
+    let exec = task.execution_info.as_ref()?;
+    let ran = exec.end_time?.0 - exec.start_time?.0;
+    Duration::try_from(ran).ok()
+}
+
+/// DESIGN §4: TaskEnded is a timeout when endTime − startTime ≥ a finite maxWallClockTime.
+fn ran_into_wall_clock(task: &BatchTask) -> bool {
+    matches!((task_wall_clock_limit(task), run_time(task)), (Some(limit), Some(ran)) if ran >= limit)
+}
+
+/// Replays Batch's `exitConditions` for how this task ended (DESIGN §4, BATCH-FACTS §4.4).
+fn replay_exit_conditions(
+    task: &BatchTask,
+    class: FailureClass,
+    exit_code: Option<i32>,
+    job: Option<&BatchJob>,
+) -> Impact {
+    let empty = ExitConditions::default();
+    let conditions = task.exit_conditions.as_ref().unwrap_or(&empty);
+    let succeeded = matches!(class, FailureClass::TaskSucceeded | FailureClass::TaskFlaky);
+    let by_exit_code = exit_code.and_then(|code| {
+        conditions
+            .exit_codes
+            .iter()
+            .find(|m| m.code == code)
+            .map(|m| &m.exit_options)
+            .or_else(|| {
+                conditions
+                    .exit_code_ranges
+                    .iter()
+                    .find(|r| r.start <= code && code <= r.end)
+                    .map(|r| &r.exit_options)
+            })
+    });
+    // An exit-code match wins over fileUploadError; pre-processing errors have no exit code.
+    let by_kind = || match class {
+        FailureClass::TaskOutputUpload => conditions.file_upload_error.as_ref(),
+        c if is_pre_processing_class(c) && exit_code.is_none() => {
+            conditions.pre_processing_error.as_ref()
+        }
+        _ => None,
+    };
+    let matched: Option<&ExitOptions> = by_exit_code.or_else(by_kind).or_else(|| {
+        if succeeded {
+            None
+        } else {
+            conditions.default_options.as_ref()
+        }
+    });
+    let job_action = matched
+        .and_then(|o| o.job_action.clone())
+        .unwrap_or(if succeeded {
+            JobAction::None
+        } else {
+            JobAction::Terminate
+        });
+    let dependency_action =
+        matched
+            .and_then(|o| o.dependency_action.clone())
+            .unwrap_or(if succeeded {
+                DependencyAction::Satisfy
+            } else {
+                DependencyAction::Block
+            });
+    Impact {
+        job_action: job_action.as_str().to_owned(),
+        job_action_honoured: job
+            .map(|j| j.on_task_failure == Some(OnTaskFailure::PerformExitOptionsJobAction)),
+        dependency_action: dependency_action.as_str().to_owned(),
+    }
+}
+
+fn task_hints(
+    task: &BatchTask,
+    class: FailureClass,
+    code: Option<&str>,
+    exit_meaning: Option<ExitMeaning>,
+    impact: Option<&Impact>,
+    evidence: &Evidence<'_>,
+    retry_count: i32,
+) -> Vec<String> {
+    let mut hints = Vec::new();
+    if class.is_failure() || class == FailureClass::TaskFlaky {
+        if let Some((_, advice)) = code.and_then(advice_for_code) {
+            hints.push(advice.to_owned());
+        }
+        if let Some(hint) = exit_meaning.and_then(ExitMeaning::hint) {
+            hints.push(hint.to_owned());
+        }
+        if let Some(hint) = task
+            .command_line
+            .as_deref()
+            .and_then(command_line_shell_hint)
+        {
+            hints.push(hint);
+        }
+    }
+    match class {
+        FailureClass::TaskExitCode if exit_meaning == Some(ExitMeaning::Application) => {
+            hints.push("The exit code is the application's own: the reason is in stderr.txt (and stdout.txt) of the task.".to_owned());
+        }
+        FailureClass::TaskTimeout => hints.push(
+            "Raise constraints.maxWallClockTime if the work legitimately takes longer, or split it into smaller tasks; if the task usually finishes in time, look in stdout.txt for where it stalled.".to_owned(),
+        ),
+        FailureClass::TaskTerminated => {
+            let reason = evidence.job.and_then(|j| j.execution_info.as_ref()).and_then(|e| e.terminate_reason.as_deref());
+            hints.push(match reason {
+                Some(reason) => format!("The job was terminated with reason \"{}\": that, not the task, ended it.", redact(reason)),
+                None => "Check the Azure activity log (or whoever automates the job) for a Terminate Task, Terminate Job or Disable Job call at the task's end time.".to_owned(),
+            });
+        }
+        FailureClass::TaskOutputUpload if code.and_then(advice_for_code).is_none() => hints.push(
+            "fileuploaderr.txt in the task directory has the real upload error; the application itself may have succeeded.".to_owned(),
+        ),
+        FailureClass::TaskPrepBlocked => hints.push(prep_logs_hint(evidence, task.node_info.as_ref().and_then(|n| n.node_id.as_deref()), None)),
+        FailureClass::TaskRequeued => hints.push(
+            "Requeues are expected on Spot/low-priority nodes. If they are frequent, use dedicated nodes for long tasks or make tasks checkpoint; tasks must be safe to run twice.".to_owned(),
+        ),
+        FailureClass::TaskFlaky => hints.push(
+            "Intermittent failures often come from transient network or storage errors, or from running out of memory on busy nodes; batch-triage keeps each failed attempt's logs only if it sees the failure, so send it the diagnostic events.".to_owned(),
+        ),
+        FailureClass::TaskUnknown => hints.push(
+            "Read stderr.txt of the task; if this code should have a class of its own, it is one line in batch-triage's code table.".to_owned(),
+        ),
+        _ => {}
+    }
+    if class.is_failure() {
+        if let Some(tail) = evidence.stderr_tail {
+            hints.extend(stderr_hints(tail));
+        }
+        let max_retries = task
+            .constraints
+            .as_ref()
+            .and_then(|c| c.max_task_retry_count);
+        if class == FailureClass::TaskExitCode && retry_count > 0 {
+            hints.push(format!(
+                "Batch retried the task {retry_count} {} and every attempt failed{}, so the failure is deterministic rather than transient.",
+                plural(retry_count, "time", "times"),
+                max_retries.map_or_else(String::new, |m| format!(" (maxTaskRetryCount {m})"))
+            ));
+        }
+    }
+    if let Some(impact) = impact {
+        if impact.job_action != "none" {
+            match impact.job_action_honoured {
+                Some(true) => hints.push(format!(
+                    "This ending makes Batch {} the job (exitConditions jobAction, honoured because the job's onTaskFailure is performexitoptionsjobaction).",
+                    impact.job_action
+                )),
+                Some(false) if !matches!(class, FailureClass::TaskSucceeded | FailureClass::TaskFlaky) => hints.push(format!(
+                    "exitConditions ask to {} the job, but the job's onTaskFailure is noaction, so Batch ignores it and the job keeps running.",
+                    impact.job_action
+                )),
+                _ => {}
+            }
+        }
+        if impact.dependency_action == "block" && class.is_failure() {
+            hints.push(
+                "Tasks that depend on this one will not run (dependencyAction block).".to_owned(),
+            );
+        }
+    }
+    dedup(hints)
+}
+
+fn prep_logs_hint(evidence: &Evidence<'_>, node: Option<&str>, task_root: Option<&str>) -> String {
+    let job = evidence
+        .job_id
+        .map(str::to_owned)
+        .or_else(|| evidence.job.and_then(|j| j.id.clone()));
+    let prep_id = evidence
+        .job
+        .and_then(|j| j.job_preparation_task.as_ref())
+        .and_then(|p| p.id.clone())
+        .unwrap_or_else(|| "jobpreparation".to_owned());
+    let dir = task_root.map(str::to_owned).unwrap_or_else(|| {
+        format!(
+            "workitems/{}/job-1/{prep_id}",
+            job.as_deref().unwrap_or("{jobId}")
+        )
+    });
+    format!(
+        "The preparation task's stdout.txt and stderr.txt are under {dir}/ on node {}; batch-triage preserves them to {{account}}/{}/_jobprep/{}/. Fix the preparation task, then reimage the affected nodes (or let the job end) so tasks can run there again.",
+        node.unwrap_or("{nodeId}"),
+        job.as_deref().unwrap_or("{jobId}"),
+        node.unwrap_or("{nodeId}")
+    )
+}
+
+/// Diagnoses a job.
+pub fn diagnose_job(job: &BatchJob, evidence: &Evidence<'_>) -> Diagnosis {
+    let exec = job.execution_info.as_ref();
+    let scheduling_error = exec
+        .and_then(|e| e.scheduling_error.as_ref())
+        .filter(|s| s.code.is_some() || s.message.is_some());
+    let terminate_reason = exec
+        .and_then(|e| e.terminate_reason.as_deref())
+        .filter(|r| !r.trim().is_empty());
+    let state = job.state.as_ref();
+    let class = if scheduling_error.is_some() {
+        FailureClass::JobSchedulingError
+    } else if state == Some(&JobState::Completed) || (state.is_none() && terminate_reason.is_some())
+    {
+        match terminate_reason {
+            Some(r) if r.eq_ignore_ascii_case("MaxWallClockTimeExpiry") => FailureClass::JobTimeout,
+            Some(r) if r.eq_ignore_ascii_case("TaskFailed") => FailureClass::JobTerminatedByTask,
+            Some(r)
+                if r.eq_ignore_ascii_case("AllTasksComplete")
+                    || r.eq_ignore_ascii_case("JMComplete") =>
+            {
+                FailureClass::JobCompleted
+            }
+            None => FailureClass::JobCompleted,
+            Some(_) => FailureClass::JobTerminated,
+        }
+    } else if matches!(
+        state,
+        Some(
+            JobState::Active
+                | JobState::Disabling
+                | JobState::Disabled
+                | JobState::Enabling
+                | JobState::Terminating
+                | JobState::Deleting
+        )
+    ) {
+        if job_is_stuck(job, evidence) {
+            FailureClass::JobStuck
+        } else {
+            FailureClass::JobInProgress
+        }
+    } else {
+        FailureClass::JobUnknown
+    };
+
+    let job_id = job
+        .id
+        .clone()
+        .or_else(|| evidence.job_id.map(str::to_owned));
+    let subject = Subject {
+        account: evidence
+            .account
+            .map(str::to_ascii_lowercase)
+            .or_else(|| job.url.as_deref().and_then(account_from_url)),
+        job_id: job_id.clone(),
+        task_id: None,
+        attempt: None,
+        pool_id: job_pool_id(job),
+        node_id: None,
+    };
+    let who = format!("Job {}", job_id.as_deref().unwrap_or("(unnamed)"));
+    let limit = job
+        .constraints
+        .as_ref()
+        .and_then(|c| c.max_wall_clock_time)
+        .and_then(|d| d.finite());
+    let mut hints = Vec::new();
+    let (summary, cause) = match class {
+        FailureClass::JobSchedulingError => {
+            let code = scheduling_error.and_then(|s| s.code.as_deref());
+            if let Some((_, advice)) = code.and_then(|c| {
+                JOB_SCHEDULING_ADVICE
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(c))
+            }) {
+                hints.push((*advice).to_owned());
+            }
+            (
+                format!(
+                    "{who} could not be scheduled{}.",
+                    code.map_or_else(String::new, |c| format!(" ({c})"))
+                ),
+                format!(
+                    "Batch could not schedule the job's tasks{}",
+                    scheduling_error
+                        .and_then(|s| s.message.as_deref())
+                        .map_or_else(|| ".".to_owned(), |m| format!(": \"{}\"", redact(m.trim())))
+                ),
+            )
+        }
+        FailureClass::JobTimeout => {
+            hints.push("Raise the job's constraints.maxWallClockTime, or find the tasks that kept it running (long queues, stuck or retrying tasks).".to_owned());
+            (
+                format!("{who} was terminated at its maxWallClockTime{}.", limit.map_or_else(String::new, |l| format!(" of {}", format_duration(l)))),
+                "The job ran longer than its constraints.maxWallClockTime, so Batch terminated it (terminateReason MaxWallClockTimeExpiry) and ended its running tasks.".to_owned(),
+            )
+        }
+        FailureClass::JobTerminatedByTask => {
+            hints.push("Find the failed task: its exitConditions set jobAction terminate. List the job's tasks with $filter=executionInfo/result eq 'failure' (batch-triage sweep does this).".to_owned());
+            (
+                format!("{who} was terminated by a failed task."),
+                "A task failed and its exitConditions (jobAction terminate, under onTaskFailure performexitoptionsjobaction) made Batch terminate the job (terminateReason TaskFailed).".to_owned(),
+            )
+        }
+        FailureClass::JobTerminated => {
+            hints.push("The terminate reason was given by whoever terminated the job; the Azure activity log names the caller.".to_owned());
+            (
+                format!(
+                    "{who} was terminated (\"{}\").",
+                    redact(terminate_reason.unwrap_or_default())
+                ),
+                format!(
+                    "The job was terminated with reason \"{}\".",
+                    redact(terminate_reason.unwrap_or_default())
+                ),
+            )
+        }
+        FailureClass::JobCompleted => (
+            format!("{who} completed."),
+            format!(
+                "The job completed{}.",
+                terminate_reason.map_or_else(String::new, |r| format!(" ({r})"))
+            ),
+        ),
+        FailureClass::JobStuck => {
+            if !evidence.prep_failed_nodes.is_empty() {
+                hints.push(prep_logs_hint(
+                    evidence,
+                    evidence.prep_failed_nodes.first().map(String::as_str),
+                    None,
+                ));
+            }
+            hints.push("To stop the pool cycling, disable the job (disableTasks requeue) while you fix it, then enable it again.".to_owned());
+            let why = if evidence.prep_failed_nodes.is_empty() {
+                match (evidence.now, job_active_since(job), evidence.stuck_after) {
+                    (Some(now), Some(since), Some(after)) => format!(
+                        "The job has been active for {} (more than {}) without its tasks making progress.",
+                        format_duration(Duration::try_from(now.0 - since.0).unwrap_or_default()),
+                        format_duration(after)
+                    ),
+                    _ => "The job is active but its tasks are not making progress.".to_owned(),
+                }
+            } else {
+                format!(
+                    "The job preparation task failed on {} {}; tasks assigned there go back to active, and no node is running them.",
+                    evidence.prep_failed_nodes.len(),
+                    plural(evidence.prep_failed_nodes.len() as i32, "node", "nodes")
+                )
+            };
+            (
+                format!("{who} is stuck: its tasks are not progressing."),
+                why,
+            )
+        }
+        FailureClass::JobInProgress => {
+            let state = state.map_or("active", |s| s.as_str());
+            (
+                format!("{who} is {state}."),
+                format!("The job is {state}; nothing indicates a problem."),
+            )
+        }
+        _ => (
+            format!(
+                "{who} is in state {}.",
+                state.map_or("(unknown)", |s| s.as_str())
+            ),
+            "batch-triage does not recognise this job state.".to_owned(),
+        ),
+    };
+    let message = scheduling_error
+        .and_then(|s| s.message.as_deref())
+        .or(terminate_reason);
+    Diagnosis {
+        fingerprint: fingerprint(
+            class,
+            scheduling_error.and_then(|s| s.code.as_deref()),
+            None,
+            message,
+            None,
+        ),
+        subject,
+        class,
+        severity: class.severity(),
+        summary,
+        cause,
+        hints: dedup(hints),
+        exit_code: None,
+        exit_code_hex: None,
+        exit_meaning: None,
+        failure: scheduling_error.map(failure_of),
+        impact: None,
+        logs: Vec::new(),
+    }
+}
+
+fn job_pool_id(job: &BatchJob) -> Option<String> {
+    job.execution_info
+        .as_ref()
+        .and_then(|e| e.pool_id.clone())
+        .or_else(|| job.pool_info.as_ref().and_then(|p| p.pool_id.clone()))
+}
+
+fn job_active_since(job: &BatchJob) -> Option<Timestamp> {
+    job.execution_info
+        .as_ref()
+        .and_then(|e| e.start_time)
+        .or(job.creation_time)
+}
+
+/// Stuck: active, with tasks waiting and none running, while job prep fails somewhere; or
+/// active past the caller's threshold without progress.
+fn job_is_stuck(job: &BatchJob, evidence: &Evidence<'_>) -> bool {
+    if job.state != Some(JobState::Active) {
+        return false;
+    }
+    let not_progressing = evidence
+        .task_counts
+        .is_none_or(|c| c.running == 0 && c.active > 0);
+    if !evidence.prep_failed_nodes.is_empty() && not_progressing {
+        return true;
+    }
+    match (evidence.now, job_active_since(job), evidence.stuck_after) {
+        (Some(now), Some(since), Some(after)) => {
+            let active_for = Duration::try_from(now.0 - since.0).unwrap_or_default();
+            active_for >= after
+                && evidence
+                    .task_counts
+                    .is_some_and(|c| c.running == 0 && c.active > 0)
+        }
+        _ => false,
+    }
+}
+
+/// Diagnoses one node of a job preparation/release status list: a diagnosis when its prep or
+/// release task failed there, none when both succeeded (or have not finished).
+pub fn diagnose_prep_release(
+    status: &PrepReleaseStatus,
+    evidence: &Evidence<'_>,
+) -> Option<Diagnosis> {
+    let prep = status
+        .job_preparation_task_execution_info
+        .as_ref()
+        .filter(|e| special_failed(e));
+    let release = status
+        .job_release_task_execution_info
+        .as_ref()
+        .filter(|e| special_failed(e));
+    let (class, exec) = match (prep, release) {
+        (Some(prep), _) => (FailureClass::JobPrepFailed, prep),
+        (None, Some(release)) => (FailureClass::JobReleaseFailed, release),
+        (None, None) => return None,
+    };
+    let mut diagnosis = special_task_diagnosis(
+        class,
+        SpecialFacts {
+            exit_code: exec.exit_code,
+            failure: exec.failure_info.as_ref(),
+            attempt: Some(exec.retry_count),
+            node_id: status.node_id.clone(),
+            pool_id: status.pool_id.clone(),
+            task_root: exec.task_root_directory.as_deref(),
+        },
+        evidence,
+    );
+    if prep.is_some() && release.is_some() {
+        diagnosis
+            .hints
+            .push("The job release task failed on this node too.".to_owned());
+    }
+    Some(diagnosis)
+}
+
+fn special_failed(exec: &PrepTaskExecutionInfo) -> bool {
+    exec.result == Some(TaskResult::Failure)
+        || exec.failure_info.is_some()
+        || (exec.state == Some(PrepTaskState::Completed) && exec.exit_code.is_some_and(|c| c != 0))
+}
+
+/// Diagnoses a special-task event (job preparation, job release or start task on a node): a
+/// diagnosis when it failed, none when it succeeded.
+pub fn diagnose_special_task_event(
+    event: &SpecialTaskEventBody,
+    evidence: &Evidence<'_>,
+) -> Option<Diagnosis> {
+    let exec = event.execution_info.as_ref()?;
+    let failure = exec
+        .scheduling_error
+        .as_ref()
+        .filter(|f| f.code.is_some() || f.message.is_some());
+    let failed = exec.result == Some(TaskResult::Failure)
+        || failure.is_some()
+        || exec.exit_code.is_some_and(|c| c != 0);
+    if !failed {
+        return None;
+    }
+    let class = match event.special_type() {
+        SpecialTaskType::JobPreparation => FailureClass::JobPrepFailed,
+        SpecialTaskType::JobRelease => FailureClass::JobReleaseFailed,
+        SpecialTaskType::StartTask => FailureClass::NodeStartTaskFailed,
+        SpecialTaskType::Other => return None,
+    };
+    let job_id = event.job_id.as_deref().or(evidence.job_id);
+    let evidence = Evidence {
+        job_id,
+        ..*evidence
+    };
+    let node = event.node_info.as_ref();
+    Some(special_task_diagnosis(
+        class,
+        SpecialFacts {
+            exit_code: exec.exit_code,
+            failure,
+            attempt: None,
+            node_id: node.and_then(|n| n.node_id.clone()),
+            pool_id: node.and_then(|n| n.pool_id.clone()),
+            task_root: None,
+        },
+        &evidence,
+    ))
+}
+
+struct SpecialFacts<'a> {
+    exit_code: Option<i32>,
+    failure: Option<&'a FailureInfo>,
+    attempt: Option<i32>,
+    node_id: Option<String>,
+    pool_id: Option<String>,
+    task_root: Option<&'a str>,
+}
+
+fn special_task_diagnosis(
+    class: FailureClass,
+    facts: SpecialFacts<'_>,
+    evidence: &Evidence<'_>,
+) -> Diagnosis {
+    let job_id = evidence
+        .job_id
+        .map(str::to_owned)
+        .or_else(|| evidence.job.and_then(|j| j.id.clone()));
+    let node = facts.node_id.as_deref().unwrap_or("(unknown node)");
+    let code = facts.failure.and_then(|f| f.code.as_deref());
+    let exit_meaning = facts.exit_code.filter(|c| *c != 0).map(ExitMeaning::of);
+    let how = match (facts.exit_code, code) {
+        (Some(c), _) if c != 0 => format!(" with {}", describe_exit_code(c)),
+        (_, Some(code)) => format!(" ({code})"),
+        _ => String::new(),
+    };
+    let job_text = job_id.as_deref().unwrap_or("(unknown job)");
+    let mut hints = Vec::new();
+    let (summary, mut cause) = match class {
+        FailureClass::JobPrepFailed => {
+            hints.push(prep_logs_hint(
+                evidence,
+                facts.node_id.as_deref(),
+                facts.task_root,
+            ));
+            (
+                format!("Job preparation task of job {job_text} failed on node {node}{how}; the job may be stuck."),
+                "The job preparation task runs on each node before any of the job's tasks. It failed here, so (with waitForSuccess, the default) the job's tasks will not run on this node until it is reimaged: they go back to active, and if no other node can run them the job is stuck.".to_owned(),
+            )
+        }
+        FailureClass::JobReleaseFailed => {
+            let dir = facts.task_root.map_or_else(
+                || format!("workitems/{job_text}/job-1/jobrelease"),
+                str::to_owned,
+            );
+            hints.push(format!("The release task's stdout.txt and stderr.txt are under {dir}/ on node {node}; batch-triage preserves them to {{account}}/{job_text}/_jobrelease/{node}/. Release tasks get at most 15 minutes (maxWallClockTime)."));
+            (
+                format!("Job release task of job {job_text} failed on node {node}{how}."),
+                "The job release task runs on each node when the job ends, to clean up. It failed here; the job's results are not affected, but the node may be left with data or processes behind.".to_owned(),
+            )
+        }
+        _ => {
+            hints.push("The start task's stdout.txt and stderr.txt are under startup/ on the node. With waitForSuccess the node is unusable until the start task succeeds (node state starttaskfailed); fix it and reboot or reimage the node.".to_owned());
+            (
+                format!("Start task failed on node {node}{how}."),
+                "The pool's start task failed on this node, so the node may not run tasks."
+                    .to_owned(),
+            )
+        }
+    };
+    if let Some(message) = facts.failure.and_then(|f| f.message.as_deref()) {
+        cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
+    }
+    if let Some((_, advice)) = code.and_then(advice_for_code) {
+        hints.push(advice.to_owned());
+    }
+    if let Some(hint) = exit_meaning.and_then(ExitMeaning::hint) {
+        hints.push(hint.to_owned());
+    }
+    if let Some(tail) = evidence.stderr_tail {
+        hints.extend(stderr_hints(tail));
+    }
+    Diagnosis {
+        fingerprint: fingerprint(
+            class,
+            code,
+            facts.exit_code,
+            facts.failure.and_then(|f| f.message.as_deref()),
+            evidence.stderr_tail,
+        ),
+        subject: Subject {
+            account: evidence.account.map(str::to_ascii_lowercase),
+            job_id,
+            task_id: None,
+            attempt: facts.attempt,
+            pool_id: facts.pool_id,
+            node_id: facts.node_id,
+        },
+        class,
+        severity: class.severity(),
+        summary,
+        cause,
+        hints: dedup(hints),
+        exit_code: facts.exit_code,
+        exit_code_hex: facts.exit_code.and_then(exit_code_hex),
+        exit_meaning,
+        failure: facts.failure.map(failure_of),
+        impact: None,
+        logs: ["stdout.txt", "stderr.txt"].map(String::from).to_vec(),
+    }
+}
+
+fn failure_of(info: &FailureInfo) -> Failure {
+    Failure {
+        category: info.category.as_ref().map(|c| c.as_str().to_owned()),
+        code: info.code.clone(),
+        message: info.message.as_deref().map(redact),
+        details: info
+            .details
+            .iter()
+            .map(|d| Detail {
+                name: d.name.clone(),
+                value: d.value.as_deref().map(redact),
+            })
+            .collect(),
+    }
+}
+
+/// The job id in a task URL: `…/jobs/{jobId}/tasks/{taskId}`.
+pub fn job_id_from_url(url: &str) -> Option<String> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.split(['?', '#']).next()?;
+    let mut segments = path.split('/');
+    while let Some(segment) = segments.next() {
+        if segment == "jobs" {
+            return segments.next().filter(|s| !s.is_empty()).map(str::to_owned);
+        }
+    }
+    None
+}
+
+fn task_label(subject: &Subject) -> String {
+    let task = subject.task_id.as_deref().unwrap_or("(unnamed)");
+    match &subject.job_id {
+        Some(job) => format!("Task {task} of job {job}"),
+        None => format!("Task {task}"),
+    }
+}
+
+fn describe_exit_code(code: i32) -> String {
+    let meaning = ExitMeaning::of(code);
+    match (exit_code_hex(code), meaning) {
+        (_, ExitMeaning::Application) if code >= 0 => format!("exit code {code}"),
+        (Some(hex), ExitMeaning::Application) => format!("exit code {code} ({hex})"),
+        (Some(hex), meaning) => format!("exit code {code} ({hex}: {})", short_meaning(meaning)),
+        (None, meaning) => format!("exit code {code} ({})", short_meaning(meaning)),
+    }
+}
+
+fn short_meaning(meaning: ExitMeaning) -> &'static str {
+    match meaning {
+        ExitMeaning::OomOrSigkill => "killed by SIGKILL, most likely out of memory",
+        ExitMeaning::CommandNotFound => "command not found",
+        ExitMeaning::NotExecutable => "not executable",
+        ExitMeaning::Segfault => "segmentation fault",
+        ExitMeaning::Sigterm => "stopped by SIGTERM",
+        ExitMeaning::CtrlCExit => "killed by Batch",
+        ExitMeaning::AccessViolation => "access violation",
+        ExitMeaning::DllNotFound => "DLL not found",
+        ExitMeaning::StackBufferOverrun => "stack buffer overrun",
+        ExitMeaning::DotnetUnhandledException => "unhandled .NET exception",
+        ExitMeaning::FileNotFound => "file not found",
+        ExitMeaning::Application => "application-defined",
+    }
+}
+
+/// `1h 2m 3s`-style text.
+pub fn format_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (d, h, m, s) = (
+        total / 86_400,
+        total % 86_400 / 3_600,
+        total % 3_600 / 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn plural(n: i32, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+fn dedup(hints: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    hints
+        .into_iter()
+        .filter(|h| seen.insert(h.clone()))
+        .collect()
+}

@@ -1,0 +1,992 @@
+//! Reading any Batch payload: detecting which kind a document is, then parsing it typed.
+//!
+//! Accepted kinds (BATCH-FACTS §4, §7; DESIGN §2): REST bodies (task, job, prep/release status,
+//! task counts, files, error bodies, and list pages of them), diagnostic-log records alone, in the
+//! `{records:[…]}` batch Event Hubs delivers or as JSON Lines (`PT1H.json`), bare event bodies,
+//! Event Grid events and CloudEvents (single or batched) whose `data` is any of those or a
+//! `{accountUrl?, jobId, taskId?}` reference, and REST-spec example files (their response body).
+//!
+//! Errors name the field path and the line/column in the original input. A document larger than
+//! [`IN_MEMORY_LIMIT`] is streamed: list pages and record batches are read one element at a time,
+//! so a 100,000-task list never sits in memory.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::wire::{
+    BatchErrorBody, BatchJob, BatchTask, CloudEvent, DiagnosticRecord, EventGridEvent, FailureInfo,
+    NodeFile, PrepReleaseStatus, SpecialTaskEventBody, TaskCountsResult, TaskEventBody,
+    TaskEventKind, TaskExecutionInfo, TaskReference, TaskResult, TaskState,
+    is_special_task_operation,
+};
+
+/// Documents up to this size are read whole, which gives exact error positions everywhere; larger
+/// ones are streamed.
+pub const IN_MEMORY_LIMIT: usize = 16 << 20;
+
+/// How deep envelopes may nest (an Event Grid event whose data is a records batch, …).
+const MAX_DEPTH: usize = 4;
+
+/// One thing a payload says something about.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A task from the REST API.
+    Task(Box<BatchTask>),
+    /// A job from the REST API.
+    Job(Box<BatchJob>),
+    /// One node of a job preparation/release status list.
+    PrepReleaseStatus(Box<PrepReleaseStatus>),
+    /// A task diagnostic event.
+    TaskEvent {
+        /// Which event.
+        kind: TaskEventKind,
+        /// Its body.
+        body: Box<TaskEventBody>,
+        /// The account named by the record's `resourceId`, if it came in a record.
+        account: Option<String>,
+    },
+    /// A job preparation/release or start task event.
+    SpecialTaskEvent {
+        /// Its body.
+        body: Box<SpecialTaskEventBody>,
+        /// The account named by the record's `resourceId`, if it came in a record.
+        account: Option<String>,
+    },
+    /// An event that only names a task or job; the facts must be fetched.
+    TaskReference(TaskReference),
+    /// A task or node file entry.
+    File(Box<NodeFile>),
+    /// Task counts of a job.
+    TaskCounts(TaskCountsResult),
+    /// A REST error body.
+    Error(BatchErrorBody),
+    /// An event that is not about tasks or jobs (pool events): skipped by design.
+    Skipped {
+        /// What it was, e.g. `PoolResizeCompleteEvent`.
+        what: String,
+    },
+}
+
+/// What kind of document the input was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// A page of List Tasks.
+    TaskList,
+    /// A page of List Jobs.
+    JobList,
+    /// A page of List Job Preparation and Release Task Status.
+    PrepReleaseStatusList,
+    /// A page of List Task Files / List Node Files.
+    FileList,
+    /// A list page with no items.
+    EmptyList,
+    /// One task.
+    Task,
+    /// One job.
+    Job,
+    /// One node's prep/release status.
+    PrepReleaseStatus,
+    /// Get Job Task Counts.
+    TaskCounts,
+    /// A REST error body.
+    BatchError,
+    /// `{records:[…]}` as Event Hubs delivers diagnostic logs.
+    DiagnosticRecords,
+    /// One diagnostic-log record.
+    DiagnosticRecord,
+    /// A bare task event body.
+    TaskEvent,
+    /// A bare special-task event body.
+    SpecialTaskEvent,
+    /// `{accountUrl?, jobId, taskId?}`.
+    TaskReference,
+    /// One or more Event Grid events.
+    EventGrid,
+    /// One or more CloudEvents.
+    CloudEvents,
+    /// A REST-spec example file.
+    SpecExample,
+    /// A JSON array of any of the above.
+    Array,
+    /// Several JSON documents, one after another (JSON Lines, e.g. a `PT1H.json` blob).
+    JsonLines,
+}
+
+impl PayloadKind {
+    /// A human name for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TaskList => "a List Tasks response",
+            Self::JobList => "a List Jobs response",
+            Self::PrepReleaseStatusList => "a job preparation/release status list",
+            Self::FileList => "a file list",
+            Self::EmptyList => "an empty list response",
+            Self::Task => "a task",
+            Self::Job => "a job",
+            Self::PrepReleaseStatus => "a job preparation/release status",
+            Self::TaskCounts => "task counts",
+            Self::BatchError => "a Batch error response",
+            Self::DiagnosticRecords => "a batch of diagnostic-log records",
+            Self::DiagnosticRecord => "a diagnostic-log record",
+            Self::TaskEvent => "a task event body",
+            Self::SpecialTaskEvent => "a special-task event body",
+            Self::TaskReference => "a task reference",
+            Self::EventGrid => "Event Grid events",
+            Self::CloudEvents => "CloudEvents",
+            Self::SpecExample => "a REST-spec example",
+            Self::Array => "a JSON array of payloads",
+            Self::JsonLines => "JSON Lines",
+        }
+    }
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The bytes are not JSON.
+    #[error("not valid JSON: {message} at line {line}, column {column}")]
+    Syntax {
+        /// What serde_json said.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// JSON, but a field has the wrong shape.
+    #[error("{}: {message}{}", if path.is_empty() { "(document)" } else { path.as_str() }, position(*line, *column))]
+    Shape {
+        /// Where, e.g. `value[3].executionInfo.exitCode`.
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+    },
+    /// JSON, but none of the payload kinds batch-triage reads.
+    #[error("{}not a Batch payload batch-triage recognises: {reason}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+    Unrecognised {
+        /// Where.
+        path: String,
+        /// What it looked like instead.
+        reason: String,
+    },
+    /// Nothing but whitespace.
+    #[error("the input is empty")]
+    Empty,
+    /// Reading the input failed.
+    #[error("could not read the input: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+        _ => String::new(),
+    }
+}
+
+/// Reads one input (a file, stdin) and hands every [`Item`] to `sink`, in order.
+pub fn read_payload<R: Read>(
+    mut reader: R,
+    sink: &mut dyn FnMut(Item),
+) -> Result<PayloadKind, PayloadError> {
+    let mut head = Vec::new();
+    reader
+        .by_ref()
+        .take(IN_MEMORY_LIMIT as u64 + 1)
+        .read_to_end(&mut head)?;
+    if head.len() <= IN_MEMORY_LIMIT {
+        return read_slice(&head, sink);
+    }
+    stream_large(io::Cursor::new(head).chain(reader), sink)
+}
+
+/// Reads a payload held in memory.
+pub fn read_slice(bytes: &[u8], sink: &mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_column(bytes, e.valid_up_to());
+        PayloadError::Syntax {
+            message: "the input is not UTF-8".to_owned(),
+            line,
+            column,
+        }
+    })?;
+    let doc = Doc { text };
+    let mut kinds = Vec::new();
+    for (index, raw) in serde_json::Deserializer::from_str(text)
+        .into_iter::<&RawValue>()
+        .enumerate()
+    {
+        let raw = raw.map_err(|e| syntax_error(&e))?;
+        let path = if index == 0 {
+            String::new()
+        } else {
+            format!("(document {})", index + 1)
+        };
+        kinds.push(doc.process(raw, &path, 0, sink)?);
+    }
+    match kinds.as_slice() {
+        [] => Err(PayloadError::Empty),
+        [kind] => Ok(*kind),
+        _ => Ok(PayloadKind::JsonLines),
+    }
+}
+
+fn syntax_error(e: &serde_json::Error) -> PayloadError {
+    PayloadError::Syntax {
+        message: strip_position(e),
+        line: e.line(),
+        column: e.column(),
+    }
+}
+
+/// serde_json's message without its trailing " at line L column C".
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    (line, column)
+}
+
+/// The whole input, so that errors inside nested fragments can be located in it.
+struct Doc<'a> {
+    text: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RecordsEnvelope<'a> {
+    #[serde(borrow)]
+    records: Vec<DiagnosticRecord<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SpecExample<'a> {
+    #[serde(default, borrow)]
+    responses: std::collections::BTreeMap<String, SpecResponse<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SpecResponse<'a> {
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
+}
+
+/// The kinds [`detect`] tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    SpecExample,
+    Records,
+    Record,
+    CloudEvent,
+    EventGridEvent,
+    List(Option<Element>),
+    TaskCounts,
+    BatchError,
+    SpecialTaskEvent,
+    TaskEvent,
+    TaskReference,
+    Element(Element),
+    Array,
+}
+
+/// What a list page holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Element {
+    Task,
+    Job,
+    PrepReleaseStatus,
+    File,
+}
+
+fn detect(value: &Value) -> Result<Shape, String> {
+    let map = match value {
+        Value::Object(map) => map,
+        Value::Array(_) => return Ok(Shape::Array),
+        other => {
+            return Err(format!(
+                "expected a JSON object or array, found {}",
+                json_type(other)
+            ));
+        }
+    };
+    let has = |key: &str| map.contains_key(key);
+    if has("operationId") && has("responses") {
+        return Ok(Shape::SpecExample);
+    }
+    if map.get("records").is_some_and(Value::is_array) {
+        return Ok(Shape::Records);
+    }
+    if has("operationName") && (has("properties") || has("category") || has("resourceId")) {
+        return Ok(Shape::Record);
+    }
+    if has("specversion") {
+        return Ok(Shape::CloudEvent);
+    }
+    if has("eventType") && (has("data") || has("subject")) {
+        return Ok(Shape::EventGridEvent);
+    }
+    if let Some(Value::Array(items)) = map.get("value") {
+        return Ok(Shape::List(match items.first() {
+            None => None,
+            Some(first) => Some(first.as_object().and_then(element_of).ok_or_else(|| {
+                "a list whose items are not tasks, jobs, prep/release statuses or files".to_owned()
+            })?),
+        }));
+    }
+    if has("taskCounts") || has("taskSlotCounts") {
+        return Ok(Shape::TaskCounts);
+    }
+    if has("code") && has("message") && !has("id") {
+        return Ok(Shape::BatchError);
+    }
+    if has("taskName") && has("taskType") {
+        return Ok(Shape::SpecialTaskEvent);
+    }
+    if has("jobId") && (has("id") || has("taskType"))
+        || (has("schedulingError") && !has("executionInfo") && !has("id"))
+    {
+        return Ok(Shape::TaskEvent);
+    }
+    if has("jobId")
+        && map
+            .keys()
+            .all(|k| matches!(k.as_str(), "jobId" | "taskId" | "accountUrl"))
+    {
+        return Ok(Shape::TaskReference);
+    }
+    if let Some(element) = element_of(map) {
+        return Ok(Shape::Element(element));
+    }
+    let keys: Vec<&str> = map.keys().take(6).map(String::as_str).collect();
+    Err(if keys.is_empty() {
+        "an empty object".to_owned()
+    } else {
+        format!("an object with keys {}", keys.join(", "))
+    })
+}
+
+fn element_of(map: &Map<String, Value>) -> Option<Element> {
+    let has = |key: &str| map.contains_key(key);
+    if has("jobPreparationTaskExecutionInfo") || has("jobReleaseTaskExecutionInfo") {
+        return Some(Element::PrepReleaseStatus);
+    }
+    if has("isDirectory") || (has("name") && has("properties") && !has("id")) {
+        return Some(Element::File);
+    }
+    if let Some(url) = map.get("url").and_then(Value::as_str) {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        if path.contains("/tasks/") && !path.contains("/files/") {
+            return Some(Element::Task);
+        }
+        if path.contains("/jobs/") && !path.contains("/tasks/") {
+            return Some(Element::Job);
+        }
+    }
+    const TASK_KEYS: &[&str] = &[
+        "commandLine",
+        "exitConditions",
+        "nodeInfo",
+        "requiredSlots",
+        "multiInstanceSettings",
+        "resourceFiles",
+        "outputFiles",
+        "dependsOn",
+        "affinityInfo",
+    ];
+    const JOB_KEYS: &[&str] = &[
+        "poolInfo",
+        "onTaskFailure",
+        "onAllTasksComplete",
+        "jobPreparationTask",
+        "jobReleaseTask",
+        "jobManagerTask",
+        "priority",
+        "usesTaskDependencies",
+        "maxParallelTasks",
+    ];
+    if TASK_KEYS.iter().any(|k| has(k)) {
+        return Some(Element::Task);
+    }
+    if JOB_KEYS.iter().any(|k| has(k)) {
+        return Some(Element::Job);
+    }
+    let exec = map.get("executionInfo").and_then(Value::as_object)?;
+    if exec.contains_key("retryCount")
+        || exec.contains_key("exitCode")
+        || exec.contains_key("failureInfo")
+    {
+        return Some(Element::Task);
+    }
+    if exec.contains_key("terminateReason")
+        || exec.contains_key("poolId")
+        || exec.contains_key("schedulingError")
+    {
+        return Some(Element::Job);
+    }
+    None
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty() || rest == ".") {
+        (true, _) => {
+            if rest == "." {
+                String::new()
+            } else {
+                rest.to_owned()
+            }
+        }
+        (false, true) => prefix.to_owned(),
+        (false, false) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (false, false) => format!("{prefix}.{rest}"),
+    }
+}
+
+impl<'a> Doc<'a> {
+    /// The 1-based line and column in the whole input of a position inside `fragment`.
+    fn locate(&self, fragment: &str, line: usize, column: usize) -> (usize, usize) {
+        let start = fragment.as_ptr() as usize;
+        let base = self.text.as_ptr() as usize;
+        if start < base || start > base + self.text.len() {
+            return (line, column);
+        }
+        let (base_line, base_column) = line_column(self.text.as_bytes(), start - base);
+        if line <= 1 {
+            (base_line, base_column + column.saturating_sub(1))
+        } else {
+            (base_line + line - 1, column)
+        }
+    }
+
+    /// Parses `fragment` as `T`, with errors located in the whole input.
+    fn typed<T: Deserialize<'a>>(
+        &self,
+        fragment: &'a RawValue,
+        path: &str,
+    ) -> Result<T, PayloadError> {
+        let text = fragment.get();
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let inner = e.inner();
+            let (line, column) = self.locate(text, inner.line(), inner.column());
+            PayloadError::Shape {
+                path: join(path, &e.path().to_string()),
+                message: strip_position(inner),
+                line: Some(line),
+                column: Some(column),
+            }
+        })
+    }
+
+    fn process(
+        &self,
+        raw: &'a RawValue,
+        path: &str,
+        depth: usize,
+        sink: &mut dyn FnMut(Item),
+    ) -> Result<PayloadKind, PayloadError> {
+        if depth > MAX_DEPTH {
+            return Err(PayloadError::Unrecognised {
+                path: path.to_owned(),
+                reason: "envelopes nested too deep".to_owned(),
+            });
+        }
+        let value: Value = serde_json::from_str(raw.get()).map_err(|e| syntax_error(&e))?;
+        let shape = detect(&value).map_err(|reason| PayloadError::Unrecognised {
+            path: path.to_owned(),
+            reason,
+        })?;
+        drop(value);
+        Ok(match shape {
+            Shape::SpecExample => {
+                let example: SpecExample<'a> = self.typed(raw, path)?;
+                // The success response's body; a spec example without one (202, HEAD) has no subjects.
+                let body = example
+                    .responses
+                    .iter()
+                    .filter(|(status, _)| status.starts_with('2'))
+                    .find_map(|(status, r)| r.body.map(|b| (status.clone(), b)));
+                if let Some((status, body)) = body {
+                    self.process(
+                        body,
+                        &join(path, &format!("responses.{status}.body")),
+                        depth + 1,
+                        sink,
+                    )?;
+                }
+                PayloadKind::SpecExample
+            }
+            Shape::Records => {
+                let envelope: RecordsEnvelope<'a> = self.typed(raw, path)?;
+                for (i, record) in envelope.records.into_iter().enumerate() {
+                    self.record(record, &join(path, &format!("records[{i}]")), sink)?;
+                }
+                PayloadKind::DiagnosticRecords
+            }
+            Shape::Record => {
+                let record: DiagnosticRecord<'a> = self.typed(raw, path)?;
+                self.record(record, path, sink)?;
+                PayloadKind::DiagnosticRecord
+            }
+            Shape::CloudEvent => {
+                let event: CloudEvent<'a> = self.typed(raw, path)?;
+                self.event_data(event.data, path, depth, sink)?;
+                PayloadKind::CloudEvents
+            }
+            Shape::EventGridEvent => {
+                let event: EventGridEvent<'a> = self.typed(raw, path)?;
+                self.event_data(event.data, path, depth, sink)?;
+                PayloadKind::EventGrid
+            }
+            Shape::Array => {
+                let items: Vec<&'a RawValue> = self.typed(raw, path)?;
+                let mut kinds = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    kinds.push(self.process(
+                        item,
+                        &join(path, &format!("[{i}]")),
+                        depth + 1,
+                        sink,
+                    )?);
+                }
+                match kinds.first() {
+                    Some(first @ (PayloadKind::EventGrid | PayloadKind::CloudEvents))
+                        if kinds.iter().all(|k| k == first) =>
+                    {
+                        *first
+                    }
+                    _ => PayloadKind::Array,
+                }
+            }
+            Shape::List(None) => PayloadKind::EmptyList,
+            Shape::List(Some(element)) => {
+                match element {
+                    Element::Task => {
+                        self.page::<BatchTask>(raw, path, sink, |t| Item::Task(Box::new(t)))?
+                    }
+                    Element::Job => {
+                        self.page::<BatchJob>(raw, path, sink, |j| Item::Job(Box::new(j)))?
+                    }
+                    Element::PrepReleaseStatus => {
+                        self.page::<PrepReleaseStatus>(raw, path, sink, |s| {
+                            Item::PrepReleaseStatus(Box::new(s))
+                        })?
+                    }
+                    Element::File => {
+                        self.page::<NodeFile>(raw, path, sink, |f| Item::File(Box::new(f)))?
+                    }
+                }
+                list_kind(element)
+            }
+            Shape::TaskCounts => {
+                sink(Item::TaskCounts(self.typed(raw, path)?));
+                PayloadKind::TaskCounts
+            }
+            Shape::BatchError => {
+                sink(Item::Error(self.typed(raw, path)?));
+                PayloadKind::BatchError
+            }
+            Shape::SpecialTaskEvent => {
+                sink(Item::SpecialTaskEvent {
+                    body: Box::new(self.typed(raw, path)?),
+                    account: None,
+                });
+                PayloadKind::SpecialTaskEvent
+            }
+            Shape::TaskEvent => {
+                let body: TaskEventBody = self.typed(raw, path)?;
+                sink(Item::TaskEvent {
+                    kind: infer_event_kind(&body),
+                    body: Box::new(body),
+                    account: None,
+                });
+                PayloadKind::TaskEvent
+            }
+            Shape::TaskReference => {
+                sink(Item::TaskReference(self.typed(raw, path)?));
+                PayloadKind::TaskReference
+            }
+            Shape::Element(Element::Task) => {
+                sink(Item::Task(Box::new(self.typed(raw, path)?)));
+                PayloadKind::Task
+            }
+            Shape::Element(Element::Job) => {
+                sink(Item::Job(Box::new(self.typed(raw, path)?)));
+                PayloadKind::Job
+            }
+            Shape::Element(Element::PrepReleaseStatus) => {
+                sink(Item::PrepReleaseStatus(Box::new(self.typed(raw, path)?)));
+                PayloadKind::PrepReleaseStatus
+            }
+            Shape::Element(Element::File) => {
+                sink(Item::File(Box::new(self.typed(raw, path)?)));
+                PayloadKind::FileList
+            }
+        })
+    }
+
+    fn page<T: Deserialize<'a>>(
+        &self,
+        raw: &'a RawValue,
+        path: &str,
+        sink: &mut dyn FnMut(Item),
+        wrap: impl Fn(T) -> Item,
+    ) -> Result<(), PayloadError> {
+        let page: Page<T> = self.typed(raw, path)?;
+        page.value.into_iter().for_each(|item| sink(wrap(item)));
+        Ok(())
+    }
+
+    fn event_data(
+        &self,
+        data: Option<&'a RawValue>,
+        path: &str,
+        depth: usize,
+        sink: &mut dyn FnMut(Item),
+    ) -> Result<(), PayloadError> {
+        match data {
+            Some(data) if data.get() != "null" => self
+                .process(data, &join(path, "data"), depth + 1, sink)
+                .map(drop),
+            _ => Err(PayloadError::Unrecognised {
+                path: path.to_owned(),
+                reason: "the event has no JSON `data`".to_owned(),
+            }),
+        }
+    }
+
+    fn record(
+        &self,
+        record: DiagnosticRecord<'a>,
+        path: &str,
+        sink: &mut dyn FnMut(Item),
+    ) -> Result<(), PayloadError> {
+        let name = record.operation_name.clone().unwrap_or_default();
+        let account = record.account();
+        let properties_path = join(path, "properties");
+        match (TaskEventKind::from_operation_name(&name), record.properties) {
+            (Some(kind), Some(properties)) => {
+                let body: TaskEventBody = self.typed(properties, &properties_path)?;
+                sink(Item::TaskEvent {
+                    kind,
+                    body: Box::new(body),
+                    account,
+                });
+            }
+            (None, Some(properties)) if is_special_task_operation(&name) => {
+                let body: SpecialTaskEventBody = self.typed(properties, &properties_path)?;
+                sink(Item::SpecialTaskEvent {
+                    body: Box::new(body),
+                    account,
+                });
+            }
+            (Some(_), None) => {
+                return Err(PayloadError::Shape {
+                    path: properties_path,
+                    message: format!("a {name} record without properties"),
+                    line: None,
+                    column: None,
+                });
+            }
+            _ => sink(Item::Skipped {
+                what: if name.is_empty() {
+                    "a record without operationName".to_owned()
+                } else {
+                    name
+                },
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn list_kind(element: Element) -> PayloadKind {
+    match element {
+        Element::Task => PayloadKind::TaskList,
+        Element::Job => PayloadKind::JobList,
+        Element::PrepReleaseStatus => PayloadKind::PrepReleaseStatusList,
+        Element::File => PayloadKind::FileList,
+    }
+}
+
+/// Which event a bare body (without its record's `operationName`) is.
+pub fn infer_event_kind(body: &TaskEventBody) -> TaskEventKind {
+    let Some(exec) = &body.execution_info else {
+        return TaskEventKind::ScheduleFail;
+    };
+    if exec.end_time.is_none() && exec.exit_code.is_none() && exec.result.is_none() {
+        return TaskEventKind::Start;
+    }
+    let failed = exec.result == Some(TaskResult::Failure)
+        || exec.exit_code.is_some_and(|c| c != 0)
+        || exec
+            .scheduling_error
+            .as_ref()
+            .is_some_and(|e| e.code.is_some());
+    if failed {
+        TaskEventKind::Fail
+    } else {
+        TaskEventKind::Complete
+    }
+}
+
+/// The task an event describes, as far as the event tells (BATCH-FACTS §7.2): the event's
+/// `schedulingError` becomes `failureInfo`, and the state follows from the event.
+pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
+    let exec = body.execution_info.clone().unwrap_or_default();
+    let failure: Option<FailureInfo> = exec
+        .scheduling_error
+        .clone()
+        .or_else(|| body.scheduling_error.clone())
+        .filter(|f| f.code.is_some() || f.message.is_some());
+    let state = match kind {
+        TaskEventKind::Start => TaskState::Running,
+        TaskEventKind::Complete | TaskEventKind::Fail => TaskState::Completed,
+        TaskEventKind::Requeue | TaskEventKind::ScheduleFail => TaskState::Active,
+    };
+    let result = exec.result.clone().or(match kind {
+        TaskEventKind::Fail => Some(TaskResult::Failure),
+        TaskEventKind::Complete if exec.exit_code == Some(0) && failure.is_none() => {
+            Some(TaskResult::Success)
+        }
+        _ => None,
+    });
+    BatchTask {
+        id: body.id.clone(),
+        state: Some(state),
+        node_info: body.node_info.clone(),
+        constraints: body
+            .constraints
+            .as_ref()
+            .map(|c| crate::wire::TaskConstraints {
+                max_wall_clock_time: c.max_wall_clock_time,
+                retention_time: None,
+                max_task_retry_count: c.max_task_retry_count,
+            }),
+        execution_info: Some(TaskExecutionInfo {
+            start_time: exec.start_time,
+            end_time: exec.end_time,
+            exit_code: exec.exit_code,
+            failure_info: failure,
+            retry_count: exec.retry_count,
+            requeue_count: match kind {
+                // A requeue event is itself a requeue, even if the count was read before it.
+                TaskEventKind::Requeue => exec.requeue_count.max(1),
+                _ => exec.requeue_count,
+            },
+            result,
+            ..TaskExecutionInfo::default()
+        }),
+        ..BatchTask::default()
+    }
+}
+
+/// Streams a document too large to hold: only list pages (`value`) and record batches
+/// (`records`) may be this large; their elements are read one at a time.
+fn stream_large<R: Read>(
+    reader: R,
+    sink: &mut dyn FnMut(Item),
+) -> Result<PayloadKind, PayloadError> {
+    let mut de =
+        serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 << 10, reader));
+    let mut track = serde_path_to_error::Track::new();
+    let seed = TopLevel { sink };
+    let result = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
+    let kind = result.map_err(|e| {
+        if e.is_io() {
+            return PayloadError::Io(io::Error::other(e.to_string()));
+        }
+        if e.is_syntax() || e.is_eof() {
+            return syntax_error(&e);
+        }
+        PayloadError::Shape {
+            path: track.path().to_string(),
+            message: strip_position(&e),
+            line: Some(e.line()),
+            column: Some(e.column()),
+        }
+    })?;
+    de.end().map_err(|e| syntax_error(&e))?;
+    kind.ok_or_else(|| PayloadError::Unrecognised {
+        path: String::new(),
+        reason: format!(
+            "a document larger than {} MiB that is not a list response or a records batch",
+            IN_MEMORY_LIMIT >> 20
+        ),
+    })
+}
+
+struct TopLevel<'s> {
+    sink: &'s mut dyn FnMut(Item),
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Option<PayloadKind>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Option<PayloadKind>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list response or a records batch")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kind = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "value" if kind.is_none() => {
+                    kind = Some(map.next_value_seed(ListElements {
+                        sink: &mut *self.sink,
+                    })?)
+                }
+                "records" if kind.is_none() => {
+                    kind = Some(map.next_value_seed(Records {
+                        sink: &mut *self.sink,
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(kind)
+    }
+}
+
+/// The `value` array of a list page: the first element decides the kind, the rest are read
+/// straight into that type.
+struct ListElements<'s> {
+    sink: &'s mut dyn FnMut(Item),
+}
+
+impl<'de> DeserializeSeed<'de> for ListElements<'_> {
+    type Value = PayloadKind;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListElements<'_> {
+    type Value = PayloadKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of tasks, jobs, prep/release statuses or files")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let Some(first) = seq.next_element::<Value>()? else {
+            return Ok(PayloadKind::EmptyList);
+        };
+        let element = first.as_object().and_then(element_of).ok_or_else(|| {
+            A::Error::custom("list items are not tasks, jobs, prep/release statuses or files")
+        })?;
+        fn rest<'de, A: SeqAccess<'de>, T: DeserializeOwned>(
+            first: Value,
+            mut seq: A,
+            sink: &mut dyn FnMut(Item),
+            wrap: fn(T) -> Item,
+        ) -> Result<(), A::Error> {
+            sink(wrap(
+                serde_json::from_value(first).map_err(serde::de::Error::custom)?,
+            ));
+            while let Some(item) = seq.next_element::<T>()? {
+                sink(wrap(item));
+            }
+            Ok(())
+        }
+        match element {
+            Element::Task => {
+                rest::<A, BatchTask>(first, seq, self.sink, |t| Item::Task(Box::new(t)))?
+            }
+            Element::Job => rest::<A, BatchJob>(first, seq, self.sink, |j| Item::Job(Box::new(j)))?,
+            Element::PrepReleaseStatus => {
+                rest::<A, PrepReleaseStatus>(first, seq, self.sink, |s| {
+                    Item::PrepReleaseStatus(Box::new(s))
+                })?
+            }
+            Element::File => {
+                rest::<A, NodeFile>(first, seq, self.sink, |f| Item::File(Box::new(f)))?
+            }
+        }
+        Ok(list_kind(element))
+    }
+}
+
+/// The `records` array of an Event Hubs batch, one record at a time.
+struct Records<'s> {
+    sink: &'s mut dyn FnMut(Item),
+}
+
+impl<'de> DeserializeSeed<'de> for Records<'_> {
+    type Value = PayloadKind;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Records<'_> {
+    type Value = PayloadKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of diagnostic-log records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut index = 0;
+        while let Some(record) = seq.next_element::<Box<RawValue>>()? {
+            let text = record.get();
+            let doc = Doc { text };
+            let raw: &RawValue = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+            let parsed: DiagnosticRecord<'_> = doc
+                .typed(raw, "")
+                .map_err(|e| serde::de::Error::custom(format!("records[{index}]: {e}")))?;
+            doc.record(parsed, &format!("records[{index}]"), &mut *self.sink)
+                .map_err(|e| serde::de::Error::custom(e.to_string()))?;
+            index += 1;
+        }
+        Ok(PayloadKind::DiagnosticRecords)
+    }
+}

@@ -1,0 +1,305 @@
+//! Batch diagnostic-log events (BATCH-FACTS §7) and the envelopes that carry them: the Azure
+//! Monitor record (alone, or in the `{records:[…]}` batch Event Hubs delivers), Event Grid events
+//! and CloudEvents.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::lenient::{IsoDuration, Timestamp, int};
+use super::rest::{FailureInfo, NodeInfo, TaskResult};
+
+/// One Azure Monitor resource-log record (one line of a `PT1H.json` blob, or one element of the
+/// `records` array on Event Hubs).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticRecord<'a> {
+    /// When the record was written.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// `/SUBSCRIPTIONS/…/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{account}/`.
+    #[serde(default, alias = "ResourceId")]
+    pub resource_id: Option<String>,
+    /// `ServiceLog` for the events triage reads.
+    #[serde(default, alias = "Category")]
+    pub category: Option<String>,
+    /// The event name: `TaskFailEvent`, `PoolResizeCompleteEvent`, …
+    #[serde(default, alias = "OperationName")]
+    pub operation_name: Option<String>,
+    /// The event body, read according to `operation_name`.
+    #[serde(default, alias = "Properties", borrow)]
+    pub properties: Option<&'a RawValue>,
+}
+
+impl DiagnosticRecord<'_> {
+    /// The Batch account named by `resourceId`, lower-cased.
+    pub fn account(&self) -> Option<String> {
+        account_from_resource_id(self.resource_id.as_deref()?)
+    }
+}
+
+/// The account name at the end of an ARM resource id of a Batch account.
+pub fn account_from_resource_id(resource_id: &str) -> Option<String> {
+    let mut parts = resource_id.split('/').filter(|p| !p.is_empty());
+    while let Some(part) = parts.next() {
+        if part.eq_ignore_ascii_case("batchAccounts") {
+            return parts.next().map(str::to_ascii_lowercase);
+        }
+    }
+    None
+}
+
+/// The event names triage knows. Anything else is about pools or nodes and is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEventKind {
+    /// `TaskStartEvent`: a task (or a retry of it) started.
+    Start,
+    /// `TaskCompleteEvent`: a task completed, whatever its exit code.
+    Complete,
+    /// `TaskFailEvent`: a task completed with a failure (sent besides `TaskCompleteEvent`).
+    Fail,
+    /// `TaskRequeueEvent`: a task was put back in the queue.
+    Requeue,
+    /// `TaskScheduleFailEvent`: a task could not be scheduled yet (e.g. its job prep failed).
+    ScheduleFail,
+}
+
+impl TaskEventKind {
+    /// Maps an `operationName`, ignoring case.
+    pub fn from_operation_name(name: &str) -> Option<Self> {
+        let known = [
+            ("TaskStartEvent", Self::Start),
+            ("TaskCompleteEvent", Self::Complete),
+            ("TaskFailEvent", Self::Fail),
+            ("TaskRequeueEvent", Self::Requeue),
+            ("TaskScheduleFailEvent", Self::ScheduleFail),
+        ];
+        known
+            .iter()
+            .find(|(wire, _)| wire.eq_ignore_ascii_case(name))
+            .map(|(_, kind)| *kind)
+    }
+
+    /// The `operationName` Batch uses.
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            Self::Start => "TaskStartEvent",
+            Self::Complete => "TaskCompleteEvent",
+            Self::Fail => "TaskFailEvent",
+            Self::Requeue => "TaskRequeueEvent",
+            Self::ScheduleFail => "TaskScheduleFailEvent",
+        }
+    }
+}
+
+/// `operationName` of the special-task event (job preparation, job release, start task).
+pub fn is_special_task_operation(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.contains("specialtask")
+        || lower == "jobpreparationtaskevent"
+        || lower == "jobreleasetaskevent"
+}
+
+/// `executionInfo` of a task event. Failure info is called `schedulingError` in events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEventExecution {
+    /// When the task started.
+    #[serde(default)]
+    pub start_time: Option<Timestamp>,
+    /// When it ended.
+    #[serde(default)]
+    pub end_time: Option<Timestamp>,
+    /// Exit code; null if it failed before it ran.
+    #[serde(default, deserialize_with = "int::opt_i32")]
+    pub exit_code: Option<i32>,
+    /// Retries so far.
+    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    pub retry_count: i32,
+    /// Requeues so far.
+    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    pub requeue_count: i32,
+    /// `Success` / `Failure` (either casing).
+    #[serde(default)]
+    pub result: Option<TaskResult>,
+    /// The failure, in events (empty strings mean none).
+    #[serde(default)]
+    pub scheduling_error: Option<FailureInfo>,
+}
+
+/// `constraints` of a task event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEventConstraints {
+    /// Retries allowed.
+    #[serde(default, deserialize_with = "int::opt_i32")]
+    pub max_task_retry_count: Option<i32>,
+    /// Not in the documented event body, but accepted if a forwarder adds it.
+    #[serde(default)]
+    pub max_wall_clock_time: Option<IsoDuration>,
+}
+
+/// Body of `TaskStartEvent`, `TaskCompleteEvent`, `TaskFailEvent`, `TaskRequeueEvent` and
+/// `TaskScheduleFailEvent`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEventBody {
+    /// The job.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// The task.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `User` or `JobManager`.
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Where it ran (`nodeId` is `" "` in schedule-fail events).
+    #[serde(default)]
+    pub node_info: Option<NodeInfo>,
+    /// Constraints.
+    #[serde(default)]
+    pub constraints: Option<TaskEventConstraints>,
+    /// Execution (absent in schedule-fail events).
+    #[serde(default)]
+    pub execution_info: Option<TaskEventExecution>,
+    /// Top-level scheduling error of `TaskScheduleFailEvent`.
+    #[serde(default)]
+    pub scheduling_error: Option<FailureInfo>,
+}
+
+/// `executionInfo` of the special-task event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecialTaskExecution {
+    /// When it started.
+    #[serde(default)]
+    pub start_time: Option<Timestamp>,
+    /// When it ended.
+    #[serde(default)]
+    pub end_time: Option<Timestamp>,
+    /// Exit code.
+    #[serde(default, deserialize_with = "int::opt_i32")]
+    pub exit_code: Option<i32>,
+    /// `success` / `failure`.
+    #[serde(default)]
+    pub result: Option<TaskResult>,
+    /// The failure (empty strings mean none).
+    #[serde(default)]
+    pub scheduling_error: Option<FailureInfo>,
+}
+
+/// Body of the special-task event: a job preparation, job release or start task on one node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecialTaskEventBody {
+    /// The job (empty for a start task).
+    #[serde(default, deserialize_with = "super::lenient::non_empty_string")]
+    pub job_id: Option<String>,
+    /// The task's name.
+    #[serde(default)]
+    pub task_name: Option<String>,
+    /// `JobPrep`, `JobRelease`, `StartTask`, …
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Where it ran.
+    #[serde(default)]
+    pub node_info: Option<NodeInfo>,
+    /// What happened.
+    #[serde(default)]
+    pub execution_info: Option<SpecialTaskExecution>,
+}
+
+/// Which special task a special-task event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialTaskType {
+    /// The job preparation task.
+    JobPreparation,
+    /// The job release task.
+    JobRelease,
+    /// The pool's start task.
+    StartTask,
+    /// A type this version does not know.
+    Other,
+}
+
+impl SpecialTaskEventBody {
+    /// Reads `taskType` (`JobPrep`, `JobPreparation`, `JobRelease`, `StartTask`, any casing).
+    pub fn special_type(&self) -> SpecialTaskType {
+        let t = self
+            .task_type
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if t.starts_with("jobprep") {
+            SpecialTaskType::JobPreparation
+        } else if t.starts_with("jobrelease") {
+            SpecialTaskType::JobRelease
+        } else if t.starts_with("starttask") || t == "start" {
+            SpecialTaskType::StartTask
+        } else {
+            SpecialTaskType::Other
+        }
+    }
+}
+
+/// `data` of an Event Grid or CloudEvents event that only points at a task or job:
+/// `{accountUrl?, jobId, taskId?}` (DESIGN §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReference {
+    /// The Batch account URL, if the publisher named one. Untrusted: checked against the
+    /// configured accounts before anything is fetched.
+    #[serde(default)]
+    pub account_url: Option<String>,
+    /// The job.
+    pub job_id: String,
+    /// The task, or none for the job itself.
+    #[serde(default)]
+    pub task_id: Option<String>,
+}
+
+/// An Event Grid event (Event Grid schema).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventGridEvent<'a> {
+    /// Event id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Topic resource id.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Publisher-defined subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Publisher-defined type.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// The payload: any Batch payload kind, borrowed from the input.
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// A CloudEvents 1.0 event (structured JSON mode).
+#[derive(Debug, Deserialize)]
+pub struct CloudEvent<'a> {
+    /// Always `1.0`.
+    #[serde(default)]
+    pub specversion: Option<String>,
+    /// Event id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Source URI.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Event type.
+    #[serde(default, rename = "type")]
+    pub event_type: Option<String>,
+    /// Subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The payload: any Batch payload kind, borrowed from the input.
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+    /// Base64 payload; triage only reads JSON `data`.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+}

@@ -1,0 +1,1 @@
+//! Repository-wide tests live in `tests/`; see `tests/tidy.rs`.
