@@ -1,1 +1,42 @@
-fn main() {}
+//! The `batch-triage` command: argument parsing, then hand-off to one module per subcommand.
+//! Everything that decides anything lives in the library crates; this binary only wires them to a
+//! terminal.
+
+mod diagnose;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Explains Azure Batch job and task failures, keeps their logs, and tells people.
+#[derive(Debug, Parser)]
+#[command(name = "batch-triage", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Diagnose Batch payloads: task or job JSON, list responses, prep/release status,
+    /// diagnostic-log events (alone, in an Event Hubs `records` batch or as JSON Lines), Event Grid
+    /// events and CloudEvents.
+    #[command(after_help = diagnose::EXAMPLES)]
+    Diagnose(diagnose::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Diagnose(args) => diagnose::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // One line, no backtrace: the error chain joined, as a person reads it.
+            eprintln!("batch-triage: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

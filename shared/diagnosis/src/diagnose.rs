@@ -443,17 +443,25 @@ fn prep_logs_hint(evidence: &Evidence<'_>, node: Option<&str>, task_root: Option
         .and_then(|j| j.job_preparation_task.as_ref())
         .and_then(|p| p.id.clone())
         .unwrap_or_else(|| "jobpreparation".to_owned());
-    let dir = task_root.map(str::to_owned).unwrap_or_else(|| {
-        format!(
-            "workitems/{}/job-1/{prep_id}",
-            job.as_deref().unwrap_or("{jobId}")
-        )
-    });
+    let job_text = job.as_deref().unwrap_or("{jobId}");
+    let dir = task_root.map_or_else(
+        || format!("workitems/{job_text}/job-1/{prep_id}"),
+        str::to_owned,
+    );
+    let (on_node, preserved) = match node {
+        Some(node) => (
+            format!("on node {node}"),
+            format!("{{account}}/{job_text}/_jobprep/{node}/"),
+        ),
+        // Schedule-fail events do not name the node; the job's prep/release status does.
+        None => (
+            "on the node where it failed (the job's preparation/release status names it)"
+                .to_owned(),
+            format!("{{account}}/{job_text}/_jobprep/{{nodeId}}/"),
+        ),
+    };
     format!(
-        "The preparation task's stdout.txt and stderr.txt are under {dir}/ on node {}; batch-triage preserves them to {{account}}/{}/_jobprep/{}/. Fix the preparation task, then reimage the affected nodes (or let the job end) so tasks can run there again.",
-        node.unwrap_or("{nodeId}"),
-        job.as_deref().unwrap_or("{jobId}"),
-        node.unwrap_or("{nodeId}")
+        "The preparation task's stdout.txt and stderr.txt are under {dir}/ {on_node}; batch-triage preserves them to {preserved}. Fix the preparation task, then reimage the affected nodes (or let the job end) so tasks can run there again."
     )
 }
 
@@ -730,6 +738,22 @@ pub fn diagnose_prep_release(
     Some(diagnosis)
 }
 
+/// The nodes on which the job preparation task failed, from a prep/release status list: the
+/// evidence that makes waiting tasks `task.prep_blocked` and an active job `job.stuck`.
+pub fn prep_failed_nodes<'a>(
+    statuses: impl IntoIterator<Item = &'a PrepReleaseStatus>,
+) -> Vec<String> {
+    statuses
+        .into_iter()
+        .filter(|s| {
+            s.job_preparation_task_execution_info
+                .as_ref()
+                .is_some_and(special_failed)
+        })
+        .filter_map(|s| s.node_id.clone())
+        .collect()
+}
+
 fn special_failed(exec: &PrepTaskExecutionInfo) -> bool {
     exec.result == Some(TaskResult::Failure)
         || exec.failure_info.is_some()
@@ -805,7 +829,10 @@ fn special_task_diagnosis(
         (_, Some(code)) => format!(" ({code})"),
         _ => String::new(),
     };
-    let job_text = job_id.as_deref().unwrap_or("(unknown job)");
+    let job_text = job_id.as_deref().unwrap_or("{jobId}");
+    let of_job = job_id
+        .as_deref()
+        .map_or_else(String::new, |j| format!(" of job {j}"));
     let mut hints = Vec::new();
     let (summary, mut cause) = match class {
         FailureClass::JobPrepFailed => {
@@ -815,7 +842,7 @@ fn special_task_diagnosis(
                 facts.task_root,
             ));
             (
-                format!("Job preparation task of job {job_text} failed on node {node}{how}; the job may be stuck."),
+                format!("Job preparation task{of_job} failed on node {node}{how}; the job may be stuck."),
                 "The job preparation task runs on each node before any of the job's tasks. It failed here, so (with waitForSuccess, the default) the job's tasks will not run on this node until it is reimaged: they go back to active, and if no other node can run them the job is stuck.".to_owned(),
             )
         }
@@ -826,7 +853,7 @@ fn special_task_diagnosis(
             );
             hints.push(format!("The release task's stdout.txt and stderr.txt are under {dir}/ on node {node}; batch-triage preserves them to {{account}}/{job_text}/_jobrelease/{node}/. Release tasks get at most 15 minutes (maxWallClockTime)."));
             (
-                format!("Job release task of job {job_text} failed on node {node}{how}."),
+                format!("Job release task{of_job} failed on node {node}{how}."),
                 "The job release task runs on each node when the job ends, to clean up. It failed here; the job's results are not affected, but the node may be left with data or processes behind.".to_owned(),
             )
         }
@@ -920,7 +947,9 @@ fn task_label(subject: &Subject) -> String {
 
 fn describe_exit_code(code: i32) -> String {
     let meaning = ExitMeaning::of(code);
-    match (exit_code_hex(code), meaning) {
+    // Small negative codes are signal numbers (-9); hex only helps for NTSTATUS/HRESULT values.
+    let hex = exit_code_hex(code).filter(|_| code < -255);
+    match (hex, meaning) {
         (_, ExitMeaning::Application) if code >= 0 => format!("exit code {code}"),
         (Some(hex), ExitMeaning::Application) => format!("exit code {code} ({hex})"),
         (Some(hex), meaning) => format!("exit code {code} ({hex}: {})", short_meaning(meaning)),

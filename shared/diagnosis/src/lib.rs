@@ -42,6 +42,7 @@ pub mod wire;
 pub use classes::{ExitMeaning, FailureClass, Severity};
 pub use diagnose::{
     Evidence, diagnose_job, diagnose_prep_release, diagnose_special_task_event, diagnose_task,
+    prep_failed_nodes,
 };
 pub use payload::{Item, PayloadError, PayloadKind};
 pub use report::{Diagnosis, Failure, Impact, Subject};

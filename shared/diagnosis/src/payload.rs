@@ -226,7 +226,7 @@ pub fn read_slice(bytes: &[u8], sink: &mut dyn FnMut(Item)) -> Result<PayloadKin
         .into_iter::<&RawValue>()
         .enumerate()
     {
-        let raw = raw.map_err(|e| syntax_error(&e))?;
+        let raw = raw.map_err(|e| syntax_error_in(text, &e))?;
         let path = if index == 0 {
             String::new()
         } else {
@@ -244,6 +244,34 @@ pub fn read_slice(bytes: &[u8], sink: &mut dyn FnMut(Item)) -> Result<PayloadKin
 fn syntax_error(e: &serde_json::Error) -> PayloadError {
     PayloadError::Syntax {
         message: strip_position(e),
+        line: e.line(),
+        column: e.column(),
+    }
+}
+
+/// A syntax error that also names the offending character when it is not ASCII: documents pasted
+/// from web pages carry look-alikes such as a fullwidth comma (U+FF0C) that are hard to see.
+fn syntax_error_in(text: &str, e: &serde_json::Error) -> PayloadError {
+    let mut message = strip_position(e);
+    let line = text
+        .lines()
+        .nth(e.line().saturating_sub(1))
+        .unwrap_or_default();
+    // serde_json's column counts bytes and points at, or just past, the offending character.
+    let window = e.column().saturating_sub(4)..e.column() + 1;
+    let odd = line
+        .char_indices()
+        .filter(|(i, _)| window.contains(&(i + 1)))
+        .map(|(_, c)| c)
+        .find(|c| !c.is_ascii());
+    if let Some(c) = odd {
+        message.push_str(&format!(
+            ", found {c:?} (U+{:04X}), which is not JSON punctuation",
+            c as u32
+        ));
+    }
+    PayloadError::Syntax {
+        message,
         line: e.line(),
         column: e.column(),
     }
@@ -338,7 +366,7 @@ fn detect(value: &Value) -> Result<Shape, String> {
         }
     };
     let has = |key: &str| map.contains_key(key);
-    if has("operationId") && has("responses") {
+    if has("responses") && (has("operationId") || has("parameters")) {
         return Ok(Shape::SpecExample);
     }
     if map.get("records").is_some_and(Value::is_array) {
@@ -543,7 +571,9 @@ impl<'a> Doc<'a> {
                     .responses
                     .iter()
                     .filter(|(status, _)| status.starts_with('2'))
-                    .find_map(|(status, r)| r.body.map(|b| (status.clone(), b)));
+                    .find_map(|(status, r)| r.body.map(|b| (status.clone(), b)))
+                    // A file download's body is the file's text, not a payload.
+                    .filter(|(_, body)| body.get().trim_start().starts_with(['{', '[']));
                 if let Some((status, body)) = body {
                     self.process(
                         body,

@@ -1,0 +1,14 @@
+//! Integration tests of the diagnosis core, one binary:
+//! - `scenarios`: one fixture file per failure scenario (test_data/), snapshot plus explicit
+//!   expectations; coverage of every class and exit meaning.
+//! - `corpus`: every real payload in the team handbook's corpus.
+//! - `errors`: what bad input gets told.
+//! - `streaming`: documents larger than the in-memory limit.
+//! - `properties`: diagnose never panics on arbitrary task-shaped JSON.
+
+mod corpus;
+mod errors;
+mod properties;
+mod scenarios;
+mod streaming;
+mod support;
