@@ -1,0 +1,332 @@
+//! The capability trait the pipeline depends on, and the small types of its signatures.
+//!
+//! Handlers hold an `Arc<dyn BatchApi>`; tests of the pipeline can implement the trait with
+//! canned data, and [`crate::BatchClient`] is the real implementation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use diagnosis::wire::{
+    BatchJob, BatchTask, DisableTasks, ListPage, NodeFile, PrepReleaseStatus, TaskCountsResult,
+};
+use futures::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
+use url::Url;
+
+use crate::error::BatchError;
+use crate::retry::Deadline;
+
+/// A list operation as a stream of pages (at most `maxresults` items each, 1000 by default),
+/// fetched one at a time as the stream is polled, so memory does not grow with the list.
+pub type PageStream<T> = BoxStream<'static, Result<ListPage<T>, BatchError>>;
+
+/// Flattens a [`PageStream`] into a stream of items.
+pub fn items<T: Send + 'static>(pages: PageStream<T>) -> BoxStream<'static, Result<T, BatchError>> {
+    pages
+        .map_ok(|page| futures::stream::iter(page.value.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
+/// `$select` / `$expand` of a get operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// `$select`: the properties to return (comma-separated), to keep bodies small.
+    pub select: Option<String>,
+    /// `$expand`: e.g. `stats`.
+    pub expand: Option<String>,
+}
+
+/// OData options of a list operation (BATCH-FACTS §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// `$filter`, e.g. `state eq 'completed' and executionInfo/result eq 'failure'`.
+    pub filter: Option<String>,
+    /// `$select`: the properties to return (comma-separated).
+    pub select: Option<String>,
+    /// `$expand`.
+    pub expand: Option<String>,
+    /// `maxresults`: items per page (1..=1000; the service default is 1000).
+    pub max_results: Option<u32>,
+}
+
+/// Options of List Task Files / List Node Files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileListOptions {
+    /// List the whole tree, not only the top directory.
+    pub recursive: bool,
+    /// `$filter`; Batch supports only `startswith(name,'…')` here.
+    pub filter: Option<String>,
+    /// `maxresults`.
+    pub max_results: Option<u32>,
+}
+
+/// A file on a compute node, named by task or by node, or by a URL taken from a payload (a file
+/// listing's `url`, a prep task's `taskRootDirectoryUrl` + name). URLs are checked same-origin
+/// with the configured endpoint before any request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRef {
+    /// A file of a task, relative to the task directory (`stdout.txt`, `wd/out.log`).
+    Task {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+        /// Path relative to the task directory; `/` or `\` separated.
+        path: String,
+    },
+    /// A file of a node, relative to the node root (e.g. a job prep task's `stdout.txt`).
+    Node {
+        /// The pool.
+        pool_id: String,
+        /// The node.
+        node_id: String,
+        /// Path relative to the node root.
+        path: String,
+    },
+    /// An absolute file URL from a payload. Untrusted until checked.
+    Url(String),
+}
+
+impl FileRef {
+    /// A task file.
+    pub fn task(job_id: &str, task_id: &str, path: &str) -> Self {
+        Self::Task {
+            job_id: job_id.to_owned(),
+            task_id: task_id.to_owned(),
+            path: path.to_owned(),
+        }
+    }
+
+    /// A node file.
+    pub fn node(pool_id: &str, node_id: &str, path: &str) -> Self {
+        Self::Node {
+            pool_id: pool_id.to_owned(),
+            node_id: node_id.to_owned(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// File properties from the headers of a HEAD or GET on a file (BATCH-FACTS §3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Size in bytes of the whole file.
+    pub size: u64,
+    /// `Last-Modified`, verbatim (RFC 1123); compared verbatim to detect a changed file.
+    pub last_modified: Option<String>,
+    /// `ETag`, verbatim.
+    pub etag: Option<String>,
+    /// `ocp-batch-file-isdirectory`.
+    pub is_directory: bool,
+    /// `ocp-creation-time`, verbatim.
+    pub creation_time: Option<String>,
+    /// `ocp-batch-file-mode` (octal, Linux).
+    pub file_mode: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+impl FileInfo {
+    /// `Last-Modified` parsed, if it is a valid HTTP date.
+    pub fn last_modified_time(&self) -> Option<std::time::SystemTime> {
+        httpdate::parse_http_date(self.last_modified.as_deref()?).ok()
+    }
+}
+
+/// How a download starts and how hard it tries to finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadOptions {
+    /// First byte to fetch (to continue a copy an earlier process began).
+    pub offset: u64,
+    /// How many times a connection dropped mid-body is resumed from the byte reached.
+    pub max_resumes: u32,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            max_resumes: 5,
+        }
+    }
+}
+
+/// A file being downloaded: its properties, and its bytes as a stream of chunks.
+///
+/// The stream resumes by itself after a dropped connection (up to
+/// [`DownloadOptions::max_resumes`] times, within the deadline), re-requesting with `ocp-range`
+/// from the byte reached; if the file changed in between (Last-Modified, ETag or size) it ends
+/// with [`BatchError::FileChanged`] rather than splicing two versions.
+pub struct FileDownload {
+    /// Properties of the file as first seen; `info.size` is the whole file's size.
+    pub info: FileInfo,
+    /// The offset of the first byte the stream yields.
+    pub offset: u64,
+    /// The chunks.
+    pub(crate) chunks: BoxStream<'static, Result<Bytes, BatchError>>,
+}
+
+impl std::fmt::Debug for FileDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDownload")
+            .field("info", &self.info)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for FileDownload {
+    type Item = Result<Bytes, BatchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.chunks.poll_next_unpin(cx)
+    }
+}
+
+/// Options of Terminate Job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TerminateJobOptions {
+    /// `terminateReason` (the service default is `UserTerminate`).
+    pub reason: Option<String>,
+    /// `force=true`: terminate even if nodes have not finished processing the termination.
+    pub force: bool,
+    /// Only act if the job's ETag still matches (so an automated action never races a person).
+    pub if_match: Option<String>,
+}
+
+/// The result of a job or task action that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ActionOutcome {
+    /// The service accepted the action (202/204).
+    Accepted,
+    /// The job or task was already in (or past) the requested state; the service's 409 `code`
+    /// says how (`JobCompleted`, `JobDisabled`, `TaskCompleted`, …). Success for an idempotent
+    /// caller.
+    AlreadyInState {
+        /// The 409 code.
+        code: String,
+    },
+}
+
+/// The Batch operations the pipeline needs. Every call takes the [`Deadline`] it must finish by.
+#[async_trait]
+pub trait BatchApi: Send + Sync {
+    /// Get Task.
+    async fn get_task(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchTask, BatchError>;
+
+    /// List Tasks of a job, page by page.
+    fn list_tasks(
+        &self,
+        job_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<BatchTask>;
+
+    /// Get Job.
+    async fn get_job(
+        &self,
+        job_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchJob, BatchError>;
+
+    /// List Jobs, page by page.
+    fn list_jobs(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchJob>;
+
+    /// List Job Preparation and Release Task Status. A job without a prep task (409
+    /// `JobPreparationTaskNotSpecified`) gives an empty stream, not an error.
+    fn list_prep_release_status(
+        &self,
+        job_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<PrepReleaseStatus>;
+
+    /// Get Job Task Counts.
+    async fn get_task_counts(
+        &self,
+        job_id: &str,
+        deadline: Deadline,
+    ) -> Result<TaskCountsResult, BatchError>;
+
+    /// List the files of a task.
+    fn list_task_files(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        options: &FileListOptions,
+        deadline: Deadline,
+    ) -> PageStream<NodeFile>;
+
+    /// List the files of a node.
+    fn list_node_files(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &FileListOptions,
+        deadline: Deadline,
+    ) -> PageStream<NodeFile>;
+
+    /// HEAD a task or node file: size, Last-Modified, ETag, is-directory.
+    async fn file_properties(
+        &self,
+        file: &FileRef,
+        deadline: Deadline,
+    ) -> Result<FileInfo, BatchError>;
+
+    /// Download a task or node file as a resumable stream (see [`FileDownload`]).
+    async fn download_file(
+        &self,
+        file: &FileRef,
+        options: &DownloadOptions,
+        deadline: Deadline,
+    ) -> Result<FileDownload, BatchError>;
+
+    /// Terminate Job. Already completed or terminating → [`ActionOutcome::AlreadyInState`].
+    async fn terminate_job(
+        &self,
+        job_id: &str,
+        options: &TerminateJobOptions,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
+
+    /// Disable Job (`disableTasks` says what happens to running tasks). Already disabled or not
+    /// active → [`ActionOutcome::AlreadyInState`].
+    async fn disable_job(
+        &self,
+        job_id: &str,
+        disable_tasks: DisableTasks,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
+
+    /// Enable Job.
+    async fn enable_job(
+        &self,
+        job_id: &str,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
+
+    /// Terminate Task. Already completed → [`ActionOutcome::AlreadyInState`].
+    async fn terminate_task(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
+
+    /// Checks that a URL from a payload (an event's account URL, a `nodeUrl`) is same-origin with
+    /// the configured endpoint; [`BatchError::Refused`] otherwise.
+    fn check_url(&self, url: &str) -> Result<Url, BatchError>;
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+mod api;
+mod client;
+mod config;
+mod download;
+mod error;
+mod retry;
+mod secret;
+pub mod shared_key;
+mod token;
+
+pub use api::{
+    ActionOutcome, BatchApi, DownloadOptions, FileDownload, FileInfo, FileListOptions, FileRef,
+    GetOptions, ListOptions, PageStream, TerminateJobOptions, items,
+};
+pub use client::BatchClient;
+pub use config::{BATCH_SCOPE, BatchAuth, BatchConfig, DEFAULT_API_VERSION, EntraAuth};
+pub use error::{BatchError, ConfigError, ErrorInfo};
+pub use retry::{Deadline, RetryPolicy};
+pub use secret::Secret;
