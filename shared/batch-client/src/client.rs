@@ -349,7 +349,10 @@ impl BatchClient {
         let op = call.op;
         let mut headers = call.headers.clone();
         let date = httpdate::fmt_http_date(SystemTime::now());
-        headers.insert(HeaderName::from_static("ocp-date"), header_value(op, &date)?);
+        headers.insert(
+            HeaderName::from_static("ocp-date"),
+            header_value(op, &date)?,
+        );
         headers.insert(
             HeaderName::from_static("client-request-id"),
             header_value(op, client_request_id)?,
@@ -491,41 +494,45 @@ impl BatchClient {
             Ok(url) => url,
             Err(error) => return futures::stream::once(async move { Err(error) }).boxed(),
         };
-        let state = (self.clone(), Some(first), true);
-        futures::stream::try_unfold(state, move |(client, next, is_first)| async move {
-            let Some(url) = next else {
-                return Ok(None);
+        let state = (self.clone(), Some(Ok(first)), None::<Url>);
+        futures::stream::try_unfold(state, move |(client, next, previous)| async move {
+            // A bad next link is reported only after the page that carried it was yielded.
+            let url = match next {
+                None => return Ok(None),
+                Some(Err(error)) => return Err(error),
+                Some(Ok(url)) => url,
             };
+            if previous.as_ref() == Some(&url) {
+                return Err(BatchError::other(
+                    op,
+                    "odata.nextLink points back to the same page",
+                ));
+            }
             let call = Call::new(op, Method::GET, url.clone());
             let reply = match client.request(&call, Expect::Json, deadline).await {
                 Ok(reply) => reply,
                 Err(BatchError::Conflict(info))
-                    if is_first
+                    if previous.is_none()
                         && info
                             .code
                             .as_deref()
                             .is_some_and(|code| empty_codes.contains(&code)) =>
                 {
-                    tracing::debug!(operation = op, code = info.code.as_deref(), "nothing to list");
+                    tracing::debug!(
+                        operation = op,
+                        code = info.code.as_deref(),
+                        "nothing to list"
+                    );
                     return Ok(None);
                 }
                 Err(error) => return Err(error),
             };
             let page: ListPage<T> = decode(op, &reply)?;
             let next = match page.next_link.as_deref().map(str::trim) {
-                Some(link) if !link.is_empty() => {
-                    let next = client.checked_url(op, link)?;
-                    if next == url {
-                        return Err(BatchError::other(
-                            op,
-                            "odata.nextLink points back to the same page",
-                        ));
-                    }
-                    Some(next)
-                }
+                Some(link) if !link.is_empty() => Some(client.checked_url(op, link)),
                 _ => None,
             };
-            Ok(Some((page, (client, next, false))))
+            Ok(Some((page, (client, next, Some(url)))))
         })
         .boxed()
     }
@@ -551,7 +558,11 @@ impl BatchClient {
                 check_id(op, "pool id", pool_id)?;
                 check_id(op, "node id", node_id)?;
                 check_id(op, "file path", path)?;
-                self.url(op, &["pools", pool_id, "nodes", node_id, "files", path], &[])
+                self.url(
+                    op,
+                    &["pools", pool_id, "nodes", node_id, "files", path],
+                    &[],
+                )
             }
             FileRef::Url(text) => self.checked_url(op, text),
         }
@@ -765,7 +776,10 @@ const ENABLE_JOB_DONE: &[&str] = &["JobEnabled", "JobNotDisabled", "JobActive"];
 /// 409 codes meaning Terminate Task has nothing left to do.
 const TERMINATE_TASK_DONE: &[&str] = &["TaskCompleted"];
 /// 409 codes meaning a job has no prep/release task, so its status list is empty.
-const NO_PREP_TASK: &[&str] = &["JobPreparationTaskNotSpecified", "JobReleaseTaskNotSpecified"];
+const NO_PREP_TASK: &[&str] = &[
+    "JobPreparationTaskNotSpecified",
+    "JobReleaseTaskNotSpecified",
+];
 
 #[async_trait]
 impl BatchApi for BatchClient {
@@ -790,7 +804,10 @@ impl BatchApi for BatchClient {
         deadline: Deadline,
     ) -> PageStream<BatchTask> {
         const OP: &str = "list_tasks";
-        let max = options.max_results.map(|n| n.to_string()).unwrap_or_default();
+        let max = options
+            .max_results
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let url = check_id(OP, "job id", job_id)
             .and_then(|()| self.url(OP, &["jobs", job_id, "tasks"], &list_query(options, &max)));
         self.pages(OP, url, deadline, &[])
@@ -810,7 +827,10 @@ impl BatchApi for BatchClient {
 
     fn list_jobs(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchJob> {
         const OP: &str = "list_jobs";
-        let max = options.max_results.map(|n| n.to_string()).unwrap_or_default();
+        let max = options
+            .max_results
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let url = self.url(OP, &["jobs"], &list_query(options, &max));
         self.pages(OP, url, deadline, &[])
     }
@@ -822,7 +842,10 @@ impl BatchApi for BatchClient {
         deadline: Deadline,
     ) -> PageStream<PrepReleaseStatus> {
         const OP: &str = "list_prep_release_status";
-        let max = options.max_results.map(|n| n.to_string()).unwrap_or_default();
+        let max = options
+            .max_results
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let url = check_id(OP, "job id", job_id).and_then(|()| {
             self.url(
                 OP,
@@ -852,7 +875,10 @@ impl BatchApi for BatchClient {
         deadline: Deadline,
     ) -> PageStream<NodeFile> {
         const OP: &str = "list_task_files";
-        let max = options.max_results.map(|n| n.to_string()).unwrap_or_default();
+        let max = options
+            .max_results
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let url = check_id(OP, "job id", job_id)
             .and_then(|()| check_id(OP, "task id", task_id))
             .and_then(|()| {
@@ -873,7 +899,10 @@ impl BatchApi for BatchClient {
         deadline: Deadline,
     ) -> PageStream<NodeFile> {
         const OP: &str = "list_node_files";
-        let max = options.max_results.map(|n| n.to_string()).unwrap_or_default();
+        let max = options
+            .max_results
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let url = check_id(OP, "pool id", pool_id)
             .and_then(|()| check_id(OP, "node id", node_id))
             .and_then(|()| {
@@ -929,8 +958,13 @@ impl BatchApi for BatchClient {
             let body = serde_json::json!({ "terminateReason": reason });
             call.body = Some(Bytes::from(body.to_string()));
         }
-        self.action(call, options.if_match.as_deref(), TERMINATE_JOB_DONE, deadline)
-            .await
+        self.action(
+            call,
+            options.if_match.as_deref(),
+            TERMINATE_JOB_DONE,
+            deadline,
+        )
+        .await
     }
 
     async fn disable_job(
@@ -946,7 +980,8 @@ impl BatchApi for BatchClient {
         let mut call = Call::new(OP, Method::POST, url);
         let body = serde_json::json!({ "disableTasks": disable_tasks.as_str() });
         call.body = Some(Bytes::from(body.to_string()));
-        self.action(call, if_match, DISABLE_JOB_DONE, deadline).await
+        self.action(call, if_match, DISABLE_JOB_DONE, deadline)
+            .await
     }
 
     async fn enable_job(
@@ -984,7 +1019,10 @@ impl BatchApi for BatchClient {
 }
 
 /// Query parameters of a file listing.
-fn file_list_query<'a>(options: &'a FileListOptions, max_results: &'a str) -> Vec<(&'a str, &'a str)> {
+fn file_list_query<'a>(
+    options: &'a FileListOptions,
+    max_results: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     let mut query = Vec::new();
     if options.recursive {
         query.push(("recursive", "true"));

@@ -143,8 +143,13 @@ impl BatchConfig {
     ///
     /// Empty values count as unset.
     pub fn from_env_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let endpoint = var("AZURE_BATCH_ENDPOINT").ok_or(ConfigError::Missing("AZURE_BATCH_ENDPOINT"))?;
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let endpoint =
+            var("AZURE_BATCH_ENDPOINT").ok_or(ConfigError::Missing("AZURE_BATCH_ENDPOINT"))?;
         parse_endpoint(&endpoint)?;
         let auth = match var("AZURE_BATCH_ACCESS_KEY") {
             Some(key) => BatchAuth::SharedKey {
@@ -154,23 +159,24 @@ impl BatchConfig {
                 key: Secret::new(key),
             },
             None => {
-                let entra = if var("IDENTITY_ENDPOINT").is_some() && var("IDENTITY_HEADER").is_some() {
-                    EntraAuth::ManagedIdentity {
-                        client_id: var("AZURE_CLIENT_ID"),
-                    }
-                } else if let (Some(tenant_id), Some(client_id), Some(secret)) = (
-                    var("AZURE_TENANT_ID"),
-                    var("AZURE_CLIENT_ID"),
-                    var("AZURE_CLIENT_SECRET"),
-                ) {
-                    EntraAuth::ClientSecret {
-                        tenant_id,
-                        client_id,
-                        secret: Secret::new(secret),
-                    }
-                } else {
-                    EntraAuth::DeveloperTools
-                };
+                let entra =
+                    if var("IDENTITY_ENDPOINT").is_some() && var("IDENTITY_HEADER").is_some() {
+                        EntraAuth::ManagedIdentity {
+                            client_id: var("AZURE_CLIENT_ID"),
+                        }
+                    } else if let (Some(tenant_id), Some(client_id), Some(secret)) = (
+                        var("AZURE_TENANT_ID"),
+                        var("AZURE_CLIENT_ID"),
+                        var("AZURE_CLIENT_SECRET"),
+                    ) {
+                        EntraAuth::ClientSecret {
+                            tenant_id,
+                            client_id,
+                            secret: Secret::new(secret),
+                        }
+                    } else {
+                        EntraAuth::DeveloperTools
+                    };
                 BatchAuth::Entra(entra)
             }
         };
@@ -193,7 +199,11 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<Url, ConfigError> {
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
-        "http" => return Err(invalid("plain http is only allowed for a loopback emulator")),
+        "http" => {
+            return Err(invalid(
+                "plain http is only allowed for a loopback emulator",
+            ));
+        }
         _ => return Err(invalid("the scheme must be https")),
     }
     if url.host().is_none() {
@@ -241,7 +251,10 @@ mod tests {
             ("AZURE_BATCH_ACCESS_KEY", "c2VjcmV0LWtleQ=="),
         ]))
         .unwrap();
-        assert_eq!(config.endpoint.as_str(), "https://acct.westeurope.batch.azure.com/");
+        assert_eq!(
+            config.endpoint.as_str(),
+            "https://acct.westeurope.batch.azure.com/"
+        );
         assert_eq!(config.api_version, DEFAULT_API_VERSION);
         match &config.auth {
             BatchAuth::SharedKey { account, key } => {
@@ -275,10 +288,17 @@ mod tests {
             ("AZURE_CLIENT_SECRET", "very-secret-value"),
         ]))
         .unwrap();
-        assert!(matches!(sp.auth, BatchAuth::Entra(EntraAuth::ClientSecret { .. })));
+        assert!(matches!(
+            sp.auth,
+            BatchAuth::Entra(EntraAuth::ClientSecret { .. })
+        ));
         assert!(!format!("{sp:?}").contains("very-secret-value"));
-        let dev = BatchConfig::from_env_vars(env(&[base[0], ("AZURE_BATCH_ACCESS_KEY", " ")])).unwrap();
-        assert!(matches!(dev.auth, BatchAuth::Entra(EntraAuth::DeveloperTools)));
+        let dev =
+            BatchConfig::from_env_vars(env(&[base[0], ("AZURE_BATCH_ACCESS_KEY", " ")])).unwrap();
+        assert!(matches!(
+            dev.auth,
+            BatchAuth::Entra(EntraAuth::DeveloperTools)
+        ));
     }
 
     #[test]

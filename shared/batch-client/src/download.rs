@@ -268,9 +268,15 @@ mod tests {
     fn content_range_forms() {
         let mut headers = HeaderMap::new();
         assert_eq!(content_range(&headers), None);
-        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 10-19/100"));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 10-19/100"),
+        );
         assert_eq!(content_range(&headers), Some((10, Some(100))));
-        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 10-19/*"));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 10-19/*"),
+        );
         assert_eq!(content_range(&headers), Some((10, None)));
         headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("garbage"));
         assert_eq!(content_range(&headers), None);

@@ -333,10 +333,21 @@ mod tests {
 
     #[test]
     fn corpus_error_bodies_parse() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/batch/errors");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/corpus/batch/errors"
+        );
         let cases = [
-            ("BatchError.TooManyRequests.429.nextflow-2688.json", 429, "TooManyRequests"),
-            ("BatchError.TaskCompleted.409.nf-tower-385.json", 409, "TaskCompleted"),
+            (
+                "BatchError.TooManyRequests.429.nextflow-2688.json",
+                429,
+                "TooManyRequests",
+            ),
+            (
+                "BatchError.TaskCompleted.409.nf-tower-385.json",
+                409,
+                "TaskCompleted",
+            ),
             (
                 "BatchError.MissingRequiredQueryParameter.400.stackoverflow.json",
                 400,
@@ -350,7 +361,11 @@ mod tests {
             };
             let info = ErrorInfo::from_response("op", status, &body, None, None);
             assert_eq!(info.code.as_deref(), Some(code), "{file}");
-            assert!(!info.message.contains("RequestId:"), "{file}: {}", info.message);
+            assert!(
+                !info.message.contains("RequestId:"),
+                "{file}: {}",
+                info.message
+            );
         }
     }
 
@@ -359,7 +374,10 @@ mod tests {
         assert!(matches!(classify(404, "{}", None), BatchError::NotFound(_)));
         assert!(matches!(classify(401, "", None), BatchError::Auth(_)));
         assert!(matches!(classify(403, "", None), BatchError::Auth(_)));
-        assert!(matches!(classify(412, "", None), BatchError::PreconditionFailed(_)));
+        assert!(matches!(
+            classify(412, "", None),
+            BatchError::PreconditionFailed(_)
+        ));
         assert!(matches!(classify(400, "", None), BatchError::BadRequest(_)));
         assert!(matches!(classify(416, "", None), BatchError::BadRequest(_)));
         assert!(matches!(classify(500, "", None), BatchError::Transient(_)));
@@ -377,7 +395,12 @@ mod tests {
     #[test]
     fn non_json_body_gives_a_short_message() {
         let error = classify(502, "<html>\n<body>Bad gateway</body></html>", None);
-        assert!(error.info().message.starts_with("HTTP 502 Bad Gateway: <html>"));
+        assert!(
+            error
+                .info()
+                .message
+                .starts_with("HTTP 502 Bad Gateway: <html>")
+        );
         let hostile = "x".repeat(10_000);
         assert!(classify(500, &hostile, None).info().message.len() < 300);
     }

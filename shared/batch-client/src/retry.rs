@@ -33,7 +33,8 @@ impl Deadline {
 
     /// Time left (zero once passed).
     pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(tokio::time::Instant::now())
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
     }
 
     /// Whether the deadline has passed.
@@ -180,15 +181,24 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(
-            parse_retry_after(&headers(&[("retry-after-ms", "250"), ("retry-after", "9")]), now),
+            parse_retry_after(
+                &headers(&[("retry-after-ms", "250"), ("retry-after", "9")]),
+                now
+            ),
             Some(Duration::from_millis(250))
         );
         assert_eq!(
             parse_retry_after(&headers(&[("retry-after", "999999999999")]), now),
             Some(Duration::from_secs(3600))
         );
-        assert_eq!(parse_retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(parse_retry_after(&headers(&[("retry-after", "-1")]), now), None);
+        assert_eq!(
+            parse_retry_after(&headers(&[("retry-after", "soon")]), now),
+            None
+        );
+        assert_eq!(
+            parse_retry_after(&headers(&[("retry-after", "-1")]), now),
+            None
+        );
         assert_eq!(parse_retry_after(&headers(&[]), now), None);
     }
 
@@ -197,10 +207,14 @@ mod tests {
         let policy = RetryPolicy::standard();
         let mut rng = StdRng::seed_from_u64(7);
         for retry in 0..30 {
-            let ceiling = (policy.base_delay * 2u32.saturating_pow(retry.min(20))).min(policy.max_delay);
+            let ceiling =
+                (policy.base_delay * 2u32.saturating_pow(retry.min(20))).min(policy.max_delay);
             for _ in 0..20 {
                 let wait = policy.backoff(retry, &mut rng);
-                assert!(wait >= ceiling / 2 && wait <= ceiling, "retry {retry}: {wait:?}");
+                assert!(
+                    wait >= ceiling / 2 && wait <= ceiling,
+                    "retry {retry}: {wait:?}"
+                );
             }
         }
     }
@@ -226,9 +240,14 @@ mod tests {
         assert_eq!(policy.decide(1, &error(409, None), minute, &mut rng), None);
         assert_eq!(policy.decide(1, &error(404, None), minute, &mut rng), None);
         // 5xx use backoff.
-        let wait = policy.decide(2, &error(500, None), minute, &mut rng).unwrap();
+        let wait = policy
+            .decide(2, &error(500, None), minute, &mut rng)
+            .unwrap();
         assert!(wait >= Duration::from_millis(500) && wait <= Duration::from_secs(1));
-        assert_eq!(RetryPolicy::none().decide(1, &throttled, minute, &mut rng), None);
+        assert_eq!(
+            RetryPolicy::none().decide(1, &throttled, minute, &mut rng),
+            None
+        );
     }
 
     #[tokio::test]
