@@ -82,7 +82,9 @@ pub(crate) async fn handle(
             emulator.clear_faults();
             empty_response(StatusCode::NO_CONTENT)
         }
-        ("POST", ["nodes", pool, node, "remove"]) => node_state(emulator, pool, node, NodeState::Removed),
+        ("POST", ["nodes", pool, node, "remove"]) => {
+            node_state(emulator, pool, node, NodeState::Removed)
+        }
         ("POST", ["nodes", pool, node, "state"]) => {
             #[derive(serde::Deserialize)]
             struct Body {

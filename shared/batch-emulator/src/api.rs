@@ -151,14 +151,21 @@ fn list_jobs(emulator: &Emulator, ctx: &Ctx) -> Result<Response, ApiError> {
         .filter_map(|k| state.jobs.get(k))
         .map(|job| params.shape(render::job(&ctx.base, job)))
         .collect();
-    Ok(json_response(StatusCode::OK, &list_body(ctx, "jobs", value, next)))
+    Ok(json_response(
+        StatusCode::OK,
+        &list_body(ctx, "jobs", value, next),
+    ))
 }
 
 fn get_job(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, ApiError> {
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, true)?;
-    if check_conditions(&ctx.headers, &etag_of(&job.json), last_modified_of(&job.json), true)?
-        == Condition::NotModified
+    if check_conditions(
+        &ctx.headers,
+        &etag_of(&job.json),
+        last_modified_of(&job.json),
+        true,
+    )? == Condition::NotModified
     {
         return Ok(not_modified(&job.json));
     }
@@ -167,7 +174,11 @@ fn get_job(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, Api
         "odata.metadata".into(),
         Value::String(format!("{}/$metadata#jobs/@Element", ctx.base)),
     );
-    let body = match ctx.query.get("$select").and_then(crate::select::Select::parse) {
+    let body = match ctx
+        .query
+        .get("$select")
+        .and_then(crate::select::Select::parse)
+    {
         Some(select) => select.apply(&body),
         None => body,
     };
@@ -179,7 +190,11 @@ fn get_job(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, Api
 /// A 202 for a job action, with `DataServiceId` and the new ETag.
 fn accepted(ctx: &Ctx, emulator: &Emulator, job_id: &str) -> Response {
     let mut response = empty_response(StatusCode::ACCEPTED);
-    set_header(&mut response, "DataServiceId", &render::job_url(&ctx.base, job_id));
+    set_header(
+        &mut response,
+        "DataServiceId",
+        &render::job_url(&ctx.base, job_id),
+    );
     let state = emulator.state();
     if let Some(job) = state.jobs.get(&key(job_id)) {
         entity_headers(&mut response, &job.json);
@@ -191,7 +206,12 @@ fn accepted(ctx: &Ctx, emulator: &Emulator, job_id: &str) -> Response {
 fn check_job_write(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<(), ApiError> {
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, false)?;
-    check_conditions(&ctx.headers, &etag_of(&job.json), last_modified_of(&job.json), false)?;
+    check_conditions(
+        &ctx.headers,
+        &etag_of(&job.json),
+        last_modified_of(&job.json),
+        false,
+    )?;
     Ok(())
 }
 
@@ -202,7 +222,9 @@ fn body_object(body: &Bytes) -> Result<Option<Map<String, Value>>, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(_) => Err(ApiError::invalid_body("The request body must be a JSON object.")),
+        Ok(_) => Err(ApiError::invalid_body(
+            "The request body must be a JSON object.",
+        )),
         Err(error) => Err(ApiError::invalid_body(&format!(
             "The request body is not valid JSON: {error}"
         ))),
@@ -250,7 +272,10 @@ fn disable_job(
         Some(Value::String(text)) => DisableMode::parse(&text)
             .ok_or_else(|| ApiError::invalid_property("disableTasks", &text))?,
         Some(other) => {
-            return Err(ApiError::invalid_property("disableTasks", &other.to_string()));
+            return Err(ApiError::invalid_property(
+                "disableTasks",
+                &other.to_string(),
+            ));
         }
     };
     check_job_write(emulator, ctx, job_id)?;
@@ -274,18 +299,30 @@ fn list_tasks(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, 
         .into_iter()
         .map(|(_, task)| params.shape(render::task(&ctx.base, job_id, task)))
         .collect();
-    Ok(json_response(StatusCode::OK, &list_body(ctx, "tasks", value, next)))
+    Ok(json_response(
+        StatusCode::OK,
+        &list_body(ctx, "tasks", value, next),
+    ))
 }
 
-fn get_task(emulator: &Emulator, ctx: &Ctx, job_id: &str, task_id: &str) -> Result<Response, ApiError> {
+fn get_task(
+    emulator: &Emulator,
+    ctx: &Ctx,
+    job_id: &str,
+    task_id: &str,
+) -> Result<Response, ApiError> {
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, false)?;
     let task = job
         .tasks
         .get(&key(task_id))
         .ok_or_else(ApiError::task_not_found)?;
-    if check_conditions(&ctx.headers, &etag_of(&task.json), last_modified_of(&task.json), true)?
-        == Condition::NotModified
+    if check_conditions(
+        &ctx.headers,
+        &etag_of(&task.json),
+        last_modified_of(&task.json),
+        true,
+    )? == Condition::NotModified
     {
         return Ok(not_modified(&task.json));
     }
@@ -294,7 +331,11 @@ fn get_task(emulator: &Emulator, ctx: &Ctx, job_id: &str, task_id: &str) -> Resu
         "odata.metadata".into(),
         Value::String(format!("{}/$metadata#tasks/@Element", ctx.base)),
     );
-    let body = match ctx.query.get("$select").and_then(crate::select::Select::parse) {
+    let body = match ctx
+        .query
+        .get("$select")
+        .and_then(crate::select::Select::parse)
+    {
         Some(select) => select.apply(&body),
         None => body,
     };
@@ -316,7 +357,12 @@ fn terminate_task(
             .tasks
             .get(&key(task_id))
             .ok_or_else(ApiError::task_not_found)?;
-        check_conditions(&ctx.headers, &etag_of(&task.json), last_modified_of(&task.json), false)?;
+        check_conditions(
+            &ctx.headers,
+            &etag_of(&task.json),
+            last_modified_of(&task.json),
+            false,
+        )?;
         state.terminate_task(job_id, task_id, ctx.now)?;
     }
     let mut response = empty_response(StatusCode::NO_CONTENT);
@@ -339,7 +385,10 @@ fn terminate_task(
 fn task_counts(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, ApiError> {
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, false)?;
-    Ok(json_response(StatusCode::OK, &render::task_counts(&ctx.base, job)))
+    Ok(json_response(
+        StatusCode::OK,
+        &render::task_counts(&ctx.base, job),
+    ))
 }
 
 fn prep_release(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, ApiError> {

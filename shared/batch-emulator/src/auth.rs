@@ -116,9 +116,7 @@ pub(crate) fn authenticate(
             "The request has no Authorization header.",
         ));
     };
-    let (scheme, credentials) = authorization
-        .split_once(' ')
-        .unwrap_or((authorization, ""));
+    let (scheme, credentials) = authorization.split_once(' ').unwrap_or((authorization, ""));
     if scheme.eq_ignore_ascii_case("Bearer") {
         return check_bearer(settings, credentials.trim());
     }
@@ -325,22 +323,34 @@ mod tests {
         let mut headers = HeaderMap::new();
         let date = clock::http_date(now);
         headers.insert("ocp-date", HeaderValue::from_str(&date).unwrap());
-        let request = SignedRequest {
-            method: &Method::GET,
-            raw_path: "/jobs/j1/tasks",
-            raw_query: Some("api-version=2025-06-01&%24filter=state%20eq%20%27completed%27&timeOut=30"),
-            headers: &headers,
-        };
+        let query =
+            Some("api-version=2025-06-01&%24filter=state%20eq%20%27completed%27&timeOut=30");
         let expected = format!(
             "GET\n\n\n\n\n\n\n\n\n\n\n\nocp-date:{date}\n/devbatch1/jobs/j1/tasks\n$filter:state eq 'completed'\napi-version:2025-06-01\ntimeOut:30"
         );
-        assert_eq!(strings_to_sign(&request, "devbatch1")[0], expected);
+        {
+            let request = SignedRequest {
+                method: &Method::GET,
+                raw_path: "/jobs/j1/tasks",
+                raw_query: query,
+                headers: &headers,
+            };
+            assert_eq!(strings_to_sign(&request, "devbatch1")[0], expected);
+        }
         headers.insert(
             "authorization",
             HeaderValue::from_str(&format!("SharedKey devbatch1:{}", sign(&expected))).unwrap(),
         );
-        let request = SignedRequest { headers: &headers, ..request };
-        assert_eq!(authenticate(&settings(), &request, now), Ok(Scheme::SharedKey));
+        let request = SignedRequest {
+            method: &Method::GET,
+            raw_path: "/jobs/j1/tasks",
+            raw_query: query,
+            headers: &headers,
+        };
+        assert_eq!(
+            authenticate(&settings(), &request, now),
+            Ok(Scheme::SharedKey)
+        );
         let stale = now + Duration::minutes(16);
         let error = authenticate(&settings(), &request, stale).unwrap_err();
         assert_eq!(error.code, "AuthenticationFailed");
@@ -348,19 +358,20 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", HeaderValue::from_static("Bearer tok"));
-        let request = SignedRequest {
-            method: &Method::GET,
-            raw_path: "/jobs",
-            raw_query: None,
-            headers: &headers,
-        };
         let now = OffsetDateTime::now_utc();
-        assert_eq!(authenticate(&settings(), &request, now), Ok(Scheme::Bearer));
-        headers.insert("authorization", HeaderValue::from_static("Bearer nope"));
-        let request = SignedRequest { headers: &headers, ..request };
-        let error = authenticate(&settings(), &request, now).unwrap_err();
+        let check = |token: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_static(token));
+            let request = SignedRequest {
+                method: &Method::GET,
+                raw_path: "/jobs",
+                raw_query: None,
+                headers: &headers,
+            };
+            authenticate(&settings(), &request, now)
+        };
+        assert_eq!(check("Bearer tok"), Ok(Scheme::Bearer));
+        let error = check("Bearer nope").unwrap_err();
         assert_eq!(error.status.as_u16(), 401);
         assert!(!format!("{error:?}").contains("nope"));
     }

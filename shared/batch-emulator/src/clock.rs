@@ -1,8 +1,9 @@
 //! Time on the wire: Batch timestamps, HTTP dates, relative scenario times and ETags.
 //!
 //! Batch renders timestamps as RFC 3339 UTC with seven fractional digits
-//! (`2016-09-06T06:59:15.1161429Z`) and ETags as the hex of a Windows FILETIME
-//! (`0x8D4100FC46D5BF4`); this module produces both so responses look like the corpus.
+//! (`2016-09-06T06:59:15.1161429Z`) and ETags as the hex of .NET `DateTime` ticks
+//! (`0x8D4100FC46D5BF4` is 2016-11-19); this module produces both so responses look like the
+//! corpus.
 
 use std::time::SystemTime;
 
@@ -96,9 +97,9 @@ fn parse_short_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
-/// Windows FILETIME (100 ns ticks since 1601-01-01) of a time, which is what Batch ETags encode.
-pub(crate) fn filetime(t: OffsetDateTime) -> u64 {
-    const EPOCH_DIFF_TICKS: i128 = 116_444_736_000_000_000;
+/// .NET `DateTime` ticks (100 ns since 0001-01-01) of a time, which is what Batch ETags encode.
+pub(crate) fn ticks(t: OffsetDateTime) -> u64 {
+    const EPOCH_DIFF_TICKS: i128 = 621_355_968_000_000_000;
     let ticks = t.unix_timestamp_nanos() / 100 + EPOCH_DIFF_TICKS;
     u64::try_from(ticks.max(0)).unwrap_or(u64::MAX)
 }
@@ -107,14 +108,14 @@ pub(crate) fn filetime(t: OffsetDateTime) -> u64 {
 /// even when two changes fall in the same 100 ns tick.
 #[derive(Debug, Default)]
 pub(crate) struct EtagClock {
-    /// The last FILETIME value handed out.
+    /// The last tick value handed out.
     last: u64,
 }
 
 impl EtagClock {
     /// The next ETag, at or after `now`.
     pub(crate) fn next(&mut self, now: OffsetDateTime) -> String {
-        let ticks = filetime(now).max(self.last.saturating_add(1));
+        let ticks = ticks(now).max(self.last.saturating_add(1));
         self.last = ticks;
         format!("0x{ticks:X}")
     }

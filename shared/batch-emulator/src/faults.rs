@@ -109,9 +109,10 @@ impl FaultRule {
             .method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method));
-        let prefix_ok = self.path_prefix.as_deref().is_none_or(|p| {
-            raw_path.starts_with(p) || decoded_path.starts_with(p)
-        });
+        let prefix_ok = self
+            .path_prefix
+            .as_deref()
+            .is_none_or(|p| raw_path.starts_with(p) || decoded_path.starts_with(p));
         let contains_ok = self
             .path_contains
             .as_deref()
@@ -361,10 +362,9 @@ mod tests {
                 retry_after_seconds: 2
             }
         );
-        let drop: FaultRule = serde_json::from_str(
-            r#"{"fault": {"kind": "dropConnection", "afterBytes": 10}}"#,
-        )
-        .unwrap();
+        let drop: FaultRule =
+            serde_json::from_str(r#"{"fault": {"kind": "dropConnection", "afterBytes": 10}}"#)
+                .unwrap();
         assert_eq!(drop.fault, Fault::DropConnection { after_bytes: 10 });
     }
 }

@@ -52,7 +52,10 @@ fn listing(ctx: &Ctx, url_base: &str, rows: &[Listed<'_>]) -> Result<Response, A
         .into_iter()
         .map(|(name, (_, file))| Value::Object(render::file_row(url_base, name, file)))
         .collect();
-    Ok(json_response(StatusCode::OK, &list_body(ctx, "files", value, next)))
+    Ok(json_response(
+        StatusCode::OK,
+        &list_body(ctx, "files", value, next),
+    ))
 }
 
 /// `GET /jobs/{job}/tasks/{task}/files`.
@@ -163,7 +166,7 @@ fn serve(ctx: &Ctx, found: Found, url: &str) -> Result<Response, ApiError> {
         }
         Found::File(entry) => entry,
     };
-    let etag = format!("0x{:X}", clock::filetime(entry.last_modified));
+    let etag = format!("0x{:X}", clock::ticks(entry.last_modified));
     let condition = check_conditions(&ctx.headers, &etag, Some(entry.last_modified), true)?;
     let len = entry.content.len();
     let range_header = ["ocp-range", "range"]
@@ -198,7 +201,11 @@ fn serve(ctx: &Ctx, found: Found, url: &str) -> Result<Response, ApiError> {
         headers.insert(header::CONTENT_TYPE, value);
     }
     set_header(&mut response, "ETag", &etag);
-    set_header(&mut response, "Last-Modified", &clock::http_date(entry.last_modified));
+    set_header(
+        &mut response,
+        "Last-Modified",
+        &clock::http_date(entry.last_modified),
+    );
     set_header(
         &mut response,
         "ocp-creation-time",

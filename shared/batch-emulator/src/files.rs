@@ -84,7 +84,9 @@ impl Content {
     fn slice(&self, start: u64, end: u64) -> Bytes {
         match self {
             Content::Inline(bytes) => {
-                let s = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
+                let s = usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 let e = usize::try_from(end).unwrap_or(usize::MAX).min(bytes.len());
                 bytes.slice(s..e.max(s))
             }
@@ -125,7 +127,11 @@ fn generated_line(seed: u64, line: u64) -> [u8; LINE as usize] {
             random = splitmix64(&mut state);
         }
         let byte = (random >> ((i % 8) * 8)) as u8;
-        *slot = if byte % 6 == 0 { b' ' } else { b'a' + byte % 26 };
+        *slot = if byte % 6 == 0 {
+            b' '
+        } else {
+            b'a' + byte % 26
+        };
     }
     buf[63] = b'\n';
     buf
@@ -348,13 +354,19 @@ mod tests {
         assert_eq!(parse_range("bytes=90-1000", 100), Ok((90, 100)));
         assert_eq!(parse_range("bytes=-10", 100), Ok((90, 100)));
         assert_eq!(parse_range("bytes=-1000", 100), Ok((0, 100)));
-        assert_eq!(parse_range("bytes=100-", 100), Err(RangeError::Unsatisfiable));
+        assert_eq!(
+            parse_range("bytes=100-", 100),
+            Err(RangeError::Unsatisfiable)
+        );
         assert_eq!(parse_range("bytes=5-1", 100), Err(RangeError::Malformed));
         assert_eq!(
             parse_range("bytes=0-99999999999999999999999", 100),
             Err(RangeError::Malformed)
         );
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), Err(RangeError::Malformed));
+        assert_eq!(
+            parse_range("bytes=0-1,3-4", 100),
+            Err(RangeError::Malformed)
+        );
         assert_eq!(parse_range("items=0-1", 100), Err(RangeError::Malformed));
         assert_eq!(parse_range("bytes=+1-2", 100), Err(RangeError::Malformed));
         assert_eq!(parse_range("bytes=é", 100), Err(RangeError::Malformed));

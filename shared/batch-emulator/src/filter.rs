@@ -191,12 +191,14 @@ fn eval(expr: &Expr, row: &Map<String, Value>) -> bool {
         Expr::And(a, b) => eval(a, row) && eval(b, row),
         Expr::Or(a, b) => eval(a, row) || eval(b, row),
         Expr::Not(a) => !eval(a, row),
-        Expr::StartsWith { path, prefix } => lookup(row, path)
-            .and_then(Value::as_str)
-            .is_some_and(|value| {
-                let value = value.replace('\\', "/").to_lowercase();
-                value.starts_with(&prefix.replace('\\', "/").to_lowercase())
-            }),
+        Expr::StartsWith { path, prefix } => {
+            lookup(row, path)
+                .and_then(Value::as_str)
+                .is_some_and(|value| {
+                    let value = value.replace('\\', "/").to_lowercase();
+                    value.starts_with(&prefix.replace('\\', "/").to_lowercase())
+                })
+        }
         Expr::Compare {
             path,
             kind,
@@ -448,7 +450,11 @@ impl Parser {
                 }
             }
             (Kind::Text | Kind::Enum, Some(Token::Text(text))) => Literal::Text(text),
-            _ => return fail(format!("The value compared with '{name}' has the wrong type.")),
+            _ => {
+                return fail(format!(
+                    "The value compared with '{name}' has the wrong type."
+                ));
+            }
         };
         Ok(Expr::Compare {
             path,
@@ -460,7 +466,11 @@ impl Parser {
 
     fn property(&self, name: &str) -> Result<(Kind, &'static [&'static str]), FilterError> {
         property(self.target, name).map_or_else(
-            || fail(format!("The property '{name}' is not supported in this filter.")),
+            || {
+                fail(format!(
+                    "The property '{name}' is not supported in this filter."
+                ))
+            },
             Ok,
         )
     }
@@ -483,31 +493,83 @@ mod tests {
     fn sweep_filters() {
         let task = json!({"id": "t1", "state": "completed", "stateTransitionTime": "2025-01-01T10:00:00.0000000Z",
             "executionInfo": {"result": "failure", "exitCode": 137, "endTime": "2025-01-01T10:00:00.1234567Z"}});
-        assert!(check("state eq 'completed' and executionInfo/result eq 'failure'", Target::Tasks, task.clone()));
-        assert!(check("executionInfo/exitCode eq 137", Target::Tasks, task.clone()));
-        assert!(!check("executionInfo/exitCode eq -9", Target::Tasks, task.clone()));
-        assert!(check("executionInfo/endTime ge datetime'2025-01-01T09:00:00Z'", Target::Tasks, task.clone()));
-        assert!(check("executionInfo/endTime ge '2025-01-01T10:00:00.1234567Z'", Target::Tasks, task.clone()));
-        assert!(!check("stateTransitionTime gt '2025-01-01T10:00:00Z'", Target::Tasks, task.clone()));
+        assert!(check(
+            "state eq 'completed' and executionInfo/result eq 'failure'",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(check(
+            "executionInfo/exitCode eq 137",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(!check(
+            "executionInfo/exitCode eq -9",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(check(
+            "executionInfo/endTime ge datetime'2025-01-01T09:00:00Z'",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(check(
+            "executionInfo/endTime ge '2025-01-01T10:00:00.1234567Z'",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(!check(
+            "stateTransitionTime gt '2025-01-01T10:00:00Z'",
+            Target::Tasks,
+            task.clone()
+        ));
         assert!(check("State eq 'Completed'", Target::Tasks, task.clone()));
-        assert!(check("(state eq 'active' or state eq 'completed') and not (id eq 't2')", Target::Tasks, task.clone()));
+        assert!(check(
+            "(state eq 'active' or state eq 'completed') and not (id eq 't2')",
+            Target::Tasks,
+            task.clone()
+        ));
         assert!(check("startswith(id,'t')", Target::Tasks, task));
     }
 
     #[test]
     fn missing_values_only_pass_ne() {
         let task = json!({"id": "t1", "state": "active", "executionInfo": {}});
-        assert!(!check("executionInfo/exitCode eq 1", Target::Tasks, task.clone()));
-        assert!(check("executionInfo/result ne 'failure'", Target::Tasks, task));
+        assert!(!check(
+            "executionInfo/exitCode eq 1",
+            Target::Tasks,
+            task.clone()
+        ));
+        assert!(check(
+            "executionInfo/result ne 'failure'",
+            Target::Tasks,
+            task
+        ));
     }
 
     #[test]
     fn files_and_prep() {
-        assert!(check("startswith(name,'wd')", Target::Files, json!({"name": "wd/out.txt"})));
-        assert!(check("startswith(name,'wd\\')", Target::Files, json!({"name": "wd/out.txt"})));
-        assert!(!check("startswith(name,'std')", Target::Files, json!({"name": "wd/out.txt"})));
+        assert!(check(
+            "startswith(name,'wd')",
+            Target::Files,
+            json!({"name": "wd/out.txt"})
+        ));
+        assert!(check(
+            "startswith(name,'wd\\')",
+            Target::Files,
+            json!({"name": "wd/out.txt"})
+        ));
+        assert!(!check(
+            "startswith(name,'std')",
+            Target::Files,
+            json!({"name": "wd/out.txt"})
+        ));
         let row = json!({"poolId": "p", "nodeId": "n", "jobPreparationTaskExecutionInfo": {"result": "failure"}});
-        assert!(check("jobPreparationTaskExecutionInfo/result eq 'failure'", Target::PrepRelease, row));
+        assert!(check(
+            "jobPreparationTaskExecutionInfo/result eq 'failure'",
+            Target::PrepRelease,
+            row
+        ));
     }
 
     #[test]
@@ -515,7 +577,10 @@ mod tests {
         for (filter, target) in [
             ("name eq 'x'", Target::Files),
             ("executionInfo/exitCode eq 137", Target::Jobs),
-            ("executionInfo/terminateReason eq 'TaskFailed'", Target::Jobs),
+            (
+                "executionInfo/terminateReason eq 'TaskFailed'",
+                Target::Jobs,
+            ),
             ("state gt 'active'", Target::Tasks),
             ("state eq", Target::Tasks),
             ("state eq 'a' and", Target::Tasks),

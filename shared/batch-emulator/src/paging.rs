@@ -70,7 +70,11 @@ impl ListParams {
         let after = match query.get("$skiptoken") {
             None => None,
             Some(token) => Some(decode_token(token).ok_or_else(|| {
-                ApiError::invalid_query_parameter("$skiptoken", token, "The skip token is not valid.")
+                ApiError::invalid_query_parameter(
+                    "$skiptoken",
+                    token,
+                    "The skip token is not valid.",
+                )
             })?),
         };
         Ok(Self {
@@ -133,7 +137,12 @@ fn decode_token(token: &str) -> Option<String> {
 }
 
 /// The list body: `odata.metadata`, `value`, and `odata.nextLink` when there is more.
-pub(crate) fn list_body(ctx: &Ctx, metadata: &str, value: Vec<Value>, next: Option<String>) -> Value {
+pub(crate) fn list_body(
+    ctx: &Ctx,
+    metadata: &str,
+    value: Vec<Value>,
+    next: Option<String>,
+) -> Value {
     let mut body = Map::new();
     body.insert(
         "odata.metadata".into(),
@@ -141,7 +150,10 @@ pub(crate) fn list_body(ctx: &Ctx, metadata: &str, value: Vec<Value>, next: Opti
     );
     body.insert("value".into(), Value::Array(value));
     if let Some(last) = next {
-        body.insert("odata.nextLink".into(), Value::String(next_link(ctx, &last)));
+        body.insert(
+            "odata.nextLink".into(),
+            Value::String(next_link(ctx, &last)),
+        );
     }
     Value::Object(body)
 }

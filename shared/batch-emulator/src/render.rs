@@ -70,8 +70,14 @@ pub(crate) fn task(base: &str, job_id: &str, task: &Task) -> Map<String, Value> 
         Value::String(task_url(base, job_id, id(&task.json))),
     );
     if let Some(node_info) = out.get_mut("nodeInfo").and_then(Value::as_object_mut) {
-        let pool = node_info.get("poolId").and_then(Value::as_str).map(str::to_owned);
-        let node = node_info.get("nodeId").and_then(Value::as_str).map(str::to_owned);
+        let pool = node_info
+            .get("poolId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let node = node_info
+            .get("nodeId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if let (Some(pool), Some(node)) = (pool, node) {
             let node_base = node_url(base, &pool, &node);
             node_info.insert("nodeUrl".into(), Value::String(node_base.clone()));
@@ -87,8 +93,14 @@ pub(crate) fn task(base: &str, job_id: &str, task: &Task) -> Map<String, Value> 
 /// A prep/release status row with `nodeUrl` and `taskRootDirectoryUrl`s.
 pub(crate) fn prep_release_row(base: &str, row: &Map<String, Value>) -> Map<String, Value> {
     let mut out = row.clone();
-    let pool = row.get("poolId").and_then(Value::as_str).unwrap_or_default();
-    let node = row.get("nodeId").and_then(Value::as_str).unwrap_or_default();
+    let pool = row
+        .get("poolId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let node = row
+        .get("nodeId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let node_base = node_url(base, pool, node);
     out.insert("nodeUrl".into(), Value::String(node_base.clone()));
     for section in [
@@ -134,7 +146,11 @@ pub(crate) fn task_counts(base: &str, job: &Job) -> Value {
     let mut counts = [0u64; 5];
     let mut slots = [0u64; 5];
     for task in job.tasks.values() {
-        let state = task.json.get("state").and_then(Value::as_str).unwrap_or("active");
+        let state = task
+            .json
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("active");
         let slot = task
             .json
             .get("requiredSlots")
@@ -162,9 +178,7 @@ pub(crate) fn task_counts(base: &str, job: &Job) -> Value {
             _ => {}
         }
     }
-    let shape = |c: [u64; 5]| {
-        json!({"active": c[0], "running": c[1], "completed": c[2], "succeeded": c[3], "failed": c[4]})
-    };
+    let shape = |c: [u64; 5]| json!({"active": c[0], "running": c[1], "completed": c[2], "succeeded": c[3], "failed": c[4]});
     json!({
         "odata.metadata": format!("{base}/$metadata#taskcountsresult/@Element"),
         "taskCounts": shape(counts),

@@ -70,7 +70,8 @@ pub(crate) fn parse(raw_path: &str) -> Result<Route, ApiError> {
         segments.pop();
     }
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let file_path = |rest: &[&str]| normalize_path(&rest.join("/")).ok_or_else(ApiError::invalid_uri);
+    let file_path =
+        |rest: &[&str]| normalize_path(&rest.join("/")).ok_or_else(ApiError::invalid_uri);
     let lower: Vec<String> = s.iter().map(|x| x.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let route = match l.as_slice() {
@@ -124,13 +125,21 @@ mod tests {
                 "workitems/j/job-1/jobpreparation/stdout.txt".into()
             )
         );
-        assert_eq!(parse("/jobs/j1/tasks/t1/files/").unwrap(), Route::TaskFiles("j1".into(), "t1".into()));
+        assert_eq!(
+            parse("/jobs/j1/tasks/t1/files/").unwrap(),
+            Route::TaskFiles("j1".into(), "t1".into())
+        );
     }
 
     #[test]
     fn hostile_paths() {
         assert_eq!(parse("/jobs/%FF").unwrap_err().code, "InvalidUri");
-        assert_eq!(parse("/jobs/j/tasks/t/files/..%2F..%2Fetc").unwrap_err().code, "InvalidUri");
+        assert_eq!(
+            parse("/jobs/j/tasks/t/files/..%2F..%2Fetc")
+                .unwrap_err()
+                .code,
+            "InvalidUri"
+        );
         assert_eq!(parse("/nope").unwrap_err().code, "ResourceNotFound");
         assert_eq!(parse("/").unwrap_err().code, "ResourceNotFound");
     }

@@ -485,7 +485,9 @@ impl Scenario {
                     return invalid(format!("task id {task_id:?} is not a valid Batch id"));
                 }
                 if !task_ids.insert(task_id.to_lowercase()) {
-                    return invalid(format!("task {task_id:?} of job {job_id:?} is declared twice"));
+                    return invalid(format!(
+                        "task {task_id:?} of job {job_id:?} is declared twice"
+                    ));
                 }
                 let where_ = format!("task {job_id}/{task_id}");
                 check_times(&Value::Object(task.task.clone()), &where_)?;
@@ -580,7 +582,10 @@ fn check_files(files: &BTreeMap<String, FileSpec>, where_: &str) -> Result<(), S
         }
         match &spec.content {
             FileContentSpec::Base64(b64) => {
-                if base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+                if base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .is_err()
+                {
                     return Err(ScenarioError::Invalid(format!(
                         "{where_}: file {path:?} has invalid base64"
                     )));
@@ -597,7 +602,10 @@ fn check_files(files: &BTreeMap<String, FileSpec>, where_: &str) -> Result<(), S
             }
             FileContentSpec::Text(_) => {}
         }
-        for time in [&spec.creation_time, &spec.last_modified].into_iter().flatten() {
+        for time in [&spec.creation_time, &spec.last_modified]
+            .into_iter()
+            .flatten()
+        {
             let now = time::OffsetDateTime::now_utc();
             if clock::resolve_relative(time, now).is_none() && clock::parse_time(time).is_none() {
                 return Err(ScenarioError::Invalid(format!(
@@ -621,8 +629,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let error = Scenario::from_json_str(r#"{"jobs": [{"job": {"id": "a"}, "taks": []}]}"#)
-            .unwrap_err();
+        let error =
+            Scenario::from_json_str(r#"{"jobs": [{"job": {"id": "a"}, "taks": []}]}"#).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("jobs[0]"), "{text}");
         assert!(text.contains("taks"), "{text}");
@@ -639,7 +647,8 @@ mod tests {
         assert!(Scenario::from_json_str(homeless).is_err());
         let bad_time = r#"{"jobs": [{"job": {"id": "a", "creationTime": "now-5q"}}]}"#;
         assert!(Scenario::from_json_str(bad_time).is_err());
-        let bad_path = r#"{"pools": [{"id": "p", "nodes": [{"id": "n", "files": {"../x": "y"}}]}]}"#;
+        let bad_path =
+            r#"{"pools": [{"id": "p", "nodes": [{"id": "n", "files": {"../x": "y"}}]}]}"#;
         assert!(Scenario::from_json_str(bad_path).is_err());
     }
 
@@ -647,9 +656,10 @@ mod tests {
     fn files_accept_both_forms() {
         let spec: FileSpec = serde_json::from_str(r#""hello""#).unwrap();
         assert_eq!(spec.content, FileContentSpec::Text("hello".into()));
-        let spec: FileSpec =
-            serde_json::from_str(r#"{"generate": {"bytes": 10, "seed": 1}, "fileMode": "0o100644"}"#)
-                .unwrap();
+        let spec: FileSpec = serde_json::from_str(
+            r#"{"generate": {"bytes": 10, "seed": 1}, "fileMode": "0o100644"}"#,
+        )
+        .unwrap();
         assert!(matches!(spec.content, FileContentSpec::Generate(_)));
         assert!(serde_json::from_str::<FileSpec>(r#"{"text": "a", "base64": "YQ=="}"#).is_err());
         assert!(serde_json::from_str::<FileSpec>("3").is_err());

@@ -79,7 +79,10 @@ mod tests {
             "executionInfo": {"exitCode": 1, "result": "failure"}});
         let task = task.as_object().unwrap();
         let select = Select::parse("id, State").unwrap();
-        assert_eq!(Value::Object(select.apply(task)), json!({"id": "t", "state": "completed"}));
+        assert_eq!(
+            Value::Object(select.apply(task)),
+            json!({"id": "t", "state": "completed"})
+        );
         let select = Select::parse("id,executionInfo/exitCode,nope").unwrap();
         assert_eq!(
             Value::Object(select.apply(task)),

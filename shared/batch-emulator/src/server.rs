@@ -227,14 +227,12 @@ fn check_api_version(query: &Query) -> Result<(), ApiError> {
             }
         });
     let suffix_ok = suffix.is_empty()
-        || suffix
-            .split_once('.')
-            .is_some_and(|(a, b)| {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit())
-            });
+        || suffix.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        });
     if date_ok && suffix_ok {
         Ok(())
     } else {

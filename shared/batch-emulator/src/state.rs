@@ -331,7 +331,12 @@ impl State {
         default_field(json, "onTaskFailure", json!("noaction"));
     }
 
-    fn fill_task_defaults(&mut self, job_id: &str, json: &mut Map<String, Value>, now: OffsetDateTime) {
+    fn fill_task_defaults(
+        &mut self,
+        job_id: &str,
+        json: &mut Map<String, Value>,
+        now: OffsetDateTime,
+    ) {
         let task_id = str_at(json, &["id"]).unwrap_or_default().to_owned();
         let created = clock::format_time(now - time::Duration::hours(1));
         default_field(json, "creationTime", Value::String(created));
@@ -355,7 +360,11 @@ impl State {
         default_field(execution, "retryCount", json!(0));
         default_field(execution, "requeueCount", json!(0));
         if let Some(node) = json.get_mut("nodeInfo").and_then(Value::as_object_mut) {
-            if let Some(node_id) = node.get("nodeId").and_then(Value::as_str).map(str::to_owned) {
+            if let Some(node_id) = node
+                .get("nodeId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            {
                 default_field(node, "affinityId", Value::String(format!("TVM:{node_id}")));
                 default_field(
                     node,
@@ -439,16 +448,21 @@ impl State {
         }
     }
 
-    fn start(&mut self, job_id: &str, target: PendingTarget, intermediate: &str, now: OffsetDateTime) {
+    fn start(
+        &mut self,
+        job_id: &str,
+        target: PendingTarget,
+        intermediate: &str,
+        now: OffsetDateTime,
+    ) {
         let reads_left = match (self.transitions.after_reads, self.transitions.after_millis) {
             (Some(reads), _) => reads,
             (None, Some(_)) => u32::MAX,
             (None, None) => 1,
         };
-        let due = self
-            .transitions
-            .after_millis
-            .map(|ms| now + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)));
+        let due = self.transitions.after_millis.map(|ms| {
+            now + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
+        });
         let etag = self.etags.next(now);
         if let Some(job) = self.jobs.get_mut(&key(job_id)) {
             set_state(&mut job.json, intermediate, now, etag);
@@ -474,7 +488,12 @@ impl State {
             "deleting" => return Err(job_being_deleted()),
             _ => {}
         }
-        self.start(job_id, PendingTarget::Terminate { reason }, "terminating", now);
+        self.start(
+            job_id,
+            PendingTarget::Terminate { reason },
+            "terminating",
+            now,
+        );
         Ok(())
     }
 
@@ -631,7 +650,10 @@ fn complete(job: &mut Job, target: PendingTarget, etags: &mut EtagClock, now: Of
             execution.insert("endTime".into(), Value::String(clock::format_time(now)));
             execution.insert("terminateReason".into(), Value::String(reason));
             for task in job.tasks.values_mut() {
-                if matches!(str_at(&task.json, &["state"]), Some("running" | "preparing")) {
+                if matches!(
+                    str_at(&task.json, &["state"]),
+                    Some("running" | "preparing")
+                ) {
                     let etag = etags.next(now);
                     end_task(&mut task.json, now, etag);
                 }
@@ -640,7 +662,10 @@ fn complete(job: &mut Job, target: PendingTarget, etags: &mut EtagClock, now: Of
         PendingTarget::Disable { mode } => {
             set_state(&mut job.json, "disabled", now, etag);
             for task in job.tasks.values_mut() {
-                if !matches!(str_at(&task.json, &["state"]), Some("running" | "preparing")) {
+                if !matches!(
+                    str_at(&task.json, &["state"]),
+                    Some("running" | "preparing")
+                ) {
                     continue;
                 }
                 let etag = etags.next(now);
