@@ -9,3 +9,5 @@ mod stub;
 mod shared_key_python;
 // Retries, error mapping, SSRF refusals, redirects, downloads and auth against the stub.
 mod behaviour;
+// Every operation against the Batch emulator over HTTP.
+mod emulator;
