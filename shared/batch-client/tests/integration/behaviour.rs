@@ -483,3 +483,73 @@ async fn entra_tokens_are_sent_as_bearer_and_cached_until_near_expiry() {
     }
     assert_eq!(short.calls.load(Ordering::SeqCst), 2);
 }
+
+/// A log sink for the secrets test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_carry_request_ids_but_never_keys_or_tokens() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let stub = Stub::start().await;
+    stub.push(Reply::error(429, "TooManyRequests", "slow down").with("retry-after", "0"));
+    stub.push(Reply::json(200, r#"{"id":"j"}"#));
+    stub.push(Reply::error(404, "JobNotFound", "no such job"));
+    let client = stub.client();
+    client
+        .get_job("j", &GetOptions::default(), deadline())
+        .await
+        .unwrap();
+    client
+        .get_job("gone", &GetOptions::default(), deadline())
+        .await
+        .unwrap_err();
+    let bearer = Arc::new(FakeCredential {
+        calls: AtomicUsize::new(0),
+        lifetime: Duration::from_secs(3600),
+    });
+    entra_client(&stub, bearer)
+        .get_task_counts("j", deadline())
+        .await
+        .unwrap_or_default();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("request_id=req-429"), "{logs}");
+    assert!(logs.contains("retrying"), "{logs}");
+    assert!(
+        logs.contains("code=\"JobNotFound\"") || logs.contains("code=JobNotFound"),
+        "{logs}"
+    );
+    let signatures: Vec<_> = stub
+        .seen()
+        .iter()
+        .filter_map(|s| s.header("authorization").map(str::to_owned))
+        .collect();
+    assert!(!logs.contains(KEY) && !logs.contains(&KEY[..16]));
+    for signature in signatures {
+        let secret_part = signature.rsplit([':', ' ']).next().unwrap().to_owned();
+        assert!(
+            !logs.contains(&secret_part),
+            "a credential leaked into the logs: {logs}"
+        );
+    }
+    assert!(!logs.contains("token-0"));
+}
