@@ -322,10 +322,14 @@ fn drop_after(response: Response, after: u64) -> Response {
         remaining = 0;
         Ok::<Bytes, std::io::Error>(chunk.slice(..keep))
     });
-    // After the truncated chunk the next poll fails; an explicit error after the last chunk
-    // covers bodies that end exactly at the cut.
-    let stream = stream.chain(futures::stream::once(async {
-        Err(std::io::Error::other("emulator fault: connection dropped"))
-    }));
+    // Stop after the cut, pause briefly so hyper flushes the head and the bytes already
+    // written (an error in the same poll would discard them), then fail the body; an explicit
+    // error after the last chunk covers bodies that end exactly at the cut.
+    let stream = stream
+        .take_while(|item| futures::future::ready(item.is_ok()))
+        .chain(futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(std::io::Error::other("emulator fault: connection dropped"))
+        }));
     Response::from_parts(parts, Body::from_stream(stream))
 }
