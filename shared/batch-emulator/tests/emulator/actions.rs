@@ -248,3 +248,80 @@ async fn terminate_task() {
     assert_eq!(counts["taskCounts"]["running"], 0);
     assert_eq!(counts["taskCounts"]["failed"], 8);
 }
+
+#[tokio::test]
+async fn transitions_can_be_time_based() {
+    // afterMillis 0: due at once, so the first read sees the end state.
+    let mut scenario = Scenario::builtin();
+    scenario.transitions.after_millis = Some(0);
+    let server = Server::start(scenario).await;
+    server
+        .post(&format!("/jobs/ingest/terminate?{API}"), None)
+        .await;
+    assert_eq!(job(&server, "ingest").await["state"], "completed");
+
+    // afterMillis of an hour: reads do not complete it, settle() does.
+    let mut scenario = Scenario::builtin();
+    scenario.transitions.after_millis = Some(3_600_000);
+    let server = Server::start(scenario).await;
+    server
+        .post(
+            &format!("/jobs/ingest/disable?{API}"),
+            Some(json!({"disableTasks": "terminate"})),
+        )
+        .await;
+    for _ in 0..5 {
+        assert_eq!(job(&server, "ingest").await["state"], "disabling");
+    }
+    server.emulator.settle();
+    assert_eq!(job(&server, "ingest").await["state"], "disabled");
+}
+
+#[tokio::test]
+async fn scenario_features_round_trip() {
+    let scenario = Scenario::from_json_str(
+        r#"{"account": {"name": "otheracct", "key": "c2VjcmV0LWtleS10aGF0LWlzLW5vdC10aGUtYWNjb3VudC1rZXk="},
+            "auth": {"required": false},
+            "pools": [{"id": "p", "nodes": [{"id": "n2", "state": "notReady"}]}],
+            "jobs": [{"job": {"id": "j", "poolInfo": {"poolId": "p"}},
+              "tasks": [{"task": {"id": "t", "state": "completed", "nodeInfo": {"poolId": "p", "nodeId": "n1"},
+                                  "executionInfo": {"endTime": "now-1m", "result": "success", "exitCode": 0}},
+                         "files": {"bin.dat": {"base64": "AAEC", "fileMode": "0o100644", "contentType": "application/x-test",
+                                               "lastModified": "2025-01-02T03:04:05Z"}}}]}]}"#,
+    )
+    .unwrap();
+    let server = Server::start(scenario).await;
+    assert_eq!(server.emulator.account_name(), "otheracct");
+    // Auth is off, so an unsigned request passes.
+    let response = server
+        .request(Method::GET, &format!("/jobs/j/tasks/t/files/bin.dat?{API}"))
+        .unsigned()
+        .send()
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["ocp-batch-file-mode"], "0o100644");
+    assert_eq!(response.headers()["content-type"], "application/x-test");
+    assert_eq!(
+        response.headers()["last-modified"],
+        "Thu, 02 Jan 2025 03:04:05 GMT"
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), [0u8, 1, 2]);
+    let task = server.emulator.task("j", "t").unwrap();
+    assert!(
+        task["executionInfo"]["endTime"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(task["nodeInfo"]["taskRootDirectory"], "workitems/j/job-1/t");
+    expect_error(
+        server
+            .request(Method::GET, &format!("/pools/p/nodes/n2/files?{API}"))
+            .unsigned()
+            .send()
+            .await,
+        409,
+        "NodeNotReady",
+    )
+    .await;
+}
