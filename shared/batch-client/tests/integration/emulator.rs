@@ -186,7 +186,17 @@ async fn get_and_list_tasks_and_jobs() {
 #[tokio::test]
 async fn paging_streams_more_than_ten_thousand_tasks() {
     let run = Running::start(scenario(BULK_TASKS)).await;
-    let client = run.client();
+    // Through the trait object the pipeline holds.
+    let client: Arc<dyn BatchApi> = Arc::new(run.client());
+    // The fourth page is throttled once (Retry-After: 1 s); the stream retries it transparently.
+    run.emulator.set_faults(vec![
+        FaultRule::new(Fault::Throttle {
+            retry_after_seconds: 1,
+        })
+        .path_prefix("/jobs/bulk/tasks")
+        .skip(3)
+        .times(1),
+    ]);
     let options = ListOptions {
         select: Some("id,state,executionInfo".into()),
         ..ListOptions::default()
@@ -210,9 +220,17 @@ async fn paging_streams_more_than_ten_thousand_tasks() {
     assert_eq!(total, BULK_TASKS);
     assert_eq!(failures, BULK_TASKS / 100);
     assert_eq!(page_count, BULK_TASKS.div_ceil(1000));
-    // One request per page, each following the previous page's nextLink.
+    // One request per page, each following the previous page's nextLink, plus the retry.
     let log = run.emulator.requests();
-    assert_eq!(log.len(), page_count);
+    assert_eq!(log.len(), page_count + 1);
+    assert_eq!(log[3].status, 429);
+    assert_eq!(log[3].fault.as_deref(), Some("throttle"));
+    assert_eq!(log[4].status, 200);
+    assert_eq!(
+        log[3].path_and_query, log[4].path_and_query,
+        "the same page is asked again"
+    );
+    assert_eq!(log[3].client_request_id, log[4].client_request_id);
     assert!(
         log[1..]
             .iter()
