@@ -498,17 +498,29 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Installs one global subscriber for the whole test binary, writing into a shared buffer.
+/// (A scoped subscriber races with tests on other threads over tracing's callsite cache.)
+fn captured_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let sink = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            captured
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn logs_carry_request_ids_but_never_keys_or_tokens() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let captured = captured_logs();
     let stub = Stub::start().await;
     stub.push(Reply::error(429, "TooManyRequests", "slow down").with("retry-after", "0"));
     stub.push(Reply::json(200, r#"{"id":"j"}"#));
