@@ -98,7 +98,7 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
             let ran = run_time(task).map(format_duration).unwrap_or_default();
             (
                 format!("{who} was killed at its maxWallClockTime of {limit}."),
-                format!("The task ran for {ran}, reaching constraints.maxWallClockTime ({limit}); Batch ended it (TaskEnded){}.", exit_code.map_or_else(String::new, |c| format!(" with exit code {}", describe_exit_code(c)))),
+                format!("The task ran for {ran}, reaching constraints.maxWallClockTime ({limit}); Batch ended it (TaskEnded){}.", exit_code.map_or_else(String::new, |c| format!(" with {}", describe_exit_code(c)))),
             )
         }
         FailureClass::TaskTerminated => (
@@ -310,13 +310,13 @@ fn replay_exit_conditions(
         }
         _ => None,
     };
-    let matched: Option<&ExitOptions> = by_exit_code.or_else(by_kind).or_else(|| {
-        if succeeded {
-            None
-        } else {
-            conditions.default_options.as_ref()
-        }
-    });
+    // `default` covers failures only: exit code 0 must be listed explicitly.
+    let default = if succeeded {
+        None
+    } else {
+        conditions.default_options.as_ref()
+    };
+    let matched: Option<&ExitOptions> = by_exit_code.or_else(by_kind).or(default);
     let job_action = matched
         .and_then(|o| o.job_action.clone())
         .unwrap_or(if succeeded {

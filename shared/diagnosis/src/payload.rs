@@ -14,7 +14,9 @@ use std::fmt;
 use std::io::{self, Read};
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
+
+use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -220,7 +222,10 @@ pub fn read_slice(bytes: &[u8], sink: &mut dyn FnMut(Item)) -> Result<PayloadKin
             column,
         }
     })?;
-    let doc = Doc { text };
+    let doc = Doc {
+        text,
+        origin: (1, 1),
+    };
     let mut kinds = Vec::new();
     for (index, raw) in serde_json::Deserializer::from_str(text)
         .into_iter::<&RawValue>()
@@ -238,14 +243,6 @@ pub fn read_slice(bytes: &[u8], sink: &mut dyn FnMut(Item)) -> Result<PayloadKin
         [] => Err(PayloadError::Empty),
         [kind] => Ok(*kind),
         _ => Ok(PayloadKind::JsonLines),
-    }
-}
-
-fn syntax_error(e: &serde_json::Error) -> PayloadError {
-    PayloadError::Syntax {
-        message: strip_position(e),
-        line: e.line(),
-        column: e.column(),
     }
 }
 
@@ -298,9 +295,12 @@ fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The whole input, so that errors inside nested fragments can be located in it.
+/// The input (or, when streaming, one element cut out of it), so that errors inside nested
+/// fragments can be located in the whole input.
 struct Doc<'a> {
     text: &'a str,
+    /// Line and column in the whole input of `text`'s first byte.
+    origin: (usize, usize),
 }
 
 #[derive(Deserialize)]
@@ -354,22 +354,30 @@ enum Element {
     File,
 }
 
-fn detect(value: &Value) -> Result<Shape, String> {
-    let map = match value {
-        Value::Object(map) => map,
-        Value::Array(_) => return Ok(Shape::Array),
-        other => {
-            return Err(format!(
-                "expected a JSON object or array, found {}",
-                json_type(other)
-            ));
-        }
-    };
+/// Decides what a fragment is from its keys, without building it: values stay raw, and only the
+/// first element of a list is looked into.
+fn detect(raw: &RawValue) -> Result<Shape, String> {
+    let text = raw.get().trim_start();
+    if text.starts_with('[') {
+        return Ok(Shape::Array);
+    }
+    if !text.starts_with('{') {
+        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        return Err(format!(
+            "expected a JSON object or array, found {}",
+            json_type(&value)
+        ));
+    }
+    let map: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let has = |key: &str| map.contains_key(key);
+    let is_array = |key: &str| {
+        map.get(key)
+            .is_some_and(|v| v.get().trim_start().starts_with('['))
+    };
     if has("responses") && (has("operationId") || has("parameters")) {
         return Ok(Shape::SpecExample);
     }
-    if map.get("records").is_some_and(Value::is_array) {
+    if is_array("records") {
         return Ok(Shape::Records);
     }
     if has("operationName") && (has("properties") || has("category") || has("resourceId")) {
@@ -381,8 +389,8 @@ fn detect(value: &Value) -> Result<Shape, String> {
     if has("eventType") && (has("data") || has("subject")) {
         return Ok(Shape::EventGridEvent);
     }
-    if let Some(Value::Array(items)) = map.get("value") {
-        return Ok(Shape::List(match items.first() {
+    if let Some(list) = map.get("value").filter(|_| is_array("value")) {
+        return Ok(Shape::List(match first_element(list)? {
             None => None,
             Some(first) => Some(first.as_object().and_then(element_of).ok_or_else(|| {
                 "a list whose items are not tasks, jobs, prep/release statuses or files".to_owned()
@@ -410,7 +418,9 @@ fn detect(value: &Value) -> Result<Shape, String> {
     {
         return Ok(Shape::TaskReference);
     }
-    if let Some(element) = element_of(map) {
+    // A single object: small, so building it to look at nested keys costs nothing.
+    let object: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(element) = element_of(&object) {
         return Ok(Shape::Element(element));
     }
     let keys: Vec<&str> = map.keys().take(6).map(String::as_str).collect();
@@ -419,6 +429,24 @@ fn detect(value: &Value) -> Result<Shape, String> {
     } else {
         format!("an object with keys {}", keys.join(", "))
     })
+}
+
+/// The first element of a JSON array, built; the rest is skipped without being built.
+fn first_element(list: &RawValue) -> Result<Option<Value>, String> {
+    struct First;
+    impl<'de> Visitor<'de> for First {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<Value>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(list.get());
+    serde::Deserializer::deserialize_seq(&mut de, First).map_err(|e| e.to_string())
 }
 
 fn element_of(map: &Map<String, Value>) -> Option<Element> {
@@ -517,10 +545,16 @@ impl<'a> Doc<'a> {
             return (line, column);
         }
         let (base_line, base_column) = line_column(self.text.as_bytes(), start - base);
-        if line <= 1 {
+        let (line, column) = if line <= 1 {
             (base_line, base_column + column.saturating_sub(1))
         } else {
             (base_line + line - 1, column)
+        };
+        let (origin_line, origin_column) = self.origin;
+        if line <= 1 {
+            (origin_line, origin_column + column.saturating_sub(1))
+        } else {
+            (origin_line + line - 1, column)
         }
     }
 
@@ -530,18 +564,39 @@ impl<'a> Doc<'a> {
         fragment: &'a RawValue,
         path: &str,
     ) -> Result<T, PayloadError> {
-        let text = fragment.get();
+        self.typed_str(fragment.get(), path)
+    }
+
+    /// Parses `text` (a part of this document) as `T`. The fast parse runs first; only when it
+    /// fails is the text parsed again with path tracking, to say where.
+    fn typed_str<T: Deserialize<'a>>(&self, text: &'a str, path: &str) -> Result<T, PayloadError> {
+        if let Ok(value) = serde_json::from_str(text) {
+            return Ok(value);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let inner = e.inner();
-            let (line, column) = self.locate(text, inner.line(), inner.column());
-            PayloadError::Shape {
-                path: join(path, &e.path().to_string()),
-                message: strip_position(inner),
-                line: Some(line),
-                column: Some(column),
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                let inner = e.inner();
+                let (line, column) = self.locate(text, inner.line(), inner.column());
+                Err(PayloadError::Shape {
+                    path: join(path, &e.path().to_string()),
+                    message: strip_position(inner),
+                    line: Some(line),
+                    column: Some(column),
+                })
             }
-        })
+        }
+    }
+
+    /// A syntax error inside `text` (a part of this document), located in the whole input.
+    fn syntax(&self, text: &str, e: &serde_json::Error) -> PayloadError {
+        let (line, column) = self.locate(text, e.line(), e.column());
+        PayloadError::Syntax {
+            message: strip_position(e),
+            line,
+            column,
+        }
     }
 
     fn process(
@@ -557,12 +612,10 @@ impl<'a> Doc<'a> {
                 reason: "envelopes nested too deep".to_owned(),
             });
         }
-        let value: Value = serde_json::from_str(raw.get()).map_err(|e| syntax_error(&e))?;
-        let shape = detect(&value).map_err(|reason| PayloadError::Unrecognised {
+        let shape = detect(raw).map_err(|reason| PayloadError::Unrecognised {
             path: path.to_owned(),
             reason,
         })?;
-        drop(value);
         Ok(match shape {
             Shape::SpecExample => {
                 let example: SpecExample<'a> = self.typed(raw, path)?;
@@ -850,31 +903,52 @@ pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
 }
 
 /// Streams a document too large to hold: only list pages (`value`) and record batches
-/// (`records`) may be this large; their elements are read one at a time.
+/// (`records`) may be this large. A small scanner cuts each array element out of a bounded buffer,
+/// and serde_json parses the element from that slice, which is two to three times faster than
+/// parsing from a reader.
 fn stream_large<R: Read>(
     reader: R,
     sink: &mut dyn FnMut(Item),
 ) -> Result<PayloadKind, PayloadError> {
-    let mut de =
-        serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 << 10, reader));
-    let mut track = serde_path_to_error::Track::new();
-    let seed = TopLevel { sink };
-    let result = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
-    let kind = result.map_err(|e| {
-        if e.is_io() {
-            return PayloadError::Io(io::Error::other(e.to_string()));
+    let mut scanner = Scanner::new(reader);
+    scanner.skip_whitespace()?;
+    scanner.expect(b'{', "a list response or a records batch (a JSON object)")?;
+    let mut kind = None;
+    let mut first = true;
+    loop {
+        scanner.skip_whitespace()?;
+        match scanner.peek()? {
+            Some(b'}') => {
+                scanner.bump();
+                break;
+            }
+            Some(b',') if !first => {
+                scanner.bump();
+                scanner.skip_whitespace()?;
+            }
+            _ if first => {}
+            _ => return Err(scanner.error("expected `,` or `}`")),
         }
-        if e.is_syntax() || e.is_eof() {
-            return syntax_error(&e);
+        first = false;
+        let key = scanner.string()?;
+        scanner.skip_whitespace()?;
+        scanner.expect(b':', "`:`")?;
+        scanner.skip_whitespace()?;
+        let is_array = scanner.peek()? == Some(b'[');
+        match key.as_str() {
+            "value" if kind.is_none() && is_array => kind = Some(stream_list(&mut scanner, sink)?),
+            "records" if kind.is_none() && is_array => {
+                kind = Some(stream_records(&mut scanner, sink)?)
+            }
+            _ => {
+                scanner.value()?;
+            }
         }
-        PayloadError::Shape {
-            path: track.path().to_string(),
-            message: strip_position(&e),
-            line: Some(e.line()),
-            column: Some(e.column()),
-        }
-    })?;
-    de.end().map_err(|e| syntax_error(&e))?;
+    }
+    scanner.skip_whitespace()?;
+    if scanner.peek()?.is_some() {
+        return Err(scanner.error("trailing characters after the document"));
+    }
     kind.ok_or_else(|| PayloadError::Unrecognised {
         path: String::new(),
         reason: format!(
@@ -884,139 +958,318 @@ fn stream_large<R: Read>(
     })
 }
 
-struct TopLevel<'s> {
-    sink: &'s mut dyn FnMut(Item),
-}
-
-impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
-    type Value = Option<PayloadKind>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopLevel<'_> {
-    type Value = Option<PayloadKind>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list response or a records batch")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut kind = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "value" if kind.is_none() => {
-                    kind = Some(map.next_value_seed(ListElements {
-                        sink: &mut *self.sink,
-                    })?)
-                }
-                "records" if kind.is_none() => {
-                    kind = Some(map.next_value_seed(Records {
-                        sink: &mut *self.sink,
-                    })?)
-                }
-                _ => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
+/// Calls `each(index, element text, its line/column)` for every element of the array at the
+/// scanner's position.
+fn for_each_element<R: Read>(
+    scanner: &mut Scanner<R>,
+    mut each: impl FnMut(usize, &str, (usize, usize)) -> Result<(), PayloadError>,
+) -> Result<(), PayloadError> {
+    scanner.expect(b'[', "`[`")?;
+    let mut index = 0;
+    loop {
+        scanner.skip_whitespace()?;
+        match scanner.peek()? {
+            Some(b']') => {
+                scanner.bump();
+                return Ok(());
             }
+            Some(b',') if index > 0 => {
+                scanner.bump();
+                scanner.skip_whitespace()?;
+            }
+            _ if index == 0 => {}
+            _ => return Err(scanner.error("expected `,` or `]`")),
         }
-        Ok(kind)
-    }
-}
-
-/// The `value` array of a list page: the first element decides the kind, the rest are read
-/// straight into that type.
-struct ListElements<'s> {
-    sink: &'s mut dyn FnMut(Item),
-}
-
-impl<'de> DeserializeSeed<'de> for ListElements<'_> {
-    type Value = PayloadKind;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ListElements<'_> {
-    type Value = PayloadKind;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of tasks, jobs, prep/release statuses or files")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        use serde::de::Error;
-        let Some(first) = seq.next_element::<Value>()? else {
-            return Ok(PayloadKind::EmptyList);
-        };
-        let element = first.as_object().and_then(element_of).ok_or_else(|| {
-            A::Error::custom("list items are not tasks, jobs, prep/release statuses or files")
+        let (bytes, origin) = scanner.value()?;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let (line, column) = advance(origin, &bytes[..e.valid_up_to()]);
+            PayloadError::Syntax {
+                message: "the input is not UTF-8".to_owned(),
+                line,
+                column,
+            }
         })?;
-        fn rest<'de, A: SeqAccess<'de>, T: DeserializeOwned>(
-            first: Value,
-            mut seq: A,
-            sink: &mut dyn FnMut(Item),
-            wrap: fn(T) -> Item,
-        ) -> Result<(), A::Error> {
-            sink(wrap(
-                serde_json::from_value(first).map_err(serde::de::Error::custom)?,
-            ));
-            while let Some(item) = seq.next_element::<T>()? {
-                sink(wrap(item));
+        each(index, text, origin)?;
+        index += 1;
+    }
+}
+
+fn stream_list<R: Read>(
+    scanner: &mut Scanner<R>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<PayloadKind, PayloadError> {
+    let mut element = None;
+    for_each_element(scanner, |index, text, origin| {
+        let doc = Doc { text, origin };
+        let path = format!("value[{index}]");
+        let element = match element {
+            Some(element) => element,
+            None => {
+                let first: Value = serde_json::from_str(text).map_err(|e| doc.syntax(text, &e))?;
+                *element.insert(first.as_object().and_then(element_of).ok_or_else(|| {
+                    PayloadError::Unrecognised {
+                        path: path.clone(),
+                        reason: "list items are not tasks, jobs, prep/release statuses or files"
+                            .to_owned(),
+                    }
+                })?)
             }
-            Ok(())
-        }
+        };
         match element {
-            Element::Task => {
-                rest::<A, BatchTask>(first, seq, self.sink, |t| Item::Task(Box::new(t)))?
+            Element::Task => sink(Item::Task(Box::new(doc.typed_str(text, &path)?))),
+            Element::Job => sink(Item::Job(Box::new(doc.typed_str(text, &path)?))),
+            Element::PrepReleaseStatus => sink(Item::PrepReleaseStatus(Box::new(
+                doc.typed_str(text, &path)?,
+            ))),
+            Element::File => sink(Item::File(Box::new(doc.typed_str(text, &path)?))),
+        }
+        Ok(())
+    })?;
+    Ok(element.map_or(PayloadKind::EmptyList, list_kind))
+}
+
+fn stream_records<R: Read>(
+    scanner: &mut Scanner<R>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<PayloadKind, PayloadError> {
+    for_each_element(scanner, |index, text, origin| {
+        let doc = Doc { text, origin };
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| doc.syntax(text, &e))?;
+        let path = format!("records[{index}]");
+        let record: DiagnosticRecord<'_> = doc.typed(raw, &path)?;
+        doc.record(record, &path, sink)
+    })?;
+    Ok(PayloadKind::DiagnosticRecords)
+}
+
+/// Line and column after reading `bytes` from `start`.
+fn advance(start: (usize, usize), bytes: &[u8]) -> (usize, usize) {
+    let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+    match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(last) => (start.0 + newlines, bytes.len() - last),
+        None => (start.0, start.1 + bytes.len()),
+    }
+}
+
+/// Reads bytes into a bounded buffer and finds where JSON values end, without parsing them.
+struct Scanner<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// The next unread byte.
+    pos: usize,
+    /// How many bytes of `buf` hold input.
+    len: usize,
+    /// A position in `buf` whose line and column are known: positions are counted forward from
+    /// it, so each byte is counted once.
+    mark: usize,
+    /// Line and column of `buf[mark]` in the whole input.
+    origin: (usize, usize),
+}
+
+/// Bytes read at a time.
+const CHUNK: usize = 1 << 20;
+
+impl<R: Read> Scanner<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buf: vec![0; CHUNK],
+            pos: 0,
+            len: 0,
+            mark: 0,
+            origin: (1, 1),
+        }
+    }
+
+    /// Reads more input after what is held, dropping what was consumed; false at the end.
+    fn fill(&mut self) -> Result<bool, PayloadError> {
+        if self.pos > 0 {
+            self.origin = advance(self.origin, &self.buf[self.mark..self.pos]);
+            self.mark = 0;
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+        if self.len == self.buf.len() {
+            if self.buf.len() > IN_MEMORY_LIMIT {
+                return Err(self.error(&format!(
+                    "a single element larger than {} MiB",
+                    IN_MEMORY_LIMIT >> 20
+                )));
             }
-            Element::Job => rest::<A, BatchJob>(first, seq, self.sink, |j| Item::Job(Box::new(j)))?,
-            Element::PrepReleaseStatus => {
-                rest::<A, PrepReleaseStatus>(first, seq, self.sink, |s| {
-                    Item::PrepReleaseStatus(Box::new(s))
-                })?
-            }
-            Element::File => {
-                rest::<A, NodeFile>(first, seq, self.sink, |f| Item::File(Box::new(f)))?
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.len..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.len += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PayloadError::Io(e)),
             }
         }
-        Ok(list_kind(element))
-    }
-}
-
-/// The `records` array of an Event Hubs batch, one record at a time.
-struct Records<'s> {
-    sink: &'s mut dyn FnMut(Item),
-}
-
-impl<'de> DeserializeSeed<'de> for Records<'_> {
-    type Value = PayloadKind;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Records<'_> {
-    type Value = PayloadKind;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of diagnostic-log records")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut index = 0;
-        while let Some(record) = seq.next_element::<Box<RawValue>>()? {
-            let text = record.get();
-            let doc = Doc { text };
-            let raw: &RawValue = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
-            let parsed: DiagnosticRecord<'_> = doc
-                .typed(raw, "")
-                .map_err(|e| serde::de::Error::custom(format!("records[{index}]: {e}")))?;
-            doc.record(parsed, &format!("records[{index}]"), &mut *self.sink)
-                .map_err(|e| serde::de::Error::custom(e.to_string()))?;
-            index += 1;
+    fn peek(&mut self) -> Result<Option<u8>, PayloadError> {
+        if self.pos == self.len && !self.fill()? {
+            return Ok(None);
         }
-        Ok(PayloadKind::DiagnosticRecords)
+        Ok(Some(self.buf[self.pos]))
+    }
+
+    fn bump(&mut self) {
+        self.pos += 1;
+    }
+
+    fn skip_whitespace(&mut self) -> Result<(), PayloadError> {
+        while let Some(b) = self.peek()? {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
+            self.bump();
+        }
+        Ok(())
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), PayloadError> {
+        if self.peek()? == Some(byte) {
+            self.bump();
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected {what}")))
+        }
+    }
+
+    /// Line and column of `buf[index]`, for an `index` at or after the mark; moves the mark there.
+    fn position(&mut self, index: usize) -> (usize, usize) {
+        self.origin = advance(self.origin, &self.buf[self.mark..index]);
+        self.mark = index;
+        self.origin
+    }
+
+    /// A syntax error at the current position.
+    fn error(&self, message: &str) -> PayloadError {
+        let (line, column) = advance(self.origin, &self.buf[self.mark..self.pos.min(self.len)]);
+        PayloadError::Syntax {
+            message: message.to_owned(),
+            line,
+            column,
+        }
+    }
+
+    /// A JSON string at the current position, unescaped.
+    fn string(&mut self) -> Result<String, PayloadError> {
+        if self.peek()? != Some(b'"') {
+            return Err(self.error("expected a string"));
+        }
+        let (bytes, origin) = self.value()?;
+        serde_json::from_slice(bytes).map_err(|e| PayloadError::Syntax {
+            message: strip_position(&e),
+            line: origin.0,
+            column: origin.1 + e.column().saturating_sub(1),
+        })
+    }
+
+    /// The complete JSON value at the current position (the scanner only finds where it ends;
+    /// serde_json checks it), with the line and column where it starts.
+    fn value(&mut self) -> Result<(&[u8], (usize, usize)), PayloadError> {
+        if self.peek()?.is_none() {
+            return Err(self.error("unexpected end of input"));
+        }
+        let mut scan = ValueScan::default();
+        let mut offset = 0;
+        loop {
+            match scan.feed(&self.buf[self.pos + offset..self.len]) {
+                Some(end) => {
+                    // `end` counts from the start of the value, across refills.
+                    let start = self.pos;
+                    let origin = self.position(start);
+                    self.pos = start + end;
+                    return Ok((&self.buf[start..self.pos], origin));
+                }
+                None => {
+                    offset = self.len - self.pos;
+                    if !self.fill()? {
+                        // A scalar may end with the input; anything else is cut short.
+                        if scan.is_scalar() && offset > 0 {
+                            let start = self.pos;
+                            let origin = self.position(start);
+                            self.pos = self.len;
+                            return Ok((&self.buf[start..self.len], origin));
+                        }
+                        self.pos = self.len;
+                        return Err(self.error("unexpected end of input"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a JSON value ends, fed in pieces: tracks nesting, strings and escapes.
+#[derive(Debug, Default)]
+struct ValueScan {
+    started: bool,
+    scalar: bool,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    consumed: usize,
+}
+
+impl ValueScan {
+    fn is_scalar(&self) -> bool {
+        self.started && self.scalar
+    }
+
+    /// Scans `bytes` (which continue where the last call stopped); `Some(end)` is the end of the
+    /// value as an offset from the start of the value.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = self.consumed + i;
+            if !self.started {
+                self.started = true;
+                match b {
+                    b'{' | b'[' => self.depth = 1,
+                    b'"' => self.in_string = true,
+                    _ => self.scalar = true,
+                }
+                continue;
+            }
+            if self.scalar {
+                if matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
+                    return Some(at);
+                }
+                continue;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(at + 1);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return Some(at + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.consumed += bytes.len();
+        None
     }
 }
