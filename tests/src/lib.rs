@@ -1,1 +1,1 @@
-//! Repository-wide tests live in `tests/`; see `tests/tidy.rs`.
+//! Repository-wide tests: see `integration/main.rs` for the list.

@@ -85,7 +85,10 @@ pub(crate) fn render_diagnosis<W: Write>(
         writeln!(out, "         exit code: {code}{hex}{meaning}")?;
     }
     if let Some(impact) = &d.impact {
-        let honoured = match impact.job_action_honoured {
+        let honoured = match impact
+            .job_action_honoured
+            .filter(|_| impact.job_action != "none")
+        {
             Some(true) => ", honoured",
             Some(false) => ", not honoured: onTaskFailure is noaction",
             None => "",

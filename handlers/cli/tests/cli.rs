@@ -1,0 +1,242 @@
+//! The `batch-triage` binary as a person or a script uses it: real processes, real files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn json_diagnoses(output: &Output) -> Vec<serde_json::Value> {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str::<Vec<serde_json::Value>>(&text)
+        .unwrap_or_else(|e| panic!("stdout is not a JSON array ({e}):\n{text}"))
+}
+
+#[test]
+fn json_output_is_one_array_across_files() {
+    let tasks = repo("examples/payloads/render-tasks.json");
+    let prep = repo("examples/payloads/genomics-prep-status.json");
+    let out = run(&[
+        "diagnose",
+        "--output",
+        "json",
+        tasks.to_str().unwrap(),
+        prep.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diagnoses = json_diagnoses(&out);
+    // 8 tasks plus the one node whose prep task failed.
+    assert_eq!(diagnoses.len(), 9);
+    assert_eq!(diagnoses[0]["class"], "task.exit_code");
+    assert_eq!(diagnoses[0]["exitMeaning"], "oom_or_sigkill");
+    assert_eq!(diagnoses[8]["class"], "job.prep_failed");
+    for d in &diagnoses {
+        for field in [
+            "subject",
+            "class",
+            "severity",
+            "summary",
+            "cause",
+            "hints",
+            "exitCode",
+            "exitCodeHex",
+            "exitMeaning",
+            "failure",
+            "impact",
+            "logs",
+            "fingerprint",
+        ] {
+            assert!(
+                d.get(field).is_some(),
+                "field {field} missing (absent facts are null, not missing): {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn job_evidence_decides_whether_job_action_is_honoured() {
+    let tasks = repo("examples/payloads/render-tasks.json");
+    let job = repo("examples/payloads/render-job.json");
+    let without = json_diagnoses(&run(&[
+        "diagnose",
+        "--output",
+        "json",
+        tasks.to_str().unwrap(),
+    ]));
+    let with = json_diagnoses(&run(&[
+        "diagnose",
+        "--output",
+        "json",
+        "--job",
+        job.to_str().unwrap(),
+        tasks.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        without[0]["impact"]["jobActionHonoured"],
+        serde_json::Value::Null
+    );
+    assert_eq!(with[0]["impact"]["jobActionHonoured"], true);
+}
+
+#[test]
+fn prep_status_evidence_marks_waiting_tasks_prep_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("task.json");
+    std::fs::copy(
+        repo("shared/diagnosis/test_data/active-on-prep-failed-node.json"),
+        &task,
+    )
+    .unwrap();
+    let prep = repo("examples/payloads/genomics-prep-status.json");
+    let plain = json_diagnoses(&run(&[
+        "diagnose",
+        "--output",
+        "json",
+        task.to_str().unwrap(),
+    ]));
+    assert_eq!(plain[0]["class"], "task.in_progress");
+    let with = json_diagnoses(&run(&[
+        "diagnose",
+        "--output",
+        "json",
+        "--prep-status",
+        prep.to_str().unwrap(),
+        task.to_str().unwrap(),
+    ]));
+    assert_eq!(with[0]["class"], "task.prep_blocked");
+    assert_eq!(with[0]["severity"], "critical");
+}
+
+#[test]
+fn text_output_reads_like_a_report() {
+    let out = run(&[
+        "diagnose",
+        repo("examples/payloads/eventhub-records.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("task.exit_code  Task train-17 of job render failed with exit code 137"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped PoolResizeCompleteEvent: not about tasks or jobs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("7 diagnoses (1 critical, 3 error, 3 info)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\x1b["),
+        "no colour when NO_COLOR is set or stdout is not a terminal"
+    );
+}
+
+#[test]
+fn stdin_is_read_with_a_dash() {
+    let mut child = bin()
+        .args(["diagnose", "--output", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload = std::fs::read(repo("examples/payloads/nightly-job.json")).unwrap();
+    child.stdin.take().unwrap().write_all(&payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_diagnoses(&out)[0]["class"], "job.timeout");
+}
+
+#[test]
+fn unreadable_input_gets_one_clear_line_and_the_rest_is_still_diagnosed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"id\": \"t\",\n \"state\" \"completed\"}").unwrap();
+    let good = repo("examples/payloads/nightly-job.json");
+    let out = run(&[
+        "diagnose",
+        "--output",
+        "json",
+        bad.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, no backtrace: {stderr}"
+    );
+    assert!(stderr.contains("bad.json: not valid JSON"), "{stderr}");
+    assert!(stderr.contains("line 2, column 10"), "{stderr}");
+    assert_eq!(
+        json_diagnoses(&out).len(),
+        1,
+        "the good file is still diagnosed and the array stays valid"
+    );
+}
+
+#[test]
+fn errors_for_missing_files_directories_and_non_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = run(&["diagnose", dir.path().join("nope.json").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.json: cannot open"));
+    let directory = run(&["diagnose", dir.path().to_str().unwrap()]);
+    assert_eq!(directory.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&directory.stderr).contains("is a directory"));
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, r#"{"name": "not batch"}"#).unwrap();
+    let not_batch = run(&["diagnose", other.to_str().unwrap()]);
+    assert_eq!(not_batch.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&not_batch.stderr)
+            .contains("not a Batch payload batch-triage recognises")
+    );
+    let bad_job = run(&[
+        "diagnose",
+        "--job",
+        other.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        bad_job.status.code(),
+        Some(2),
+        "a bad --job is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&bad_job.stderr).starts_with("batch-triage: --job"));
+    let usage = run(&["diagnose"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn help_has_examples() {
+    let out = run(&["diagnose", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Examples:") && text.contains("--prep-status"),
+        "{text}"
+    );
+}
