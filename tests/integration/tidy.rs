@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("batch-triage-diagnosis", 0),
     ("batch-triage-batch-client", 1),
     ("batch-triage-batch-emulator", 1),
+    ("batch-triage-artifact-store", 1),
     ("batch-triage-preserve", 2),
     ("batch-triage-notify", 2),
     ("batch-triage-pipeline", 3),

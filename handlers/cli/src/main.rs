@@ -3,6 +3,7 @@
 //! terminal.
 
 mod diagnose;
+mod emulator;
 mod render;
 
 use std::process::ExitCode;
@@ -24,12 +25,26 @@ enum Command {
     /// events and CloudEvents.
     #[command(after_help = diagnose::EXAMPLES)]
     Diagnose(diagnose::Args),
+
+    /// Serve the local Batch REST emulator (well-known account devbatch1), for trying batch-triage
+    /// and the official SDKs with no Azure account.
+    #[command(after_help = emulator::EXAMPLES)]
+    Emulator(emulator::Args),
+}
+
+/// The async runtime for subcommands that do I/O; built only when one runs, so `diagnose` starts
+/// instantly.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Diagnose(args) => diagnose::run(&args),
+        Command::Emulator(args) => emulator::run(&args),
     };
     match result {
         Ok(code) => code,
