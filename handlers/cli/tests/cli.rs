@@ -240,3 +240,63 @@ fn help_has_examples() {
         "{text}"
     );
 }
+
+/// `batch-triage emulator` as a newcomer runs it: start it, read the address it prints, and list
+/// the built-in scenario's jobs with the well-known account through our client.
+#[test]
+fn the_emulator_subcommand_serves_the_builtin_scenario() {
+    use std::io::{BufRead, BufReader};
+
+    use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, ListOptions, Secret, items};
+    use futures::TryStreamExt;
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        bin()
+            .args(["emulator", "--port", "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first_line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let address = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+        .to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jobs: Vec<String> = runtime.block_on(async {
+        let config = BatchConfig::shared_key(
+            &address,
+            batch_emulator::WELL_KNOWN_ACCOUNT_NAME,
+            Secret::new(batch_emulator::WELL_KNOWN_ACCOUNT_KEY),
+        )
+        .unwrap();
+        let client = BatchClient::new(config).unwrap();
+        let pages = client.list_jobs(
+            &ListOptions::default(),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        );
+        items(pages)
+            .map_ok(|j| j.id.unwrap_or_default())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    for expected in ["etl", "prep-fail", "nightly", "failfast"] {
+        assert!(
+            jobs.iter().any(|j| j == expected),
+            "job {expected} missing from {jobs:?}"
+        );
+    }
+}
