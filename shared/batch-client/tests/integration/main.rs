@@ -11,3 +11,5 @@ mod shared_key_python;
 mod behaviour;
 // Every operation against the Batch emulator over HTTP.
 mod emulator;
+// Managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER) end to end, in a child process.
+mod managed_identity;
