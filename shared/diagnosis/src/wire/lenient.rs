@@ -1,7 +1,7 @@
 //! Deserialisers for what the Batch wire really sends, as opposed to what the spec says.
 //!
 //! - Enum values arrive in any casing (`failure`, `Failure`, `UserError`) and new values appear
-//!   without notice: [`wire_enum!`] matches case-insensitively and keeps unknown values.
+//!   without notice: `wire_enum!` matches case-insensitively and keeps unknown values.
 //! - int64 fields are JSON strings in TypeSpec-era API versions (`"contentLength": "1813"`) and
 //!   numbers in older ones: [`int`] accepts both.
 //! - Timestamps have up to 7 fractional digits, and event bodies use `2019-08-22 20:50:59.522`
