@@ -115,7 +115,7 @@ pub enum ProtocolError {
 const MAX_UNWRAP: usize = 3;
 
 /// Unwraps a binding value: while it is a string that holds a JSON object, array or string, parse
-/// it (at most [`MAX_UNWRAP`] times). A string holding a bare number or word is left alone.
+/// it (at most three times). A string holding a bare number or word is left alone.
 pub fn decode_binding(value: &Value) -> Value {
     let mut current = value.clone();
     for _ in 0..MAX_UNWRAP {
