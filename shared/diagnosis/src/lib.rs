@@ -35,6 +35,7 @@ pub mod diagnose;
 pub mod fingerprint;
 pub mod hints;
 pub mod payload;
+pub mod policy;
 pub mod redact;
 pub mod report;
 pub mod wire;

@@ -1,0 +1,351 @@
+//! Alert grouping as a pure state machine, with Alertmanager's semantics (PEERS §1.4) and
+//! Sentry's lesson (§1.6): many failures with one cause make one alert with a count.
+//!
+//! - The first alert of a group waits `group_wait`, then everything collected goes out at once.
+//! - A new cause (fingerprint) in a group that was already notified goes out `group_interval`
+//!   after the last notification.
+//! - More failures with known causes are re-sent only `repeat_interval` after the last one.
+//! - A group quiet for `repeat_interval` starts over: its next failure waits `group_wait` again.
+//!
+//! [`decide`] folds one alert into the state; [`tick`] is the timer sweep's check of a group.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Grouping;
+use crate::report::{Diagnosis, Subject};
+
+/// The version of [`GroupState`]'s JSON; a stored state of another version is started afresh.
+pub const GROUP_STATE_VERSION: u32 = 1;
+/// Example subjects kept per group (the alert lists them; the count says how many there were).
+pub const MAX_EXAMPLES: usize = 10;
+/// Distinct causes tracked per group; more are counted in `fingerprints_overflow`.
+pub const MAX_FINGERPRINTS: usize = 100;
+/// Recently counted occurrences remembered per group, so a redelivered event is not counted twice.
+pub const MAX_RECENT: usize = 512;
+
+/// One alert to fold into a group: an occurrence of a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFacts {
+    /// The group it joins (from [`super::plan`]).
+    pub group_key: String,
+    /// Identifies the occurrence (account/job/task/attempt/class), to ignore redeliveries.
+    pub occurrence: String,
+    /// Its cause.
+    pub fingerprint: String,
+    /// What failed.
+    pub subject: Subject,
+}
+
+impl AlertFacts {
+    /// The facts of a diagnosis joining the group `group_key`.
+    pub fn from_diagnosis(group_key: &str, d: &Diagnosis) -> Self {
+        let s = &d.subject;
+        let part = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        Self {
+            group_key: group_key.to_owned(),
+            occurrence: format!(
+                "{}/{}/{}/{}/{}/{}",
+                part(&s.account),
+                part(&s.job_id),
+                part(&s.task_id),
+                s.attempt.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                part(&s.node_id),
+                d.class
+            ),
+            fingerprint: d.fingerprint.clone(),
+            subject: s.clone(),
+        }
+    }
+}
+
+/// What to do now about a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send this notification now.
+    SendNow(Notification),
+    /// Something is pending; the timer sweep sends it at `until`.
+    Wait {
+        /// When it is due.
+        until: OffsetDateTime,
+    },
+    /// Nothing to send (a redelivered occurrence, or nothing new since the last notification).
+    Suppress,
+}
+
+/// The content of one notification of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The group.
+    pub group_key: String,
+    /// 1 for the group's first notification, then 2, 3, …; with the key it identifies the
+    /// notification, so two instances can agree never to send it twice.
+    pub sequence: u64,
+    /// Failures in the group so far.
+    pub count: u64,
+    /// Failures since the previous notification.
+    pub new_count: u64,
+    /// Causes not notified before.
+    pub new_fingerprints: Vec<String>,
+    /// All causes seen (bounded) with their counts.
+    pub fingerprints: Vec<FingerprintSeen>,
+    /// Example subjects (bounded).
+    pub examples: Vec<Subject>,
+    /// When the group's first failure was recorded.
+    pub first_seen: OffsetDateTime,
+    /// This repeats an unchanged group (no new cause).
+    pub is_repeat: bool,
+}
+
+/// A cause seen in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerprintSeen {
+    /// The fingerprint.
+    pub fingerprint: String,
+    /// Failures with it.
+    pub count: u64,
+    /// When it was first seen.
+    #[serde(with = "rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// A subject that had it (for the alert's "new cause" line).
+    pub example: Subject,
+    /// A notification already mentioned it.
+    pub notified: bool,
+}
+
+/// What is remembered about a group between alerts (stored as JSON, hence versioned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupState {
+    /// [`GROUP_STATE_VERSION`].
+    pub version: u32,
+    /// The group.
+    pub group_key: String,
+    /// The first failure of the current episode.
+    #[serde(with = "rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// The latest failure.
+    #[serde(with = "rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// The latest notification, if any.
+    #[serde(with = "rfc3339::option")]
+    pub last_sent: Option<OffsetDateTime>,
+    /// When the pending notification is due, if one is pending.
+    #[serde(with = "rfc3339::option")]
+    pub flush_at: Option<OffsetDateTime>,
+    /// Failures counted in this episode.
+    pub count: u64,
+    /// `count` when the latest notification went out.
+    pub count_at_last_send: u64,
+    /// Notifications sent so far (the last one's sequence number).
+    pub sends: u64,
+    /// Example subjects, at most [`MAX_EXAMPLES`].
+    pub examples: Vec<Subject>,
+    /// Causes seen, at most [`MAX_FINGERPRINTS`].
+    pub fingerprints: Vec<FingerprintSeen>,
+    /// Distinct causes beyond the cap.
+    pub fingerprints_overflow: u64,
+    /// A cause beyond the cap arrived since the last notification.
+    pub overflow_unnotified: bool,
+    /// Occurrences counted recently (at most [`MAX_RECENT`], oldest first).
+    pub recent: Vec<String>,
+}
+
+impl GroupState {
+    fn new(group_key: &str, now: OffsetDateTime) -> Self {
+        Self {
+            version: GROUP_STATE_VERSION,
+            group_key: group_key.to_owned(),
+            first_seen: now,
+            last_seen: now,
+            last_sent: None,
+            flush_at: None,
+            count: 0,
+            count_at_last_send: 0,
+            sends: 0,
+            examples: Vec::new(),
+            fingerprints: Vec::new(),
+            fingerprints_overflow: 0,
+            overflow_unnotified: false,
+            recent: Vec::new(),
+        }
+    }
+
+    /// A cause arrived that no notification mentioned yet.
+    pub fn has_new_cause(&self) -> bool {
+        self.overflow_unnotified || self.fingerprints.iter().any(|f| !f.notified)
+    }
+
+    fn absorb(&mut self, facts: &AlertFacts, now: OffsetDateTime) {
+        self.count += 1;
+        self.last_seen = now;
+        if self.examples.len() < MAX_EXAMPLES && !self.examples.contains(&facts.subject) {
+            self.examples.push(facts.subject.clone());
+        }
+        if self.recent.len() >= MAX_RECENT {
+            self.recent.remove(0);
+        }
+        self.recent.push(facts.occurrence.clone());
+        if let Some(seen) = self
+            .fingerprints
+            .iter_mut()
+            .find(|f| f.fingerprint == facts.fingerprint)
+        {
+            seen.count += 1;
+        } else if self.fingerprints.len() < MAX_FINGERPRINTS {
+            self.fingerprints.push(FingerprintSeen {
+                fingerprint: facts.fingerprint.clone(),
+                count: 1,
+                first_seen: now,
+                example: facts.subject.clone(),
+                notified: false,
+            });
+        } else {
+            self.fingerprints_overflow += 1;
+            self.overflow_unnotified = true;
+        }
+    }
+
+    /// When the pending notification is due, or `None` if nothing is pending.
+    fn due(&self, grouping: &Grouping) -> Option<OffsetDateTime> {
+        match self.last_sent {
+            None => Some(self.first_seen + grouping.group_wait),
+            Some(sent) if self.has_new_cause() => Some(sent + grouping.group_interval),
+            Some(sent) if self.count > self.count_at_last_send => {
+                Some(sent + grouping.repeat_interval)
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Decides with the state already updated, marking it sent when sending.
+    fn schedule(&mut self, grouping: &Grouping, now: OffsetDateTime) -> Decision {
+        self.flush_at = self.due(grouping);
+        match self.flush_at {
+            None => Decision::Suppress,
+            Some(until) if now < until => Decision::Wait { until },
+            Some(_) => Decision::SendNow(self.mark_sent(now)),
+        }
+    }
+
+    fn mark_sent(&mut self, now: OffsetDateTime) -> Notification {
+        let new_fingerprints: Vec<String> = self
+            .fingerprints
+            .iter()
+            .filter(|f| !f.notified)
+            .map(|f| f.fingerprint.clone())
+            .collect();
+        let is_repeat = self.last_sent.is_some() && !self.has_new_cause();
+        self.sends += 1;
+        let notification = Notification {
+            group_key: self.group_key.clone(),
+            sequence: self.sends,
+            count: self.count,
+            new_count: self.count - self.count_at_last_send,
+            new_fingerprints,
+            fingerprints: self.fingerprints.clone(),
+            examples: self.examples.clone(),
+            first_seen: self.first_seen,
+            is_repeat,
+        };
+        for f in &mut self.fingerprints {
+            f.notified = true;
+        }
+        self.overflow_unnotified = false;
+        self.last_sent = Some(now);
+        self.count_at_last_send = self.count;
+        self.flush_at = None;
+        notification
+    }
+}
+
+/// Folds one alert into its group's state (`None` for a group not seen before, or one stored in
+/// another version) and decides whether to notify now, later, or not at all. Returns the new
+/// state to store; when the decision is [`Decision::SendNow`] the state already counts the
+/// notification as sent.
+pub fn decide(
+    state: Option<&GroupState>,
+    facts: &AlertFacts,
+    grouping: &Grouping,
+    now: OffsetDateTime,
+) -> (Decision, GroupState) {
+    let mut state = match state {
+        Some(s) if s.version == GROUP_STATE_VERSION && s.group_key == facts.group_key => s.clone(),
+        _ => GroupState::new(&facts.group_key, now),
+    };
+    if state.recent.contains(&facts.occurrence) {
+        let decision = match state.flush_at {
+            Some(until) => Decision::Wait { until },
+            None => Decision::Suppress,
+        };
+        return (decision, state);
+    }
+    // A group that was notified and then stayed quiet for a whole repeat_interval starts a new
+    // episode, so a job failing again tomorrow batches its first failures for group_wait again.
+    if let Some(sent) = state.last_sent {
+        let quiet = state.count == state.count_at_last_send && !state.has_new_cause();
+        if quiet && now >= sent + grouping.repeat_interval {
+            let sends = state.sends;
+            let recent = std::mem::take(&mut state.recent);
+            state = GroupState::new(&facts.group_key, now);
+            state.sends = sends;
+            state.recent = recent;
+        }
+    }
+    state.absorb(facts, now);
+    let decision = state.schedule(grouping, now);
+    (decision, state)
+}
+
+/// The timer sweep's check of a stored group: sends what is due, else says when it will be.
+pub fn tick(
+    state: &GroupState,
+    grouping: &Grouping,
+    now: OffsetDateTime,
+) -> (Decision, GroupState) {
+    let mut state = state.clone();
+    let decision = state.schedule(grouping, now);
+    (decision, state)
+}
+
+/// RFC 3339 timestamps in stored JSON (the `time` crate's serde support is not enabled
+/// workspace-wide).
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        let text = t.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) mod option {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+}
