@@ -1,0 +1,496 @@
+//! End to end: the Batch emulator over HTTP → `preserve` → a local directory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_store::{ArtifactStore, LocalDirStore, ObjectKey};
+use batch_client::{
+    BatchApi, BatchClient, BatchConfig, Deadline, DownloadOptions, FileRef, RetryPolicy, Secret,
+};
+use batch_emulator::{
+    Emulator, Fault, FaultRule, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
+};
+use futures::StreamExt;
+use preserve::{FileOutcome, Manifest, PreserveOptions, preserve_prep_release, preserve_task};
+use sha2::{Digest, Sha256};
+
+const STDERR: &str = "Traceback (most recent call last):\n  File \"train.py\"\nconnecting with AccountKey=c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTIzNDU2Nzg5MA==\nMemoryError\n";
+
+fn scenario() -> Scenario {
+    let task = |id: &str, node: &str| {
+        serde_json::json!({
+            "id": id, "state": "completed", "commandLine": "python train.py",
+            "nodeInfo": {"poolId": "linux", "nodeId": node},
+            "executionInfo": {"startTime": "now-40m", "endTime": "now-10m", "exitCode": 1,
+                "result": "failure", "retryCount": 2, "requeueCount": 0,
+                "failureInfo": {"category": "usererror", "code": "FailureExitCode"}}
+        })
+    };
+    let json = serde_json::json!({
+        "pools": [{"id": "linux", "nodes": [{"id": "tvm-01"}, {"id": "tvm-02"}, {"id": "tvm-03"}]}],
+        "jobs": [{
+            "job": {"id": "etl", "poolInfo": {"poolId": "linux"},
+                    "jobPreparationTask": {"commandLine": "apt-get install x"}},
+            "tasks": [
+                {"task": task("t1", "tvm-01"), "files": {
+                    "stdout.txt": "epoch 1\nepoch 2\n",
+                    "stderr.txt": STDERR,
+                    "wd/out/a.log": "log a\n",
+                    "wd/b.txt": "not matched\n",
+                    "wd/c.log": "log c\n"}},
+                {"task": task("big", "tvm-01"), "files": {
+                    "stdout.txt": {"generate": {"bytes": 3_000_000, "seed": 7, "tail": "Killed\n"}},
+                    "stderr.txt": {"generate": {"bytes": 1_500_000, "seed": 8, "tail": "boom\n"}}}},
+                {"task": task("gone", "tvm-02"), "files": {"stdout.txt": "x", "stderr.txt": "y"}},
+                {"task": task("evil", "tvm-03"), "files": {
+                    "stdout.txt": "hostile\n", "stderr.txt": "e",
+                    "wd/we:ird name.log": "odd name\n"}}
+            ],
+            "preparationAndReleaseStatus": [{
+                "status": {"poolId": "linux", "nodeId": "tvm-01",
+                           "jobPreparationTaskExecutionInfo": {"state": "completed", "exitCode": 1, "result": "failure", "retryCount": 0}},
+                "preparationFiles": {"stderr.txt": "E: Unable to locate package x\n", "stdout.txt": "Reading package lists...\n"},
+                "releaseFiles": {}
+            }]
+        }]
+    });
+    Scenario::from_json_str(&json.to_string()).expect("the test scenario is valid")
+}
+
+struct Run {
+    emulator: Emulator,
+    client: Arc<BatchClient>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Run {
+    let emulator = Emulator::new(scenario()).expect("emulator");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = emulator.clone();
+    tokio::spawn(async move {
+        let _ = batch_emulator::serve(listener, served, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let mut config = BatchConfig::shared_key(
+        &base,
+        WELL_KNOWN_ACCOUNT_NAME,
+        Secret::new(WELL_KNOWN_ACCOUNT_KEY),
+    )
+    .unwrap();
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    Run {
+        emulator,
+        client: Arc::new(BatchClient::new(config).unwrap()),
+        _shutdown: tx,
+    }
+}
+
+fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(120))
+}
+
+async fn diagnosis_of(api: &dyn BatchApi, task_id: &str) -> diagnosis::Diagnosis {
+    let task = api
+        .get_task("etl", task_id, &Default::default(), deadline())
+        .await
+        .unwrap();
+    let evidence = diagnosis::diagnose::Evidence {
+        account: Some(WELL_KNOWN_ACCOUNT_NAME),
+        job_id: Some("etl"),
+        ..Default::default()
+    };
+    diagnosis::diagnose_task(&task, &evidence)
+}
+
+/// SHA-256 of a file as the emulator serves it, read with a separate download.
+async fn source_sha(api: &dyn BatchApi, task_id: &str, path: &str) -> (u64, String) {
+    let mut download = api
+        .download_file(
+            &FileRef::task("etl", task_id, path),
+            &DownloadOptions::default(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    let mut hasher = Sha256::new();
+    let mut n = 0;
+    while let Some(chunk) = download.next().await {
+        let chunk = chunk.unwrap();
+        n += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    (n, hex::encode(hasher.finalize()))
+}
+
+fn sha_file(path: &std::path::Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn local_store() -> (tempfile::TempDir, Arc<LocalDirStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalDirStore::new(dir.path()).unwrap());
+    (dir, store)
+}
+
+fn options() -> PreserveOptions {
+    PreserveOptions {
+        extra_globs: vec!["**/*.log".into()],
+        ..Default::default()
+    }
+}
+
+fn file_gets(emulator: &Emulator) -> Vec<batch_emulator::RequestRecord> {
+    emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("/files/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_every_file_with_manifest_and_copies_nothing_twice() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let diag = diagnosis_of(&*run.client, "t1").await;
+    let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete && !report.already_preserved, "{report:?}");
+    assert_eq!(report.prefix, "devbatch1/etl/t1/attempt-2");
+    let folder = dir.path().join("devbatch1/etl/t1/attempt-2");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let names: Vec<_> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["stderr.txt", "stdout.txt", "wd/c.log", "wd/out/a.log"]
+    );
+    assert!(
+        manifest.missing.is_empty(),
+        "fileupload*.txt are absent, not missing: {manifest:?}"
+    );
+    for file in &manifest.files {
+        let (bytes, sha) = source_sha(&*run.client, "t1", &file.source).await;
+        assert_eq!((file.bytes, &file.sha256), (bytes, &sha), "{}", file.name);
+        assert_eq!(sha_file(&folder.join(&file.name)), sha, "{}", file.name);
+    }
+    assert_eq!(manifest.attempt, Some(2));
+    let diag_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("diagnosis.json")).unwrap()).unwrap();
+    assert_eq!(diag_json["subject"]["taskId"], "t1");
+    // The tail is redacted and comes from the same stream.
+    let tail = report.stderr_tail.expect("stderr tail");
+    assert!(tail.contains("MemoryError"), "{tail}");
+    assert!(!tail.contains("c2VjcmV0c2VjcmV0"), "secret in tail: {tail}");
+    assert!(
+        !std::fs::read_to_string(folder.join("manifest.json"))
+            .unwrap()
+            .contains("c2VjcmV0c2VjcmV0")
+    );
+    // No progress records are left once the manifest exists.
+    assert!(!folder.join(".progress").join("stdout.txt.json").exists());
+
+    // Duplicate request: the manifest is found and no file is downloaded.
+    run.emulator.clear_requests();
+    let again = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(again.already_preserved && again.complete);
+    assert_eq!(again.bytes_copied, 0);
+    assert_eq!(again.files.len(), 4);
+    assert!(
+        file_gets(&run.emulator).is_empty(),
+        "{:?}",
+        file_gets(&run.emulator)
+    );
+    assert!(
+        run.emulator
+            .requests()
+            .iter()
+            .all(|r| !r.path_and_query.contains("/files"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_resumes_with_ocp_range() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    run.emulator.add_fault(
+        FaultRule::new(Fault::DropConnection {
+            after_bytes: 1_000_000,
+        })
+        .path_prefix("/jobs/etl/tasks/big/files/stdout.txt")
+        .method("GET")
+        .times(1),
+    );
+    let diag = diagnosis_of(&*run.client, "big").await;
+    let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let resumed: Vec<_> = file_gets(&run.emulator)
+        .into_iter()
+        .filter(|r| r.path_and_query.contains("stdout.txt") && r.ocp_range.is_some())
+        .collect();
+    assert_eq!(
+        resumed.len(),
+        1,
+        "one resumed request with ocp-range: {:?}",
+        file_gets(&run.emulator)
+    );
+    assert!(
+        resumed[0]
+            .ocp_range
+            .as_deref()
+            .unwrap()
+            .starts_with("bytes=1000000-"),
+        "{resumed:?}"
+    );
+    let (bytes, sha) = source_sha(&*run.client, "big", "stdout.txt").await;
+    let stdout = report
+        .files
+        .iter()
+        .find(|f| f.name == "stdout.txt")
+        .unwrap();
+    assert_eq!(
+        stdout.outcome,
+        FileOutcome::Copied {
+            bytes,
+            sha256: sha.clone()
+        }
+    );
+    assert_eq!(
+        sha_file(&dir.path().join("devbatch1/etl/big/attempt-2/stdout.txt")),
+        sha
+    );
+    assert_eq!(
+        report.stdout_tail.as_deref().map(|t| t.ends_with("Killed")),
+        Some(true),
+        "{:?}",
+        report.stdout_tail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_gone_is_recorded_missing_with_the_code() {
+    let run = start().await;
+    let (_dir, store) = local_store();
+    let diag = diagnosis_of(&*run.client, "gone").await;
+    assert!(run.emulator.remove_node("linux", "tvm-02"));
+    let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let manifest = report.manifest.unwrap();
+    assert!(manifest.files.is_empty());
+    let missing: Vec<_> = manifest
+        .missing
+        .iter()
+        .map(|m| (m.name.as_str(), m.code.as_str()))
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            ("stderr.txt", "NodeNotFound"),
+            ("stdout.txt", "NodeNotFound")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_task_ids_and_file_names_stay_inside_the_prefix() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let diag = diagnosis_of(&*run.client, "evil").await;
+    let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.prefix, "devbatch1/etl/evil/attempt-2");
+    let all = store.list("").await.unwrap();
+    assert!(!all.is_empty());
+    for object in &all {
+        assert!(
+            object.key.as_str().starts_with(&report.prefix),
+            "{} outside {}",
+            object.key,
+            report.prefix
+        );
+    }
+    let logged = report
+        .files
+        .iter()
+        .find(|f| f.source.contains("we:ird"))
+        .expect("the hostile log was globbed");
+    assert!(
+        matches!(logged.outcome, FileOutcome::Copied { .. }),
+        "{logged:?}"
+    );
+    // Nothing was written outside the store root.
+    let parent = dir.path().parent().unwrap();
+    assert!(!parent.join("escape.log").exists());
+    assert!(!dir.path().join("escape.log").exists());
+
+    // A forged subject (ids Batch would never issue) still lands inside the store, one level
+    // per id; Batch answers TaskNotFound, which is recorded.
+    let mut forged = diag.clone();
+    forged.subject.account = Some("..".into());
+    forged.subject.job_id = Some("/etc".into());
+    forged.subject.task_id = Some("../../evil\\task\n".into());
+    let report = preserve_task(&*run.client, &*store, &forged, &options(), deadline())
+        .await
+        .unwrap();
+    let segments: Vec<_> = report.prefix.split('/').collect();
+    assert_eq!(segments.len(), 4, "{}", report.prefix);
+    assert!(
+        segments
+            .iter()
+            .all(|s| !s.is_empty() && *s != ".." && *s != "."),
+        "{}",
+        report.prefix
+    );
+    assert!(segments[3] == "attempt-2");
+    for object in store.list("").await.unwrap() {
+        assert!(dir.path().join(object.key.as_str()).starts_with(dir.path()));
+    }
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| matches!(&f.outcome, FileOutcome::Missing { .. })),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
+    let run = start().await;
+    let (_dir, store) = local_store();
+    // stderr keeps dropping and resumes are exhausted: the run ends without a manifest.
+    run.emulator.add_fault(
+        FaultRule::new(Fault::DropConnection {
+            after_bytes: 200_000,
+        })
+        .path_prefix("/jobs/etl/tasks/big/files/stderr.txt")
+        .method("GET"),
+    );
+    let diag = diagnosis_of(&*run.client, "big").await;
+    let opts = PreserveOptions {
+        max_resumes: 1,
+        ..options()
+    };
+    let first = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(!first.complete, "{first:?}");
+    let stderr = first.files.iter().find(|f| f.name == "stderr.txt").unwrap();
+    assert!(
+        matches!(stderr.outcome, FileOutcome::Failed { .. }),
+        "{stderr:?}"
+    );
+    let prefix = ObjectKey::new("devbatch1/etl/big/attempt-2").unwrap();
+    assert!(
+        store
+            .head(&prefix.join("manifest.json").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .head(&prefix.join("stderr.txt").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "no partial object"
+    );
+
+    // The rerun downloads stderr only.
+    run.emulator.clear_faults();
+    run.emulator.clear_requests();
+    let second = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(second.complete, "{second:?}");
+    let gets: Vec<_> = file_gets(&run.emulator)
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(
+        gets.iter().all(|p| p.contains("stderr.txt")) && !gets.is_empty(),
+        "{gets:?}"
+    );
+    let stdout = second
+        .files
+        .iter()
+        .find(|f| f.name == "stdout.txt")
+        .unwrap();
+    let (bytes, sha) = source_sha(&*run.client, "big", "stdout.txt").await;
+    assert_eq!(
+        stdout.outcome,
+        FileOutcome::AlreadyCopied { bytes, sha256: sha }
+    );
+    let manifest = second.manifest.unwrap();
+    assert_eq!(manifest.files.len(), 2);
+    let (bytes, sha) = source_sha(&*run.client, "big", "stderr.txt").await;
+    let stderr = manifest
+        .files
+        .iter()
+        .find(|f| f.name == "stderr.txt")
+        .unwrap();
+    assert_eq!((stderr.bytes, &stderr.sha256), (bytes, &sha));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_prep_output_goes_to_jobprep_node_folder() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let statuses: Vec<_> = batch_client::items(run.client.list_prep_release_status(
+        "etl",
+        &Default::default(),
+        deadline(),
+    ))
+    .collect::<Vec<_>>()
+    .await;
+    let status = statuses.into_iter().next().unwrap().unwrap();
+    let reports = preserve_prep_release(
+        &*run.client,
+        &*store,
+        preserve::JobRef {
+            account: WELL_KNOWN_ACCOUNT_NAME,
+            job_id: "etl",
+        },
+        &status,
+        None,
+        &options(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].prefix, "devbatch1/etl/_jobprep/tvm-01");
+    let text = std::fs::read_to_string(dir.path().join("devbatch1/etl/_jobprep/tvm-01/stderr.txt"))
+        .unwrap();
+    assert_eq!(text, "E: Unable to locate package x\n");
+    assert!(
+        dir.path()
+            .join("devbatch1/etl/_jobprep/tvm-01/manifest.json")
+            .is_file()
+    );
+    assert!(
+        reports[0]
+            .stderr_tail
+            .as_deref()
+            .unwrap()
+            .contains("Unable to locate")
+    );
+}
