@@ -1,0 +1,315 @@
+//! Receiver settings: [`ReceiverConfig`] is the `[[receivers]]` entry of the policy TOML (the
+//! policy parser embeds this type, so this module is the source of truth), and [`Receiver`] is
+//! the same with its secrets read.
+//!
+//! ```toml
+//! [[receivers]]
+//! name = "ops-teams"
+//! kind = "teams"
+//! url_env = "TEAMS_WEBHOOK_URL"        # the Workflows trigger URL (secret)
+//!
+//! [[receivers]]
+//! name = "ops-mail"
+//! kind = "email"                       # SMTP
+//! host = "smtp.office365.com"
+//! port = 587                           # default: 587 starttls, 465 implicit, 25 none
+//! tls = "starttls"                     # "starttls" | "implicit" | "none" (loopback only)
+//! username_env = "SMTP_USERNAME"       # optional; with password_env
+//! password_env = "SMTP_PASSWORD"
+//! from = "batch-triage <alerts@contoso.com>"
+//! to = ["oncall@contoso.com"]
+//!
+//! [[receivers]]
+//! name = "ops-acs"
+//! kind = "acs_email"
+//! endpoint = "https://contoso.europe.communication.azure.com"
+//! access_key_env = "ACS_ACCESS_KEY"    # base64 key for HMAC-SHA256 auth
+//! sender = "DoNotReply@contoso.azurecomm.net"
+//! to = ["oncall@contoso.com"]
+//!
+//! [[receivers]]
+//! name = "siem"
+//! kind = "webhook"
+//! url_env = "SIEM_WEBHOOK_URL"
+//! secret_env = "SIEM_WEBHOOK_SECRET"   # HMAC key for X-Batch-Triage-Signature
+//! ```
+
+use batch_client::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::error::NotifyError;
+
+/// One receiver as written in the policy: a name the rules refer to, and its channel settings.
+/// Secrets are never written inline: `*_env` fields name the environment variables holding them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverConfig {
+    /// The name policy rules use to pick this receiver.
+    pub name: String,
+    /// The channel and its settings.
+    #[serde(flatten)]
+    pub kind: ReceiverKind,
+}
+
+/// The channel of a receiver, tagged by `kind` in TOML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReceiverKind {
+    /// Microsoft Teams through a Workflows "When a Teams webhook request is received" trigger.
+    Teams {
+        /// The environment variable holding the trigger URL (it carries a `sig=`, so it is secret).
+        url_env: String,
+    },
+    /// Email over SMTP.
+    Email {
+        /// The SMTP server host.
+        host: String,
+        /// The port; defaults by `tls`: 587, 465 or 25.
+        #[serde(default)]
+        port: Option<u16>,
+        /// How the connection is protected.
+        #[serde(default)]
+        tls: SmtpTls,
+        /// The environment variable holding the SMTP user name (optional: no AUTH without it).
+        #[serde(default)]
+        username_env: Option<String>,
+        /// The environment variable holding the SMTP password.
+        #[serde(default)]
+        password_env: Option<String>,
+        /// The sender mailbox, e.g. `batch-triage <alerts@contoso.com>`.
+        from: String,
+        /// The recipients.
+        to: Vec<String>,
+    },
+    /// Email through the Azure Communication Services email REST API.
+    AcsEmail {
+        /// The ACS resource endpoint, `https://<resource>.communication.azure.com`.
+        endpoint: String,
+        /// The environment variable holding the resource's access key (HMAC-SHA256 auth).
+        access_key_env: String,
+        /// The verified sender address (`DoNotReply@<domain>`).
+        sender: String,
+        /// The recipients.
+        to: Vec<String>,
+    },
+    /// A generic JSON webhook, signed with HMAC-SHA256.
+    Webhook {
+        /// The environment variable holding the URL (treated as secret).
+        url_env: String,
+        /// The environment variable holding the signing key.
+        secret_env: String,
+    },
+}
+
+impl ReceiverKind {
+    /// The `kind` name as written in TOML.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Teams { .. } => "teams",
+            Self::Email { .. } => "email",
+            Self::AcsEmail { .. } => "acs_email",
+            Self::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// How an SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, not opportunistic); port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte; port 465.
+    Implicit,
+    /// No TLS: only allowed to a loopback host (local relays and tests).
+    None,
+}
+
+/// A receiver with its secrets read: what [`crate::send`] needs.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// The receiver's name, for logs.
+    pub name: String,
+    /// Where and how to deliver.
+    pub target: Target,
+}
+
+/// Where a resolved receiver delivers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Target {
+    /// A Teams Workflows trigger.
+    Teams {
+        /// The trigger URL.
+        url: Secret,
+    },
+    /// A signed generic webhook.
+    Webhook {
+        /// The URL.
+        url: Secret,
+        /// The HMAC key.
+        secret: Secret,
+    },
+    /// SMTP.
+    Smtp(SmtpTarget),
+    /// ACS email.
+    Acs(AcsTarget),
+}
+
+/// A resolved SMTP receiver.
+#[derive(Debug, Clone)]
+pub struct SmtpTarget {
+    /// The server host.
+    pub host: String,
+    /// The server port.
+    pub port: u16,
+    /// The connection protection.
+    pub tls: SmtpTls,
+    /// User name and password, when the server wants AUTH.
+    pub credentials: Option<(Secret, Secret)>,
+    /// The sender mailbox.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
+
+/// A resolved ACS email receiver.
+#[derive(Debug, Clone)]
+pub struct AcsTarget {
+    /// The resource endpoint (not secret).
+    pub endpoint: String,
+    /// The base64 access key.
+    pub access_key: Secret,
+    /// The sender address.
+    pub sender: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
+
+impl Receiver {
+    /// The channel kind.
+    pub fn kind(&self) -> ReceiverKindName {
+        match &self.target {
+            Target::Teams { .. } => ReceiverKindName::Teams,
+            Target::Webhook { .. } => ReceiverKindName::Webhook,
+            Target::Smtp(_) => ReceiverKindName::Email,
+            Target::Acs(_) => ReceiverKindName::AcsEmail,
+        }
+    }
+}
+
+/// The channel kind of a resolved receiver, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverKindName {
+    /// Teams.
+    Teams,
+    /// SMTP email.
+    Email,
+    /// ACS email.
+    AcsEmail,
+    /// Generic webhook.
+    Webhook,
+}
+
+impl ReceiverKindName {
+    /// The TOML `kind` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teams => "teams",
+            Self::Email => "email",
+            Self::AcsEmail => "acs_email",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Reads the receiver's secrets through `env` (the caller decides where variables come
+    /// from) and checks the settings. Errors name the variable, never its value.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Receiver, NotifyError> {
+        let secret = |var: &str| -> Result<Secret, NotifyError> {
+            env(var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim()))
+                .ok_or_else(|| {
+                    NotifyError::Config(format!(
+                        "receiver {:?}: environment variable {var} is not set",
+                        self.name
+                    ))
+                })
+        };
+        let need_recipients = |to: &[String]| {
+            if to.is_empty() {
+                Err(NotifyError::Config(format!(
+                    "receiver {:?}: `to` lists no recipient",
+                    self.name
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let target = match &self.kind {
+            ReceiverKind::Teams { url_env } => Target::Teams {
+                url: secret(url_env)?,
+            },
+            ReceiverKind::Webhook {
+                url_env,
+                secret_env,
+            } => Target::Webhook {
+                url: secret(url_env)?,
+                secret: secret(secret_env)?,
+            },
+            ReceiverKind::Email {
+                host,
+                port,
+                tls,
+                username_env,
+                password_env,
+                from,
+                to,
+            } => {
+                need_recipients(to)?;
+                let credentials = match (username_env, password_env) {
+                    (Some(user), Some(password)) => Some((secret(user)?, secret(password)?)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(NotifyError::Config(format!(
+                            "receiver {:?}: username_env and password_env go together",
+                            self.name
+                        )));
+                    }
+                };
+                Target::Smtp(SmtpTarget {
+                    host: host.clone(),
+                    port: port.unwrap_or(match tls {
+                        SmtpTls::Starttls => 587,
+                        SmtpTls::Implicit => 465,
+                        SmtpTls::None => 25,
+                    }),
+                    tls: *tls,
+                    credentials,
+                    from: from.clone(),
+                    to: to.clone(),
+                })
+            }
+            ReceiverKind::AcsEmail {
+                endpoint,
+                access_key_env,
+                sender,
+                to,
+            } => {
+                need_recipients(to)?;
+                Target::Acs(AcsTarget {
+                    endpoint: endpoint.trim_end_matches('/').to_owned(),
+                    access_key: secret(access_key_env)?,
+                    sender: sender.clone(),
+                    to: to.clone(),
+                })
+            }
+        };
+        Ok(Receiver {
+            name: self.name.clone(),
+            target,
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! Alerts to people: turns an [`Alert`] into the right message for each channel and delivers it
+//! reliably.
+//!
+//! **Architecture invariants:**
+//! - Rendering is pure: [`teams::render`], [`email::render`] and [`webhook::body`] take an
+//!   [`Alert`] and return bytes or text; only the `send` functions do I/O.
+//! - Every outbound URL passes an [`Allowlist`] before any connection: exact hosts or `*.suffix`
+//!   patterns, redirects are never followed, and private, link-local and loopback addresses are
+//!   refused unless explicitly allowed.
+//! - Webhook URLs, keys and passwords are [`Secret`]s: they never appear in `Debug` output,
+//!   errors, logs or rendered messages.
+//!
+//! # Layout
+//! - [`alert`]: the [`Alert`] model (diagnosis, group, links, state) and its idempotency key.
+//! - [`config`]: [`ReceiverConfig`], the receiver section of the policy TOML, resolved into a
+//!   [`Receiver`] with secrets read through a caller-given lookup.
+//! - [`teams`]: the Workflows message envelope with an Adaptive Card 1.4, byte-budgeted to 28 KB.
+//! - [`email`]: subject, plain-text and HTML bodies; SMTP (lettre) and the ACS email REST API.
+//! - [`webhook`]: the signed generic JSON webhook and its verification recipe.
+//! - [`egress`]: the host allowlist, the no-redirect HTTP client and the retry loop.
+//! - [`error`]: [`NotifyError`], which says whether a retry later can help.
+
+#![deny(missing_docs)]
+
+pub mod alert;
+pub mod config;
+pub mod egress;
+pub mod email;
+pub mod error;
+pub mod teams;
+pub mod webhook;
+
+mod text;
+
+pub use alert::{Alert, AlertState, Group, Links};
+pub use batch_client::{Deadline, RetryPolicy, Secret};
+pub use config::{Receiver, ReceiverConfig, ReceiverKind};
+pub use egress::{Allowlist, Delivery, Egress};
+pub use error::NotifyError;
+
+/// Sends one alert to one resolved receiver, retrying within `deadline`.
+///
+/// Returns what the receiver acknowledged ([`Delivery`]) or a [`NotifyError`] whose
+/// [`NotifyError::is_retryable`] tells the caller whether to keep the alert in its outbox.
+pub async fn send(
+    egress: &Egress,
+    receiver: &Receiver,
+    alert: &Alert,
+    deadline: Deadline,
+) -> Result<Delivery, NotifyError> {
+    let span = tracing::info_span!(
+        "notify",
+        receiver = %receiver.name,
+        kind = receiver.kind().as_str(),
+        alert = %alert.idempotency_key(),
+    );
+    let work = async {
+        match &receiver.target {
+            config::Target::Teams { url } => teams::send(egress, url, alert, deadline).await,
+            config::Target::Webhook { url, secret } => {
+                webhook::send(egress, url, secret, alert, deadline).await
+            }
+            config::Target::Smtp(smtp) => email::send_smtp(smtp, alert, deadline).await,
+            config::Target::Acs(acs) => email::send_acs(egress, acs, alert, deadline).await,
+        }
+    };
+    tracing::Instrument::instrument(work, span).await
+}

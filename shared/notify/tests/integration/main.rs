@@ -1,0 +1,18 @@
+//! Integration tests against real receivers on 127.0.0.1: an axum HTTP recorder (Teams, webhook,
+//! ACS), a real aiosmtpd SMTP server, and independent Python checks (schema, signatures).
+//!
+//! - `teams`: card schema, the 28 KB budget, throttling and redirects.
+//! - `webhook`: signature verified in Python, allowlist and private-address refusals.
+//! - `acs`: the ACS HMAC verified in Python, `Operation-Id` stable across a retry.
+//! - `smtp`: mail received by aiosmtpd, headers and both bodies.
+//! - `secrets`: secrets never in Debug, errors or logs.
+
+extern crate batch_triage_notify as notify;
+
+mod support;
+
+mod acs;
+mod secrets;
+mod smtp;
+mod teams;
+mod webhook;

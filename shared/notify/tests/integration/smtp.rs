@@ -1,0 +1,306 @@
+//! SMTP: a real aiosmtpd server receives the mail; headers and both bodies are checked.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use notify::config::{ReceiverConfig, Target};
+use notify::{AlertState, NotifyError};
+
+use crate::support::{deadline, python, sample_alert, support_file};
+
+/// aiosmtpd running for one test; stopped (stdin closed, then killed) on drop.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    fn start(auth: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(python());
+        command.arg(support_file("smtp_server.py")).arg(dir.path());
+        if let Some((user, password)) = auth {
+            command.args([user, password]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start aiosmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "smtp_server.py did not start (is aiosmtpd installed in the venv?): {line:?}"
+                )
+            })
+            .parse()
+            .unwrap();
+        Self { child, port, dir }
+    }
+
+    fn messages(&self) -> Vec<(String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let meta = std::fs::read(path.with_extension("json")).unwrap();
+                out.push((
+                    String::from_utf8(std::fs::read(&path).unwrap()).unwrap(),
+                    serde_json::from_slice(&meta).unwrap(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn receiver(port: u16, auth: bool) -> notify::Receiver {
+    let mut toml = format!(
+        "name = \"mail\"\nkind = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         from = \"batch-triage <alerts@contoso.com>\"\nto = [\"oncall@contoso.com\", \"Ops <ops@contoso.com>\"]\n"
+    );
+    if auth {
+        toml.push_str("username_env = \"SMTP_USER\"\npassword_env = \"SMTP_PASS\"\n");
+    }
+    let config: ReceiverConfig = serde_json::from_value(toml_to_json(&toml)).unwrap();
+    config
+        .resolve(|var| match var {
+            "SMTP_USER" => Some("alerts".into()),
+            "SMTP_PASS" => Some("smtp-pa55word".into()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// A tiny `key = value` TOML subset reader, enough for the flat receiver tables above, so the
+/// test does not need a TOML crate.
+fn toml_to_json(text: &str) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.split_once(" = ").unwrap();
+        let value = value.trim();
+        let value: serde_json::Value = if value.starts_with('[') || value.starts_with('"') {
+            serde_json::from_str(value).unwrap()
+        } else {
+            value.parse::<u64>().unwrap().into()
+        };
+        map.insert(key.trim().to_owned(), value);
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Unfolds headers and decodes a quoted-printable or base64 part enough to compare facts.
+fn part_text(message: &str, content_type: &str) -> String {
+    let start = message
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part"));
+    let rest = &message[start..];
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap();
+    let body = body.split("\r\n--").next().unwrap();
+    if headers.contains("Content-Transfer-Encoding: base64") {
+        use base64::Engine as _;
+        let joined: String = body.split_whitespace().collect();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(joined)
+                .unwrap(),
+        )
+        .unwrap()
+    } else if headers.contains("quoted-printable") {
+        decode_qp(body)
+    } else {
+        body.to_owned()
+    }
+}
+
+fn decode_qp(body: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = body.replace("=\r\n", "").into_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            ) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn mail_is_received_with_headers_and_matching_bodies() {
+    let server = SmtpServer::start(Some(("alerts", "smtp-pa55word")));
+    let receiver = receiver(server.port, true);
+    let alert = sample_alert();
+    let delivery = notify::send(
+        &crate::support::local_egress(),
+        &receiver,
+        &alert,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(delivery.status, 250);
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    let (message, meta) = &messages[0];
+    assert_eq!(meta["authenticated"], true);
+    assert_eq!(meta["mail_from"], "alerts@contoso.com");
+    assert_eq!(
+        meta["rcpt_tos"],
+        serde_json::json!(["oncall@contoso.com", "ops@contoso.com"])
+    );
+    let head = message.split("\r\n\r\n").next().unwrap();
+    assert!(
+        head.contains("From: batch-triage <alerts@contoso.com>"),
+        "{head}"
+    );
+    assert!(
+        head.contains("To: oncall@contoso.com, Ops <ops@contoso.com>"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Subject: [ERROR] task.exit_code: job genomics (4,812 tasks)"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!(
+            "Message-ID: <{}@batch-triage>",
+            alert.idempotency_key()
+        )),
+        "{head}"
+    );
+    assert!(head.contains("Date: "), "{head}");
+    assert!(head.contains("MIME-Version: 1.0"), "{head}");
+    assert!(head.contains("multipart/alternative"), "{head}");
+    assert!(
+        !head.contains("In-Reply-To"),
+        "a first notice starts the thread"
+    );
+    let text = part_text(message, "text/plain");
+    let html = part_text(message, "text/html");
+    for fact in [
+        "genomics",
+        "t-17",
+        "task.exit_code",
+        "137",
+        "4,812 tasks, same cause",
+        "oom-critical",
+        "Killed",
+        "stdout.txt",
+        "portal.azure.com",
+    ] {
+        assert!(text.contains(fact), "text lacks {fact}");
+        assert!(html.contains(fact), "html lacks {fact}");
+    }
+    assert!(text.contains("MemoryError <&> \"q\""));
+    assert!(
+        html.contains("MemoryError &lt;&amp;&gt; &quot;q&quot;"),
+        "HTML is escaped"
+    );
+    assert!(!html.contains("<&>"));
+    for secret in ["SASSECRETSIG123", "LINKSECRET", "smtp-pa55word"] {
+        assert!(!message.contains(secret), "mail leaks {secret}");
+    }
+}
+
+#[tokio::test]
+async fn repeats_thread_under_the_first_notice() {
+    let server = SmtpServer::start(None);
+    let mut alert = sample_alert();
+    alert.state = AlertState::Resolved;
+    alert.sequence = 3;
+    notify::send(
+        &crate::support::local_egress(),
+        &receiver(server.port, false),
+        &alert,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    let (message, _) = server.messages().pop().unwrap();
+    let head = message.split("\r\n\r\n").next().unwrap().to_owned();
+    let first = format!("<{}@batch-triage>", sample_alert().idempotency_key());
+    assert!(head.contains(&format!("In-Reply-To: {first}")), "{head}");
+    assert!(head.contains(&format!("References: {first}")), "{head}");
+    assert!(head.contains("Subject: [RESOLVED]"), "{head}");
+    assert_ne!(alert.idempotency_key(), sample_alert().idempotency_key());
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_final_error_and_plain_smtp_is_loopback_only() {
+    let server = SmtpServer::start(Some(("alerts", "another-password")));
+    let error = notify::send(
+        &crate::support::local_egress(),
+        &receiver(server.port, true),
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            NotifyError::Smtp {
+                transient: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("smtp-pa55word"));
+    assert!(server.messages().is_empty());
+
+    let mut remote = receiver(server.port, false);
+    if let Target::Smtp(smtp) = &mut remote.target {
+        smtp.host = "mail.example.com".into();
+    }
+    let error = notify::send(
+        &crate::support::local_egress(),
+        &remote,
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, NotifyError::Config(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let error = notify::send(
+        &crate::support::local_egress(),
+        &receiver(port, false),
+        &sample_alert(),
+        notify::Deadline::after(std::time::Duration::from_secs(3)),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+}

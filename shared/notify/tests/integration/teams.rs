@@ -1,0 +1,209 @@
+//! Teams: the payload the receiver gets is a valid Adaptive Card 1.4 in the Workflows envelope,
+//! fits in 28 KB whatever the content, and is retried / not redirected as PEERS §1.7 asks.
+
+use notify::{NotifyError, Secret};
+
+use crate::support::{
+    Receiver, deadline, local_egress, logs, python_check, sample_alert, support_file,
+};
+
+fn card_of(body: &[u8]) -> serde_json::Value {
+    let envelope: serde_json::Value = serde_json::from_slice(body).expect("valid JSON");
+    envelope["attachments"][0]["content"].clone()
+}
+
+#[tokio::test]
+async fn card_is_received_valid_and_complete() {
+    logs();
+    let receiver = Receiver::start(vec![]).await;
+    let alert = sample_alert();
+    let delivery = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &alert,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((delivery.status, delivery.attempts), (202, 1));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, &request.body).unwrap();
+    python_check(&[
+        "schema".as_ref(),
+        support_file("adaptive-card.schema.json").as_os_str(),
+        payload.as_os_str(),
+    ]);
+    let text = String::from_utf8(request.body.clone()).unwrap();
+    for fact in [
+        "genomics",
+        "t-17",
+        "task.exit_code",
+        "ERROR",
+        "137",
+        "4,812 tasks, same cause",
+        "t-912",
+        "oom-critical",
+        "monospace",
+        "Killed",
+        "stderr.txt",
+        "portal.azure.com/#resource/subscriptions/sub-1/resourceGroups/rg%201/providers/Microsoft.Batch/batchAccounts/acct/jobs/genomics",
+        "dependent tasks",
+    ] {
+        assert!(text.contains(fact), "card lacks {fact}: {text}");
+    }
+    for secret in ["SASSECRETSIG123", "LINKSECRET", "TOPSECRETSIG"] {
+        assert!(!text.contains(secret), "card leaks {secret}");
+    }
+    let card = card_of(&request.body);
+    assert_eq!(card["version"], "1.4");
+    assert_eq!(card["type"], "AdaptiveCard");
+}
+
+#[tokio::test]
+async fn huge_content_fits_in_28_kb_and_stays_valid() {
+    let mut alert = sample_alert();
+    // 1 MB of stderr with multi-byte characters and characters JSON must escape.
+    let line = "é€😀 \"quoted\" \\ \t\u{1} error at step 12345\n";
+    alert.stderr_tail = Some(line.repeat(1_048_576 / line.len() + 1) + "LAST LINE");
+    alert.diagnosis.hints = (0..500)
+        .map(|i| format!("hint {i}: {}", "🙂\"".repeat(400)))
+        .collect();
+    alert.diagnosis.cause = "\u{2}".repeat(100_000);
+    alert.group.examples = (0..10_000).map(|i| format!("task-{i}")).collect();
+    let payload = notify::teams::render(&alert);
+    assert!(
+        payload.len() <= notify::teams::MAX_PAYLOAD_BYTES,
+        "{} bytes",
+        payload.len()
+    );
+    let text = std::str::from_utf8(&payload).expect("valid UTF-8");
+    assert!(text.contains("LAST LINE"), "the stderr tail keeps its end");
+    assert!(text.contains("task.exit_code"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.json");
+    std::fs::write(&path, &payload).unwrap();
+    python_check(&[
+        "schema".as_ref(),
+        support_file("adaptive-card.schema.json").as_os_str(),
+        path.as_os_str(),
+    ]);
+    // Same through the wire.
+    let receiver = Receiver::start(vec![]).await;
+    notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &alert,
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(receiver.requests()[0].body.len() <= 28_000);
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_honouring_retry_after() {
+    let receiver = Receiver::start(vec![
+        (429, vec![("retry-after", "1".into())]),
+        (500, vec![]),
+        (202, vec![]),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let delivery = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(receiver.requests().len(), 3);
+    // The Retry-After of one second was waited out (not a timing assertion on speed).
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let bodies: Vec<_> = receiver.requests().into_iter().map(|r| r.body).collect();
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "every attempt sends the same payload"
+    );
+}
+
+#[tokio::test]
+async fn gives_up_with_a_retryable_error_and_stops_on_client_errors() {
+    let receiver = Receiver::start(vec![(503, vec![]); 10]).await;
+    let error = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        matches!(error, NotifyError::Status { status: 503, .. }),
+        "{error:?}"
+    );
+    assert_eq!(receiver.requests().len(), 4, "max_attempts");
+
+    let receiver = Receiver::start(vec![(400, vec![])]).await;
+    let error = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!error.is_retryable());
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_deadline_ends_early() {
+    let receiver = Receiver::start(vec![(429, vec![("retry-after", "3600".into())])]).await;
+    let error = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &sample_alert(),
+        notify::Deadline::after(std::time::Duration::from_secs(20)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::DeadlineExceeded { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let target = Receiver::start(vec![]).await;
+    let receiver = Receiver::start(vec![(307, vec![("location", target.url.clone())])]).await;
+    let error = notify::teams::send(
+        &local_egress(),
+        &Secret::new(receiver.url.clone()),
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::Redirected { status: 307 }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(receiver.requests().len(), 1);
+    assert!(
+        target.requests().is_empty(),
+        "the redirect target was never contacted"
+    );
+}
