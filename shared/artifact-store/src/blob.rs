@@ -1,25 +1,706 @@
-//! The Azure Blob Storage backend (in progress).
+//! The Azure Blob Storage backend, on the official `azure_storage_blob` 1.x crate.
+//!
+//! - Small objects: one Put Blob (`upload`), with `If-None-Match: *` for [`Condition::IfAbsent`]
+//!   and `If-Match` for [`Condition::IfMatch`]; the service checks the condition atomically.
+//! - Streams: `stage_block` per block of [`BlobStore::block_size`] bytes, at most
+//!   [`BlobStore::concurrency`] blocks in flight, then `commit_block_list`. Memory is
+//!   `block_size × (concurrency + 1)` whatever the object size; nothing is visible until the
+//!   commit, and uncommitted blocks of an aborted upload are discarded by the service. Block ids
+//!   carry a per-upload random prefix so two writers of one key never mix blocks.
+//! - Auth ([`BlobAuth`]): a token credential (managed identity in production; the SDK requires
+//!   https), a SAS in the URL, or an account key. The SDK has no Shared Key auth, so an account
+//!   key is turned into an account SAS here (HMAC-SHA256, valid for a day, renewed after half of
+//!   it).
+//!
+//! The SAS and the key never appear in `Debug`, errors or links.
 
-use crate::StoreError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::Etag;
+use azure_storage_blob::BlobContainerClient;
+use azure_storage_blob::models::{
+    BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
+    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientUploadOptions, BlockLookupList,
+};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use url::Url;
+
+use crate::{
+    ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
+};
+
+/// Azurite's well-known development account.
+pub const DEVSTORE_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's well-known development key (public; it only opens the emulator).
+pub const DEVSTORE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// The container used when a connection string names none.
+pub const DEFAULT_CONTAINER: &str = "batch-triage";
+/// Service version put in generated SAS tokens.
+const SAS_VERSION: &str = "2024-11-04";
+/// How long a generated account SAS is valid; it is renewed after half of it.
+const SAS_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// How the blob backend authenticates.
 #[derive(Clone)]
-pub enum BlobAuth {}
+pub enum BlobAuth {
+    /// An Entra ID token credential (managed identity, workload identity, developer tools). The
+    /// container URL must be https.
+    Token(Arc<dyn TokenCredential>),
+    /// A SAS token (the query string, without `?`), appended to every request URL.
+    Sas(String),
+    /// A storage account name and key: an account SAS is computed from it.
+    AccountKey {
+        /// The storage account name.
+        account: String,
+        /// The base64 account key.
+        key: String,
+    },
+    /// No auth (public containers, or a SAS already in the container URL).
+    Anonymous,
+}
+
+impl std::fmt::Debug for BlobAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BlobAuth::Token(_) => "Token",
+            BlobAuth::Sas(_) => "Sas(<redacted>)",
+            BlobAuth::AccountKey { .. } => "AccountKey(<redacted>)",
+            BlobAuth::Anonymous => "Anonymous",
+        })
+    }
+}
 
 /// Objects as block blobs in one container.
-#[derive(Debug)]
-pub struct BlobStore {}
+pub struct BlobStore {
+    /// The container URL without any query: what links and `Debug` show.
+    container_url: Url,
+    auth: BlobAuth,
+    client: Mutex<(Arc<BlobContainerClient>, Instant)>,
+    block_size: usize,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("container_url", &self.container_url.as_str())
+            .field("auth", &self.auth)
+            .field("block_size", &self.block_size)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+fn bad_spec(message: impl Into<String>) -> StoreError {
+    StoreError::Other {
+        message: message.into(),
+    }
+}
 
 impl BlobStore {
-    /// A store from a container URL or connection string.
-    pub fn from_spec(_spec: &str) -> Result<Self, StoreError> {
-        Err(StoreError::other("the Azure Blob backend is not built yet"))
+    /// A store for the container at `container_url` (`https://acct.blob.core.windows.net/logs`,
+    /// `http://127.0.0.1:10000/devstoreaccount1/logs`). A SAS in the URL's query is taken out
+    /// and used as [`BlobAuth::Sas`] when `auth` is [`BlobAuth::Anonymous`].
+    pub fn new(container_url: &str, auth: BlobAuth) -> Result<Self, StoreError> {
+        let mut url = Url::parse(container_url.trim())
+            .map_err(|e| bad_spec(format!("invalid blob container URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad_spec("a blob container URL must be http(s)"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad_spec("a blob container URL must not hold credentials"));
+        }
+        let sas = url.query().filter(|q| !q.is_empty()).map(str::to_owned);
+        url.set_query(None);
+        url.set_fragment(None);
+        // A trailing '/' would make `…/container//blob` (RUNTIME §4.4).
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&path);
+        if url.path_segments().is_none_or(|mut s| s.all(str::is_empty)) {
+            return Err(bad_spec("the blob URL must name a container (…/CONTAINER)"));
+        }
+        let auth = match (auth, sas) {
+            (BlobAuth::Anonymous, Some(sas)) => BlobAuth::Sas(sas),
+            (auth, _) => auth,
+        };
+        if let BlobAuth::AccountKey { key, .. } = &auth {
+            base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .map_err(|_| bad_spec("the storage account key is not valid base64"))?;
+        }
+        let client = build_client(&url, &auth)?;
+        Ok(BlobStore {
+            container_url: url,
+            auth,
+            client: Mutex::new((Arc::new(client), Instant::now())),
+            block_size: 8 * 1024 * 1024,
+            concurrency: 4,
+        })
+    }
+
+    /// A store from a `BATCH_TRIAGE_STORE`-style spec: a container URL (with a SAS, or bare for
+    /// an Entra credential) or a connection string plus `;Container=NAME`.
+    pub fn from_spec(spec: &str) -> Result<Self, StoreError> {
+        let spec = spec.trim();
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let has_query = spec.contains('?');
+            let auth = if has_query {
+                BlobAuth::Anonymous
+            } else {
+                BlobAuth::Token(default_credential()?)
+            };
+            return BlobStore::new(spec, auth);
+        }
+        let cs = ConnectionString::parse(spec)?;
+        BlobStore::new(&cs.container_url, cs.auth)
+    }
+
+    /// Bytes per staged block (default 8 MiB; the service allows up to 4000 MiB and 50,000
+    /// blocks, so 8 MiB blocks allow 390 GiB objects).
+    pub fn with_block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes.clamp(64 * 1024, 512 * 1024 * 1024);
+        self
+    }
+
+    /// Blocks staged at once (default 4).
+    pub fn with_concurrency(mut self, blocks: usize) -> Self {
+        self.concurrency = blocks.clamp(1, 64);
+        self
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in flight.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The container URL without any secret.
+    pub fn container_url(&self) -> &Url {
+        &self.container_url
+    }
+
+    /// Creates the container if it does not exist (needs the right to; a 409 is success).
+    pub async fn create_container_if_missing(&self) -> Result<(), StoreError> {
+        match self.client()?.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
+            Err(e) => Err(map_err("(container)", &e)),
+        }
+    }
+
+    fn client(&self) -> Result<Arc<BlobContainerClient>, StoreError> {
+        let mut guard = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(self.auth, BlobAuth::AccountKey { .. }) && guard.1.elapsed() > SAS_LIFETIME / 2
+        {
+            *guard = (
+                Arc::new(build_client(&self.container_url, &self.auth)?),
+                Instant::now(),
+            );
+        }
+        Ok(guard.0.clone())
+    }
+}
+
+fn default_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if var("IDENTITY_ENDPOINT").is_some() || var("MSI_ENDPOINT").is_some() {
+        let options = azure_identity::ManagedIdentityCredentialOptions {
+            user_assigned_id: var("AZURE_CLIENT_ID").map(azure_identity::UserAssignedId::ClientId),
+            ..Default::default()
+        };
+        let credential: Arc<dyn TokenCredential> =
+            azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(|e| {
+                StoreError::Auth {
+                    message: format!("managed identity: {e}"),
+                }
+            })?;
+        return Ok(credential);
+    }
+    let credential: Arc<dyn TokenCredential> = azure_identity::DeveloperToolsCredential::new(None)
+        .map_err(|e| StoreError::Auth {
+            message: format!("developer credential: {e}"),
+        })?;
+    Ok(credential)
+}
+
+fn build_client(url: &Url, auth: &BlobAuth) -> Result<BlobContainerClient, StoreError> {
+    let mut url = url.clone();
+    let credential = match auth {
+        BlobAuth::Token(credential) => Some(credential.clone()),
+        BlobAuth::Sas(sas) => {
+            url.set_query(Some(sas.trim_start_matches('?')));
+            None
+        }
+        BlobAuth::AccountKey { account, key } => {
+            let https_only = url.scheme() == "https";
+            url.set_query(Some(&account_sas(account, key, https_only, SAS_LIFETIME)?));
+            None
+        }
+        BlobAuth::Anonymous => None,
+    };
+    // The SDK's message would echo the URL (and so the SAS): say it without.
+    BlobContainerClient::new(url, credential, None).map_err(|e| {
+        let message = match e.kind() {
+            ErrorKind::Other if e.to_string().contains("must use https") => {
+                "a token credential needs an https container URL".to_owned()
+            }
+            _ => "could not create the blob client".to_owned(),
+        };
+        bad_spec(message)
+    })
+}
+
+/// An account SAS (service blob, resource types service/container/object, permissions
+/// read/write/delete/list/add/create) valid for `lifetime`, as a query string.
+pub fn account_sas(
+    account: &str,
+    key: &str,
+    https_only: bool,
+    lifetime: Duration,
+) -> Result<String, StoreError> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|_| bad_spec("the storage account key is not valid base64"))?;
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let now = time::OffsetDateTime::now_utc();
+    let start = (now - time::Duration::minutes(5))
+        .format(&format)
+        .map_err(|e| bad_spec(e.to_string()))?;
+    let expiry = (now + lifetime)
+        .format(&format)
+        .map_err(|e| bad_spec(e.to_string()))?;
+    let (permissions, services, resource_types) = ("rwdlac", "b", "sco");
+    let protocol = if https_only { "https" } else { "https,http" };
+    let string_to_sign = format!(
+        "{account}\n{permissions}\n{services}\n{resource_types}\n{start}\n{expiry}\n\n{protocol}\n{SAS_VERSION}\n\n"
+    );
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key).map_err(|_| bad_spec("invalid account key"))?;
+    mac.update(string_to_sign.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("sv", SAS_VERSION)
+        .append_pair("ss", services)
+        .append_pair("srt", resource_types)
+        .append_pair("sp", permissions)
+        .append_pair("st", &start)
+        .append_pair("se", &expiry)
+        .append_pair("spr", protocol)
+        .append_pair("sig", &signature);
+    Ok(query.finish())
+}
+
+/// A parsed storage connection string.
+struct ConnectionString {
+    container_url: String,
+    auth: BlobAuth,
+}
+
+impl ConnectionString {
+    fn parse(spec: &str) -> Result<Self, StoreError> {
+        let mut fields = std::collections::HashMap::new();
+        for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(bad_spec(
+                    "invalid connection string: expected KEY=VALUE pairs separated by ';'",
+                ));
+            };
+            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        let get = |k: &str| fields.get(k).cloned().filter(|v| !v.is_empty());
+        let container = get("container")
+            .or_else(|| get("containername"))
+            .unwrap_or_else(|| DEFAULT_CONTAINER.to_owned());
+        let dev = get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let (account, key) = if dev {
+            (
+                get("accountname").unwrap_or_else(|| DEVSTORE_ACCOUNT.to_owned()),
+                get("accountkey").unwrap_or_else(|| DEVSTORE_KEY.to_owned()),
+            )
+        } else {
+            let account = get("accountname")
+                .ok_or_else(|| bad_spec("the connection string has no AccountName"))?;
+            (account, get("accountkey").unwrap_or_default())
+        };
+        let endpoint = match get("blobendpoint") {
+            Some(endpoint) => endpoint,
+            None if dev => format!("http://127.0.0.1:10000/{account}"),
+            None => {
+                let protocol =
+                    get("defaultendpointsprotocol").unwrap_or_else(|| "https".to_owned());
+                let suffix = get("endpointsuffix").unwrap_or_else(|| "core.windows.net".to_owned());
+                format!("{protocol}://{account}.blob.{suffix}")
+            }
+        };
+        let container_url = format!("{}/{container}", endpoint.trim_end_matches('/'));
+        let auth = if let Some(sas) = get("sharedaccesssignature") {
+            BlobAuth::Sas(sas)
+        } else if !key.is_empty() {
+            BlobAuth::AccountKey { account, key }
+        } else {
+            return Err(bad_spec(
+                "the connection string has neither AccountKey nor SharedAccessSignature",
+            ));
+        };
+        Ok(ConnectionString {
+            container_url,
+            auth,
+        })
+    }
+}
+
+/// Maps an SDK error to a [`StoreError`] from its status and error code only: the SDK's own
+/// message can hold the request URL and so the SAS.
+fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
+    let status = e.http_status().map(u16::from);
+    let code = match e.kind() {
+        ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
+        _ => None,
+    };
+    let what = match (status, &code) {
+        (Some(s), Some(c)) => format!("{key}: HTTP {s} {c}"),
+        (Some(s), None) => format!("{key}: HTTP {s}"),
+        (None, _) => format!("{key}: {}", kind_name(e.kind())),
+    };
+    match status {
+        Some(401 | 403) => StoreError::Auth { message: what },
+        Some(408 | 429 | 500 | 502 | 503 | 504) => StoreError::Transient { message: what },
+        None if matches!(e.kind(), ErrorKind::Io | ErrorKind::Connection) => {
+            StoreError::Transient { message: what }
+        }
+        _ => StoreError::Other { message: what },
+    }
+}
+
+fn kind_name(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Io => "I/O error",
+        ErrorKind::Connection => "connection error",
+        ErrorKind::Credential => "credential error",
+        ErrorKind::DataConversion => "unexpected response",
+        _ => "request failed",
+    }
+}
+
+fn status_of(e: &azure_core::Error) -> Option<u16> {
+    e.http_status().map(u16::from)
+}
+
+fn etag_of(etag: Option<Etag>) -> ETag {
+    ETag(etag.map(|e| e.to_string()).unwrap_or_default())
+}
+
+#[async_trait]
+impl ArtifactStore for BlobStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Versioned>, StoreError> {
+        let blob = self.client()?.blob_client(key.as_str());
+        let result = match blob.download(None).await {
+            Ok(result) => result,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(map_err(key.as_str(), &e)),
+        };
+        let etag = etag_of(result.properties.etag.clone());
+        let bytes = result
+            .body
+            .collect()
+            .await
+            .map_err(|e| map_err(key.as_str(), &e))?;
+        Ok(Some(Versioned { bytes, etag }))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StoreError> {
+        let blob = self.client()?.blob_client(key.as_str());
+        let response = match blob.get_properties(None).await {
+            Ok(response) => response,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(map_err(key.as_str(), &e)),
+        };
+        let size = response
+            .content_length()
+            .map_err(|e| map_err(key.as_str(), &e))?
+            .unwrap_or(0);
+        let etag = etag_of(response.etag().map_err(|e| map_err(key.as_str(), &e))?);
+        Ok(Some(ObjectInfo {
+            key: key.clone(),
+            size,
+            etag,
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        condition: Condition,
+    ) -> Result<ETag, StoreError> {
+        let blob = self.client()?.blob_client(key.as_str());
+        let mut options = BlockBlobClientUploadOptions::default();
+        match &condition {
+            Condition::Always => {}
+            Condition::IfAbsent => options = options.if_not_exists(),
+            Condition::IfMatch(etag) => options.if_match = Some(Etag::from(etag.0.clone())),
+        }
+        match blob.upload(body.into(), Some(options)).await {
+            Ok(result) => Ok(etag_of(result.etag)),
+            Err(e) => Err(condition_err(key, &condition, &e)),
+        }
+    }
+
+    async fn put_stream(
+        &self,
+        key: &ObjectKey,
+        mut body: ByteStream,
+    ) -> Result<ObjectInfo, StoreError> {
+        let client = self.client()?.blob_client(key.as_str()).block_blob_client();
+        let upload_id = uuid::Uuid::new_v4();
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut buffer = BytesMut::with_capacity(self.block_size);
+        let mut total: u64 = 0;
+        let mut ended = false;
+        while !ended {
+            // Fill one block.
+            while buffer.len() < self.block_size {
+                match body.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Err(StoreError::io(key.as_str(), e)),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            while buffer.len() >= self.block_size || (ended && !buffer.is_empty()) {
+                let take = buffer.len().min(self.block_size);
+                let block = buffer.split_to(take).freeze();
+                total += block.len() as u64;
+                let mut id = upload_id.as_bytes().to_vec();
+                id.extend_from_slice(&(ids.len() as u64).to_be_bytes());
+                ids.push(id.clone());
+                let client = &client;
+                in_flight.push(async move {
+                    let len = block.len() as u64;
+                    client.stage_block(&id, len, block.into(), None).await
+                });
+                while in_flight.len() >= self.concurrency {
+                    if let Some(result) = in_flight.next().await {
+                        result.map_err(|e| map_err(key.as_str(), &e))?;
+                    }
+                }
+            }
+            if buffer.capacity() < self.block_size {
+                buffer.reserve(self.block_size - buffer.len());
+            }
+        }
+        while let Some(result) = in_flight.next().await {
+            result.map_err(|e| map_err(key.as_str(), &e))?;
+        }
+        let list = BlockLookupList {
+            latest: Some(ids),
+            ..Default::default()
+        };
+        let content = list
+            .try_into()
+            .map_err(|e: azure_core::Error| map_err(key.as_str(), &e))?;
+        let response = client
+            .commit_block_list(
+                content,
+                Some(BlockBlobClientCommitBlockListOptions::default()),
+            )
+            .await
+            .map_err(|e| map_err(key.as_str(), &e))?;
+        let etag = etag_of(response.etag().map_err(|e| map_err(key.as_str(), &e))?);
+        Ok(ObjectInfo {
+            key: key.clone(),
+            size: total,
+            etag,
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let client = self.client()?;
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            ..Default::default()
+        };
+        let mut pager = client
+            .list_blobs(Some(options))
+            .map_err(|e| map_err(prefix, &e))?;
+        let mut out = Vec::new();
+        while let Some(item) = pager.next().await {
+            let item = item.map_err(|e| map_err(prefix, &e))?;
+            let Some(name) = item.name.clone() else {
+                continue;
+            };
+            let Ok(key) = ObjectKey::new(name) else {
+                continue;
+            };
+            let properties = item.properties.as_ref();
+            out.push(ObjectInfo {
+                key,
+                size: properties.and_then(|p| p.content_length).unwrap_or(0),
+                etag: etag_of(properties.and_then(|p| p.etag.clone())),
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ObjectKey, condition: Condition) -> Result<(), StoreError> {
+        let blob = self.client()?.blob_client(key.as_str());
+        let mut options = BlobClientDeleteOptions::default();
+        match &condition {
+            Condition::Always => {}
+            Condition::IfAbsent => {
+                return match self.head(key).await? {
+                    Some(_) => Err(StoreError::ConditionFailed {
+                        key: key.to_string(),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            Condition::IfMatch(etag) => options.if_match = Some(Etag::from(etag.0.clone())),
+        }
+        match blob.delete(Some(options)).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) && condition == Condition::Always => Ok(()),
+            Err(e) => Err(condition_err(key, &condition, &e)),
+        }
+    }
+
+    fn link(&self, key: &ObjectKey) -> Option<String> {
+        let mut url = self.container_url.clone();
+        url.path_segments_mut().ok()?.extend(key.segments());
+        Some(url.to_string())
+    }
+}
+
+/// A failed conditional request: 409 (exists) and 412 (changed) mean someone else won; a 404
+/// under `IfMatch` means the object is gone, which also fails the condition.
+fn condition_err(key: &ObjectKey, condition: &Condition, e: &azure_core::Error) -> StoreError {
+    match (condition, status_of(e)) {
+        (Condition::IfAbsent, Some(409 | 412)) | (Condition::IfMatch(_), Some(404 | 409 | 412)) => {
+            StoreError::ConditionFailed {
+                key: key.to_string(),
+            }
+        }
+        _ => map_err(key.as_str(), e),
     }
 }
 
 pub(crate) fn looks_like_blob(spec: &str) -> bool {
-    spec.starts_with("http://")
-        || spec.starts_with("https://")
-        || spec.contains("AccountName=")
-        || spec.contains("UseDevelopmentStorage=")
+    let lower = spec.to_ascii_lowercase();
+    lower.starts_with("http://")
+        || lower.starts_with("https://")
+        || lower.contains("accountname=")
+        || lower.contains("usedevelopmentstorage=")
+        || lower.contains("blobendpoint=")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings() {
+        let cs = ConnectionString::parse("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(
+            cs.container_url,
+            "http://127.0.0.1:10000/devstoreaccount1/batch-triage"
+        );
+        assert!(
+            matches!(cs.auth, BlobAuth::AccountKey { ref account, .. } if account == DEVSTORE_ACCOUNT)
+        );
+        let cs = ConnectionString::parse(
+            "UseDevelopmentStorage=true;BlobEndpoint=http://127.0.0.1:4711/devstoreaccount1/;Container=logs",
+        )
+        .unwrap();
+        assert_eq!(
+            cs.container_url,
+            "http://127.0.0.1:4711/devstoreaccount1/logs"
+        );
+        let cs = ConnectionString::parse(&format!(
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={DEVSTORE_KEY};EndpointSuffix=core.windows.net"
+        ))
+        .unwrap();
+        assert_eq!(
+            cs.container_url,
+            "https://acct.blob.core.windows.net/batch-triage"
+        );
+        assert!(ConnectionString::parse("AccountName=acct").is_err());
+        assert!(ConnectionString::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_links_and_errors() {
+        let store = BlobStore::new(
+            "https://acct.blob.core.windows.net/logs?sv=2024-11-04&sig=SECRETSIG",
+            BlobAuth::Anonymous,
+        )
+        .unwrap();
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("SECRETSIG"), "{debug}");
+        let link = store.link(&ObjectKey::new("a/b c.txt").unwrap()).unwrap();
+        assert_eq!(link, "https://acct.blob.core.windows.net/logs/a/b%20c.txt");
+        let store = BlobStore::new(
+            "http://127.0.0.1:1/devstoreaccount1/c",
+            BlobAuth::AccountKey {
+                account: DEVSTORE_ACCOUNT.into(),
+                key: DEVSTORE_KEY.into(),
+            },
+        )
+        .unwrap();
+        assert!(!format!("{store:?}").contains(&DEVSTORE_KEY[..20]));
+        let err = BlobStore::new(
+            "http://x/c",
+            BlobAuth::AccountKey {
+                account: "a".into(),
+                key: "not base64!".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("not base64!"), "{err}");
+        assert!(BlobStore::new("http://127.0.0.1:1/", BlobAuth::Anonymous).is_err());
+    }
+
+    #[test]
+    fn account_sas_shape() {
+        let sas = account_sas(
+            DEVSTORE_ACCOUNT,
+            DEVSTORE_KEY,
+            false,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        for part in [
+            "sv=2024-11-04",
+            "ss=b",
+            "srt=sco",
+            "sp=rwdlac",
+            "spr=https%2Chttp",
+            "sig=",
+        ] {
+            assert!(sas.contains(part), "{sas}");
+        }
+    }
 }

@@ -15,11 +15,15 @@ mod blob;
 mod key;
 mod local;
 mod open;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-pub use blob::{BlobAuth, BlobStore};
+pub use blob::{
+    BlobAuth, BlobStore, DEFAULT_CONTAINER, DEVSTORE_ACCOUNT, DEVSTORE_KEY, account_sas,
+};
 pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
 pub use local::LocalDirStore;
 pub use open::open;

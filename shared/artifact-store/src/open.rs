@@ -21,7 +21,7 @@ pub fn open(spec: &str) -> Result<Arc<dyn ArtifactStore>, StoreError> {
         ));
     }
     if crate::blob::looks_like_blob(spec) {
-        crate::BlobStore::from_spec(spec)?;
+        return Ok(Arc::new(crate::BlobStore::from_spec(spec)?));
     }
     let path = spec.strip_prefix("file://").unwrap_or(spec);
     Ok(Arc::new(LocalDirStore::new(path)?))

@@ -1,0 +1,130 @@
+//! Test support (feature `testing`): an in-memory Azurite for one test.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let azurite = artifact_store::testing::Azurite::start();
+//! let store = azurite.store("logs").await;
+//! # }
+//! ```
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{BlobAuth, BlobStore, DEVSTORE_ACCOUNT, DEVSTORE_KEY};
+
+/// A running `azurite-blob` (in-memory, loopback only), killed when dropped.
+#[derive(Debug)]
+pub struct Azurite {
+    child: Child,
+    port: u16,
+}
+
+/// Where the Azurite binary is: `BATCH_TRIAGE_AZURITE`, else the copy
+/// `scripts/setup-test-deps` installs under `tests/node`.
+pub fn azurite_binary() -> PathBuf {
+    match std::env::var_os("BATCH_TRIAGE_AZURITE") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/node/node_modules/.bin/azurite-blob"),
+    }
+}
+
+impl Azurite {
+    /// Starts Azurite on a free port and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// When Azurite is not installed or does not come up: a missing dependency is a test
+    /// failure, never a silent skip.
+    pub fn start() -> Self {
+        let binary = azurite_binary();
+        assert!(
+            binary.exists(),
+            "Azurite not found at {}: run scripts/setup-test-deps (or set BATCH_TRIAGE_AZURITE)",
+            binary.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let child = Command::new(&binary)
+            .args([
+                "--skipApiVersionCheck",
+                "--loose",
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+            ])
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            // Its debug log and nothing else would land in the current directory.
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start Azurite ({}): {e}; run scripts/setup-test-deps",
+                    binary.display()
+                )
+            });
+        let mut azurite = Azurite { child, port };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return azurite;
+            }
+            if let Ok(Some(status)) = azurite.child.try_wait() {
+                panic!("Azurite exited at start ({status}); run scripts/setup-test-deps");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Azurite did not start listening on {addr} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn blob_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{DEVSTORE_ACCOUNT}", self.port)
+    }
+
+    /// A connection string for the well-known account and `container`.
+    pub fn connection_string(&self, container: &str) -> String {
+        format!(
+            "UseDevelopmentStorage=true;BlobEndpoint={};Container={container}",
+            self.blob_endpoint()
+        )
+    }
+
+    /// A store on `container` (created), authenticated with the well-known account key.
+    pub async fn store(&self, container: &str) -> BlobStore {
+        let store = BlobStore::new(
+            &format!("{}/{container}", self.blob_endpoint()),
+            BlobAuth::AccountKey {
+                account: DEVSTORE_ACCOUNT.into(),
+                key: DEVSTORE_KEY.into(),
+            },
+        )
+        .expect("the Azurite store");
+        store
+            .create_container_if_missing()
+            .await
+            .expect("create the Azurite container");
+        store
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
