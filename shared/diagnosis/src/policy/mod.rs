@@ -50,8 +50,8 @@ pub use group::{
     MAX_FINGERPRINTS, MAX_RECENT, Notification, decide, tick,
 };
 pub use plan::{
-    ActionPlan, Plan, PlanContext, PlannedReceiver, Threshold, action_reason, evaluate_threshold,
-    group_key, plan,
+    ActionPlan, Plan, PlanContext, PlannedReceiver, TERMINATE_REASON_MAX, Threshold, action_reason,
+    evaluate_threshold, group_key, plan, terminate_reason,
 };
 
 /// A checked policy. Build one with [`Policy::parse`], or take [`Policy::default`] (no file): keep

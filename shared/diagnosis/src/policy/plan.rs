@@ -63,8 +63,11 @@ pub struct ActionPlan {
     pub kind: ActionKind,
     /// The rule asking for it.
     pub rule: String,
-    /// The terminate reason / audit text, naming the rule.
+    /// Why, naming the rule, for people and audit records.
     pub reason: String,
+    /// The `terminateReason` sent with Terminate Job: the reason shortened to Batch's limit of
+    /// [`TERMINATE_REASON_MAX`] characters, still naming the rule.
+    pub terminate_reason: String,
     /// Only pretend (globally or for this rule).
     pub dry_run: bool,
     /// Actions are switched on globally (`[actions] enabled`).
@@ -281,6 +284,11 @@ pub fn plan(
                 kind: rule.action.kind.clone(),
                 rule: rule.name.clone(),
                 reason: action_reason(&rule.name, diagnosis, ctx.failed_with_class_count),
+                terminate_reason: terminate_reason(
+                    &rule.name,
+                    diagnosis,
+                    ctx.failed_with_class_count,
+                ),
                 dry_run: policy.actions.dry_run || rule.action.dry_run,
                 globally_enabled: policy.actions.enabled,
                 max_per_hour: policy.actions.max_per_hour,
@@ -314,6 +322,35 @@ pub fn action_reason(rule: &str, diagnosis: &Diagnosis, failed_with_class: Optio
         reason = reason.chars().take(200).collect();
     }
     reason
+}
+
+/// The longest `terminateReason` Batch accepts.
+pub const TERMINATE_REASON_MAX: usize = 64;
+
+/// The `terminateReason` for Terminate Job: [`action_reason`] if it fits in
+/// [`TERMINATE_REASON_MAX`] characters, else shorter forms that still name the rule.
+pub fn terminate_reason(
+    rule: &str,
+    diagnosis: &Diagnosis,
+    failed_with_class: Option<u64>,
+) -> String {
+    let full = action_reason(rule, diagnosis, failed_with_class);
+    let what = full
+        .split_once("\": ")
+        .map_or(String::new(), |(_, what)| what.to_owned());
+    let candidates = [
+        full.clone(),
+        format!("batch-triage \"{rule}\": {what}"),
+        format!("batch-triage rule \"{rule}\""),
+    ];
+    for candidate in candidates {
+        if candidate.chars().count() <= TERMINATE_REASON_MAX {
+            return candidate;
+        }
+    }
+    let mut short: String = full.chars().take(TERMINATE_REASON_MAX - 1).collect();
+    short.push('…');
+    short
 }
 
 /// The group an alert joins: the rule, the receiver and the values of the rule's `group_by`

@@ -385,6 +385,12 @@ action = { kind = "terminate", min_failed_tasks = 10, min_failed_percent = 20 }
     );
     assert!(!met.dry_run);
     assert_eq!(
+        met.terminate_reason,
+        "batch-triage \"kill-oom\": 37 tasks failed with task.exit_code"
+    );
+    let long = super::terminate_reason(&"r".repeat(80), &oom(), Some(1));
+    assert_eq!(long.chars().count(), TERMINATE_REASON_MAX);
+    assert_eq!(
         met.threshold.describe(),
         "37 tasks failed with task.exit_code (min 10); 37 of 100 tasks failed with task.exit_code = 37.0% (min 20%)"
     );

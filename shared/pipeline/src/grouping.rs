@@ -1,0 +1,314 @@
+//! Alert groups in the artifact store, correct with several instances at once.
+//!
+//! Each group (one rule × receiver × `group_by` values) is one object,
+//! `groups/{digest(group key)}.json`, holding the pure [`GroupState`] plus what the timer sweep
+//! needs (receiver, rule, timings, an example diagnosis). Every change is a compare-and-swap:
+//! read with its ETag, fold the alert in with [`diagnosis::policy::decide`], write with
+//! `IfMatch(etag)` (or `IfAbsent` for a new group), and start again from the read on
+//! `ConditionFailed`. So concurrent alerts are all counted, and exactly one writer sees each
+//! "send now" transition. Before handing a notification out, the writer also creates
+//! `sent/{digest}-{sequence}` with `IfAbsent`: whatever happens to the group object, a
+//! notification id is handed out at most once.
+//!
+//! Delivery is at most once per notification: a notification whose marker was created is not
+//! produced again, even if the caller then fails to deliver it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use bytes::Bytes;
+use diagnosis::Diagnosis;
+use diagnosis::policy::{
+    AlertFacts, Decision, GroupState, Grouping, Notification, Plan, PlannedReceiver, decide, tick,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::digest;
+
+/// Compare-and-swap attempts before giving up on a group that keeps changing under us.
+pub const MAX_CAS_ATTEMPTS: u32 = 64;
+
+/// Why recording or flushing alerts failed. Every variant is worth retrying the whole operation
+/// later except [`GroupError::Store`] with a non-retryable cause.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The store failed.
+    #[error("alert group store: {0}")]
+    Store(#[from] StoreError),
+    /// Another instance changed the group on every one of [`MAX_CAS_ATTEMPTS`] tries.
+    #[error("alert group {key} kept changing; gave up after {attempts} attempts")]
+    Contended {
+        /// The group object's key.
+        key: String,
+        /// How many times we tried.
+        attempts: u32,
+    },
+}
+
+/// One notification to deliver, already claimed for this instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertToSend {
+    /// Unique id of the notification (`{group digest}-{sequence}`); the `sent/` marker's name.
+    pub alert_id: String,
+    /// The receiver to deliver to.
+    pub receiver: String,
+    /// The rule that routed it.
+    pub rule: String,
+    /// What to say: counts, causes, examples.
+    pub notification: Notification,
+    /// The group's first diagnosis, for rendering the cause and hints.
+    pub example: Diagnosis,
+}
+
+/// What [`GroupStore::record`] did with one diagnosis.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupOutcome {
+    /// Notifications to deliver now (at most one per planned receiver).
+    pub send: Vec<AlertToSend>,
+    /// Groups with a notification pending, and when the sweep should flush them.
+    pub waiting: Vec<(String, OffsetDateTime)>,
+    /// Groups where this diagnosis changed nothing to send (a redelivery, or nothing new).
+    pub suppressed: Vec<String>,
+}
+
+/// The stored form of a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupRecord {
+    receiver: String,
+    rule: String,
+    group_by: Vec<String>,
+    group_wait_ms: u64,
+    group_interval_ms: u64,
+    repeat_interval_ms: u64,
+    example: Diagnosis,
+    state: GroupState,
+}
+
+impl GroupRecord {
+    fn grouping(&self) -> Grouping {
+        Grouping {
+            group_by: self.group_by.clone(),
+            group_wait: Duration::from_millis(self.group_wait_ms),
+            group_interval: Duration::from_millis(self.group_interval_ms),
+            repeat_interval: Duration::from_millis(self.repeat_interval_ms),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The marker body: who claimed a notification and when, for people reading the store.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SentMarker<'a> {
+    group_key: &'a str,
+    receiver: &'a str,
+    sequence: u64,
+    count: u64,
+    claimed_at: String,
+}
+
+/// Alert groups in an [`ArtifactStore`].
+#[derive(Debug, Clone)]
+pub struct GroupStore {
+    store: Arc<dyn ArtifactStore>,
+}
+
+impl GroupStore {
+    /// Groups kept in `store` (under `groups/` and `sent/`).
+    pub fn new(store: Arc<dyn ArtifactStore>) -> Self {
+        Self { store }
+    }
+
+    /// The object key of a group.
+    pub fn group_object(group_key: &str) -> Result<ObjectKey, StoreError> {
+        ObjectKey::new(format!("groups/{}.json", digest(group_key)))
+    }
+
+    /// Folds `diagnosis` into the group of each receiver `plan` routes it to (none when
+    /// silenced), and returns the notifications this instance must deliver now.
+    pub async fn record(
+        &self,
+        diagnosis: &Diagnosis,
+        plan: &Plan,
+        now: OffsetDateTime,
+    ) -> Result<GroupOutcome, GroupError> {
+        let mut outcome = GroupOutcome::default();
+        for receiver in &plan.receivers {
+            let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis);
+            let (decision, record) = self
+                .update(&receiver.group_key, |record| {
+                    let (decision, state) =
+                        decide(record.map(|r| &r.state), &facts, &receiver.grouping, now);
+                    let next = match record {
+                        Some(r) => GroupRecord { state, ..r.clone() },
+                        None => new_record(receiver, diagnosis, state),
+                    };
+                    (decision, next)
+                })
+                .await?;
+            self.collect(decision, &record, now, &mut outcome).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The timer sweep: flushes every group whose pending notification is due at `now`, and
+    /// returns the notifications this instance claimed.
+    pub async fn due(&self, now: OffsetDateTime) -> Result<Vec<AlertToSend>, GroupError> {
+        let mut outcome = GroupOutcome::default();
+        for info in self.store.list("groups/").await? {
+            let Some(current) = self.store.get(&info.key).await? else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<GroupRecord>(&current.bytes) else {
+                tracing::warn!(key = %info.key, "unreadable alert group skipped by the sweep");
+                continue;
+            };
+            if record.state.flush_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            let group_key = record.state.group_key.clone();
+            let (decision, record) = self
+                .update(&group_key, |stored| match stored {
+                    Some(r) => {
+                        let (decision, state) = tick(&r.state, &r.grouping(), now);
+                        (decision, GroupRecord { state, ..r.clone() })
+                    }
+                    // Deleted since listed: nothing to flush.
+                    None => (Decision::Suppress, record.clone()),
+                })
+                .await?;
+            self.collect(decision, &record, now, &mut outcome).await?;
+        }
+        Ok(outcome.send)
+    }
+
+    /// The stored state of a group, if any.
+    pub async fn state(&self, group_key: &str) -> Result<Option<GroupState>, GroupError> {
+        let key = Self::group_object(group_key)?;
+        Ok(self
+            .store
+            .get(&key)
+            .await?
+            .and_then(|v| serde_json::from_slice::<GroupRecord>(&v.bytes).ok())
+            .map(|r| r.state))
+    }
+
+    /// Reads, changes and writes a group with compare-and-swap until the write wins. `change`
+    /// may run several times; it must be pure. A change that leaves the state as it was writes
+    /// nothing.
+    async fn update(
+        &self,
+        group_key: &str,
+        change: impl Fn(Option<&GroupRecord>) -> (Decision, GroupRecord),
+    ) -> Result<(Decision, GroupRecord), GroupError> {
+        let key = Self::group_object(group_key)?;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = self.store.get(&key).await?;
+            let (stored, condition) = match &current {
+                None => (None, Condition::IfAbsent),
+                Some(v) => match serde_json::from_slice::<GroupRecord>(&v.bytes) {
+                    Ok(record) => (Some(record), Condition::IfMatch(v.etag.clone())),
+                    // An unreadable object (a crash mid-format cannot happen, so a foreign or
+                    // future format) is replaced, but still only by compare-and-swap.
+                    Err(error) => {
+                        tracing::warn!(key = %key, error = %error, "unreadable alert group replaced");
+                        (None, Condition::IfMatch(v.etag.clone()))
+                    }
+                },
+            };
+            let (decision, next) = change(stored.as_ref());
+            if stored.as_ref().is_some_and(|s| s.state == next.state) {
+                return Ok((decision, next));
+            }
+            let body = match serde_json::to_vec(&next) {
+                Ok(body) => body,
+                Err(error) => {
+                    return Err(GroupError::Store(StoreError::Other {
+                        message: format!("cannot encode alert group: {error}"),
+                    }));
+                }
+            };
+            match self.store.put(&key, Bytes::from(body), condition).await {
+                Ok(_) => return Ok((decision, next)),
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(GroupError::Contended {
+            key: key.to_string(),
+            attempts: MAX_CAS_ATTEMPTS,
+        })
+    }
+
+    /// Turns a decision into the outcome, claiming the notification's `sent/` marker first.
+    async fn collect(
+        &self,
+        decision: Decision,
+        record: &GroupRecord,
+        now: OffsetDateTime,
+        outcome: &mut GroupOutcome,
+    ) -> Result<(), GroupError> {
+        match decision {
+            Decision::Wait { until } => outcome
+                .waiting
+                .push((record.state.group_key.clone(), until)),
+            Decision::Suppress => outcome.suppressed.push(record.state.group_key.clone()),
+            Decision::SendNow(notification) => {
+                let alert_id = format!(
+                    "{}-{}",
+                    digest(&notification.group_key),
+                    notification.sequence
+                );
+                let marker = SentMarker {
+                    group_key: &notification.group_key,
+                    receiver: &record.receiver,
+                    sequence: notification.sequence,
+                    count: notification.count,
+                    claimed_at: now
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                };
+                let body = serde_json::to_vec(&marker).unwrap_or_default();
+                let key = ObjectKey::new(format!("sent/{alert_id}"))?;
+                match self
+                    .store
+                    .put(&key, Bytes::from(body), Condition::IfAbsent)
+                    .await
+                {
+                    Ok(_) => outcome.send.push(AlertToSend {
+                        alert_id,
+                        receiver: record.receiver.clone(),
+                        rule: record.rule.clone(),
+                        notification,
+                        example: record.example.clone(),
+                    }),
+                    Err(StoreError::ConditionFailed { .. }) => {
+                        tracing::info!(alert_id = %alert_id, "notification already claimed by another instance");
+                        outcome.suppressed.push(record.state.group_key.clone());
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupState) -> GroupRecord {
+    GroupRecord {
+        receiver: receiver.receiver.clone(),
+        rule: receiver.rule.clone(),
+        group_by: receiver.grouping.group_by.clone(),
+        group_wait_ms: millis(receiver.grouping.group_wait),
+        group_interval_ms: millis(receiver.grouping.group_interval),
+        repeat_interval_ms: millis(receiver.grouping.repeat_interval),
+        example: diagnosis.clone(),
+        state,
+    }
+}

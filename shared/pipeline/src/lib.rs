@@ -1,0 +1,23 @@
+//! batch-triage's stateful side: the parts of "execute" (DESIGN §3) that must be right across
+//! several function instances at once.
+//!
+//! # Layout
+//! - [`grouping`]: alert groups kept in the artifact store, updated by compare-and-swap, with a
+//!   create-only marker per notification so no alert is ever sent twice.
+//! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
+//!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
+//! - [`audit`]: a record in the store of every job action taken or skipped, and why.
+//!
+//! Time is always an argument (`now`), so tests inject it.
+#![deny(missing_docs)]
+
+pub mod actions;
+pub mod audit;
+pub mod grouping;
+
+/// A short, key-safe digest of a string (first 32 hex digits of its SHA-256), used to name store
+/// objects after values that may contain any character.
+pub(crate) fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
