@@ -4,6 +4,8 @@
 
 mod diagnose;
 mod emulator;
+mod notify;
+mod policy;
 mod render;
 
 use std::process::ExitCode;
@@ -30,6 +32,16 @@ enum Command {
     /// and the official SDKs with no Azure account.
     #[command(after_help = emulator::EXAMPLES)]
     Emulator(emulator::Args),
+
+    /// Send a sample alert to one receiver of the policy (Teams, email, ACS email or webhook) to
+    /// check its configuration.
+    #[command(after_help = notify::EXAMPLES)]
+    Notify(notify::Args),
+
+    /// Check a policy file (rules, receivers, grouping, silences, job actions) and show what it
+    /// would do with sample failures.
+    #[command(after_help = policy::EXAMPLES)]
+    Policy(policy::Args),
 }
 
 /// The async runtime for subcommands that do I/O; built only when one runs, so `diagnose` starts
@@ -45,6 +57,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Diagnose(args) => diagnose::run(&args),
         Command::Emulator(args) => emulator::run(&args),
+        Command::Notify(args) => notify::run(&args),
+        Command::Policy(args) => policy::run(&args),
     };
     match result {
         Ok(code) => code,

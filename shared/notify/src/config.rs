@@ -224,6 +224,22 @@ impl ReceiverKindName {
 }
 
 impl ReceiverConfig {
+    /// Interprets a `[[receivers]]` entry as the policy parser keeps it (name, kind, and the
+    /// other keys raw). Errors name the receiver and the offending setting, never a value.
+    pub fn from_policy(receiver: &diagnosis::policy::Receiver) -> Result<Self, NotifyError> {
+        let mut table = receiver.settings.clone();
+        table.insert("name".into(), toml::Value::String(receiver.name.clone()));
+        table.insert("kind".into(), toml::Value::String(receiver.kind.clone()));
+        Self::deserialize(toml::Value::Table(table)).map_err(|e| {
+            NotifyError::Config(format!(
+                "receiver {:?} (kind {:?}): {}",
+                receiver.name,
+                receiver.kind,
+                e.message()
+            ))
+        })
+    }
+
     /// Reads the receiver's secrets through `env` (the caller decides where variables come
     /// from) and checks the settings. Errors name the variable, never its value.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Receiver, NotifyError> {
@@ -311,5 +327,52 @@ impl ReceiverConfig {
             name: self.name.clone(),
             target,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_receivers_become_configs() {
+        let policy = diagnosis::policy::Policy::parse(
+            r#"
+[[receivers]]
+name = "ops"
+kind = "teams"
+url_env = "TEAMS_URL"
+
+[[receivers]]
+name = "mail"
+kind = "email"
+host = "smtp.example.com"
+from = "a@example.com"
+to = ["b@example.com"]
+
+[[receivers]]
+name = "typo"
+kind = "teams"
+uri_env = "TEAMS_URL"
+"#,
+        )
+        .unwrap();
+        let ops = ReceiverConfig::from_policy(&policy.receivers[0]).unwrap();
+        assert_eq!(
+            ops.kind,
+            ReceiverKind::Teams {
+                url_env: "TEAMS_URL".into()
+            }
+        );
+        let mail = ReceiverConfig::from_policy(&policy.receivers[1]).unwrap();
+        let Target::Smtp(smtp) = mail.resolve(|_| None).unwrap().target else {
+            panic!("smtp")
+        };
+        assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::Starttls));
+        let error = ReceiverConfig::from_policy(&policy.receivers[2]).unwrap_err();
+        assert!(error.to_string().contains("uri_env"), "{error}");
+        let error = ops.resolve(|_| None).unwrap_err();
+        assert!(error.to_string().contains("TEAMS_URL"));
+        assert!(!error.is_retryable());
     }
 }
