@@ -69,7 +69,11 @@ pub fn format_duration(duration: Duration) -> String {
     let mut secs = duration.as_secs();
     let millis = duration.subsec_millis();
     if secs == 0 {
-        return format!("{millis}ms");
+        return if millis == 0 {
+            "0s".to_owned()
+        } else {
+            format!("{millis}ms")
+        };
     }
     let mut out = String::new();
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
@@ -97,6 +101,7 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(4 * 3600)), "4h");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
         for bad in [
             "-5m",
             "",
