@@ -46,6 +46,14 @@ pub enum NotifyError {
         /// Whether the failure is transient (4xx replies, connection problems).
         transient: bool,
     },
+    /// The outbox's store failed.
+    #[error("outbox store: {message}")]
+    Store {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying the store operation may succeed.
+        retryable: bool,
+    },
     /// The deadline passed before the message was delivered.
     #[error("deadline passed after {attempts} attempt(s); last error: {last}")]
     DeadlineExceeded {
@@ -66,6 +74,7 @@ impl NotifyError {
             Self::Status { status, .. } => is_retryable_status(*status),
             Self::Transport(_) => true,
             Self::Smtp { transient, .. } => *transient,
+            Self::Store { retryable, .. } => *retryable,
             Self::DeadlineExceeded { last, .. } => last.is_retryable(),
         }
     }

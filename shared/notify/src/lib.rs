@@ -18,6 +18,7 @@
 //! - [`email`]: subject, plain-text and HTML bodies; SMTP (lettre) and the ACS email REST API.
 //! - [`webhook`]: the signed generic JSON webhook and its verification recipe.
 //! - [`egress`]: the host allowlist, the no-redirect HTTP client and the retry loop.
+//! - [`outbox`]: undelivered alerts kept in an artifact store and retried by [`Outbox::drain`].
 //! - [`error`]: [`NotifyError`], which says whether a retry later can help.
 
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ pub mod config;
 pub mod egress;
 pub mod email;
 pub mod error;
+pub mod outbox;
 pub mod teams;
 pub mod webhook;
 
@@ -37,6 +39,7 @@ pub use batch_client::{Deadline, RetryPolicy, Secret};
 pub use config::{Receiver, ReceiverConfig, ReceiverKind};
 pub use egress::{Allowlist, Delivery, Egress};
 pub use error::NotifyError;
+pub use outbox::{DrainReport, Outbox, OutboxEntry};
 
 /// Sends one alert to one resolved receiver, retrying within `deadline`.
 ///

@@ -5,6 +5,7 @@
 //! - `webhook`: signature verified in Python, allowlist and private-address refusals.
 //! - `acs`: the ACS HMAC verified in Python, `Operation-Id` stable across a retry.
 //! - `smtp`: mail received by aiosmtpd, headers and both bodies.
+//! - `outbox`: undelivered alerts kept in a local artifact store, drained later.
 //! - `secrets`: secrets never in Debug, errors or logs.
 
 extern crate batch_triage_notify as notify;
@@ -12,6 +13,7 @@ extern crate batch_triage_notify as notify;
 mod support;
 
 mod acs;
+mod outbox;
 mod secrets;
 mod smtp;
 mod teams;
