@@ -494,3 +494,128 @@ async fn job_prep_output_goes_to_jobprep_node_folder() {
             .contains("Unable to locate")
     );
 }
+
+fn python() -> std::path::PathBuf {
+    match std::env::var_os("BATCH_TRIAGE_PYTHON") {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+    }
+}
+
+/// Lists `prefix` and hashes every blob with the official Python SDK (an independent client).
+fn python_listing(
+    connection_string: &str,
+    container: &str,
+    prefix: &str,
+) -> Vec<(String, u64, String)> {
+    let script = r#"
+import hashlib, sys
+from azure.storage.blob import ContainerClient
+c = ContainerClient.from_connection_string(sys.argv[1], sys.argv[2])
+for b in c.list_blobs(name_starts_with=sys.argv[3]):
+    h = hashlib.sha256()
+    for chunk in c.download_blob(b.name).chunks():
+        h.update(chunk)
+    print(b.name, b.size, h.hexdigest())
+"#;
+    let python = python();
+    assert!(
+        python.exists(),
+        "python not found at {}: run scripts/setup-test-deps (or set BATCH_TRIAGE_PYTHON)",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, connection_string, container, prefix])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.rsplitn(3, ' ');
+            let sha = parts.next().unwrap().to_owned();
+            let size = parts.next().unwrap().parse().unwrap();
+            (parts.next().unwrap().to_owned(), size, sha)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_end_to_end_read_back_with_the_python_sdk() {
+    let run = start().await;
+    let azurite = artifact_store::testing::Azurite::start();
+    let store = azurite.store("logs").await.with_block_size(512 * 1024);
+    run.emulator.add_fault(
+        FaultRule::new(Fault::DropConnection {
+            after_bytes: 700_000,
+        })
+        .path_prefix("/jobs/etl/tasks/big/files/stdout.txt")
+        .method("GET")
+        .times(1),
+    );
+    let diag = diagnosis_of(&*run.client, "big").await;
+    let report = preserve_task(&*run.client, &store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert!(
+        file_gets(&run.emulator)
+            .iter()
+            .any(|r| r.ocp_range.is_some()),
+        "resumed with ocp-range"
+    );
+    let link = report.link.clone().unwrap();
+    assert_eq!(
+        link,
+        format!(
+            "{}/logs/devbatch1/etl/big/attempt-2",
+            azurite.blob_endpoint()
+        )
+    );
+
+    // Python's own connection-string parser, with the account key (not our SAS code).
+    let connection_string = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={};",
+        artifact_store::DEVSTORE_ACCOUNT,
+        artifact_store::DEVSTORE_KEY,
+        azurite.blob_endpoint()
+    );
+    let listed = python_listing(&connection_string, "logs", "devbatch1/etl/big/attempt-2/");
+    let names: Vec<_> = listed.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "devbatch1/etl/big/attempt-2/diagnosis.json",
+            "devbatch1/etl/big/attempt-2/manifest.json",
+            "devbatch1/etl/big/attempt-2/stderr.txt",
+            "devbatch1/etl/big/attempt-2/stdout.txt",
+        ]
+    );
+    for name in ["stdout.txt", "stderr.txt"] {
+        let (bytes, sha) = source_sha(&*run.client, "big", name).await;
+        let (_, size, got) = listed.iter().find(|(n, _, _)| n.ends_with(name)).unwrap();
+        assert_eq!((*size, got), (bytes, &sha), "{name}");
+        let in_manifest = report
+            .manifest
+            .as_ref()
+            .unwrap()
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap();
+        assert_eq!(in_manifest.sha256, sha);
+    }
+
+    // A duplicate against Blob copies nothing either.
+    run.emulator.clear_requests();
+    let again = preserve_task(&*run.client, &store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(again.already_preserved);
+    assert!(file_gets(&run.emulator).is_empty());
+}
