@@ -204,6 +204,29 @@ async fn an_action_happens_once_under_duplicates_and_uses_if_match() {
     assert_eq!(a.audit_log().all().await.unwrap().len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_happens_once_across_instances_on_azurite() {
+    let run = start().await;
+    let azurite = artifact_store::testing::Azurite::start();
+    let p = policy(LIVE, r#"{ kind = "disable", disable_tasks = "terminate" }"#);
+    let d = diagnosis("j2");
+    let handles: Vec<JobActions> = futures::future::join_all((0..3).map(|_| async {
+        let store: Arc<dyn ArtifactStore> = Arc::new(azurite.store("triage").await);
+        JobActions::new(store, run.client.clone(), Duration::from_secs(30))
+    }))
+    .await;
+    let records = futures::future::join_all(handles.iter().map(|h| act(h, &p, &d, None, T0))).await;
+    let applied = records
+        .iter()
+        .filter(|r| r.decision == AuditDecision::Applied)
+        .count();
+    assert_eq!(applied, 1, "{records:#?}");
+    let posts = posts(&run.emulator);
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert!(posts[0].path_and_query.starts_with("/jobs/j2/disable"));
+    assert_eq!(handles[0].audit_log().all().await.unwrap().len(), 3);
+}
+
 /// Delegates to the real client, but lets "a person" change the job right after our first read.
 struct Meddler {
     inner: Arc<BatchClient>,

@@ -97,14 +97,34 @@ async fn record_everywhere(
     sends
 }
 
+/// Two handles on one Azurite container: two function instances sharing a Blob store.
+async fn two_azurite_stores(
+    azurite: &artifact_store::testing::Azurite,
+) -> (GroupStore, GroupStore) {
+    let a: Arc<dyn ArtifactStore> = Arc::new(azurite.store("triage").await);
+    let b: Arc<dyn ArtifactStore> = Arc::new(azurite.store("triage").await);
+    (GroupStore::new(a), GroupStore::new(b))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_count_every_alert_and_send_each_once() {
     let (_dir, a, b) = two_local_stores();
+    count_every_alert_and_send_each_once(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_azurite_count_every_alert_and_send_each_once() {
+    let azurite = artifact_store::testing::Azurite::start();
+    let (a, b) = two_azurite_stores(&azurite).await;
+    count_every_alert_and_send_each_once(&a, &b).await;
+}
+
+async fn count_every_alert_and_send_each_once(a: &GroupStore, b: &GroupStore) {
     let p = policy("30s");
     let diagnoses: Vec<Diagnosis> = (0..150)
         .map(|i| oom("render", &format!("t{i}"), "same"))
         .collect();
-    let sends = record_everywhere(&a, &b, &diagnoses, &p, T0).await;
+    let sends = record_everywhere(a, b, &diagnoses, &p, T0).await;
     assert!(sends.is_empty(), "the first alert waits group_wait");
 
     // Both sweeps run at the deadline: one notification per receiver, in total.
@@ -140,7 +160,7 @@ async fn two_instances_count_every_alert_and_send_each_once() {
     // A new cause in the same job: once more per receiver, after group_interval.
     let new_cause = vec![oom("render", "t999", "different")];
     let later = T0 + Duration::from_secs(30 + 300);
-    let sends = record_everywhere(&a, &b, &new_cause, &p, later).await;
+    let sends = record_everywhere(a, b, &new_cause, &p, later).await;
     assert_eq!(sends.len(), 2, "{sends:#?}");
     assert!(
         sends
@@ -153,6 +173,17 @@ async fn two_instances_count_every_alert_and_send_each_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn immediate_groups_send_once_across_instances() {
     let (_dir, a, b) = two_local_stores();
+    immediate_groups_send_once(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_groups_send_once_across_instances_on_azurite() {
+    let azurite = artifact_store::testing::Azurite::start();
+    let (a, b) = two_azurite_stores(&azurite).await;
+    immediate_groups_send_once(&a, &b).await;
+}
+
+async fn immediate_groups_send_once(a: &GroupStore, b: &GroupStore) {
     let p = policy("0s");
     let diagnoses: Vec<Diagnosis> = (0..100)
         .map(|i| oom("etl", &format!("t{i}"), "same"))
