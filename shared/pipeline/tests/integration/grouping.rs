@@ -188,7 +188,7 @@ async fn immediate_groups_send_once(a: &GroupStore, b: &GroupStore) {
     let diagnoses: Vec<Diagnosis> = (0..100)
         .map(|i| oom("etl", &format!("t{i}"), "same"))
         .collect();
-    let sends = record_everywhere(&a, &b, &diagnoses, &p, T0).await;
+    let sends = record_everywhere(a, b, &diagnoses, &p, T0).await;
     // One per receiver, whoever recorded first; the other 99 wait for repeat_interval.
     assert_eq!(sends.len(), 2, "{sends:#?}");
     let mut ids: Vec<&str> = sends.iter().map(|s| s.alert_id.as_str()).collect();
