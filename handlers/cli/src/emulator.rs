@@ -1,6 +1,7 @@
 //! `batch-triage emulator`: serves the local Batch REST emulator (a built-in scenario, or one from
 //! a file) until interrupted, for trying the CLI, the official SDKs or the Azure CLI against it.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,10 +48,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
         let account = emulator.account_name().to_owned();
-        println!("Batch emulator listening on http://{address} (account {account}); Ctrl-C stops it.");
+        // The banner is best effort: a server must keep serving when whoever started it stops
+        // reading its output (println! would panic on a closed pipe).
+        let mut banner = format!("Batch emulator listening on http://{address} (account {account}); Ctrl-C stops it.\n");
         if account == WELL_KNOWN_ACCOUNT_NAME {
-            println!("  AZURE_BATCH_ENDPOINT=http://{address} AZURE_BATCH_ACCOUNT={WELL_KNOWN_ACCOUNT_NAME} AZURE_BATCH_ACCESS_KEY={WELL_KNOWN_ACCOUNT_KEY}");
+            banner.push_str(&format!(
+                "  AZURE_BATCH_ENDPOINT=http://{address} AZURE_BATCH_ACCOUNT={WELL_KNOWN_ACCOUNT_NAME} AZURE_BATCH_ACCESS_KEY={WELL_KNOWN_ACCOUNT_KEY}\n"
+            ));
         }
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

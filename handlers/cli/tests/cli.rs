@@ -265,9 +265,9 @@ fn the_emulator_subcommand_serves_the_builtin_scenario() {
             .unwrap(),
     );
     let mut first_line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
+    // Kept open until the end of the test (a separate test covers a closed stdout).
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    stdout.read_line(&mut first_line).unwrap();
     let address = first_line
         .split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))
@@ -299,4 +299,37 @@ fn the_emulator_subcommand_serves_the_builtin_scenario() {
             "job {expected} missing from {jobs:?}"
         );
     }
+    drop(stdout);
+}
+
+/// Whoever starts the emulator may stop reading its output; the server keeps serving.
+#[test]
+fn the_emulator_survives_a_closed_stdout() {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = bin()
+        .args(["emulator", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let address = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    // The reader is gone; give the server time to write the rest of its banner into the closed pipe.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = child.try_wait().unwrap().is_none();
+    let connects = std::net::TcpStream::connect(&address).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        alive && connects,
+        "the emulator died when its stdout closed"
+    );
 }
