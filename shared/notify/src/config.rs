@@ -23,7 +23,8 @@
 //! name = "ops-acs"
 //! kind = "acs_email"
 //! endpoint = "https://contoso.europe.communication.azure.com"
-//! access_key_env = "ACS_ACCESS_KEY"    # base64 key for HMAC-SHA256 auth
+//! access_key_env = "ACS_ACCESS_KEY"    # base64 key for HMAC-SHA256 auth, or instead:
+//! # entra = "managed_identity"         # or "developer_tools"; client_id = "…" for a user-assigned identity
 //! sender = "DoNotReply@contoso.azurecomm.net"
 //! to = ["oncall@contoso.com"]
 //!
@@ -34,6 +35,13 @@
 //! secret_env = "SIEM_WEBHOOK_SECRET"   # HMAC key for X-Batch-Triage-Signature
 //! ```
 
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_identity::{
+    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId,
+};
 use batch_client::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +93,16 @@ pub enum ReceiverKind {
         /// The ACS resource endpoint, `https://<resource>.communication.azure.com`.
         endpoint: String,
         /// The environment variable holding the resource's access key (HMAC-SHA256 auth).
-        access_key_env: String,
+        /// Exactly one of this and `entra` is set.
+        #[serde(default)]
+        access_key_env: Option<String>,
+        /// Microsoft Entra auth instead of a key: `"managed_identity"` (Functions, VMs) or
+        /// `"developer_tools"` (Azure CLI / azd login on a developer machine).
+        #[serde(default)]
+        entra: Option<EntraSource>,
+        /// The client id of a user-assigned managed identity (system-assigned when absent).
+        #[serde(default)]
+        client_id: Option<String>,
         /// The verified sender address (`DoNotReply@<domain>`).
         sender: String,
         /// The recipients.
@@ -110,6 +127,16 @@ impl ReceiverKind {
             Self::Webhook { .. } => "webhook",
         }
     }
+}
+
+/// Where Entra tokens for ACS come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntraSource {
+    /// The managed identity of the host (App Service / Functions / IMDS).
+    ManagedIdentity,
+    /// The Azure CLI or Azure Developer CLI login.
+    DeveloperTools,
 }
 
 /// How an SMTP connection is protected.
@@ -173,13 +200,31 @@ pub struct SmtpTarget {
     pub to: Vec<String>,
 }
 
+/// How requests to ACS are authenticated.
+#[derive(Clone)]
+pub enum AcsAuth {
+    /// HMAC-SHA256 with the resource's base64 access key.
+    Key(Secret),
+    /// A bearer token for `https://communication.azure.com/.default` from an Entra credential.
+    Entra(Arc<dyn TokenCredential>),
+}
+
+impl std::fmt::Debug for AcsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(key) => f.debug_tuple("Key").field(key).finish(),
+            Self::Entra(_) => f.write_str("Entra(..)"),
+        }
+    }
+}
+
 /// A resolved ACS email receiver.
 #[derive(Debug, Clone)]
 pub struct AcsTarget {
     /// The resource endpoint (not secret).
     pub endpoint: String,
-    /// The base64 access key.
-    pub access_key: Secret,
+    /// The credentials.
+    pub auth: AcsAuth,
     /// The sender address.
     pub sender: String,
     /// The recipients.
@@ -311,13 +356,40 @@ impl ReceiverConfig {
             ReceiverKind::AcsEmail {
                 endpoint,
                 access_key_env,
+                entra,
+                client_id,
                 sender,
                 to,
             } => {
                 need_recipients(to)?;
+                let credential_error = |e: azure_core::Error| {
+                    NotifyError::Config(format!("receiver {:?}: Entra credential: {e}", self.name))
+                };
+                let auth = match (access_key_env, entra) {
+                    (Some(var), None) => AcsAuth::Key(secret(var)?),
+                    (None, Some(EntraSource::ManagedIdentity)) => {
+                        let options = ManagedIdentityCredentialOptions {
+                            user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                            ..Default::default()
+                        };
+                        AcsAuth::Entra(
+                            ManagedIdentityCredential::new(Some(options))
+                                .map_err(credential_error)?,
+                        )
+                    }
+                    (None, Some(EntraSource::DeveloperTools)) => AcsAuth::Entra(
+                        DeveloperToolsCredential::new(None).map_err(credential_error)?,
+                    ),
+                    _ => {
+                        return Err(NotifyError::Config(format!(
+                            "receiver {:?}: set exactly one of access_key_env and entra",
+                            self.name
+                        )));
+                    }
+                };
                 Target::Acs(AcsTarget {
                     endpoint: endpoint.trim_end_matches('/').to_owned(),
-                    access_key: secret(access_key_env)?,
+                    auth,
                     sender: sender.clone(),
                     to: to.clone(),
                 })

@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::alert::{Alert, AlertState};
-use crate::config::{AcsTarget, SmtpTarget, SmtpTls};
+use crate::config::{AcsAuth, AcsTarget, SmtpTarget, SmtpTls};
 use crate::egress::{Delivery, Egress, backoff};
 use crate::error::NotifyError;
 use crate::text::{html_escape, keep_end, keep_start};
@@ -338,9 +338,14 @@ pub fn acs_sign(
     ))
 }
 
+/// The Entra scope for ACS.
+pub const ACS_SCOPE: &str = "https://communication.azure.com/.default";
+
 /// Sends the alert through ACS email. The `Operation-Id` header is the alert's idempotency key,
 /// so a retry (ours or the caller's, later) names the same operation and is not sent twice. A
 /// 202 answer is success; its `Operation-Location` (where to poll the outcome) is returned.
+/// With a key, every attempt is signed afresh (HMAC-SHA256); with Entra, one bearer token is
+/// fetched for the send.
 pub async fn send_acs(
     egress: &Egress,
     target: &AcsTarget,
@@ -353,24 +358,61 @@ pub async fn send_acs(
     );
     let url = url::Url::parse(&url_text)
         .map_err(|e| NotifyError::Config(format!("ACS endpoint: {e}")))?;
-    // Fail on a bad key before any request.
-    acs_sign(&target.access_key, "POST", &url, "probe", b"")?;
+    egress.allowlist().check(&url)?;
+    let auth = match &target.auth {
+        AcsAuth::Key(key) => {
+            // Fail on a bad key before any request.
+            acs_sign(key, "POST", &url, "probe", b"")?;
+            Ok(key.clone())
+        }
+        AcsAuth::Entra(credential) => {
+            let fetch = credential.get_token(&[ACS_SCOPE], None);
+            match tokio::time::timeout_at(deadline.instant(), fetch).await {
+                Ok(Ok(token)) => Err(Secret::new(token.token.secret().to_owned())),
+                Ok(Err(error)) => {
+                    use azure_core::error::ErrorKind;
+                    let transient = match error.kind() {
+                        ErrorKind::Io => true,
+                        ErrorKind::HttpResponse { status, .. } => {
+                            crate::error::is_retryable_status(u16::from(*status))
+                        }
+                        _ => false,
+                    };
+                    let message = format!("cannot get an Entra token for ACS: {error}");
+                    return Err(if transient {
+                        NotifyError::Transport(message)
+                    } else {
+                        NotifyError::Config(message)
+                    });
+                }
+                Err(_) => {
+                    return Err(NotifyError::Transport(
+                        "deadline reached while fetching an Entra token".into(),
+                    ));
+                }
+            }
+        }
+    };
     let body = bytes::Bytes::from(acs_body(target, &render(alert)));
     let operation_id = alert.idempotency_key();
-    let key = target.access_key.clone();
     let signed_url = url.clone();
     let build = move |request: reqwest::RequestBuilder| {
-        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         let request = request
             .header("content-type", "application/json")
             .header("operation-id", operation_id.as_str())
             .body(body.clone());
-        match acs_sign(&key, "POST", &signed_url, &date, &body) {
-            Ok((date, hash, authorization)) => request
-                .header("x-ms-date", date)
-                .header("x-ms-content-sha256", hash)
-                .header("authorization", authorization),
-            Err(_) => request,
+        match &auth {
+            Ok(key) => {
+                let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+                match acs_sign(key, "POST", &signed_url, &date, &body) {
+                    Ok((date, hash, authorization)) => request
+                        .header("x-ms-date", date)
+                        .header("x-ms-content-sha256", hash)
+                        .header("authorization", authorization),
+                    Err(_) => request,
+                }
+            }
+            Err(token) => request.bearer_auth(token.expose()),
         }
     };
     egress.post(&Secret::new(url_text), &build, deadline).await

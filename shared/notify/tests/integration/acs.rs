@@ -3,16 +3,23 @@
 //! is success.
 
 use base64::Engine as _;
-use notify::config::AcsTarget;
+use std::sync::Arc;
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use notify::config::{AcsAuth, AcsTarget};
 use notify::{NotifyError, Secret};
 
 use crate::support::{Receiver, deadline, local_egress, python_check, sample_alert};
 
 fn target(receiver: &Receiver, key: &str) -> AcsTarget {
+    target_with(receiver, AcsAuth::Key(Secret::new(key)))
+}
+
+fn target_with(receiver: &Receiver, auth: AcsAuth) -> AcsTarget {
     let origin = receiver.url.split("/workflows").next().unwrap().to_owned();
     AcsTarget {
         endpoint: origin,
-        access_key: Secret::new(key),
+        auth,
         sender: "DoNotReply@contoso.azurecomm.net".into(),
         to: vec!["oncall@contoso.com".into()],
     }
@@ -120,4 +127,44 @@ async fn unauthorized_is_final_and_a_bad_key_sends_nothing() {
     .unwrap_err();
     assert!(matches!(error, NotifyError::Config(_)));
     assert!(receiver.requests().is_empty());
+}
+
+/// An Entra credential that hands out a fixed token and checks the scope.
+#[derive(Debug)]
+struct StaticToken;
+
+#[async_trait::async_trait]
+impl TokenCredential for StaticToken {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        assert_eq!(scopes, ["https://communication.azure.com/.default"]);
+        Ok(AccessToken::new(
+            "entra-token-123",
+            time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(3600),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn entra_auth_sends_a_bearer_token() {
+    let receiver = Receiver::start(vec![]).await;
+    let target = target_with(&receiver, AcsAuth::Entra(Arc::new(StaticToken)));
+    assert!(!format!("{target:?}").contains("entra-token"));
+    let alert = sample_alert();
+    notify::email::send_acs(&local_egress(), &target, &alert, deadline())
+        .await
+        .unwrap();
+    let request = &receiver.requests()[0];
+    assert_eq!(
+        request.header("authorization"),
+        Some("Bearer entra-token-123")
+    );
+    assert_eq!(
+        request.header("operation-id"),
+        Some(alert.idempotency_key().as_str())
+    );
+    assert!(request.header("x-ms-content-sha256").is_none());
 }
