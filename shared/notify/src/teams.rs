@@ -84,6 +84,7 @@ impl Caps {
 
 /// Renders the Workflows payload for an alert, always within [`MAX_PAYLOAD_BYTES`].
 pub fn render(alert: &Alert) -> Vec<u8> {
+    let alert = &pre_trim(alert);
     let mut caps = Caps::START;
     loop {
         let bytes = serde_json::to_vec(&envelope(card(alert, caps))).unwrap_or_default();
@@ -101,6 +102,46 @@ pub fn render(alert: &Alert) -> Vec<u8> {
             .unwrap_or_default();
         }
     }
+}
+
+/// A copy of the alert with every text cut to a size no card could show, once, so the render
+/// loop (which redacts as it goes) never rescans megabytes.
+fn pre_trim(alert: &Alert) -> Alert {
+    const TEXT: usize = 16 * 1024;
+    let cut = |text: &str| keep_start(text, TEXT);
+    let cut_opt = |text: &Option<String>| text.as_deref().map(cut);
+    let mut trimmed = alert.clone();
+    let d = &mut trimmed.diagnosis;
+    d.summary = cut(&d.summary);
+    d.cause = cut(&d.cause);
+    d.hints.truncate(50);
+    d.hints = d.hints.iter().map(|h| cut(h)).collect();
+    let s = &mut d.subject;
+    for field in [
+        &mut s.account,
+        &mut s.job_id,
+        &mut s.task_id,
+        &mut s.pool_id,
+        &mut s.node_id,
+    ] {
+        *field = cut_opt(field);
+    }
+    if let Some(failure) = &mut d.failure {
+        failure.category = cut_opt(&failure.category);
+        failure.code = cut_opt(&failure.code);
+        failure.message = cut_opt(&failure.message);
+    }
+    trimmed.rule = cut_opt(&trimmed.rule);
+    trimmed.group.examples.truncate(50);
+    trimmed.group.examples = trimmed.group.examples.iter().map(|e| cut(e)).collect();
+    trimmed.links.logs.truncate(50);
+    trimmed.links.logs = trimmed.links.logs.iter().map(|l| cut(l)).collect();
+    trimmed.links.portal = cut_opt(&trimmed.links.portal);
+    trimmed.stderr_tail = trimmed
+        .stderr_tail
+        .as_deref()
+        .map(|t| keep_end(t, 4 * TEXT));
+    trimmed
 }
 
 /// The Workflows `message` envelope around a card.
@@ -254,4 +295,89 @@ pub async fn send(
             deadline,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Group, Links};
+
+    fn alert(size: usize, filler: &str) -> Alert {
+        let big = filler.repeat(size / filler.len().max(1) + 1);
+        let mut diagnosis = diagnosis::Diagnosis {
+            subject: diagnosis::Subject {
+                account: Some(big.clone()),
+                job_id: Some(big.clone()),
+                task_id: Some(big.clone()),
+                attempt: Some(3),
+                pool_id: Some(big.clone()),
+                node_id: Some(big.clone()),
+            },
+            class: diagnosis::FailureClass::parse("task.exit_code").unwrap(),
+            severity: diagnosis::Severity::Error,
+            summary: big.clone(),
+            cause: big.clone(),
+            hints: vec![big.clone(); 5],
+            exit_code: Some(-1_073_741_819),
+            exit_code_hex: Some("0xC0000005".into()),
+            exit_meaning: None,
+            failure: None,
+            impact: None,
+            logs: vec![],
+            fingerprint: "fp".into(),
+        };
+        diagnosis.failure = Some(diagnosis::Failure {
+            category: Some(big.clone()),
+            code: Some(big.clone()),
+            message: Some(big.clone()),
+            details: vec![],
+        });
+        Alert {
+            diagnosis,
+            group: Group {
+                key: "k".into(),
+                count: 5,
+                examples: vec![big.clone(); 20],
+            },
+            stderr_tail: Some(big.clone()),
+            links: Links::new(
+                [
+                    format!("https://x.blob.core.windows.net/{big}").as_str(),
+                    big.as_str(),
+                ],
+                Some(format!("https://portal.azure.com/#{big}")),
+            ),
+            rule: Some(big),
+            state: AlertState::Repeat,
+            sequence: 1,
+        }
+    }
+
+    #[test]
+    fn every_size_and_alphabet_fits_and_parses() {
+        for filler in ["a", "é", "😀", "\"", "\u{1}", "<&>", "a\\b\n"] {
+            for size in [0, 10, 1_000, 10_000, 100_000, 300_000] {
+                let payload = render(&alert(size, filler));
+                assert!(
+                    payload.len() <= MAX_PAYLOAD_BYTES,
+                    "{filler:?} × {size}: {} bytes",
+                    payload.len()
+                );
+                let value: Value = serde_json::from_slice(&payload).expect("valid JSON");
+                assert_eq!(value["attachments"][0]["content"]["version"], "1.4");
+            }
+        }
+    }
+
+    #[test]
+    fn small_alerts_are_not_truncated() {
+        let mut small = alert(100, "x");
+        small.group.examples.truncate(3);
+        let payload = render(&small);
+        assert!(
+            !String::from_utf8(payload)
+                .unwrap()
+                .contains(crate::text::CUT)
+        );
+    }
 }
