@@ -6,6 +6,7 @@ mod diagnose;
 mod emulator;
 mod notify;
 mod policy;
+mod preserve;
 mod render;
 
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ enum Command {
     /// would do with sample failures.
     #[command(after_help = policy::EXAMPLES)]
     Policy(policy::Args),
+
+    /// Copy the logs of a job's failed tasks (or one task) and its prep/release output into a
+    /// directory or a blob container, before the nodes that hold them go away.
+    #[command(after_help = preserve::EXAMPLES)]
+    Preserve(preserve::Args),
 }
 
 /// The async runtime for subcommands that do I/O; built only when one runs, so `diagnose` starts
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Emulator(args) => emulator::run(&args),
         Command::Notify(args) => notify::run(&args),
         Command::Policy(args) => policy::run(&args),
+        Command::Preserve(args) => preserve::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,333 @@
+//! `batch-triage preserve`: copies the logs of a job's failed tasks (or of one task) and the job's
+//! prep/release output into a local directory or a blob container, before the nodes go away.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use artifact_store::{ArtifactStore, BlobStore, LocalDirStore};
+use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, GetOptions, ListOptions};
+use batch_emulator::{WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use futures::TryStreamExt;
+use preserve::{FileOutcome, JobRef, PreserveOptions, PreserveReport};
+
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # The failed tasks of a job, and its prep/release output, into a directory:
+  batch-triage preserve --account-url https://acct.westeurope.batch.azure.com --job etl --to ./preserved
+  # One task, into a blob container (a SAS URL, a bare URL for Entra ID, or a connection string):
+  batch-triage preserve --job etl --task oom --to-blob 'https://st.blob.core.windows.net/logs?sv=…&sig=…'
+  # Against the local emulator (`batch-triage emulator --port 8089` in another terminal):
+  batch-triage preserve --account-url http://127.0.0.1:8089 --job etl --to ./preserved --output json
+
+Credentials: AZURE_BATCH_ENDPOINT (or --account-url), AZURE_BATCH_ACCOUNT and AZURE_BATCH_ACCESS_KEY
+(Shared Key); without a key, Entra ID (managed identity, AZURE_CLIENT_SECRET or your az login).
+On a loopback endpoint with no key, the emulator's well-known account is used.";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// One line per preserved folder and per problem.
+    Text,
+    /// One JSON array, one object per folder.
+    Json,
+}
+
+/// Arguments of `preserve`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "to_blob"])))]
+pub(crate) struct Args {
+    /// The Batch account URL; overrides AZURE_BATCH_ENDPOINT.
+    #[arg(long, value_name = "URL")]
+    account_url: Option<String>,
+
+    /// The job whose logs to keep.
+    #[arg(long, value_name = "JOB")]
+    job: String,
+
+    /// Only this task (any state but active); without it, every task whose result is failure.
+    #[arg(long, value_name = "TASK")]
+    task: Option<String>,
+
+    /// A local directory to copy into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    to: Option<std::path::PathBuf>,
+
+    /// A blob container: URL with a SAS, bare URL (Entra ID), or a storage connection string
+    /// with `;Container=NAME`.
+    #[arg(long, value_name = "CONTAINER_URL")]
+    to_blob: Option<String>,
+
+    /// Extra files under the task's `wd/` to keep (a glob; repeatable), e.g. `*.log`.
+    #[arg(long = "glob", value_name = "GLOB")]
+    globs: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+fn config(args: &Args) -> anyhow::Result<BatchConfig> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = args.account_url.clone().or_else(|| env("AZURE_BATCH_ENDPOINT")).context(
+        "no Batch account: pass --account-url URL or set AZURE_BATCH_ENDPOINT (and AZURE_BATCH_ACCOUNT, AZURE_BATCH_ACCESS_KEY)",
+    )?;
+    let loopback = url::Url::parse(&endpoint)
+        .ok()
+        .is_some_and(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")));
+    let emulator_default = loopback && env("AZURE_BATCH_ACCESS_KEY").is_none();
+    BatchConfig::from_env_vars(|name| match name {
+        "AZURE_BATCH_ENDPOINT" => Some(endpoint.clone()),
+        "AZURE_BATCH_ACCOUNT" if emulator_default => {
+            Some(env(name).unwrap_or_else(|| WELL_KNOWN_ACCOUNT_NAME.to_owned()))
+        }
+        "AZURE_BATCH_ACCESS_KEY" if emulator_default => Some(WELL_KNOWN_ACCOUNT_KEY.to_owned()),
+        _ => env(name),
+    })
+    .context("invalid Batch settings")
+}
+
+/// The account name used in the layout: AZURE_BATCH_ACCOUNT, else the first label of the host.
+fn account_name(config: &BatchConfig, args: &Args) -> String {
+    if let Some(account) = std::env::var("AZURE_BATCH_ACCOUNT")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return account.to_ascii_lowercase();
+    }
+    let endpoint = args
+        .account_url
+        .clone()
+        .or_else(|| std::env::var("AZURE_BATCH_ENDPOINT").ok());
+    let host = endpoint
+        .and_then(|e| url::Url::parse(&e).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    match host {
+        Some(h) if h.parse::<std::net::IpAddr>().is_err() && h != "localhost" => {
+            h.split('.').next().unwrap_or(&h).to_owned()
+        }
+        _ => match &config.auth {
+            batch_client::BatchAuth::SharedKey { account, .. } => account.clone(),
+            _ => "local".to_owned(),
+        },
+    }
+}
+
+async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn ArtifactStore>> {
+    if let Some(dir) = &args.to {
+        let store = LocalDirStore::new(dir).with_context(|| format!("--to {}", dir.display()))?;
+        return Ok(Arc::new(store));
+    }
+    let spec = args
+        .to_blob
+        .as_deref()
+        .context("--to or --to-blob is required")?;
+    let store = BlobStore::from_spec(spec).context("--to-blob")?;
+    // Best effort: a SAS limited to one container cannot create it, and need not.
+    let _ = store.create_container_if_missing().await;
+    Ok(Arc::new(store))
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let config = config(args)?;
+    let account = account_name(&config, args);
+    let client = BatchClient::new(config).context("invalid Batch settings")?;
+    let options = PreserveOptions {
+        extra_globs: args.globs.clone(),
+        ..Default::default()
+    };
+    let reports = crate::runtime()?.block_on(async {
+        let store = open_store(args).await?;
+        preserve_job(&client, &*store, &account, args, &options).await
+    })?;
+    let incomplete = reports.iter().filter(|(_, r)| !r.complete).count();
+    match args.output {
+        Output::Json => {
+            let json: Vec<_> = reports
+                .iter()
+                .map(|(what, r)| report_json(what, r))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Output::Text => {
+            if reports.is_empty() {
+                println!(
+                    "Nothing to preserve: job {} has no failed task and no prep/release output.",
+                    args.job
+                );
+            }
+            for (what, report) in &reports {
+                print_text(what, report);
+            }
+        }
+    }
+    if incomplete > 0 {
+        eprintln!(
+            "batch-triage: {incomplete} folder(s) incomplete (a transient failure); run the same command again to finish them"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn preserve_job(
+    client: &BatchClient,
+    store: &dyn ArtifactStore,
+    account: &str,
+    args: &Args,
+    options: &PreserveOptions,
+) -> anyhow::Result<Vec<(String, PreserveReport)>> {
+    let deadline = Deadline::after(Duration::from_secs(3600));
+    let job = client
+        .get_job(&args.job, &GetOptions::default(), deadline)
+        .await
+        .with_context(|| format!("cannot read job {:?}", args.job))?;
+    let tasks = match &args.task {
+        Some(task) => vec![
+            client
+                .get_task(&args.job, task, &GetOptions::default(), deadline)
+                .await
+                .with_context(|| format!("cannot read task {task:?} of job {:?}", args.job))?,
+        ],
+        None => {
+            let list = ListOptions {
+                filter: Some("executionInfo/result eq 'failure'".to_owned()),
+                select: Some(
+                    "id,url,eTag,state,commandLine,constraints,exitConditions,executionInfo,nodeInfo"
+                        .to_owned(),
+                ),
+                ..Default::default()
+            };
+            batch_client::items(client.list_tasks(&args.job, &list, deadline))
+                .try_collect()
+                .await
+                .with_context(|| format!("cannot list the failed tasks of job {:?}", args.job))?
+        }
+    };
+    let evidence = diagnosis::diagnose::Evidence {
+        account: Some(account),
+        job: Some(&job),
+        job_id: Some(&args.job),
+        ..Default::default()
+    };
+    let mut reports = Vec::new();
+    for task in &tasks {
+        let diagnosis = diagnosis::diagnose_task(task, &evidence);
+        let what = format!("task {}", task.id.as_deref().unwrap_or("?"));
+        let report = preserve::preserve_task(client, store, &diagnosis, options, deadline)
+            .await
+            .with_context(|| format!("preserving {what}"))?;
+        reports.push((what, report));
+    }
+    let statuses: Vec<_> = batch_client::items(client.list_prep_release_status(
+        &args.job,
+        &ListOptions::default(),
+        deadline,
+    ))
+    .try_collect()
+    .await
+    .with_context(|| format!("cannot list the prep/release status of job {:?}", args.job))?;
+    let job_ref = JobRef {
+        account,
+        job_id: &args.job,
+    };
+    for status in &statuses {
+        let diagnosis = diagnosis::diagnose_prep_release(status, &evidence);
+        let node = status.node_id.as_deref().unwrap_or("?");
+        for report in preserve::preserve_prep_release(
+            client,
+            store,
+            job_ref,
+            status,
+            diagnosis.as_ref(),
+            options,
+            deadline,
+        )
+        .await
+        .with_context(|| format!("preserving prep/release output of node {node}"))?
+        {
+            let kind = if report.prefix.contains("/_jobrelease/") {
+                "job release"
+            } else {
+                "job prep"
+            };
+            reports.push((format!("{kind} on {node}"), report));
+        }
+    }
+    Ok(reports)
+}
+
+fn print_text(what: &str, report: &PreserveReport) {
+    let copied = report
+        .files
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.outcome,
+                FileOutcome::Copied { .. } | FileOutcome::AlreadyCopied { .. }
+            )
+        })
+        .count();
+    let state = if report.already_preserved {
+        "already preserved"
+    } else if report.complete {
+        "preserved"
+    } else {
+        "INCOMPLETE"
+    };
+    let location = report.link.as_deref().unwrap_or(&report.prefix);
+    println!("{what}: {state}, {copied} file(s) → {location}");
+    for file in &report.files {
+        match &file.outcome {
+            FileOutcome::Missing { code } => println!("  missing {}: {code}", file.source),
+            FileOutcome::Skipped { bytes, reason } => {
+                println!("  skipped {} ({bytes} bytes, {reason})", file.source)
+            }
+            FileOutcome::Failed { error } => println!("  failed {}: {error}", file.source),
+            _ => {}
+        }
+    }
+}
+
+fn report_json(what: &str, report: &PreserveReport) -> serde_json::Value {
+    let files: Vec<_> = report
+        .files
+        .iter()
+        .map(|f| {
+            let mut v = serde_json::json!({"name": f.name, "source": f.source});
+            let (outcome, extra) = match &f.outcome {
+                FileOutcome::Copied { bytes, sha256 } => (
+                    "copied",
+                    serde_json::json!({"bytes": bytes, "sha256": sha256}),
+                ),
+                FileOutcome::AlreadyCopied { bytes, sha256 } => (
+                    "alreadyCopied",
+                    serde_json::json!({"bytes": bytes, "sha256": sha256}),
+                ),
+                FileOutcome::Missing { code } => ("missing", serde_json::json!({"code": code})),
+                FileOutcome::Skipped { bytes, reason } => (
+                    "skipped",
+                    serde_json::json!({"bytes": bytes, "reason": reason}),
+                ),
+                FileOutcome::Failed { error } => ("failed", serde_json::json!({"error": error})),
+                _ => ("other", serde_json::json!({})),
+            };
+            v["outcome"] = outcome.into();
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "what": what,
+        "prefix": report.prefix,
+        "link": report.link,
+        "complete": report.complete,
+        "alreadyPreserved": report.already_preserved,
+        "bytesCopied": report.bytes_copied,
+        "files": files,
+        "stderrTail": report.stderr_tail,
+    })
+}
