@@ -1,7 +1,8 @@
 //! Safe egress: the host [`Allowlist`], the HTTP client that never follows redirects and never
 //! connects to private addresses it was not told about, and the retry loop every HTTP channel
-//! shares ([`Egress::post`]).
+//! shares (`Egress::post`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -220,6 +221,8 @@ pub struct Egress {
     client: reqwest::Client,
     allowlist: Arc<Allowlist>,
     policy: RetryPolicy,
+    /// Per host, the earliest instant the next paced request may start.
+    pacing: Arc<tokio::sync::Mutex<HashMap<String, tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Egress {
@@ -248,6 +251,7 @@ impl Egress {
             client,
             allowlist,
             policy,
+            pacing: Arc::default(),
         })
     }
 
@@ -261,9 +265,23 @@ impl Egress {
         self.policy
     }
 
+    /// Waits until at least `interval` has passed since the previous paced request to `host`
+    /// (from any clone of this `Egress`), so bursts stay under a receiver's rate limit (Teams:
+    /// 4 requests per second) instead of being throttled. Never waits past the deadline.
+    pub(crate) async fn pace(&self, host: &str, interval: Duration, deadline: Deadline) {
+        let start = {
+            let mut pacing = self.pacing.lock().await;
+            let now = tokio::time::Instant::now();
+            let start = pacing.get(host).copied().unwrap_or(now).max(now);
+            pacing.insert(host.to_owned(), start + interval);
+            start
+        };
+        tokio::time::sleep_until(start.min(deadline.instant())).await;
+    }
+
     /// POSTs to a secret URL with retries. `build` makes each attempt's request from a fresh
-    /// builder (so per-attempt headers such as dates and signatures are recomputed); `accept`
-    /// may reject a 2xx whose body says the post failed (legacy Teams answers 200 with an error).
+    /// builder (so per-attempt headers such as dates and signatures are recomputed). A 2xx whose body says
+    /// "HTTP error 429" (legacy Teams connectors) counts as throttled.
     pub(crate) async fn post(
         &self,
         url: &Secret,

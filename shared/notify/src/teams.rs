@@ -26,6 +26,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 28_000;
 /// Picks one cap out of [`Caps`].
 type Field = fn(&mut Caps) -> &mut usize;
 
+/// The spacing between posts to one Teams host: Teams throttles more than 4 requests a second.
+pub const TEAMS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Per-field caps in bytes; shrunk in order until the payload fits.
 #[derive(Debug, Clone, Copy)]
 struct Caps {
@@ -271,7 +274,8 @@ fn card(alert: &Alert, caps: Caps) -> Value {
     card
 }
 
-/// Posts the alert's card to a Workflows trigger URL, retrying throttling (429, honouring
+/// Posts the alert's card to a Workflows trigger URL, paced to at most 4 posts a second per
+/// host (across clones of `egress`), retrying throttling (429, honouring
 /// `Retry-After`), server errors and connection failures within `deadline`.
 ///
 /// Note: a Workflows trigger answers 202 as soon as the flow starts, even if posting to the
@@ -284,6 +288,11 @@ pub async fn send(
 ) -> Result<Delivery, NotifyError> {
     let payload = bytes::Bytes::from(render(alert));
     tracing::debug!(bytes = payload.len(), "teams payload rendered");
+    let host = crate::egress::parse_url(url)?
+        .host_str()
+        .unwrap_or_default()
+        .to_owned();
+    egress.pace(&host, TEAMS_INTERVAL, deadline).await;
     egress
         .post(
             url,

@@ -207,3 +207,20 @@ async fn redirects_are_not_followed() {
         "the redirect target was never contacted"
     );
 }
+
+#[tokio::test]
+async fn posts_to_one_host_are_paced_under_four_per_second() {
+    let receiver = Receiver::start(vec![]).await;
+    let egress = local_egress();
+    let url = Secret::new(receiver.url.clone());
+    let alert = sample_alert();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        notify::teams::send(&egress.clone(), &url, &alert, deadline())
+            .await
+            .unwrap();
+    }
+    assert_eq!(receiver.requests().len(), 5);
+    // Five paced posts need at least four intervals (a lower bound, not a speed assertion).
+    assert!(started.elapsed() >= notify::teams::TEAMS_INTERVAL * 4);
+}
