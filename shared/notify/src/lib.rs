@@ -4,9 +4,11 @@
 //! **Architecture invariants:**
 //! - Rendering is pure: [`teams::render`], [`email::render`] and [`webhook::body`] take an
 //!   [`Alert`] and return bytes or text; only the `send` functions do I/O.
-//! - Every outbound URL passes an [`Allowlist`] before any connection: exact hosts or `*.suffix`
-//!   patterns, redirects are never followed, and private, link-local and loopback addresses are
-//!   refused unless explicitly allowed.
+//! - Every outbound HTTP URL (Teams, webhook, ACS) passes an [`Allowlist`] before any
+//!   connection: exact hosts or `*.suffix` patterns, redirects are never followed, and private,
+//!   link-local and loopback addresses are refused unless explicitly allowed. The SMTP server is
+//!   not checked against it: it comes from the policy file, not from a secret URL, and plain
+//!   (non-TLS) SMTP is only allowed to loopback.
 //! - Webhook URLs, keys and passwords are [`Secret`]s: they never appear in `Debug` output,
 //!   errors, logs or rendered messages.
 //!
