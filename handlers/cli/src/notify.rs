@@ -155,3 +155,49 @@ fn sample_alert() -> anyhow::Result<Alert> {
         diagnosis,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(policy: PathBuf, receiver: &str) -> Args {
+        Args {
+            receiver: receiver.into(),
+            policy,
+            allow_hosts: vec![],
+            allow_loopback: false,
+            timeout: 5,
+        }
+    }
+
+    #[test]
+    fn the_sample_alert_renders_on_every_channel() {
+        let alert = sample_alert().unwrap();
+        assert_eq!(alert.diagnosis.class.as_str(), "task.exit_code");
+        assert!(notify::teams::render(&alert).len() <= notify::teams::MAX_PAYLOAD_BYTES);
+        let email = notify::email::render(&alert);
+        assert!(
+            email.subject.contains("job genomics-nightly (12 tasks)"),
+            "{}",
+            email.subject
+        );
+    }
+
+    #[test]
+    fn unknown_receivers_and_missing_secrets_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[[receivers]]\nname = \"ops\"\nkind = \"teams\"\nurl_env = \"BATCH_TRIAGE_TEST_UNSET_URL\"\n",
+        )
+        .unwrap();
+        let error = run(&args(policy.clone(), "nope")).unwrap_err().to_string();
+        assert!(
+            error.contains("no receiver \"nope\"") && error.contains("ops"),
+            "{error}"
+        );
+        let error = run(&args(policy, "ops")).unwrap_err().to_string();
+        assert!(error.contains("BATCH_TRIAGE_TEST_UNSET_URL"), "{error}");
+    }
+}
