@@ -614,3 +614,44 @@ async fn thresholds_use_fresh_task_counts() {
         Some("/jobs/etl/terminate")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_instances_share_one_budget() {
+    let run = start().await;
+    let (dir, _) = store();
+    let p = policy(
+        "enabled = true\ndry_run = false\nmax_per_hour = 2",
+        r#"{ kind = "terminate" }"#,
+    );
+    // Four instances, each acting on a different job at the same time: two fit in the budget.
+    let handles: Vec<JobActions> = (0..4)
+        .map(|_| {
+            let store: Arc<dyn ArtifactStore> = Arc::new(LocalDirStore::new(dir.path()).unwrap());
+            JobActions::new(store, run.client.clone(), Duration::from_secs(30))
+        })
+        .collect();
+    let diagnoses: Vec<Diagnosis> = JOBS.iter().map(|job| diagnosis(job)).collect();
+    let records = futures::future::join_all(
+        handles
+            .iter()
+            .zip(&diagnoses)
+            .map(|(h, d)| act(h, &p, d, None, T0)),
+    )
+    .await;
+    let applied = records
+        .iter()
+        .filter(|r| r.decision == AuditDecision::Applied)
+        .count();
+    let skipped: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.decision == AuditDecision::Skipped)
+        .collect();
+    assert_eq!(applied, 2, "{records:#?}");
+    assert_eq!(skipped.len(), 2);
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.reason == "hourly action budget exhausted (2 per hour)")
+    );
+    assert_eq!(posts(&run.emulator).len(), 2);
+}
