@@ -7,6 +7,8 @@
 //! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
 //!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
 //! - [`audit`]: a record in the store of every job action taken or skipped, and why.
+//! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
+//!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
 //!
 //! Time is always an argument (`now`), so tests inject it.
 #![deny(missing_docs)]
@@ -14,6 +16,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod triage;
 
 /// A short, key-safe digest of a string (first 32 hex digits of its SHA-256), used to name store
 /// objects after values that may contain any character.

@@ -1,0 +1,762 @@
+//! The pipeline (DESIGN §3): a trigger payload becomes subjects; each subject is re-read from the
+//! configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
+//! planned with the policy, and executed: logs preserved, alerts grouped and delivered, job
+//! actions applied. Every effect is idempotent (see the modules it calls), so a duplicate or
+//! redelivered payload changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_store::ArtifactStore;
+use batch_client::{BatchApi, BatchError, Deadline, GetOptions, ListOptions, items};
+use diagnosis::payload::{PayloadError, read_slice};
+use diagnosis::policy::{Plan, PlanContext, Policy, plan};
+use diagnosis::wire::{BatchJob, BatchTask, PrepReleaseStatus, TaskState};
+use diagnosis::{
+    Diagnosis, Evidence, FailureClass, Item, diagnose_job, diagnose_prep_release, diagnose_task,
+    prep_failed_nodes,
+};
+use futures::TryStreamExt;
+use notify::{Alert, AlertState, Egress, Group, Links, Outbox, Receiver};
+use preserve::{JobRef, PreserveOptions, preserve_prep_release, preserve_task};
+use time::OffsetDateTime;
+
+use crate::actions::{ActionRequest, JobActions};
+use crate::grouping::{AlertToSend, GroupStore};
+
+/// What the pipeline needs besides its collaborators.
+#[derive(Debug, Clone)]
+pub struct TriageConfig {
+    /// The configured Batch account's name (lower case). Payloads naming another account are
+    /// refused: nothing is fetched for them.
+    pub account: String,
+    /// How logs are copied.
+    pub preserve: PreserveOptions,
+    /// The longest any single Batch call of a job action may take.
+    pub action_call_timeout: Duration,
+}
+
+/// One pipeline over one account, built once per process and shared by invocations.
+pub struct Triage {
+    config: TriageConfig,
+    batch: Arc<dyn BatchApi>,
+    store: Arc<dyn ArtifactStore>,
+    policy: Arc<Policy>,
+    receivers: BTreeMap<String, Receiver>,
+    egress: Egress,
+    groups: GroupStore,
+    actions: JobActions,
+    outbox: Outbox,
+}
+
+impl std::fmt::Debug for Triage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Receivers hold secrets; only their names are shown.
+        f.debug_struct("Triage")
+            .field("account", &self.config.account)
+            .field("store", &self.store)
+            .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Diagnosed, and the planned effects ran (or were already done).
+    Done,
+    /// Not processed on purpose (a pool event, a task that no longer exists).
+    Skipped(String),
+    /// Refused: the payload named an account or URL that is not configured.
+    Refused(String),
+    /// Failed; `retryable` says whether running the payload again may succeed.
+    Failed {
+        /// What went wrong (no secrets).
+        reason: String,
+        /// Whether a retry may succeed (throttling, a network error, a store race).
+        retryable: bool,
+    },
+}
+
+/// The report of one subject.
+#[derive(Debug, Clone)]
+pub struct SubjectReport {
+    /// `account/job[/task]` or `account/job/_jobprep/node`.
+    pub subject: String,
+    /// The diagnosis's class, when it got that far.
+    pub class: Option<FailureClass>,
+    /// Where the logs went (a store link or key prefix).
+    pub preserved: Vec<String>,
+    /// True when every preserved folder was already complete: a duplicate.
+    pub already_preserved: bool,
+    /// Receivers an alert was delivered to now.
+    pub notified: Vec<String>,
+    /// Receivers whose alert failed and went to the outbox.
+    pub outboxed: Vec<String>,
+    /// Alerts waiting for their group (`group_wait`); the sweep sends them.
+    pub waiting: usize,
+    /// The job action decision, when a rule asked for one.
+    pub action: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+impl SubjectReport {
+    fn new(subject: String) -> Self {
+        Self {
+            subject,
+            class: None,
+            preserved: Vec::new(),
+            already_preserved: false,
+            notified: Vec::new(),
+            outboxed: Vec::new(),
+            waiting: 0,
+            action: None,
+            outcome: Outcome::Done,
+        }
+    }
+}
+
+/// The report of one payload.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// One entry per distinct subject, in payload order.
+    pub subjects: Vec<SubjectReport>,
+    /// Items that are about nothing to triage (pool events, file entries, error bodies).
+    pub ignored_items: usize,
+}
+
+impl RunReport {
+    /// Whether the platform should deliver the payload again: some subject failed in a way a
+    /// retry may fix. Everything already done is idempotent, so a retry repeats nothing.
+    pub fn should_retry(&self) -> bool {
+        self.subjects.iter().any(|s| {
+            matches!(
+                s.outcome,
+                Outcome::Failed {
+                    retryable: true,
+                    ..
+                }
+            )
+        })
+    }
+}
+
+/// A payload that cannot be triaged at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TriageError {
+    /// The payload is not readable: a poison message, to log and acknowledge, never to retry.
+    #[error("unreadable payload: {0}")]
+    Payload(#[from] PayloadError),
+}
+
+/// What a payload item asks the pipeline to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Target {
+    Task { job: String, task: String },
+    Job { job: String },
+}
+
+impl Triage {
+    /// A pipeline over `batch` (the configured account), `store` (logs and state) and `policy`.
+    /// `receivers` are the policy's receivers resolved with their secrets.
+    pub fn new(
+        config: TriageConfig,
+        batch: Arc<dyn BatchApi>,
+        store: Arc<dyn ArtifactStore>,
+        policy: Arc<Policy>,
+        receivers: BTreeMap<String, Receiver>,
+        egress: Egress,
+    ) -> Self {
+        let actions = JobActions::new(store.clone(), batch.clone(), config.action_call_timeout);
+        Self {
+            groups: GroupStore::new(store.clone()),
+            outbox: Outbox::new(store.clone()),
+            config: TriageConfig {
+                account: config.account.to_ascii_lowercase(),
+                ..config
+            },
+            batch,
+            store,
+            policy,
+            receivers,
+            egress,
+            actions,
+        }
+    }
+
+    /// Triages one trigger payload (an Event Hubs body, an Event Grid event, a CloudEvent, REST
+    /// JSON). Distinct subjects are processed once each.
+    pub async fn handle_payload(
+        &self,
+        payload: &[u8],
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<RunReport, TriageError> {
+        let mut targets: Vec<Result<Target, (String, Outcome)>> = Vec::new();
+        let mut ignored = 0;
+        read_slice(payload, &mut |item| match self.target_of(&item) {
+            Some(target) => targets.push(target),
+            None => ignored += 1,
+        })?;
+        let mut report = RunReport {
+            ignored_items: ignored,
+            ..RunReport::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut jobs = JobCache::default();
+        for target in targets {
+            match target {
+                Err((subject, outcome)) => {
+                    let mut refused = SubjectReport::new(subject);
+                    refused.outcome = outcome;
+                    report.subjects.push(refused);
+                }
+                Ok(target) if seen.insert(target.clone()) => {
+                    let subjects = self.process(&target, &mut jobs, now, deadline).await;
+                    report.subjects.extend(subjects);
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Diagnoses a job or task on demand, with no effects (the HTTP `Diagnose` function).
+    pub async fn diagnose(
+        &self,
+        job_id: &str,
+        task_id: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Vec<Diagnosis>, BatchError> {
+        let mut jobs = JobCache::default();
+        let job = jobs.get(self.batch.as_ref(), job_id, deadline).await?;
+        let statuses = self.prep_statuses(job_id, deadline).await?;
+        let failed_nodes = prep_failed_nodes(&statuses);
+        let evidence = Evidence {
+            account: Some(&self.config.account),
+            job: job.as_ref(),
+            job_id: Some(job_id),
+            prep_failed_nodes: &failed_nodes,
+            ..Evidence::default()
+        };
+        match task_id {
+            Some(task_id) => {
+                let task = self
+                    .batch
+                    .get_task(job_id, task_id, &GetOptions::default(), deadline)
+                    .await?;
+                Ok(vec![diagnose_task(&task, &evidence)])
+            }
+            None => {
+                let mut out: Vec<Diagnosis> =
+                    job.iter().map(|j| diagnose_job(j, &evidence)).collect();
+                out.extend(
+                    statuses
+                        .iter()
+                        .filter_map(|s| diagnose_prep_release(s, &evidence)),
+                );
+                Ok(out)
+            }
+        }
+    }
+
+    /// Sends the alerts whose group has waited long enough (`group_wait`): the timer's job.
+    pub async fn flush_due(
+        &self,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, crate::grouping::GroupError> {
+        let due = self.groups.due(now).await?;
+        let mut report = SubjectReport::new("due alerts".to_owned());
+        for alert in due {
+            self.deliver(&alert, None, &[], &mut report, deadline).await;
+        }
+        Ok(report.notified)
+    }
+
+    /// Maps an item to what to look at, refusing other accounts. `None` for items that are
+    /// about nothing to triage.
+    fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {
+        let (account, target) = match item {
+            Item::Task(task) => {
+                let url = task.url.as_deref();
+                let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
+                (
+                    url.and_then(diagnosis::wire::account_from_url),
+                    Target::Task {
+                        job,
+                        task: task.id.clone()?,
+                    },
+                )
+            }
+            Item::TaskEvent { body, account, .. } => (
+                account.clone(),
+                Target::Task {
+                    job: body.job_id.clone()?,
+                    task: body.id.clone()?,
+                },
+            ),
+            Item::TaskReference(reference) => {
+                if let Some(url) = &reference.account_url
+                    && let Err(error) = self.batch.check_url(url)
+                {
+                    // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+                    let shown = diagnosis::redact::strip_query(url);
+                    return Some(Err((
+                        format!("{shown}/{}", reference.job_id),
+                        Outcome::Refused(error.to_string()),
+                    )));
+                }
+                let target = match &reference.task_id {
+                    Some(task) => Target::Task {
+                        job: reference.job_id.clone(),
+                        task: task.clone(),
+                    },
+                    None => Target::Job {
+                        job: reference.job_id.clone(),
+                    },
+                };
+                (None, target)
+            }
+            Item::SpecialTaskEvent { body, account } => (
+                account.clone(),
+                Target::Job {
+                    job: body.job_id.clone()?,
+                },
+            ),
+            Item::Job(job) => (
+                job.url
+                    .as_deref()
+                    .and_then(diagnosis::wire::account_from_url),
+                Target::Job {
+                    job: job.id.clone()?,
+                },
+            ),
+            Item::PrepReleaseStatus(_)
+            | Item::File(_)
+            | Item::TaskCounts(_)
+            | Item::Error(_)
+            | Item::Skipped { .. } => return None,
+        };
+        match account {
+            Some(account) if !account.eq_ignore_ascii_case(&self.config.account) => Some(Err((
+                format!("{account}/{}", target_label(&target)),
+                Outcome::Refused(format!(
+                    "account {account:?} is not the configured account; nothing was fetched"
+                )),
+            ))),
+            _ => Some(Ok(target)),
+        }
+    }
+
+    async fn process(
+        &self,
+        target: &Target,
+        jobs: &mut JobCache,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Vec<SubjectReport> {
+        let label = format!("{}/{}", self.config.account, target_label(target));
+        let result = match target {
+            Target::Task { job, task } => self
+                .process_task(job, task, jobs, now, deadline)
+                .await
+                .map(|r| vec![r]),
+            Target::Job { job } => self.process_job(job, jobs, now, deadline).await,
+        };
+        result.unwrap_or_else(|outcome| {
+            let mut report = SubjectReport::new(label);
+            report.outcome = outcome;
+            vec![report]
+        })
+    }
+
+    async fn process_task(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        jobs: &mut JobCache,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<SubjectReport, Outcome> {
+        let task: BatchTask = match self
+            .batch
+            .get_task(job_id, task_id, &GetOptions::default(), deadline)
+            .await
+        {
+            Ok(task) => task,
+            Err(error) if error.is_not_found() => {
+                return Err(Outcome::Skipped(format!(
+                    "task {job_id}/{task_id} no longer exists"
+                )));
+            }
+            Err(error) => return Err(batch_failure(&error)),
+        };
+        let job = jobs
+            .get(self.batch.as_ref(), job_id, deadline)
+            .await
+            .map_err(|e| batch_failure(&e))?;
+        let waiting = matches!(task.state, Some(TaskState::Active | TaskState::Preparing));
+        let statuses = if waiting {
+            self.prep_statuses(job_id, deadline)
+                .await
+                .map_err(|e| batch_failure(&e))?
+        } else {
+            Vec::new()
+        };
+        let failed_nodes = prep_failed_nodes(&statuses);
+        let evidence = Evidence {
+            account: Some(&self.config.account),
+            job: job.as_ref(),
+            job_id: Some(job_id),
+            prep_failed_nodes: &failed_nodes,
+            ..Evidence::default()
+        };
+        let first = diagnose_task(&task, &evidence);
+        let mut report = SubjectReport::new(format!("{}/{job_id}/{task_id}", self.config.account));
+        report.class = Some(first.class);
+        if !first.class.is_failure() {
+            return Ok(report);
+        }
+        // Preserve first: the stderr tail sharpens the hints, the fingerprint and stderr rules.
+        let first_plan = plan(&first, &self.policy, now, &PlanContext::default());
+        let mut tail = None;
+        if first_plan.preserve_logs {
+            let options = PreserveOptions {
+                extra_globs: first_plan.preserve.iter().map(|g| g.glob.clone()).collect(),
+                ..self.config.preserve.clone()
+            };
+            match preserve_task(
+                self.batch.as_ref(),
+                self.store.as_ref(),
+                &first,
+                &options,
+                deadline,
+            )
+            .await
+            {
+                Ok(preserved) => {
+                    report.already_preserved = preserved.already_preserved;
+                    report
+                        .preserved
+                        .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
+                    tail = preserved.stderr_tail;
+                }
+                Err(error) => {
+                    report.outcome = Outcome::Failed {
+                        reason: format!("preserving logs: {error}"),
+                        retryable: true,
+                    };
+                }
+            }
+        }
+        let diagnosis = match &tail {
+            Some(tail) => {
+                let mut sharper = diagnose_task(
+                    &task,
+                    &Evidence {
+                        stderr_tail: Some(tail),
+                        ..evidence
+                    },
+                );
+                // The tail exists only in the run that copied the logs; a redelivery finds them
+                // already preserved and has none. Grouping must see the same fingerprint on every
+                // delivery, so it is the one computed without the tail; the tail still sharpens
+                // the hints and the alert.
+                sharper.fingerprint = first.fingerprint.clone();
+                sharper
+            }
+            None => first,
+        };
+        let plan = plan(
+            &diagnosis,
+            &self.policy,
+            now,
+            &PlanContext {
+                stderr_tail: tail.as_deref(),
+                ..PlanContext::default()
+            },
+        );
+        self.effects(
+            &diagnosis,
+            &plan,
+            tail.as_deref(),
+            &report.preserved.clone(),
+            now,
+            deadline,
+            &mut report,
+        )
+        .await;
+        Ok(report)
+    }
+
+    async fn process_job(
+        &self,
+        job_id: &str,
+        jobs: &mut JobCache,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<Vec<SubjectReport>, Outcome> {
+        let Some(job) = jobs
+            .get(self.batch.as_ref(), job_id, deadline)
+            .await
+            .map_err(|e| batch_failure(&e))?
+        else {
+            return Err(Outcome::Skipped(format!("job {job_id} no longer exists")));
+        };
+        let statuses = self
+            .prep_statuses(job_id, deadline)
+            .await
+            .map_err(|e| batch_failure(&e))?;
+        let failed_nodes = prep_failed_nodes(&statuses);
+        let counts = self
+            .batch
+            .get_task_counts(job_id, deadline)
+            .await
+            .ok()
+            .map(|c| c.task_counts);
+        let evidence = Evidence {
+            account: Some(&self.config.account),
+            job: Some(&job),
+            job_id: Some(job_id),
+            prep_failed_nodes: &failed_nodes,
+            task_counts: counts,
+            ..Evidence::default()
+        };
+        let mut reports = Vec::new();
+        let diagnosis = diagnose_job(&job, &evidence);
+        let mut report = SubjectReport::new(format!("{}/{job_id}", self.config.account));
+        report.class = Some(diagnosis.class);
+        if diagnosis.class.is_failure() {
+            let plan = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+            self.effects(&diagnosis, &plan, None, &[], now, deadline, &mut report)
+                .await;
+        }
+        reports.push(report);
+        for status in &statuses {
+            let Some(node_diagnosis) = diagnose_prep_release(status, &evidence) else {
+                continue;
+            };
+            let node = status.node_id.clone().unwrap_or_default();
+            let mut report =
+                SubjectReport::new(format!("{}/{job_id}/_jobprep/{node}", self.config.account));
+            report.class = Some(node_diagnosis.class);
+            let plan = plan(&node_diagnosis, &self.policy, now, &PlanContext::default());
+            if plan.preserve_logs {
+                let job_ref = JobRef {
+                    account: &self.config.account,
+                    job_id,
+                };
+                match preserve_prep_release(
+                    self.batch.as_ref(),
+                    self.store.as_ref(),
+                    job_ref,
+                    status,
+                    Some(&node_diagnosis),
+                    &self.config.preserve,
+                    deadline,
+                )
+                .await
+                {
+                    Ok(preserved) => {
+                        report.already_preserved =
+                            !preserved.is_empty() && preserved.iter().all(|p| p.already_preserved);
+                        report.preserved.extend(
+                            preserved
+                                .iter()
+                                .map(|p| p.link.clone().unwrap_or(p.prefix.clone())),
+                        );
+                    }
+                    Err(error) => {
+                        report.outcome = Outcome::Failed {
+                            reason: format!("preserving prep/release logs: {error}"),
+                            retryable: true,
+                        }
+                    }
+                }
+            }
+            let links = report.preserved.clone();
+            self.effects(
+                &node_diagnosis,
+                &plan,
+                None,
+                &links,
+                now,
+                deadline,
+                &mut report,
+            )
+            .await;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    async fn prep_statuses(
+        &self,
+        job_id: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<PrepReleaseStatus>, BatchError> {
+        items(
+            self.batch
+                .list_prep_release_status(job_id, &ListOptions::default(), deadline),
+        )
+        .try_collect()
+        .await
+    }
+
+    /// Grouping, delivery and job actions for one diagnosis. Failures are recorded in `report`
+    /// rather than stopping the others: one failing receiver must not hide the action.
+    #[allow(clippy::too_many_arguments)]
+    async fn effects(
+        &self,
+        diagnosis: &Diagnosis,
+        plan: &Plan,
+        tail: Option<&str>,
+        links: &[String],
+        now: OffsetDateTime,
+        deadline: Deadline,
+        report: &mut SubjectReport,
+    ) {
+        match self.groups.record(diagnosis, plan, now).await {
+            Ok(outcome) => {
+                report.waiting += outcome.waiting.len();
+                for alert in &outcome.send {
+                    self.deliver(alert, tail, links, report, deadline).await;
+                }
+            }
+            Err(error) => {
+                report.outcome = Outcome::Failed {
+                    reason: format!("alert grouping: {error}"),
+                    retryable: true,
+                };
+            }
+        }
+        if let Some(action) = &plan.action {
+            let request = ActionRequest {
+                diagnosis,
+                policy: &self.policy,
+                plan: action,
+                failed_with_class: None,
+            };
+            match self.actions.execute(request, now).await {
+                Ok(record) => {
+                    report.action = Some(format!("{:?}: {}", record.decision, record.reason))
+                }
+                Err(error) => {
+                    report.outcome = Outcome::Failed {
+                        reason: format!("job action: {error}"),
+                        retryable: true,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        to_send: &AlertToSend,
+        tail: Option<&str>,
+        links: &[String],
+        report: &mut SubjectReport,
+        deadline: Deadline,
+    ) {
+        let Some(receiver) = self.receivers.get(&to_send.receiver) else {
+            tracing::warn!(receiver = %to_send.receiver, "alert for a receiver that is not configured; kept in the outbox");
+            return;
+        };
+        let n = &to_send.notification;
+        let alert = Alert {
+            diagnosis: to_send.example.clone(),
+            group: Group {
+                key: n.group_key.clone(),
+                count: n.count,
+                examples: n.examples.iter().map(subject_label).collect(),
+            },
+            stderr_tail: tail.map(str::to_owned),
+            links: Links::new(links.iter().map(String::as_str), None),
+            rule: Some(to_send.rule.clone()),
+            state: if n.is_repeat {
+                AlertState::Repeat
+            } else {
+                AlertState::Firing
+            },
+            sequence: u32::try_from(n.sequence.saturating_sub(1)).unwrap_or(u32::MAX),
+        };
+        match notify::send(&self.egress, receiver, &alert, deadline).await {
+            Ok(_) => report.notified.push(to_send.receiver.clone()),
+            Err(error) => {
+                // Kept, never dropped: the outbox is drained by the sweep.
+                tracing::warn!(receiver = %to_send.receiver, error = %error, "alert delivery failed; kept in the outbox");
+                match self.outbox.put(&to_send.receiver, &alert, &error).await {
+                    Ok(_) => report.outboxed.push(to_send.receiver.clone()),
+                    Err(store_error) => {
+                        report.outcome = Outcome::Failed {
+                            reason: format!(
+                                "alert to {} failed and could not be kept: {store_error}",
+                                to_send.receiver
+                            ),
+                            retryable: true,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn target_label(target: &Target) -> String {
+    match target {
+        Target::Task { job, task } => format!("{job}/{task}"),
+        Target::Job { job } => job.clone(),
+    }
+}
+
+fn subject_label(subject: &diagnosis::Subject) -> String {
+    [
+        subject.job_id.as_deref(),
+        subject.task_id.as_deref(),
+        subject.node_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("/")
+}
+
+fn batch_failure(error: &BatchError) -> Outcome {
+    Outcome::Failed {
+        reason: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+/// Jobs read once per payload: many tasks of one job need its `onTaskFailure` and prep task.
+#[derive(Default)]
+struct JobCache {
+    jobs: HashMap<String, Option<BatchJob>>,
+}
+
+impl JobCache {
+    async fn get(
+        &mut self,
+        batch: &dyn BatchApi,
+        job_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<BatchJob>, BatchError> {
+        if let Some(job) = self.jobs.get(job_id) {
+            return Ok(job.clone());
+        }
+        let job = match batch
+            .get_job(job_id, &GetOptions::default(), deadline)
+            .await
+        {
+            Ok(job) => Some(job),
+            Err(error) if error.is_not_found() => None,
+            Err(error) => return Err(error),
+        };
+        self.jobs.insert(job_id.to_owned(), job.clone());
+        Ok(job)
+    }
+}

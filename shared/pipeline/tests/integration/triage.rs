@@ -1,0 +1,306 @@
+//! The whole pipeline on real parts: the Batch emulator's built-in scenario, a local-directory
+//! store, and a local webhook receiver that records what it gets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use artifact_store::{ArtifactStore, ObjectKey};
+use axum::routing::post;
+use batch_client::{BatchClient, BatchConfig, Deadline, Secret};
+use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use diagnosis::policy::Policy;
+use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
+use pipeline::triage::{Outcome, Triage, TriageConfig, TriageError};
+use preserve::PreserveOptions;
+use time::OffsetDateTime;
+
+/// Everything a test needs, kept alive for its duration.
+struct World {
+    triage: Triage,
+    emulator: Emulator,
+    store: Arc<dyn ArtifactStore>,
+    received: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let emulator = Emulator::new(Scenario::builtin()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let batch_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(batch_emulator::serve(
+        listener,
+        emulator.clone(),
+        std::future::pending(),
+    ));
+
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = axum::Router::new()
+        .route(
+            "/hook",
+            post(
+                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+                 body: String| async move {
+                    r.lock().unwrap().push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook_listener, recorder).await });
+
+    let policy = Policy::parse(
+        r#"
+[grouping]
+group_by = ["account", "job", "class", "fingerprint"]
+group_wait = "0s"
+
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_SECRET"
+
+[[rules]]
+name = "all-task-failures"
+match = { class = "task.*" }
+receivers = ["hook"]
+"#,
+    )
+    .unwrap();
+    let env: BTreeMap<&str, String> = [
+        ("HOOK_URL", hook_url),
+        ("HOOK_SECRET", "test-secret".to_owned()),
+    ]
+    .into();
+    let receivers = policy
+        .receivers
+        .iter()
+        .map(|r| {
+            let receiver = ReceiverConfig::from_policy(r)
+                .unwrap()
+                .resolve(|name| env.get(name).cloned())
+                .unwrap();
+            (r.name.clone(), receiver)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+    let batch = BatchClient::new(
+        BatchConfig::shared_key(
+            &batch_url,
+            WELL_KNOWN_ACCOUNT_NAME,
+            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let egress = Egress::new(
+        Allowlist::default().allow_loopback(),
+        RetryPolicy::standard(),
+    )
+    .unwrap();
+    let triage = Triage::new(
+        TriageConfig {
+            account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+            preserve: PreserveOptions::default(),
+            action_call_timeout: Duration::from_secs(30),
+        },
+        Arc::new(batch),
+        store.clone(),
+        Arc::new(policy),
+        receivers,
+        egress,
+    );
+    World {
+        triage,
+        emulator,
+        store,
+        received,
+        _dir: dir,
+    }
+}
+
+fn fail_record(account: &str, job: &str, task: &str) -> String {
+    serde_json::json!({"records": [{
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": format!("/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{}/", account.to_uppercase()),
+        "category": "ServiceLog", "operationName": "TaskFailEvent", "operationVersion": "2017-06-01",
+        "properties": {"jobId": job, "id": task, "taskType": "User", "executionInfo": {"exitCode": 137, "retryCount": 0, "requeueCount": 0, "result": "Failure"}}
+    }]})
+    .to_string()
+}
+
+fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_event_is_preserved_diagnosed_and_alerted() {
+    let world = world().await;
+    let report = world
+        .triage
+        .handle_payload(
+            fail_record("devbatch1", "etl", "oom").as_bytes(),
+            OffsetDateTime::now_utc(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.subjects.len(), 1, "{report:#?}");
+    let subject = &report.subjects[0];
+    assert_eq!(subject.outcome, Outcome::Done, "{subject:#?}");
+    assert_eq!(subject.class.map(|c| c.as_str()), Some("task.exit_code"));
+    assert_eq!(subject.notified, vec!["hook"]);
+    assert!(!subject.preserved.is_empty());
+    let manifest = world
+        .store
+        .get(&ObjectKey::new("devbatch1/etl/oom/attempt-0/manifest.json").unwrap())
+        .await
+        .unwrap();
+    assert!(manifest.is_some(), "the manifest is written");
+    let diagnosis = world
+        .store
+        .get(&ObjectKey::new("devbatch1/etl/oom/attempt-0/diagnosis.json").unwrap())
+        .await
+        .unwrap();
+    assert!(diagnosis.is_some(), "diagnosis.json sits beside the logs");
+    let received = world.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    assert_eq!(body["diagnosis"]["class"], "task.exit_code");
+    assert_eq!(body["diagnosis"]["exitMeaning"], "oom_or_sigkill");
+    assert!(
+        body["stderrTail"]
+            .as_str()
+            .is_some_and(|t| t.contains("Killed")),
+        "the alert carries the stderr tail: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_events_delivered_100_times_give_one_copy_and_one_alert() {
+    let world = world().await;
+    let payload = fail_record("devbatch1", "etl", "oom");
+    let other = fail_record("devbatch1", "etl", "sigkill");
+    let now = OffsetDateTime::now_utc();
+    for i in 0..100 {
+        // Reordered: the other task's event comes first every third delivery.
+        if i % 3 == 0 {
+            world
+                .triage
+                .handle_payload(other.as_bytes(), now, deadline())
+                .await
+                .unwrap();
+        }
+        let report = world
+            .triage
+            .handle_payload(payload.as_bytes(), now, deadline())
+            .await
+            .unwrap();
+        assert!(!report.should_retry(), "{report:#?}");
+        if i > 0 {
+            assert!(
+                report.subjects[0].already_preserved,
+                "delivery {i} copied again"
+            );
+            assert!(
+                report.subjects[0].notified.is_empty(),
+                "delivery {i} alerted again"
+            );
+        }
+    }
+    let received = world.received.lock().unwrap().len();
+    assert_eq!(
+        received, 2,
+        "one alert per cause (oom, sigkill), whatever the duplicates"
+    );
+    let file_reads = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.starts_with("/jobs/etl/tasks/oom/files/"))
+        .count();
+    assert!(
+        file_reads <= 4,
+        "the files were copied once ({file_reads} file reads)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_naming_other_accounts_are_refused_before_any_fetch() {
+    let world = world().await;
+    let report = world
+        .triage
+        .handle_payload(
+            fail_record("someoneelse", "etl", "oom").as_bytes(),
+            OffsetDateTime::now_utc(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.subjects[0].outcome, Outcome::Refused(_)),
+        "{report:#?}"
+    );
+    assert!(!report.should_retry(), "a forged event is not retried");
+    let reference = serde_json::json!({"eventType": "x", "subject": "s",
+        "data": {"accountUrl": "https://attacker.example.com/?sig=SECRET", "jobId": "etl", "taskId": "oom"}});
+    let report = world
+        .triage
+        .handle_payload(
+            reference.to_string().as_bytes(),
+            OffsetDateTime::now_utc(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    match &report.subjects[0].outcome {
+        Outcome::Refused(reason) => assert!(!reason.contains("SECRET"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!report.subjects[0].subject.contains("SECRET"));
+    assert!(
+        world
+            .emulator
+            .requests()
+            .iter()
+            .all(|r| !r.path_and_query.contains("/tasks/oom")),
+        "nothing was fetched for a refused event"
+    );
+    assert!(world.received.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_payloads_are_poison_not_retries() {
+    let world = world().await;
+    let error = world
+        .triage
+        .handle_payload(b"{\"records\": [", OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TriageError::Payload(_)), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diagnose_on_demand_has_no_effects() {
+    let world = world().await;
+    let diagnoses = world
+        .triage
+        .diagnose("prep-fail", None, deadline())
+        .await
+        .unwrap();
+    assert!(
+        diagnoses
+            .iter()
+            .any(|d| d.class.as_str() == "job.prep_failed"),
+        "{diagnoses:#?}"
+    );
+    assert!(world.received.lock().unwrap().is_empty());
+    assert!(
+        world.store.list("").await.unwrap().is_empty(),
+        "nothing written"
+    );
+}
