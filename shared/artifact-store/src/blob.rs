@@ -144,7 +144,7 @@ impl BlobStore {
             container_url: url,
             auth,
             client: Mutex::new((Arc::new(client), Instant::now())),
-            block_size: 8 * 1024 * 1024,
+            block_size: 4 * 1024 * 1024,
             concurrency: 4,
         })
     }
@@ -166,8 +166,9 @@ impl BlobStore {
         BlobStore::new(&cs.container_url, cs.auth)
     }
 
-    /// Bytes per staged block (default 8 MiB; the service allows up to 4000 MiB and 50,000
-    /// blocks, so 8 MiB blocks allow 390 GiB objects).
+    /// Bytes per staged block (default 4 MiB: in the benchmark it was both faster and half the
+    /// peak memory of 8 MiB; the service allows 50,000 blocks, so 4 MiB blocks allow 195 GiB
+    /// objects).
     pub fn with_block_size(mut self, bytes: usize) -> Self {
         self.block_size = bytes.clamp(64 * 1024, 512 * 1024 * 1024);
         self
