@@ -10,8 +10,14 @@
 //! - `functions/<Name>/function.json`: the four functions and their binding names (`events` for
 //!   `TaskEvents`, `event` for `TaskEventGrid`, `timer` for `Sweep`, `req`/`res` for `Diagnose`).
 //!
-//! The binary that serves these routes over the pipeline comes with the pipeline (issue 6).
+//! - [`app`]: the routes (`GET /` for readiness, `POST /<FunctionName>`), and the one place where
+//!   a pipeline result becomes a platform verdict (500 = retry; unreadable input acknowledged).
+//! - [`settings`]: configuration from app settings only.
+//!
+//! The binary (`batch-triage-functions`) reads the settings, builds the pipeline once and serves.
 
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod protocol;
+pub mod settings;

@@ -276,6 +276,15 @@ impl Triage {
         Ok(report.notified)
     }
 
+    /// Retries the alerts whose delivery failed earlier (kept in the outbox): the timer's job too.
+    pub async fn drain_outbox(
+        &self,
+        deadline: Deadline,
+    ) -> Result<notify::DrainReport, notify::NotifyError> {
+        let receivers: Vec<Receiver> = self.receivers.values().cloned().collect();
+        self.outbox.drain(&self.egress, &receivers, deadline).await
+    }
+
     /// Maps an item to what to look at, refusing other accounts. `None` for items that are
     /// about nothing to triage.
     fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {

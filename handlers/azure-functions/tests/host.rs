@@ -1,0 +1,292 @@
+//! The handler binary as the Functions host runs it: app settings in the environment, a random
+//! port, readiness polled on `GET /`, and invocation bodies exactly as RUNTIME.md documents them.
+//! Behind it: the Batch emulator, a local-directory store and a webhook receiver, all on loopback.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use serde_json::{Value, json};
+
+struct Host {
+    child: Child,
+    port: u16,
+    received: Arc<Mutex<Vec<String>>>,
+    store: tempfile::TempDir,
+    _policy: tempfile::NamedTempFile,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start() -> Host {
+    let emulator = batch_emulator::Emulator::builtin();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let batch_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(batch_emulator::serve(
+        listener,
+        emulator,
+        std::future::pending(),
+    ));
+
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = axum::Router::new()
+        .route(
+            "/hook",
+            post(
+                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+                 body: String| async move {
+                    r.lock().unwrap().push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook, recorder).await });
+
+    let mut policy = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut policy,
+        br#"
+[grouping]
+group_wait = "0s"
+
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_SECRET"
+
+[[rules]]
+name = "everything"
+match = { class = "*" }
+receivers = ["hook"]
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
+        .env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("AZURE_BATCH_ENDPOINT", &batch_url)
+        .env(
+            "AZURE_BATCH_ACCOUNT",
+            batch_emulator::WELL_KNOWN_ACCOUNT_NAME,
+        )
+        .env(
+            "AZURE_BATCH_ACCESS_KEY",
+            batch_emulator::WELL_KNOWN_ACCOUNT_KEY,
+        )
+        .env("BATCH_TRIAGE_STORE", store.path())
+        .env("BATCH_TRIAGE_POLICY", policy.path())
+        .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
+        .env("HOOK_URL", hook_url)
+        .env("HOOK_SECRET", "hook-secret-value")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let host = Host {
+        child,
+        port,
+        received,
+        store,
+        _policy: policy,
+    };
+    // Readiness as the host polls it: any HTTP answer on GET /.
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return host;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the handler never answered GET /");
+}
+
+async fn invoke(host: &Host, function: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/{function}", host.port))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .header(
+            "X-Azure-Functions-InvocationId",
+            "7a3b1c52-0000-0000-0000-000000000000",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn records(job: &str, task: &str) -> String {
+    json!({"records": [{
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+        "category": "ServiceLog", "operationName": "TaskFailEvent", "operationVersion": "2017-06-01",
+        "properties": {"jobId": job, "id": task, "taskType": "User", "executionInfo": {"exitCode": 137, "retryCount": 0, "requeueCount": 0, "result": "Failure"}}
+    }]})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_events_from_event_hubs_are_preserved_and_alerted_once() {
+    let host = start().await;
+    // dataType string, cardinality many: one string holding an array of event bodies.
+    let events = serde_json::to_string(&vec![records("etl", "oom")]).unwrap();
+    let body = json!({"Data": {"events": events}, "Metadata": {
+        "PartitionContext": {"EventHubName": "batch-logs", "ConsumerGroup": "$Default", "PartitionId": "0"},
+        "SequenceNumberArray": "[17]", "sys": {"MethodName": "TaskEvents", "UtcNow": "2026-11-27T10:05:02Z", "RandGuid": "x"}}});
+    for _ in 0..5 {
+        let (status, response) = invoke(&host, "TaskEvents", &body).await;
+        assert_eq!(status, 200, "{response}");
+        assert!(
+            response["Logs"].as_array().is_some_and(|l| !l.is_empty()),
+            "{response}"
+        );
+    }
+    assert!(
+        host.store
+            .path()
+            .join("devbatch1/etl/oom/attempt-0/manifest.json")
+            .exists(),
+        "logs preserved"
+    );
+    assert_eq!(
+        host.received.lock().unwrap().len(),
+        1,
+        "five deliveries, one alert"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_grid_events_and_cloud_events() {
+    let host = start().await;
+    let event = json!({"id": "e1", "topic": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.EventGrid/topics/t",
+        "subject": "jobs/etl/tasks/sigkill", "eventType": "Contoso.Batch.TaskFailed", "eventTime": "2026-11-27T10:00:00Z",
+        "data": {"jobId": "etl", "taskId": "sigkill"}, "dataVersion": "1.0", "metadataVersion": "1"});
+    // The extension binds the whole event as indented text, encoded twice by the host.
+    let data = serde_json::to_string(&serde_json::to_string_pretty(&event).unwrap()).unwrap();
+    let (status, _) = invoke(
+        &host,
+        "TaskEventGrid",
+        &json!({"Data": {"event": data}, "Metadata": {"data": event["data"], "sys": {}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cloud = json!({"specversion": "1.0", "id": "c1", "source": "/batch-triage", "type": "Contoso.Batch.TaskFailed",
+        "data": {"jobId": "etl", "taskId": "py-error"}});
+    let (status, _) = invoke(
+        &host,
+        "TaskEventGrid",
+        &json!({"Data": {"event": cloud}, "Metadata": {}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let classes: Vec<String> = host
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["diagnosis"]["subject"]["taskId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        classes.contains(&"sigkill".to_owned()) && classes.contains(&"py-error".to_owned()),
+        "{classes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_input_is_acknowledged_not_retried() {
+    let host = start().await;
+    for body in [
+        json!("not an envelope"),
+        json!({"Data": {"events": 5}}),
+        json!({"Data": {"events": ["{\"records\": ["]}}),
+    ] {
+        let (status, response) = invoke(&host, "TaskEvents", &body).await;
+        assert_eq!(
+            status, 200,
+            "poison input must not be retried forever: {response}"
+        );
+    }
+    // A forged event naming another account is refused and acknowledged.
+    let forged = records("etl", "oom").replace("DEVBATCH1", "SOMEONEELSE");
+    let events = serde_json::to_string(&vec![forged]).unwrap();
+    let (status, response) =
+        invoke(&host, "TaskEvents", &json!({"Data": {"events": events}})).await;
+    assert_eq!(status, 200);
+    assert!(
+        response["Logs"].to_string().contains("Refused"),
+        "{response}"
+    );
+    assert!(host.received.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diagnose_over_http_and_the_timer() {
+    let host = start().await;
+    let request = |body: &str| {
+        json!({"Data": {"req": {"Url": "https://app.azurewebsites.net/api/Diagnose", "Method": "POST",
+        "Query": {}, "Headers": {"Content-Type": ["application/json"]}, "Params": {}, "Body": body, "Identities": []}}, "Metadata": {"sys": {}}})
+    };
+    let (status, response) = invoke(
+        &host,
+        "Diagnose",
+        &request(r#"{"jobId":"etl","taskId":"oom"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let res = &response["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200, "{response}");
+    let diagnoses: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    assert_eq!(diagnoses[0]["class"], "task.exit_code");
+    let (_, response) = invoke(
+        &host,
+        "Diagnose",
+        &request(r#"{"jobId":"no-such-job","taskId":"x"}"#),
+    )
+    .await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 404, "{response}");
+    let (_, response) = invoke(&host, "Diagnose", &request("not json")).await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+    let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
+        "Metadata": {"sys": {"MethodName": "Sweep"}}});
+    let (status, response) = invoke(&host, "Sweep", &timer).await;
+    assert_eq!(status, 200, "{response}");
+    assert!(
+        response["Logs"].to_string().contains("outbox"),
+        "{response}"
+    );
+}
