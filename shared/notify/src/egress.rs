@@ -291,7 +291,8 @@ impl Egress {
         let url = parse_url(url)?;
         self.allowlist.check(&url)?;
         let host = url.host_str().unwrap_or_default().to_owned();
-        let mut rng = rand::rng();
+        // A Send RNG: this future is awaited on multi-threaded runtimes (rand::rng() is not Send).
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         let mut attempt = 0u32;
         loop {
             attempt += 1;

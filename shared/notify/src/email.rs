@@ -248,7 +248,8 @@ pub async fn send_smtp(
         ));
     }
     let policy = crate::RetryPolicy::standard();
-    let mut rng = rand::rng();
+    // A Send RNG: this future is awaited on multi-threaded runtimes (rand::rng() is not Send).
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     let mut attempt = 0;
     loop {
         attempt += 1;
