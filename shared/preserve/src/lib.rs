@@ -573,7 +573,15 @@ async fn run(
 ) -> Result<PreserveReport, PreserveError> {
     let mut report = report_base(store, &folder);
     // HEAD every source first, so the caps are decided in a stable order.
-    let probes: Vec<Probe> = futures::stream::iter(sources.iter().map(|s| probe(api, s, deadline)))
+    // Each future is boxed as Send at a concrete lifetime: without it, callers that must be
+    // Send (axum handlers) hit rustc's "`Send` is not general enough" (rust-lang/rust#102211).
+    // The futures are collected first (they are lazy, so this is cheap): a closure borrowing
+    // `&Source` inside the stream's type is what trips the lifetime check.
+    let probe_futures: Vec<_> = sources
+        .iter()
+        .map(|s| futures::FutureExt::boxed(probe(api, s, deadline)))
+        .collect();
+    let probes: Vec<Probe> = futures::stream::iter(probe_futures)
         .buffered(options.concurrency.max(1))
         .collect()
         .await;
@@ -606,7 +614,15 @@ async fn run(
     }
 
     let copies = futures::stream::iter(plan.into_iter().map(|(source, info)| {
-        copy_one(api, store, &folder.prefix, source, info, options, deadline)
+        futures::FutureExt::boxed(copy_one(
+            api,
+            store,
+            &folder.prefix,
+            source,
+            info,
+            options,
+            deadline,
+        ))
     }))
     .buffer_unordered(options.concurrency.max(1))
     .collect::<Vec<_>>()
