@@ -30,7 +30,6 @@ use azure_storage_blob::models::{
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
@@ -472,49 +471,61 @@ impl ArtifactStore for BlobStore {
         key: &ObjectKey,
         mut body: ByteStream,
     ) -> Result<ObjectInfo, StoreError> {
-        let client = self.client()?.blob_client(key.as_str()).block_blob_client();
+        let client = Arc::new(self.client()?.blob_client(key.as_str()).block_blob_client());
         let upload_id = uuid::Uuid::new_v4();
+        let block_size = self.block_size;
         let mut ids: Vec<Vec<u8>> = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        let mut buffer = BytesMut::with_capacity(self.block_size);
+        // Staging runs in spawned tasks so uploads progress while the source is read; dropping
+        // the set (an early return) aborts them. Each task hands its block back for reuse, so
+        // the process holds at most `concurrency + 1` block buffers, allocated once.
+        let mut staging: tokio::task::JoinSet<(azure_core::Result<()>, Bytes)> =
+            tokio::task::JoinSet::new();
+        let mut pool: Vec<BytesMut> = Vec::new();
+        let mut current = BytesMut::with_capacity(block_size);
         let mut total: u64 = 0;
-        let mut ended = false;
-        while !ended {
-            // Fill one block.
-            while buffer.len() < self.block_size {
-                match body.next().await {
-                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Err(StoreError::io(key.as_str(), e)),
-                    None => {
-                        ended = true;
-                        break;
-                    }
+        loop {
+            let (mut chunk, ended) = match body.next().await {
+                Some(Ok(chunk)) => (chunk, false),
+                Some(Err(e)) => return Err(StoreError::io(key.as_str(), e)),
+                None => (Bytes::new(), true),
+            };
+            while !chunk.is_empty() || (ended && !current.is_empty()) {
+                let room = block_size - current.len();
+                let piece = chunk.split_to(room.min(chunk.len()));
+                current.extend_from_slice(&piece);
+                if current.len() < block_size && !ended {
+                    continue;
                 }
-            }
-            while buffer.len() >= self.block_size || (ended && !buffer.is_empty()) {
-                let take = buffer.len().min(self.block_size);
-                let block = buffer.split_to(take).freeze();
+                // A full block (or the last one): wait for a slot, then stage it.
+                while staging.len() >= self.concurrency {
+                    reclaim(&mut staging, &mut pool, key).await?;
+                }
+                let next = pool
+                    .pop()
+                    .unwrap_or_else(|| BytesMut::with_capacity(block_size));
+                let block = std::mem::replace(&mut current, next).freeze();
                 total += block.len() as u64;
                 let mut id = upload_id.as_bytes().to_vec();
                 id.extend_from_slice(&(ids.len() as u64).to_be_bytes());
                 ids.push(id.clone());
-                let client = &client;
-                in_flight.push(async move {
+                let client = client.clone();
+                staging.spawn(async move {
                     let len = block.len() as u64;
-                    client.stage_block(&id, len, block.into(), None).await
+                    let result = client
+                        .stage_block(&id, len, block.clone().into(), None)
+                        .await;
+                    (result.map(|_| ()), block)
                 });
-                while in_flight.len() >= self.concurrency {
-                    if let Some(result) = in_flight.next().await {
-                        result.map_err(|e| map_err(key.as_str(), &e))?;
-                    }
+                if ended && chunk.is_empty() {
+                    break;
                 }
             }
-            if buffer.capacity() < self.block_size {
-                buffer.reserve(self.block_size - buffer.len());
+            if ended {
+                break;
             }
         }
-        while let Some(result) = in_flight.next().await {
-            result.map_err(|e| map_err(key.as_str(), &e))?;
+        while !staging.is_empty() {
+            reclaim(&mut staging, &mut pool, key).await?;
         }
         let list = BlockLookupList {
             latest: Some(ids),
@@ -594,6 +605,26 @@ impl ArtifactStore for BlobStore {
         url.path_segments_mut().ok()?.extend(key.segments());
         Some(url.to_string())
     }
+}
+
+/// Waits for one staging task: its error, or its buffer back into the pool.
+async fn reclaim(
+    staging: &mut tokio::task::JoinSet<(azure_core::Result<()>, Bytes)>,
+    pool: &mut Vec<BytesMut>,
+    key: &ObjectKey,
+) -> Result<(), StoreError> {
+    let Some(joined) = staging.join_next().await else {
+        return Ok(());
+    };
+    let (result, block) =
+        joined.map_err(|e| StoreError::other(format!("{key}: staging task failed: {e}")))?;
+    result.map_err(|e| map_err(key.as_str(), &e))?;
+    // Unique again once the request is done: reuse the allocation.
+    if let Ok(mut buffer) = block.try_into_mut() {
+        buffer.clear();
+        pool.push(buffer);
+    }
+    Ok(())
 }
 
 /// A failed conditional request: 409 (exists) and 412 (changed) mean someone else won; a 404
