@@ -141,6 +141,36 @@ async fn sweep(State(state): State<AppState>, body: String) -> Response {
     let timer = timer_info(&request, "timer");
     let deadline = Deadline::after(state.budget);
     let mut logs = vec![format!("sweep (past due: {})", timer.is_past_due)];
+    let now = OffsetDateTime::now_utc();
+    match state
+        .triage
+        .sweep(now, deadline, &pipeline::sweep::SweepOptions::default())
+        .await
+    {
+        Ok(report) if report.skipped_busy => {
+            logs.push("another sweep holds the lease; skipped".to_owned())
+        }
+        Ok(report) => {
+            logs.push(format!(
+                "swept {} jobs since {}: {} subjects{}",
+                report.jobs_examined,
+                report.since,
+                report.subjects.len(),
+                if report.completed {
+                    ""
+                } else {
+                    " (stopped at the deadline; the next run carries on)"
+                }
+            ));
+            logs.extend(
+                report
+                    .subjects
+                    .iter()
+                    .map(|s| format!("{}: {}", s.subject, s.class.map_or("—", |c| c.as_str()))),
+            );
+        }
+        Err(error) => return retry(vec![format!("sweep: {error}")]),
+    }
     match state
         .triage
         .flush_due(OffsetDateTime::now_utc(), deadline)

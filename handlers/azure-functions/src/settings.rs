@@ -32,6 +32,9 @@ pub struct Settings {
     /// `BATCH_TRIAGE_INVOCATION_SECONDS` (default 240): how long one invocation may work; keep
     /// it below the function timeout.
     pub invocation_budget: Duration,
+    /// `BATCH_TRIAGE_MAX_FILE_MIB` (default 4096): log files larger than this are recorded as
+    /// skipped instead of copied.
+    pub max_file_bytes: u64,
 }
 
 impl Settings {
@@ -89,6 +92,10 @@ impl Settings {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(240),
         );
+        let max_file_bytes = get("BATCH_TRIAGE_MAX_FILE_MIB")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(4096)
+            << 20;
         Ok(Self {
             port,
             batch,
@@ -98,6 +105,7 @@ impl Settings {
             receivers,
             allowlist,
             invocation_budget,
+            max_file_bytes,
         })
     }
 
@@ -108,7 +116,10 @@ impl Settings {
         let egress = Egress::new(self.allowlist, RetryPolicy::standard())?;
         let config = TriageConfig {
             account: self.account,
-            preserve: PreserveOptions::default(),
+            preserve: PreserveOptions {
+                max_file_bytes: self.max_file_bytes,
+                ..PreserveOptions::default()
+            },
             action_call_timeout: Duration::from_secs(30),
         };
         Ok(Triage::new(

@@ -96,6 +96,8 @@ receivers = ["hook"]
         .env("BATCH_TRIAGE_STORE", store.path())
         .env("BATCH_TRIAGE_POLICY", policy.path())
         .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
+        // The built-in scenario has a 2 GiB stdout: capped, it is recorded as skipped.
+        .env("BATCH_TRIAGE_MAX_FILE_MIB", "16")
         .env("HOOK_URL", hook_url)
         .env("HOOK_SECRET", "hook-secret-value")
         .stdout(Stdio::null())
@@ -285,8 +287,14 @@ async fn diagnose_over_http_and_the_timer() {
         "Metadata": {"sys": {"MethodName": "Sweep"}}});
     let (status, response) = invoke(&host, "Sweep", &timer).await;
     assert_eq!(status, 200, "{response}");
+    let logs = response["Logs"].to_string();
     assert!(
-        response["Logs"].to_string().contains("outbox"),
+        logs.contains("outbox") && logs.contains("swept"),
+        "{response}"
+    );
+    // The sweep found the built-in scenario's recent failures without any event.
+    assert!(
+        logs.contains("devbatch1/etl/oom: task.exit_code"),
         "{response}"
     );
 }

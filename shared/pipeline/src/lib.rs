@@ -9,6 +9,8 @@
 //! - [`audit`]: a record in the store of every job action taken or skipped, and why.
 //! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
+//! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
+//!   failures, under a lease, within a deadline.
 //!
 //! Time is always an argument (`now`), so tests inject it.
 #![deny(missing_docs)]
@@ -16,6 +18,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod sweep;
 pub mod triage;
 
 /// A short, key-safe digest of a string (first 32 hex digits of its SHA-256), used to name store

@@ -39,9 +39,9 @@ pub struct TriageConfig {
 
 /// One pipeline over one account, built once per process and shared by invocations.
 pub struct Triage {
-    config: TriageConfig,
-    batch: Arc<dyn BatchApi>,
-    store: Arc<dyn ArtifactStore>,
+    pub(crate) config: TriageConfig,
+    pub(crate) batch: Arc<dyn BatchApi>,
+    pub(crate) store: Arc<dyn ArtifactStore>,
     policy: Arc<Policy>,
     receivers: BTreeMap<String, Receiver>,
     egress: Egress,
@@ -103,7 +103,7 @@ pub struct SubjectReport {
 }
 
 impl SubjectReport {
-    fn new(subject: String) -> Self {
+    pub(crate) fn new(subject: String) -> Self {
         Self {
             subject,
             class: None,
@@ -373,7 +373,7 @@ impl Triage {
                 .process_task(job, task, jobs, now, deadline)
                 .await
                 .map(|r| vec![r]),
-            Target::Job { job } => self.process_job(job, jobs, now, deadline).await,
+            Target::Job { job } => self.process_job(job, jobs, now, None, deadline).await,
         };
         result.unwrap_or_else(|outcome| {
             let mut report = SubjectReport::new(label);
@@ -403,6 +403,20 @@ impl Triage {
             }
             Err(error) => return Err(batch_failure(&error)),
         };
+        self.triage_task(job_id, task, jobs, now, deadline).await
+    }
+
+    /// Diagnoses and executes one task already read from Batch (by a GET, or by the sweep's
+    /// filtered list).
+    pub(crate) async fn triage_task(
+        &self,
+        job_id: &str,
+        task: BatchTask,
+        jobs: &mut JobCache,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<SubjectReport, Outcome> {
+        let task_id = task.id.clone().unwrap_or_default();
         let job = jobs
             .get(self.batch.as_ref(), job_id, deadline)
             .await
@@ -501,11 +515,12 @@ impl Triage {
         Ok(report)
     }
 
-    async fn process_job(
+    pub(crate) async fn process_job(
         &self,
         job_id: &str,
         jobs: &mut JobCache,
         now: OffsetDateTime,
+        stuck_after: Option<Duration>,
         deadline: Deadline,
     ) -> Result<Vec<SubjectReport>, Outcome> {
         let Some(job) = jobs
@@ -532,6 +547,8 @@ impl Triage {
             job_id: Some(job_id),
             prep_failed_nodes: &failed_nodes,
             task_counts: counts,
+            now: Some(diagnosis::wire::Timestamp(now)),
+            stuck_after,
             ..Evidence::default()
         };
         let mut reports = Vec::new();
@@ -734,7 +751,7 @@ fn subject_label(subject: &diagnosis::Subject) -> String {
     .join("/")
 }
 
-fn batch_failure(error: &BatchError) -> Outcome {
+pub(crate) fn batch_failure(error: &BatchError) -> Outcome {
     Outcome::Failed {
         reason: error.to_string(),
         retryable: error.is_retryable(),
@@ -743,7 +760,7 @@ fn batch_failure(error: &BatchError) -> Outcome {
 
 /// Jobs read once per payload: many tasks of one job need its `onTaskFailure` and prep task.
 #[derive(Default)]
-struct JobCache {
+pub(crate) struct JobCache {
     jobs: HashMap<String, Option<BatchJob>>,
 }
 

@@ -105,7 +105,11 @@ receivers = ["hook"]
     let triage = Triage::new(
         TriageConfig {
             account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-            preserve: PreserveOptions::default(),
+            // The built-in scenario has a 2 GiB stdout; a cap records it as skipped.
+            preserve: PreserveOptions {
+                max_file_bytes: 16 << 20,
+                ..PreserveOptions::default()
+            },
             action_call_timeout: Duration::from_secs(30),
         },
         Arc::new(batch),
@@ -303,4 +307,115 @@ async fn diagnose_on_demand_has_no_effects() {
         world.store.list("").await.unwrap().is_empty(),
         "nothing written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_finds_failures_without_events_and_repeats_nothing() {
+    use pipeline::sweep::SweepOptions;
+    let world = world().await;
+    let now = OffsetDateTime::now_utc();
+    // The built-in scenario's failures ended between 12 minutes and 2 hours ago.
+    let options = SweepOptions {
+        first_lookback: Duration::from_secs(3 * 3600),
+        ..SweepOptions::default()
+    };
+    let first = world.triage.sweep(now, deadline(), &options).await.unwrap();
+    assert!(first.completed && !first.skipped_busy, "{first:#?}");
+    let classes: Vec<&str> = first
+        .subjects
+        .iter()
+        .filter_map(|s| s.class.map(|c| c.as_str()))
+        .collect();
+    for expected in [
+        "task.exit_code",
+        "task.command_launch",
+        "task.timeout",
+        "job.timeout",
+        "job.terminated_by_task",
+        "job.scheduling_error",
+        "job.prep_failed",
+    ] {
+        assert!(
+            classes.contains(&expected),
+            "the sweep missed {expected}: {classes:?}"
+        );
+    }
+    assert!(
+        world
+            .store
+            .get(&ObjectKey::new("devbatch1/etl/oom/attempt-0/manifest.json").unwrap())
+            .await
+            .unwrap()
+            .is_some(),
+        "failed tasks found by the sweep are preserved"
+    );
+    let task_gets = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("/tasks/oom?"))
+        .count();
+    assert_eq!(
+        task_gets, 0,
+        "the sweep lists failed tasks; it does not GET them one by one"
+    );
+    let alerts = world.received.lock().unwrap().len();
+    assert!(alerts > 0);
+
+    // The next run starts from the cursor: nothing new, nothing sent again.
+    let second = world
+        .triage
+        .sweep(now + time::Duration::minutes(5), deadline(), &options)
+        .await
+        .unwrap();
+    assert!(second.completed);
+    assert!(
+        second.since > first.since,
+        "the cursor advanced: {} then {}",
+        first.since,
+        second.since
+    );
+    assert_eq!(
+        world.received.lock().unwrap().len(),
+        alerts,
+        "a second sweep alerts nobody again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_sweeps_do_not_both_run() {
+    use pipeline::sweep::SweepOptions;
+    let world = world().await;
+    let now = OffsetDateTime::now_utc();
+    // Another instance holds an unexpired lease.
+    let lease = serde_json::json!({"expires": (now + time::Duration::minutes(10)).format(&time::format_description::well_known::Rfc3339).unwrap()});
+    world
+        .store
+        .put(
+            &ObjectKey::new("sweep/lease.json").unwrap(),
+            lease.to_string().into(),
+            artifact_store::Condition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let report = world
+        .triage
+        .sweep(now, deadline(), &SweepOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        report.skipped_busy && report.subjects.is_empty(),
+        "{report:#?}"
+    );
+    // Once it has expired, the next run takes it over.
+    let later = world
+        .triage
+        .sweep(
+            now + time::Duration::minutes(11),
+            deadline(),
+            &SweepOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(!later.skipped_busy && later.completed);
 }
