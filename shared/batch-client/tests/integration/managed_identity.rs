@@ -137,3 +137,76 @@ async fn managed_identity_tokens_reach_batch() {
         "the token never reaches output"
     );
 }
+
+/// The developer tools credential, as on a laptop: with no key and no managed identity, the token
+/// comes from the Azure CLI (`az account get-access-token`). A stand-in `az` on PATH answers the
+/// way the real one does, and records the scope it was asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn developer_tools_tokens_come_from_the_azure_cli() {
+    const CLI_TOKEN: &str = "token-from-the-azure-cli";
+    let bin_dir = tempfile::tempdir().unwrap();
+    let asked = bin_dir.path().join("asked.txt");
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" > '{}'\necho '{{\"accessToken\": \"{CLI_TOKEN}\", \"expiresOn\": \"2099-01-01 00:00:00.000000\", \"expires_on\": {expires}, \"tokenType\": \"Bearer\"}}'\n",
+        asked.display()
+    );
+    let az = bin_dir.path().join("az");
+    std::fs::write(&az, script).unwrap();
+    std::fs::set_permissions(&az, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let scenario = Scenario::from_json_str(
+        &serde_json::json!({
+            "auth": {"sharedKey": false, "bearerTokens": [CLI_TOKEN]},
+            "pools": [{"id": "p", "nodes": [{"id": "n"}]}],
+            "jobs": [{"job": {"id": "from-the-azure-cli", "poolInfo": {"poolId": "p"}}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let emulator = Emulator::new(scenario).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let batch_addr = listener.local_addr().unwrap();
+    tokio::spawn(batch_emulator::serve(
+        listener,
+        emulator,
+        std::future::pending(),
+    ));
+
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(example("list_jobs"))
+            .env_remove("AZURE_BATCH_ACCESS_KEY")
+            .env_remove("IDENTITY_ENDPOINT")
+            .env_remove("IDENTITY_HEADER")
+            .env_remove("AZURE_CLIENT_SECRET")
+            .env("PATH", path)
+            .env("AZURE_BATCH_ENDPOINT", format!("http://{batch_addr}"))
+            .env("AZURE_BATCH_ACCOUNT", "devbatch1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "list_jobs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("from-the-azure-cli"), "{stdout}");
+    let asked = std::fs::read_to_string(asked).unwrap();
+    assert!(
+        asked.contains("get-access-token")
+            && asked.contains("https://batch.core.windows.net//.default"),
+        "az was asked: {asked}"
+    );
+}
