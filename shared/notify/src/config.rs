@@ -87,6 +87,10 @@ pub enum ReceiverKind {
         from: String,
         /// The recipients.
         to: Vec<String>,
+        /// A PEM file of an extra root CA to trust for the SMTP server's certificate, besides
+        /// the system's (an internal relay signed by a company CA).
+        #[serde(default)]
+        ca_file: Option<String>,
     },
     /// Email through the Azure Communication Services email REST API.
     AcsEmail {
@@ -198,6 +202,8 @@ pub struct SmtpTarget {
     pub from: String,
     /// The recipients.
     pub to: Vec<String>,
+    /// An extra trusted root CA (PEM), from `ca_file`.
+    pub extra_root_pem: Option<Vec<u8>>,
 }
 
 /// How requests to ACS are authenticated.
@@ -328,8 +334,18 @@ impl ReceiverConfig {
                 password_env,
                 from,
                 to,
+                ca_file,
             } => {
                 need_recipients(to)?;
+                let extra_root_pem = match ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        NotifyError::Config(format!(
+                            "receiver {:?}: ca_file {path}: {e}",
+                            self.name
+                        ))
+                    })?),
+                    None => None,
+                };
                 let credentials = match (username_env, password_env) {
                     (Some(user), Some(password)) => Some((secret(user)?, secret(password)?)),
                     (None, None) => None,
@@ -351,6 +367,7 @@ impl ReceiverConfig {
                     credentials,
                     from: from.clone(),
                     to: to.clone(),
+                    extra_root_pem,
                 })
             }
             ReceiverKind::AcsEmail {

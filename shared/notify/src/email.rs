@@ -12,6 +12,7 @@ use batch_client::{Deadline, Secret};
 use hmac::{Hmac, Mac};
 use lettre::message::{Mailbox, MultiPart, header};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -220,13 +221,32 @@ pub async fn send_smtp(
         transient: !e.is_permanent(),
         message: e.to_string(),
     };
-    let builder = match target.tls {
-        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)
-            .map_err(smtp_error)?,
-        SmtpTls::Implicit => {
+    // With a `ca_file`, the certificate is checked against the system roots plus that CA.
+    let tls_parameters = |pem: &[u8]| -> Result<TlsParameters, NotifyError> {
+        let certificate =
+            Certificate::from_pem(pem).map_err(|e| NotifyError::Config(format!("ca_file: {e}")))?;
+        TlsParameters::builder(target.host.clone())
+            .add_root_certificate(certificate)
+            .build_rustls()
+            .map_err(|e| NotifyError::Config(format!("TLS settings: {e}")))
+    };
+    let builder = match (target.tls, &target.extra_root_pem) {
+        (SmtpTls::Starttls, Some(pem)) => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
+                .tls(Tls::Required(tls_parameters(pem)?))
+        }
+        (SmtpTls::Implicit, Some(pem)) => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
+                .tls(Tls::Wrapper(tls_parameters(pem)?))
+        }
+        (SmtpTls::Starttls, None) => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)
+                .map_err(smtp_error)?
+        }
+        (SmtpTls::Implicit, None) => {
             AsyncSmtpTransport::<Tokio1Executor>::relay(&target.host).map_err(smtp_error)?
         }
-        SmtpTls::None => {
+        (SmtpTls::None, _) => {
             let loopback = target.host == "localhost"
                 || target
                     .host

@@ -17,9 +17,23 @@ struct SmtpServer {
 
 impl SmtpServer {
     fn start(auth: Option<(&str, &str)>) -> Self {
+        Self::start_with(auth, None)
+    }
+
+    /// With `tls` = (`"starttls"` or `"implicit"`, certificate, key).
+    fn start_with(
+        auth: Option<(&str, &str)>,
+        tls: Option<(&str, &std::path::Path, &std::path::Path)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(python());
         command.arg(support_file("smtp_server.py")).arg(dir.path());
+        if let Some((mode, cert, key)) = tls {
+            command
+                .env("SMTP_TLS", mode)
+                .env("SMTP_CERT", cert)
+                .env("SMTP_KEY", key);
+        }
         if let Some((user, password)) = auth {
             command.args([user, password]);
         }
@@ -303,4 +317,151 @@ async fn connection_refused_is_retryable() {
     .await
     .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
+}
+
+/// A test CA and a certificate for `localhost` signed by it, made with `openssl`.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=batch-triage test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn tls_receiver(port: u16, tls: &str, ca_file: &std::path::Path) -> notify::Receiver {
+    let toml = format!(
+        "name = \"mail\"\nkind = \"email\"\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\n\
+         from = \"batch-triage <alerts@contoso.com>\"\nto = [\"oncall@contoso.com\"]\n\
+         ca_file = \"{}\"\nusername_env = \"SMTP_USER\"\npassword_env = \"SMTP_PASS\"\n",
+        ca_file.display()
+    );
+    let config: ReceiverConfig = serde_json::from_value(toml_to_json(&toml)).unwrap();
+    config
+        .resolve(|var| match var {
+            "SMTP_USER" => Some("alerts".into()),
+            "SMTP_PASS" => Some("smtp-pa55word".into()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_with_a_company_ca() {
+    let pki = TestPki::new();
+    for mode in ["starttls", "implicit"] {
+        let server = SmtpServer::start_with(
+            Some(("alerts", "smtp-pa55word")),
+            Some((mode, &pki.path("server.pem"), &pki.path("server.key"))),
+        );
+        let receiver = tls_receiver(server.port, mode, &pki.path("ca.pem"));
+        let Target::Smtp(target) = &receiver.target else {
+            panic!("an SMTP target")
+        };
+        notify::email::send_smtp(target, &sample_alert(), deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let messages = server.messages();
+        assert_eq!(messages.len(), 1, "{mode}: one message");
+        assert_eq!(
+            messages[0].1["authenticated"], true,
+            "{mode}: AUTH happened inside TLS"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    let server = SmtpServer::start_with(
+        None,
+        Some(("starttls", &pki.path("server.pem"), &pki.path("server.key"))),
+    );
+    // Trusting another CA: the server's certificate must not verify.
+    let receiver = tls_receiver(server.port, "starttls", &other.path("ca.pem"));
+    let Target::Smtp(target) = &receiver.target else {
+        panic!("an SMTP target")
+    };
+    let error = notify::email::send_smtp(target, &sample_alert(), deadline())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            NotifyError::Smtp { .. } | NotifyError::DeadlineExceeded { .. }
+        ),
+        "{error}"
+    );
+    assert!(
+        server.messages().is_empty(),
+        "nothing was sent over an unverified connection"
+    );
 }

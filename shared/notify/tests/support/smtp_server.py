@@ -2,11 +2,14 @@
 
 Usage: smtp_server.py OUT_DIR [USER PASSWORD]
 Prints "READY <port>" once listening; stops when stdin closes.
+With SMTP_TLS=starttls (STARTTLS required) or SMTP_TLS=implicit (TLS from the first byte), the
+server uses the certificate and key in SMTP_CERT and SMTP_KEY.
 """
 import json
 import logging
 import os
 import socket
+import ssl
 import sys
 import uuid
 import warnings
@@ -49,6 +52,14 @@ def main():
     kwargs = {}
     if user is not None:
         kwargs = dict(authenticator=authenticator, auth_require_tls=False, auth_required=True)
+    mode = os.environ.get("SMTP_TLS")
+    if mode:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(os.environ["SMTP_CERT"], os.environ["SMTP_KEY"])
+        if mode == "starttls":
+            kwargs.update(tls_context=context, require_starttls=True)
+        else:
+            kwargs.update(ssl_context=context)
     controller = Controller(Saver(out_dir), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print(f"READY {port}", flush=True)
