@@ -88,6 +88,8 @@ pub struct BlobStore {
     client: Mutex<(Arc<BlobContainerClient>, Instant)>,
     block_size: usize,
     concurrency: usize,
+    /// A transport that trusts an extra root CA (see [`BlobStore::with_root_certificate`]).
+    transport: Option<azure_core::http::Transport>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -138,14 +140,31 @@ impl BlobStore {
                 .decode(key.trim())
                 .map_err(|_| bad_spec("the storage account key is not valid base64"))?;
         }
-        let client = build_client(&url, &auth)?;
+        let client = build_client(&url, &auth, None)?;
         Ok(BlobStore {
             container_url: url,
             auth,
             client: Mutex::new((Arc::new(client), Instant::now())),
             block_size: 4 * 1024 * 1024,
             concurrency: 4,
+            transport: None,
         })
+    }
+
+    /// Also trusts the root CA in `pem` for the storage endpoint's certificate, besides the
+    /// system roots: a private endpoint behind a company CA, or Azurite over https in tests.
+    pub fn with_root_certificate(mut self, pem: &[u8]) -> Result<Self, StoreError> {
+        let certificate = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| bad_spec(format!("invalid root certificate: {e}")))?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(certificate)
+            .build()
+            .map_err(|e| bad_spec(format!("could not build the HTTP client: {e}")))?;
+        let transport = azure_core::http::Transport::new(Arc::new(http));
+        let client = build_client(&self.container_url, &self.auth, Some(&transport))?;
+        self.client = Mutex::new((Arc::new(client), Instant::now()));
+        self.transport = Some(transport);
+        Ok(self)
     }
 
     /// A store from a `BATCH_TRIAGE_STORE`-style spec: a container URL (with a SAS, or bare for
@@ -211,7 +230,11 @@ impl BlobStore {
         if matches!(self.auth, BlobAuth::AccountKey { .. }) && guard.1.elapsed() > SAS_LIFETIME / 2
         {
             *guard = (
-                Arc::new(build_client(&self.container_url, &self.auth)?),
+                Arc::new(build_client(
+                    &self.container_url,
+                    &self.auth,
+                    self.transport.as_ref(),
+                )?),
                 Instant::now(),
             );
         }
@@ -241,7 +264,11 @@ fn default_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
     Ok(credential)
 }
 
-fn build_client(url: &Url, auth: &BlobAuth) -> Result<BlobContainerClient, StoreError> {
+fn build_client(
+    url: &Url,
+    auth: &BlobAuth,
+    transport: Option<&azure_core::http::Transport>,
+) -> Result<BlobContainerClient, StoreError> {
     let mut url = url.clone();
     let credential = match auth {
         BlobAuth::Token(credential) => Some(credential.clone()),
@@ -257,7 +284,14 @@ fn build_client(url: &Url, auth: &BlobAuth) -> Result<BlobContainerClient, Store
         BlobAuth::Anonymous => None,
     };
     // The SDK's message would echo the URL (and so the SAS): say it without.
-    BlobContainerClient::new(url, credential, None).map_err(|e| {
+    let options = transport.map(|transport| azure_storage_blob::BlobContainerClientOptions {
+        client_options: azure_core::http::ClientOptions {
+            transport: Some(transport.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    BlobContainerClient::new(url, credential, options).map_err(|e| {
         let message = match e.kind() {
             ErrorKind::Other if e.to_string().contains("must use https") => {
                 "a token credential needs an https container URL".to_owned()

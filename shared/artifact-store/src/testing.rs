@@ -19,6 +19,8 @@ use crate::{BlobAuth, BlobStore, DEVSTORE_ACCOUNT, DEVSTORE_KEY};
 pub struct Azurite {
     child: Child,
     port: u16,
+    /// Serving https (OAuth mode).
+    https: bool,
 }
 
 /// Where the Azurite binary is: `BATCH_TRIAGE_AZURITE`, else the copy
@@ -38,6 +40,26 @@ impl Azurite {
     /// When Azurite is not installed or does not come up: a missing dependency is a test
     /// failure, never a silent skip.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts Azurite over https with OAuth (`--oauth basic`): it accepts bearer tokens, which
+    /// the token-credential path of [`BlobStore`] needs. `cert` and `key` are PEM files of a
+    /// certificate for `127.0.0.1`.
+    pub fn start_oauth(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let mut azurite = Self::start_with(&[
+            "--oauth".as_ref(),
+            "basic".as_ref(),
+            "--cert".as_ref(),
+            cert.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ]);
+        azurite.https = true;
+        azurite
+    }
+
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Self {
         let binary = azurite_binary();
         assert!(
             binary.exists(),
@@ -56,6 +78,7 @@ impl Azurite {
                 "--disableTelemetry",
             ])
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(extra)
             // Its debug log and nothing else would land in the current directory.
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
@@ -68,7 +91,11 @@ impl Azurite {
                     binary.display()
                 )
             });
-        let mut azurite = Azurite { child, port };
+        let mut azurite = Azurite {
+            child,
+            port,
+            https: false,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         loop {
@@ -91,9 +118,10 @@ impl Azurite {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT/devstoreaccount1`.
+    /// `http://127.0.0.1:PORT/devstoreaccount1` (https when started with OAuth).
     pub fn blob_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{DEVSTORE_ACCOUNT}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{DEVSTORE_ACCOUNT}", self.port)
     }
 
     /// A connection string for the well-known account and `container`.

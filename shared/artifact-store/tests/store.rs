@@ -91,3 +91,162 @@ async fn azure_blob_backend_via_connection_string_and_sas_url() {
     );
     assert!(!err.to_string().contains("sig="), "{err}");
 }
+
+/// A token credential as Entra would hand one out: an unsigned JWT with the claims Azurite's
+/// `--oauth basic` mode checks (it decodes, never verifies).
+#[derive(Debug)]
+struct FakeEntra {
+    with_iat: bool,
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FakeEntra {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        use base64::Engine as _;
+        assert_eq!(
+            scopes,
+            ["https://storage.azure.com/.default"],
+            "the SDK asks for the storage scope"
+        );
+        let now = time::OffsetDateTime::now_utc();
+        let mut claims = serde_json::json!({
+            "nbf": now.unix_timestamp() - 60,
+            "exp": now.unix_timestamp() + 3600,
+            "iss": "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/",
+            "aud": "https://storage.azure.com",
+            "oid": "00000000-0000-0000-0000-000000000001",
+            "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        });
+        if self.with_iat {
+            claims["iat"] = (now.unix_timestamp() - 60).into();
+        }
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let jwt = format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(&serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+            b64(&claims)
+        );
+        Ok(azure_core::credentials::AccessToken::new(
+            jwt,
+            now + time::Duration::hours(1),
+        ))
+    }
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it (rustls refuses a self-signed CA
+/// used as the server certificate).
+fn test_pki(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=batch-triage test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// The managed-identity path (a token credential over https), as in production, on Azurite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_blob_backend_with_a_token_credential_over_https() {
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let azurite = artifact_store::testing::Azurite::start_oauth(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let ca = std::fs::read(pki.path().join("ca.pem")).unwrap();
+    let url = format!("{}/tokens", azurite.blob_endpoint());
+    assert!(url.starts_with("https://"));
+    let store = artifact_store::BlobStore::new(
+        &url,
+        artifact_store::BlobAuth::Token(Arc::new(FakeEntra { with_iat: true })),
+    )
+    .unwrap()
+    .with_root_certificate(&ca)
+    .unwrap()
+    .with_block_size(1024 * 1024);
+    store.create_container_if_missing().await.unwrap();
+    let store: Arc<dyn ArtifactStore> = Arc::new(store);
+    suite::all(store, "acct", &[]).await;
+
+    // A token Azurite cannot accept is an auth error, not a retry storm.
+    let refused = artifact_store::BlobStore::new(
+        &url,
+        artifact_store::BlobAuth::Token(Arc::new(FakeEntra { with_iat: false })),
+    )
+    .unwrap()
+    .with_root_certificate(&ca)
+    .unwrap();
+    let error = refused
+        .put(
+            &artifact_store::ObjectKey::new("x").unwrap(),
+            bytes::Bytes::from_static(b"x"),
+            artifact_store::Condition::Always,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, artifact_store::StoreError::Auth { .. }) && !error.is_retryable(),
+        "{error:?}"
+    );
+}
