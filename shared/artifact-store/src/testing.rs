@@ -156,3 +156,90 @@ impl Drop for Azurite {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway certificate authority and a server certificate signed by it, made with `openssl`
+/// in a temporary directory, for tests of TLS endpoints (Azurite over https, an SMTP server).
+/// rustls refuses a self-signed CA used as the server certificate, hence the two levels.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Makes `ca.pem` and `server.pem`/`server.key` for the `subject_alt_names` (OpenSSL form,
+    /// e.g. `DNS:localhost,IP:127.0.0.1`).
+    ///
+    /// # Panics
+    /// When `openssl` is missing or fails: `scripts/setup-test-deps` installs it.
+    pub fn new(subject_alt_names: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs (scripts/setup-test-deps installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.path().join("server.ext"),
+            format!(
+                "subjectAltName={subject_alt_names}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("write the extensions file");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=batch-triage test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=batch-triage test server",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Self { dir }
+    }
+
+    /// A file of the PKI: `ca.pem`, `server.pem` or `server.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}

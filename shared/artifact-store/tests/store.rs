@@ -139,82 +139,15 @@ impl azure_core::credentials::TokenCredential for FakeEntra {
     }
 }
 
-/// A throwaway CA and a certificate for 127.0.0.1 signed by it (rustls refuses a self-signed CA
-/// used as the server certificate).
-fn test_pki(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=batch-triage test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-}
-
 /// The managed-identity path (a token credential over https), as in production, on Azurite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_blob_backend_with_a_token_credential_over_https() {
-    let pki = tempfile::tempdir().unwrap();
-    test_pki(pki.path());
+    let pki = artifact_store::testing::TestPki::new("IP:127.0.0.1");
     let azurite = artifact_store::testing::Azurite::start_oauth(
-        &pki.path().join("server.pem"),
-        &pki.path().join("server.key"),
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
     );
-    let ca = std::fs::read(pki.path().join("ca.pem")).unwrap();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
     let url = format!("{}/tokens", azurite.blob_endpoint());
     assert!(url.starts_with("https://"));
     let store = artifact_store::BlobStore::new(

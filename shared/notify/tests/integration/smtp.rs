@@ -3,6 +3,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use artifact_store::testing::TestPki;
 use notify::config::{ReceiverConfig, Target};
 use notify::{AlertState, NotifyError};
 
@@ -319,83 +320,6 @@ async fn connection_refused_is_retryable() {
     assert!(error.is_retryable(), "{error:?}");
 }
 
-/// A test CA and a certificate for `localhost` signed by it, made with `openssl`.
-struct TestPki {
-    dir: tempfile::TempDir,
-}
-
-impl TestPki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=batch-triage test CA",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
 fn tls_receiver(port: u16, tls: &str, ca_file: &std::path::Path) -> notify::Receiver {
     let toml = format!(
         "name = \"mail\"\nkind = \"email\"\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\n\
@@ -415,7 +339,7 @@ fn tls_receiver(port: u16, tls: &str, ca_file: &std::path::Path) -> notify::Rece
 
 #[tokio::test]
 async fn starttls_and_implicit_tls_with_a_company_ca() {
-    let pki = TestPki::new();
+    let pki = TestPki::new("DNS:localhost,IP:127.0.0.1");
     for mode in ["starttls", "implicit"] {
         let server = SmtpServer::start_with(
             Some(("alerts", "smtp-pa55word")),
@@ -439,8 +363,8 @@ async fn starttls_and_implicit_tls_with_a_company_ca() {
 
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused() {
-    let pki = TestPki::new();
-    let other = TestPki::new();
+    let pki = TestPki::new("DNS:localhost,IP:127.0.0.1");
+    let other = TestPki::new("DNS:localhost,IP:127.0.0.1");
     let server = SmtpServer::start_with(
         None,
         Some(("starttls", &pki.path("server.pem"), &pki.path("server.key"))),
