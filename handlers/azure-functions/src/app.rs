@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_client::Deadline;
-use pipeline::triage::{RunReport, Triage, TriageError};
+use pipeline::triage::{Triage, TriageError};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -78,7 +78,7 @@ async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
         {
             Ok(report) => {
                 should_retry |= report.should_retry();
-                logs.extend(describe(&report));
+                logs.extend(report.lines());
             }
             Err(TriageError::Payload(error)) => {
                 tracing::error!(error = %error, "unreadable payload acknowledged");
@@ -87,31 +87,6 @@ async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
         }
     }
     if should_retry { retry(logs) } else { ok(logs) }
-}
-
-fn describe(report: &RunReport) -> Vec<String> {
-    report
-        .subjects
-        .iter()
-        .map(|s| {
-            format!(
-                "{}: {} — {:?}{}{}",
-                s.subject,
-                s.class.map_or("not diagnosed", |c| c.as_str()),
-                s.outcome,
-                if s.notified.is_empty() {
-                    String::new()
-                } else {
-                    format!("; notified {}", s.notified.join(", "))
-                },
-                if s.already_preserved {
-                    "; logs already preserved"
-                } else {
-                    ""
-                },
-            )
-        })
-        .collect()
 }
 
 async fn task_events(State(state): State<AppState>, body: String) -> Response {
@@ -139,54 +114,22 @@ async fn task_event_grid(State(state): State<AppState>, body: String) -> Respons
 async fn sweep(State(state): State<AppState>, body: String) -> Response {
     let request = envelope(&body).unwrap_or_default();
     let timer = timer_info(&request, "timer");
-    let deadline = Deadline::after(state.budget);
     let mut logs = vec![format!("sweep (past due: {})", timer.is_past_due)];
-    let now = OffsetDateTime::now_utc();
     match state
         .triage
-        .sweep(now, deadline, &pipeline::sweep::SweepOptions::default())
+        .tick(
+            OffsetDateTime::now_utc(),
+            Deadline::after(state.budget),
+            &pipeline::sweep::SweepOptions::default(),
+        )
         .await
     {
-        Ok(report) if report.skipped_busy => {
-            logs.push("another sweep holds the lease; skipped".to_owned())
-        }
         Ok(report) => {
-            logs.push(format!(
-                "swept {} jobs since {}: {} subjects{}",
-                report.jobs_examined,
-                report.since,
-                report.subjects.len(),
-                if report.completed {
-                    ""
-                } else {
-                    " (stopped at the deadline; the next run carries on)"
-                }
-            ));
-            logs.extend(
-                report
-                    .subjects
-                    .iter()
-                    .map(|s| format!("{}: {}", s.subject, s.class.map_or("—", |c| c.as_str()))),
-            );
+            logs.extend(report.lines());
+            ok(logs)
         }
-        Err(error) => return retry(vec![format!("sweep: {error}")]),
+        Err(error) => retry(vec![error.to_string()]),
     }
-    match state
-        .triage
-        .flush_due(OffsetDateTime::now_utc(), deadline)
-        .await
-    {
-        Ok(sent) => logs.push(format!("grouped alerts sent: {}", sent.len())),
-        Err(error) => return retry(vec![format!("flushing alert groups: {error}")]),
-    }
-    match state.triage.drain_outbox(deadline).await {
-        Ok(drained) => logs.push(format!(
-            "outbox: {} delivered, {} still pending, {} dead",
-            drained.delivered, drained.still_pending, drained.dead
-        )),
-        Err(error) => return retry(vec![format!("draining the outbox: {error}")]),
-    }
-    ok(logs)
 }
 
 async fn diagnose(State(state): State<AppState>, body: String) -> Response {

@@ -14,8 +14,9 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let settings = Settings::from_env(|name| std::env::var(name).ok())?;
-    let (port, budget) = (settings.port, settings.invocation_budget);
+    let (port, budget) = (settings.port, settings.pipeline.invocation_budget);
     let triage = settings
+        .pipeline
         .build()
         .context("building the pipeline from the app settings")?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

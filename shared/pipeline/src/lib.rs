@@ -11,6 +11,9 @@
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
+//! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
+//! - [`settings`]: the configuration every handler reads from its environment, and the pipeline
+//!   built from it.
 //!
 //! Time is always an argument (`now`), so tests inject it.
 #![deny(missing_docs)]
@@ -18,7 +21,9 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod settings;
 pub mod sweep;
+pub mod tick;
 pub mod triage;
 
 /// A short, key-safe digest of a string (first 32 hex digits of its SHA-256), used to name store

@@ -1,0 +1,261 @@
+//! The pipeline's configuration from named settings: the Functions host's app settings, the
+//! Lambda function's environment, or `batch-triage serve`'s environment. One reader for all
+//! handlers, so a setting means the same everywhere; the README's deployment section lists them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch_client::{BatchClient, BatchConfig};
+use diagnosis::policy::Policy;
+use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
+use preserve::PreserveOptions;
+
+use crate::triage::{Triage, TriageConfig};
+
+/// The settings, read once at start.
+pub struct Settings {
+    /// The Batch account (`AZURE_BATCH_ENDPOINT`, `AZURE_BATCH_ACCOUNT`,
+    /// `AZURE_BATCH_ACCESS_KEY`; no key means the managed identity).
+    pub batch: BatchConfig,
+    /// `AZURE_BATCH_ACCOUNT`, or the first label of the endpoint's host.
+    pub account: String,
+    /// `BATCH_TRIAGE_STORE`: a local directory or a blob container URL.
+    pub store: String,
+    /// `BATCH_TRIAGE_POLICY`: the policy file; absent means the default policy.
+    pub policy: Policy,
+    /// Receivers of the policy, resolved with their secrets from the settings.
+    pub receivers: BTreeMap<String, notify::Receiver>,
+    /// `BATCH_TRIAGE_ALLOW_HOSTS` (comma-separated, extra notification hosts) and
+    /// `BATCH_TRIAGE_ALLOW_LOOPBACK` (`true` for local testing only).
+    pub allowlist: Allowlist,
+    /// `BATCH_TRIAGE_INVOCATION_SECONDS` (default 240): how long one invocation may work; keep
+    /// it below the platform's timeout so a run ends cleanly.
+    pub invocation_budget: Duration,
+    /// `BATCH_TRIAGE_MAX_FILE_MIB` (default 4096): log files larger than this are recorded as
+    /// skipped instead of copied.
+    pub max_file_bytes: u64,
+}
+
+/// A setting is missing or wrong. Messages name the setting and never include its value, which
+/// may be a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A required setting is absent.
+    #[error("{name} is not set: {hint}")]
+    Missing {
+        /// The setting.
+        name: &'static str,
+        /// What to set it to.
+        hint: &'static str,
+    },
+    /// A setting's value cannot be used.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why (never the value).
+        reason: String,
+    },
+    /// The Batch account settings.
+    #[error("Batch account settings: {0}")]
+    Batch(#[from] batch_client::ConfigError),
+    /// A receiver of the policy cannot be resolved (a missing secret setting, say).
+    #[error("receiver {name:?}: {source}")]
+    Receiver {
+        /// The receiver's name in the policy.
+        name: String,
+        /// Why.
+        source: notify::NotifyError,
+    },
+    /// `BATCH_TRIAGE_STORE` cannot be opened.
+    #[error("BATCH_TRIAGE_STORE: {0}")]
+    Store(#[from] artifact_store::StoreError),
+    /// The HTTP client for notifications cannot be built.
+    #[error("notification egress: {0}")]
+    Egress(notify::NotifyError),
+}
+
+impl Settings {
+    /// Reads the settings through `get` (the process environment in production, a map in tests).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let batch = BatchConfig::from_env_vars(get)?;
+        let account = get("AZURE_BATCH_ACCOUNT")
+            .or_else(|| {
+                get("AZURE_BATCH_ENDPOINT").and_then(|e| diagnosis::wire::account_from_url(&e))
+            })
+            .ok_or(SettingsError::Missing {
+                name: "AZURE_BATCH_ACCOUNT",
+                hint: "set it to the Batch account's name",
+            })?;
+        let store = get("BATCH_TRIAGE_STORE").ok_or(SettingsError::Missing {
+            name: "BATCH_TRIAGE_STORE",
+            hint: "set it to a blob container URL or a directory",
+        })?;
+        let policy = match get("BATCH_TRIAGE_POLICY") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::Invalid {
+                    name: "BATCH_TRIAGE_POLICY",
+                    reason: format!("cannot read {path}: {e}"),
+                })?;
+                Policy::parse(&text).map_err(|errors| SettingsError::Invalid {
+                    name: "BATCH_TRIAGE_POLICY",
+                    reason: format!("{path}: {errors}"),
+                })?
+            }
+            None => Policy::default(),
+        };
+        let mut receivers = BTreeMap::new();
+        for receiver in &policy.receivers {
+            let resolved = ReceiverConfig::from_policy(receiver)
+                .and_then(|config| config.resolve(get))
+                .map_err(|source| SettingsError::Receiver {
+                    name: receiver.name.clone(),
+                    source,
+                })?;
+            receivers.insert(receiver.name.clone(), resolved);
+        }
+        let mut allowlist = Allowlist::default();
+        for host in get("BATCH_TRIAGE_ALLOW_HOSTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
+            allowlist = allowlist.with(host);
+        }
+        if get("BATCH_TRIAGE_ALLOW_LOOPBACK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            allowlist = allowlist.allow_loopback();
+        }
+        let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
+            match get(name) {
+                None => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| SettingsError::Invalid {
+                    name,
+                    reason: "not a whole number".to_owned(),
+                }),
+            }
+        };
+        let invocation_budget =
+            Duration::from_secs(number("BATCH_TRIAGE_INVOCATION_SECONDS", 240)?);
+        let max_file_bytes = number("BATCH_TRIAGE_MAX_FILE_MIB", 4096)?.saturating_mul(1 << 20);
+        Ok(Self {
+            batch,
+            account,
+            store,
+            policy,
+            receivers,
+            allowlist,
+            invocation_budget,
+            max_file_bytes,
+        })
+    }
+
+    /// Builds the pipeline.
+    pub fn build(self) -> Result<Triage, SettingsError> {
+        let store = artifact_store::open(&self.store)?;
+        let batch = Arc::new(BatchClient::new(self.batch)?);
+        let egress =
+            Egress::new(self.allowlist, RetryPolicy::standard()).map_err(SettingsError::Egress)?;
+        let config = TriageConfig {
+            account: self.account,
+            preserve: PreserveOptions {
+                max_file_bytes: self.max_file_bytes,
+                ..PreserveOptions::default()
+            },
+            action_call_timeout: Duration::from_secs(30),
+        };
+        Ok(Triage::new(
+            config,
+            batch,
+            store,
+            Arc::new(self.policy),
+            self.receivers,
+            egress,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_env(|name| map.get(name).cloned())
+    }
+
+    const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==";
+
+    #[test]
+    fn reads_the_documented_settings_with_their_defaults() {
+        let s = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+        ])
+        .unwrap();
+        assert_eq!(s.account, "acct");
+        assert_eq!(s.invocation_budget, Duration::from_secs(240));
+        assert_eq!(s.max_file_bytes, 4096 << 20);
+        assert!(s.receivers.is_empty());
+    }
+
+    #[test]
+    fn a_missing_store_names_the_setting() {
+        let error = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+        ])
+        .err()
+        .unwrap();
+        assert!(error.to_string().contains("BATCH_TRIAGE_STORE"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_number_names_the_setting_not_a_default() {
+        let error = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+            ("BATCH_TRIAGE_INVOCATION_SECONDS", "four minutes"),
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("BATCH_TRIAGE_INVOCATION_SECONDS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn errors_never_carry_the_key() {
+        let error = settings(&[
+            ("AZURE_BATCH_ENDPOINT", "not a url"),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+        ])
+        .err()
+        .unwrap();
+        assert!(!format!("{error} {error:?}").contains(KEY));
+    }
+}

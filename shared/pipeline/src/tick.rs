@@ -1,0 +1,118 @@
+//! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
+//! `batch-triage serve`, `batch-triage sweep`) does the same three things in the same order:
+//! sweep for failures no event announced, send the alert groups that have waited long enough,
+//! and retry the deliveries that failed earlier.
+
+use batch_client::Deadline;
+use time::OffsetDateTime;
+
+use crate::sweep::{SweepError, SweepOptions, SweepReport};
+use crate::triage::{RunReport, SubjectReport, Triage};
+
+/// What one tick did.
+#[derive(Debug, Default)]
+pub struct TickReport {
+    /// The sweep.
+    pub sweep: SweepReport,
+    /// Receivers a grouped alert went to.
+    pub flushed: Vec<String>,
+    /// The outbox after the retries.
+    pub outbox: notify::DrainReport,
+}
+
+/// Why a tick stopped; every variant is worth retrying (the store or Batch was unavailable), and
+/// whatever ran before the failure is idempotent.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// The sweep could not run.
+    #[error("sweep: {0}")]
+    Sweep(#[from] SweepError),
+    /// The alert groups could not be read.
+    #[error("flushing alert groups: {0}")]
+    Flush(#[from] crate::grouping::GroupError),
+    /// The outbox could not be read.
+    #[error("draining the outbox: {0}")]
+    Outbox(#[from] notify::NotifyError),
+}
+
+impl Triage {
+    /// Sweeps, flushes due alert groups and drains the outbox, within `deadline`.
+    pub async fn tick(
+        &self,
+        now: OffsetDateTime,
+        deadline: Deadline,
+        options: &SweepOptions,
+    ) -> Result<TickReport, TickError> {
+        let sweep = self.sweep(now, deadline, options).await?;
+        let flushed = self.flush_due(OffsetDateTime::now_utc(), deadline).await?;
+        let outbox = self.drain_outbox(deadline).await?;
+        Ok(TickReport {
+            sweep,
+            flushed,
+            outbox,
+        })
+    }
+}
+
+impl TickReport {
+    /// One line per fact, for a platform log.
+    pub fn lines(&self) -> Vec<String> {
+        let sweep = &self.sweep;
+        let mut lines = Vec::new();
+        if sweep.skipped_busy {
+            lines.push("another sweep holds the lease; skipped".to_owned());
+        } else {
+            lines.push(format!(
+                "swept {} jobs since {}: {} subjects{}",
+                sweep.jobs_examined,
+                sweep.since,
+                sweep.subjects.len(),
+                if sweep.completed {
+                    ""
+                } else {
+                    " (stopped at the deadline; the next run carries on)"
+                }
+            ));
+            lines.extend(sweep.subjects.iter().map(SubjectReport::line));
+        }
+        lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
+        lines.push(format!(
+            "outbox: {} delivered, {} still pending, {} dead",
+            self.outbox.delivered, self.outbox.still_pending, self.outbox.dead
+        ));
+        lines
+    }
+}
+
+impl RunReport {
+    /// One line per subject, for a platform log.
+    pub fn lines(&self) -> Vec<String> {
+        self.subjects.iter().map(SubjectReport::line).collect()
+    }
+}
+
+impl SubjectReport {
+    /// The subject, its class and what became of it, on one line (no secrets: reports hold none).
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} — {:?}{}{}{}",
+            self.subject,
+            self.class.map_or("not diagnosed", |c| c.as_str()),
+            self.outcome,
+            if self.notified.is_empty() {
+                String::new()
+            } else {
+                format!("; notified {}", self.notified.join(", "))
+            },
+            if self.already_preserved {
+                "; logs already preserved"
+            } else {
+                ""
+            },
+            self.action
+                .as_deref()
+                .map(|a| format!("; action: {a}"))
+                .unwrap_or_default(),
+        )
+    }
+}
