@@ -1,0 +1,570 @@
+// batch-triage on Azure: a Flex Consumption Function App running the custom handler
+// (batch-triage-functions), fed by the Batch account's ServiceLog diagnostic setting through an
+// Event Hub, keeping logs and state in a blob container, with a system-assigned managed identity
+// and least-privilege roles. Parameters and outputs are documented in infra/README.md.
+//
+// Deploy into the resource group that will hold the app:
+//   az deployment group create -g RG -f infra/main.bicep -p batchAccountName=NAME
+// then publish dist/batch-triage-functions.zip (scripts/package) to the app.
+
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------------
+
+@description('Region for every resource. The Event Hubs namespace must be in the Batch account\'s region (a diagnostic setting only streams to a namespace in its own region), so this defaults to the resource group\'s region and should match the Batch account\'s.')
+param location string = resourceGroup().location
+
+@description('Short lowercase name that prefixes every resource name (3-11 letters or digits).')
+@minLength(3)
+@maxLength(11)
+param baseName string = 'batchtriage'
+
+@description('Name of the existing Batch account to watch.')
+param batchAccountName string
+
+@description('Resource group of the existing Batch account (defaults to this deployment\'s resource group).')
+param batchAccountResourceGroup string = resourceGroup().name
+
+@description('Grant the app Azure Batch Job Submitter on the Batch account so that policy rules can disable or terminate jobs. Without it the app can only read. The policy must also turn actions on ([actions] enabled = true, dry_run = false).')
+param enableJobActions bool = false
+
+@description('Create an Event Grid custom topic and subscribe the TaskEventGrid function to it (for tasks or tools that publish Batch event bodies or {jobId, taskId} references). The subscription validates that the function exists: set this to true only once the Functions zip has been published, and run the deployment again.')
+param deployEventGridTopic bool = false
+
+@description('Create Application Insights (with a Log Analytics workspace) for the Function App\'s logs and invocations.')
+param deployApplicationInsights bool = true
+
+@description('Days the Log Analytics workspace keeps logs (when Application Insights is deployed).')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Flex Consumption: the most instances the app may scale out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex Consumption: memory per instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Flex Consumption runtime stack name. Custom handlers use "custom"; check what the region offers with: az functionapp list-flexconsumption-runtimes --location LOCATION --runtime custom')
+param functionRuntimeName string = 'custom'
+
+@description('Flex Consumption runtime version for functionRuntimeName, exactly as the region\'s runtime list spells it (an unlisted value is accepted by ARM but the host then fails to start).')
+param functionRuntimeVersion string = '1.0'
+
+@description('Replication of the Functions host storage account (its state can be rebuilt).')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param hostStorageSku string = 'Standard_LRS'
+
+@description('Replication of the preserved-logs storage account; choose a geo-redundant SKU if the logs must outlive a regional outage.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+])
+param logStorageSku string = 'Standard_LRS'
+
+@description('Blob container that holds preserved logs and batch-triage\'s state (BATCH_TRIAGE_STORE).')
+@minLength(3)
+@maxLength(63)
+param logContainerName string = 'batch-logs'
+
+@description('Days a deleted or overwritten preserved-log blob stays recoverable (blob soft delete).')
+@minValue(1)
+@maxValue(365)
+param logSoftDeleteDays int = 14
+
+@description('Event Hubs namespace tier. Standard is the least that allows a dedicated consumer group.')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param eventHubSku string = 'Standard'
+
+@description('Partitions of the ServiceLog event hub; they bound how many instances read in parallel (2-4 is plenty for Batch logs).')
+@minValue(1)
+@maxValue(32)
+param eventHubPartitionCount int = 2
+
+@description('Days the event hub keeps ServiceLog records that have not been read.')
+@minValue(1)
+@maxValue(7)
+param eventHubRetentionDays int = 1
+
+@description('The Sweep function\'s NCRONTAB schedule in UTC (BATCH_TRIAGE_SWEEP_SCHEDULE), with seconds: every 5 minutes is 0 */5 * * * *.')
+param sweepSchedule string = '0 */5 * * * *'
+
+@description('Seconds one invocation may work before it stops and reports what is left (BATCH_TRIAGE_INVOCATION_SECONDS); keep it below the function timeout.')
+@minValue(10)
+param invocationSeconds int = 240
+
+@description('Log files larger than this many MiB are recorded as skipped rather than copied (BATCH_TRIAGE_MAX_FILE_MIB).')
+@minValue(1)
+param maxFileMiB int = 4096
+
+@description('Path of the policy file inside the deployed package (BATCH_TRIAGE_POLICY), e.g. policy.toml when packaged with scripts/package --policy FILE. Empty means the default policy: keep logs, notify nobody, act on nothing.')
+param policyPath string = ''
+
+@description('Extra notification hosts, comma-separated (BATCH_TRIAGE_ALLOW_HOSTS), e.g. hooks.example.com,*.example.net.')
+param allowHosts string = ''
+
+@description('More app settings, such as the receiver secrets the policy names with *_env keys (e.g. {"TEAMS_WEBHOOK_URL": "https://..."}). Secure: not logged in the deployment history.')
+@secure()
+param extraAppSettings object = {}
+
+@description('Tags for every resource.')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Names and role definitions
+// ---------------------------------------------------------------------------------------------
+
+var token = uniqueString(resourceGroup().id, baseName)
+var appName = '${baseName}-${token}'
+var planName = '${baseName}-plan-${token}'
+var hostStorageName = take('${baseName}fn${token}', 24)
+var logStorageName = take('${baseName}logs${token}', 24)
+var deploymentContainerName = 'app-package'
+var eventHubNamespaceName = '${baseName}-${token}'
+var eventHubName = 'batch-servicelog'
+var consumerGroupName = 'batch-triage'
+var topicName = '${baseName}-${token}'
+var workspaceName = '${baseName}-${token}'
+var appInsightsName = '${baseName}-${token}'
+
+// Built-in role definitions (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// ---------------------------------------------------------------------------------------------
+// The Batch account (existing)
+// ---------------------------------------------------------------------------------------------
+
+resource batchAccount 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
+  name: batchAccountName
+  scope: resourceGroup(batchAccountResourceGroup)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host storage: AzureWebJobsStorage (timers, keys, Event Hubs checkpoints) and the deployment
+// package container. Identity only: shared keys are disabled.
+// ---------------------------------------------------------------------------------------------
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // The app reaches its storage over the public endpoint with its managed identity: closing the
+  // network needs VNet integration and private endpoints, which this template does not set up.
+  //checkov:skip=CKV_AZURE_35: public endpoint needed by the app (no VNet integration); access is by Entra identity only, shared keys disabled
+  //checkov:skip=CKV_AZURE_59: same: no VNet integration, so the account keeps its public endpoint (identity-only access)
+  //checkov:skip=CKV_AZURE_206: replication is the hostStorageSku parameter; LRS by default, the host's state can be rebuilt
+  //checkov:skip=CKV_AZURE_43: the name is take(baseName + 'fn' + uniqueString(...), 24): 3-24 lowercase letters and digits, which checkov cannot evaluate
+  name: hostStorageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: hostStorageSku
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource hostBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: hostStorage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: hostBlobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log storage: preserved task logs and batch-triage's state (cursor, groups, outbox, audit) in one
+// container, the only thing the app may write there.
+// ---------------------------------------------------------------------------------------------
+
+resource logStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35: public endpoint needed by the app (no VNet integration) and by people opening preserved logs; access is by Entra identity only, shared keys disabled
+  //checkov:skip=CKV_AZURE_59: same: no VNet integration, so the account keeps its public endpoint (identity-only access)
+  //checkov:skip=CKV_AZURE_206: replication is the logStorageSku parameter (LRS by default; GRS/GZRS are allowed values)
+  //checkov:skip=CKV_AZURE_43: the name is take(baseName + 'logs' + uniqueString(...), 24): 3-24 lowercase letters and digits, which checkov cannot evaluate
+  name: logStorageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: logStorageSku
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource logBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: logStorage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: logSoftDeleteDays
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: logSoftDeleteDays
+    }
+  }
+}
+
+resource logContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: logBlobService
+  name: logContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event Hubs: the Batch account's ServiceLog diagnostic setting sends here; TaskEvents reads.
+// ---------------------------------------------------------------------------------------------
+
+resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
+  // Local (SAS) auth stays on: an Azure Monitor diagnostic setting sends with a namespace
+  // authorization rule. The app itself connects with its managed identity.
+  name: eventHubNamespaceName
+  location: location
+  tags: tags
+  sku: {
+    name: eventHubSku
+    tier: eventHubSku
+    capacity: 1
+  }
+  properties: {
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: 'Enabled'
+    disableLocalAuth: false
+  }
+}
+
+resource eventHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: eventHubNamespace
+  name: eventHubName
+  properties: {
+    partitionCount: eventHubPartitionCount
+    messageRetentionInDays: eventHubRetentionDays
+  }
+}
+
+resource consumerGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = {
+  parent: eventHub
+  name: consumerGroupName
+  properties: {
+    userMetadata: 'batch-triage TaskEvents function'
+  }
+}
+
+// Azure Monitor streams with a namespace-level rule holding Manage, Send and Listen
+// (https://learn.microsoft.com/azure/azure-monitor/essentials/diagnostic-settings).
+resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = {
+  parent: eventHubNamespace
+  name: 'batch-diagnostics'
+  properties: {
+    rights: [
+      'Manage'
+      'Send'
+      'Listen'
+    ]
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring (optional): Application Insights on a Log Analytics workspace, Entra auth only.
+// ---------------------------------------------------------------------------------------------
+
+module monitoring 'modules/monitoring.bicep' = if (deployApplicationInsights) {
+  name: 'batch-triage-monitoring'
+  params: {
+    location: location
+    workspaceName: workspaceName
+    appInsightsName: appInsightsName
+    retentionDays: logRetentionDays
+    tags: tags
+  }
+}
+
+// The component, for the app's role assignment on it.
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = if (deployApplicationInsights) {
+  name: appInsightsName
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Function App: Flex Consumption, Linux, custom handler.
+// ---------------------------------------------------------------------------------------------
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  //checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is not offered in every region; left off (a redeploy restores the app)
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+var baseAppSettings = {
+  // Host storage, identity-based (system-assigned identity: the account name is enough).
+  AzureWebJobsStorage__accountName: hostStorage.name
+  // The Batch account, read with the managed identity (no AZURE_BATCH_ACCESS_KEY).
+  AZURE_BATCH_ENDPOINT: 'https://${batchAccount.properties.accountEndpoint}'
+  AZURE_BATCH_ACCOUNT: batchAccountName
+  // A bare container URL: the handler uses the managed identity.
+  BATCH_TRIAGE_STORE: '${logStorage.properties.primaryEndpoints.blob}${logContainerName}'
+  BATCH_TRIAGE_INVOCATION_SECONDS: string(invocationSeconds)
+  BATCH_TRIAGE_MAX_FILE_MIB: string(maxFileMiB)
+  BATCH_TRIAGE_SWEEP_SCHEDULE: sweepSchedule
+  // TaskEvents: the event hub, and its namespace as an identity-based connection named
+  // BatchLogsEventHub (the "connection" of TaskEvents/function.json).
+  BATCH_TRIAGE_EVENT_HUB: eventHub.name
+  BATCH_TRIAGE_CONSUMER_GROUP: consumerGroup.name
+  BatchLogsEventHub__fullyQualifiedNamespace: '${eventHubNamespace.name}.servicebus.windows.net'
+  BatchLogsEventHub__credential: 'managedidentity'
+}
+var policySettings = empty(policyPath) ? {} : { BATCH_TRIAGE_POLICY: policyPath }
+var allowHostSettings = empty(allowHosts) ? {} : { BATCH_TRIAGE_ALLOW_HOSTS: allowHosts }
+var monitoringSettings = deployApplicationInsights ? {
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+} : {}
+var appSettings = union(extraAppSettings, baseAppSettings, policySettings, allowHostSettings, monitoringSettings)
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // The functions are reached over the internet: Event Grid delivers to the TaskEventGrid webhook
+  // and people call Diagnose with a function key. Requests are authorised by function keys (the
+  // Event Grid extension's system key, Diagnose's function key), not App Service Authentication.
+  //checkov:skip=CKV_AZURE_222: public network access is needed for Event Grid delivery and for Diagnose (no VNet integration)
+  //checkov:skip=CKV_AZURE_17: client certificates are not used: callers present function keys
+  //checkov:skip=CKV_AZURE_212: Flex Consumption scales each function on demand; there is no fixed instance count to fail over
+  //checkov:skip=CKV_AZURE_213: a custom handler has no health-check route; the Functions host supervises the handler process
+  name: appName
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    clientCertEnabled: false
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: functionRuntimeName
+        version: functionRuntimeVersion
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+  ]
+}
+
+// No publishing with basic (user/password) credentials: deploy with an Entra identity.
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles of the app's identity, each on the narrowest scope.
+// ---------------------------------------------------------------------------------------------
+
+// The host's own storage (AzureWebJobsStorage and the deployment package) needs Blob Data Owner.
+resource hostStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, functionApp.id, storageBlobDataOwnerRoleId)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: Functions host storage and deployment package'
+  }
+}
+
+// Preserved logs and state: read and write blobs of the one container.
+resource logContainerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(logContainer.id, functionApp.id, storageBlobDataContributorRoleId)
+  scope: logContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: preserved logs and state'
+  }
+}
+
+// TaskEvents reads the ServiceLog hub.
+resource eventHubRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventHub.id, functionApp.id, eventHubsDataReceiverRoleId)
+  scope: eventHub
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiverRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: read Batch ServiceLog records'
+  }
+}
+
+// Application Insights with local auth disabled accepts telemetry from this role only.
+resource appInsightsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deployApplicationInsights) {
+  name: guid(appInsights.id, functionApp.id, monitoringMetricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: send telemetry'
+  }
+  dependsOn: [
+    monitoring
+  ]
+}
+
+// The Batch account: its diagnostic setting and the app's roles on it, in its resource group.
+module batch 'modules/batch-account.bicep' = {
+  name: 'batch-triage-batch-account'
+  scope: resourceGroup(batchAccountResourceGroup)
+  params: {
+    batchAccountName: batchAccountName
+    principalId: functionApp.identity.principalId
+    functionAppId: functionApp.id
+    enableJobActions: enableJobActions
+    eventHubAuthorizationRuleId: diagnosticsSendRule.id
+    eventHubName: eventHub.name
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event Grid (optional): a custom topic whose events go to the TaskEventGrid function.
+// ---------------------------------------------------------------------------------------------
+
+module eventGrid 'modules/event-grid.bicep' = if (deployEventGridTopic) {
+  name: 'batch-triage-event-grid'
+  params: {
+    location: location
+    topicName: topicName
+    functionAppId: functionApp.id
+    tags: tags
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+// ---------------------------------------------------------------------------------------------
+
+@description('Name of the Function App: publish dist/batch-triage-functions.zip to it.')
+output functionAppName string = functionApp.name
+
+@description('Host name of the Function App (https://HOST/api/Diagnose).')
+output functionAppHostName string = functionApp.properties.defaultHostName
+
+@description('Object id of the app\'s system-assigned managed identity (for extra role assignments).')
+output principalId string = functionApp.identity.principalId
+
+@description('The store: the blob container URL of preserved logs and state (BATCH_TRIAGE_STORE).')
+output storeUrl string = '${logStorage.properties.primaryEndpoints.blob}${logContainerName}'
+
+@description('Name of the storage account that holds the preserved logs.')
+output logStorageAccountName string = logStorage.name
+
+@description('Event Hubs namespace and hub that receive the Batch ServiceLog records.')
+output eventHubNamespaceName string = eventHubNamespace.name
+
+@description('Name of the event hub fed by the diagnostic setting.')
+output eventHubName string = eventHub.name
+
+@description('Endpoint of the Event Grid custom topic, or empty when deployEventGridTopic is false.')
+output eventGridTopicEndpoint string = deployEventGridTopic ? eventGrid.outputs.endpoint : ''
+
+@description('Name of the Application Insights component, or empty when deployApplicationInsights is false.')
+output appInsightsName string = deployApplicationInsights ? monitoring.outputs.name : ''
