@@ -2,6 +2,7 @@
 //! Everything that decides anything lives in the library crates; this binary only wires them to a
 //! terminal.
 
+mod demo;
 mod diagnose;
 mod emulator;
 mod notify;
@@ -23,6 +24,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole product locally with no Azure account: the Batch emulator with a failure of
+    /// every class, the real pipeline, loopback Teams/email/webhook receivers, and an HTML report.
+    #[command(after_help = demo::EXAMPLES)]
+    Demo(demo::Args),
+
     /// Diagnose Batch payloads: task or job JSON, list responses, prep/release status,
     /// diagnostic-log events (alone, in an Event Hubs `records` batch or as JSON Lines), Event Grid
     /// events and CloudEvents.
@@ -61,6 +67,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Diagnose(args) => diagnose::run(&args),
         Command::Emulator(args) => emulator::run(&args),
         Command::Notify(args) => notify::run(&args),
