@@ -1,0 +1,394 @@
+//! `batch-triage demo` as a newcomer runs it: the real binary, a real directory, and the files a
+//! person opens afterwards. One demo run is shared by the tests that only read its output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use diagnosis::FailureClass;
+use serde_json::Value;
+
+fn demo(out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+        .env("NO_COLOR", "1")
+        .arg("demo")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("the binary runs")
+}
+
+/// One demo run (JSON summary) shared by the read-only tests.
+struct SharedRun {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    summary: Value,
+    report: Value,
+    html: String,
+}
+
+fn shared() -> &'static SharedRun {
+    static RUN: OnceLock<SharedRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("demo");
+        let output = demo(&out, &["--output", "json"]);
+        assert!(
+            output.status.success(),
+            "demo failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--output json prints one JSON object ({e}):\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        SharedRun {
+            _dir: dir,
+            out,
+            summary,
+            report,
+            html,
+        }
+    })
+}
+
+fn failures(report: &Value) -> &Vec<Value> {
+    report["failures"].as_array().expect("failures is an array")
+}
+
+fn failure<'a>(report: &'a Value, subject: &str) -> &'a Value {
+    failures(report)
+        .iter()
+        .find(|f| f["subject"] == subject)
+        .unwrap_or_else(|| panic!("no failure {subject} in report.json"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_failure_class_is_in_report_json_or_listed_as_not_shown_with_a_reason() {
+    let report = &shared().report;
+    let found: Vec<&str> = failures(report)
+        .iter()
+        .map(|f| f["class"].as_str().unwrap())
+        .collect();
+    let not_shown: Vec<&str> = report["notShown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert!(
+                n["why"].as_str().is_some_and(|w| w.len() > 20),
+                "a class left out says why: {n}"
+            );
+            n["class"].as_str().unwrap()
+        })
+        .collect();
+    for class in FailureClass::ALL.iter().filter(|c| c.is_failure()) {
+        let name = class.as_str();
+        assert!(
+            found.contains(&name) != not_shown.contains(&name),
+            "{name}: found {}, listed as not shown {}",
+            found.contains(&name),
+            not_shown.contains(&name)
+        );
+    }
+    // Only what the pipeline cannot reach is left out.
+    assert_eq!(not_shown, ["node.start_task_failed"]);
+    // The exit codes the README promises to explain are in the demo, with their meanings.
+    for (subject, meaning) in [
+        ("devbatch1/etl/oom", "oom_or_sigkill"),
+        ("devbatch1/etl/sigkill", "oom_or_sigkill"),
+        ("devbatch1/render/dll-missing", "dll_not_found"),
+        ("devbatch1/render/timeout", "ctrl_c_exit"),
+    ] {
+        assert_eq!(
+            failure(report, subject)["diagnosis"]["exitMeaning"],
+            meaning,
+            "{subject}"
+        );
+    }
+}
+
+#[test]
+fn the_json_summary_counts_what_report_json_holds() {
+    let run = shared();
+    let summary = &run.summary;
+    assert_eq!(summary["failures"], failures(&run.report).len());
+    assert_eq!(summary["byClass"], run.report["byClass"]);
+    assert_eq!(summary["converged"], true);
+    assert_eq!(
+        PathBuf::from(summary["report"].as_str().unwrap()),
+        run.out.join("report.html")
+    );
+    let alerts: u64 = summary["alerts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        alerts as usize,
+        run.report["alerts"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn the_html_report_names_every_class_shown_and_escapes_task_output() {
+    let run = shared();
+    let html = &run.html;
+    for failure in failures(&run.report) {
+        let class = failure["class"].as_str().unwrap();
+        assert!(html.contains(class), "report.html lacks {class}");
+    }
+    // The webapp task's stderr and Batch's message carry markup; it must arrive as text.
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;stderr&#39;)&lt;/script&gt;"),
+        "the stderr tail with <script> is shown, escaped"
+    );
+    assert!(html.contains("&lt;b&gt;unrecognised&lt;/b&gt;"));
+    let lower = html.to_ascii_lowercase();
+    assert!(!lower.contains("<script"), "no script element at all");
+    assert!(!lower.contains("<b>unrecognised"));
+    // Self-contained: nothing is fetched from elsewhere.
+    assert!(!lower.contains("<link"), "no external stylesheet");
+    assert!(!lower.contains(" src="), "no external image or script");
+    assert!(
+        !lower.contains("href=\"http"),
+        "links stay inside the demo directory"
+    );
+    // A preserved file is linked relative to the report.
+    assert!(html.contains("href=\"store/devbatch1/etl/oom/attempt-0/stderr.txt\""));
+    assert!(html.contains("id=\"timeline\""));
+}
+
+#[test]
+fn logs_are_preserved_in_the_design_layout_with_manifests() {
+    let run = shared();
+    let folder = run.out.join("store/devbatch1/etl/oom/attempt-0");
+    let manifest = read_json(&folder.join("manifest.json"));
+    assert_eq!(manifest["kind"], "task");
+    assert_eq!(manifest["jobId"], "etl");
+    assert_eq!(manifest["taskId"], "oom");
+    for name in ["stdout.txt", "stderr.txt"] {
+        let entry = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in the manifest"));
+        let on_disk = std::fs::metadata(folder.join(name)).unwrap().len();
+        assert_eq!(
+            entry["bytes"], on_disk,
+            "{name}: the manifest's size is the file's"
+        );
+    }
+    assert_eq!(
+        read_json(&folder.join("diagnosis.json"))["class"],
+        "task.exit_code"
+    );
+    assert!(
+        std::fs::read_to_string(folder.join("stderr.txt"))
+            .unwrap()
+            .contains("Killed")
+    );
+
+    let prep = read_json(
+        &run.out
+            .join("store/devbatch1/prep-fail/_jobprep/tvm-03/manifest.json"),
+    );
+    assert_eq!(prep["kind"], "jobprep");
+
+    let missing_code = |path: &str| {
+        let manifest = read_json(&run.out.join(path));
+        manifest["missing"][0]["code"].as_str().map(str::to_owned)
+    };
+    // The node went away before anyone read its logs; the manifest says why they are missing.
+    assert_eq!(
+        missing_code("store/devbatch1/lost-node/t1/attempt-0/manifest.json").as_deref(),
+        Some("NodeNotFound")
+    );
+    // A nine-day-old failure replayed by an event: retention expired.
+    assert_eq!(
+        missing_code("store/devbatch1/etl/old-fail/attempt-0/manifest.json").as_deref(),
+        Some("TaskFilesUnavailable")
+    );
+    // The 2 GiB stdout is recorded as skipped rather than copied, which keeps the demo fast.
+    let big = read_json(
+        &run.out
+            .join("store/devbatch1/etl/big-log/attempt-0/manifest.json"),
+    );
+    assert_eq!(big["skipped"][0]["name"], "stdout.txt");
+    assert_eq!(big["skipped"][0]["bytes"], 2_147_483_648_u64);
+    assert!(
+        !run.out
+            .join("store/devbatch1/etl/big-log/attempt-0/stdout.txt")
+            .exists()
+    );
+}
+
+#[test]
+fn alert_files_hold_what_each_receiver_got() {
+    let run = shared();
+    let alerts = run.report["alerts"].as_array().unwrap();
+    for receiver in ["ops-teams", "ops-mail", "siem"] {
+        assert!(
+            alerts.iter().any(|a| a["receiver"] == receiver),
+            "{receiver} got at least one alert"
+        );
+    }
+    for alert in alerts {
+        let file = run.out.join(alert["file"].as_str().unwrap());
+        assert!(file.is_file(), "{} exists", file.display());
+    }
+    let teams: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["receiver"] == "ops-teams")
+        .collect();
+    for alert in teams {
+        let card = read_json(&run.out.join(alert["file"].as_str().unwrap()));
+        assert_eq!(card["type"], "message", "the Workflows envelope");
+        let attachment = &card["attachments"][0];
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(attachment["content"]["type"], "AdaptiveCard");
+        assert_eq!(attachment["content"]["version"], "1.4");
+    }
+    let webhook = alerts.iter().find(|a| a["receiver"] == "siem").unwrap();
+    assert_eq!(webhook["signed"], true, "the webhook is signed");
+    let body = read_json(&run.out.join(webhook["file"].as_str().unwrap()));
+    assert!(body["diagnosis"]["class"].is_string());
+    let email = alerts.iter().find(|a| a["receiver"] == "ops-mail").unwrap();
+    let mail = std::fs::read_to_string(run.out.join(email["file"].as_str().unwrap())).unwrap();
+    assert!(mail.contains("Subject: [CRITICAL]"), "{mail}");
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    assert!(mail.contains("text/html"), "both bodies are sent");
+}
+
+#[test]
+fn duplicates_converge_each_failure_is_copied_once_and_told_once() {
+    let report = &shared().report;
+    assert_eq!(report["converged"], true);
+    let mut seen_more_than_once = 0;
+    for failure in failures(report) {
+        let subject = failure["subject"].as_str().unwrap();
+        if !failure["preserved"].as_array().unwrap().is_empty() {
+            assert_eq!(failure["copies"], 1, "{subject} copied once");
+        }
+        let notified: Vec<&str> = failure["notified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        let mut unique = notified.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            notified.len(),
+            "{subject} told each receiver once"
+        );
+        if failure["seenBy"].as_array().unwrap().len() > 1 {
+            seen_more_than_once += 1;
+        }
+    }
+    assert!(
+        seen_more_than_once >= 5,
+        "events and the sweep overlap, so duplicates happened and were absorbed"
+    );
+    let runs = report["runs"].as_array().unwrap();
+    let redelivery = runs
+        .iter()
+        .find(|r| r["name"] == "event-hubs-redelivery")
+        .unwrap();
+    for subject in redelivery["subjects"].as_array().unwrap() {
+        assert_eq!(subject["alreadyPreserved"], true, "{subject}");
+        assert_eq!(subject["notified"], serde_json::json!([]), "{subject}");
+    }
+    // The pool event in the Event Hubs batch is skipped by design.
+    assert_eq!(runs[0]["ignoredItems"], 1);
+    // The flaky task succeeded, so only its event finds it; the sweep looks for failures.
+    assert_eq!(
+        failure(report, "devbatch1/etl/flaky")["seenBy"],
+        serde_json::json!(["event-hubs", "event-hubs-redelivery"])
+    );
+}
+
+#[test]
+fn a_rerun_replaces_the_previous_demo_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let first = demo(&out, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stale = out.join("store/devbatch1/stale-from-an-old-run.txt");
+    std::fs::write(&stale, "old").unwrap();
+    let second = demo(&out, &[]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        !stale.exists(),
+        "the previous demo was replaced, not merged"
+    );
+    // A fresh store, so the second run copied and alerted again rather than finding old state.
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["converged"], true);
+    assert_eq!(failure(&report, "devbatch1/etl/oom")["copies"], 1);
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(text.contains("report.html"), "{text}");
+    assert!(text.contains("task.exit_code"), "{text}");
+    let alert_lines = text.lines().filter(|l| l.contains("alerts/")).count();
+    assert_eq!(
+        alert_lines,
+        report["alerts"].as_array().unwrap().len(),
+        "one console line per alert:\n{text}"
+    );
+}
+
+#[test]
+fn a_non_empty_directory_that_is_not_a_demo_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("thesis.tex"), "precious").unwrap();
+    let output = demo(dir.path(), &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert!(stderr.contains("--out"), "it says what to do: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("thesis.tex")).unwrap(),
+        "precious"
+    );
+    assert!(!dir.path().join("report.html").exists());
+    assert!(!dir.path().join(".batch-triage-demo").exists());
+}
+
+#[test]
+fn a_file_in_the_way_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo");
+    std::fs::write(&file, "not a directory").unwrap();
+    let output = demo(&file, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a directory"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}
