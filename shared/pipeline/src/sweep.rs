@@ -196,7 +196,7 @@ impl Triage {
             },
             deadline,
         ));
-        let mut cache = JobCache::default();
+        let cache = JobCache::default();
         while let Some(job) = jobs.try_next().await? {
             if deadline_near(deadline) {
                 return Ok(());
@@ -214,10 +214,10 @@ impl Triage {
                 continue;
             }
             report.jobs_examined += 1;
-            self.sweep_failed_tasks(&job_id, since, now, deadline, &mut cache, report)
+            self.sweep_failed_tasks(&job_id, since, now, deadline, &cache, report)
                 .await;
             match self
-                .process_job(&job_id, &mut cache, now, options.stuck_after, deadline)
+                .process_job(&job_id, &cache, now, options.stuck_after, deadline)
                 .await
             {
                 Ok(subjects) => report.subjects.extend(
@@ -244,7 +244,7 @@ impl Triage {
         since: OffsetDateTime,
         now: OffsetDateTime,
         deadline: Deadline,
-        cache: &mut JobCache,
+        cache: &JobCache,
         report: &mut SweepReport,
     ) {
         let filter = format!(
@@ -258,32 +258,44 @@ impl Triage {
             select: Some(select),
             ..ListOptions::default()
         };
-        let mut tasks = items(self.batch.list_tasks(job_id, &options, deadline)).boxed();
-        loop {
-            let task: BatchTask = match tasks.try_next().await {
-                Ok(Some(task)) => task,
-                Ok(None) => return,
-                Err(error) => {
-                    let mut failed = SubjectReport::new(format!(
-                        "{}/{job_id} (failed tasks)",
-                        self.config.account
-                    ));
-                    failed.outcome = batch_failure(&error);
-                    report.subjects.push(failed);
+        // The list is read page by page while up to `subject_concurrency` tasks are triaged;
+        // `buffered` keeps the list order in the report and bounds what is in memory.
+        let label = |suffix: &str| format!("{}/{job_id}{suffix}", self.config.account);
+        let mut triaged = items(self.batch.list_tasks(job_id, &options, deadline))
+            .map(|listed: Result<BatchTask, BatchError>| async move {
+                let task = match listed {
+                    Ok(task) => task,
+                    Err(error) => {
+                        let mut failed = SubjectReport::new(label(" (failed tasks)"));
+                        failed.outcome = batch_failure(&error);
+                        return Some((failed, true));
+                    }
+                };
+                if deadline_near(deadline) {
+                    return None;
+                }
+                Some(
+                    match self.triage_task(job_id, task, cache, now, deadline).await {
+                        Ok(subject) => (subject, false),
+                        Err(outcome) => {
+                            let mut failed = SubjectReport::new(label(""));
+                            failed.outcome = outcome;
+                            (failed, false)
+                        }
+                    },
+                )
+            })
+            .buffered(self.subject_concurrency);
+        while let Some(next) = triaged.next().await {
+            match next {
+                // The list broke: what came before it stands; the next run lists again.
+                Some((subject, true)) => {
+                    report.subjects.push(subject);
                     return;
                 }
-            };
-            if deadline_near(deadline) {
-                return;
-            }
-            match self.triage_task(job_id, task, cache, now, deadline).await {
-                Ok(subject) => report.subjects.push(subject),
-                Err(outcome) => {
-                    let mut failed =
-                        SubjectReport::new(format!("{}/{job_id}", self.config.account));
-                    failed.outcome = outcome;
-                    report.subjects.push(failed);
-                }
+                Some((subject, false)) => report.subjects.push(subject),
+                // Out of time: the rest is left for the next run.
+                None => return,
             }
         }
     }

@@ -17,7 +17,7 @@ use diagnosis::{
     Diagnosis, Evidence, FailureClass, Item, diagnose_job, diagnose_prep_release, diagnose_task,
     prep_failed_nodes,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use notify::{Alert, AlertState, Egress, Group, Links, Outbox, Receiver};
 use preserve::{JobRef, PreserveOptions, preserve_prep_release, preserve_task};
 use time::OffsetDateTime;
@@ -48,7 +48,15 @@ pub struct Triage {
     groups: GroupStore,
     actions: JobActions,
     outbox: Outbox,
+    /// Subjects worked on at once: bounds the concurrent calls to Batch, the store and the
+    /// receivers that one payload or one sweep makes.
+    pub(crate) subject_concurrency: usize,
 }
+
+/// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
+/// says otherwise: enough to overlap Batch and Blob round trips, few enough to stay far below
+/// Batch's throttling limits and to keep memory bounded (each copy holds a few blocks).
+pub const DEFAULT_SUBJECT_CONCURRENCY: usize = 8;
 
 impl std::fmt::Debug for Triage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,7 +191,14 @@ impl Triage {
             receivers,
             egress,
             actions,
+            subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
         }
+    }
+
+    /// Works on at most `n` subjects at once (at least one).
+    pub fn with_subject_concurrency(mut self, n: usize) -> Self {
+        self.subject_concurrency = n.max(1);
+        self
     }
 
     /// Triages one trigger payload (an Event Hubs body, an Event Grid event, a CloudEvent, REST
@@ -204,21 +219,31 @@ impl Triage {
             ignored_items: ignored,
             ..RunReport::default()
         };
+        // Distinct subjects, in payload order; refusals keep their place.
         let mut seen = std::collections::HashSet::new();
-        let mut jobs = JobCache::default();
-        for target in targets {
-            match target {
-                Err((subject, outcome)) => {
-                    let mut refused = SubjectReport::new(subject);
-                    refused.outcome = outcome;
-                    report.subjects.push(refused);
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|target| match target {
+                Ok(target) => seen.insert(target.clone()),
+                Err(_) => true,
+            })
+            .collect();
+        let jobs = JobCache::default();
+        let jobs = &jobs;
+        let mut processed = futures::stream::iter(targets)
+            .map(|target| async move {
+                match target {
+                    Ok(target) => self.process(&target, jobs, now, deadline).await,
+                    Err((subject, outcome)) => {
+                        let mut refused = SubjectReport::new(subject);
+                        refused.outcome = outcome;
+                        vec![refused]
+                    }
                 }
-                Ok(target) if seen.insert(target.clone()) => {
-                    let subjects = self.process(&target, &mut jobs, now, deadline).await;
-                    report.subjects.extend(subjects);
-                }
-                Ok(_) => {}
-            }
+            })
+            .buffered(self.subject_concurrency);
+        while let Some(subjects) = processed.next().await {
+            report.subjects.extend(subjects);
         }
         Ok(report)
     }
@@ -230,7 +255,7 @@ impl Triage {
         task_id: Option<&str>,
         deadline: Deadline,
     ) -> Result<Vec<Diagnosis>, BatchError> {
-        let mut jobs = JobCache::default();
+        let jobs = JobCache::default();
         let job = jobs.get(self.batch.as_ref(), job_id, deadline).await?;
         let statuses = self.prep_statuses(job_id, deadline).await?;
         let failed_nodes = prep_failed_nodes(&statuses);
@@ -363,7 +388,7 @@ impl Triage {
     async fn process(
         &self,
         target: &Target,
-        jobs: &mut JobCache,
+        jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Vec<SubjectReport> {
@@ -386,7 +411,7 @@ impl Triage {
         &self,
         job_id: &str,
         task_id: &str,
-        jobs: &mut JobCache,
+        jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<SubjectReport, Outcome> {
@@ -412,7 +437,7 @@ impl Triage {
         &self,
         job_id: &str,
         task: BatchTask,
-        jobs: &mut JobCache,
+        jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<SubjectReport, Outcome> {
@@ -518,7 +543,7 @@ impl Triage {
     pub(crate) async fn process_job(
         &self,
         job_id: &str,
-        jobs: &mut JobCache,
+        jobs: &JobCache,
         now: OffsetDateTime,
         stuck_after: Option<Duration>,
         deadline: Deadline,
@@ -759,19 +784,34 @@ pub(crate) fn batch_failure(error: &BatchError) -> Outcome {
 }
 
 /// Jobs read once per payload: many tasks of one job need its `onTaskFailure` and prep task.
+/// Subjects are processed concurrently, so the cache is shared: the first subject to need a job
+/// reads it while the others needing the same job wait for that one read.
 #[derive(Default)]
 pub(crate) struct JobCache {
-    jobs: HashMap<String, Option<BatchJob>>,
+    slots: std::sync::Mutex<HashMap<String, Arc<JobSlot>>>,
 }
+
+/// One job's entry: `None` until read; `Some(None)` when the job does not exist.
+type JobSlot = futures::lock::Mutex<Option<Option<BatchJob>>>;
 
 impl JobCache {
     async fn get(
-        &mut self,
+        &self,
         batch: &dyn BatchApi,
         job_id: &str,
         deadline: Deadline,
     ) -> Result<Option<BatchJob>, BatchError> {
-        if let Some(job) = self.jobs.get(job_id) {
+        let slot = {
+            // A poisoned lock only means another subject panicked mid-insert; the map is still
+            // consistent (insert is one step), so carry on with it.
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slots.entry(job_id.to_owned()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(job) = slot.as_ref() {
             return Ok(job.clone());
         }
         let job = match batch
@@ -780,9 +820,10 @@ impl JobCache {
         {
             Ok(job) => Some(job),
             Err(error) if error.is_not_found() => None,
+            // Not cached: the next subject of this job tries again.
             Err(error) => return Err(error),
         };
-        self.jobs.insert(job_id.to_owned(), job.clone());
+        *slot = Some(job.clone());
         Ok(job)
     }
 }

@@ -419,3 +419,83 @@ async fn overlapping_sweeps_do_not_both_run() {
         .unwrap();
     assert!(!later.skipped_busy && later.completed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_many_subjects_is_worked_concurrently_reading_each_job_once() {
+    let world = world().await;
+    // One Event Hubs body with the failed tasks of two jobs, each task twice, shuffled.
+    let tasks = [
+        ("etl", "oom"),
+        ("ingest", "blob-denied"),
+        ("etl", "sigkill"),
+        ("etl", "py-error"),
+        ("ingest", "upload-fail"),
+        ("etl", "no-shell"),
+        ("etl", "exit-127"),
+        ("ingest", "bad-image"),
+    ];
+    let records: Vec<serde_json::Value> = tasks
+        .iter()
+        .chain(tasks.iter().rev())
+        .map(|(job, task)| {
+            let one: serde_json::Value =
+                serde_json::from_str(&fail_record("devbatch1", job, task)).unwrap();
+            one["records"][0].clone()
+        })
+        .collect();
+    let payload = serde_json::json!({ "records": records }).to_string();
+    world.emulator.clear_requests();
+    // Every task read is slowed down: done one after another, the reads alone would take
+    // 8 × 400 ms. Finishing sooner is only possible if they overlap.
+    let delay = Duration::from_millis(400);
+    world.emulator.add_fault(
+        serde_json::from_value(serde_json::json!({
+            "method": "GET",
+            "pathContains": "/tasks/",
+            "fault": {"kind": "delay", "millis": delay.as_millis() as u64},
+        }))
+        .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let report = world
+        .triage
+        .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < delay * tasks.len() as u32,
+        "the subjects were worked one after another ({elapsed:?})"
+    );
+    let subjects: Vec<&str> = report.subjects.iter().map(|s| s.subject.as_str()).collect();
+    let expected: Vec<String> = tasks
+        .iter()
+        .map(|(job, task)| format!("devbatch1/{job}/{task}"))
+        .collect();
+    assert_eq!(
+        subjects, expected,
+        "one report per distinct subject, in payload order"
+    );
+    assert!(
+        report.subjects.iter().all(|s| s.outcome == Outcome::Done),
+        "{report:#?}"
+    );
+    let job_reads = |job: &str| {
+        world
+            .emulator
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && (r.path_and_query == format!("/jobs/{job}")
+                        || r.path_and_query.starts_with(&format!("/jobs/{job}?")))
+            })
+            .count()
+    };
+    assert_eq!(
+        job_reads("etl"),
+        1,
+        "concurrent subjects of one job share one read"
+    );
+    assert_eq!(job_reads("ingest"), 1);
+}
