@@ -366,19 +366,21 @@ impl Report {
                 .iter()
                 .filter(|s| s.class.is_some_and(|c| c.is_failure()))
                 .count();
-            let fresh = run
-                .subjects
-                .iter()
-                .filter(|s| s.class.is_some_and(|c| c.is_failure()))
-                .filter(|s| s.preserved.is_empty() || !s.already_preserved)
-                .filter(|s| !s.notified.is_empty() || !s.already_preserved)
-                .count();
+            // Nothing copied and nobody told: every failure in this run had been handled.
+            let absorbed = failures > 0
+                && run
+                    .subjects
+                    .iter()
+                    .filter(|s| s.class.is_some_and(|c| c.is_failure()))
+                    .all(|s| {
+                        s.notified.is_empty() && (s.preserved.is_empty() || s.already_preserved)
+                    });
             let _ = writeln!(
                 text,
                 "  {:<22} {failures:>2} failures, {:>2} alerts sent  {}",
                 run.name,
                 run.subjects.iter().map(|s| s.notified.len()).sum::<usize>(),
-                if fresh == 0 && failures > 0 {
+                if absorbed {
                     "(all already handled: nothing copied or sent again)"
                 } else {
                     ""
@@ -464,6 +466,13 @@ impl Report {
             escape(&self.scenario)
         );
 
+        let _ = writeln!(
+            h,
+            "<p>The pipeline got {} trigger deliveries: Batch diagnostic-log records through Event Hubs (delivered twice, as at-least-once delivery does), an Event Grid delivery, a CloudEvents batch, and two timer sweeps. They found {} failures; {} times a failure was seen again by another trigger and nothing was copied or sent twice. Logs went to <a href=\"store/\">store/</a> (one folder per task attempt, with <code>manifest.json</code> and <code>diagnosis.json</code>), alerts to <a href=\"alerts/\">alerts/</a>, and the trigger payloads are in <a href=\"triggers/\">triggers/</a>.</p>",
+            self.runs.len(),
+            self.findings.len(),
+            self.repeat_sightings()
+        );
         h.push_str("<section id=\"classes\"><h2>Failures by class</h2><table><tr><th>class</th><th>severity</th><th>count</th><th>meaning</th></tr>\n");
         for (class, count) in self.by_class() {
             let Some(class) = FailureClass::parse(class) else {
@@ -747,9 +756,13 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
     }
     let _ = writeln!(
         h,
-        "<p class=\"muted\">Seen by {}; logs copied {} time(s); alerted: {}{}{}</p></article>",
+        "<p class=\"muted\">Seen by {}{}; alerted: {}{}{}</p></article>",
         escape(&f.seen_by.join(", ")),
-        f.copies,
+        if f.preserved.is_empty() {
+            String::new()
+        } else {
+            format!("; logs copied {} time(s)", f.copies)
+        },
         if f.notified.is_empty() {
             "nobody (grouped with an earlier alert, or no rule asks)".to_owned()
         } else {
