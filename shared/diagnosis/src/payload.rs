@@ -270,7 +270,8 @@ fn syntax_error_in(text: &str, e: &serde_json::Error) -> PayloadError {
     PayloadError::Syntax {
         message,
         line: e.line(),
-        column: e.column(),
+        // serde_json says column 0 for an end of input just after a newline; columns are 1-based.
+        column: e.column().max(1),
     }
 }
 
@@ -548,7 +549,7 @@ impl<'a> Doc<'a> {
         let (line, column) = if line <= 1 {
             (base_line, base_column + column.saturating_sub(1))
         } else {
-            (base_line + line - 1, column)
+            (base_line + line - 1, column.max(1))
         };
         let (origin_line, origin_column) = self.origin;
         if line <= 1 {
