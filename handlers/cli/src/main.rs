@@ -9,6 +9,7 @@ mod notify;
 mod policy;
 mod preserve;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,11 @@ enum Command {
     /// directory or a blob container, before the nodes that hold them go away.
     #[command(after_help = preserve::EXAMPLES)]
     Preserve(preserve::Args),
+
+    /// Serve the pipeline over HTTP: an Event Grid / CloudEvents webhook (with both validation
+    /// handshakes), diagnostic-log records, the sweep and on-demand diagnosis, behind a shared key.
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::Args),
 }
 
 /// The async runtime for subcommands that do I/O; built only when one runs, so `diagnose` starts
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,424 @@
+//! `batch-triage serve` end to end: the binary with its settings in the environment, in front of
+//! the Batch emulator, a local-directory store and a webhook receiver, all on loopback; requests
+//! shaped as Event Grid sends them (RUNTIME.md §2.2–2.3).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use serde_json::{Value, json};
+
+const KEY: &str = "serve-test-key-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    base: String,
+    received: Arc<Mutex<Vec<String>>>,
+    store: tempfile::TempDir,
+    _policy: tempfile::NamedTempFile,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn alerts(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
+    /// Every file under the store, relative to it.
+    fn stored(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.store.path(), self.store.path(), &mut out);
+        out
+    }
+}
+
+async fn start() -> Server {
+    let emulator = batch_emulator::Emulator::builtin();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let batch_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(batch_emulator::serve(
+        listener,
+        emulator,
+        std::future::pending(),
+    ));
+
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = axum::Router::new()
+        .route(
+            "/hook",
+            post(
+                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+                 body: String| async move {
+                    r.lock().unwrap().push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook, recorder).await });
+
+    let mut policy = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut policy,
+        br#"
+[grouping]
+group_wait = "0s"
+
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_SECRET"
+
+[[rules]]
+name = "everything"
+match = { class = "*" }
+receivers = ["hook"]
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("AZURE_BATCH_ENDPOINT", &batch_url)
+        .env(
+            "AZURE_BATCH_ACCOUNT",
+            batch_emulator::WELL_KNOWN_ACCOUNT_NAME,
+        )
+        .env(
+            "AZURE_BATCH_ACCESS_KEY",
+            batch_emulator::WELL_KNOWN_ACCOUNT_KEY,
+        )
+        .env("BATCH_TRIAGE_STORE", store.path())
+        .env("BATCH_TRIAGE_POLICY", policy.path())
+        .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
+        // The built-in scenario has a 2 GiB stdout: capped, it is recorded as skipped.
+        .env("BATCH_TRIAGE_MAX_FILE_MIB", "16")
+        .env("BATCH_TRIAGE_WEBHOOK_KEY", KEY)
+        .env("HOOK_URL", hook_url)
+        .env("HOOK_SECRET", "hook-secret-value")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first_line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let base = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        received,
+        store,
+        _policy: policy,
+    }
+}
+
+fn event_grid(job: &str, task: &str, id: &str) -> Value {
+    json!([{"id": id, "topic": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.EventGrid/topics/t",
+        "subject": format!("jobs/{job}/tasks/{task}"), "eventType": "Contoso.Batch.TaskFailed",
+        "eventTime": "2026-11-27T10:00:00Z", "data": {"jobId": job, "taskId": task},
+        "dataVersion": "1.0", "metadataVersion": "1"}])
+}
+
+async fn post_events(server: &Server, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let url = match key {
+        Some(key) => format!("{}/api/events?key={key}", server.base),
+        None => format!("{}/api/events", server.base),
+    };
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("aeg-event-type", "Notification")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn post_with_header(server: &Server, path: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .header("x-batch-triage-key", KEY)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_both_validation_handshakes_only_with_the_key() {
+    let server = start().await;
+    assert_eq!(
+        reqwest::get(format!("{}/", server.base))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "readiness needs no key"
+    );
+    let validation = json!([{"id": "v1", "topic": "/subscriptions/0/x", "subject": "",
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "eventTime": "2026-11-27T10:00:00Z",
+        "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+                 "validationUrl": "https://rp-eastus2.eventgrid.azure.net/validate?id=1"},
+        "dataVersion": "2", "metadataVersion": "1"}]);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/api/events?key={KEY}", server.base))
+        .header("aeg-event-type", "SubscriptionValidation")
+        .body(validation.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+
+    let response = client
+        .post(format!(
+            "{}/api/events?key=wrong-key-wrong-key",
+            server.base
+        ))
+        .header("aeg-event-type", "SubscriptionValidation")
+        .body(validation.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(!response.text().await.unwrap().contains("512d38b6"));
+
+    // CloudEvents abuse protection.
+    let response = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/events?key={KEY}", server.base),
+        )
+        .header("WebHook-Request-Origin", "eventgrid.azure.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["webhook-allowed-origin"],
+        "eventgrid.azure.net"
+    );
+    assert_eq!(response.headers()["webhook-allowed-rate"], "*");
+    let response = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/events", server.base),
+        )
+        .header("WebHook-Request-Origin", "eventgrid.azure.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(!response.headers().contains_key("webhook-allowed-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_wrong_key_is_401_and_nothing_is_preserved() {
+    let server = start().await;
+    let event = event_grid("etl", "oom", "e1");
+    let (status, body) = post_events(&server, None, &event).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = post_events(&server, Some("not-the-right-key-at-all"), &event).await;
+    assert_eq!(status, 401, "{body}");
+    for path in ["/api/records", "/api/sweep", "/api/diagnose"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", server.base))
+            .header("x-batch-triage-key", "not-the-right-key-at-all")
+            .body(r#"{"jobId": "etl", "taskId": "oom"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    assert!(server.stored().is_empty(), "{:?}", server.stored());
+    assert!(server.alerts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_task_event_is_preserved_and_alerted_once_across_duplicates() {
+    let server = start().await;
+    let event = event_grid("etl", "oom", "e1");
+    let (status, body) = post_events(&server, Some(KEY), &event).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["subjects"][0]
+            .as_str()
+            .unwrap()
+            .contains("devbatch1/etl/oom: task.exit_code"),
+        "{body}"
+    );
+    assert!(
+        server
+            .store
+            .path()
+            .join("devbatch1/etl/oom/attempt-0/manifest.json")
+            .is_file(),
+        "{:?}",
+        server.stored()
+    );
+    let stderr = std::fs::read_to_string(
+        server
+            .store
+            .path()
+            .join("devbatch1/etl/oom/attempt-0/stderr.txt"),
+    )
+    .unwrap();
+    assert!(!stderr.is_empty());
+
+    // Event Grid delivers at least once: 20 more copies, at once, alert nobody again.
+    let deliveries = (0..20).map(|_| post_events(&server, Some(KEY), &event));
+    for (status, body) in futures::future::join_all(deliveries).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let alerts = server.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["diagnosis"]["subject"]["taskId"], "oom");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_unreadable_bodies_sweep_and_diagnose() {
+    let server = start().await;
+    let records = json!({"records": [{
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+        "category": "ServiceLog", "operationName": "TaskFailEvent", "operationVersion": "2017-06-01",
+        "properties": {"jobId": "etl", "id": "sigkill", "taskType": "User",
+            "executionInfo": {"exitCode": -9, "retryCount": 0, "requeueCount": 0, "result": "Failure"}}}]});
+    let (status, body) = post_with_header(&server, "/api/records", &records.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        server
+            .store
+            .path()
+            .join("devbatch1/etl/sigkill/attempt-0/manifest.json")
+            .is_file()
+    );
+
+    // Unreadable input is 400, which Event Grid never retries.
+    let (status, body) = post_with_header(&server, "/api/records", "{\"records\": [").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_with_header(&server, "/api/events", "not json").await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = post_with_header(&server, "/api/sweep", "").await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body["lines"].to_string();
+    assert!(
+        lines.contains("swept") && lines.contains("outbox"),
+        "{body}"
+    );
+    assert!(
+        lines.contains("devbatch1/etl/oom: task.exit_code"),
+        "{body}"
+    );
+
+    let (status, body) = post_with_header(
+        &server,
+        "/api/diagnose",
+        r#"{"jobId": "etl", "taskId": "oom"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["class"], "task.exit_code");
+    assert_eq!(body[0]["exitMeaning"], "oom_or_sigkill");
+    let (status, body) =
+        post_with_header(&server, "/api/diagnose", r#"{"jobId": "no-such-job"}"#).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post_with_header(&server, "/api/diagnose", r#"{"taskId": "x"}"#).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn refuses_to_start_without_the_key_and_says_what_to_set() {
+    let out = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("AZURE_BATCH_ENDPOINT", "http://127.0.0.1:9")
+        .env("BATCH_TRIAGE_STORE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BATCH_TRIAGE_WEBHOOK_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "it must not have started listening");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut server = start().await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.and_then(|s| s.code()), Some(0), "graceful exit");
+}
