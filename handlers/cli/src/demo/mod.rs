@@ -393,7 +393,7 @@ async fn run_demo(out: &Path) -> anyhow::Result<DemoOutcome> {
     }
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
-    let times = subject_times(&emulator, &runs);
+    let times = subject_times(&emulator, batch.as_ref(), &runs).await;
     // Deliveries are awaited by the pipeline, so everything sent has been recorded by now.
     let received = receivers.inbox.messages();
     drop(receivers);
@@ -487,14 +487,26 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
     diagnoses
 }
 
-/// Start and end times of each failed subject, from the emulator (the account's truth).
-fn subject_times(
+/// Start and end times of each failed subject: tasks and jobs from the emulator's view (the
+/// account's truth), prep/release nodes from the job's preparation and release task status.
+async fn subject_times(
     emulator: &Emulator,
+    batch: &dyn batch_client::BatchApi,
     runs: &[Run],
 ) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    use futures::TryStreamExt;
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let stamp = |t: Option<diagnosis::wire::Timestamp>| {
+        t.and_then(|t| {
+            t.0.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+    };
     let mut times = BTreeMap::new();
     for subject in runs.iter().flat_map(|r| &r.subjects) {
+        if times.contains_key(&subject.subject) {
+            continue;
+        }
         let Some(parsed) = SubjectRef::parse(&subject.subject) else {
             continue;
         };
@@ -503,13 +515,36 @@ fn subject_times(
                 let e = &t["executionInfo"];
                 (text(&e["startTime"]), text(&e["endTime"]))
             }),
-            SubjectRef::Job { job } | SubjectRef::Node { job, .. } => emulator.job(job).map(|j| {
+            SubjectRef::Job { job } => emulator.job(job).map(|j| {
                 let e = &j["executionInfo"];
                 (
                     text(&e["startTime"]).or_else(|| text(&j["creationTime"])),
                     text(&e["endTime"]),
                 )
             }),
+            SubjectRef::Node { job, node } => {
+                let statuses: Vec<diagnosis::wire::PrepReleaseStatus> =
+                    batch_client::items(batch.list_prep_release_status(
+                        job,
+                        &batch_client::ListOptions::default(),
+                        Deadline::after(Duration::from_secs(30)),
+                    ))
+                    .try_collect()
+                    .await
+                    .unwrap_or_default();
+                let release = subject.class == Some(diagnosis::FailureClass::JobReleaseFailed);
+                statuses
+                    .into_iter()
+                    .find(|s| s.node_id.as_deref() == Some(node))
+                    .and_then(|s| {
+                        if release {
+                            s.job_release_task_execution_info
+                        } else {
+                            s.job_preparation_task_execution_info
+                        }
+                    })
+                    .map(|e| (stamp(e.start_time), stamp(e.end_time)))
+            }
         };
         if let Some(found) = found {
             times.insert(subject.subject.clone(), found);

@@ -606,15 +606,23 @@ impl Report {
             t.as_deref()
                 .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
         };
+        let generated = time::OffsetDateTime::parse(&self.generated, &Rfc3339)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
         let spans: Vec<(&Finding, time::OffsetDateTime, time::OffsetDateTime)> = self
             .findings
             .iter()
             .filter_map(|f| {
                 let start = parse(&f.start).or(parse(&f.end))?;
-                let end = parse(&f.end).unwrap_or(start).max(start);
+                // Still running (a stuck job): the bar reaches the time of the report.
+                let end = parse(&f.end).unwrap_or(generated).max(start);
                 Some((f, start, end))
             })
             .collect();
+        // Failures from days ago (a replayed old event) would squash the chart into a sliver;
+        // they are listed under it instead.
+        let window_start = generated - time::Duration::days(1);
+        let (spans, earlier): (Vec<_>, Vec<_>) =
+            spans.into_iter().partition(|s| s.2 >= window_start);
         h.push_str("<section id=\"timeline\"><h2>Timeline</h2>\n");
         let (Some(first), Some(last)) = (
             spans.iter().map(|s| s.1).min(),
@@ -640,11 +648,24 @@ impl Report {
                 "<tr><td><code>{}</code></td><td class=\"track\"><span class=\"bar {}\" style=\"margin-left:{left:.2}%;width:{width:.2}%\"></span></td><td class=\"muted\">{} → {}</td></tr>",
                 escape(&finding.subject),
                 escape(finding.class.severity().as_str()),
-                escape(&start.time().to_string()),
-                escape(&end.time().to_string()),
+                clock(start),
+                if finding.end.is_some() {
+                    clock(end)
+                } else {
+                    "not ended".to_owned()
+                },
             );
         }
-        h.push_str("</table></section>\n");
+        h.push_str("</table>\n");
+        for (finding, _, end) in earlier {
+            let _ = writeln!(
+                h,
+                "<p class=\"muted\">Earlier: <code>{}</code> ended {}.</p>",
+                escape(&finding.subject),
+                escape(&end.format(&Rfc3339).unwrap_or_default())
+            );
+        }
+        h.push_str("</section>\n");
     }
 }
 
@@ -842,6 +863,12 @@ fn read_tail(path: &Path) -> Option<String> {
     let text = String::from_utf8_lossy(&bytes);
     let text = text.trim_end();
     (!text.is_empty()).then(|| diagnosis::redact::redact(text))
+}
+
+/// `HH:MM:SS` of a UTC time.
+fn clock(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[hour]:[minute]:[second]");
+    t.format(&format).unwrap_or_default()
 }
 
 fn severity_rank(class: FailureClass) -> u8 {
