@@ -44,7 +44,11 @@ webhook and SMTP receivers (copies in DIR/alerts), and writes DIR/report.html an
 DIR/report.json. Nothing leaves 127.0.0.1.
 
 Running it again replaces the previous demo directory. A non-empty directory that is not one
-(it has no .batch-triage-demo marker) is refused.";
+(it has no .batch-triage-demo marker) is refused.
+
+Exit status: 0 when every failure was handled once (logs copied once, each receiver told once),
+1 when something was copied or sent twice or failed (the report says what), 2 on an error, such
+as a refused --out directory.";
 
 /// The file that marks a directory as the demo's own, so a rerun may replace it.
 pub(crate) const MARKER: &str = ".batch-triage-demo";
@@ -80,7 +84,7 @@ enum Output {
 /// One trigger the pipeline handled, and what it reported.
 #[derive(Debug)]
 pub(crate) struct Run {
-    /// How the platform delivered it, for people: "Event Hubs: 8 diagnostic-log records".
+    /// How the platform delivered it, for people.
     pub(crate) trigger: String,
     /// A short stable name: `event-hubs`, `event-hubs-redelivery`, `event-grid`,
     /// `cloudevents`, `sweep`, `sweep-again`.

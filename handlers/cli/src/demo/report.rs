@@ -840,15 +840,24 @@ fn href(relative: &str) -> String {
     escape(&encoded.join("/"))
 }
 
-/// The store's link (a path under `out`) made relative to `out`, with `/` separators.
+/// The store's link (a path under `out`) made relative to `out`, with `/` separators. The
+/// store may report its root resolved (`/tmp` is `/private/tmp` on macOS), so the resolved
+/// `out` is tried too.
 fn relative_to(out: &Path, link: &str) -> String {
-    match Path::new(link).strip_prefix(out) {
+    let link = Path::new(link);
+    let stripped = link.strip_prefix(out).or_else(|error| {
+        out.canonicalize()
+            .ok()
+            .and_then(|resolved| link.strip_prefix(resolved).ok())
+            .ok_or(error)
+    });
+    match stripped {
         Ok(relative) => relative
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join("/"),
-        Err(_) => link.to_owned(),
+        Err(_) => link.display().to_string(),
     }
 }
 
@@ -1010,6 +1019,16 @@ mod tests {
             href("store/devbatch1/job #1/t?a=1&b/stderr.txt"),
             "store/devbatch1/job%20%231/t%3Fa%3D1%26b/stderr.txt"
         );
+    }
+
+    #[test]
+    fn store_links_become_relative_to_the_demo_directory_and_others_stay_as_they_are() {
+        let out = Path::new("/somewhere/demo");
+        assert_eq!(
+            relative_to(out, "/somewhere/demo/store/devbatch1/etl/oom/attempt-0"),
+            "store/devbatch1/etl/oom/attempt-0"
+        );
+        assert_eq!(relative_to(out, "/elsewhere/store/x"), "/elsewhere/store/x");
     }
 
     #[test]
