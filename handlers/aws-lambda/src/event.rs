@@ -18,9 +18,10 @@ use serde_json::{Map, Value};
 pub enum Invocation {
     /// The EventBridge schedule: sweep, send due alert groups, drain the outbox.
     Schedule,
-    /// A webhook request (Function URL or API Gateway), normalised; `Err` when the event has the
-    /// shape of a request but a part of it is unusable (the 400 to answer).
-    Http(Result<HttpRequest, String>),
+    /// A webhook request (Function URL or API Gateway) in a payload format, normalised; `Err`
+    /// when the event has the shape of a request but a part of it is unusable (the 400 to
+    /// answer).
+    Http(PayloadFormat, Result<HttpRequest, String>),
     /// Diagnose a job, or one task of it.
     Diagnose {
         /// The job.
@@ -30,6 +31,15 @@ pub enum Invocation {
     },
     /// None of the above; the reason is for the error message.
     Unknown(String),
+}
+
+/// Which of the two HTTP payload formats an event is in; the response differs slightly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// 1.0: API Gateway REST API proxy integrations (and HTTP APIs set to 1.0).
+    V1,
+    /// 2.0: Function URLs and API Gateway HTTP APIs.
+    V2,
 }
 
 /// An HTTP request, whichever of the two payload formats carried it.
@@ -66,10 +76,10 @@ pub fn classify(event: &Value) -> Invocation {
     let text = |name: &str| object.get(name).and_then(Value::as_str);
     if text("version") == Some("2.0") && object.pointer_str("/requestContext/http/method").is_some()
     {
-        return Invocation::Http(http_v2(object));
+        return Invocation::Http(PayloadFormat::V2, http_v2(object));
     }
     if text("httpMethod").is_some() {
-        return Invocation::Http(http_v1(object));
+        return Invocation::Http(PayloadFormat::V1, http_v1(object));
     }
     if text("source") == Some("aws.events") && text("detail-type") == Some("Scheduled Event") {
         return Invocation::Schedule;

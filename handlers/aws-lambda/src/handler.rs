@@ -52,14 +52,15 @@ impl Handler {
             Deadline::after(work_budget(self.budget, lambda_deadline, SystemTime::now()));
         match classify(event) {
             Invocation::Schedule => self.tick(deadline).await,
-            Invocation::Http(request) => {
+            Invocation::Http(format, request) => {
                 let response = match request {
                     Ok(request) => self.webhook(&request, deadline).await,
                     Err(reason) => {
                         tracing::warn!(%reason, "unusable HTTP request answered 400");
                         HttpResponse::json(400, &json!({"error": reason}))
                     }
-                };
+                }
+                .for_format(format);
                 tracing::info!(status = response.status_code, "webhook request answered");
                 Ok(serde_json::to_value(response).unwrap_or(Value::Null))
             }
@@ -153,20 +154,28 @@ impl Handler {
     }
 }
 
+/// Lambda never runs an invocation longer than this, so a deadline further in the past than
+/// this was not set by Lambda.
+const LAMBDA_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// How long an invocation may work: the configured budget, or less when Lambda's deadline is
-/// nearer (minus [`DEADLINE_MARGIN`]). A deadline already past leaves no time at all, and the
+/// nearer (minus [`DEADLINE_MARGIN`]). A deadline just past leaves no time at all, and the
 /// pipeline then reports a transient failure instead of being cut off mid-write.
+///
+/// A deadline long past is not a deadline: local Runtime API emulators send a duration or zero
+/// in `Lambda-Runtime-Deadline-Ms` instead of a Unix time (`cargo lambda watch` sends `600000`),
+/// which would otherwise leave every local invocation with no time.
 pub fn work_budget(
     budget: Duration,
     lambda_deadline: Option<SystemTime>,
     now: SystemTime,
 ) -> Duration {
     match lambda_deadline {
-        Some(deadline) => {
+        Some(deadline) if deadline + LAMBDA_MAX_TIMEOUT >= now => {
             let remaining = deadline.duration_since(now).unwrap_or(Duration::ZERO);
             budget.min(remaining.saturating_sub(DEADLINE_MARGIN))
         }
-        None => budget,
+        _ => budget,
     }
 }
 
@@ -194,6 +203,19 @@ mod tests {
         assert_eq!(
             work_budget(budget, Some(now - Duration::from_secs(5)), now),
             Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_deadline_no_lambda_would_set_is_ignored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let budget = Duration::from_secs(240);
+        // What `cargo lambda watch` sends: 600000 "ms since the epoch", i.e. 1970.
+        let local_emulator = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
+        assert_eq!(work_budget(budget, Some(local_emulator), now), budget);
+        assert_eq!(
+            work_budget(budget, Some(now - Duration::from_secs(3600)), now),
+            budget
         );
     }
 }

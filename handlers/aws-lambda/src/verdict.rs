@@ -17,6 +17,8 @@ use pipeline::webhook::Response;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::event::PayloadFormat;
+
 /// The `errorType` of a transient failure: the same invocation may succeed later.
 pub const RETRYABLE: &str = "Retryable";
 /// The `errorType` of a failure a retry cannot fix: bad input, a job that does not exist, a
@@ -91,6 +93,10 @@ pub struct HttpResponse {
     pub body: String,
     /// Always false: bodies are JSON text.
     pub is_base64_encoded: bool,
+    /// Payload format 2.0 only (absent for REST APIs, which take no such field). Always empty;
+    /// sent because `cargo lambda watch` refuses a 2.0 response without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<String>>,
 }
 
 impl HttpResponse {
@@ -101,7 +107,17 @@ impl HttpResponse {
             headers: BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]),
             body: body.to_string(),
             is_base64_encoded: false,
+            cookies: None,
         }
+    }
+
+    /// The response in the request's payload format.
+    pub fn for_format(mut self, format: PayloadFormat) -> Self {
+        self.cookies = match format {
+            PayloadFormat::V1 => None,
+            PayloadFormat::V2 => Some(Vec::new()),
+        };
+        self
     }
 }
 
@@ -117,6 +133,7 @@ impl From<Response> for HttpResponse {
             // The gate's bodies are JSON it wrote itself, so always UTF-8.
             body: String::from_utf8_lossy(&response.body).into_owned(),
             is_base64_encoded: false,
+            cookies: None,
         }
     }
 }
@@ -234,6 +251,18 @@ mod tests {
         assert_eq!(value["isBase64Encoded"], false);
         assert_eq!(value["headers"]["content-type"], "application/json");
         assert_eq!(value["body"], "{\"a\":1}");
+        assert!(value.get("cookies").is_none(), "{value}");
+        let v1 =
+            serde_json::to_value(HttpResponse::json(200, &json!({})).for_format(PayloadFormat::V1))
+                .unwrap();
+        assert!(
+            v1.get("cookies").is_none(),
+            "REST APIs take no cookies: {v1}"
+        );
+        let v2 =
+            serde_json::to_value(HttpResponse::json(200, &json!({})).for_format(PayloadFormat::V2))
+                .unwrap();
+        assert_eq!(v2["cookies"], json!([]));
     }
 
     #[test]

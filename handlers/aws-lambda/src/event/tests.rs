@@ -9,7 +9,7 @@ fn fixture(name: &str) -> Value {
 
 fn http(event: &Value) -> HttpRequest {
     match classify(event) {
-        Invocation::Http(Ok(request)) => request,
+        Invocation::Http(_, Ok(request)) => request,
         other => panic!("not a usable HTTP request: {other:?}"),
     }
 }
@@ -60,6 +60,19 @@ fn the_query_key_is_percent_decoded_and_picked_among_other_parameters() {
 }
 
 #[test]
+fn the_payload_format_is_told_apart() {
+    for (name, format) in [
+        ("function-url-event-grid.json", PayloadFormat::V2),
+        ("apigw-rest-cloudevents-batch.json", PayloadFormat::V1),
+    ] {
+        let Invocation::Http(found, _) = classify(&fixture(name)) else {
+            panic!("{name} is not an HTTP request");
+        };
+        assert_eq!(found, format, "{name}");
+    }
+}
+
+#[test]
 fn an_options_preflight_has_no_body() {
     let request = http(&fixture("function-url-cloudevents-options.json"));
     assert_eq!(request.method, "OPTIONS");
@@ -105,14 +118,14 @@ fn a_rest_api_query_key_comes_from_either_parameter_map() {
 fn a_request_whose_parts_are_unusable_is_a_400_not_a_crash() {
     let mut event = fixture("apigw-rest-cloudevents-batch.json");
     event["body"] = json!("%%% not base64");
-    let Invocation::Http(Err(reason)) = classify(&event) else {
+    let Invocation::Http(_, Err(reason)) = classify(&event) else {
         panic!("expected a bad request");
     };
     assert!(reason.contains("base64"), "{reason}");
 
     let mut event = fixture("function-url-event-grid.json");
     event["headers"] = json!({"x-batch-triage-key": 5});
-    let Invocation::Http(Err(reason)) = classify(&event) else {
+    let Invocation::Http(_, Err(reason)) = classify(&event) else {
         panic!("expected a bad request");
     };
     assert!(reason.contains("x-batch-triage-key"), "{reason}");
