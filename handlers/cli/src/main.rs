@@ -5,6 +5,7 @@
 mod demo;
 mod diagnose;
 mod emulator;
+mod explain;
 mod notify;
 mod policy;
 mod preserve;
@@ -41,6 +42,11 @@ enum Command {
     #[command(after_help = emulator::EXAMPLES)]
     Emulator(emulator::Args),
 
+    /// Explain a job or task live from its Batch account: class, cause, hints, exit meaning,
+    /// exitConditions impact, prep/release per node, and the end of the task's stderr.
+    #[command(after_help = explain::EXAMPLES)]
+    Explain(explain::Args),
+
     /// Send a sample alert to one receiver of the policy (Teams, email, ACS email or webhook) to
     /// check its configuration.
     #[command(after_help = notify::EXAMPLES)]
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Diagnose(args) => diagnose::run(&args),
         Command::Emulator(args) => emulator::run(&args),
+        Command::Explain(args) => explain::run(&args),
         Command::Notify(args) => notify::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
