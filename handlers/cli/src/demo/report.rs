@@ -462,7 +462,7 @@ impl Report {
         );
         let _ = writeln!(
             h,
-            "<p class=\"muted\">{}</p>\n<nav><a href=\"#classes\">By class</a> · <a href=\"#jobs\">By job</a> · <a href=\"#timeline\">Timeline</a> · <a href=\"#failures\">Failures</a> · <a href=\"#triggers\">Triggers</a> · <a href=\"#alerts\">Alerts</a> · <a href=\"report.json\">report.json</a></nav>",
+            "<details><summary>The scenario</summary><p class=\"muted\">{}</p></details>\n<nav><a href=\"#classes\">By class</a> · <a href=\"#jobs\">By job</a> · <a href=\"#timeline\">Timeline</a> · <a href=\"#failures\">Failures</a> · <a href=\"#triggers\">Triggers</a> · <a href=\"#alerts\">Alerts</a> · <a href=\"report.json\">report.json</a></nav>",
             escape(&self.scenario)
         );
 
@@ -684,16 +684,19 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
             let _ = writeln!(h, "<p><b>Cause.</b> {}</p>", escape(&d.cause));
         }
         if let Some(code) = d.exit_code {
-            let meaning = d.exit_meaning.map(|m| m.meaning()).unwrap_or_default();
+            // Exit code 0 (a flaky task's last attempt) has no meaning to explain.
+            let meaning = d
+                .exit_meaning
+                .map(|m| format!(": {}", escape(m.meaning())))
+                .unwrap_or_default();
             let _ = writeln!(
                 h,
-                "<p><b>Exit code</b> <code>{}</code>{}: {}</p>",
+                "<p><b>Exit code</b> <code>{}</code>{}{meaning}</p>",
                 code,
                 d.exit_code_hex
                     .as_deref()
                     .map(|x| format!(" (<code>{}</code>)", escape(x)))
                     .unwrap_or_default(),
-                escape(meaning)
             );
         }
         if let Some(failure) = &d.failure {
