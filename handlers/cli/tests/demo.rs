@@ -356,6 +356,17 @@ fn a_rerun_replaces_the_previous_demo_directory() {
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(text.contains("report.html"), "{text}");
     assert!(text.contains("task.exit_code"), "{text}");
+    // The console explains why the 2 GiB log was not copied and which logs were already gone.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("etl/big-log") && l.contains("skipped")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("lost-node/t1") && l.contains("NodeNotFound")),
+        "{text}"
+    );
     let alert_lines = text.lines().filter(|l| l.contains("alerts/")).count();
     assert_eq!(
         alert_lines,

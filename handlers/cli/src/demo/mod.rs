@@ -55,7 +55,7 @@ pub(crate) const MARKER: &str = ".batch-triage-demo";
 
 /// Log files larger than this are recorded as skipped, not copied: the scenario's `etl/big-log`
 /// has a 2 GiB stdout, and copying it would turn a seconds-long demo into a minute-long one.
-const DEMO_MAX_FILE_BYTES: u64 = 16 << 20;
+pub(crate) const DEMO_MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// The HMAC key the demo's webhook receiver is configured with. Not a secret: the receiver is a
 /// loopback recorder that lives as long as the command.

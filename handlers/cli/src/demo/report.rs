@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::receivers::{Channel, Received};
-use super::{DemoOutcome, MARKER, Run, SubjectRef};
+use super::{DEMO_MAX_FILE_BYTES, DemoOutcome, MARKER, Run, SubjectRef};
 
 /// Classes the demo cannot show, and why. Everything else that is a failure must appear.
 pub(crate) const NOT_SHOWN: &[(FailureClass, &str)] = &[(
@@ -337,6 +337,41 @@ impl Report {
         })
     }
 
+    /// What a reader of the console should know about the logs: files not copied on purpose
+    /// (size caps) and logs Batch no longer has (the node went away, retention expired).
+    fn log_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for finding in &self.findings {
+            for folder in &finding.manifests {
+                for skipped in &folder.manifest.skipped {
+                    notes.push(format!(
+                        "{}: {} ({}) was recorded as skipped, not copied: the demo copies files up to {} (the handlers' BATCH_TRIAGE_MAX_FILE_MIB), so it runs in seconds",
+                        finding.subject,
+                        skipped.name,
+                        human_bytes(skipped.bytes),
+                        human_bytes(DEMO_MAX_FILE_BYTES)
+                    ));
+                }
+                // Files that never existed (a task that never started) are not news; files
+                // that are gone are why batch-triage copies logs early.
+                let gone: Vec<&str> = folder
+                    .manifest
+                    .missing
+                    .iter()
+                    .filter(|m| GONE_FOR_GOOD.contains(&m.code.as_str()))
+                    .map(|m| m.code.as_str())
+                    .collect();
+                if let Some(code) = gone.first() {
+                    notes.push(format!(
+                        "{}: its logs were already gone ({code}); the manifest records them as missing",
+                        finding.subject
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
     /// The `--output json` summary.
     pub(crate) fn summary_json(&self, out: &Path) -> Value {
         json!({
@@ -348,6 +383,7 @@ impl Report {
             "alerts": self.alert_counts(),
             "repeatSightings": self.repeat_sightings(),
             "converged": self.converged(),
+            "notes": self.log_notes(),
         })
     }
 
@@ -413,6 +449,13 @@ impl Report {
         }
         for (class, why) in NOT_SHOWN {
             let _ = writeln!(text, "  {:<24} not shown: {why}", class.as_str());
+        }
+        let notes = self.log_notes();
+        if !notes.is_empty() {
+            let _ = writeln!(text, "\nLogs");
+            for note in notes {
+                let _ = writeln!(text, "  {note}");
+            }
         }
         let _ = writeln!(
             text,
@@ -741,10 +784,10 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
             .iter()
             .map(|file| {
                 format!(
-                    "<a href=\"{}\">{}</a> <span class=\"muted\">({} bytes)</span>",
+                    "<a href=\"{}\">{}</a> <span class=\"muted\">({})</span>",
                     href(&format!("{folder}/{}", file.name)),
                     escape(&file.name),
-                    file.bytes
+                    human_bytes(file.bytes)
                 )
             })
             .collect();
@@ -767,10 +810,11 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
         }));
         items.extend(manifest.skipped.iter().map(|s| {
             format!(
-                "<span class=\"warn\">{} not copied: {} bytes, over the demo's {} limit</span>",
+                "<span class=\"warn\">{} not copied: {}, over the demo's {} of {}</span>",
                 escape(&s.name),
-                s.bytes,
-                escape(&s.reason)
+                human_bytes(s.bytes),
+                escape(&s.reason),
+                human_bytes(DEMO_MAX_FILE_BYTES)
             )
         }));
         let _ = writeln!(h, "{}</p>", items.join(" · "));
@@ -881,6 +925,25 @@ fn read_tail(path: &Path) -> Option<String> {
 fn clock(t: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!("[hour]:[minute]:[second]");
     t.format(&format).unwrap_or_default()
+}
+
+/// Missing-file codes that mean the logs existed and are gone: the node was removed or the
+/// task's retention expired.
+const GONE_FOR_GOOD: &[&str] = &["NodeNotFound", "TaskFilesUnavailable", "TaskFilesCleanedup"];
+
+/// `2.0 GiB`, `16.0 MiB`, `210 bytes`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn severity_rank(class: FailureClass) -> u8 {
@@ -1032,6 +1095,13 @@ mod tests {
             "store/devbatch1/etl/oom/attempt-0"
         );
         assert_eq!(relative_to(out, "/elsewhere/store/x"), "/elsewhere/store/x");
+    }
+
+    #[test]
+    fn sizes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(210), "210 bytes");
+        assert_eq!(human_bytes(16 << 20), "16.0 MiB");
+        assert_eq!(human_bytes(2_147_483_648), "2.0 GiB");
     }
 
     #[test]
