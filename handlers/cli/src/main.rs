@@ -11,6 +11,7 @@ mod policy;
 mod preserve;
 mod render;
 mod serve;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -66,6 +67,11 @@ enum Command {
     /// handshakes), diagnostic-log records, the sweep and on-demand diagnosis, behind a shared key.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::Args),
+
+    /// Sweep for failures no event announced (failed tasks since the store's cursor, ended and
+    /// stuck jobs, prep failures), send due alert groups and retry the outbox; once or repeatedly.
+    #[command(after_help = sweep::EXAMPLES)]
+    Sweep(sweep::Args),
 }
 
 /// The async runtime for subcommands that do I/O; built only when one runs, so `diagnose` starts
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Sweep(args) => sweep::run(&args),
     };
     match result {
         Ok(code) => code,

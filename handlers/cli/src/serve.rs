@@ -137,7 +137,8 @@ fn init_logging() {
         .try_init();
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C, or SIGTERM (what a service manager or a container runtime sends).
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,371 @@
+//! `batch-triage sweep`: the timer's job from a terminal or a cron job: sweep for failures no
+//! event announced, send the alert groups that waited long enough, retry the outbox; once, or
+//! every `--every` until Ctrl-C. Same settings as `serve` (the environment), same store, same
+//! cursor and lease, so it can run beside a deployed handler without doing anything twice.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use batch_client::Deadline;
+use indicatif::{ProgressBar, ProgressStyle};
+use pipeline::settings::Settings;
+use pipeline::sweep::SweepOptions;
+use pipeline::tick::TickReport;
+use pipeline::triage::{Outcome, SubjectReport, Triage};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # One sweep; the first one (no cursor in the store yet) looks back 2 hours:
+  batch-triage sweep --once --since 2h
+  # Every 5 minutes until Ctrl-C, one JSON object per sweep on stdout:
+  batch-triage sweep --every 5m --output json
+  # Against the local emulator (`batch-triage emulator --port 8089` in another terminal):
+  AZURE_BATCH_ENDPOINT=http://127.0.0.1:8089 AZURE_BATCH_ACCOUNT=devbatch1 \\
+  AZURE_BATCH_ACCESS_KEY='<the emulator's well-known key>' BATCH_TRIAGE_STORE=./preserved \\
+  batch-triage sweep --once --since 1d
+
+Where a sweep starts: from the cursor in the store (BATCH_TRIAGE_STORE), which every finished
+sweep moves to its start time, so repeated sweeps never look at the same hour twice. --since only
+sets how far back the first sweep of a store looks (default 1h); when the store already has a
+cursor, the sweep carries on from it and says so. Each sweep holds a lease in the store, so a
+sweep here and one in a deployed handler never run at once. Every effect is idempotent.
+
+Settings (environment): AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT, AZURE_BATCH_ACCESS_KEY (or
+Entra ID without it), BATCH_TRIAGE_STORE, BATCH_TRIAGE_POLICY, BATCH_TRIAGE_ALLOW_HOSTS,
+BATCH_TRIAGE_INVOCATION_SECONDS (how long one sweep may take), BATCH_TRIAGE_MAX_FILE_MIB.
+
+Exit status: 0 when every sweep ran; 1 when the last one failed (the store or Batch was
+unavailable; run it again, nothing is done twice); 2 for a usage or settings error.";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// One line per finding, for a person.
+    Text,
+    /// One JSON object per sweep, one per line (JSON Lines).
+    Json,
+}
+
+/// Arguments of `sweep`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Sweep once and exit, instead of every --every until Ctrl-C.
+    #[arg(long)]
+    once: bool,
+
+    /// How far back the store's first sweep looks (e.g. 30m, 2h, 1d, 1h30m); later sweeps
+    /// carry on from the store's cursor.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    since: Option<Duration>,
+
+    /// Time between sweeps, without --once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    every: Duration,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+/// `90s`, `5m`, `2h`, `1d`, or a sum of them (`1h30m`). A bare number is refused: seconds or
+/// minutes would be a guess.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let usage = || {
+        format!(
+            "{text:?} is not a duration: use a number and a unit, e.g. 90s, 5m, 2h, 1d or 1h30m"
+        )
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(usage());
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(usage()),
+        };
+        let n: u64 = digits.parse().map_err(|_| usage())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(usage)?;
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(usage());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let settings =
+        Settings::from_env(|name| std::env::var(name).ok()).context("reading the settings")?;
+    let budget = settings.invocation_budget;
+    let triage = settings.build().context("building the pipeline")?;
+    let options = SweepOptions {
+        first_lookback: args.since.unwrap_or(SweepOptions::default().first_lookback),
+        ..SweepOptions::default()
+    };
+    let progress = Progress::new(std::io::stderr().is_terminal());
+    crate::runtime()?.block_on(async {
+        loop {
+            let (ran, stop) = sweep_once(&triage, budget, &options, args, &progress).await?;
+            if args.once || stop {
+                return anyhow::Ok(exit_code(ran));
+            }
+            progress.waiting(args.every);
+            let stopped = tokio::select! {
+                () = tokio::time::sleep(args.every) => false,
+                () = crate::serve::shutdown_signal() => true,
+            };
+            progress.clear();
+            if stopped {
+                return Ok(exit_code(ran));
+            }
+        }
+    })
+}
+
+fn exit_code(last_sweep_ran: bool) -> ExitCode {
+    if last_sweep_ran {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// One tick: whether it ran (a failure worth running again is reported, not returned), and
+/// whether Ctrl-C or SIGTERM asked to stop after it.
+async fn sweep_once(
+    triage: &Triage,
+    budget: Duration,
+    options: &SweepOptions,
+    args: &Args,
+    progress: &Progress,
+) -> anyhow::Result<(bool, bool)> {
+    let now = OffsetDateTime::now_utc();
+    progress.sweeping();
+    let tick = triage.tick(now, Deadline::after(budget), options);
+    tokio::pin!(tick);
+    let mut stop = false;
+    let result = tokio::select! {
+        result = &mut tick => result,
+        () = crate::serve::shutdown_signal() => {
+            // The sweep is finished rather than abandoned: an abandoned one would keep its
+            // lease in the store, and block every sweep (here or deployed) until it expires.
+            stop = true;
+            progress.clear();
+            eprintln!("batch-triage: stopping after this sweep (Ctrl-C again to abandon it)");
+            progress.sweeping();
+            tokio::select! {
+                result = &mut tick => result,
+                () = crate::serve::shutdown_signal() => {
+                    progress.clear();
+                    eprintln!(
+                        "batch-triage: sweep abandoned; its lease in the store expires within {} minutes, and the next sweep starts from the same cursor",
+                        options.lease.as_secs() / 60
+                    );
+                    return Ok((false, true));
+                }
+            }
+        }
+    };
+    progress.clear();
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(report) => {
+            if let Some(since) = args.since {
+                note_cursor(&report, now, since);
+            }
+            match args.output {
+                Output::Json => writeln!(out, "{}", tick_json(&report, now))?,
+                Output::Text => {
+                    writeln!(out, "{}", format_time(now))?;
+                    for line in report.lines() {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
+            }
+            out.flush()?;
+            Ok((true, stop))
+        }
+        Err(error) => {
+            match args.output {
+                Output::Json => {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"at": format_time(now), "error": error.to_string()})
+                    )?;
+                    out.flush()?;
+                }
+                Output::Text => {}
+            }
+            eprintln!(
+                "batch-triage: sweep failed (nothing is lost; the next sweep tries again): {error}"
+            );
+            Ok((false, stop))
+        }
+    }
+}
+
+/// Says when `--since` did not decide where the sweep started, so nobody thinks the last two
+/// hours were looked at when the store's cursor said otherwise.
+fn note_cursor(report: &TickReport, now: OffsetDateTime, since: Duration) {
+    let Ok(started) = OffsetDateTime::parse(&report.sweep.since, &Rfc3339) else {
+        return;
+    };
+    let asked = now - since;
+    if (started - asked).whole_seconds().abs() > 1 {
+        eprintln!(
+            "batch-triage: the store already has a sweep cursor, so this sweep started from it ({}) rather than --since ({}); --since applies to a store's first sweep",
+            report.sweep.since,
+            format_time(asked)
+        );
+    }
+}
+
+fn format_time(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn outcome_json(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::Done => json!({"status": "done"}),
+        Outcome::Skipped(reason) => json!({"status": "skipped", "reason": reason}),
+        Outcome::Refused(reason) => json!({"status": "refused", "reason": reason}),
+        Outcome::Failed { reason, retryable } => {
+            json!({"status": "failed", "reason": reason, "retryable": retryable})
+        }
+    }
+}
+
+fn subject_json(s: &SubjectReport) -> Value {
+    json!({
+        "subject": s.subject,
+        "class": s.class.map(|c| c.as_str()),
+        "outcome": outcome_json(&s.outcome),
+        "preserved": s.preserved,
+        "alreadyPreserved": s.already_preserved,
+        "notified": s.notified,
+        "outboxed": s.outboxed,
+        "waiting": s.waiting,
+        "action": s.action,
+    })
+}
+
+/// The machine-readable summary of one tick.
+fn tick_json(report: &TickReport, at: OffsetDateTime) -> Value {
+    let sweep = &report.sweep;
+    json!({
+        "at": format_time(at),
+        "since": if sweep.skipped_busy { Value::Null } else { json!(sweep.since) },
+        "skippedBusy": sweep.skipped_busy,
+        "completed": sweep.completed,
+        "jobsExamined": sweep.jobs_examined,
+        "subjects": sweep.subjects.iter().map(subject_json).collect::<Vec<_>>(),
+        "groupedAlertsSent": report.flushed.len(),
+        "outbox": {
+            "delivered": report.outbox.delivered,
+            "stillPending": report.outbox.still_pending,
+            "dead": report.outbox.dead,
+        },
+    })
+}
+
+/// A spinner on stderr while a sweep runs and between sweeps, only on a terminal, so piped or
+/// logged output stays clean.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Self(terminal.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
+        }))
+    }
+
+    fn sweeping(&self) {
+        if let Some(bar) = &self.0 {
+            bar.reset_elapsed();
+            bar.set_message(
+                "sweeping: failed tasks since the cursor, ended and stuck jobs, prep failures",
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
+    fn waiting(&self, every: Duration) {
+        if let Some(bar) = &self.0 {
+            let next = OffsetDateTime::now_utc() + every;
+            bar.reset_elapsed();
+            bar.set_message(format!(
+                "next sweep at {} (Ctrl-C stops); waiting",
+                format_time(next)
+            ));
+            bar.enable_steady_tick(Duration::from_millis(500));
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.0 {
+            bar.disable_steady_tick();
+            bar.set_message("");
+            bar.finish_and_clear();
+            bar.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_forms_people_type() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 2h "), Ok(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn ambiguous_or_empty_durations_are_refused_with_examples() {
+        for bad in [
+            "",
+            "2",
+            "h",
+            "2 hours",
+            "0s",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("e.g. 90s"), "{bad:?}: {error}");
+        }
+    }
+}
