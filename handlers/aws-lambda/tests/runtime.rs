@@ -650,6 +650,19 @@ async fn a_throttled_batch_account_is_retryable_everywhere() {
     assert_eq!(error_type, "Retryable", "{message}");
     assert!(!message.contains(batch_emulator::WELL_KNOWN_ACCOUNT_KEY));
 
+    // A busy server (503 ServerBusy) is transient too.
+    function
+        .emulator
+        .set_faults(vec![FaultRule::new(Fault::ServerBusy {
+            retry_after_seconds: Some(1),
+        })]);
+    let (error_type, message) = function
+        .runtime
+        .invoke_with_timeout(&fixture("direct-diagnose.json"), short)
+        .await
+        .error();
+    assert_eq!(error_type, "Retryable", "{message}");
+
     let (error_type, message) = function
         .runtime
         .invoke_with_timeout(&fixture("eventbridge-scheduled.json"), short)
@@ -717,4 +730,43 @@ async fn a_bad_configuration_is_reported_as_an_init_error() {
         assert!(!message.contains("short-secret"), "{message}");
         assert!(!function.output().contains("short-secret"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_webhook_key_http_is_refused_and_the_rest_works() {
+    let function = start_with(|env| {
+        env.remove("BATCH_TRIAGE_WEBHOOK_KEY");
+    })
+    .await;
+    // 503, so Event Grid keeps the delivery until the setting is fixed.
+    let response = function
+        .runtime
+        .invoke(&event_grid_delivery("oom", "e-oom", 0))
+        .await
+        .response();
+    assert_eq!(status(&response), 503, "{response}");
+    assert!(
+        body(&response)["error"]
+            .as_str()
+            .unwrap()
+            .contains("BATCH_TRIAGE_WEBHOOK_KEY")
+    );
+    assert!(!function.store.path().join("devbatch1").exists());
+    // A present-but-empty query key does not open the door either.
+    let response = function
+        .runtime
+        .invoke(&with_query_key(
+            fixture("function-url-subscription-validation.json"),
+            Some(""),
+        ))
+        .await
+        .response();
+    assert_eq!(status(&response), 503, "{response}");
+
+    let diagnoses = function
+        .runtime
+        .invoke(&fixture("direct-diagnose.json"))
+        .await
+        .response();
+    assert_eq!(diagnoses[0]["class"], "task.exit_code", "{diagnoses}");
 }
