@@ -416,12 +416,17 @@ async fn run_demo(out: &Path) -> anyhow::Result<DemoOutcome> {
 /// `account/job/_jobprep/node`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SubjectRef {
+    /// A job (ended, stuck, or with a scheduling error).
     Job { job: String },
+    /// A task of a job.
     Task { job: String, task: String },
+    /// A node of a job whose preparation or release task failed there (the pipeline labels
+    /// both `_jobprep`).
     Node { job: String, node: String },
 }
 
 impl SubjectRef {
+    /// `None` for a label of another shape.
     pub(crate) fn parse(label: &str) -> Option<Self> {
         let parts: Vec<&str> = label.split('/').collect();
         match parts.as_slice() {
@@ -440,6 +445,7 @@ impl SubjectRef {
         }
     }
 
+    /// The job the subject belongs to.
     pub(crate) fn job(&self) -> &str {
         match self {
             Self::Job { job } | Self::Task { job, .. } | Self::Node { job, .. } => job,
@@ -555,4 +561,54 @@ async fn subject_times(
         }
     }
     times
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_labels_parse_into_jobs_tasks_and_nodes() {
+        assert_eq!(
+            SubjectRef::parse("devbatch1/etl"),
+            Some(SubjectRef::Job {
+                job: "etl".to_owned()
+            })
+        );
+        assert_eq!(
+            SubjectRef::parse("devbatch1/etl/oom"),
+            Some(SubjectRef::Task {
+                job: "etl".to_owned(),
+                task: "oom".to_owned()
+            })
+        );
+        assert_eq!(
+            SubjectRef::parse("devbatch1/prep/_jobprep/tvm-02"),
+            Some(SubjectRef::Node {
+                job: "prep".to_owned(),
+                node: "tvm-02".to_owned()
+            })
+        );
+        assert_eq!(SubjectRef::parse("devbatch1"), None);
+        assert_eq!(SubjectRef::parse("devbatch1/a/b/c"), None);
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused_and_an_earlier_demo_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+        let error = prepare_out_dir(&foreign).unwrap_err().to_string();
+        assert!(error.contains("refusing to overwrite"), "{error}");
+        assert!(foreign.join("keep.txt").is_file());
+
+        let earlier = dir.path().join("earlier");
+        prepare_out_dir(&earlier).unwrap();
+        std::fs::write(earlier.join("report.html"), "old").unwrap();
+        let again = prepare_out_dir(&earlier).unwrap();
+        assert!(again.is_absolute());
+        assert!(!earlier.join("report.html").exists(), "emptied");
+        assert!(earlier.join(MARKER).is_file(), "and marked again");
+    }
 }
