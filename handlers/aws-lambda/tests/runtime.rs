@@ -770,3 +770,23 @@ async fn without_a_webhook_key_http_is_refused_and_the_rest_works() {
         .response();
     assert_eq!(diagnoses[0]["class"], "task.exit_code", "{diagnoses}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_delivery_is_400_so_event_grid_drops_it() {
+    let function = start().await;
+    for poison in [
+        // Not JSON: the gate refuses it.
+        "[{\"id\": \"1\", \"eventType\": ".to_owned(),
+        // JSON, but no Batch payload the pipeline recognises.
+        json!([{"id": "1", "eventType": "Contoso.Batch.TaskFailed", "subject": "s",
+            "eventTime": "2026-11-27T17:05:01Z", "data": "not an object"}])
+        .to_string(),
+    ] {
+        let mut event = event_grid_delivery("oom", "e-oom", 0);
+        event["body"] = json!(poison);
+        let response = function.runtime.invoke(&event).await.response();
+        assert_eq!(status(&response), 400, "{poison}: {response}");
+    }
+    assert!(!function.store.path().join("devbatch1").exists());
+    assert!(function.alerts().is_empty());
+}
