@@ -10,6 +10,7 @@ use artifact_store::{ArtifactStore, BlobStore, LocalDirStore};
 use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, GetOptions, ListOptions};
 use batch_emulator::{WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use futures::TryStreamExt;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use preserve::{FileOutcome, JobRef, PreserveOptions, PreserveReport};
 
 pub(crate) const EXAMPLES: &str = "\
@@ -137,10 +138,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         extra_globs: args.globs.clone(),
         ..Default::default()
     };
+    let progress = progress_bar(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let reports = crate::runtime()?.block_on(async {
         let store = open_store(args).await?;
-        preserve_job(&client, &*store, &account, args, &options).await
-    })?;
+        preserve_job(&client, &*store, &account, args, &options, &progress).await
+    });
+    progress.finish_and_clear();
+    let reports = reports?;
     let incomplete = reports.iter().filter(|(_, r)| !r.complete).count();
     match args.output {
         Output::Json => {
@@ -177,8 +181,10 @@ async fn preserve_job(
     account: &str,
     args: &Args,
     options: &PreserveOptions,
+    progress: &ProgressBar,
 ) -> anyhow::Result<Vec<(String, PreserveReport)>> {
     let deadline = Deadline::after(Duration::from_secs(3600));
+    progress.set_message(format!("reading job {}", args.job));
     let job = client
         .get_job(&args.job, &GetOptions::default(), deadline)
         .await
@@ -211,15 +217,6 @@ async fn preserve_job(
         job_id: Some(&args.job),
         ..Default::default()
     };
-    let mut reports = Vec::new();
-    for task in &tasks {
-        let diagnosis = diagnosis::diagnose_task(task, &evidence);
-        let what = format!("task {}", task.id.as_deref().unwrap_or("?"));
-        let report = preserve::preserve_task(client, store, &diagnosis, options, deadline)
-            .await
-            .with_context(|| format!("preserving {what}"))?;
-        reports.push((what, report));
-    }
     let statuses: Vec<_> = batch_client::items(client.list_prep_release_status(
         &args.job,
         &ListOptions::default(),
@@ -228,6 +225,21 @@ async fn preserve_job(
     .try_collect()
     .await
     .with_context(|| format!("cannot list the prep/release status of job {:?}", args.job))?;
+    // Both lists are read first, so the bar knows how many folders there are.
+    progress.set_length((tasks.len() + statuses.len()) as u64);
+    let mut copied = 0;
+    let mut reports = Vec::new();
+    for task in &tasks {
+        let diagnosis = diagnosis::diagnose_task(task, &evidence);
+        let what = format!("task {}", task.id.as_deref().unwrap_or("?"));
+        progress.set_message(progress_message(&what, copied));
+        let report = preserve::preserve_task(client, store, &diagnosis, options, deadline)
+            .await
+            .with_context(|| format!("preserving {what}"))?;
+        copied += report.bytes_copied;
+        progress.inc(1);
+        reports.push((what, report));
+    }
     let job_ref = JobRef {
         account,
         job_id: &args.job,
@@ -235,7 +247,8 @@ async fn preserve_job(
     for status in &statuses {
         let diagnosis = diagnosis::diagnose_prep_release(status, &evidence);
         let node = status.node_id.as_deref().unwrap_or("?");
-        for report in preserve::preserve_prep_release(
+        progress.set_message(progress_message(&format!("prep/release on {node}"), copied));
+        let node_reports = preserve::preserve_prep_release(
             client,
             store,
             job_ref,
@@ -245,8 +258,10 @@ async fn preserve_job(
             deadline,
         )
         .await
-        .with_context(|| format!("preserving prep/release output of node {node}"))?
-        {
+        .with_context(|| format!("preserving prep/release output of node {node}"))?;
+        progress.inc(1);
+        for report in node_reports {
+            copied += report.bytes_copied;
             let kind = if report.prefix.contains("/_jobrelease/") {
                 "job release"
             } else {
@@ -256,6 +271,26 @@ async fn preserve_job(
         }
     }
     Ok(reports)
+}
+
+/// A bar of folders on stderr, only on a terminal: piped output and logs stay clean. The
+/// preserve crate reports per folder, not per byte, so bytes are counted as folders finish.
+fn progress_bar(terminal: bool) -> ProgressBar {
+    if !terminal {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} folders {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn progress_message(what: &str, copied: u64) -> String {
+    format!("· {what} · {} copied so far", HumanBytes(copied))
 }
 
 fn print_text(what: &str, report: &PreserveReport) {
@@ -330,4 +365,22 @@ fn report_json(what: &str, report: &PreserveReport) -> serde_json::Value {
         "files": files,
         "stderrTail": report.stderr_tail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_drawn_only_on_a_terminal() {
+        assert!(progress_bar(false).is_hidden());
+    }
+
+    #[test]
+    fn progress_names_the_folder_and_the_bytes_so_far() {
+        assert_eq!(
+            progress_message("task oom", 3 << 20),
+            "· task oom · 3.00 MiB copied so far"
+        );
+    }
 }
