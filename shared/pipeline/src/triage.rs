@@ -111,7 +111,8 @@ pub struct SubjectReport {
 }
 
 impl SubjectReport {
-    pub(crate) fn new(subject: String) -> Self {
+    /// A report for `subject` with nothing done yet (outcome `Done`, no effects).
+    pub fn new(subject: String) -> Self {
         Self {
             subject,
             class: None,
