@@ -19,7 +19,9 @@ use diagnosis::{
 };
 use futures::{StreamExt, TryStreamExt};
 use notify::{Alert, AlertState, Egress, Group, Links, Outbox, Receiver};
-use preserve::{JobRef, PreserveOptions, preserve_prep_release, preserve_task};
+use preserve::{
+    JobRef, NodeRef, PreserveOptions, preserve_prep_release, preserve_start_task, preserve_task,
+};
 use time::OffsetDateTime;
 
 use crate::actions::{ActionRequest, JobActions};
@@ -163,8 +165,46 @@ pub enum TriageError {
 /// What a payload item asks the pipeline to look at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Target {
-    Task { job: String, task: String },
-    Job { job: String },
+    Task {
+        job: String,
+        task: String,
+    },
+    Job {
+        job: String,
+    },
+    /// A pool's start task failed on a node. It belongs to no job, and Batch keeps no task
+    /// object for it, so the event is the diagnosis's source; what the node still holds
+    /// (`startup/`) is read back and preserved.
+    StartTask {
+        pool: String,
+        node: String,
+        event: StartTaskEvent,
+    },
+}
+
+/// The event of a [`Target::StartTask`]. Two events about one node are the same subject, so
+/// equality and ordering ignore the body.
+#[derive(Debug, Clone)]
+struct StartTaskEvent(Arc<diagnosis::wire::SpecialTaskEventBody>);
+
+impl PartialEq for StartTaskEvent {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for StartTaskEvent {}
+impl std::hash::Hash for StartTaskEvent {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+impl PartialOrd for StartTaskEvent {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for StartTaskEvent {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 impl Triage {
@@ -355,6 +395,19 @@ impl Triage {
                 };
                 (None, target)
             }
+            Item::SpecialTaskEvent { body, account }
+                if body.special_type() == diagnosis::wire::SpecialTaskType::StartTask =>
+            {
+                let node = body.node_info.as_ref()?;
+                (
+                    account.clone(),
+                    Target::StartTask {
+                        pool: node.pool_id.clone()?,
+                        node: node.node_id.clone()?,
+                        event: StartTaskEvent(Arc::new((**body).clone())),
+                    },
+                )
+            }
             Item::SpecialTaskEvent { body, account } => (
                 account.clone(),
                 Target::Job {
@@ -400,6 +453,10 @@ impl Triage {
                 .await
                 .map(|r| vec![r]),
             Target::Job { job } => self.process_job(job, jobs, now, None, deadline).await,
+            Target::StartTask { pool, node, event } => self
+                .process_start_task(pool, node, &event.0, now, deadline)
+                .await
+                .map(|r| vec![r]),
         };
         result.unwrap_or_else(|outcome| {
             let mut report = SubjectReport::new(label);
@@ -645,6 +702,77 @@ impl Triage {
         Ok(reports)
     }
 
+    /// A pool's start task failed on a node: diagnose from the event, preserve what the node
+    /// still holds under `startup/`, and alert. There is no job to act on.
+    async fn process_start_task(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        event: &diagnosis::wire::SpecialTaskEventBody,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<SubjectReport, Outcome> {
+        let evidence = Evidence {
+            account: Some(&self.config.account),
+            ..Evidence::default()
+        };
+        let Some(diagnosis) = diagnosis::diagnose_special_task_event(event, &evidence) else {
+            return Err(Outcome::Skipped(format!(
+                "the start task on {pool_id}/{node_id} did not fail"
+            )));
+        };
+        let mut report = SubjectReport::new(format!(
+            "{}/_pools/{pool_id}/{node_id}/_starttask",
+            self.config.account
+        ));
+        report.class = Some(diagnosis.class);
+        let plan = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+        let mut tail = None;
+        if plan.preserve_logs {
+            let node = NodeRef {
+                account: &self.config.account,
+                pool_id,
+                node_id,
+            };
+            match preserve_start_task(
+                self.batch.as_ref(),
+                self.store.as_ref(),
+                node,
+                Some(&diagnosis),
+                &self.config.preserve,
+                deadline,
+            )
+            .await
+            {
+                Ok(preserved) => {
+                    report.already_preserved = preserved.already_preserved;
+                    report
+                        .preserved
+                        .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
+                    tail = preserved.stderr_tail;
+                }
+                Err(error) => {
+                    report.outcome = Outcome::Failed {
+                        reason: format!("preserving start task logs: {error}"),
+                        retryable: true,
+                    };
+                }
+            }
+        }
+        let links = report.preserved.clone();
+        self.effects(
+            &diagnosis,
+            &plan,
+            tail.as_deref(),
+            &links,
+            now,
+            deadline,
+            &mut report,
+        )
+        .await;
+        Ok(report)
+    }
+
     async fn prep_statuses(
         &self,
         job_id: &str,
@@ -762,6 +890,7 @@ fn target_label(target: &Target) -> String {
     match target {
         Target::Task { job, task } => format!("{job}/{task}"),
         Target::Job { job } => job.clone(),
+        Target::StartTask { pool, node, .. } => format!("_pools/{pool}/{node}/_starttask"),
     }
 }
 

@@ -5,7 +5,8 @@
 //! `{account}/{jobId}/{taskId}/attempt-{retryCount}/` holds the files (`stdout.txt`,
 //! `stderr.txt`, `fileuploadout.txt`, `fileuploaderr.txt` when present, rule globs under `wd/`),
 //! `diagnosis.json` and, last, `manifest.json`. Job prep/release output goes to
-//! `{account}/{jobId}/_jobprep/{nodeId}/` and `_jobrelease/{nodeId}/`. Every id and file name is
+//! `{account}/{jobId}/_jobprep/{nodeId}/` and `_jobrelease/{nodeId}/`; a pool's start task output
+//! to `{account}/_pools/{poolId}/{nodeId}/_starttask/`. Every id and file name is
 //! sanitised ([`names`]) so hostile names stay inside the prefix.
 //!
 //! # Streaming
@@ -389,6 +390,82 @@ pub async fn preserve_prep_release(
         );
     }
     Ok(reports)
+}
+
+/// The node a pool's start task failed on.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'a> {
+    /// The Batch account.
+    pub account: &'a str,
+    /// The pool.
+    pub pool_id: &'a str,
+    /// The node.
+    pub node_id: &'a str,
+}
+
+/// Preserves the output of a pool's start task on one node (`startup/stdout.txt` and
+/// `startup/stderr.txt`, node-relative) into `{account}/_pools/{poolId}/{nodeId}/_starttask/`,
+/// with `diagnosis.json` beside them. A start task belongs to no job, so the manifest's job is
+/// empty, as in Batch's own `StartTaskFailedEvent`. A node is often reimaged or removed soon after
+/// its start task fails, which is when these logs matter most and last least.
+pub async fn preserve_start_task(
+    api: &dyn BatchApi,
+    store: &dyn ArtifactStore,
+    node: NodeRef<'_>,
+    diagnosis: Option<&Diagnosis>,
+    options: &PreserveOptions,
+    deadline: Deadline,
+) -> Result<PreserveReport, PreserveError> {
+    let NodeRef {
+        account,
+        pool_id,
+        node_id,
+    } = node;
+    let prefix = ObjectKey::new(format!(
+        "{}/_pools/{}/{}/_starttask",
+        names::segment(account),
+        names::segment(pool_id),
+        names::segment(node_id)
+    ))?;
+    let folder = Folder {
+        kind: "starttask",
+        account,
+        job_id: "",
+        task_id: None,
+        attempt: None,
+        node_id: Some(node_id),
+        prefix,
+    };
+    if let Some(report) = existing(store, &folder).await? {
+        return Ok(report);
+    }
+    let sources = ["stdout.txt", "stderr.txt"]
+        .iter()
+        .map(|name| {
+            let path = format!("startup/{name}");
+            Source {
+                name: (*name).to_owned(),
+                file: FileRef::node(pool_id, node_id, &path),
+                source: path,
+                optional: false,
+                tail: true,
+            }
+        })
+        .collect();
+    let diagnosis_json = match diagnosis {
+        Some(d) => Some(Bytes::from(serde_json::to_vec_pretty(d)?)),
+        None => None,
+    };
+    run(
+        api,
+        store,
+        folder,
+        sources,
+        diagnosis_json,
+        options,
+        deadline,
+    )
+    .await
 }
 
 /// `{account}/{jobId}/{taskId}/attempt-{attempt}`, sanitised.

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 pub struct Manifest {
     /// Format version, so readers can evolve.
     pub version: u32,
-    /// `task`, `jobprep` or `jobrelease`.
+    /// `task`, `jobprep`, `jobrelease` or `starttask`.
     pub kind: String,
     /// The Batch account.
     pub account: String,
-    /// The job.
+    /// The job (empty for a start task, which belongs to a pool).
     pub job_id: String,
     /// The task (task folders only).
     pub task_id: Option<String>,

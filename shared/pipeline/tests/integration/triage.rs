@@ -499,3 +499,110 @@ async fn a_batch_of_many_subjects_is_worked_concurrently_reading_each_job_once()
     );
     assert_eq!(job_reads("ingest"), 1);
 }
+
+fn start_task_record(pool: &str, node: &str) -> String {
+    serde_json::json!({"records": [{
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+        "category": "ServiceLog", "operationName": "SpecialTaskEvent", "operationVersion": "2017-06-01",
+        "properties": {"jobId": "", "taskName": "starttask", "taskType": "StartTask",
+            "nodeInfo": {"poolId": pool, "nodeId": node},
+            "executionInfo": {"startTime": "2026-11-27T10:04:00Z", "endTime": "2026-11-27T10:04:40Z",
+                "exitCode": 100, "result": "failure", "schedulingError": {"details": []}}}
+    }]})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_start_task_is_diagnosed_and_its_node_logs_preserved_once() {
+    let world = world().await;
+    let payload = start_task_record("linux", "tvm-01");
+    let now = OffsetDateTime::now_utc();
+    let first = world
+        .triage
+        .handle_payload(payload.as_bytes(), now, deadline())
+        .await
+        .unwrap();
+    assert_eq!(first.subjects.len(), 1, "{first:#?}");
+    let subject = &first.subjects[0];
+    assert_eq!(subject.subject, "devbatch1/_pools/linux/tvm-01/_starttask");
+    assert_eq!(subject.outcome, Outcome::Done, "{subject:#?}");
+    assert_eq!(
+        subject.class.map(|c| c.as_str()),
+        Some("node.start_task_failed")
+    );
+    assert!(!subject.already_preserved);
+    let prefix = "devbatch1/_pools/linux/tvm-01/_starttask";
+    let stdout = world
+        .store
+        .get(&ObjectKey::new(format!("{prefix}/stdout.txt")).unwrap())
+        .await
+        .unwrap()
+        .expect("the node's startup/stdout.txt is kept");
+    assert_eq!(
+        &stdout.bytes[..],
+        b"start task: mounted /mnt/batch/tasks/shared\n"
+    );
+    let manifest = world
+        .store
+        .get(&ObjectKey::new(format!("{prefix}/manifest.json")).unwrap())
+        .await
+        .unwrap()
+        .expect("the manifest is written last");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    assert_eq!(manifest["kind"], "starttask");
+    assert_eq!(manifest["nodeId"], "tvm-01");
+    let diagnosis = world
+        .store
+        .get(&ObjectKey::new(format!("{prefix}/diagnosis.json")).unwrap())
+        .await
+        .unwrap()
+        .expect("diagnosis.json sits beside the logs");
+    let diagnosis: serde_json::Value = serde_json::from_slice(&diagnosis.bytes).unwrap();
+    assert_eq!(diagnosis["class"], "node.start_task_failed");
+
+    // Delivered again: nothing is copied twice.
+    world.emulator.clear_requests();
+    let again = world
+        .triage
+        .handle_payload(payload.as_bytes(), now, deadline())
+        .await
+        .unwrap();
+    assert!(again.subjects[0].already_preserved, "{again:#?}");
+    assert!(
+        !world
+            .emulator
+            .requests()
+            .iter()
+            .any(|r| r.path_and_query.contains("/files/")),
+        "a duplicate reads no node file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_task_on_a_removed_node_records_its_logs_as_gone() {
+    let world = world().await;
+    let report = world
+        .triage
+        .handle_payload(
+            start_task_record("linux", "tvm-04").as_bytes(),
+            OffsetDateTime::now_utc(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.subjects[0].outcome, Outcome::Done, "{report:#?}");
+    let manifest = world
+        .store
+        .get(&ObjectKey::new("devbatch1/_pools/linux/tvm-04/_starttask/manifest.json").unwrap())
+        .await
+        .unwrap()
+        .expect("a manifest records what was gone");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    assert_eq!(
+        manifest["files"].as_array().map(Vec::len),
+        Some(0),
+        "{manifest}"
+    );
+    assert_eq!(manifest["missing"][0]["code"], "NodeNotFound", "{manifest}");
+}
