@@ -122,8 +122,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     crate::runtime()?.block_on(async {
+        let mut first = true;
         loop {
-            let (ran, stop) = sweep_once(&triage, budget, &options, args, &progress).await?;
+            // --since is about the first sweep; later rounds always carry on from the cursor.
+            let since = args.since.filter(|_| first);
+            first = false;
+            let (ran, stop) = sweep_once(&triage, budget, &options, since, args, &progress).await?;
             if args.once || stop {
                 return anyhow::Ok(exit_code(ran));
             }
@@ -154,6 +158,7 @@ async fn sweep_once(
     triage: &Triage,
     budget: Duration,
     options: &SweepOptions,
+    since: Option<Duration>,
     args: &Args,
     progress: &Progress,
 ) -> anyhow::Result<(bool, bool)> {
@@ -188,7 +193,7 @@ async fn sweep_once(
     let mut out = std::io::stdout().lock();
     match result {
         Ok(report) => {
-            if let Some(since) = args.since {
+            if let Some(since) = since {
                 note_cursor(&report, now, since);
             }
             match args.output {
@@ -291,49 +296,65 @@ fn tick_json(report: &TickReport, at: OffsetDateTime) -> Value {
 }
 
 /// A spinner on stderr while a sweep runs and between sweeps, only on a terminal, so piped or
-/// logged output stays clean.
-struct Progress(Option<ProgressBar>);
+/// logged output stays clean. Each phase gets a new spinner: a reused one redraws its old message
+/// over the report printed in between.
+struct Progress {
+    terminal: bool,
+    current: std::sync::Mutex<Option<ProgressBar>>,
+}
 
 impl Progress {
     fn new(terminal: bool) -> Self {
-        Self(terminal.then(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
+        Self {
+            terminal,
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn show(&self, message: String, tick: Duration) {
+        if !self.terminal {
+            return;
+        }
+        let bar = ProgressBar::new_spinner()
+            .with_style(
                 ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar
-        }))
+            )
+            .with_message(message);
+        bar.enable_steady_tick(tick);
+        if let Some(old) = self.replace(Some(bar)) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn replace(&self, bar: Option<ProgressBar>) -> Option<ProgressBar> {
+        match self.current.lock() {
+            Ok(mut current) => std::mem::replace(&mut *current, bar),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), bar),
+        }
     }
 
     fn sweeping(&self) {
-        if let Some(bar) = &self.0 {
-            bar.reset_elapsed();
-            bar.set_message(
-                "sweeping: failed tasks since the cursor, ended and stuck jobs, prep failures",
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-        }
+        self.show(
+            "sweeping: failed tasks, ended and stuck jobs, prep failures".to_owned(),
+            Duration::from_millis(120),
+        );
     }
 
     fn waiting(&self, every: Duration) {
-        if let Some(bar) = &self.0 {
-            let next = OffsetDateTime::now_utc() + every;
-            bar.reset_elapsed();
-            bar.set_message(format!(
+        let next = OffsetDateTime::now_utc() + every;
+        self.show(
+            format!(
                 "next sweep at {} (Ctrl-C stops); waiting",
                 format_time(next)
-            ));
-            bar.enable_steady_tick(Duration::from_millis(500));
-        }
+            ),
+            Duration::from_millis(500),
+        );
     }
 
     fn clear(&self) {
-        if let Some(bar) = &self.0 {
-            bar.disable_steady_tick();
-            bar.set_message("");
+        if let Some(bar) = self.replace(None) {
             bar.finish_and_clear();
-            bar.reset();
         }
     }
 }
