@@ -1,8 +1,12 @@
 //! Repository-wide integration tests, one binary:
 //! - `tidy`: the architecture's invariants, checked from `cargo metadata` and the sources.
+//! - `faults`: throttling storms, Blob 5xx, a receiver down, a copy killed mid-file, duplicate
+//!   deliveries: nothing lost, nothing doubled (`harness` holds the shared setup).
 //! - `fuzz_props`: CI's fuzzing campaign, the cargo-fuzz targets' properties under proptest.
 //! - `package`: `scripts/package` and the layout of the Functions and Lambda zips.
 
+mod faults;
 mod fuzz_props;
+mod harness;
 mod package;
 mod tidy;
