@@ -25,8 +25,9 @@ Examples:
   # One task, with the end of its stderr, against a real account (Shared Key):
   export AZURE_BATCH_ACCESS_KEY='…'
   batch-triage explain --account-url https://contoso.westeurope.batch.azure.com --job etl --task oom
-  # A whole job: its state, prep/release on every node, and its failed tasks; your az login (Entra ID):
-  az login && batch-triage explain --account-url https://contoso.westeurope.batch.azure.com --job etl
+  # A whole job (its state, prep/release per node, failed tasks), signed in with Entra ID:
+  az login
+  batch-triage explain --account-url https://contoso.westeurope.batch.azure.com --job etl
   # Against the local emulator (`batch-triage emulator --port 8089` in another terminal):
   batch-triage explain --account-url http://127.0.0.1:8089 --job prep-fail --output json
 

@@ -37,8 +37,8 @@ Examples:
   # Deliver an Event Grid event, run the sweep, diagnose a task:
   curl -X POST \"http://127.0.0.1:8080/api/events?key=$BATCH_TRIAGE_WEBHOOK_KEY\" -d @event.json
   curl -X POST -H \"x-batch-triage-key: $BATCH_TRIAGE_WEBHOOK_KEY\" http://127.0.0.1:8080/api/sweep
-  curl -X POST -H \"x-batch-triage-key: $BATCH_TRIAGE_WEBHOOK_KEY\" http://127.0.0.1:8080/api/diagnose \\
-       -d '{\"jobId\": \"etl\", \"taskId\": \"oom\"}'
+  curl -X POST -H \"x-batch-triage-key: $BATCH_TRIAGE_WEBHOOK_KEY\" \\
+       -d '{\"jobId\": \"etl\", \"taskId\": \"oom\"}' http://127.0.0.1:8080/api/diagnose
 
 Routes:
   GET  /               readiness (no key)
