@@ -1,0 +1,615 @@
+//! End-to-end burst benchmark (not a test): 10,000 Batch `TaskFailEvent` diagnostic-log records
+//! in Event Hubs batches of 100, POSTed to the release `batch-triage-functions` exactly as the
+//! Functions host sends them, with a few invocations in flight.
+//!
+//! ```text
+//! cargo build --release -p batch-triage-azure-functions --bins --examples
+//! cargo run --release -p batch-triage-azure-functions --example bench_burst
+//! ```
+//!
+//! Three processes, so each one's CPU time can be told apart:
+//! - the Batch emulator (this binary re-run with `--emulator`), holding 10,000 failed tasks over
+//!   four jobs (exit codes 137, 1, 139, 2 with matching stderr), each with a small `stdout.txt`
+//!   (2 KiB, generated) and `stderr.txt`;
+//! - the handler, with the host's environment, a local-directory store (a fresh temporary
+//!   directory per run) and a policy with a webhook receiver (the default grouping: alerts wait
+//!   30 s, so the burst records them in the grouping state);
+//! - this driver: it builds the invocation bodies up front (not timed), serves the webhook, and
+//!   POSTs the batches with `in flight` concurrent invocations, as the host does with one batch
+//!   per Event Hubs partition.
+//!
+//! Every event is real work: the handler re-reads its task from the emulator, diagnoses it,
+//! copies both log files to the store (manifest last) and records the alert grouping. After each
+//! run the driver checks that every task has a `manifest.json` in the store and that every
+//! subject's outcome is `Done`.
+//!
+//! Settings: `BENCH_EVENTS` (default 10000), `BENCH_BATCH` (events per invocation, default 100),
+//! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_HANDLER` (default
+//! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
+//! with `perf record -g` during the last run, into `target/bench-burst.perf.data`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use serde_json::{Value, json};
+
+const JOBS: [(&str, i64, &str); 4] = [
+    (
+        "burst-train",
+        137,
+        "/bin/bash: line 1:  4182 Killed                  python3 train.py --shard 7\n",
+    ),
+    (
+        "burst-etl",
+        1,
+        "Traceback (most recent call last):\n  File \"etl.py\", line 42, in <module>\n    \
+         rows = load(path)\nFileNotFoundError: [Errno 2] No such file or directory: 'in/part-7.csv'\n",
+    ),
+    (
+        "burst-render",
+        139,
+        "render: frame 1207\nSegmentation fault (core dumped)\n",
+    ),
+    ("burst-report", 2, "usage: report.py [-h] --date DATE\n"),
+];
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Task `k` of the burst: its job and id. Consecutive events alternate jobs, as a busy account's
+/// log stream would.
+fn task_of(k: usize) -> (usize, String) {
+    (k % JOBS.len(), format!("t-{:05}", k / JOBS.len()))
+}
+
+fn scenario(events: usize) -> Scenario {
+    let mut jobs: Vec<Value> = JOBS
+        .iter()
+        .map(|(id, ..)| json!({"job": {"id": id, "poolInfo": {"poolId": "pool-1"}, "creationTime": "now-3h"}, "tasks": []}))
+        .collect();
+    for k in 0..events {
+        let (j, id) = task_of(k);
+        let (_, exit_code, stderr) = JOBS[j];
+        let task = json!({
+            "task": {
+                "id": id, "state": "completed", "creationTime": "now-2h",
+                "commandLine": format!("/bin/bash -c 'python3 work.py --shard {k}'"),
+                "stateTransitionTime": "now-10m", "lastModified": "now-10m",
+                "executionInfo": {
+                    "startTime": "now-1h", "endTime": "now-10m", "exitCode": exit_code,
+                    "result": "failure", "retryCount": 0, "requeueCount": 0,
+                    "failureInfo": {"category": "usererror", "code": "FailureExitCode",
+                        "message": "The task exited with an exit code representing a failure"}
+                },
+                "nodeInfo": {"poolId": "pool-1", "nodeId": format!("tvm-{:02}", k % 8)}
+            },
+            "files": {
+                "stdout.txt": {"generate": {"bytes": 2048, "seed": k, "tail": "exiting\n"}},
+                "stderr.txt": stderr
+            }
+        });
+        jobs[j]["tasks"].as_array_mut().expect("tasks").push(task);
+    }
+    let nodes: Vec<Value> = (0..8)
+        .map(|n| json!({"id": format!("tvm-{n:02}")}))
+        .collect();
+    let scenario = json!({"pools": [{"id": "pool-1", "nodes": nodes}], "jobs": jobs});
+    Scenario::from_json_str(&scenario.to_string()).expect("scenario")
+}
+
+/// One diagnostic-log record as Azure Monitor sends Batch's `TaskFailEvent` to Event Hubs: the
+/// resource-log envelope around the event body, whose shape is the corpus's
+/// `events/TaskFailEvent.2026-02-05.json`.
+fn record(k: usize) -> Value {
+    let (j, id) = task_of(k);
+    let (job, exit_code, _) = JOBS[j];
+    json!({
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+        "category": "ServiceLog",
+        "operationName": "TaskFailEvent",
+        "operationVersion": "2017-06-01",
+        "properties": {
+            "jobId": job, "id": id, "taskType": "User", "systemTaskVersion": 0, "requiredSlots": 1,
+            "nodeInfo": {"poolId": "pool-1", "nodeId": format!("tvm-{:02}", k % 8)},
+            "multiInstanceSettings": {"numberOfInstances": 1},
+            "constraints": {"maxTaskRetryCount": 0},
+            "executionInfo": {
+                "startTime": "2026-11-27T09:05:01.000Z", "endTime": "2026-11-27T10:05:00.000Z",
+                "exitCode": exit_code, "retryCount": 0, "requeueCount": 0, "result": "Failure",
+                "schedulingError": {"category": "UserError", "code": "FailureExitCode",
+                    "message": "The task exited with an exit code representing a failure", "details": []}
+            }
+        }
+    })
+}
+
+/// The host's invocation body for one batch (cardinality many, dataType string): `Data.events`
+/// is one string holding a JSON array of the event bodies as strings (RUNTIME.md §10.2), and
+/// the metadata arrays are JSON text too.
+fn invocation(batch: usize, events: std::ops::Range<usize>, partitions: usize) -> String {
+    let bodies: Vec<String> = events
+        .clone()
+        .map(|k| json!({"records": [record(k)]}).to_string())
+        .collect();
+    let n = bodies.len();
+    let sequence: Vec<usize> = events.clone().collect();
+    let offsets: Vec<String> = events.clone().map(|k| (k * 1024).to_string()).collect();
+    let enqueued: Vec<&str> = vec!["2026-11-27T10:05:02.123"; n];
+    let system: Vec<Value> = events
+        .clone()
+        .map(|k| {
+            json!({"x-opt-sequence-number": k, "x-opt-offset": (k * 1024).to_string(),
+            "x-opt-enqueued-time": "2026-11-27T10:05:02.123Z", "SequenceNumber": k,
+            "Offset": (k * 1024).to_string(), "PartitionKey": null,
+            "EnqueuedTimeUtc": "2026-11-27T10:05:02.123Z"})
+        })
+        .collect();
+    json!({
+        "Data": {"events": serde_json::to_string(&bodies).expect("events")},
+        "Metadata": {
+            "PartitionContext": {"FullyQualifiedNamespace": "bench.servicebus.windows.net",
+                "EventHubName": "batch-logs", "ConsumerGroup": "$Default",
+                "PartitionId": (batch % partitions).to_string()},
+            "PartitionKeyArray": text(&vec![Value::Null; n]),
+            "OffsetArray": text(&offsets),
+            "SequenceNumberArray": text(&sequence),
+            "EnqueuedTimeUtcArray": text(&enqueued),
+            "PropertiesArray": text(&vec![json!({}); n]),
+            "SystemPropertiesArray": text(&system),
+            "sys": {"MethodName": "TaskEvents", "UtcNow": "2026-11-27T10:05:03.0000000Z",
+                "RandGuid": format!("00000000-0000-0000-0000-{batch:012}")}
+        }
+    })
+    .to_string()
+}
+
+/// JSON text of a metadata array (the host sends those arrays as strings).
+fn text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("metadata")
+}
+
+/// Child: serve the burst scenario, print the address, run until stdin closes.
+fn serve_emulator(events: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let emulator = Emulator::new(scenario(events)).expect("emulator");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("http://{}", listener.local_addr().expect("address"));
+        let stdin_closed = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = String::new();
+                let _ = std::io::stdin().read_line(&mut sink);
+            })
+            .await;
+        };
+        batch_emulator::serve(listener, emulator, stdin_closed)
+            .await
+            .expect("serve");
+    });
+}
+
+fn handler() -> PathBuf {
+    if let Some(p) = std::env::var_os("BENCH_HANDLER").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .expect("target directory")
+        .join("batch-triage-functions");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build --release -p batch-triage-azure-functions --bins",
+        path.display()
+    );
+    path
+}
+
+/// User and system CPU time of a process, in seconds.
+fn cpu_seconds(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name, in USER_HZ
+    // (100 on Linux) ticks.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    (ticks(11), ticks(12))
+}
+
+fn cpu_since(pid: &str, before: (f64, f64)) -> (f64, f64) {
+    let now = cpu_seconds(pid);
+    (now.0 - before.0, now.1 - before.1)
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn count_manifests(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "manifest.json") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+struct Handler {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_handler(batch_url: &str, store: &Path, policy: &Path, hook_url: &str) -> Handler {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(handler())
+        .env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("AZURE_BATCH_ENDPOINT", batch_url)
+        .env("AZURE_BATCH_ACCOUNT", WELL_KNOWN_ACCOUNT_NAME)
+        .env("AZURE_BATCH_ACCESS_KEY", WELL_KNOWN_ACCOUNT_KEY)
+        .env("BATCH_TRIAGE_STORE", store)
+        .env("BATCH_TRIAGE_POLICY", policy)
+        .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
+        .env("HOOK_URL", hook_url)
+        .env("HOOK_SECRET", "bench-hook-secret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the handler");
+    let handler = Handler { child, port };
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return handler;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the handler never answered GET /");
+}
+
+struct RunResult {
+    in_flight: usize,
+    secs: f64,
+    latencies_ms: Vec<f64>,
+    handler_cpu: (f64, f64),
+    emulator_cpu: (f64, f64),
+    driver_cpu: (f64, f64),
+    handler_hwm_kib: u64,
+    manifests: usize,
+    done: usize,
+    not_done: Vec<String>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    bodies: Arc<Vec<String>>,
+    in_flight: usize,
+    batch_url: &str,
+    emulator_pid: u32,
+    policy: &Path,
+    hook_url: &str,
+    perf: bool,
+) -> RunResult {
+    let store = tempfile::tempdir().expect("temp store");
+    let handler = start_handler(batch_url, store.path(), policy, hook_url).await;
+    let pid = handler.child.id().to_string();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{}/TaskEvents", handler.port);
+    let mut perf_child = perf.then(|| {
+        Command::new("perf")
+            .args([
+                "record",
+                "-g",
+                "-F",
+                "499",
+                "-o",
+                "target/bench-burst.perf.data",
+                "-p",
+            ])
+            .arg(&pid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
+    let (handler_cpu0, emulator_cpu0, driver_cpu0) = (
+        cpu_seconds(&pid),
+        cpu_seconds(&emulator_pid.to_string()),
+        cpu_seconds("self"),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let (bodies, next, client, url) =
+            (bodies.clone(), next.clone(), client.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .header(
+                        "X-Azure-Functions-InvocationId",
+                        format!("7a3b1c52-0000-0000-0000-{i:012}"),
+                    )
+                    .header("X-Azure-Functions-HostVersion", "4.1040.300.0")
+                    .header("User-Agent", "Azure-Functions-Host/4.1040.300.0")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("POST /TaskEvents");
+                let status = response.status().as_u16();
+                let text = response.text().await.expect("response body");
+                let ms = sent.elapsed().as_secs_f64() * 1e3;
+                out.push((ms, status, text));
+            }
+            out
+        }));
+    }
+    let mut results = Vec::new();
+    for worker in workers {
+        results.extend(worker.await.expect("worker"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let handler_cpu = cpu_since(&pid, handler_cpu0);
+    let emulator_cpu = cpu_since(&emulator_pid.to_string(), emulator_cpu0);
+    let driver_cpu = cpu_since("self", driver_cpu0);
+    if let Some(p) = perf_child.as_mut() {
+        // SIGINT makes perf write its file and exit.
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
+    let handler_hwm_kib = status_kib(handler.child.id(), "VmHWM:");
+    let (mut done, mut not_done) = (0, Vec::new());
+    let mut latencies_ms = Vec::new();
+    for (ms, status, text) in results {
+        latencies_ms.push(ms);
+        if status != 200 {
+            not_done.push(format!("HTTP {status}"));
+            continue;
+        }
+        let response: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        for line in response["Logs"].as_array().into_iter().flatten() {
+            let line = line.as_str().unwrap_or_default();
+            if line.contains(" — Done") {
+                done += 1;
+            } else if not_done.len() < 5 {
+                not_done.push(line.to_owned());
+            }
+        }
+    }
+    drop(handler);
+    latencies_ms.sort_by(f64::total_cmp);
+    RunResult {
+        in_flight,
+        secs,
+        latencies_ms,
+        handler_cpu,
+        emulator_cpu,
+        driver_cpu,
+        handler_hwm_kib,
+        manifests: count_manifests(store.path()),
+        done,
+        not_done,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events = env_number("BENCH_EVENTS", 10_000);
+    if args.get(1).map(String::as_str) == Some("--emulator") {
+        serve_emulator(events);
+        return;
+    }
+    let per_batch = env_number("BENCH_BATCH", 100).max(1);
+    let in_flights: Vec<usize> = std::env::var("BENCH_IN_FLIGHT")
+        .unwrap_or_else(|_| "1,2,4".to_owned())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    let perf = std::env::var("BENCH_PERF").is_ok_and(|v| v == "1");
+
+    let mut emulator = Command::new(std::env::current_exe().expect("current exe"))
+        .arg("--emulator")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the emulator child");
+    let mut line = String::new();
+    BufReader::new(emulator.stdout.take().expect("emulator stdout"))
+        .read_line(&mut line)
+        .expect("read the emulator address");
+    let batch_url = line.trim().to_owned();
+
+    let partitions = in_flights.iter().copied().max().unwrap_or(1);
+    let bodies: Vec<String> = (0..events.div_ceil(per_batch))
+        .map(|b| {
+            invocation(
+                b,
+                b * per_batch..((b + 1) * per_batch).min(events),
+                partitions,
+            )
+        })
+        .collect();
+    let body_bytes: usize = bodies.iter().map(String::len).sum();
+    let bodies = Arc::new(bodies);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut policy = tempfile::NamedTempFile::new().expect("policy file");
+    std::io::Write::write_all(
+        &mut policy,
+        br#"
+[[receivers]]
+name = "oncall"
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_SECRET"
+
+[[rules]]
+name = "every failure"
+match = { class = "*" }
+receivers = ["oncall"]
+"#,
+    )
+    .expect("policy");
+    let hooks = Arc::new(AtomicUsize::new(0));
+    let hook_url = runtime.block_on(async {
+        let counter = hooks.clone();
+        let sink = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                async { axum::http::StatusCode::NO_CONTENT }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, sink).await });
+        url
+    });
+
+    println!(
+        "burst: {events} TaskFailEvent records, {} invocations of {per_batch} events \
+         ({:.1} MiB of bodies), emulator {batch_url} (own process), local-directory store",
+        bodies.len(),
+        body_bytes as f64 / 1048576.0
+    );
+    let mut rows = Vec::new();
+    for (i, &in_flight) in in_flights.iter().enumerate() {
+        let last = i + 1 == in_flights.len();
+        let r = runtime.block_on(run(
+            bodies.clone(),
+            in_flight,
+            &batch_url,
+            emulator.id(),
+            policy.path(),
+            &hook_url,
+            perf && last,
+        ));
+        println!(
+            "  in flight {}: {:.2} s, {:.0} events/s, subjects done {}/{events}, manifests {}/{events}{}",
+            r.in_flight,
+            r.secs,
+            events as f64 / r.secs,
+            r.done,
+            r.manifests,
+            if r.not_done.is_empty() {
+                String::new()
+            } else {
+                format!("; NOT done (first few): {:?}", r.not_done)
+            }
+        );
+        assert_eq!(r.manifests, events, "every task's logs preserved");
+        rows.push(r);
+    }
+    drop(emulator.stdin.take());
+    let _ = emulator.wait();
+
+    println!();
+    println!(
+        "| in flight | events/s | batch p50 ms | batch p99 ms | handler CPU s user + sys (ms per event) | emulator CPU s | driver CPU s | handler VmHWM MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let (user, sys) = r.handler_cpu;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {user:.2} + {sys:.2} ({:.2}) | {:.2} | {:.2} | {:.1} |",
+            r.in_flight,
+            events as f64 / r.secs,
+            percentile(&r.latencies_ms, 50.0),
+            percentile(&r.latencies_ms, 99.0),
+            (user + sys) / events as f64 * 1000.0,
+            r.emulator_cpu.0 + r.emulator_cpu.1,
+            r.driver_cpu.0 + r.driver_cpu.1,
+            r.handler_hwm_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "alerts received by the webhook: {}",
+        hooks.load(Ordering::Relaxed)
+    );
+    if let Some(r) = rows.iter().find(|r| r.in_flight == 4).or(rows.last()) {
+        let rate = events as f64 / r.secs;
+        println!(
+            "goal ≥ 2,000 events/s on {} cores at {} in flight: {} ({rate:.0} events/s)",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            r.in_flight,
+            if rate >= 2000.0 { "met" } else { "NOT met" }
+        );
+    }
+}
