@@ -13,6 +13,7 @@ const KEY: &str = "serve-test-key-0123456789abcdef";
 
 struct Server {
     child: Child,
+    emulator: batch_emulator::Emulator,
     base: String,
     received: Arc<Mutex<Vec<String>>>,
     store: tempfile::TempDir,
@@ -60,7 +61,7 @@ async fn start() -> Server {
     let batch_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(batch_emulator::serve(
         listener,
-        emulator,
+        emulator.clone(),
         std::future::pending(),
     ));
 
@@ -141,6 +142,7 @@ receivers = ["hook"]
         .to_owned();
     Server {
         child,
+        emulator,
         base,
         received,
         store,
@@ -421,4 +423,47 @@ async fn sigterm_stops_the_server_cleanly() {
     .await
     .unwrap();
     assert_eq!(exit.and_then(|s| s.code()), Some(0), "graceful exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_batch_failure_is_503_and_the_redelivery_alerts_once() {
+    use batch_emulator::{Fault, FaultRule};
+    let server = start().await;
+    // Batch answers 500 for this task until the fault is lifted; the client's retries run out.
+    server
+        .emulator
+        .add_fault(FaultRule::new(Fault::InternalError).path_prefix("/jobs/etl/tasks/sigkill"));
+    let event = event_grid("etl", "sigkill", "e-transient");
+    let (status, body) = post_events(&server, Some(KEY), &event).await;
+    assert_eq!(status, 503, "Event Grid must redeliver: {body}");
+    assert_eq!(body["status"], "retry", "{body}");
+    assert!(server.alerts().is_empty());
+
+    server.emulator.set_faults(Vec::new());
+    let (status, body) = post_events(&server, Some(KEY), &event).await;
+    assert_eq!(status, 200, "{body}");
+    let alerts = server.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["diagnosis"]["subject"]["taskId"], "sigkill");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_cloud_event_is_delivered_like_an_event_grid_event() {
+    let server = start().await;
+    let cloud_event = json!({"specversion": "1.0", "id": "c1", "source": "/batch-triage",
+        "type": "Contoso.Batch.TaskFailed", "data": {"jobId": "etl", "taskId": "py-error"}});
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/events?key={KEY}", server.base))
+        .header(
+            "Content-Type",
+            "application/cloudevents+json; charset=utf-8",
+        )
+        .body(cloud_event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let alerts = server.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["diagnosis"]["subject"]["taskId"], "py-error");
 }
