@@ -1,9 +1,11 @@
 //! The trigger payloads the demo feeds the pipeline, shaped as the platforms deliver them: a
 //! Batch diagnostic-log batch as Event Hubs hands it to a function (`{"records": [...]}` with
-//! `TaskFailEvent` / `TaskCompleteEvent` records, shapes from the Batch docs' event pages), an
-//! Event Grid delivery (an array of EventGridEvents) and a CloudEvents batch. Event bodies are
-//! built from the emulator's own view of each task, as Batch builds them from its own; the
-//! pipeline treats them as hints and re-reads every task before it acts.
+//! `TaskFailEvent` / `TaskCompleteEvent` records and a failed start task's `SpecialTaskEvent`,
+//! shapes from the Batch docs' event pages), an Event Grid delivery (an array of
+//! EventGridEvents) and a CloudEvents batch. Task event bodies are built from the emulator's own
+//! view of each task, as Batch builds them from its own; the pipeline treats them as hints and
+//! re-reads every task before it acts. A start task has no object to re-read, so its event is
+//! the diagnosis's source, and the node's `startup/` files are what the pipeline reads back.
 
 use batch_emulator::Emulator;
 use serde_json::{Value, json};
@@ -22,6 +24,36 @@ pub(crate) const EVENT_HUBS_TASKS: &[(&str, &str, &str)] = &[
     ("ingest", "bad-image", "TaskFailEvent"),
 ];
 
+/// A pool's start task that failed on a node, announced by a `SpecialTaskEvent` record. Batch
+/// keeps no task object for a start task, so the record's times and exit code are the facts;
+/// the node's `startup/` files are in `scenario.json`.
+#[derive(Debug)]
+pub(crate) struct StartTaskFailure {
+    pub(crate) pool: &'static str,
+    pub(crate) node: &'static str,
+    /// apt-get's exit code when a package cannot be installed.
+    pub(crate) exit_code: i32,
+    /// How long before the delivery it started and ended.
+    pub(crate) started_ago: time::Duration,
+    pub(crate) ended_ago: time::Duration,
+}
+
+impl StartTaskFailure {
+    /// When it started and ended, for a delivery at `now`.
+    pub(crate) fn times(&self, now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+        (now - self.started_ago, now - self.ended_ago)
+    }
+}
+
+/// Start tasks announced in the Event Hubs batch.
+pub(crate) const START_TASK_FAILURES: &[StartTaskFailure] = &[StartTaskFailure {
+    pool: "linux",
+    node: "tvm-05",
+    exit_code: 100,
+    started_ago: time::Duration::minutes(52),
+    ended_ago: time::Duration::minutes(51),
+}];
+
 /// The resource id of the emulated account, as diagnostic-log records carry it (upper case).
 fn resource_id(account: &str) -> String {
     format!(
@@ -33,10 +65,34 @@ fn resource_id(account: &str) -> String {
 /// A REST timestamp in the form Batch events use: `2019-08-22 20:50:59.522`.
 fn event_time(rest: Option<&Value>) -> Option<String> {
     let parsed = OffsetDateTime::parse(rest?.as_str()?, &Rfc3339).ok()?;
+    event_time_of(parsed)
+}
+
+/// A time in the form Batch events use.
+fn event_time_of(t: OffsetDateTime) -> Option<String> {
     let format = time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
     );
-    parsed.format(&format).ok()
+    t.format(&format).ok()
+}
+
+/// The body of the special-task event for a failed start task: the job is empty, and there is
+/// no retry count (the shape of Batch's "Special task" event).
+fn start_task_event_body(failure: &StartTaskFailure, now: OffsetDateTime) -> Value {
+    let (start, end) = failure.times(now);
+    json!({
+        "jobId": "",
+        "taskName": "starttask",
+        "taskType": "StartTask",
+        "nodeInfo": {"poolId": failure.pool, "nodeId": failure.node},
+        "executionInfo": {
+            "startTime": event_time_of(start),
+            "endTime": event_time_of(end),
+            "exitCode": failure.exit_code,
+            "result": "failure",
+            "schedulingError": {"details": []},
+        },
+    })
 }
 
 /// The body of a task event (`TaskFailEvent`, `TaskCompleteEvent`) for a task as the REST API
@@ -77,8 +133,9 @@ fn task_event_body(job_id: &str, task: &Value) -> Value {
     })
 }
 
-/// The Event Hubs body: one diagnostic-log record per entry of [`EVENT_HUBS_TASKS`], plus a
-/// pool event, which the pipeline skips by design.
+/// The Event Hubs body: one diagnostic-log record per entry of [`EVENT_HUBS_TASKS`], one
+/// `SpecialTaskEvent` per entry of [`START_TASK_FAILURES`], plus a pool event, which the
+/// pipeline skips by design.
 pub(crate) fn event_hubs_body(emulator: &Emulator, account: &str, now: OffsetDateTime) -> Vec<u8> {
     let time = now.format(&Rfc3339).unwrap_or_default();
     let mut records: Vec<Value> = EVENT_HUBS_TASKS
@@ -96,6 +153,17 @@ pub(crate) fn event_hubs_body(emulator: &Emulator, account: &str, now: OffsetDat
             }))
         })
         .collect();
+    records.extend(START_TASK_FAILURES.iter().map(|failure| {
+        json!({
+            "Tenant": "65298bc2729a4c93b11c00ad7e660501",
+            "time": time,
+            "resourceId": resource_id(account),
+            "category": "ServiceLog",
+            "operationName": "SpecialTaskEvent",
+            "operationVersion": "2017-06-01",
+            "properties": start_task_event_body(failure, now),
+        })
+    }));
     records.push(json!({
         "Tenant": "65298bc2729a4c93b11c00ad7e660501",
         "time": time,

@@ -164,14 +164,34 @@ fn demo_scenario() -> anyhow::Result<Scenario> {
     let mut scenario = Scenario::builtin();
     let extra = Scenario::from_json_str(include_str!("scenario.json"))
         .context("the demo's scenario additions")?;
-    scenario.jobs.extend(extra.jobs);
-    scenario.description = Some(format!(
+    merge_scenario(&mut scenario, extra).context("the demo's scenario additions")?;
+    Ok(scenario)
+}
+
+/// Adds `extra`'s jobs, pools and nodes to `base`: a pool `base` already has (ids are
+/// case-insensitive, as in Batch) gains `extra`'s nodes, a new pool is added whole, and the
+/// descriptions are joined. The result is validated, so a job or node both declare is refused
+/// rather than silently shadowing the built-in one.
+fn merge_scenario(base: &mut Scenario, extra: Scenario) -> anyhow::Result<()> {
+    for pool in extra.pools {
+        match base
+            .pools
+            .iter_mut()
+            .find(|p| p.id.eq_ignore_ascii_case(&pool.id))
+        {
+            Some(existing) => existing.nodes.extend(pool.nodes),
+            None => base.pools.push(pool),
+        }
+    }
+    base.jobs.extend(extra.jobs);
+    base.faults.extend(extra.faults);
+    base.description = Some(format!(
         "{} {}",
-        scenario.description.unwrap_or_default(),
+        base.description.take().unwrap_or_default(),
         extra.description.unwrap_or_default()
     ));
-    scenario.validate()?;
-    Ok(scenario)
+    base.validate()?;
+    Ok(())
 }
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams; critical
@@ -323,7 +343,7 @@ async fn run_demo(out: &Path) -> anyhow::Result<DemoOutcome> {
     for (name, trigger) in [
         (
             "event-hubs",
-            "Event Hubs: a batch of Batch diagnostic-log records (TaskFailEvent, TaskCompleteEvent, a pool event)",
+            "Event Hubs: a batch of Batch diagnostic-log records (TaskFailEvent, TaskCompleteEvent, a start task's SpecialTaskEvent, a pool event)",
         ),
         (
             "event-hubs-redelivery",
@@ -397,7 +417,7 @@ async fn run_demo(out: &Path) -> anyhow::Result<DemoOutcome> {
     }
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
-    let times = subject_times(&emulator, batch.as_ref(), &runs).await;
+    let times = subject_times(&emulator, batch.as_ref(), &runs, now).await;
     // Deliveries are awaited by the pipeline, so everything sent has been recorded by now.
     let received = receivers.inbox.messages();
     drop(receivers);
@@ -412,8 +432,8 @@ async fn run_demo(out: &Path) -> anyhow::Result<DemoOutcome> {
     })
 }
 
-/// A subject label the pipeline reports, split: `account/job`, `account/job/task` or
-/// `account/job/_jobprep/node`.
+/// A subject label the pipeline reports, split: `account/job`, `account/job/task`,
+/// `account/job/_jobprep/node` or `account/_pools/pool/node/_starttask`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SubjectRef {
     /// A job (ended, stuck, or with a scheduling error).
@@ -423,6 +443,25 @@ pub(crate) enum SubjectRef {
     /// A node of a job whose preparation or release task failed there (the pipeline labels
     /// both `_jobprep`).
     Node { job: String, node: String },
+    /// A node of a pool whose start task failed there. It belongs to no job.
+    StartTask { pool: String, node: String },
+}
+
+/// What a finding belongs to, for "by job": its job or, for a start task, its pool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Owner {
+    Job(String),
+    Pool(String),
+}
+
+impl std::fmt::Display for Owner {
+    /// `etl`, `pool linux`: Batch ids have no spaces, so the two cannot be confused.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Job(job) => f.write_str(job),
+            Self::Pool(pool) => write!(f, "pool {pool}"),
+        }
+    }
 }
 
 impl SubjectRef {
@@ -441,27 +480,47 @@ impl SubjectRef {
                 job: (*job).to_owned(),
                 node: (*node).to_owned(),
             }),
+            [_, "_pools", pool, node, "_starttask"] => Some(Self::StartTask {
+                pool: (*pool).to_owned(),
+                node: (*node).to_owned(),
+            }),
             _ => None,
         }
     }
 
-    /// The job the subject belongs to.
-    pub(crate) fn job(&self) -> &str {
+    /// The job the subject belongs to; `None` for a start task.
+    pub(crate) fn job(&self) -> Option<&str> {
         match self {
-            Self::Job { job } | Self::Task { job, .. } | Self::Node { job, .. } => job,
+            Self::Job { job } | Self::Task { job, .. } | Self::Node { job, .. } => Some(job),
+            Self::StartTask { .. } => None,
+        }
+    }
+
+    /// The job, or the pool of a start task.
+    pub(crate) fn owner(&self) -> Owner {
+        match self {
+            Self::StartTask { pool, .. } => Owner::Pool(pool.clone()),
+            Self::Job { job } | Self::Task { job, .. } | Self::Node { job, .. } => {
+                Owner::Job(job.clone())
+            }
         }
     }
 
     /// Whether a diagnosis is about this subject.
     pub(crate) fn matches(&self, diagnosis: &diagnosis::Diagnosis) -> bool {
         let s = &diagnosis.subject;
-        if s.job_id.as_deref() != Some(self.job()) {
+        if s.job_id.as_deref() != self.job() {
             return false;
         }
         match self {
             Self::Job { .. } => s.task_id.is_none() && s.node_id.is_none(),
             Self::Task { task, .. } => s.task_id.as_deref() == Some(task),
             Self::Node { node, .. } => s.task_id.is_none() && s.node_id.as_deref() == Some(node),
+            Self::StartTask { pool, node } => {
+                s.task_id.is_none()
+                    && s.pool_id.as_deref() == Some(pool)
+                    && s.node_id.as_deref() == Some(node)
+            }
         }
     }
 }
@@ -490,6 +549,9 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
                 }
                 triage.diagnose(job, None, deadline).await
             }
+            // Batch keeps no object for a start task to re-read: its diagnosis came from the
+            // event, and the report takes it from the alert or the preserved diagnosis.json.
+            SubjectRef::StartTask { .. } => continue,
         };
         // A subject that cannot be read back still appears in the report, from the runs.
         diagnoses.extend(found.unwrap_or_default());
@@ -498,20 +560,21 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
 }
 
 /// Start and end times of each failed subject: tasks and jobs from the emulator's view (the
-/// account's truth), prep/release nodes from the job's preparation and release task status.
+/// account's truth), prep/release nodes from the job's preparation and release task status,
+/// start tasks from the event the demo fed at `events_at` (Batch keeps no object for them).
 async fn subject_times(
     emulator: &Emulator,
     batch: &dyn batch_client::BatchApi,
     runs: &[Run],
+    events_at: OffsetDateTime,
 ) -> BTreeMap<String, (Option<String>, Option<String>)> {
     use futures::TryStreamExt;
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-    let stamp = |t: Option<diagnosis::wire::Timestamp>| {
-        t.and_then(|t| {
-            t.0.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+    let rfc3339 = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
     };
+    let stamp = |t: Option<diagnosis::wire::Timestamp>| t.and_then(|t| rfc3339(t.0));
     let mut times = BTreeMap::new();
     for subject in runs.iter().flat_map(|r| &r.subjects) {
         if times.contains_key(&subject.subject) {
@@ -555,6 +618,13 @@ async fn subject_times(
                     })
                     .map(|e| (stamp(e.start_time), stamp(e.end_time)))
             }
+            SubjectRef::StartTask { pool, node } => feed::START_TASK_FAILURES
+                .iter()
+                .find(|f| f.pool == pool && f.node == node)
+                .map(|f| {
+                    let (start, end) = f.times(events_at);
+                    (rfc3339(start), rfc3339(end))
+                }),
         };
         if let Some(found) = found {
             times.insert(subject.subject.clone(), found);
@@ -589,8 +659,104 @@ mod tests {
                 node: "tvm-02".to_owned()
             })
         );
+        let start_task = SubjectRef::parse("devbatch1/_pools/linux/tvm-05/_starttask");
+        assert_eq!(
+            start_task,
+            Some(SubjectRef::StartTask {
+                pool: "linux".to_owned(),
+                node: "tvm-05".to_owned()
+            })
+        );
+        let start_task = start_task.unwrap();
+        assert_eq!(start_task.job(), None);
+        assert_eq!(start_task.owner().to_string(), "pool linux");
+        assert_eq!(
+            SubjectRef::parse("devbatch1/etl/oom").unwrap().owner(),
+            Owner::Job("etl".to_owned())
+        );
         assert_eq!(SubjectRef::parse("devbatch1"), None);
         assert_eq!(SubjectRef::parse("devbatch1/a/b/c"), None);
+        assert_eq!(SubjectRef::parse("devbatch1/_pools/linux/tvm-05/x"), None);
+    }
+
+    #[test]
+    fn a_start_task_diagnosis_matches_its_node_only() {
+        let diagnosis = |job: Option<&str>, pool: &str, node: &str| {
+            let mut d: diagnosis::Diagnosis = serde_json::from_value(serde_json::json!({
+                "class": "node.start_task_failed", "severity": "error", "summary": "s",
+                "cause": "c", "hints": [], "fingerprint": "f", "logs": [],
+                "subject": {"account": "devbatch1"},
+            }))
+            .unwrap();
+            d.subject.job_id = job.map(str::to_owned);
+            d.subject.pool_id = Some(pool.to_owned());
+            d.subject.node_id = Some(node.to_owned());
+            d
+        };
+        let subject = SubjectRef::parse("devbatch1/_pools/linux/tvm-05/_starttask").unwrap();
+        assert!(subject.matches(&diagnosis(None, "linux", "tvm-05")));
+        assert!(!subject.matches(&diagnosis(None, "linux", "tvm-01")));
+        assert!(!subject.matches(&diagnosis(None, "windows", "tvm-05")));
+        // A job preparation failure on the same node is another subject.
+        assert!(!subject.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        let prep = SubjectRef::parse("devbatch1/prep/_jobprep/tvm-05").unwrap();
+        assert!(!prep.matches(&diagnosis(None, "linux", "tvm-05")));
+    }
+
+    #[test]
+    fn the_demo_scenario_adds_nodes_to_builtin_pools_and_new_pools() {
+        let builtin = Scenario::builtin();
+        let merged = demo_scenario().unwrap();
+        let linux = |s: &Scenario| {
+            s.pools
+                .iter()
+                .find(|p| p.id == "linux")
+                .map(|p| p.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())
+                .unwrap()
+        };
+        let mut expected = linux(&builtin);
+        expected.push("tvm-05".to_owned());
+        assert_eq!(
+            linux(&merged),
+            expected,
+            "the built-in nodes stay, tvm-05 joins"
+        );
+        let node = merged
+            .pools
+            .iter()
+            .flat_map(|p| &p.nodes)
+            .find(|n| n.id == "tvm-05")
+            .unwrap();
+        assert!(node.files.contains_key("startup/stderr.txt"));
+        assert_eq!(
+            merged.pools.len(),
+            builtin.pools.len(),
+            "no pool is doubled"
+        );
+        assert_eq!(merged.jobs.len(), builtin.jobs.len() + 1, "webapp is added");
+
+        // A new pool is added whole; a node both declare is refused.
+        let mut base = Scenario::builtin();
+        let extra = Scenario::from_json_str(
+            r#"{"pools": [{"id": "gpu", "nodes": [{"id": "tvm-g1"}]}, {"id": "LINUX", "nodes": [{"id": "tvm-09"}]}]}"#,
+        )
+        .unwrap();
+        merge_scenario(&mut base, extra).unwrap();
+        assert!(
+            base.pools
+                .iter()
+                .any(|p| p.id == "gpu" && p.nodes.len() == 1)
+        );
+        assert!(
+            linux(&base).contains(&"tvm-09".to_owned()),
+            "ids are case-insensitive"
+        );
+        let mut base = Scenario::builtin();
+        let clash =
+            Scenario::from_json_str(r#"{"pools": [{"id": "linux", "nodes": [{"id": "tvm-01"}]}]}"#)
+                .unwrap();
+        let error = format!("{:#}", merge_scenario(&mut base, clash).unwrap_err());
+        assert!(error.contains("tvm-01"), "{error}");
     }
 
     #[test]

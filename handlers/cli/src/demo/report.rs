@@ -18,13 +18,11 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::receivers::{Channel, Received};
-use super::{DEMO_MAX_FILE_BYTES, DemoOutcome, MARKER, Run, SubjectRef};
+use super::{DEMO_MAX_FILE_BYTES, DemoOutcome, MARKER, Owner, Run, SubjectRef};
 
-/// Classes the demo cannot show, and why. Everything else that is a failure must appear.
-pub(crate) const NOT_SHOWN: &[(FailureClass, &str)] = &[(
-    FailureClass::NodeStartTaskFailed,
-    "A pool's start task failing is a node event, not a job or task one: the pipeline triages jobs and tasks. `batch-triage diagnose` explains start-task events.",
-)];
+/// Classes the demo cannot show, and why. Everything else that is a failure must appear; today
+/// every class does (the report, the JSON and the console still list any entry added here).
+pub(crate) const NOT_SHOWN: &[(FailureClass, &str)] = &[];
 
 /// Bytes of stderr shown per failure: the end of the file says the most.
 const TAIL_BYTES: u64 = 4096;
@@ -32,11 +30,13 @@ const TAIL_BYTES: u64 = 4096;
 /// One failed subject and everything that happened to it.
 #[derive(Debug)]
 pub(crate) struct Finding {
-    /// The pipeline's label: `account/job[/task]`, `account/job/_jobprep/node`.
+    /// The pipeline's label: `account/job[/task]`, `account/job/_jobprep/node`,
+    /// `account/_pools/pool/node/_starttask`.
     subject: String,
     class: FailureClass,
     /// The pipeline's diagnosis: the one it alerted with when there is one (it knows the
-    /// stderr tail), else the read-back.
+    /// stderr tail), else the read-back, else the `diagnosis.json` it preserved (a start task
+    /// has nothing to read back).
     diagnosis: Option<Diagnosis>,
     /// Runs that saw it, in order.
     seen_by: Vec<&'static str>,
@@ -161,6 +161,14 @@ impl Report {
                 .find(about)
                 .or_else(|| outcome.diagnoses.iter().find(about))
                 .cloned();
+            if finding.diagnosis.is_none() {
+                finding.diagnosis = finding.preserved.iter().find_map(|folder| {
+                    let bytes = std::fs::read(out.join(folder).join("diagnosis.json")).ok()?;
+                    serde_json::from_slice::<Diagnosis>(&bytes)
+                        .ok()
+                        .filter(|d| about(&d))
+                });
+            }
             for folder in &finding.preserved {
                 let path = out.join(folder);
                 if let Ok(bytes) = std::fs::read(path.join("manifest.json"))
@@ -218,15 +226,23 @@ impl Report {
         counts
     }
 
-    fn by_job(&self) -> BTreeMap<String, Vec<&Finding>> {
-        let mut jobs: BTreeMap<String, Vec<&Finding>> = BTreeMap::new();
+    /// Findings by job; a start task belongs to no job, so it is under its pool.
+    fn by_job(&self) -> BTreeMap<Owner, Vec<&Finding>> {
+        let mut jobs: BTreeMap<Owner, Vec<&Finding>> = BTreeMap::new();
         for finding in &self.findings {
-            let job = SubjectRef::parse(&finding.subject)
-                .map(|s| s.job().to_owned())
-                .unwrap_or_default();
-            jobs.entry(job).or_default().push(finding);
+            let owner = SubjectRef::parse(&finding.subject)
+                .map_or_else(|| Owner::Job(finding.subject.clone()), |s| s.owner());
+            jobs.entry(owner).or_default().push(finding);
         }
         jobs
+    }
+
+    /// How many findings each job (or pool: `pool linux`) has, jobs first.
+    fn by_job_counts(&self) -> Vec<(String, usize)> {
+        self.by_job()
+            .into_iter()
+            .map(|(owner, findings)| (owner.to_string(), findings.len()))
+            .collect()
     }
 
     fn alert_counts(&self) -> BTreeMap<&'static str, usize> {
@@ -330,6 +346,7 @@ impl Report {
             "scenario": self.scenario,
             "converged": self.converged(),
             "byClass": self.by_class(),
+            "byJob": self.by_job_counts().into_iter().collect::<BTreeMap<_, _>>(),
             "failures": failures,
             "runs": runs,
             "alerts": alerts,
@@ -380,6 +397,7 @@ impl Report {
             "reportJson": out.join("report.json").display().to_string(),
             "failures": self.findings.len(),
             "byClass": self.by_class(),
+            "byJob": self.by_job_counts().into_iter().collect::<BTreeMap<_, _>>(),
             "alerts": self.alert_counts(),
             "repeatSightings": self.repeat_sightings(),
             "converged": self.converged(),
@@ -450,6 +468,13 @@ impl Report {
         for (class, why) in NOT_SHOWN {
             let _ = writeln!(text, "  {:<24} not shown: {why}", class.as_str());
         }
+        // A start task belongs to no job, so it is counted under its pool.
+        let by_job: Vec<String> = self
+            .by_job_counts()
+            .into_iter()
+            .map(|(owner, count)| format!("{owner} {count}"))
+            .collect();
+        let _ = writeln!(text, "By job (or pool): {}", by_job.join(", "));
         let notes = self.log_notes();
         if !notes.is_empty() {
             let _ = writeln!(text, "\nLogs");
@@ -511,7 +536,7 @@ impl Report {
 
         let _ = writeln!(
             h,
-            "<p>The pipeline got {} trigger deliveries: Batch diagnostic-log records through Event Hubs (delivered twice, as at-least-once delivery does), an Event Grid delivery, a CloudEvents batch, and two timer sweeps. They found {} failures; {} times a failure was seen again by another trigger and nothing was copied or sent twice. Logs went to <a href=\"store/\">store/</a> (one folder per task attempt, with <code>manifest.json</code> and <code>diagnosis.json</code>), alerts to <a href=\"alerts/\">alerts/</a>, and the trigger payloads are in <a href=\"triggers/\">triggers/</a>.</p>",
+            "<p>The pipeline got {} trigger deliveries: Batch diagnostic-log records through Event Hubs (delivered twice, as at-least-once delivery does), an Event Grid delivery, a CloudEvents batch, and two timer sweeps. They found {} failures; {} times a failure was seen again by another trigger and nothing was copied or sent twice. Logs went to <a href=\"store/\">store/</a> (one folder per task attempt, per node of a failed job preparation or release, and per node whose start task failed, under <code>_pools/</code>; each with <code>manifest.json</code> and <code>diagnosis.json</code>), alerts to <a href=\"alerts/\">alerts/</a>, and the trigger payloads are in <a href=\"triggers/\">triggers/</a>.</p>",
             self.runs.len(),
             self.findings.len(),
             self.repeat_sightings()
@@ -540,15 +565,33 @@ impl Report {
         }
         h.push_str("</table></section>\n");
 
-        h.push_str("<section id=\"jobs\"><h2>Failures by job</h2><table><tr><th>job</th><th>failures</th><th>classes</th></tr>\n");
-        for (job, findings) in self.by_job() {
+        h.push_str("<section id=\"jobs\"><h2>Failures by job</h2><p class=\"muted\">A pool's start task belongs to no job: it is listed under its pool.</p><table><tr><th>job or pool</th><th>failures</th><th>classes</th></tr>\n");
+        for (owner, findings) in self.by_job() {
             let mut classes: Vec<&str> = findings.iter().map(|f| f.class.as_str()).collect();
             classes.sort_unstable();
             classes.dedup();
+            let owner = match &owner {
+                Owner::Job(job) => format!("<code>{}</code>", escape(job)),
+                Owner::Pool(pool) => {
+                    let nodes: Vec<String> = findings
+                        .iter()
+                        .filter_map(|f| match SubjectRef::parse(&f.subject) {
+                            Some(SubjectRef::StartTask { node, .. }) => {
+                                Some(format!("<code>{}</code>", escape(&node)))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    format!(
+                        "pool <code>{}</code> <span class=\"muted\">(node {})</span>",
+                        escape(pool),
+                        nodes.join(", ")
+                    )
+                }
+            };
             let _ = writeln!(
                 h,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                escape(&job),
+                "<tr><td>{owner}</td><td>{}</td><td>{}</td></tr>",
                 findings.len(),
                 classes
                     .iter()
@@ -677,7 +720,7 @@ impl Report {
         let total = (last - first).as_seconds_f64().max(1.0);
         let _ = writeln!(
             h,
-            "<p class=\"muted\">From {} to {} (UTC); each bar runs from the task's (or job's) start to its end.</p><table class=\"timeline\">",
+            "<p class=\"muted\">From {} to {} (UTC); each bar runs from the task's (or job's, or start task's) start to its end.</p><table class=\"timeline\">",
             escape(&first.format(&Rfc3339).unwrap_or_default()),
             escape(&last.format(&Rfc3339).unwrap_or_default())
         );
@@ -721,6 +764,14 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
         escape(&f.subject),
         escape(f.class.as_str())
     );
+    if let Some(SubjectRef::StartTask { pool, node }) = SubjectRef::parse(&f.subject) {
+        let _ = writeln!(
+            h,
+            "<p><b>Where</b> pool <code>{}</code>, node <code>{}</code>: the pool's start task, which belongs to no job.</p>",
+            escape(&pool),
+            escape(&node)
+        );
+    }
     if let Some(d) = &f.diagnosis {
         let _ = writeln!(h, "<p class=\"summary\">{}</p>", escape(&d.summary));
         if !d.cause.is_empty() {
