@@ -204,13 +204,19 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 /// Checks the key of a route that is not a webhook (no handshakes): the 401 to send, if any.
-fn refusal(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Option<Response> {
+fn refusal(
+    state: &AppState,
+    route: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<Response> {
     let key = key_param(query);
-    state
+    let refused = state
         .key
         .authorize(&header_pairs(headers), key.as_deref())
-        .err()
-        .map(to_response)
+        .err()?;
+    eprintln!("batch-triage serve: {route} refused: {}", reason(&refused));
+    Some(to_response(refused))
 }
 
 async fn events(
@@ -255,7 +261,7 @@ async fn records(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, query.as_deref()) {
+    if let Some(refused) = refusal(&state, "/api/records", &headers, query.as_deref()) {
         return refused;
     }
     run_payload(&state, "/api/records", &body).await
@@ -305,7 +311,7 @@ async fn sweep(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, query.as_deref()) {
+    if let Some(refused) = refusal(&state, "/api/sweep", &headers, query.as_deref()) {
         return refused;
     }
     let result = state
@@ -343,7 +349,7 @@ async fn diagnose(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, query.as_deref()) {
+    if let Some(refused) = refusal(&state, "/api/diagnose", &headers, query.as_deref()) {
         return refused;
     }
     let usage = "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\"} (taskId optional)";

@@ -17,6 +17,8 @@ struct Server {
     base: String,
     received: Arc<Mutex<Vec<String>>>,
     store: tempfile::TempDir,
+    /// The server's stderr (its log).
+    log: tempfile::NamedTempFile,
     _policy: tempfile::NamedTempFile,
 }
 
@@ -103,6 +105,7 @@ receivers = ["hook"]
     )
     .unwrap();
     let store = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
@@ -123,8 +126,9 @@ receivers = ["hook"]
         .env("BATCH_TRIAGE_WEBHOOK_KEY", KEY)
         .env("HOOK_URL", hook_url)
         .env("HOOK_SECRET", "hook-secret-value")
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -146,6 +150,7 @@ receivers = ["hook"]
         base,
         received,
         store,
+        log,
         _policy: policy,
     }
 }
@@ -287,6 +292,19 @@ async fn a_missing_or_wrong_key_is_401_and_nothing_is_preserved() {
     }
     assert!(server.stored().is_empty(), "{:?}", server.stored());
     assert!(server.alerts().is_empty());
+
+    // The refusals are logged, and no key is, wrong or right, even at debug level.
+    let (status, _) = post_events(&server, Some(KEY), &event).await;
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(server.log.path()).unwrap();
+    for route in ["/api/events", "/api/records", "/api/sweep", "/api/diagnose"] {
+        assert!(
+            log.contains(&format!("{route} refused: wrong key")),
+            "{log}"
+        );
+    }
+    assert!(!log.contains(KEY), "the key leaked into the log:\n{log}");
+    assert!(!log.contains("not-the-right-key-at-all"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
