@@ -136,6 +136,17 @@ const STDERR_PATTERNS: &[(&[&str], &str)] = &[
         "stderr shows a network failure: check the pool's virtual network (DNS, NSG and firewall rules, outbound access) and retry transient errors in the task.",
     ),
     (
+        &[
+            "unable to locate package",
+            "has no installation candidate",
+            "could not get lock /var/lib/dpkg",
+            "could not get lock /var/lib/apt",
+            "no package ",
+            "no matching distribution found",
+        ],
+        "stderr shows a package install failed: check the package name and version for the node's OS image, run `apt-get update` (or the image's equivalent) first in the same command line, and wait for or retry around the image's own unattended upgrades holding the dpkg lock.",
+    ),
+    (
         &["killed"],
         "stderr ends with 'Killed': the kernel killed the process, almost always for running out of memory.",
     ),
@@ -167,6 +178,26 @@ pub fn stderr_hints(stderr_tail: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_install_failures_are_named() {
+        for tail in [
+            "E: Unable to locate package cuda-toolkit-12-4\n",
+            "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234\n",
+            "ERROR: No matching distribution found for torch==9.9\n",
+        ] {
+            let hints = stderr_hints(tail);
+            assert!(
+                hints.iter().any(|h| h.contains("package install failed")),
+                "{tail}: {hints:?}"
+            );
+        }
+        assert!(
+            !stderr_hints("processed 12 packages\n")
+                .iter()
+                .any(|h| h.contains("package install failed"))
+        );
+    }
 
     #[test]
     fn shell_syntax_without_a_shell_is_flagged() {

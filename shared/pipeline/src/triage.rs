@@ -759,6 +759,23 @@ impl Triage {
                 }
             }
         }
+        // As for tasks: the stderr tail sharpens the hints, but grouping keeps the fingerprint
+        // computed without it, which every redelivery computes the same.
+        let diagnosis = match tail.as_deref().and_then(|tail| {
+            diagnosis::diagnose_special_task_event(
+                event,
+                &Evidence {
+                    stderr_tail: Some(tail),
+                    ..evidence
+                },
+            )
+        }) {
+            Some(mut sharper) => {
+                sharper.fingerprint = diagnosis.fingerprint.clone();
+                sharper
+            }
+            None => diagnosis,
+        };
         let links = report.preserved.clone();
         self.effects(
             &diagnosis,
