@@ -244,7 +244,15 @@ async fn events(
             }
             to_response(response)
         }
-        Gate::Deliver(payload) => run_payload(&state, "/api/events", payload).await,
+        Gate::Deliver(payload) => {
+            // The gate delivers the body itself; a copy only if that ever changes.
+            let payload = if payload.as_ptr() == body.as_ptr() && payload.len() == body.len() {
+                body.clone()
+            } else {
+                Bytes::copy_from_slice(payload)
+            };
+            run_payload(&state, "/api/events", payload).await
+        }
     }
 }
 
@@ -264,20 +272,44 @@ async fn records(
     if let Some(refused) = refusal(&state, "/api/records", &headers, query.as_deref()) {
         return refused;
     }
-    run_payload(&state, "/api/records", &body).await
+    run_payload(&state, "/api/records", body).await
+}
+
+/// Runs `work` on its own task, so it finishes even when the caller hangs up: Event Grid stops
+/// waiting after 30 s, and a copy or a sweep cut off there would never complete (a sweep would
+/// also keep its lease). `None` if the task itself failed, which is reported as transient.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    match tokio::spawn(work).await {
+        Ok(value) => Some(value),
+        Err(error) => {
+            eprintln!("batch-triage serve: a request's work stopped: {error}");
+            None
+        }
+    }
+}
+
+fn stopped() -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "the work stopped unexpectedly; try again"}),
+    )
 }
 
 /// Runs one payload and answers with the verdict: 200 done, 400 unreadable (never retried),
 /// 503 transient (retried; nothing done twice).
-async fn run_payload(state: &AppState, route: &str, payload: &[u8]) -> Response {
-    let result = state
-        .triage
-        .handle_payload(
-            payload,
-            OffsetDateTime::now_utc(),
-            Deadline::after(state.budget),
-        )
-        .await;
+async fn run_payload(state: &AppState, route: &str, payload: Bytes) -> Response {
+    let triage = state.triage.clone();
+    let deadline = Deadline::after(state.budget);
+    let work = async move {
+        triage
+            .handle_payload(&payload, OffsetDateTime::now_utc(), deadline)
+            .await
+    };
+    let Some(result) = detached(work).await else {
+        return stopped();
+    };
     match result {
         Ok(report) => {
             let lines = report.lines();
@@ -314,14 +346,20 @@ async fn sweep(
     if let Some(refused) = refusal(&state, "/api/sweep", &headers, query.as_deref()) {
         return refused;
     }
-    let result = state
-        .triage
-        .tick(
-            OffsetDateTime::now_utc(),
-            Deadline::after(state.budget),
-            &SweepOptions::default(),
-        )
-        .await;
+    let triage = state.triage.clone();
+    let deadline = Deadline::after(state.budget);
+    let work = async move {
+        triage
+            .tick(
+                OffsetDateTime::now_utc(),
+                deadline,
+                &SweepOptions::default(),
+            )
+            .await
+    };
+    let Some(result) = detached(work).await else {
+        return stopped();
+    };
     match result {
         Ok(report) => {
             let lines = report.lines();

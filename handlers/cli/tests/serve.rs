@@ -506,3 +506,35 @@ async fn a_body_over_the_limit_is_413_and_not_read() {
     let (status, body) = post_events(&server, Some(KEY), &event_grid("etl", "oom", "e1")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_work_finishes_when_the_sender_stops_waiting() {
+    use batch_emulator::{Fault, FaultRule};
+    let server = start().await;
+    // Batch is slow to answer for this task: the sender gives up first, as Event Grid does
+    // after 30 s. The work must carry on, or a large copy would never finish.
+    server.emulator.add_fault(
+        FaultRule::new(Fault::Delay { millis: 3000 })
+            .path_prefix("/jobs/etl/tasks/exit-127")
+            .times(1),
+    );
+    let gave_up = reqwest::Client::new()
+        .post(format!("{}/api/events?key={KEY}", server.base))
+        .timeout(std::time::Duration::from_millis(500))
+        .body(event_grid("etl", "exit-127", "e-slow").to_string())
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    let started = std::time::Instant::now();
+    while server.alerts().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the work stopped with the sender"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.alerts()[0]["diagnosis"]["subject"]["taskId"],
+        "exit-127"
+    );
+}
