@@ -305,6 +305,14 @@ async fn a_missing_or_wrong_key_is_401_and_nothing_is_preserved() {
     }
     assert!(!log.contains(KEY), "the key leaked into the log:\n{log}");
     assert!(!log.contains("not-the-right-key-at-all"), "{log}");
+    assert!(
+        !log.contains("hook-secret-value"),
+        "a receiver secret leaked:\n{log}"
+    );
+    assert!(
+        !log.contains(batch_emulator::WELL_KNOWN_ACCOUNT_KEY),
+        "the account key leaked:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
