@@ -356,3 +356,117 @@ fn a_missing_or_unusable_binary_fails_with_a_clear_message() {
     let _ = std::fs::remove_dir_all(&empty);
     let _ = std::fs::remove_dir_all(&not_elf);
 }
+
+/// The keys of a Bicep object literal `var NAME = {` … `}` in `text`: one `key: value` per line,
+/// as `infra/main.bicep` writes them (comments and nested lines skipped).
+fn bicep_object_keys(text: &str, var: &str) -> BTreeSet<String> {
+    let start = format!("var {var} = {{");
+    let body = text
+        .split_once(&start)
+        .unwrap_or_else(|| panic!("infra/main.bicep declares `{start}`"))
+        .1;
+    let mut keys = BTreeSet::new();
+    for line in body.lines() {
+        if line.starts_with('}') {
+            return keys;
+        }
+        let line = line.trim();
+        if line.starts_with("//") {
+            continue;
+        }
+        if let Some((key, _)) = line.split_once(':') {
+            let key = key.trim_matches('\'');
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                keys.insert(key.to_owned());
+            }
+        }
+    }
+    panic!("`{start}` is not closed");
+}
+
+/// Every `%SETTING%` in a string of `value`.
+fn percent_settings(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::String(s) => {
+            let mut parts = s.split('%');
+            parts.next();
+            while let (Some(name), Some(_)) = (parts.next(), parts.next()) {
+                found.insert(name.to_owned());
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| percent_settings(v, found)),
+        Value::Object(map) => map.values().for_each(|v| percent_settings(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
+    let root = workspace_root();
+    let bicep = std::fs::read_to_string(root.join("infra/main.bicep")).expect("read main.bicep");
+    let settings = bicep_object_keys(&bicep, "baseAppSettings");
+
+    // What the handler cannot start without (the managed identity replaces the access key).
+    for name in [
+        "AZURE_BATCH_ENDPOINT",
+        "AZURE_BATCH_ACCOUNT",
+        "BATCH_TRIAGE_STORE",
+    ] {
+        assert!(
+            settings.contains(name),
+            "main.bicep sets {name}: {settings:?}"
+        );
+    }
+    assert!(
+        !settings.contains("AZURE_BATCH_ACCESS_KEY"),
+        "no Shared Key: the app reads Batch with its managed identity"
+    );
+
+    // What the function.json files refer to: %SETTING% expressions and identity-based connections.
+    let functions_dir = root.join("handlers/azure-functions/functions");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&functions_dir).expect("read functions/") {
+        let dir = entry.expect("dir entry").path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let function: Value = serde_json::from_slice(
+            &std::fs::read(dir.join("function.json")).expect("read function.json"),
+        )
+        .unwrap_or_else(|e| panic!("{name}/function.json: {e}"));
+        let mut referenced = BTreeSet::new();
+        percent_settings(&function, &mut referenced);
+        for setting in referenced {
+            assert!(
+                settings.contains(&setting),
+                "{name}/function.json reads %{setting}%, which main.bicep does not set"
+            );
+        }
+        for binding in function["bindings"].as_array().expect("bindings") {
+            if let Some(connection) = binding["connection"].as_str() {
+                let setting = format!("{connection}__fullyQualifiedNamespace");
+                assert!(
+                    settings.contains(&setting),
+                    "{name}/function.json connects through {connection:?}: main.bicep must set {setting}"
+                );
+            }
+        }
+        names.push(name);
+    }
+    assert!(names.len() >= 4, "found the functions: {names:?}");
+
+    // The Event Grid subscription delivers to a function that exists and takes Event Grid events.
+    let event_grid = std::fs::read_to_string(root.join("infra/modules/event-grid.bicep"))
+        .expect("read event-grid.bicep");
+    let target = event_grid
+        .split_once("/functions/")
+        .and_then(|(_, rest)| rest.split('\'').next())
+        .expect("event-grid.bicep names its target function");
+    let function: Value = serde_json::from_slice(
+        &std::fs::read(functions_dir.join(target).join("function.json"))
+            .unwrap_or_else(|e| panic!("the Event Grid subscription's function {target}: {e}")),
+    )
+    .expect("parses");
+    assert_eq!(
+        function["bindings"][0]["type"], "eventGridTrigger",
+        "{target} is an Event Grid function"
+    );
+}
