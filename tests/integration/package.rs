@@ -2,7 +2,8 @@
 //!
 //! The script is run with `--binary-dir` on this build's own binaries (a release build is too slow
 //! for every test run); the build path of the script only differs in where the binaries come from.
-//! The zips are read back with Python's `zipfile`, an independent reader.
+//! The zips are read back with Python's `zipfile`, an independent reader. The last test checks
+//! that `infra/main.bicep` sets every app setting the function.json files and the handler read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
