@@ -24,7 +24,8 @@
 //! subject's outcome is `Done`.
 //!
 //! Settings: `BENCH_EVENTS` (default 10000), `BENCH_BATCH` (events per invocation, default 100),
-//! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_HANDLER` (default
+//! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE_DIR` (where the temporary
+//! store directories go; default the system temp dir), `BENCH_HANDLER` (default
 //! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
 //! with `perf record -g` during the last run, into `target/bench-burst.perf.data`).
 
@@ -329,8 +330,53 @@ struct RunResult {
     driver_cpu: (f64, f64),
     handler_hwm_kib: u64,
     manifests: usize,
+    /// Batch requests per event by kind, from the emulator's log.
+    requests: Vec<(String, f64)>,
+    /// Removed after the last run: removing 50,000 files is slow on a `discard` mount and would
+    /// load the disk under the next run.
+    _store: tempfile::TempDir,
     done: usize,
     not_done: Vec<String>,
+}
+
+/// The Batch requests the handler made, per event, by method, path shape and status. The log
+/// keeps the last 100,000 requests, so the events are counted as the task GETs in it (one per
+/// event).
+fn request_mix(records: &[Value]) -> Vec<(String, f64)> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut task_gets = 0usize;
+    for record in records {
+        let method = record["method"].as_str().unwrap_or("?");
+        let path = record["pathAndQuery"].as_str().unwrap_or("");
+        let path = path.split('?').next().unwrap_or("");
+        let mut shape = Vec::new();
+        let mut previous = "";
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            shape.push(
+                if matches!(previous, "jobs" | "tasks" | "pools" | "nodes") {
+                    "{id}"
+                } else {
+                    segment
+                },
+            );
+            previous = segment;
+        }
+        let shape = format!(
+            "{method} /{} → {}",
+            shape.join("/"),
+            record["status"].as_u64().unwrap_or(0)
+        );
+        if shape == "GET /jobs/{id}/tasks/{id} → 200" {
+            task_gets += 1;
+        }
+        *counts.entry(shape).or_default() += 1;
+    }
+    let mut mix: Vec<(String, f64)> = counts
+        .into_iter()
+        .map(|(k, n)| (k, n as f64 / task_gets.max(1) as f64))
+        .collect();
+    mix.sort_by(|a, b| b.1.total_cmp(&a.1));
+    mix
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -348,7 +394,11 @@ async fn run(
     hook_url: &str,
     perf: bool,
 ) -> RunResult {
-    let store = tempfile::tempdir().expect("temp store");
+    let store = match std::env::var_os("BENCH_STORE_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp store");
     let handler = start_handler(batch_url, store.path(), policy, hook_url).await;
     let pid = handler.child.id().to_string();
     let client = reqwest::Client::builder()
@@ -379,6 +429,11 @@ async fn run(
         cpu_seconds(&emulator_pid.to_string()),
         cpu_seconds("self"),
     );
+    client
+        .delete(format!("{batch_url}/_emulator/requests"))
+        .send()
+        .await
+        .expect("clear the emulator's request log");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -428,6 +483,14 @@ async fn run(
         let _ = p.wait();
     }
     let handler_hwm_kib = status_kib(handler.child.id(), "VmHWM:");
+    let requests: Vec<Value> = client
+        .get(format!("{batch_url}/_emulator/requests"))
+        .send()
+        .await
+        .expect("the emulator's request log")
+        .json()
+        .await
+        .expect("request log JSON");
     let (mut done, mut not_done) = (0, Vec::new());
     let mut latencies_ms = Vec::new();
     for (ms, status, text) in results {
@@ -457,6 +520,8 @@ async fn run(
         driver_cpu,
         handler_hwm_kib,
         manifests: count_manifests(store.path()),
+        requests: request_mix(&requests),
+        _store: store,
         done,
         not_done,
     }
@@ -598,6 +663,16 @@ receivers = ["oncall"]
             r.driver_cpu.0 + r.driver_cpu.1,
             r.handler_hwm_kib as f64 / 1024.0
         );
+    }
+    if let Some(r) = rows.last() {
+        let total: f64 = r.requests.iter().map(|(_, n)| n).sum();
+        println!(
+            "Batch requests per event (in flight {}, from the emulator's log): {total:.1}",
+            r.in_flight
+        );
+        for (shape, n) in &r.requests {
+            println!("  {n:>6.2}  {shape}");
+        }
     }
     println!(
         "alerts received by the webhook: {}",
