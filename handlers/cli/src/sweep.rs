@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
-  # One sweep; the first one (no cursor in the store yet) looks back 2 hours:
+  # One sweep of the last 2 hours, whatever earlier sweeps covered:
   batch-triage sweep --once --since 2h
   # Every 5 minutes until Ctrl-C, one JSON object per sweep on stdout:
   batch-triage sweep --every 5m --output json
@@ -30,10 +30,11 @@ Examples:
   batch-triage sweep --once --since 1d
 
 Where a sweep starts: from the cursor in the store (BATCH_TRIAGE_STORE), which every finished
-sweep moves to its start time, so repeated sweeps never look at the same hour twice. --since only
-sets how far back the first sweep of a store looks (default 1h); when the store already has a
-cursor, the sweep carries on from it and says so. Each sweep holds a lease in the store, so a
-sweep here and one in a deployed handler never run at once. Every effect is idempotent.
+sweep moves to its start time, so repeated sweeps never look at the same hour twice; a store's
+first sweep looks back 1 hour. --since makes the first sweep of this command look back that far
+whatever the cursor says (later rounds of --every carry on from the cursor). Failures already
+handled are not handled again. Each sweep holds a lease in the store, so a sweep here and one
+in a deployed handler never run at once. Every effect is idempotent.
 
 Settings (environment): AZURE_BATCH_ENDPOINT, AZURE_BATCH_ACCOUNT, AZURE_BATCH_ACCESS_KEY (or
 Entra ID without it), BATCH_TRIAGE_STORE, BATCH_TRIAGE_POLICY, BATCH_TRIAGE_ALLOW_HOSTS,
@@ -116,10 +117,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Settings::from_env(|name| std::env::var(name).ok()).context("reading the settings")?;
     let budget = settings.invocation_budget;
     let triage = settings.build().context("building the pipeline")?;
-    let options = SweepOptions {
-        first_lookback: args.since.unwrap_or(SweepOptions::default().first_lookback),
-        ..SweepOptions::default()
-    };
+    let options = SweepOptions::default();
     let progress = Progress::new(std::io::stderr().is_terminal());
     crate::runtime()?.block_on(async {
         let mut first = true;
@@ -164,7 +162,11 @@ async fn sweep_once(
 ) -> anyhow::Result<(bool, bool)> {
     let now = OffsetDateTime::now_utc();
     progress.sweeping();
-    let tick = triage.tick(now, Deadline::after(budget), options);
+    let options = SweepOptions {
+        look_back: since,
+        ..options.clone()
+    };
+    let tick = triage.tick(now, Deadline::after(budget), &options);
     tokio::pin!(tick);
     let mut stop = false;
     let result = tokio::select! {
@@ -193,9 +195,6 @@ async fn sweep_once(
     let mut out = std::io::stdout().lock();
     match result {
         Ok(report) => {
-            if let Some(since) = since {
-                note_cursor(&report, now, since);
-            }
             match args.output {
                 Output::Json => writeln!(out, "{}", tick_json(&report, now))?,
                 Output::Text => {
@@ -225,22 +224,6 @@ async fn sweep_once(
             );
             Ok((false, stop))
         }
-    }
-}
-
-/// Says when `--since` did not decide where the sweep started, so nobody thinks the last two
-/// hours were looked at when the store's cursor said otherwise.
-fn note_cursor(report: &TickReport, now: OffsetDateTime, since: Duration) {
-    let Ok(started) = OffsetDateTime::parse(&report.sweep.since, &Rfc3339) else {
-        return;
-    };
-    let asked = now - since;
-    if (started - asked).whole_seconds().abs() > 1 {
-        eprintln!(
-            "batch-triage: the store already has a sweep cursor, so this sweep started from it ({}) rather than --since ({}); --since applies to a store's first sweep",
-            report.sweep.since,
-            format_time(asked)
-        );
     }
 }
 

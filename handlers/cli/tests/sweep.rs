@@ -119,17 +119,53 @@ fn a_first_sweep_finds_and_preserves_failures_and_a_second_does_nothing_again() 
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The second sweep starts from the cursor, and says that --since did not apply.
+    // Without --since, the second sweep starts from the cursor the first one left.
+    let out = sweep(&address, store.path())
+        .args(["--once", "--output", "json"])
+        .output()
+        .unwrap();
+    let second = &json_lines(&out)[0];
+    let cursor_start = time::OffsetDateTime::parse(
+        second["since"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let age = time::OffsetDateTime::now_utc() - cursor_start;
+    assert!(age < time::Duration::minutes(10), "from the cursor: {age}");
+    assert!(
+        !second["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subject"] == "devbatch1/etl/oom"),
+        "the failure before the cursor is not looked at again: {second}"
+    );
+
+    // With --since, it looks back that far whatever the cursor says, and what was handled
+    // already is not handled again.
     let out = sweep(&address, store.path())
         .args(["--once", "--since", "1d", "--output", "json"])
         .output()
         .unwrap();
-    let second = &json_lines(&out)[0];
-    assert_ne!(second["since"], first["since"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("already has a sweep cursor"), "{stderr}");
-    // Jobs seen again (active ones always are) find their logs already kept.
-    for s in second["subjects"].as_array().unwrap() {
+    let third = &json_lines(&out)[0];
+    let since = time::OffsetDateTime::parse(
+        third["since"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let age = time::OffsetDateTime::now_utc() - since;
+    assert!(
+        age > time::Duration::hours(23) && age < time::Duration::hours(25),
+        "{age}"
+    );
+    let oom = third["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subject"] == "devbatch1/etl/oom")
+        .expect("--since looked past the cursor");
+    assert_eq!(oom["alreadyPreserved"], true, "{oom}");
+    for s in third["subjects"].as_array().unwrap() {
         if !s["preserved"].as_array().unwrap().is_empty() {
             assert_eq!(s["alreadyPreserved"], true, "{s}");
         }

@@ -57,20 +57,21 @@ pub enum SettingsError {
         /// Why (never the value).
         reason: String,
     },
-    /// The Batch account settings.
-    #[error("Batch account settings: {0}")]
+    /// The Batch account settings (the message names the setting already).
+    #[error(transparent)]
     Batch(#[from] batch_client::ConfigError),
     /// A receiver of the policy cannot be resolved (a missing secret setting, say).
-    #[error("receiver {name:?}: {source}")]
+    #[error("receiver {name:?}: {reason}")]
     Receiver {
         /// The receiver's name in the policy.
         name: String,
-        /// Why.
-        source: notify::NotifyError,
+        /// Why (in the message, not a `source`, so a chain says it once).
+        reason: notify::NotifyError,
     },
-    /// `BATCH_TRIAGE_STORE` cannot be opened.
+    /// `BATCH_TRIAGE_STORE` cannot be opened. (Not a `source`: the message already holds it,
+    /// and a report walking the chain would say it twice.)
     #[error("BATCH_TRIAGE_STORE: {0}")]
-    Store(#[from] artifact_store::StoreError),
+    Store(artifact_store::StoreError),
     /// The HTTP client for notifications cannot be built.
     #[error("notification egress: {0}")]
     Egress(notify::NotifyError),
@@ -110,9 +111,9 @@ impl Settings {
         for receiver in &policy.receivers {
             let resolved = ReceiverConfig::from_policy(receiver)
                 .and_then(|config| config.resolve(get))
-                .map_err(|source| SettingsError::Receiver {
+                .map_err(|reason| SettingsError::Receiver {
                     name: receiver.name.clone(),
-                    source,
+                    reason,
                 })?;
             receivers.insert(receiver.name.clone(), resolved);
         }
@@ -154,7 +155,7 @@ impl Settings {
 
     /// Builds the pipeline.
     pub fn build(self) -> Result<Triage, SettingsError> {
-        let store = artifact_store::open(&self.store)?;
+        let store = artifact_store::open(&self.store).map_err(SettingsError::Store)?;
         let batch = Arc::new(BatchClient::new(self.batch)?);
         let egress =
             Egress::new(self.allowlist, RetryPolicy::standard()).map_err(SettingsError::Egress)?;

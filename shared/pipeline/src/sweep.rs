@@ -39,6 +39,9 @@ pub struct SweepOptions {
     /// The cursor is set this much before the run's start, so a failure Batch records late is
     /// not missed (it is seen twice instead, harmlessly).
     pub overlap: Duration,
+    /// When set, this run looks back this far whatever the cursor says (an operator's
+    /// `--since`). The cursor still advances when the run completes.
+    pub look_back: Option<Duration>,
 }
 
 impl Default for SweepOptions {
@@ -48,6 +51,7 @@ impl Default for SweepOptions {
             lease: Duration::from_secs(15 * 60),
             stuck_after: Some(Duration::from_secs(2 * 3600)),
             overlap: Duration::from_secs(120),
+            look_back: None,
         }
     }
 }
@@ -113,11 +117,15 @@ impl Triage {
         };
         let cursor_key = ObjectKey::new(CURSOR_KEY)?;
         let stored = store.get(&cursor_key).await?;
-        let since = stored
+        let cursor = stored
             .as_ref()
             .and_then(|v| serde_json::from_slice::<Cursor>(&v.bytes).ok())
-            .and_then(|c| OffsetDateTime::parse(&c.since, &Rfc3339).ok())
-            .unwrap_or(now - options.first_lookback);
+            .and_then(|c| OffsetDateTime::parse(&c.since, &Rfc3339).ok());
+        let since = match (options.look_back, cursor) {
+            (Some(look_back), _) => now - look_back,
+            (None, Some(cursor)) => cursor,
+            (None, None) => now - options.first_lookback,
+        };
         let mut report = SweepReport {
             since: rfc3339(since),
             ..SweepReport::default()
