@@ -31,7 +31,7 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   }
 }
 
-resource subscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {
+resource topicSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {
   parent: topic
   name: 'batch-triage'
   properties: {
