@@ -25,7 +25,8 @@ use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientUploadOptions, BlockLookupList,
+    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientStageBlockOptions,
+    BlockBlobClientUploadOptions, BlockLookupList,
 };
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -545,8 +546,15 @@ impl ArtifactStore for BlobStore {
                 let client = client.clone();
                 staging.spawn(async move {
                     let len = block.len() as u64;
+                    // The block's MD5 as Content-MD5: the service checks each block arrived
+                    // intact before staging it (a transactional check beside the manifest's
+                    // end-to-end sha256), and it spares the service its own CRC64 pass.
+                    let options = BlockBlobClientStageBlockOptions {
+                        transactional_content_md5: Some(md5_of(&block)),
+                        ..Default::default()
+                    };
                     let result = client
-                        .stage_block(&id, len, block.clone().into(), None)
+                        .stage_block(&id, len, block.clone().into(), Some(options))
                         .await;
                     (result.map(|_| ()), block)
                 });
@@ -681,6 +689,12 @@ pub(crate) fn looks_like_blob(spec: &str) -> bool {
         || lower.contains("accountname=")
         || lower.contains("usedevelopmentstorage=")
         || lower.contains("blobendpoint=")
+}
+
+/// The MD5 of a block, for the `Content-MD5` header of Put Block.
+fn md5_of(block: &[u8]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    Md5::digest(block).to_vec()
 }
 
 #[cfg(test)]
