@@ -18,12 +18,10 @@ param tags object = {}
 resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   // Publishers post from wherever they run, so the topic keeps its public endpoint.
   //checkov:skip=CKV_AZURE_193: publishers run outside any private network this template knows; they authenticate with Entra only (disableLocalAuth)
+  //checkov:skip=CKV_AZURE_191: the topic delivers to an Azure Function endpoint, which needs no topic identity; an unused identity would be one more principal
   name: topicName
   location: location
   tags: tags
-  identity: {
-    type: 'SystemAssigned'
-  }
   properties: {
     inputSchema: 'CloudEventSchemaV1_0'
     publicNetworkAccess: 'Enabled'
