@@ -161,15 +161,14 @@ async fn a_throttling_storm_ends_done_or_retried_and_loses_nothing() {
         &hook_env(&receiver),
         harness::quick_retries(),
     );
-    let records: Vec<serde_json::Value> =
-        FAILED_ETL_TASKS
-            .iter()
-            .map(|t| {
-                serde_json::from_str::<serde_json::Value>(&harness::fail_record("etl", t)).unwrap()
+    let records: Vec<serde_json::Value> = FAILED_ETL_TASKS
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(&harness::fail_record("etl", t)).unwrap()
                     ["records"][0]
                     .clone()
-            })
-            .collect();
+        })
+        .collect();
     let payload = serde_json::json!({ "records": records }).to_string();
     let reports = until_done(&triage, &payload, 6).await;
     let fired: u64 = batch.emulator.faults().iter().map(|f| f.fired).sum();
@@ -645,5 +644,10 @@ async fn a_copy_killed_mid_file_completes_on_the_rerun() {
         .find(|f| f["name"] == "stdout.txt")
         .unwrap();
     assert_eq!(entry["sha256"].as_str(), Some(emulator_sha.as_str()));
+    let leftover: u64 = harness::files_under(&dir.path().join(".artifact-store"))
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    eprintln!("after the rerun: {leftover} bytes of temp files left by the killed process");
     assert_eq!(entry["bytes"].as_u64(), Some(size));
 }
