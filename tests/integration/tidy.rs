@@ -40,6 +40,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("batch-triage-batch-emulator", 1),
     ("batch-triage-artifact-store", 1),
     ("batch-triage-preserve", 2),
+    // Dev-dependency only: the handlers' and the pipeline's end-to-end tests.
+    ("batch-triage-test-kit", 2),
     ("batch-triage-notify", 2),
     ("batch-triage-pipeline", 3),
     ("batch-triage-cli", 4),

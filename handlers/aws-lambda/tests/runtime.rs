@@ -16,7 +16,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use batch_emulator::{Emulator, Fault, FaultRule};
+use batch_emulator::{Fault, FaultRule};
+use test_kit::Backends;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -229,11 +230,8 @@ async fn init_error(
 struct Function {
     child: Child,
     runtime: RuntimeApi,
-    emulator: Emulator,
-    received: Arc<Mutex<Vec<String>>>,
-    store: tempfile::TempDir,
+    backends: Backends,
     output: tempfile::NamedTempFile,
-    _policy: tempfile::NamedTempFile,
 }
 
 impl Drop for Function {
@@ -250,12 +248,7 @@ impl Function {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|body| serde_json::from_str(body).unwrap())
-            .collect()
+        self.backends.hook.alerts()
     }
 
     fn alerted_tasks(&self) -> Vec<String> {
@@ -274,7 +267,8 @@ impl Function {
     }
 
     fn preserved(&self, task: &str) -> bool {
-        self.store
+        self.backends
+            .store
             .path()
             .join(format!("devbatch1/etl/{task}/attempt-0/manifest.json"))
             .exists()
@@ -285,52 +279,10 @@ impl Function {
     }
 }
 
-const POLICY: &[u8] = br#"
-[grouping]
-group_wait = "0s"
-
-[[receivers]]
-name = "hook"
-kind = "webhook"
-url_env = "HOOK_URL"
-secret_env = "HOOK_SECRET"
-
-[[rules]]
-name = "everything"
-match = { class = "*" }
-receivers = ["hook"]
-"#;
 
 /// Starts the function with the settings a deployment has; `adjust` may change them.
 async fn start_with(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Function {
-    let emulator = Emulator::builtin();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let batch_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(batch_emulator::serve(
-        listener,
-        emulator.clone(),
-        std::future::pending(),
-    ));
-
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let recorder = Router::new()
-        .route(
-            "/hook",
-            post(
-                |State(r): State<Arc<Mutex<Vec<String>>>>, body: String| async move {
-                    r.lock().unwrap().push(body);
-                    StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(hook, recorder).await });
-
-    let mut policy = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut policy, POLICY).unwrap();
-    let store = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
     let runtime = RuntimeApi::start().await;
 
     let mut env: HashMap<&'static str, String> = HashMap::from([
@@ -350,24 +302,9 @@ async fn start_with(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> 
         // The most verbose logging there is: even so, the key must not be printed.
         ("AWS_LAMBDA_LOG_LEVEL", "TRACE".to_owned()),
         // The function's own settings.
-        ("AZURE_BATCH_ENDPOINT", batch_url),
-        (
-            "AZURE_BATCH_ACCOUNT",
-            batch_emulator::WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-        ),
-        (
-            "AZURE_BATCH_ACCESS_KEY",
-            batch_emulator::WELL_KNOWN_ACCOUNT_KEY.to_owned(),
-        ),
-        ("BATCH_TRIAGE_STORE", store.path().display().to_string()),
-        ("BATCH_TRIAGE_POLICY", policy.path().display().to_string()),
-        ("BATCH_TRIAGE_ALLOW_LOOPBACK", "true".to_owned()),
-        // The built-in scenario has a 2 GiB stdout: capped, it is recorded as skipped.
-        ("BATCH_TRIAGE_MAX_FILE_MIB", "16".to_owned()),
         ("BATCH_TRIAGE_WEBHOOK_KEY", KEY.to_owned()),
-        ("HOOK_URL", hook_url),
-        ("HOOK_SECRET", "hook-secret-value".to_owned()),
     ]);
+    env.extend(backends.settings());
     adjust(&mut env);
     let output = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_batch-triage-lambda"))
@@ -380,11 +317,8 @@ async fn start_with(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> 
     Function {
         child,
         runtime,
-        emulator,
-        received,
-        store,
+        backends,
         output,
-        _policy: policy,
     }
 }
 
@@ -458,7 +392,7 @@ async fn the_schedule_sweeps_and_writes_the_cursor() {
         "{response}"
     );
     assert!(
-        function.store.path().join("sweep/cursor.json").exists(),
+        function.backends.store.path().join("sweep/cursor.json").exists(),
         "the cursor is written when a sweep completes"
     );
     assert!(function.preserved("oom"));
@@ -500,7 +434,7 @@ async fn an_event_grid_delivery_preserves_the_logs_and_alerts_once_however_often
         ["oom", "sigkill"],
         "one alert per failure, whatever the deliveries"
     );
-    let oom_manifests = std::fs::read_dir(function.store.path().join("devbatch1/etl/oom"))
+    let oom_manifests = std::fs::read_dir(function.backends.store.path().join("devbatch1/etl/oom"))
         .unwrap()
         .count();
     assert_eq!(oom_manifests, 1, "one preserved copy (attempt-0)");
@@ -550,7 +484,7 @@ async fn the_event_grid_handshakes_are_answered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_or_missing_key_is_401_and_nothing_is_processed() {
     let mut function = start().await;
-    function.emulator.clear_requests();
+    function.backends.emulator.clear_requests();
     let wrong = "not-the-key-but-just-as-long!";
     for key in [Some(wrong), None] {
         for event in [
@@ -566,10 +500,10 @@ async fn a_wrong_or_missing_key_is_401_and_nothing_is_processed() {
         }
     }
     assert!(
-        function.emulator.requests().is_empty(),
+        function.backends.emulator.requests().is_empty(),
         "nothing was fetched from Batch"
     );
-    assert!(!function.store.path().join("devbatch1").exists());
+    assert!(!function.backends.store.path().join("devbatch1").exists());
     assert!(function.alerts().is_empty());
 
     // The right key works on the same running function, and no key reached the logs, even at
@@ -636,7 +570,7 @@ async fn a_direct_invocation_diagnoses_and_errors_say_whether_to_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_throttled_batch_account_is_retryable_everywhere() {
     let function = start().await;
-    function.emulator.add_fault(FaultRule::new(Fault::Throttle {
+    function.backends.emulator.add_fault(FaultRule::new(Fault::Throttle {
         retry_after_seconds: 1,
     }));
     // Lambda's deadline, not the 240 s budget, bounds the retries.
@@ -652,6 +586,7 @@ async fn a_throttled_batch_account_is_retryable_everywhere() {
 
     // A busy server (503 ServerBusy) is transient too.
     function
+        .backends
         .emulator
         .set_faults(vec![FaultRule::new(Fault::ServerBusy {
             retry_after_seconds: Some(1),
@@ -683,7 +618,7 @@ async fn a_throttled_batch_account_is_retryable_everywhere() {
     assert!(function.alerts().is_empty());
 
     // Once Batch recovers, the redelivery does the work.
-    function.emulator.clear_faults();
+    function.backends.emulator.clear_faults();
     let response = function
         .runtime
         .invoke(&event_grid_delivery("oom", "e-oom", 1))
@@ -751,7 +686,7 @@ async fn without_a_webhook_key_http_is_refused_and_the_rest_works() {
             .unwrap()
             .contains("BATCH_TRIAGE_WEBHOOK_KEY")
     );
-    assert!(!function.store.path().join("devbatch1").exists());
+    assert!(!function.backends.store.path().join("devbatch1").exists());
     // A present-but-empty query key does not open the door either.
     let response = function
         .runtime
@@ -787,6 +722,6 @@ async fn a_poison_delivery_is_400_so_event_grid_drops_it() {
         let response = function.runtime.invoke(&event).await.response();
         assert_eq!(status(&response), 400, "{poison}: {response}");
     }
-    assert!(!function.store.path().join("devbatch1").exists());
+    assert!(!function.backends.store.path().join("devbatch1").exists());
     assert!(function.alerts().is_empty());
 }

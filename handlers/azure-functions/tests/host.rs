@@ -3,18 +3,15 @@
 //! Behind it: the Batch emulator, a local-directory store and a webhook receiver, all on loopback.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::post;
 use serde_json::{Value, json};
+use test_kit::{Backends, free_port};
 
 struct Host {
     child: Child,
     port: u16,
-    received: Arc<Mutex<Vec<String>>>,
-    store: tempfile::TempDir,
-    _policy: tempfile::NamedTempFile,
+    backends: Backends,
 }
 
 impl Drop for Host {
@@ -24,82 +21,13 @@ impl Drop for Host {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start() -> Host {
-    let emulator = batch_emulator::Emulator::builtin();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let batch_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(batch_emulator::serve(
-        listener,
-        emulator,
-        std::future::pending(),
-    ));
-
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let recorder = axum::Router::new()
-        .route(
-            "/hook",
-            post(
-                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
-                 body: String| async move {
-                    r.lock().unwrap().push(body);
-                    axum::http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(hook, recorder).await });
-
-    let mut policy = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut policy,
-        br#"
-[grouping]
-group_wait = "0s"
-
-[[receivers]]
-name = "hook"
-kind = "webhook"
-url_env = "HOOK_URL"
-secret_env = "HOOK_SECRET"
-
-[[rules]]
-name = "everything"
-match = { class = "*" }
-receivers = ["hook"]
-"#,
-    )
-    .unwrap();
-    let store = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
         .env_clear()
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("AZURE_BATCH_ENDPOINT", &batch_url)
-        .env(
-            "AZURE_BATCH_ACCOUNT",
-            batch_emulator::WELL_KNOWN_ACCOUNT_NAME,
-        )
-        .env(
-            "AZURE_BATCH_ACCESS_KEY",
-            batch_emulator::WELL_KNOWN_ACCOUNT_KEY,
-        )
-        .env("BATCH_TRIAGE_STORE", store.path())
-        .env("BATCH_TRIAGE_POLICY", policy.path())
-        .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
-        // The built-in scenario has a 2 GiB stdout: capped, it is recorded as skipped.
-        .env("BATCH_TRIAGE_MAX_FILE_MIB", "16")
-        .env("HOOK_URL", hook_url)
-        .env("HOOK_SECRET", "hook-secret-value")
+        .envs(backends.settings())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -107,9 +35,7 @@ receivers = ["hook"]
     let host = Host {
         child,
         port,
-        received,
-        store,
-        _policy: policy,
+        backends,
     };
     // Readiness as the host polls it: any HTTP answer on GET /.
     let client = reqwest::Client::new();
@@ -174,14 +100,15 @@ async fn task_events_from_event_hubs_are_preserved_and_alerted_once() {
         );
     }
     assert!(
-        host.store
+        host.backends
+            .store
             .path()
             .join("devbatch1/etl/oom/attempt-0/manifest.json")
             .exists(),
         "logs preserved"
     );
     assert_eq!(
-        host.received.lock().unwrap().len(),
+        host.backends.hook.len(),
         1,
         "five deliveries, one alert"
     );
@@ -212,12 +139,12 @@ async fn event_grid_events_and_cloud_events() {
     .await;
     assert_eq!(status, 200);
     let classes: Vec<String> = host
-        .received
-        .lock()
-        .unwrap()
+        .backends
+        .hook
+        .alerts()
         .iter()
-        .map(|b| {
-            serde_json::from_str::<Value>(b).unwrap()["diagnosis"]["subject"]["taskId"]
+        .map(|alert| {
+            alert["diagnosis"]["subject"]["taskId"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned()
@@ -253,7 +180,7 @@ async fn malformed_input_is_acknowledged_not_retried() {
         response["Logs"].to_string().contains("Refused"),
         "{response}"
     );
-    assert!(host.received.lock().unwrap().is_empty());
+    assert!(host.backends.hook.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,22 +4,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
-use axum::routing::post;
 use serde_json::{Value, json};
+use test_kit::Backends;
 
 const KEY: &str = "serve-test-key-0123456789abcdef";
 
 struct Server {
     child: Child,
-    emulator: batch_emulator::Emulator,
     base: String,
-    received: Arc<Mutex<Vec<String>>>,
-    store: tempfile::TempDir,
+    backends: Backends,
     /// The server's stderr (its log).
     log: tempfile::NamedTempFile,
-    _policy: tempfile::NamedTempFile,
 }
 
 impl Drop for Server {
@@ -31,101 +27,23 @@ impl Drop for Server {
 
 impl Server {
     fn alerts(&self) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| serde_json::from_str(b).unwrap())
-            .collect()
+        self.backends.hook.alerts()
     }
 
     /// Every file under the store, relative to it.
     fn stored(&self) -> Vec<String> {
-        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, root, out);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.store.path(), self.store.path(), &mut out);
-        out
+        self.backends.stored_files()
     }
 }
 
 async fn start() -> Server {
-    let emulator = batch_emulator::Emulator::builtin();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let batch_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(batch_emulator::serve(
-        listener,
-        emulator.clone(),
-        std::future::pending(),
-    ));
-
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let recorder = axum::Router::new()
-        .route(
-            "/hook",
-            post(
-                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
-                 body: String| async move {
-                    r.lock().unwrap().push(body);
-                    axum::http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(hook, recorder).await });
-
-    let mut policy = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut policy,
-        br#"
-[grouping]
-group_wait = "0s"
-
-[[receivers]]
-name = "hook"
-kind = "webhook"
-url_env = "HOOK_URL"
-secret_env = "HOOK_SECRET"
-
-[[rules]]
-name = "everything"
-match = { class = "*" }
-receivers = ["hook"]
-"#,
-    )
-    .unwrap();
-    let store = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
-        .env("AZURE_BATCH_ENDPOINT", &batch_url)
-        .env(
-            "AZURE_BATCH_ACCOUNT",
-            batch_emulator::WELL_KNOWN_ACCOUNT_NAME,
-        )
-        .env(
-            "AZURE_BATCH_ACCESS_KEY",
-            batch_emulator::WELL_KNOWN_ACCOUNT_KEY,
-        )
-        .env("BATCH_TRIAGE_STORE", store.path())
-        .env("BATCH_TRIAGE_POLICY", policy.path())
-        .env("BATCH_TRIAGE_ALLOW_LOOPBACK", "true")
-        // The built-in scenario has a 2 GiB stdout: capped, it is recorded as skipped.
-        .env("BATCH_TRIAGE_MAX_FILE_MIB", "16")
+        .envs(backends.settings())
         .env("BATCH_TRIAGE_WEBHOOK_KEY", KEY)
-        .env("HOOK_URL", hook_url)
-        .env("HOOK_SECRET", "hook-secret-value")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(log.reopen().unwrap())
@@ -146,12 +64,9 @@ receivers = ["hook"]
         .to_owned();
     Server {
         child,
-        emulator,
         base,
-        received,
-        store,
+        backends,
         log,
-        _policy: policy,
     }
 }
 
@@ -330,6 +245,7 @@ async fn a_failed_task_event_is_preserved_and_alerted_once_across_duplicates() {
     );
     assert!(
         server
+            .backends
             .store
             .path()
             .join("devbatch1/etl/oom/attempt-0/manifest.json")
@@ -339,6 +255,7 @@ async fn a_failed_task_event_is_preserved_and_alerted_once_across_duplicates() {
     );
     let stderr = std::fs::read_to_string(
         server
+            .backends
             .store
             .path()
             .join("devbatch1/etl/oom/attempt-0/stderr.txt"),
@@ -369,6 +286,7 @@ async fn records_unreadable_bodies_sweep_and_diagnose() {
     assert_eq!(status, 200, "{body}");
     assert!(
         server
+            .backends
             .store
             .path()
             .join("devbatch1/etl/sigkill/attempt-0/manifest.json")
@@ -457,6 +375,7 @@ async fn a_transient_batch_failure_is_503_and_the_redelivery_alerts_once() {
     let server = start().await;
     // Batch answers 500 for this task until the fault is lifted; the client's retries run out.
     server
+        .backends
         .emulator
         .add_fault(FaultRule::new(Fault::InternalError).path_prefix("/jobs/etl/tasks/sigkill"));
     let event = event_grid("etl", "sigkill", "e-transient");
@@ -465,7 +384,7 @@ async fn a_transient_batch_failure_is_503_and_the_redelivery_alerts_once() {
     assert_eq!(body["status"], "retry", "{body}");
     assert!(server.alerts().is_empty());
 
-    server.emulator.set_faults(Vec::new());
+    server.backends.emulator.set_faults(Vec::new());
     let (status, body) = post_events(&server, Some(KEY), &event).await;
     assert_eq!(status, 200, "{body}");
     let alerts = server.alerts();
@@ -521,7 +440,7 @@ async fn the_work_finishes_when_the_sender_stops_waiting() {
     let server = start().await;
     // Batch is slow to answer for this task: the sender gives up first, as Event Grid does
     // after 30 s. The work must carry on, or a large copy would never finish.
-    server.emulator.add_fault(
+    server.backends.emulator.add_fault(
         FaultRule::new(Fault::Delay { millis: 3000 })
             .path_prefix("/jobs/etl/tasks/exit-127")
             .times(1),

@@ -2,17 +2,17 @@
 //! store, and a local webhook receiver that records what it gets.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_store::{ArtifactStore, ObjectKey};
-use axum::routing::post;
 use batch_client::{BatchClient, BatchConfig, Deadline, Secret};
 use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use diagnosis::policy::Policy;
 use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
 use pipeline::triage::{Outcome, Triage, TriageConfig, TriageError};
 use preserve::PreserveOptions;
+use test_kit::{Recorder, serve_emulator};
 use time::OffsetDateTime;
 
 /// Everything a test needs, kept alive for its duration.
@@ -20,36 +20,15 @@ struct World {
     triage: Triage,
     emulator: Emulator,
     store: Arc<dyn ArtifactStore>,
-    received: Arc<Mutex<Vec<String>>>,
+    hook: Recorder,
     _dir: tempfile::TempDir,
 }
 
 async fn world() -> World {
     let emulator = Emulator::new(Scenario::builtin()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let batch_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(batch_emulator::serve(
-        listener,
-        emulator.clone(),
-        std::future::pending(),
-    ));
-
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let recorder = axum::Router::new()
-        .route(
-            "/hook",
-            post(
-                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>,
-                 body: String| async move {
-                    r.lock().unwrap().push(body);
-                    axum::http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", hook_listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(hook_listener, recorder).await });
+    let batch_url = serve_emulator(emulator.clone()).await;
+    let hook = Recorder::start().await;
+    let hook_url = hook.url.clone();
 
     let policy = Policy::parse(
         r#"
@@ -122,7 +101,7 @@ receivers = ["hook"]
         triage,
         emulator,
         store,
-        received,
+        hook,
         _dir: dir,
     }
 }
@@ -171,7 +150,7 @@ async fn a_failure_event_is_preserved_diagnosed_and_alerted() {
         .await
         .unwrap();
     assert!(diagnosis.is_some(), "diagnosis.json sits beside the logs");
-    let received = world.received.lock().unwrap().clone();
+    let received = world.hook.bodies();
     assert_eq!(received.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
     assert_eq!(body["diagnosis"]["class"], "task.exit_code");
@@ -216,7 +195,7 @@ async fn the_same_events_delivered_100_times_give_one_copy_and_one_alert() {
             );
         }
     }
-    let received = world.received.lock().unwrap().len();
+    let received = world.hook.len();
     assert_eq!(
         received, 2,
         "one alert per cause (oom, sigkill), whatever the duplicates"
@@ -274,7 +253,7 @@ async fn events_naming_other_accounts_are_refused_before_any_fetch() {
             .all(|r| !r.path_and_query.contains("/tasks/oom")),
         "nothing was fetched for a refused event"
     );
-    assert!(world.received.lock().unwrap().is_empty());
+    assert!(world.hook.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -302,7 +281,7 @@ async fn diagnose_on_demand_has_no_effects() {
             .any(|d| d.class.as_str() == "job.prep_failed"),
         "{diagnoses:#?}"
     );
-    assert!(world.received.lock().unwrap().is_empty());
+    assert!(world.hook.is_empty());
     assert!(
         world.store.list("").await.unwrap().is_empty(),
         "nothing written"
@@ -359,7 +338,7 @@ async fn the_sweep_finds_failures_without_events_and_repeats_nothing() {
         task_gets, 0,
         "the sweep lists failed tasks; it does not GET them one by one"
     );
-    let alerts = world.received.lock().unwrap().len();
+    let alerts = world.hook.len();
     assert!(alerts > 0);
 
     // The next run starts from the cursor: nothing new, nothing sent again.
@@ -376,7 +355,7 @@ async fn the_sweep_finds_failures_without_events_and_repeats_nothing() {
         second.since
     );
     assert_eq!(
-        world.received.lock().unwrap().len(),
+        world.hook.len(),
         alerts,
         "a second sweep alerts nobody again"
     );
