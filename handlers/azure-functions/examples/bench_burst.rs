@@ -23,7 +23,9 @@
 //! run the driver checks that every task has a `manifest.json` in the store and that every
 //! subject's outcome is `Done`.
 //!
-//! Settings: `BENCH_EVENTS` (default 10000), `BENCH_BATCH` (events per invocation, default 100),
+//! Settings: `BENCH_EVENTS` (default 10000), `BENCH_BATCH` (records per invocation, default 100),
+//! `BENCH_RECORDS_PER_EVENT` (records per Event Hubs event body, default 1; Azure Monitor may put
+//! several in one),
 //! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE_DIR` (where the temporary
 //! store directories go; default the system temp dir), `BENCH_HANDLER` (default
 //! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
@@ -137,12 +139,22 @@ fn record(k: usize) -> Value {
 /// The host's invocation body for one batch (cardinality many, dataType string): `Data.events`
 /// is one string holding a JSON array of the event bodies as strings (RUNTIME.md §10.2), and
 /// the metadata arrays are JSON text too.
-fn invocation(batch: usize, events: std::ops::Range<usize>, partitions: usize) -> String {
-    let bodies: Vec<String> = events
-        .clone()
-        .map(|k| json!({"records": [record(k)]}).to_string())
+fn invocation(
+    batch: usize,
+    records: std::ops::Range<usize>,
+    per_event: usize,
+    partitions: usize,
+) -> String {
+    let all: Vec<usize> = records.collect();
+    let bodies: Vec<String> = all
+        .chunks(per_event)
+        .map(|chunk| {
+            json!({"records": chunk.iter().map(|&k| record(k)).collect::<Vec<_>>()}).to_string()
+        })
         .collect();
     let n = bodies.len();
+    // Event Hubs numbers events, not records: one sequence number per body.
+    let events = all[0]..all[0] + n;
     let sequence: Vec<usize> = events.clone().collect();
     let offsets: Vec<String> = events.clone().map(|k| (k * 1024).to_string()).collect();
     let enqueued: Vec<&str> = vec!["2026-11-27T10:05:02.123"; n];
@@ -535,6 +547,7 @@ fn main() {
         return;
     }
     let per_batch = env_number("BENCH_BATCH", 100).max(1);
+    let per_event = env_number("BENCH_RECORDS_PER_EVENT", 1).max(1);
     let in_flights: Vec<usize> = std::env::var("BENCH_IN_FLIGHT")
         .unwrap_or_else(|_| "1,2,4".to_owned())
         .split(',')
@@ -561,6 +574,7 @@ fn main() {
             invocation(
                 b,
                 b * per_batch..((b + 1) * per_batch).min(events),
+                per_event,
                 partitions,
             )
         })
@@ -609,8 +623,9 @@ receivers = ["oncall"]
     });
 
     println!(
-        "burst: {events} TaskFailEvent records, {} invocations of {per_batch} events \
-         ({:.1} MiB of bodies), emulator {batch_url} (own process), local-directory store",
+        "burst: {events} TaskFailEvent records, {} invocations of {per_batch} records \
+         ({per_event} per event body; {:.1} MiB of bodies), emulator {batch_url} (own process), \
+         local-directory store",
         bodies.len(),
         body_bytes as f64 / 1048576.0
     );
