@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_emulator::{Fault, FaultRule};
-use test_kit::Backends;
 use serde_json::{Value, json};
+use test_kit::Backends;
 use tokio::sync::{mpsc, oneshot};
 
 /// The webhook key the function is configured with.
@@ -279,7 +279,6 @@ impl Function {
     }
 }
 
-
 /// Starts the function with the settings a deployment has; `adjust` may change them.
 async fn start_with(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Function {
     let backends = Backends::start().await;
@@ -392,7 +391,12 @@ async fn the_schedule_sweeps_and_writes_the_cursor() {
         "{response}"
     );
     assert!(
-        function.backends.store.path().join("sweep/cursor.json").exists(),
+        function
+            .backends
+            .store
+            .path()
+            .join("sweep/cursor.json")
+            .exists(),
         "the cursor is written when a sweep completes"
     );
     assert!(function.preserved("oom"));
@@ -570,9 +574,12 @@ async fn a_direct_invocation_diagnoses_and_errors_say_whether_to_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_throttled_batch_account_is_retryable_everywhere() {
     let function = start().await;
-    function.backends.emulator.add_fault(FaultRule::new(Fault::Throttle {
-        retry_after_seconds: 1,
-    }));
+    function
+        .backends
+        .emulator
+        .add_fault(FaultRule::new(Fault::Throttle {
+            retry_after_seconds: 1,
+        }));
     // Lambda's deadline, not the 240 s budget, bounds the retries.
     let short = Duration::from_secs(6);
 

@@ -107,11 +107,7 @@ async fn task_events_from_event_hubs_are_preserved_and_alerted_once() {
             .exists(),
         "logs preserved"
     );
-    assert_eq!(
-        host.backends.hook.len(),
-        1,
-        "five deliveries, one alert"
-    );
+    assert_eq!(host.backends.hook.len(), 1, "five deliveries, one alert");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -82,7 +82,10 @@ impl Recorder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port for the receiver");
-        let url = format!("http://{}/hook", listener.local_addr().expect("its address"));
+        let url = format!(
+            "http://{}/hook",
+            listener.local_addr().expect("its address")
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, received }
     }
