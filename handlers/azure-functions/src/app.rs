@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_client::Deadline;
-use pipeline::triage::{Triage, TriageError};
+use pipeline::triage::Triage;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -65,28 +65,26 @@ fn retry(logs: Vec<String>) -> Response {
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
-/// Runs payloads through the pipeline and decides the verdict.
+/// Runs an invocation's payloads through the pipeline together and decides the verdict.
 async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
-    let deadline = Deadline::after(state.budget);
-    let mut logs = Vec::new();
-    let mut should_retry = false;
-    for payload in payloads {
-        match state
-            .triage
-            .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline)
-            .await
-        {
-            Ok(report) => {
-                should_retry |= report.should_retry();
-                logs.extend(report.lines());
-            }
-            Err(TriageError::Payload(error)) => {
-                tracing::error!(error = %error, "unreadable payload acknowledged");
-                logs.push(format!("ignored an unreadable payload: {error}"));
-            }
-        }
+    let (report, unreadable) = state
+        .triage
+        .handle_payloads(
+            &payloads,
+            OffsetDateTime::now_utc(),
+            Deadline::after(state.budget),
+        )
+        .await;
+    let mut logs = report.lines();
+    for error in unreadable {
+        tracing::error!(error = %error, "unreadable payload acknowledged");
+        logs.push(format!("ignored an unreadable payload: {error}"));
     }
-    if should_retry { retry(logs) } else { ok(logs) }
+    if report.should_retry() {
+        retry(logs)
+    } else {
+        ok(logs)
+    }
 }
 
 async fn task_events(State(state): State<AppState>, body: String) -> Response {

@@ -250,12 +250,60 @@ impl Triage {
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<RunReport, TriageError> {
-        let mut targets: Vec<Result<Target, (String, Outcome)>> = Vec::new();
+        let mut targets = Vec::new();
+        let ignored = self.read_targets(payload, &mut targets)?;
+        Ok(self.process_targets(targets, ignored, now, deadline).await)
+    }
+
+    /// Triages the payloads of one invocation together (an Event Hubs batch: one body per
+    /// event), so their distinct subjects are worked concurrently and share job reads. An
+    /// unreadable payload is left out and returned with its error; the others are triaged.
+    pub async fn handle_payloads<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> (RunReport, Vec<TriageError>) {
+        let mut targets = Vec::new();
+        let mut ignored = 0;
+        let mut unreadable = Vec::new();
+        for payload in payloads {
+            // A payload counts whole or not at all: items read before its error are dropped.
+            let mut these = Vec::new();
+            match self.read_targets(payload.as_ref(), &mut these) {
+                Ok(n) => {
+                    ignored += n;
+                    targets.append(&mut these);
+                }
+                Err(error) => unreadable.push(error),
+            }
+        }
+        let report = self.process_targets(targets, ignored, now, deadline).await;
+        (report, unreadable)
+    }
+
+    /// Reads a payload's items into targets; returns how many items were about nothing to
+    /// triage.
+    fn read_targets(
+        &self,
+        payload: &[u8],
+        targets: &mut Vec<Result<Target, (String, Outcome)>>,
+    ) -> Result<usize, TriageError> {
         let mut ignored = 0;
         read_slice(payload, &mut |item| match self.target_of(&item) {
             Some(target) => targets.push(target),
             None => ignored += 1,
         })?;
+        Ok(ignored)
+    }
+
+    async fn process_targets(
+        &self,
+        targets: Vec<Result<Target, (String, Outcome)>>,
+        ignored: usize,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> RunReport {
         let mut report = RunReport {
             ignored_items: ignored,
             ..RunReport::default()
@@ -286,7 +334,7 @@ impl Triage {
         while let Some(subjects) = processed.next().await {
             report.subjects.extend(subjects);
         }
-        Ok(report)
+        report
     }
 
     /// Diagnoses a job or task on demand, with no effects (the HTTP `Diagnose` function).

@@ -585,3 +585,36 @@ async fn a_start_task_on_a_removed_node_records_its_logs_as_gone() {
     );
     assert_eq!(manifest["missing"][0]["code"], "NodeNotFound", "{manifest}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_hubs_batch_is_triaged_together_and_a_poison_body_is_left_out() {
+    let world = world().await;
+    let bodies = vec![
+        fail_record("devbatch1", "etl", "oom"),
+        "{ not json".to_owned(),
+        fail_record("devbatch1", "etl", "sigkill"),
+        fail_record("devbatch1", "etl", "oom"),
+    ];
+    world.emulator.clear_requests();
+    let (report, unreadable) = world
+        .triage
+        .handle_payloads(&bodies, OffsetDateTime::now_utc(), deadline())
+        .await;
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(matches!(unreadable[0], TriageError::Payload(_)));
+    let subjects: Vec<&str> = report.subjects.iter().map(|s| s.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["devbatch1/etl/oom", "devbatch1/etl/sigkill"],
+        "one subject per distinct task across the batch"
+    );
+    assert!(!report.should_retry(), "{report:#?}");
+    let job_reads = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.starts_with("/jobs/etl?"))
+        .count();
+    assert_eq!(job_reads, 1, "the batch shares one read of the job");
+    assert_eq!(world.hook.len(), 2);
+}
