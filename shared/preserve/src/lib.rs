@@ -617,6 +617,10 @@ async fn probe(api: &dyn BatchApi, source: &Source, deadline: Deadline) -> Probe
     let error = match api.file_properties(&source.file, deadline).await {
         Ok(info) if info.is_directory => return Probe::Absent,
         Ok(info) => return Probe::Present(info),
+        // An optional file (fileupload*.txt, only there with outputFiles) that is not found is
+        // simply absent; asking a GET for the reason would double the requests of every task
+        // without outputFiles.
+        Err(BatchError::NotFound(_)) if source.optional => return Probe::Absent,
         // A HEAD error has no body, so no Batch error code: ask with a GET, whose error body
         // says why (`NodeNotFound`, `FileNotFound`, …). Only failing files pay for this.
         Err(e) if e.code().is_none() => {

@@ -150,6 +150,16 @@ async fn a_failure_event_is_preserved_diagnosed_and_alerted() {
         .await
         .unwrap();
     assert!(diagnosis.is_some(), "diagnosis.json sits beside the logs");
+    let upload_log_gets = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("/files/fileupload"))
+        .count();
+    assert_eq!(
+        upload_log_gets, 0,
+        "absent fileupload*.txt (no outputFiles) cost one HEAD each, no GET"
+    );
     let received = world.hook.bodies();
     assert_eq!(received.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
