@@ -218,7 +218,9 @@ pub struct Delivery {
 /// guarded DNS), an allowlist and a retry policy.
 #[derive(Clone)]
 pub struct Egress {
-    client: reqwest::Client,
+    /// Built on the first delivery: loading the TLS roots is most of a handler's start-up
+    /// work, and most invocations never notify anyone.
+    client: Arc<std::sync::OnceLock<reqwest::Client>>,
     allowlist: Arc<Allowlist>,
     policy: RetryPolicy,
     /// Per host, the earliest instant the next paced request may start.
@@ -237,22 +239,33 @@ impl std::fmt::Debug for Egress {
 impl Egress {
     /// Builds the client. Proxies from the environment are not used: a proxy would resolve names
     /// itself and bypass the address checks.
+    ///
+    /// The HTTP client itself is built on the first delivery (see [`Egress::client`]); `new`
+    /// keeps its `Result` so a configuration check can move here without changing callers.
     pub fn new(allowlist: Allowlist, policy: RetryPolicy) -> Result<Self, NotifyError> {
-        let allowlist = Arc::new(allowlist);
+        Ok(Self {
+            client: Arc::default(),
+            allowlist: Arc::new(allowlist),
+            policy,
+            pacing: Arc::default(),
+        })
+    }
+
+    /// The client, built once on first use.
+    fn client(&self) -> Result<&reqwest::Client, NotifyError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver(Arc::clone(&allowlist))))
+            .dns_resolver(Arc::new(GuardedResolver(Arc::clone(&self.allowlist))))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("batch-triage/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| NotifyError::Config(format!("HTTP client: {}", e.without_url())))?;
-        Ok(Self {
-            client,
-            allowlist,
-            policy,
-            pacing: Arc::default(),
-        })
+        // Two first deliveries at once may both build one; either is fine, one is kept.
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The allowlist in force.
@@ -291,12 +304,13 @@ impl Egress {
         let url = parse_url(url)?;
         self.allowlist.check(&url)?;
         let host = url.host_str().unwrap_or_default().to_owned();
+        let client = self.client()?;
         // A Send RNG: this future is awaited on multi-threaded runtimes (rand::rng() is not Send).
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let request = build(self.client.post(url.clone()));
+            let request = build(client.post(url.clone()));
             let outcome =
                 match tokio::time::timeout_at(deadline.instant(), self.once(request)).await {
                     Ok(outcome) => outcome,
