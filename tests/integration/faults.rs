@@ -202,14 +202,10 @@ async fn a_throttling_storm_ends_done_or_retried_and_loses_nothing() {
     assert!(alerts.contains_key("oom"), "{alerts:?}");
 }
 
-/// BUG (pipeline/src/triage.rs, `preserve_task`'s `Ok` branch): when a log file's copy fails
-/// transiently (here: throttled more times than the client retries), `preserve_task` returns
-/// `Ok` with that file `FileOutcome::Failed` and writes no manifest, and the pipeline reports the
-/// subject `Done` without a retry: the event is acknowledged and the logs may be lost with the
-/// node. The throttling storm above hits this about one run in four. Remove the `ignore` with
-/// the fix (a report with a `Failed` file is `Outcome::Failed { retryable: true }`).
+/// When a log file's copy fails transiently (here: throttled more times than the client
+/// retries), no manifest is written and the subject is a retryable failure, so the platform
+/// delivers the event again rather than acknowledging it while the logs may vanish with the node.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: a failed file copy is reported Done, not retried (pipeline/src/triage.rs)"]
 async fn a_log_file_whose_copy_keeps_failing_is_a_retry_not_done() {
     let batch = harness::batch(Scenario::builtin()).await;
     batch.emulator.set_faults(vec![

@@ -596,6 +596,9 @@ impl Triage {
                     report
                         .preserved
                         .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
+                    if !preserved.complete {
+                        report.outcome = incomplete_copy(&preserved);
+                    }
                     tail = preserved.stderr_tail;
                 }
                 Err(error) => {
@@ -725,6 +728,9 @@ impl Triage {
                                 .iter()
                                 .map(|p| p.link.clone().unwrap_or(p.prefix.clone())),
                         );
+                        if let Some(incomplete) = preserved.iter().find(|p| !p.complete) {
+                            report.outcome = incomplete_copy(incomplete);
+                        }
                     }
                     Err(error) => {
                         report.outcome = Outcome::Failed {
@@ -797,6 +803,9 @@ impl Triage {
                     report
                         .preserved
                         .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
+                    if !preserved.complete {
+                        report.outcome = incomplete_copy(&preserved);
+                    }
                     tail = preserved.stderr_tail;
                 }
                 Err(error) => {
@@ -969,6 +978,31 @@ fn subject_label(subject: &diagnosis::Subject) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join("/")
+}
+
+/// A copy that left a file unfinished (it failed transiently): no manifest was written, and the
+/// node may not keep the file for long, so the payload must come again. Alerts and actions still
+/// ran (they are idempotent); the retry finishes the copy.
+fn incomplete_copy(preserved: &preserve::PreserveReport) -> Outcome {
+    let failed: Vec<String> = preserved
+        .files
+        .iter()
+        .filter_map(|f| match &f.outcome {
+            preserve::FileOutcome::Failed { error } => Some(format!("{}: {error}", f.name)),
+            _ => None,
+        })
+        .collect();
+    Outcome::Failed {
+        reason: format!(
+            "logs not completely preserved ({}); run again to finish the copy",
+            if failed.is_empty() {
+                "a file failed".to_owned()
+            } else {
+                failed.join("; ")
+            }
+        ),
+        retryable: true,
+    }
 }
 
 pub(crate) fn batch_failure(error: &BatchError) -> Outcome {
