@@ -240,7 +240,7 @@ impl Egress {
     /// Builds the client. Proxies from the environment are not used: a proxy would resolve names
     /// itself and bypass the address checks.
     ///
-    /// The HTTP client itself is built on the first delivery (see [`Egress::client`]); `new`
+    /// The HTTP client itself is built on the first delivery; `new`
     /// keeps its `Result` so a configuration check can move here without changing callers.
     pub fn new(allowlist: Allowlist, policy: RetryPolicy) -> Result<Self, NotifyError> {
         Ok(Self {
