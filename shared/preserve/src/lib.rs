@@ -18,12 +18,13 @@
 //! # Idempotency and resume
 //! - `manifest.json` is written last with [`Condition::IfAbsent`]. If it exists, the folder is
 //!   complete: a duplicate request reads it and copies nothing (no file GET at all).
-//! - After each file is completely stored, a progress record `.progress/{name}.json` (bytes,
-//!   sha256, source, Last-Modified) is written next to it. `put_stream` only makes an object
-//!   visible once its stream ended cleanly, so an object plus a progress record whose size
-//!   matches both the stored object and the Batch file properties (HEAD) means "completely
-//!   copied": a rerun after a crash skips it and reuses the recorded sha256. Anything else is
-//!   copied again from byte 0 (an interrupted block upload is never committed).
+//! - After each file of 1 MiB or more is completely stored, a progress record
+//!   `.progress/{name}.json` (bytes, sha256, source, Last-Modified) is written next to it.
+//!   `put_stream` only makes an object visible once its stream ended cleanly, so an object plus
+//!   a progress record whose size matches both the stored object and the Batch file properties
+//!   (HEAD) means "completely copied": a rerun after a crash skips it and reuses the recorded
+//!   sha256. Anything else, and any smaller file, is copied again from byte 0 (an interrupted
+//!   block upload is never committed).
 //! - A file that fails transiently (resumes exhausted, throttling past the deadline) leaves the
 //!   folder without a manifest ([`PreserveReport::complete`] is false) so a later run finishes
 //!   it; a file that Batch says is gone (`NodeNotFound`, `TaskFilesUnavailable`, `FileNotFound`,
@@ -197,6 +198,11 @@ pub struct PreserveReport {
     /// Bytes downloaded from Batch in this run.
     pub bytes_copied: u64,
 }
+
+/// Files smaller than this get no resume record: after a crash they are simply copied again,
+/// which costs less than the record's two writes, read and delete on every copy (most task logs
+/// are small, and a burst of failures copies thousands of them).
+const RESUME_RECORD_MIN_BYTES: u64 = 1 << 20;
 
 /// Batch error codes that mean "this file cannot be read, now or later".
 const GONE_CODES: &[&str] = &[
@@ -668,6 +674,8 @@ async fn run(
         .await;
     let mut budget = options.max_task_bytes;
     let mut plan = Vec::new();
+    // Only files this large ever get resume records, so only then is there anything to clean.
+    let mut resumable = false;
     for (source, probe) in sources.into_iter().zip(probes) {
         let outcome = match probe {
             Probe::Absent => continue,
@@ -683,6 +691,7 @@ async fn run(
             },
             Probe::Present(info) => {
                 budget -= info.size;
+                resumable |= info.size >= RESUME_RECORD_MIN_BYTES;
                 plan.push((source, info));
                 continue;
             }
@@ -812,7 +821,7 @@ async fn run(
         Err(e) => return Err(e.into()),
     }
     // Progress records are only needed until the manifest exists.
-    if let Ok(records) = store.list(&format!("{}/.progress/", folder.prefix)).await {
+    if resumable && let Ok(records) = store.list(&format!("{}/.progress/", folder.prefix)).await {
         for record in records {
             let _ = store.delete(&record.key, Condition::Always).await;
         }
@@ -853,7 +862,8 @@ async fn copy_one(
     };
 
     // Completely copied by an earlier run?
-    if let Some(record) = store.get(&progress_key).await?
+    if info.size >= RESUME_RECORD_MIN_BYTES
+        && let Some(record) = store.get(&progress_key).await?
         && let Ok(progress) = serde_json::from_slice::<Progress>(&record.bytes)
         && progress.bytes == info.size
         && (progress.last_modified.is_none() || progress.last_modified == info.last_modified)
@@ -957,19 +967,21 @@ async fn copy_one(
     let stored = stored?;
     let sha256 = hex::encode(hasher.finalize());
     let tail = tail.map(|t| t.finish(options.tail_lines));
-    let progress = Progress {
-        bytes: stored.size,
-        sha256: sha256.clone(),
-        source: source.source.clone(),
-        last_modified,
-    };
-    store
-        .put(
-            &progress_key,
-            Bytes::from(serde_json::to_vec(&progress)?),
-            Condition::Always,
-        )
-        .await?;
+    if stored.size >= RESUME_RECORD_MIN_BYTES {
+        let progress = Progress {
+            bytes: stored.size,
+            sha256: sha256.clone(),
+            source: source.source.clone(),
+            last_modified,
+        };
+        store
+            .put(
+                &progress_key,
+                Bytes::from(serde_json::to_vec(&progress)?),
+                Condition::Always,
+            )
+            .await?;
+    }
     Ok(Copy {
         report: done(FileOutcome::Copied {
             bytes: stored.size,
