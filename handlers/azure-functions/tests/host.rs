@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use artifact_store::ArtifactStore;
 use serde_json::{Value, json};
 use test_kit::{Backends, free_port};
 
@@ -22,12 +23,18 @@ impl Drop for Host {
 }
 
 async fn start() -> Host {
+    start_with(Vec::new()).await
+}
+
+/// Starts the handler with the backends' settings, `overrides` replacing some of them.
+async fn start_with(overrides: Vec<(&'static str, String)>) -> Host {
     let backends = Backends::start().await;
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
         .env_clear()
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .envs(backends.settings())
+        .envs(overrides)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -220,4 +227,121 @@ async fn diagnose_over_http_and_the_timer() {
         logs.contains("devbatch1/etl/oom: task.exit_code"),
         "{response}"
     );
+}
+
+/// The whole path on real parts: Event Hubs batches through the handler binary, logs to Blob
+/// Storage (Azurite), alerts to a receiver, a job action on the emulator. The same events come
+/// 100 times, reordered, some in one batch: one copy, one alert per cause, one action.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_reordered_deliveries_give_one_blob_copy_one_alert_one_action() {
+    let azurite = artifact_store::testing::Azurite::start();
+    let blobs = azurite.store("logs").await;
+    let mut policy = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut policy,
+        br#"
+[grouping]
+group_wait = "0s"
+
+[actions]
+enabled = true
+dry_run = false
+max_per_hour = 10
+
+[[receivers]]
+name = "hook"
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_SECRET"
+
+[[rules]]
+name = "stop-etl"
+match = { class = "task.exit_code", job = "etl" }
+receivers = ["hook"]
+action = { kind = "disable", disable_tasks = "wait" }
+"#,
+    )
+    .unwrap();
+    let host = start_with(vec![
+        ("BATCH_TRIAGE_STORE", azurite.connection_string("logs")),
+        (
+            "BATCH_TRIAGE_POLICY",
+            policy.path().to_str().unwrap().to_owned(),
+        ),
+    ])
+    .await;
+    let invocation = |bodies: Vec<String>| {
+        json!({"Data": {"events": serde_json::to_string(&bodies).unwrap()}, "Metadata": {
+            "PartitionContext": {"EventHubName": "batch-logs", "ConsumerGroup": "batch-triage", "PartitionId": "0"},
+            "sys": {"MethodName": "TaskEvents", "UtcNow": "2026-11-27T10:05:02Z", "RandGuid": "x"}}})
+    };
+    for i in 0..100 {
+        // Reordered: sigkill first on odd rounds; every tenth round both arrive in one batch.
+        let (first, second) = if i % 2 == 1 {
+            ("sigkill", "oom")
+        } else {
+            ("oom", "sigkill")
+        };
+        let batches = if i % 10 == 0 {
+            vec![vec![records("etl", first), records("etl", second)]]
+        } else {
+            vec![vec![records("etl", first)], vec![records("etl", second)]]
+        };
+        for batch in batches {
+            let (status, response) = invoke(&host, "TaskEvents", &invocation(batch)).await;
+            assert_eq!(status, 200, "round {i}: {response}");
+        }
+    }
+    for task in ["oom", "sigkill"] {
+        let manifest = blobs
+            .get(
+                &artifact_store::ObjectKey::new(format!(
+                    "devbatch1/etl/{task}/attempt-0/manifest.json"
+                ))
+                .unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{task}: the manifest is in Blob Storage"));
+        let manifest: Value = serde_json::from_slice(&manifest.bytes).unwrap();
+        assert!(
+            manifest["files"].as_array().is_some_and(|f| !f.is_empty()),
+            "{manifest}"
+        );
+    }
+    let emulator = &host.backends.emulator;
+    let stdout_reads = emulator
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path_and_query
+                    .starts_with("/jobs/etl/tasks/oom/files/stdout.txt")
+        })
+        .count();
+    assert_eq!(stdout_reads, 1, "the log was copied once");
+    let alerted: std::collections::BTreeSet<String> = host
+        .backends
+        .hook
+        .alerts()
+        .iter()
+        .map(|a| {
+            a["diagnosis"]["subject"]["taskId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        alerted.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["oom", "sigkill"],
+        "one alert per cause"
+    );
+    assert_eq!(host.backends.hook.len(), alerted.len(), "no alert twice");
+    let disables = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path_and_query.starts_with("/jobs/etl/disable"))
+        .count();
+    assert_eq!(disables, 1, "the job was disabled once");
 }
