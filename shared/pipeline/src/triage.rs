@@ -113,6 +113,18 @@ pub struct SubjectReport {
 }
 
 impl SubjectReport {
+    /// Records a folder's preservation: where it went, whether it was a duplicate, and a retry
+    /// when a file was left unfinished. Returns the stderr tail that sharpens the diagnosis.
+    fn record_preserved(&mut self, preserved: preserve::PreserveReport) -> Option<String> {
+        self.already_preserved = preserved.already_preserved;
+        self.preserved
+            .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
+        if !preserved.complete {
+            self.outcome = incomplete_copy(&preserved);
+        }
+        preserved.stderr_tail
+    }
+
     /// A report for `subject` with nothing done yet (outcome `Done`, no effects).
     pub fn new(subject: String) -> Self {
         Self {
@@ -591,16 +603,7 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => {
-                    report.already_preserved = preserved.already_preserved;
-                    report
-                        .preserved
-                        .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
-                    if !preserved.complete {
-                        report.outcome = incomplete_copy(&preserved);
-                    }
-                    tail = preserved.stderr_tail;
-                }
+                Ok(preserved) => tail = report.record_preserved(preserved),
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving logs: {error}"),
@@ -798,16 +801,7 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => {
-                    report.already_preserved = preserved.already_preserved;
-                    report
-                        .preserved
-                        .push(preserved.link.clone().unwrap_or(preserved.prefix.clone()));
-                    if !preserved.complete {
-                        report.outcome = incomplete_copy(&preserved);
-                    }
-                    tail = preserved.stderr_tail;
-                }
+                Ok(preserved) => tail = report.record_preserved(preserved),
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving start task logs: {error}"),

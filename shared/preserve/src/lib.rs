@@ -365,19 +365,7 @@ pub async fn preserve_prep_release(
             reports.push(report);
             continue;
         }
-        let sources = ["stdout.txt", "stderr.txt"]
-            .iter()
-            .map(|name| {
-                let path = format!("{root}/{name}");
-                Source {
-                    name: (*name).to_owned(),
-                    file: FileRef::node(pool_id, node_id, &path),
-                    source: path,
-                    optional: false,
-                    tail: true,
-                }
-            })
-            .collect();
+        let sources = node_output(pool_id, node_id, root);
         let diagnosis_json = match diagnosis {
             Some(d) if kind == "jobprep" => Some(Bytes::from(serde_json::to_vec_pretty(d)?)),
             _ => None,
@@ -445,23 +433,10 @@ pub async fn preserve_start_task(
     if let Some(report) = existing(store, &folder).await? {
         return Ok(report);
     }
-    let sources = ["stdout.txt", "stderr.txt"]
-        .iter()
-        .map(|name| {
-            let path = format!("startup/{name}");
-            Source {
-                name: (*name).to_owned(),
-                file: FileRef::node(pool_id, node_id, &path),
-                source: path,
-                optional: false,
-                tail: true,
-            }
-        })
-        .collect();
-    let diagnosis_json = match diagnosis {
-        Some(d) => Some(Bytes::from(serde_json::to_vec_pretty(d)?)),
-        None => None,
-    };
+    let sources = node_output(pool_id, node_id, "startup");
+    let diagnosis_json = diagnosis
+        .map(|d| serde_json::to_vec_pretty(d).map(Bytes::from))
+        .transpose()?;
     run(
         api,
         store,
@@ -472,6 +447,24 @@ pub async fn preserve_start_task(
         deadline,
     )
     .await
+}
+
+/// The `stdout.txt` and `stderr.txt` a special task (job prep/release, start task) leaves in
+/// `dir` on a node, with their tails kept.
+fn node_output(pool_id: &str, node_id: &str, dir: &str) -> Vec<Source> {
+    ["stdout.txt", "stderr.txt"]
+        .iter()
+        .map(|name| {
+            let path = format!("{dir}/{name}");
+            Source {
+                name: (*name).to_owned(),
+                file: FileRef::node(pool_id, node_id, &path),
+                source: path,
+                optional: false,
+                tail: true,
+            }
+        })
+        .collect()
 }
 
 /// `{account}/{jobId}/{taskId}/attempt-{attempt}`, sanitised.
