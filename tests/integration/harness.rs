@@ -32,13 +32,7 @@ pub(crate) struct Batch {
 
 pub(crate) async fn batch(scenario: Scenario) -> Batch {
     let emulator = Emulator::new(scenario).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(batch_emulator::serve(
-        listener,
-        emulator.clone(),
-        std::future::pending(),
-    ));
+    let url = test_kit::serve_emulator(emulator.clone()).await;
     Batch { emulator, url }
 }
 
