@@ -20,10 +20,6 @@ use time::format_description::well_known::Rfc3339;
 use super::receivers::{Channel, Received};
 use super::{DEMO_MAX_FILE_BYTES, DemoOutcome, MARKER, Owner, Run, SubjectRef};
 
-/// Classes the demo cannot show, and why. Everything else that is a failure must appear; today
-/// every class does (the report, the JSON and the console still list any entry added here).
-pub(crate) const NOT_SHOWN: &[(FailureClass, &str)] = &[];
-
 /// Bytes of stderr shown per failure: the end of the file says the most.
 const TAIL_BYTES: u64 = 4096;
 
@@ -350,7 +346,6 @@ impl Report {
             "failures": failures,
             "runs": runs,
             "alerts": alerts,
-            "notShown": NOT_SHOWN.iter().map(|(c, why)| json!({"class": c.as_str(), "why": why})).collect::<Vec<_>>(),
         })
     }
 
@@ -465,9 +460,6 @@ impl Report {
         for (class, count) in self.by_class() {
             let _ = writeln!(text, "  {class:<24} {count}");
         }
-        for (class, why) in NOT_SHOWN {
-            let _ = writeln!(text, "  {:<24} not shown: {why}", class.as_str());
-        }
         // A start task belongs to no job, so it is counted under its pool.
         let by_job: Vec<String> = self
             .by_job_counts()
@@ -552,15 +544,6 @@ impl Report {
                 escape(class.as_str()),
                 escape(class.severity().as_str()),
                 escape(class.meaning())
-            );
-        }
-        for (class, why) in NOT_SHOWN {
-            let _ = writeln!(
-                h,
-                "<tr class=\"muted\"><td><code>{}</code></td><td>{}</td><td>not shown</td><td>{}</td></tr>",
-                escape(class.as_str()),
-                escape(class.severity().as_str()),
-                escape(why)
             );
         }
         h.push_str("</table></section>\n");
