@@ -73,43 +73,18 @@ pub(crate) struct Args {
     output: Output,
 }
 
-/// `90s`, `5m`, `2h`, `1d`, or a sum of them (`1h30m`). A bare number is refused: seconds or
-/// minutes would be a guess.
+/// `90s`, `5m`, `2h`, `1d`, or a sum of them (`1h30m`), as a policy writes durations (the same
+/// parser); zero is refused, since neither "look back nothing" nor "repeat without pause" is
+/// meant.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let usage = || {
-        format!(
-            "{text:?} is not a duration: use a number and a unit, e.g. 90s, 5m, 2h, 1d or 1h30m"
-        )
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(usage());
+    const EXAMPLES: &str = "e.g. 90s, 5m, 2h, 1d or 1h30m";
+    match diagnosis::policy::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!(
+            "{text:?} is not a positive duration; use {EXAMPLES}"
+        )),
+        Ok(duration) => Ok(duration),
+        Err(why) => Err(format!("{why}; use {EXAMPLES}")),
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(usage()),
-        };
-        let n: u64 = digits.parse().map_err(|_| usage())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(usage)?;
-    }
-    if !digits.is_empty() || total == 0 {
-        return Err(usage());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {

@@ -42,6 +42,7 @@ pub use config::{Receiver, ReceiverConfig, ReceiverKind};
 pub use egress::{Allowlist, Delivery, Egress};
 pub use error::NotifyError;
 pub use outbox::{DrainReport, Outbox, OutboxEntry};
+pub use text::html_escape;
 
 /// Sends one alert to one resolved receiver, retrying within `deadline`.
 ///

@@ -58,7 +58,7 @@ pub(crate) fn thousands(n: u64) -> String {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn html_escape(text: &str) -> String {
+pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -17,6 +17,9 @@ use preserve::Manifest;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
+// HTML escaping is the email channel's: one definition of what is safe in a page.
+pub(crate) use notify::html_escape as escape;
+
 use super::receivers::{Channel, Received};
 use super::{DEMO_MAX_FILE_BYTES, DemoOutcome, MARKER, Owner, Run, SubjectRef};
 
@@ -883,22 +886,6 @@ fn finding_html(h: &mut String, f: &Finding, anchor: &str) {
             )
         }
     );
-}
-
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A relative link to a file under the demo directory: each path segment percent-encoded (ids
