@@ -13,6 +13,7 @@
 //! Delivery is at most once per notification: a notification whose marker was created is not
 //! produced again, even if the caller then fails to deliver it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,16 @@ pub struct GroupOutcome {
     pub waiting: Vec<(String, OffsetDateTime)>,
     /// Groups where this diagnosis changed nothing to send (a redelivery, or nothing new).
     pub suppressed: Vec<String>,
+}
+
+/// What [`GroupStore::record_batch`] did: one outcome per alert, in the order given, and the
+/// groups that could not be written with the alerts they failed.
+#[derive(Debug, Default)]
+pub struct BatchRecord {
+    /// Per alert: what to deliver now, what waits, what was suppressed.
+    pub outcomes: Vec<GroupOutcome>,
+    /// Alerts (their indices) whose group failed, with why; their outcomes are empty.
+    pub failed: Vec<(Vec<usize>, GroupError)>,
 }
 
 /// The stored form of a group.
@@ -138,23 +149,72 @@ impl GroupStore {
         plan: &Plan,
         now: OffsetDateTime,
     ) -> Result<GroupOutcome, GroupError> {
-        let mut outcome = GroupOutcome::default();
-        for receiver in &plan.receivers {
-            let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis);
-            let (decision, record) = self
-                .update(&receiver.group_key, |record| {
-                    let (decision, state) =
-                        decide(record.map(|r| &r.state), &facts, &receiver.grouping, now);
-                    let next = match record {
-                        Some(r) => GroupRecord { state, ..r.clone() },
-                        None => new_record(receiver, diagnosis, state),
-                    };
-                    (decision, next)
-                })
-                .await?;
-            self.collect(decision, &record, now, &mut outcome).await?;
+        let mut batch = self.record_batch(&[(diagnosis, plan)], now).await;
+        match batch.failed.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(batch.outcomes.pop().unwrap_or_default()),
         }
-        Ok(outcome)
+    }
+
+    /// Folds several alerts into their groups at once: each group is read and written once
+    /// (one compare-and-swap) however many of the alerts it gets, in the order given, so the
+    /// decisions are those of recording them one by one at `now`. A burst of failures of one
+    /// job costs one group write per batch, not one per failure.
+    ///
+    /// A group that cannot be written fails only the alerts routed to it; the others stand.
+    pub async fn record_batch(
+        &self,
+        alerts: &[(&Diagnosis, &Plan)],
+        now: OffsetDateTime,
+    ) -> BatchRecord {
+        // Group key → its receiver and its alerts (index, facts), in first-seen order.
+        let mut groups: Vec<(&PlannedReceiver, Vec<(usize, AlertFacts)>)> = Vec::new();
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        for (i, (diagnosis, plan)) in alerts.iter().enumerate() {
+            for receiver in &plan.receivers {
+                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis);
+                let slot = *slot_of
+                    .entry(receiver.group_key.as_str())
+                    .or_insert_with(|| {
+                        groups.push((receiver, Vec::new()));
+                        groups.len() - 1
+                    });
+                groups[slot].1.push((i, facts));
+            }
+        }
+        let mut batch = BatchRecord {
+            outcomes: vec![GroupOutcome::default(); alerts.len()],
+            failed: Vec::new(),
+        };
+        for (receiver, members) in &groups {
+            let Some((first, rest)) = members.split_first() else {
+                continue;
+            };
+            let example = alerts[first.0].0;
+            let folded = self
+                .update(&receiver.group_key, |record| {
+                    fold(record, first, rest, receiver, example, now)
+                })
+                .await;
+            let (decisions, record) = match folded {
+                Ok(folded) => folded,
+                Err(error) => {
+                    batch
+                        .failed
+                        .push((members.iter().map(|(i, _)| *i).collect(), error));
+                    continue;
+                }
+            };
+            for (i, decision) in decisions {
+                if let Err(error) = self
+                    .collect(decision, &record, now, &mut batch.outcomes[i])
+                    .await
+                {
+                    batch.failed.push((vec![i], error));
+                }
+            }
+        }
+        batch
     }
 
     /// The timer sweep: flushes every group whose pending notification is due at `now`, and
@@ -202,11 +262,11 @@ impl GroupStore {
     /// Reads, changes and writes a group with compare-and-swap until the write wins. `change`
     /// may run several times; it must be pure. A change that leaves the state as it was writes
     /// nothing.
-    async fn update(
+    async fn update<D>(
         &self,
         group_key: &str,
-        change: impl Fn(Option<&GroupRecord>) -> (Decision, GroupRecord),
-    ) -> Result<(Decision, GroupRecord), GroupError> {
+        change: impl Fn(Option<&GroupRecord>) -> (D, GroupRecord),
+    ) -> Result<(D, GroupRecord), GroupError> {
         let key = Self::group_object(group_key)?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = self.store.get(&key).await?;
@@ -298,6 +358,32 @@ impl GroupStore {
         }
         Ok(())
     }
+}
+
+/// One group's compare-and-swap step for [`GroupStore::record_batch`]: the decision for each of
+/// its alerts (`first`, then `rest`), folded in order, and the record to store. Pure, as
+/// `update` requires.
+fn fold(
+    record: Option<&GroupRecord>,
+    first: &(usize, AlertFacts),
+    rest: &[(usize, AlertFacts)],
+    receiver: &PlannedReceiver,
+    example: &Diagnosis,
+    now: OffsetDateTime,
+) -> (Vec<(usize, Decision)>, GroupRecord) {
+    let (decision, mut state) = decide(record.map(|r| &r.state), &first.1, &receiver.grouping, now);
+    let mut decisions = Vec::with_capacity(1 + rest.len());
+    decisions.push((first.0, decision));
+    for (i, facts) in rest {
+        let (decision, next) = decide(Some(&state), facts, &receiver.grouping, now);
+        decisions.push((*i, decision));
+        state = next;
+    }
+    let record = match record {
+        Some(r) => GroupRecord { state, ..r.clone() },
+        None => new_record(receiver, example, state),
+    };
+    (decisions, record)
 }
 
 fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupState) -> GroupRecord {

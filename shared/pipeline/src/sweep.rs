@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::triage::{JobCache, Outcome, SubjectReport, Triage, batch_failure};
+use crate::triage::{JobCache, Outcome, SubjectReport, Triage, Worked, batch_failure};
 
 /// The cursor: failures that ended before it were handled by an earlier run.
 const CURSOR_KEY: &str = "sweep/cursor.json";
@@ -91,6 +91,9 @@ struct Cursor {
 struct Lease {
     expires: String,
 }
+
+/// Failed tasks whose alerts are grouped together in a sweep: a list page's worth.
+const ALERT_PAGE: usize = 256;
 
 /// Time kept in hand for releasing the lease and writing the cursor.
 const RESERVE: Duration = Duration::from_secs(5);
@@ -228,8 +231,9 @@ impl Triage {
                 .process_job(&job_id, &cache, now, options.stuck_after, deadline)
                 .await
             {
-                Ok(subjects) => report.subjects.extend(
-                    subjects
+                Ok(worked) => report.subjects.extend(
+                    self.alert(worked, now, deadline)
+                        .await
                         .into_iter()
                         .filter(|s| s.class.is_some_and(|c| c.is_failure())),
                 ),
@@ -276,7 +280,7 @@ impl Triage {
                     Err(error) => {
                         let mut failed = SubjectReport::new(label(" (failed tasks)"));
                         failed.outcome = batch_failure(&error);
-                        return Some((failed, true));
+                        return Some((Worked::from(failed), true));
                     }
                 };
                 if deadline_near(deadline) {
@@ -284,28 +288,40 @@ impl Triage {
                 }
                 Some(
                     match self.triage_task(job_id, task, cache, now, deadline).await {
-                        Ok(subject) => (subject, false),
+                        Ok(worked) => (worked, false),
                         Err(outcome) => {
                             let mut failed = SubjectReport::new(label(""));
                             failed.outcome = outcome;
-                            (failed, false)
+                            (failed.into(), false)
                         }
                     },
                 )
             })
             .buffered(self.subject_concurrency);
+        // Alerts are grouped a page at a time: one group write per page, memory bounded however
+        // many tasks failed.
+        let mut page: Vec<Worked> = Vec::new();
         while let Some(next) = triaged.next().await {
-            match next {
+            let stop = match next {
                 // The list broke: what came before it stands; the next run lists again.
-                Some((subject, true)) => {
-                    report.subjects.push(subject);
-                    return;
+                Some((worked, broke)) => {
+                    page.push(worked);
+                    broke
                 }
-                Some((subject, false)) => report.subjects.push(subject),
                 // Out of time: the rest is left for the next run.
-                None => return,
+                None => true,
+            };
+            if stop || page.len() >= ALERT_PAGE {
+                let alerted = self.alert(std::mem::take(&mut page), now, deadline).await;
+                report.subjects.extend(alerted);
+            }
+            if stop {
+                return;
             }
         }
+        report
+            .subjects
+            .extend(self.alert(page, now, deadline).await);
     }
 }
 

@@ -141,6 +141,31 @@ impl SubjectReport {
     }
 }
 
+/// An alert a subject asks for. It is folded into its group together with the alerts of the
+/// other subjects of the same payload or sweep page ([`Triage::alert`]), so a burst of failures
+/// costs one group write per group, not one per failure.
+pub(crate) struct PendingAlert {
+    diagnosis: Diagnosis,
+    plan: Plan,
+    tail: Option<String>,
+    links: Vec<String>,
+}
+
+/// A subject worked on: its report, and its alert still to group and deliver.
+pub(crate) struct Worked {
+    pub(crate) report: SubjectReport,
+    alert: Option<PendingAlert>,
+}
+
+impl From<SubjectReport> for Worked {
+    fn from(report: SubjectReport) -> Self {
+        Worked {
+            report,
+            alert: None,
+        }
+    }
+}
+
 /// The report of one payload.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -338,14 +363,18 @@ impl Triage {
                     Err((subject, outcome)) => {
                         let mut refused = SubjectReport::new(subject);
                         refused.outcome = outcome;
-                        vec![refused]
+                        vec![refused.into()]
                     }
                 }
             })
             .buffered(self.subject_concurrency);
+        let mut worked = Vec::new();
         while let Some(subjects) = processed.next().await {
-            report.subjects.extend(subjects);
+            worked.extend(subjects);
         }
+        // A payload's subjects are few (an Event Hubs batch holds at most a few hundred events),
+        // so their alerts are grouped together once all of them were worked.
+        report.subjects = self.alert(worked, now, deadline).await;
         report
     }
 
@@ -505,7 +534,7 @@ impl Triage {
         jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> Vec<SubjectReport> {
+    ) -> Vec<Worked> {
         let label = format!("{}/{}", self.config.account, target_label(target));
         let result = match target {
             Target::Task { job, task } => self
@@ -521,7 +550,7 @@ impl Triage {
         result.unwrap_or_else(|outcome| {
             let mut report = SubjectReport::new(label);
             report.outcome = outcome;
-            vec![report]
+            vec![report.into()]
         })
     }
 
@@ -532,7 +561,7 @@ impl Triage {
         jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> Result<SubjectReport, Outcome> {
+    ) -> Result<Worked, Outcome> {
         let task: BatchTask = match self
             .batch
             .get_task(job_id, task_id, &GetOptions::default(), deadline)
@@ -558,7 +587,7 @@ impl Triage {
         jobs: &JobCache,
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> Result<SubjectReport, Outcome> {
+    ) -> Result<Worked, Outcome> {
         let task_id = task.id.clone().unwrap_or_default();
         let job = jobs
             .get(self.batch.as_ref(), job_id, deadline)
@@ -584,7 +613,7 @@ impl Triage {
         let mut report = SubjectReport::new(format!("{}/{job_id}/{task_id}", self.config.account));
         report.class = Some(first.class);
         if !first.class.is_failure() {
-            return Ok(report);
+            return Ok(report.into());
         }
         // Preserve first: the stderr tail sharpens the hints, the fingerprint and stderr rules.
         let first_plan = plan(&first, &self.policy, now, &PlanContext::default());
@@ -639,17 +668,8 @@ impl Triage {
                 ..PlanContext::default()
             },
         );
-        self.effects(
-            &diagnosis,
-            &plan,
-            tail.as_deref(),
-            &report.preserved.clone(),
-            now,
-            deadline,
-            &mut report,
-        )
-        .await;
-        Ok(report)
+        let links = report.preserved.clone();
+        Ok(self.act(diagnosis, plan, tail, links, now, report).await)
     }
 
     pub(crate) async fn process_job(
@@ -659,7 +679,7 @@ impl Triage {
         now: OffsetDateTime,
         stuck_after: Option<Duration>,
         deadline: Deadline,
-    ) -> Result<Vec<SubjectReport>, Outcome> {
+    ) -> Result<Vec<Worked>, Outcome> {
         let Some(job) = jobs
             .get(self.batch.as_ref(), job_id, deadline)
             .await
@@ -694,10 +714,13 @@ impl Triage {
         report.class = Some(diagnosis.class);
         if diagnosis.class.is_failure() {
             let plan = plan(&diagnosis, &self.policy, now, &PlanContext::default());
-            self.effects(&diagnosis, &plan, None, &[], now, deadline, &mut report)
-                .await;
+            reports.push(
+                self.act(diagnosis, plan, None, Vec::new(), now, report)
+                    .await,
+            );
+        } else {
+            reports.push(report.into());
         }
-        reports.push(report);
         for status in &statuses {
             let Some(node_diagnosis) = diagnose_prep_release(status, &evidence) else {
                 continue;
@@ -744,17 +767,10 @@ impl Triage {
                 }
             }
             let links = report.preserved.clone();
-            self.effects(
-                &node_diagnosis,
-                &plan,
-                None,
-                &links,
-                now,
-                deadline,
-                &mut report,
-            )
-            .await;
-            reports.push(report);
+            reports.push(
+                self.act(node_diagnosis, plan, None, links, now, report)
+                    .await,
+            );
         }
         Ok(reports)
     }
@@ -768,7 +784,7 @@ impl Triage {
         event: &diagnosis::wire::SpecialTaskEventBody,
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> Result<SubjectReport, Outcome> {
+    ) -> Result<Worked, Outcome> {
         let evidence = Evidence {
             account: Some(&self.config.account),
             ..Evidence::default()
@@ -828,17 +844,7 @@ impl Triage {
             None => diagnosis,
         };
         let links = report.preserved.clone();
-        self.effects(
-            &diagnosis,
-            &plan,
-            tail.as_deref(),
-            &links,
-            now,
-            deadline,
-            &mut report,
-        )
-        .await;
-        Ok(report)
+        Ok(self.act(diagnosis, plan, tail, links, now, report).await)
     }
 
     async fn prep_statuses(
@@ -854,36 +860,21 @@ impl Triage {
         .await
     }
 
-    /// Grouping, delivery and job actions for one diagnosis. Failures are recorded in `report`
-    /// rather than stopping the others: one failing receiver must not hide the action.
-    #[allow(clippy::too_many_arguments)]
-    async fn effects(
+    /// The job action a diagnosis asks for, now; its alert is returned to be grouped with the
+    /// other subjects' ([`Triage::alert`]). A failed action is recorded in `report` and does not
+    /// stop the alert: one failing effect must not hide another.
+    async fn act(
         &self,
-        diagnosis: &Diagnosis,
-        plan: &Plan,
-        tail: Option<&str>,
-        links: &[String],
+        diagnosis: Diagnosis,
+        plan: Plan,
+        tail: Option<String>,
+        links: Vec<String>,
         now: OffsetDateTime,
-        deadline: Deadline,
-        report: &mut SubjectReport,
-    ) {
-        match self.groups.record(diagnosis, plan, now).await {
-            Ok(outcome) => {
-                report.waiting += outcome.waiting.len();
-                for alert in &outcome.send {
-                    self.deliver(alert, tail, links, report, deadline).await;
-                }
-            }
-            Err(error) => {
-                report.outcome = Outcome::Failed {
-                    reason: format!("alert grouping: {error}"),
-                    retryable: true,
-                };
-            }
-        }
+        mut report: SubjectReport,
+    ) -> Worked {
         if let Some(action) = &plan.action {
             let request = ActionRequest {
-                diagnosis,
+                diagnosis: &diagnosis,
                 policy: &self.policy,
                 plan: action,
                 failed_with_class: None,
@@ -900,6 +891,64 @@ impl Triage {
                 }
             }
         }
+        let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {
+            diagnosis,
+            plan,
+            tail,
+            links,
+        });
+        Worked { report, alert }
+    }
+
+    /// Groups the alerts of subjects worked together (one compare-and-swap per group) and
+    /// delivers what is due now, each with its own subject's tail and links. A group that cannot
+    /// be written fails (retryably) the subjects whose alerts it holds.
+    pub(crate) async fn alert(
+        &self,
+        worked: Vec<Worked>,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Vec<SubjectReport> {
+        let (mut reports, alerts): (Vec<SubjectReport>, Vec<Option<PendingAlert>>) =
+            worked.into_iter().map(|w| (w.report, w.alert)).unzip();
+        // (report index, alert) for the subjects that have one.
+        let pending: Vec<(usize, &PendingAlert)> = alerts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, alert)| alert.as_ref().map(|alert| (i, alert)))
+            .collect();
+        if pending.is_empty() {
+            return reports;
+        }
+        let batch: Vec<(&Diagnosis, &Plan)> = pending
+            .iter()
+            .map(|(_, alert)| (&alert.diagnosis, &alert.plan))
+            .collect();
+        let recorded = self.groups.record_batch(&batch, now).await;
+        for (k, outcome) in recorded.outcomes.iter().enumerate() {
+            let (i, alert) = pending[k];
+            let report = &mut reports[i];
+            report.waiting += outcome.waiting.len();
+            for to_send in &outcome.send {
+                self.deliver(
+                    to_send,
+                    alert.tail.as_deref(),
+                    &alert.links,
+                    report,
+                    deadline,
+                )
+                .await;
+            }
+        }
+        for (failed, error) in &recorded.failed {
+            for &k in failed {
+                reports[pending[k].0].outcome = Outcome::Failed {
+                    reason: format!("alert grouping: {error}"),
+                    retryable: true,
+                };
+            }
+        }
+        reports
     }
 
     async fn deliver(

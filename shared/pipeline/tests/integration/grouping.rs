@@ -261,3 +261,160 @@ comment = "carol: migrating etl"
     assert_eq!(outcome, Default::default());
     assert!(store.list("groups/").await.unwrap().is_empty());
 }
+
+/// A local store that counts group writes and refuses writes to chosen keys.
+#[derive(Debug)]
+struct WatchedStore {
+    inner: LocalDirStore,
+    group_puts: std::sync::atomic::AtomicUsize,
+    refuse: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl ArtifactStore for WatchedStore {
+    async fn get(
+        &self,
+        key: &artifact_store::ObjectKey,
+    ) -> Result<Option<artifact_store::Versioned>, artifact_store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn head(
+        &self,
+        key: &artifact_store::ObjectKey,
+    ) -> Result<Option<artifact_store::ObjectInfo>, artifact_store::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn put(
+        &self,
+        key: &artifact_store::ObjectKey,
+        body: bytes::Bytes,
+        condition: artifact_store::Condition,
+    ) -> Result<artifact_store::ETag, artifact_store::StoreError> {
+        if key.as_str().starts_with("groups/") {
+            self.group_puts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.refuse.iter().any(|k| k == key.as_str()) {
+            return Err(artifact_store::StoreError::Transient {
+                message: "injected: the store is unavailable".into(),
+            });
+        }
+        self.inner.put(key, body, condition).await
+    }
+    async fn put_stream(
+        &self,
+        key: &artifact_store::ObjectKey,
+        body: artifact_store::ByteStream,
+    ) -> Result<artifact_store::ObjectInfo, artifact_store::StoreError> {
+        self.inner.put_stream(key, body).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<artifact_store::ObjectInfo>, artifact_store::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(
+        &self,
+        key: &artifact_store::ObjectKey,
+        condition: artifact_store::Condition,
+    ) -> Result<(), artifact_store::StoreError> {
+        self.inner.delete(key, condition).await
+    }
+    fn link(&self, key: &artifact_store::ObjectKey) -> Option<String> {
+        self.inner.link(key)
+    }
+}
+
+fn watched(dir: &tempfile::TempDir, refuse: Vec<String>) -> Arc<WatchedStore> {
+    Arc::new(WatchedStore {
+        inner: LocalDirStore::new(dir.path()).unwrap(),
+        group_puts: Default::default(),
+        refuse,
+    })
+}
+
+#[tokio::test]
+async fn a_batch_decides_as_one_by_one_and_writes_each_group_once() {
+    for group_wait in ["0s", "30s"] {
+        let p = policy(group_wait);
+        // Two jobs, interleaved as a busy account's log stream is, with a redelivery inside.
+        let mut diagnoses: Vec<Diagnosis> = (0..60)
+            .map(|i| {
+                let job = if i % 2 == 0 { "render" } else { "etl" };
+                oom(job, &format!("t{i}"), "same")
+            })
+            .collect();
+        diagnoses.push(diagnoses[7].clone());
+        let plans: Vec<Plan> = diagnoses.iter().map(|d| planned(d, &p)).collect();
+
+        let dir_one = tempfile::tempdir().unwrap();
+        let one_store = watched(&dir_one, Vec::new());
+        let one = GroupStore::new(one_store.clone());
+        let mut one_by_one = Vec::new();
+        for (d, plan) in diagnoses.iter().zip(&plans) {
+            one_by_one.push(one.record(d, plan, T0).await.unwrap());
+        }
+
+        let dir_batch = tempfile::tempdir().unwrap();
+        let batch_store = watched(&dir_batch, Vec::new());
+        let batch = GroupStore::new(batch_store.clone());
+        let alerts: Vec<(&Diagnosis, &Plan)> = diagnoses.iter().zip(&plans).collect();
+        let recorded = batch.record_batch(&alerts, T0).await;
+
+        assert!(recorded.failed.is_empty(), "{:?}", recorded.failed);
+        assert_eq!(recorded.outcomes, one_by_one, "group_wait {group_wait}");
+        // 2 jobs × 2 receivers.
+        let groups = std::sync::atomic::Ordering::SeqCst;
+        assert_eq!(batch_store.group_puts.load(groups), 4);
+        assert_eq!(one_store.group_puts.load(groups), 120);
+        for receiver in &plans[0].receivers {
+            let key = &receiver.group_key;
+            let a = one.state(key).await.unwrap().unwrap();
+            let b = batch.state(key).await.unwrap().unwrap();
+            assert_eq!(a, b);
+            assert_eq!(b.count, 30, "the redelivery is not counted twice");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_group_that_cannot_be_written_fails_only_its_alerts() {
+    let p = policy("30s");
+    let render = oom("render", "t1", "f");
+    let etl = oom("etl", "t2", "f");
+    let (render_plan, etl_plan) = (planned(&render, &p), planned(&etl, &p));
+    // The render job's group for the first receiver cannot be written.
+    let refused = GroupStore::group_object(&render_plan.receivers[0].group_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, vec![refused.as_str().to_owned()]);
+    let groups = GroupStore::new(store.clone());
+
+    let recorded = groups
+        .record_batch(&[(&render, &render_plan), (&etl, &etl_plan)], T0)
+        .await;
+
+    assert_eq!(recorded.failed.len(), 1);
+    let (alerts, error) = &recorded.failed[0];
+    assert_eq!(alerts, &vec![0]);
+    assert!(error.to_string().contains("unavailable"), "{error}");
+    // The render alert still joined its other receiver's group; etl joined both.
+    assert_eq!(recorded.outcomes[0].waiting.len(), 1);
+    assert_eq!(recorded.outcomes[1].waiting.len(), 2);
+    let etl_state = groups
+        .state(&etl_plan.receivers[0].group_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(etl_state.count, 1);
+    assert!(
+        groups
+            .state(&render_plan.receivers[0].group_key)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // `record` of one alert reports the same failure as an error.
+    let error = groups.record(&render, &render_plan, T0).await.unwrap_err();
+    assert!(error.to_string().contains("unavailable"), "{error}");
+}

@@ -628,3 +628,51 @@ async fn an_event_hubs_batch_is_triaged_together_and_a_poison_body_is_left_out()
     assert_eq!(job_reads, 1, "the batch shares one read of the job");
     assert_eq!(world.hook.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subject_whose_alert_group_cannot_be_written_is_retried_and_nothing_is_lost() {
+    let world = world().await;
+    // A file where the groups directory belongs: every group write fails.
+    let blocker = world._dir.path().join("groups");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let payload = serde_json::json!({"records": [
+        serde_json::from_str::<serde_json::Value>(&fail_record("devbatch1", "etl", "oom")).unwrap()["records"][0],
+        serde_json::from_str::<serde_json::Value>(&fail_record("devbatch1", "etl", "sigkill")).unwrap()["records"][0],
+    ]})
+    .to_string();
+    let report = world
+        .triage
+        .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap();
+    assert_eq!(report.subjects.len(), 2, "{report:#?}");
+    for subject in &report.subjects {
+        match &subject.outcome {
+            Outcome::Failed { reason, retryable } => {
+                assert!(*retryable, "{subject:#?}");
+                assert!(reason.starts_with("alert grouping"), "{reason}");
+            }
+            other => panic!("expected a retryable failure, got {other:?}"),
+        }
+        assert!(!subject.preserved.is_empty(), "the logs were kept anyway");
+    }
+    assert!(report.should_retry());
+    assert_eq!(world.hook.len(), 0);
+
+    // The store recovers; the redelivery alerts once per cause and copies nothing again.
+    std::fs::remove_file(&blocker).unwrap();
+    let again = world
+        .triage
+        .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap();
+    assert!(
+        again
+            .subjects
+            .iter()
+            .all(|s| s.outcome == Outcome::Done && s.already_preserved),
+        "{again:#?}"
+    );
+    assert!(!again.should_retry());
+    assert_eq!(world.hook.len(), 2, "one alert per cause");
+}
