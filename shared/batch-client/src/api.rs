@@ -114,7 +114,9 @@ impl FileRef {
 pub struct FileInfo {
     /// Size in bytes of the whole file.
     pub size: u64,
-    /// `Last-Modified`, verbatim (RFC 1123); compared verbatim to detect a changed file.
+    /// `Last-Modified`, verbatim (RFC 1123); compared verbatim to detect a changed file. (A
+    /// caller that builds a `FileInfo` from a file listing puts the listing's RFC 3339
+    /// `lastModified` here, and must compare instants, not text.)
     pub last_modified: Option<String>,
     /// `ETag`, verbatim.
     pub etag: Option<String>,

@@ -20,3 +20,6 @@ pub use config::{BATCH_SCOPE, BatchAuth, BatchConfig, DEFAULT_API_VERSION, Entra
 pub use error::{BatchError, ConfigError, ErrorInfo};
 pub use retry::{Deadline, RetryPolicy};
 pub use secret::Secret;
+/// The URL type of [`BatchApi::check_url`], so an implementation of the trait can name it
+/// without depending on `url` itself.
+pub use url::Url;

@@ -9,6 +9,20 @@
 //! to `{account}/_pools/{poolId}/{nodeId}/_starttask/`. Every id and file name is
 //! sanitised ([`names`]) so hostile names stay inside the prefix.
 //!
+//! # Requests
+//! A task costs one List Task Files and then one GET per file copied. The listing is of the
+//! task directory's root (`recursive=false`), or of the whole tree when the rule has
+//! [`PreserveOptions::extra_globs`], so one listing serves both the standard files and the
+//! globs. It says which files exist and their sizes (`contentLength`), so no file is asked
+//! about one by one. An absent `stdout.txt`/`stderr.txt` is recorded missing (`FileNotFound`);
+//! absent `fileupload*.txt` (only there with outputFiles) are left out. A listing that Batch
+//! refuses because the files are gone (`NodeNotFound`, `TaskFilesUnavailable`, …) records
+//! stdout/stderr missing with that code; one that fails transiently (throttling past the
+//! client's retries) records them failed, so the folder stays incomplete and is retried.
+//! Job prep/release and start task output (node files, two known paths) is HEADed per file
+//! instead, then each present file is downloaded. A HEAD answer has no body, so when one fails
+//! without saying why a GET asks for the Batch error code.
+//!
 //! # Streaming
 //! Each file is streamed from the Batch file API into [`ArtifactStore::put_stream`] (staged
 //! blocks on Blob, a temp file locally): memory does not grow with the file size. SHA-256, the
@@ -22,7 +36,9 @@
 //!   `.progress/{name}.json` (bytes, sha256, source, Last-Modified) is written next to it.
 //!   `put_stream` only makes an object visible once its stream ended cleanly, so an object plus
 //!   a progress record whose size matches both the stored object and the Batch file properties
-//!   (HEAD) means "completely copied": a rerun after a crash skips it and reuses the recorded
+//!   (listing or HEAD), and whose Last-Modified is the same instant as theirs (the listing's
+//!   RFC 3339 `lastModified` and the GET's RFC 1123 header are both parsed, and compared to the
+//!   second), means "completely copied": a rerun after a crash skips it and reuses the recorded
 //!   sha256. Anything else, and any smaller file, is copied again from byte 0 (an interrupted
 //!   block upload is never committed).
 //! - A file that fails transiently (resumes exhausted, throttling past the deadline) leaves the
@@ -43,8 +59,8 @@ use batch_client::{
 };
 use bytes::Bytes;
 use diagnosis::Diagnosis;
-use diagnosis::wire::PrepReleaseStatus;
-use futures::{StreamExt, TryStreamExt};
+use diagnosis::wire::{NodeFile, PrepReleaseStatus, Timestamp};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use manifest::Progress;
@@ -110,7 +126,8 @@ pub enum PreserveError {
     /// The store failed (not a condition race, which is handled).
     #[error("artifact store: {0}")]
     Store(#[from] StoreError),
-    /// Batch failed in a way that is not about one file (listing a task's files).
+    /// Batch failed in a way that is not about one file. (A failed listing of a task's files
+    /// is not this: it is recorded against stdout/stderr in the report.)
     #[error("batch: {0}")]
     Batch(#[from] BatchError),
     /// A JSON document could not be built.
@@ -237,6 +254,9 @@ struct Source {
     /// Absent is fine (fileupload*.txt, which exist only with outputFiles).
     optional: bool,
     tail: bool,
+    /// What a listing of the task directory already said about the file (its properties, or why
+    /// it cannot be read), so no HEAD is sent for it. `None`: [`probe`] it.
+    known: Option<Probe>,
 }
 
 /// What a folder is for.
@@ -286,18 +306,12 @@ pub async fn preserve_task(
     if let Some(report) = existing(store, &folder).await? {
         return Ok(report);
     }
-    let mut sources: Vec<Source> = STANDARD_FILES
-        .iter()
-        .map(|name| Source {
-            name: (*name).to_owned(),
-            file: FileRef::task(job_id, task_id, name),
-            source: (*name).to_owned(),
-            optional: name.starts_with("fileupload"),
-            tail: matches!(*name, "stdout.txt" | "stderr.txt"),
-        })
-        .collect();
-    if !options.extra_globs.is_empty() {
-        sources.extend(glob_sources(api, job_id, task_id, &options.extra_globs, deadline).await?);
+    let globs = glob_set(&options.extra_globs)?;
+    // One listing says which files exist and how large they are: no HEAD per file.
+    let listed = list_task(api, job_id, task_id, globs.as_ref(), deadline).await;
+    let mut sources = standard_sources(job_id, task_id, &listed);
+    if let Ok(listing) = listed {
+        sources.extend(listing.globbed);
     }
     let diagnosis_json = Bytes::from(serde_json::to_vec_pretty(diagnosis)?);
     run(
@@ -462,6 +476,7 @@ fn node_output(pool_id: &str, node_id: &str, dir: &str) -> Vec<Source> {
                 source: path,
                 optional: false,
                 tail: true,
+                known: None,
             }
         })
         .collect()
@@ -545,13 +560,12 @@ async fn existing(
     Ok(Some(report))
 }
 
-async fn glob_sources(
-    api: &dyn BatchApi,
-    job_id: &str,
-    task_id: &str,
-    globs: &[String],
-    deadline: Deadline,
-) -> Result<Vec<Source>, PreserveError> {
+/// The globs of [`PreserveOptions::extra_globs`], matched against paths under `wd/`; `None`
+/// when there are none.
+fn glob_set(globs: &[String]) -> Result<Option<globset::GlobSet>, PreserveError> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
     let mut builder = globset::GlobSetBuilder::new();
     for glob in globs {
         let parsed = globset::GlobBuilder::new(glob)
@@ -567,44 +581,152 @@ async fn glob_sources(
         glob: globs.join(","),
         message: e.to_string(),
     })?;
+    Ok(Some(set))
+}
+
+/// What one listing of a task directory found.
+#[derive(Debug, Default)]
+struct TaskListing {
+    /// The standard files at the root of the task directory, with their properties (`None` when
+    /// the entry lacks a size, so a HEAD must tell).
+    standard: Vec<(&'static str, Option<FileInfo>)>,
+    /// The files under `wd/` that a glob matched, sorted by name.
+    globbed: Vec<Source>,
+}
+
+/// Lists the task directory once: only its root (`recursive=false`) unless there are globs, in
+/// which case the whole tree, which then serves both the standard files and the globs. The
+/// entries are read as a stream and only the wanted ones kept. Any failure of the listing (on
+/// any page) is returned: the caller records it against stdout/stderr.
+async fn list_task(
+    api: &dyn BatchApi,
+    job_id: &str,
+    task_id: &str,
+    globs: Option<&globset::GlobSet>,
+    deadline: Deadline,
+) -> Result<TaskListing, BatchError> {
     let options = FileListOptions {
-        recursive: true,
+        recursive: globs.is_some(),
         filter: None,
         max_results: None,
     };
-    let files = batch_client::items(api.list_task_files(job_id, task_id, &options, deadline));
-    let files: Vec<_> = match files.try_collect().await {
-        Ok(files) => files,
-        // The standard files will record why (node gone, retention expired): no globbed files.
-        Err(e) if gone_code(&e).is_some() => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for file in files {
+    let mut files = batch_client::items(api.list_task_files(job_id, task_id, &options, deadline));
+    let mut listing = TaskListing::default();
+    while let Some(file) = files.next().await {
+        let file = file?;
         if file.is_directory == Some(true) {
             continue;
         }
-        let Some(name) = file.name else { continue };
+        let Some(name) = file.name.as_deref() else {
+            continue;
+        };
+        // Windows nodes list `wd\out.log`.
         let normal = name.replace('\\', "/");
+        if let Some(standard) = STANDARD_FILES.iter().find(|s| **s == normal) {
+            if listing.standard.iter().all(|(n, _)| n != standard) {
+                listing.standard.push((standard, listed_info(&file)));
+            }
+            continue;
+        }
+        let Some(set) = globs else { continue };
         let Some(rel) = normal.strip_prefix("wd/") else {
             continue;
         };
         if set.is_match(rel) {
-            out.push(Source {
+            listing.globbed.push(Source {
                 name: names::relative_path(&normal),
-                file: FileRef::task(job_id, task_id, &name),
-                source: name,
+                file: FileRef::task(job_id, task_id, name),
+                source: name.to_owned(),
                 optional: true,
                 tail: false,
+                known: listed_info(&file).map(Probe::Present),
             });
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    Ok(out)
+    listing.globbed.sort_by(|a, b| a.name.cmp(&b.name));
+    listing.globbed.dedup_by(|a, b| a.name == b.name);
+    Ok(listing)
 }
 
-/// What a HEAD said about one source.
+/// A listed file's properties as a HEAD would give them: the size from `contentLength`, the
+/// times in RFC 3339 (compared as instants, see [`same_file_time`]). `None` without a usable
+/// size.
+fn listed_info(file: &NodeFile) -> Option<FileInfo> {
+    let properties = file.properties.as_ref()?;
+    let size = u64::try_from(properties.content_length?).ok()?;
+    Some(FileInfo {
+        size,
+        last_modified: properties.last_modified.map(|t| t.to_rfc3339()),
+        etag: None,
+        is_directory: false,
+        creation_time: properties.creation_time.map(|t| t.to_rfc3339()),
+        file_mode: properties.file_mode.clone(),
+        content_type: properties.content_type.clone(),
+    })
+}
+
+/// The standard task files to copy, with what the listing said about each, in
+/// [`STANDARD_FILES`] order (the order the caps are decided in). The outcomes are those a HEAD
+/// per file gave: a listed file is present; an unlisted `stdout.txt`/`stderr.txt` is missing
+/// (`FileNotFound`) and an unlisted `fileupload*.txt` absent; a listing that Batch refused
+/// because the files are gone makes stdout/stderr missing with its code, and one that failed
+/// transiently makes them failed, so the folder stays incomplete and a rerun tries again.
+fn standard_sources(
+    job_id: &str,
+    task_id: &str,
+    listed: &Result<TaskListing, BatchError>,
+) -> Vec<Source> {
+    let mut sources = Vec::new();
+    for name in STANDARD_FILES {
+        let optional = name.starts_with("fileupload");
+        let known = match listed {
+            Ok(listing) => match listing.standard.iter().find(|(n, _)| *n == name) {
+                Some((_, Some(info))) => Some(Probe::Present(info.clone())),
+                // Listed without a size: ask with a HEAD.
+                Some((_, None)) => None,
+                None if optional => continue,
+                None => Some(Probe::Gone("FileNotFound".to_owned())),
+            },
+            // fileupload*.txt exist only with outputFiles: when the directory cannot be read
+            // there is nothing to say about them (stdout/stderr carry the error).
+            Err(_) if optional => continue,
+            Err(error) => Some(match gone_code(error) {
+                Some(code) => Probe::Gone(code),
+                None => Probe::Failed(error.to_string()),
+            }),
+        };
+        sources.push(Source {
+            name: name.to_owned(),
+            file: FileRef::task(job_id, task_id, name),
+            source: name.to_owned(),
+            optional,
+            tail: matches!(name, "stdout.txt" | "stderr.txt"),
+            known,
+        });
+    }
+    sources
+}
+
+/// Whether two file times (`Last-Modified` in RFC 1123, or a listing's `lastModified` in
+/// RFC 3339) name the same instant. An HTTP date has whole seconds where a listing has
+/// fractions, so whole seconds are compared. Text that parses as neither is compared verbatim.
+fn same_file_time(a: &str, b: &str) -> bool {
+    match (file_time(a), file_time(b)) {
+        (Some(a), Some(b)) => a.unix_timestamp() == b.unix_timestamp(),
+        _ => a == b,
+    }
+}
+
+/// Parses a file time: RFC 3339 (listings) or RFC 1123 (`Last-Modified`).
+fn file_time(text: &str) -> Option<time::OffsetDateTime> {
+    let text = text.trim();
+    Timestamp::parse(text).map(|t| t.0).or_else(|| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()
+    })
+}
+
+/// What a HEAD (or a listing) said about one source.
+#[derive(Debug, Clone)]
 enum Probe {
     Present(FileInfo),
     Absent,
@@ -652,14 +774,18 @@ async fn run(
     deadline: Deadline,
 ) -> Result<PreserveReport, PreserveError> {
     let mut report = report_base(store, &folder);
-    // HEAD every source first, so the caps are decided in a stable order.
+    // Learn every source's size first (from the listing, or a HEAD for the sources it did not
+    // cover), so the caps are decided in a stable order.
     // Each future is boxed as Send at a concrete lifetime: without it, callers that must be
     // Send (axum handlers) hit rustc's "`Send` is not general enough" (rust-lang/rust#102211).
     // The futures are collected first (they are lazy, so this is cheap): a closure borrowing
     // `&Source` inside the stream's type is what trips the lifetime check.
     let probe_futures: Vec<_> = sources
         .iter()
-        .map(|s| futures::FutureExt::boxed(probe(api, s, deadline)))
+        .map(|s| match &s.known {
+            Some(known) => futures::FutureExt::boxed(futures::future::ready(known.clone())),
+            None => futures::FutureExt::boxed(probe(api, s, deadline)),
+        })
         .collect();
     let probes: Vec<Probe> = futures::stream::iter(probe_futures)
         .buffered(options.concurrency.max(1))
@@ -859,7 +985,11 @@ async fn copy_one(
         && let Some(record) = store.get(&progress_key).await?
         && let Ok(progress) = serde_json::from_slice::<Progress>(&record.bytes)
         && progress.bytes == info.size
-        && (progress.last_modified.is_none() || progress.last_modified == info.last_modified)
+        && match (&progress.last_modified, &info.last_modified) {
+            (None, _) => true,
+            (Some(recorded), Some(now)) => same_file_time(recorded, now),
+            (Some(_), None) => false,
+        }
         && store
             .head(&dest)
             .await?
@@ -984,4 +1114,159 @@ async fn copy_one(
         tail_of: source.tail.then(|| source.name.clone()),
         tail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_times_compare_instants_across_formats() {
+        // The GET's Last-Modified (RFC 1123, whole seconds) and the listing's lastModified
+        // (RFC 3339, 7 fractional digits) of the same file.
+        let header = "Fri, 19 Sep 2025 21:56:17 GMT";
+        let listed = "2025-09-19T21:56:17.679195Z";
+        assert!(same_file_time(header, listed));
+        assert!(same_file_time(listed, header));
+        assert!(same_file_time(header, "2025-09-19T21:56:17Z"));
+        assert!(same_file_time(listed, "2025-09-19T23:56:17.1+02:00"));
+        assert!(same_file_time(header, header));
+        // A file modified a second later, or on another day, is another version.
+        assert!(!same_file_time(header, "2025-09-19T21:56:18.0000001Z"));
+        assert!(!same_file_time(header, "Fri, 19 Sep 2025 21:56:16 GMT"));
+        assert!(!same_file_time(listed, "2025-09-20T21:56:17.679195Z"));
+        // Unparseable text is compared verbatim.
+        assert!(same_file_time("yesterday", "yesterday"));
+        assert!(!same_file_time("yesterday", header));
+        assert_eq!(
+            file_time(header).map(|t| t.unix_timestamp()),
+            Some(1_758_318_977)
+        );
+    }
+
+    fn node_file(name: &str, properties: serde_json::Value) -> NodeFile {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "url": format!("https://account.region.batch.azure.com/jobs/j/tasks/t/files/{name}"),
+            "isDirectory": false,
+            "properties": properties,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn listed_info_takes_the_size_and_times_of_the_entry() {
+        // The shapes of the corpus (Tasks_ListTaskFiles 2026-10-01, FileListFromTask 2022).
+        let new = node_file(
+            "startup\\ProcessEnv.cmd",
+            serde_json::json!({
+                "creationTime": "2025-09-19T21:56:17.679195Z",
+                "lastModified": "2025-09-19T21:56:17.679195Z",
+                "contentLength": "1813",
+                "contentType": "application/octet-stream"
+            }),
+        );
+        let info = listed_info(&new).unwrap();
+        assert_eq!(info.size, 1813);
+        assert!(!info.is_directory);
+        assert_eq!(
+            info.last_modified.as_deref(),
+            Some("2025-09-19T21:56:17.679195Z")
+        );
+        assert_eq!(
+            info.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        let old = node_file(
+            "stderr.txt",
+            serde_json::json!({"lastModified": "2022-08-26T21:56:17.5590855Z", "contentLength": 0}),
+        );
+        assert_eq!(listed_info(&old).map(|i| i.size), Some(0));
+        // No usable size: the caller falls back to a HEAD.
+        let sizeless = node_file(
+            "stdout.txt",
+            serde_json::json!({"lastModified": "2022-08-26T21:56:17Z"}),
+        );
+        assert_eq!(listed_info(&sizeless), None);
+        let negative = node_file("stdout.txt", serde_json::json!({"contentLength": "-1"}));
+        assert_eq!(listed_info(&negative), None);
+    }
+
+    fn outcomes(sources: &[Source]) -> Vec<(String, String)> {
+        sources
+            .iter()
+            .map(|s| {
+                let known = match &s.known {
+                    None => "head".to_owned(),
+                    Some(Probe::Present(info)) => format!("present {}", info.size),
+                    Some(Probe::Absent) => "absent".to_owned(),
+                    Some(Probe::Gone(code)) => format!("gone {code}"),
+                    Some(Probe::Failed(_)) => "failed".to_owned(),
+                };
+                (s.name.clone(), known)
+            })
+            .collect()
+    }
+
+    fn info(size: u64) -> Option<FileInfo> {
+        Some(FileInfo {
+            size,
+            ..FileInfo::default()
+        })
+    }
+
+    #[test]
+    fn standard_files_from_a_listing() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        // stdout listed, stderr not, fileuploadout listed without a size, fileuploaderr not.
+        let listed = Ok(TaskListing {
+            standard: vec![("stdout.txt", info(5)), ("fileuploadout.txt", None)],
+            globbed: Vec::new(),
+        });
+        assert_eq!(
+            outcomes(&standard_sources("j", "t", &listed)),
+            pairs(&[
+                ("stdout.txt", "present 5"),
+                ("stderr.txt", "gone FileNotFound"),
+                ("fileuploadout.txt", "head"),
+            ])
+        );
+        let info = |status, code: &str| {
+            Box::new(batch_client::ErrorInfo {
+                status: Some(status),
+                code: Some(code.to_owned()),
+                ..Default::default()
+            })
+        };
+        let gone: Result<TaskListing, BatchError> =
+            Err(BatchError::NotFound(info(404, "NodeNotFound")));
+        assert_eq!(
+            outcomes(&standard_sources("j", "t", &gone)),
+            pairs(&[
+                ("stdout.txt", "gone NodeNotFound"),
+                ("stderr.txt", "gone NodeNotFound")
+            ])
+        );
+        let expired: Result<TaskListing, BatchError> =
+            Err(BatchError::Conflict(info(409, "TaskFilesUnavailable")));
+        assert_eq!(
+            outcomes(&standard_sources("j", "t", &expired)),
+            pairs(&[
+                ("stdout.txt", "gone TaskFilesUnavailable"),
+                ("stderr.txt", "gone TaskFilesUnavailable")
+            ])
+        );
+        let throttled: Result<TaskListing, BatchError> = Err(BatchError::Throttled {
+            info: info(429, "TooManyRequests"),
+            retry_after: None,
+        });
+        assert_eq!(
+            outcomes(&standard_sources("j", "t", &throttled)),
+            pairs(&[("stdout.txt", "failed"), ("stderr.txt", "failed")])
+        );
+    }
 }

@@ -5,12 +5,17 @@ use std::time::Duration;
 
 use artifact_store::{ArtifactStore, LocalDirStore, ObjectKey};
 use batch_client::{
-    BatchApi, BatchClient, BatchConfig, Deadline, DownloadOptions, FileRef, RetryPolicy, Secret,
+    ActionOutcome, BatchApi, BatchClient, BatchConfig, BatchError, Deadline, DownloadOptions,
+    FileDownload, FileInfo, FileListOptions, FileRef, GetOptions, ListOptions, PageStream,
+    RetryPolicy, Secret, TerminateJobOptions,
 };
 use batch_emulator::{
     Emulator, Fault, FaultRule, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
 };
-use futures::StreamExt;
+use diagnosis::wire::{
+    BatchJob, BatchTask, DisableTasks, NodeFile, PrepReleaseStatus, TaskCountsResult,
+};
+use futures::{StreamExt, TryStreamExt};
 use preserve::{FileOutcome, Manifest, PreserveOptions, preserve_prep_release, preserve_task};
 use sha2::{Digest, Sha256};
 
@@ -44,7 +49,16 @@ fn scenario() -> Scenario {
                 {"task": task("gone", "tvm-02"), "files": {"stdout.txt": "x", "stderr.txt": "y"}},
                 {"task": task("evil", "tvm-03"), "files": {
                     "stdout.txt": "hostile\n", "stderr.txt": "e",
-                    "wd/we:ird name.log": "odd name\n"}}
+                    "wd/we:ird name.log": "odd name\n"}},
+                // A task with outputFiles: Batch wrote the upload logs beside stdout/stderr.
+                {"task": task("upload", "tvm-01"), "files": {
+                    "stdout.txt": "training done\n",
+                    "stderr.txt": "upload failed\n",
+                    "fileuploadout.txt": "Uploading 2 files\n",
+                    "fileuploaderr.txt": "",
+                    "wd/stdout.txt": "not the task's stdout\n",
+                    "wd/fileuploaderr.txt": "nor its upload log\n"}},
+                {"task": task("no-stderr", "tvm-01"), "files": {"stdout.txt": "only stdout\n"}}
             ],
             "preparationAndReleaseStatus": [{
                 "status": {"poolId": "linux", "nodeId": "tvm-01",
@@ -285,6 +299,7 @@ async fn node_gone_is_recorded_missing_with_the_code() {
     let (_dir, store) = local_store();
     let diag = diagnosis_of(&*run.client, "gone").await;
     assert!(run.emulator.remove_node("linux", "tvm-02"));
+    run.emulator.clear_requests();
     let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
         .await
         .unwrap();
@@ -301,7 +316,380 @@ async fn node_gone_is_recorded_missing_with_the_code() {
         [
             ("stderr.txt", "NodeNotFound"),
             ("stdout.txt", "NodeNotFound")
+        ],
+        "fileupload*.txt are absent, not missing"
+    );
+    // The one listing (recursive, for the globs) said so: nothing else was asked.
+    assert_eq!(
+        batch_calls(&run.emulator),
+        ["GET /jobs/etl/tasks/gone/files?recursive=true 404"]
+    );
+}
+
+/// Every Batch request since the last `clear_requests`, as `METHOD path status` (a listing keeps
+/// `?recursive=true`; the client leaves out `false`, the default),
+/// in the order sent.
+fn batch_calls(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let (path, query) = r
+                .path_and_query
+                .split_once('?')
+                .unwrap_or((r.path_and_query.as_str(), ""));
+            match query.split('&').find(|p| p.starts_with("recursive=")) {
+                Some(flag) => format!("{} {path}?{flag} {}", r.method, r.status),
+                None => format!("{} {path} {}", r.method, r.status),
+            }
+        })
+        .collect()
+}
+
+/// `batch_calls` with the file GETs (sent concurrently) sorted, after what came before them.
+fn sorted_calls(emulator: &Emulator) -> Vec<String> {
+    let mut calls = batch_calls(emulator);
+    let first_file = calls
+        .iter()
+        .position(|c| c.contains("/files/"))
+        .unwrap_or(calls.len());
+    calls[first_file..].sort();
+    calls
+}
+
+fn outcome<'a>(report: &'a preserve::PreserveReport, name: &str) -> Option<&'a FileOutcome> {
+    report
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| &f.outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typical_task_costs_one_listing_and_a_get_per_present_file() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    run.emulator.clear_requests();
+    let diag = diagnosis_of(&*run.client, "t1").await;
+    let report = preserve_task(
+        &*run.client,
+        &*store,
+        &diag,
+        &PreserveOptions::default(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(report.complete, "{report:?}");
+    // Get Task (for the diagnosis), one listing of the task directory's root, two GETs. No HEAD,
+    // and nothing asked about fileupload*.txt, which the listing did not show.
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/t1 200",
+            "GET /jobs/etl/tasks/t1/files 200",
+            "GET /jobs/etl/tasks/t1/files/stderr.txt 200",
+            "GET /jobs/etl/tasks/t1/files/stdout.txt 200",
         ]
+    );
+    let names: Vec<_> = report.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["stderr.txt", "stdout.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("devbatch1/etl/t1/attempt-2/stdout.txt")).unwrap(),
+        "epoch 1\nepoch 2\n"
+    );
+    let manifest = report.manifest.unwrap();
+    assert!(manifest.missing.is_empty() && manifest.skipped.is_empty());
+
+    // With globs, the one listing is recursive and also finds the globbed files.
+    let (_dir, store) = local_store();
+    run.emulator.clear_requests();
+    let report = preserve_task(&*run.client, &*store, &diag, &options(), deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/t1/files?recursive=true 200",
+            "GET /jobs/etl/tasks/t1/files/stderr.txt 200",
+            "GET /jobs/etl/tasks/t1/files/stdout.txt 200",
+            "GET /jobs/etl/tasks/t1/files/wd%2Fc.log 200",
+            "GET /jobs/etl/tasks/t1/files/wd%2Fout%2Fa.log 200",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_logs_in_the_listing_are_copied_and_an_unlisted_stderr_is_missing() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let diag = diagnosis_of(&*run.client, "upload").await;
+    run.emulator.clear_requests();
+    let report = preserve_task(
+        &*run.client,
+        &*store,
+        &diag,
+        &PreserveOptions::default(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/upload/files 200",
+            "GET /jobs/etl/tasks/upload/files/fileuploaderr.txt 200",
+            "GET /jobs/etl/tasks/upload/files/fileuploadout.txt 200",
+            "GET /jobs/etl/tasks/upload/files/stderr.txt 200",
+            "GET /jobs/etl/tasks/upload/files/stdout.txt 200",
+        ]
+    );
+    let folder = dir.path().join("devbatch1/etl/upload/attempt-2");
+    let read = |name: &str| std::fs::read_to_string(folder.join(name)).unwrap();
+    // The root files, not their namesakes under wd/.
+    assert_eq!(read("stdout.txt"), "training done\n");
+    assert_eq!(read("fileuploadout.txt"), "Uploading 2 files\n");
+    assert_eq!(read("fileuploaderr.txt"), "");
+    assert!(!folder.join("wd").exists());
+    let manifest = report.manifest.unwrap();
+    let copied: Vec<_> = manifest
+        .files
+        .iter()
+        .map(|f| (f.name.as_str(), f.bytes))
+        .collect();
+    assert_eq!(
+        copied,
+        [
+            ("fileuploaderr.txt", 0),
+            ("fileuploadout.txt", 18),
+            ("stderr.txt", 14),
+            ("stdout.txt", 14)
+        ]
+    );
+    assert!(manifest.missing.is_empty());
+
+    // stderr.txt is not in the listing: missing with the code a GET would have given, at no
+    // extra request; the absent upload logs are simply not there.
+    let diag = diagnosis_of(&*run.client, "no-stderr").await;
+    run.emulator.clear_requests();
+    let report = preserve_task(
+        &*run.client,
+        &*store,
+        &diag,
+        &PreserveOptions::default(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/no-stderr/files 200",
+            "GET /jobs/etl/tasks/no-stderr/files/stdout.txt 200",
+        ]
+    );
+    assert_eq!(report.files.len(), 2, "{report:?}");
+    assert_eq!(
+        outcome(&report, "stderr.txt"),
+        Some(&FileOutcome::Missing {
+            code: "FileNotFound".into()
+        })
+    );
+    assert!(matches!(
+        outcome(&report, "stdout.txt"),
+        Some(FileOutcome::Copied { bytes: 12, .. })
+    ));
+    let missing = &report.manifest.unwrap().missing;
+    assert_eq!(missing.len(), 1);
+    assert_eq!(
+        (missing[0].name.as_str(), missing[0].code.as_str()),
+        ("stderr.txt", "FileNotFound")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_refused_because_the_files_are_gone_records_its_code() {
+    let run = start().await;
+    let (_dir, store) = local_store();
+    let diag = diagnosis_of(&*run.client, "upload").await;
+    run.emulator.add_fault(
+        FaultRule::new(Fault::TaskFilesUnavailable)
+            .path_prefix("/jobs/etl/tasks/upload/files")
+            .method("GET"),
+    );
+    run.emulator.clear_requests();
+    let report = preserve_task(
+        &*run.client,
+        &*store,
+        &diag,
+        &PreserveOptions::default(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        batch_calls(&run.emulator),
+        ["GET /jobs/etl/tasks/upload/files 409"]
+    );
+    let missing: Vec<_> = report
+        .manifest
+        .unwrap()
+        .missing
+        .into_iter()
+        .map(|m| (m.name, m.code))
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            ("stderr.txt".to_owned(), "TaskFilesUnavailable".to_owned()),
+            ("stdout.txt".to_owned(), "TaskFilesUnavailable".to_owned())
+        ],
+        "the upload logs are left out, as with a HEAD per file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_fails_transiently_leaves_the_folder_incomplete() {
+    for (task, fault) in [
+        (
+            "upload",
+            Fault::Throttle {
+                retry_after_seconds: 0,
+            },
+        ),
+        ("t1", Fault::InternalError),
+    ] {
+        let run = start().await;
+        let (_dir, store) = local_store();
+        let diag = diagnosis_of(&*run.client, task).await;
+        let listing = format!("/jobs/etl/tasks/{task}/files");
+        run.emulator
+            .add_fault(FaultRule::new(fault.clone()).path_prefix(&listing));
+        run.emulator.clear_requests();
+        let opts = PreserveOptions {
+            extra_globs: vec!["**/*.txt".into()],
+            ..Default::default()
+        };
+        let report = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+            .await
+            .unwrap();
+        assert!(!report.complete, "{fault:?}: {report:?}");
+        assert!(report.manifest.is_none());
+        let failed: Vec<_> = report
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.name.as_str(),
+                    matches!(f.outcome, FileOutcome::Failed { .. }),
+                )
+            })
+            .collect();
+        assert_eq!(
+            failed,
+            [("stderr.txt", true), ("stdout.txt", true)],
+            "{fault:?}: {report:?}"
+        );
+        // Only the listing was tried (the client's 3 attempts), and nothing was stored.
+        let calls = batch_calls(&run.emulator);
+        assert!(!calls.is_empty());
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.starts_with(&format!("GET {listing}?recursive=true "))),
+            "{fault:?}: {calls:?}"
+        );
+        assert_eq!(calls.len(), 3, "{fault:?}: {calls:?}");
+        assert!(store.list("").await.unwrap().is_empty(), "{fault:?}");
+
+        // The redelivery finds the folder incomplete and finishes it.
+        run.emulator.clear_faults();
+        let again = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+            .await
+            .unwrap();
+        assert!(again.complete && !again.already_preserved, "{again:?}");
+        assert!(
+            again
+                .files
+                .iter()
+                .all(|f| matches!(f.outcome, FileOutcome::Copied { .. })),
+            "{again:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caps_use_the_sizes_the_listing_gives() {
+    let run = start().await;
+    let diag = diagnosis_of(&*run.client, "big").await;
+    // stdout (3 000 000 bytes) is over the per-file cap: not downloaded at all.
+    let (_dir, store) = local_store();
+    run.emulator.clear_requests();
+    let opts = PreserveOptions {
+        max_file_bytes: 2_000_000,
+        ..Default::default()
+    };
+    let report = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/big/files 200",
+            "GET /jobs/etl/tasks/big/files/stderr.txt 200",
+        ]
+    );
+    assert_eq!(
+        outcome(&report, "stdout.txt"),
+        Some(&FileOutcome::Skipped {
+            bytes: 3_000_000,
+            reason: "maxFileBytes".into()
+        })
+    );
+    assert!(matches!(
+        outcome(&report, "stderr.txt"),
+        Some(FileOutcome::Copied {
+            bytes: 1_500_000,
+            ..
+        })
+    ));
+    assert_eq!(report.bytes_copied, 1_500_000);
+
+    // The task budget is spent in the standard order: stdout first, then stderr no longer fits.
+    let (_dir, store) = local_store();
+    run.emulator.clear_requests();
+    let opts = PreserveOptions {
+        max_task_bytes: 4_000_000,
+        ..Default::default()
+    };
+    let report = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/big/files 200",
+            "GET /jobs/etl/tasks/big/files/stdout.txt 200",
+        ]
+    );
+    assert_eq!(
+        outcome(&report, "stderr.txt"),
+        Some(&FileOutcome::Skipped {
+            bytes: 1_500_000,
+            reason: "maxTaskBytes".into()
+        })
+    );
+    let skipped = &report.manifest.unwrap().skipped;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        (skipped[0].name.as_str(), skipped[0].bytes),
+        ("stderr.txt", 1_500_000)
     );
 }
 
@@ -429,6 +817,15 @@ async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
         gets.iter().all(|p| p.contains("stderr.txt")) && !gets.is_empty(),
         "{gets:?}"
     );
+    // stdout.txt was recognised as completely copied from the listing alone (its size, and its
+    // RFC 3339 lastModified against the RFC 1123 Last-Modified recorded by the first run's GET).
+    assert_eq!(
+        sorted_calls(&run.emulator),
+        [
+            "GET /jobs/etl/tasks/big/files?recursive=true 200",
+            "GET /jobs/etl/tasks/big/files/stderr.txt 200",
+        ]
+    );
     let stdout = second
         .files
         .iter()
@@ -462,6 +859,7 @@ async fn job_prep_output_goes_to_jobprep_node_folder() {
     .collect::<Vec<_>>()
     .await;
     let status = statuses.into_iter().next().unwrap().unwrap();
+    run.emulator.clear_requests();
     let reports = preserve_prep_release(
         &*run.client,
         &*store,
@@ -478,6 +876,26 @@ async fn job_prep_output_goes_to_jobprep_node_folder() {
     .unwrap();
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].prefix, "devbatch1/etl/_jobprep/tvm-01");
+    // Node files (two known paths, no listing): a HEAD each, then a GET each, as before.
+    let mut calls = batch_calls(&run.emulator);
+    calls.sort();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("HEAD /pools/linux/nodes/tvm-01/files/"))
+            .count(),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("GET /pools/linux/nodes/tvm-01/files/"))
+            .count(),
+        2,
+        "{calls:?}"
+    );
     let text = std::fs::read_to_string(dir.path().join("devbatch1/etl/_jobprep/tvm-01/stderr.txt"))
         .unwrap();
     assert_eq!(text, "E: Unable to locate package x\n");
@@ -618,4 +1036,192 @@ async fn azurite_end_to_end_read_back_with_the_python_sdk() {
         .unwrap();
     assert!(again.already_preserved);
     assert!(file_gets(&run.emulator).is_empty());
+}
+
+/// The real client, but file listings name paths as a Windows node does (`wd\\out\\a.log`).
+struct WindowsListings(Arc<BatchClient>);
+
+#[async_trait::async_trait]
+impl BatchApi for WindowsListings {
+    async fn get_task(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchTask, BatchError> {
+        self.0.get_task(job_id, task_id, options, deadline).await
+    }
+    fn list_tasks(
+        &self,
+        job_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<BatchTask> {
+        self.0.list_tasks(job_id, options, deadline)
+    }
+    async fn get_job(
+        &self,
+        job_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchJob, BatchError> {
+        self.0.get_job(job_id, options, deadline).await
+    }
+    fn list_jobs(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchJob> {
+        self.0.list_jobs(options, deadline)
+    }
+    fn list_prep_release_status(
+        &self,
+        job_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<PrepReleaseStatus> {
+        self.0.list_prep_release_status(job_id, options, deadline)
+    }
+    async fn get_task_counts(
+        &self,
+        job_id: &str,
+        deadline: Deadline,
+    ) -> Result<TaskCountsResult, BatchError> {
+        self.0.get_task_counts(job_id, deadline).await
+    }
+    fn list_task_files(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        options: &FileListOptions,
+        deadline: Deadline,
+    ) -> PageStream<NodeFile> {
+        self.0
+            .list_task_files(job_id, task_id, options, deadline)
+            .map_ok(|mut page| {
+                for file in &mut page.value {
+                    file.name = file.name.take().map(|n| n.replace('/', "\\"));
+                }
+                page
+            })
+            .boxed()
+    }
+    fn list_node_files(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &FileListOptions,
+        deadline: Deadline,
+    ) -> PageStream<NodeFile> {
+        self.0.list_node_files(pool_id, node_id, options, deadline)
+    }
+    async fn file_properties(
+        &self,
+        file: &FileRef,
+        deadline: Deadline,
+    ) -> Result<FileInfo, BatchError> {
+        self.0.file_properties(file, deadline).await
+    }
+    async fn download_file(
+        &self,
+        file: &FileRef,
+        options: &DownloadOptions,
+        deadline: Deadline,
+    ) -> Result<FileDownload, BatchError> {
+        self.0.download_file(file, options, deadline).await
+    }
+    async fn terminate_job(
+        &self,
+        job_id: &str,
+        options: &TerminateJobOptions,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.0.terminate_job(job_id, options, deadline).await
+    }
+    async fn disable_job(
+        &self,
+        job_id: &str,
+        disable_tasks: DisableTasks,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.0
+            .disable_job(job_id, disable_tasks, if_match, deadline)
+            .await
+    }
+    async fn enable_job(
+        &self,
+        job_id: &str,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.0.enable_job(job_id, if_match, deadline).await
+    }
+    async fn terminate_task(
+        &self,
+        job_id: &str,
+        task_id: &str,
+        if_match: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.0
+            .terminate_task(job_id, task_id, if_match, deadline)
+            .await
+    }
+    fn check_url(&self, url: &str) -> Result<batch_client::Url, BatchError> {
+        self.0.check_url(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_listing_with_backslashes_serves_standard_files_and_globs() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let api = WindowsListings(run.client.clone());
+    let diag = diagnosis_of(&api, "upload").await;
+    run.emulator.clear_requests();
+    let opts = PreserveOptions {
+        extra_globs: vec!["*.txt".into()],
+        ..Default::default()
+    };
+    let report = preserve_task(&api, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let files: Vec<_> = report
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.name.as_str(),
+                f.source.as_str(),
+                matches!(f.outcome, FileOutcome::Copied { .. }),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("fileuploaderr.txt", "fileuploaderr.txt", true),
+            ("fileuploadout.txt", "fileuploadout.txt", true),
+            ("stderr.txt", "stderr.txt", true),
+            ("stdout.txt", "stdout.txt", true),
+            ("wd/fileuploaderr.txt", "wd\\fileuploaderr.txt", true),
+            ("wd/stdout.txt", "wd\\stdout.txt", true),
+        ]
+    );
+    let folder = dir.path().join("devbatch1/etl/upload/attempt-2");
+    let read = |name: &str| std::fs::read_to_string(folder.join(name)).unwrap();
+    assert_eq!(read("stdout.txt"), "training done\n");
+    assert_eq!(read("wd/stdout.txt"), "not the task's stdout\n");
+    assert_eq!(read("wd/fileuploaderr.txt"), "nor its upload log\n");
+    let calls = batch_calls(&run.emulator);
+    assert_eq!(
+        calls[0],
+        "GET /jobs/etl/tasks/upload/files?recursive=true 200"
+    );
+    assert_eq!(calls.len(), 7, "one listing, six GETs: {calls:?}");
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|c| c.starts_with("GET /jobs/etl/tasks/upload/files/") && c.ends_with(" 200")),
+        "{calls:?}"
+    );
 }

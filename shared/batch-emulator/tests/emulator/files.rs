@@ -86,6 +86,54 @@ async fn lists_task_files() {
     .await;
 }
 
+/// A listing entry says what a HEAD of the same file says: the size (`contentLength`, a string
+/// as in the 2025-06-01+ corpus examples) and the same instant for `lastModified` (RFC 3339 with
+/// 7 fractional digits, as the service writes it) as the `Last-Modified` header (RFC 1123, whole
+/// seconds). Preservation sizes and resumes files from the listing alone, then GETs them.
+#[tokio::test]
+async fn a_listing_agrees_with_head_on_size_and_last_modified() {
+    let server = Server::builtin().await;
+    let (status, body) = server
+        .get_json(&format!("/jobs/etl/tasks/oom/files?{API}"))
+        .await;
+    assert_eq!(status, 200);
+    let files = body["value"].as_array().unwrap();
+    let mut checked = 0;
+    for file in files.iter().filter(|f| f["isDirectory"] == false) {
+        let name = file["name"].as_str().unwrap();
+        let properties = &file["properties"];
+        let head = server
+            .request(
+                Method::HEAD,
+                &format!("/jobs/etl/tasks/oom/files/{name}?{API}"),
+            )
+            .send()
+            .await;
+        assert_eq!(head.status(), 200, "{name}");
+        assert_eq!(
+            properties["contentLength"].as_str().unwrap(),
+            head.headers()["content-length"].to_str().unwrap(),
+            "{name}"
+        );
+        let listed = properties["lastModified"].as_str().unwrap();
+        let listed =
+            time::OffsetDateTime::parse(listed, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{name}: lastModified {listed:?}: {e}"));
+        let header =
+            httpdate::parse_http_date(head.headers()["last-modified"].to_str().unwrap()).unwrap();
+        let header = time::OffsetDateTime::from(header);
+        assert_eq!(listed.unix_timestamp(), header.unix_timestamp(), "{name}");
+        assert!(properties["creationTime"].is_string(), "{name}");
+        checked += 1;
+    }
+    let names: Vec<_> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"stdout.txt") && names.contains(&"stderr.txt"),
+        "{names:?}"
+    );
+    assert!(checked >= 2);
+}
+
 #[tokio::test]
 async fn downloads_heads_and_ranges() {
     let server = Server::builtin().await;
