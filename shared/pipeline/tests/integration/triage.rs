@@ -158,7 +158,7 @@ async fn a_failure_event_is_preserved_diagnosed_and_alerted() {
         .count();
     assert_eq!(
         upload_log_gets, 0,
-        "absent fileupload*.txt (no outputFiles) cost one HEAD each, no GET"
+        "absent fileupload*.txt (no outputFiles) are not in the listing: no request at all"
     );
     let received = world.hook.bodies();
     assert_eq!(received.len(), 1);
