@@ -455,6 +455,8 @@ impl Triage {
                     },
                 )
             }
+            // Starts and successful completions, most of an account's events, cost nothing.
+            Item::TaskEvent { kind, body, .. } if !body.may_report_failure(*kind) => return None,
             Item::TaskEvent { body, account, .. } => (
                 account.clone(),
                 Target::Task {

@@ -166,6 +166,36 @@ pub struct TaskEventBody {
     pub scheduling_error: Option<FailureInfo>,
 }
 
+impl TaskEventBody {
+    /// Whether an event of `kind` with this body may be about a failure, so that re-reading the
+    /// task is worth a Batch request. Most of an account's events are starts and successful
+    /// completions; they say nothing failed:
+    /// - a start never does (the start of a retry follows the `TaskFailEvent` of the attempt
+    ///   before it, which is looked at);
+    /// - a completion with exit code 0, result success (or none) and no scheduling error does
+    ///   not (Batch counts every nonzero exit code as a failure and sends `TaskFailEvent` too).
+    ///
+    /// Everything else is looked at, including a completion without execution info. Skipping a
+    /// forged success hides nothing: the real failure's events and the sweep still find it.
+    pub fn may_report_failure(&self, kind: TaskEventKind) -> bool {
+        let scheduling_error = |e: Option<&FailureInfo>| e.is_some_and(|e| e.code.is_some());
+        match kind {
+            TaskEventKind::Start => false,
+            TaskEventKind::Complete => {
+                let succeeded = self.execution_info.as_ref().is_some_and(|e| {
+                    e.exit_code == Some(0)
+                        && e.result
+                            .as_ref()
+                            .is_none_or(|r| matches!(r, TaskResult::Success))
+                        && !scheduling_error(e.scheduling_error.as_ref())
+                });
+                !succeeded || scheduling_error(self.scheduling_error.as_ref())
+            }
+            TaskEventKind::Fail | TaskEventKind::Requeue | TaskEventKind::ScheduleFail => true,
+        }
+    }
+}
+
 /// `executionInfo` of the special-task event.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -149,3 +149,54 @@ fn corpus_events_are_diagnosed_as_batch_means_them() {
     );
     assert_eq!(diagnose("batch/2026-10-01/Tasks_ListTasks.json").len(), 2);
 }
+
+/// Which corpus events are worth re-reading the task for: starts and successful completions
+/// are not; failures, requeues and schedule failures are.
+#[test]
+fn only_events_that_may_report_a_failure_are_worth_a_task_read() {
+    use batch_triage_diagnosis::Item;
+    let worth = |file: &str| {
+        let bytes = std::fs::read(corpus_dir().join(file)).unwrap();
+        let mut verdicts = Vec::new();
+        read_slice(&bytes, &mut |item| {
+            if let Item::TaskEvent { kind, body, .. } = item {
+                verdicts.push(body.may_report_failure(kind));
+            }
+        })
+        .unwrap();
+        assert_eq!(verdicts.len(), 1, "{file}: one task event");
+        verdicts[0]
+    };
+    assert!(!worth("batch/events/TaskStartEvent.2017-04-20.json"));
+    assert!(!worth("batch/events/TaskCompleteEvent.2017-04-20.json"));
+    assert!(worth("batch/events/TaskFailEvent.2019-08-15.json"));
+    assert!(worth("batch/events/TaskFailEvent.2026-02-05.json"));
+    assert!(worth("batch/events/TaskRequeueEvent.2026-08-05.json"));
+    assert!(worth("batch/events/TaskScheduleFailEvent.2025-07-01.json"));
+
+    // A completion is looked at unless it plainly succeeded.
+    let complete = |execution: serde_json::Value| {
+        let body = serde_json::json!({"jobId": "j", "id": "t", "executionInfo": execution});
+        let body: batch_triage_diagnosis::wire::TaskEventBody =
+            serde_json::from_value(body).unwrap();
+        body.may_report_failure(batch_triage_diagnosis::wire::TaskEventKind::Complete)
+    };
+    assert!(!complete(
+        serde_json::json!({"exitCode": 0, "result": "Success"})
+    ));
+    assert!(complete(
+        serde_json::json!({"exitCode": 3, "result": "Failure"})
+    ));
+    assert!(complete(
+        serde_json::json!({"exitCode": 0, "result": "Failure"})
+    ));
+    assert!(complete(
+        serde_json::json!({"exitCode": null, "result": "Failure"})
+    ));
+    assert!(complete(serde_json::json!({"exitCode": "-1073741510"})));
+    assert!(complete(
+        serde_json::json!({"exitCode": 0, "result": "Success",
+        "schedulingError": {"category": "UserError", "code": "FileUploadFailed", "message": "x"}})
+    ));
+    assert!(complete(serde_json::Value::Null), "no execution info: look");
+}

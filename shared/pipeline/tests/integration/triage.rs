@@ -676,3 +676,41 @@ async fn a_subject_whose_alert_group_cannot_be_written_is_retried_and_nothing_is
     assert!(!again.should_retry());
     assert_eq!(world.hook.len(), 2, "one alert per cause");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starts_and_successful_completions_cost_no_batch_request() {
+    let world = world().await;
+    let record = |operation: &str, task: &str, execution: serde_json::Value| {
+        serde_json::json!({
+            "time": "2026-11-27T10:05:01.1234567Z",
+            "resourceId": "/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+            "category": "ServiceLog", "operationName": operation, "operationVersion": "2017-06-01",
+            "properties": {"jobId": "etl", "id": task, "taskType": "User", "executionInfo": execution}
+        })
+    };
+    let payload = serde_json::json!({"records": [
+        record("TaskStartEvent", "ok-1", serde_json::json!({"retryCount": 0})),
+        record("TaskCompleteEvent", "ok-1", serde_json::json!({"exitCode": 0, "result": "Success", "retryCount": 0, "requeueCount": 0})),
+        // A failed completion is looked at even without its TaskFailEvent (events may be lost).
+        record("TaskCompleteEvent", "oom", serde_json::json!({"exitCode": 137, "result": "Failure", "retryCount": 0, "requeueCount": 0})),
+    ]})
+    .to_string();
+    world.emulator.clear_requests();
+    let report = world
+        .triage
+        .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap();
+    assert_eq!(report.ignored_items, 2, "{report:#?}");
+    let subjects: Vec<&str> = report.subjects.iter().map(|s| s.subject.as_str()).collect();
+    assert_eq!(subjects, ["devbatch1/etl/oom"]);
+    assert_eq!(report.subjects[0].outcome, Outcome::Done);
+    let about_ok: Vec<String> = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("/ok-1"))
+        .map(|r| format!("{} {}", r.method, r.path_and_query))
+        .collect();
+    assert!(about_ok.is_empty(), "{about_ok:?}");
+}
