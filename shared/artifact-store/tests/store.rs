@@ -183,3 +183,229 @@ async fn azure_blob_backend_with_a_token_credential_over_https() {
         "{error:?}"
     );
 }
+
+fn temp_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(root.join(".artifact-store/tmp"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect()
+}
+
+/// `len` bytes of a pattern that depends on `seed`, in chunks of `chunk` bytes.
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + seed * 7) as u8).collect()
+}
+
+fn chunked(bytes: &[u8], chunk: usize) -> artifact_store::ByteStream {
+    use futures::StreamExt;
+    let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes
+        .chunks(chunk)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+/// Many writers at once (the group commit's case): every put returns, and is visible with its
+/// exact content and the ETag it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_concurrent_puts_are_all_visible_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalDirStore::new(dir.path()).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..96usize {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let key = artifact_store::ObjectKey::new(format!("burst/{}/{i}.txt", i % 7)).unwrap();
+            // Small and large, `put` and `put_stream`, `IfAbsent` and `Always`.
+            let body = pattern(i, 2048 + i * 997 + if i % 16 == 0 { 300 * 1024 } else { 0 });
+            let etag = match i % 3 {
+                0 => store
+                    .put(
+                        &key,
+                        bytes::Bytes::from(body.clone()),
+                        artifact_store::Condition::IfAbsent,
+                    )
+                    .await
+                    .unwrap(),
+                1 => store
+                    .put(
+                        &key,
+                        bytes::Bytes::from(body.clone()),
+                        artifact_store::Condition::Always,
+                    )
+                    .await
+                    .unwrap(),
+                _ => {
+                    let info = store.put_stream(&key, chunked(&body, 4096)).await.unwrap();
+                    assert_eq!(info.size, body.len() as u64);
+                    info.etag
+                }
+            };
+            (key, body, etag)
+        });
+    }
+    let mut written = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (key, body, etag) = done.unwrap();
+        let got = store.get(&key).await.unwrap().unwrap();
+        assert!(got.bytes == body, "{key}: wrong content");
+        assert_eq!(got.etag, etag, "{key}");
+        written += 1;
+    }
+    assert_eq!(written, 96);
+    assert_eq!(store.list("burst/").await.unwrap().len(), 96);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// Bodies below, at and above the in-memory threshold (256 KiB), in odd chunk sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_put_stream_round_trips_small_and_large_bodies() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    for (n, (len, chunk)) in [
+        (0, 1),
+        (1, 1),
+        (2048, 2048),
+        (25 * 1024, 1000),
+        (256 * 1024 - 1, 64 * 1024),
+        (256 * 1024, 64 * 1024),
+        (256 * 1024 + 1, 256 * 1024 + 1),
+        (3 * 1024 * 1024 + 7, 64 * 1024 + 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = artifact_store::ObjectKey::new(format!("logs/{n}.txt")).unwrap();
+        let body = pattern(n, len);
+        let info = store.put_stream(&key, chunked(&body, chunk)).await.unwrap();
+        assert_eq!(info.size, len as u64, "{len}");
+        assert_eq!(info.key, key);
+        let head = store.head(&key).await.unwrap().unwrap();
+        assert_eq!((head.size, &head.etag), (len as u64, &info.etag), "{len}");
+        let got = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&got.bytes)),
+            hex::encode(sha2::Sha256::digest(&body)),
+            "{len}"
+        );
+        // A second write is a new version.
+        let again = store.put_stream(&key, chunked(&body, chunk)).await.unwrap();
+        assert_ne!(again.etag, info.etag);
+    }
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// A source that fails, early (still buffered) or late (already in a temp file), or a put that
+/// is abandoned midway: no object, the previous version intact, no temp file left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_put_stream_failures_leave_nothing_behind() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let failing_after = |good: usize| {
+        futures::stream::iter(
+            pattern(1, good)
+                .chunks(64 * 1024)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        )
+        .chain(futures::stream::iter([Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "source dropped",
+        ))]))
+        .boxed()
+    };
+    let existing = artifact_store::ObjectKey::new("logs/existing.txt").unwrap();
+    store
+        .put(
+            &existing,
+            bytes::Bytes::from_static(b"v1"),
+            artifact_store::Condition::Always,
+        )
+        .await
+        .unwrap();
+    for good in [0, 10, 200 * 1024, 300 * 1024, 2 * 1024 * 1024] {
+        let fresh = artifact_store::ObjectKey::new(format!("logs/never-{good}.txt")).unwrap();
+        let error = store
+            .put_stream(&fresh, failing_after(good))
+            .await
+            .unwrap_err();
+        match &error {
+            artifact_store::StoreError::Io { key, source } => {
+                assert_eq!(key, fresh.as_str());
+                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.head(&fresh).await.unwrap().is_none(), "{good}");
+        assert!(
+            store
+                .put_stream(&existing, failing_after(good))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            &store.get(&existing).await.unwrap().unwrap().bytes[..],
+            b"v1"
+        );
+        assert!(temp_files(dir.path()).is_empty(), "{good}");
+    }
+
+    // Abandoned after 512 KiB (so with a temp file on disk) while waiting for more.
+    let stalled = futures::stream::iter(
+        pattern(2, 512 * 1024)
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    )
+    .chain(futures::stream::pending())
+    .boxed();
+    let key = artifact_store::ObjectKey::new("logs/abandoned.txt").unwrap();
+    let put = store.put_stream(&key, stalled);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), put)
+            .await
+            .is_err()
+    );
+    assert!(store.head(&key).await.unwrap().is_none());
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// Temp files a killed writer left over an hour ago are removed when a store is opened; younger
+/// ones (maybe another process's, being written) are kept.
+#[tokio::test]
+async fn local_store_removes_stale_temp_files_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(LocalDirStore::new(dir.path()).unwrap());
+    let tmp = dir.path().join(".artifact-store/tmp");
+    let now = std::time::SystemTime::now();
+    for (name, age_minutes) in [
+        ("killed", 61),
+        ("long-ago", 24 * 60),
+        ("live", 59),
+        ("new", 0),
+    ] {
+        let file = std::fs::File::create(tmp.join(name)).unwrap();
+        file.set_modified(now - std::time::Duration::from_secs(age_minutes * 60))
+            .unwrap();
+    }
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let mut left: Vec<String> = temp_files(dir.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["live", "new"]);
+    // The store works, and leaves the live writers' files alone.
+    let key = artifact_store::ObjectKey::new("a").unwrap();
+    store
+        .put(
+            &key,
+            bytes::Bytes::from_static(b"x"),
+            artifact_store::Condition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(temp_files(dir.path()).len(), 2);
+}
