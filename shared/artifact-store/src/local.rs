@@ -5,9 +5,12 @@
 //!   never sees a half-written object;
 //! - `IfAbsent` publishes with `hard_link(temp, dest)`, which fails if `dest` exists (the
 //!   file-system equivalent of `O_EXCL`), so exactly one creator wins, across processes too;
-//! - `Always`, `IfMatch` and deletes take an exclusive lock on `<root>/.artifact-store/locks/
-//!   <sha256(key)>` (`std::fs::File::lock`, an OS advisory lock shared by all processes), check
-//!   the condition and `rename` the temp file over the destination;
+//! - `Always`, `IfMatch` and deletes take an exclusive lock on one of [`LOCK_STRIPES`] files
+//!   `<root>/.artifact-store/locks/<first hex digits of sha256(key)>` (`std::fs::File::lock`, an
+//!   OS advisory lock shared by all processes), check the condition and `rename` the temp file
+//!   over the destination. Keys that share a stripe wait for each other for a stat and a
+//!   rename; in exchange the lock files are created once and stay bounded however many objects
+//!   the store holds (one lock file per key was an extra inode for every object written);
 //! - the ETag is derived from the file's metadata (inode, size, modification time in
 //!   nanoseconds; not ctime, which changes when the temp link is removed); every publish creates
 //!   a new inode with a new mtime, so it changes on every write.
@@ -54,6 +57,12 @@ use crate::key::RESERVED;
 use crate::{
     ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
 };
+
+/// Hex digits of a key's hash that name its lock file: 16³ = [`LOCK_STRIPES`] stripes.
+const LOCK_STRIPE_DIGITS: usize = 3;
+
+/// How many lock files a store uses at most.
+const LOCK_STRIPES: usize = 1 << (4 * LOCK_STRIPE_DIGITS);
 
 /// `put_stream` buffers a body in memory while it is smaller than this, and then writes it, makes
 /// it durable and publishes it in one blocking call, like `put`. A larger body is written in
@@ -114,11 +123,11 @@ impl LocalDirStore {
     }
 
     fn lock_path(&self, key: &ObjectKey) -> PathBuf {
-        let digest = Sha256::digest(key.as_str().as_bytes());
+        let digest = hex::encode(Sha256::digest(key.as_str().as_bytes()));
         self.root
             .join(RESERVED)
             .join("locks")
-            .join(hex::encode(digest))
+            .join(&digest[..LOCK_STRIPE_DIGITS])
     }
 }
 
@@ -927,5 +936,55 @@ mod tests {
         assert!(matches!(*store.durability, Durability::Group(_)));
         // Clones share one barrier.
         assert!(Arc::ptr_eq(&store.durability, &store.clone().durability));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lock_files_are_striped_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::new(dir.path()).unwrap();
+        let keys: Vec<ObjectKey> = (0..300)
+            .map(|i| ObjectKey::new(format!("acct/job/t{i}/attempt-0/stderr.txt")).unwrap())
+            .collect();
+        for key in &keys {
+            store
+                .put(key, Bytes::from_static(b"x"), Condition::Always)
+                .await
+                .unwrap();
+        }
+        let locks: Vec<String> = fs::read_dir(dir.path().join(RESERVED).join("locks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!locks.is_empty() && locks.len() <= LOCK_STRIPES.min(keys.len()));
+        assert!(
+            locks.iter().all(|name| name.len() == LOCK_STRIPE_DIGITS
+                && name.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{locks:?}"
+        );
+        // Two keys on one stripe still both publish, and a conditional write still checks.
+        let (a, b) = keys
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                keys[i + 1..]
+                    .iter()
+                    .find(|b| store.lock_path(a) == store.lock_path(b))
+                    .map(|b| (a, b))
+            })
+            .expect("300 keys over 4,096 stripes share one");
+        let etag = store.head(a).await.unwrap().unwrap().etag;
+        store
+            .put(
+                b,
+                Bytes::from_static(b"y"),
+                Condition::IfMatch(etag.clone()),
+            )
+            .await
+            .expect_err("another key's ETag does not match");
+        store
+            .put(a, Bytes::from_static(b"z"), Condition::IfMatch(etag))
+            .await
+            .unwrap();
+        assert_eq!(&store.get(a).await.unwrap().unwrap().bytes[..], b"z");
     }
 }
