@@ -1,6 +1,7 @@
-//! End-to-end burst benchmark (not a test): 10,000 Batch `TaskFailEvent` diagnostic-log records
-//! in Event Hubs batches of 100, POSTed to the release `batch-triage-functions` exactly as the
-//! Functions host sends them, with a few invocations in flight.
+//! End-to-end burst benchmark (not a test): 10,000 Batch diagnostic-log records (by default
+//! every one a `TaskFailEvent`; see `BENCH_STREAM`) in Event Hubs batches of 100, POSTed to the
+//! release `batch-triage-functions` exactly as the Functions host sends them, with a few
+//! invocations in flight.
 //!
 //! ```text
 //! cargo build --release -p batch-triage-azure-functions --bins --examples
@@ -8,8 +9,8 @@
 //! ```
 //!
 //! Three processes, so each one's CPU time can be told apart:
-//! - the Batch emulator (this binary re-run with `--emulator`), holding 10,000 failed tasks over
-//!   four jobs (exit codes 137, 1, 139, 2 with matching stderr), each with a small `stdout.txt`
+//! - the Batch emulator (this binary re-run with `--emulator`), holding the failed tasks (10,000
+//!   by default) over four jobs (exit codes 137, 1, 139, 2 with matching stderr), each with a small `stdout.txt`
 //!   (2 KiB, generated) and `stderr.txt`;
 //! - the handler, with the host's environment, a local-directory store (a fresh temporary
 //!   directory per run) and a policy with a webhook receiver (the default grouping: alerts wait
@@ -25,7 +26,10 @@
 //!
 //! Settings: `BENCH_EVENTS` (default 10000), `BENCH_BATCH` (records per invocation, default 100),
 //! `BENCH_RECORDS_PER_EVENT` (records per Event Hubs event body, default 1; Azure Monitor may put
-//! several in one),
+//! several in one), `BENCH_STREAM` (`fail-events`, the default: every record a `TaskFailEvent`
+//! of its own task; `lifecycle`: each task's `TaskStartEvent`, `TaskCompleteEvent` and, if it
+//! failed, `TaskFailEvent`, as a real log has them — see [`Stream`]), `BENCH_FAILED_PERCENT`
+//! (with `lifecycle`: the share of tasks that fail, default 100),
 //! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE_DIR` (where the temporary
 //! store directories go; default the system temp dir), `BENCH_HANDLER` (default
 //! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
@@ -74,6 +78,129 @@ fn task_of(k: usize) -> (usize, String) {
     (k % JOBS.len(), format!("t-{:05}", k / JOBS.len()))
 }
 
+/// What the burst's records are (`BENCH_STREAM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// `fail-events` (the default): every record a `TaskFailEvent` of a task of its own, so every
+    /// record is a failure to re-read, diagnose and copy. A real log cannot carry this much
+    /// work: every failed attempt also has its `TaskStartEvent` and `TaskCompleteEvent`.
+    FailEvents,
+    /// `lifecycle`: the shape of a real log. Each task has its `TaskStartEvent`, its
+    /// `TaskCompleteEvent` and, when it failed, its `TaskFailEvent`; `BENCH_FAILED_PERCENT` of
+    /// the tasks fail (default 100: the worst a real log can be).
+    Lifecycle { failed_percent: usize },
+}
+
+impl Stream {
+    fn from_env() -> Stream {
+        match std::env::var("BENCH_STREAM").as_deref() {
+            Ok("lifecycle") => Stream::Lifecycle {
+                failed_percent: env_number("BENCH_FAILED_PERCENT", 100).min(100),
+            },
+            Ok("fail-events") | Err(_) => Stream::FailEvents,
+            Ok(other) => panic!("BENCH_STREAM={other:?}: expected fail-events or lifecycle"),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Stream::FailEvents => "TaskFailEvent records, each of its own task".to_owned(),
+            Stream::Lifecycle { failed_percent } => format!(
+                "records of task lifecycles (TaskStartEvent, TaskCompleteEvent and, for the \
+                 {failed_percent}% of tasks that fail, TaskFailEvent)"
+            ),
+        }
+    }
+}
+
+/// The first `events` records of `stream`, and how many distinct failed tasks they are about.
+/// Failed tasks are numbered for [`task_of`] (the emulator's scenario holds them); tasks that
+/// succeeded are not read, so the scenario does not need them.
+fn records(events: usize, stream: Stream) -> (Vec<Value>, usize) {
+    let mut out = Vec::with_capacity(events);
+    let mut failed = 0;
+    match stream {
+        Stream::FailEvents => {
+            out.extend((0..events).map(fail_record));
+            failed = events;
+        }
+        Stream::Lifecycle { failed_percent } => {
+            let mut task = 0;
+            while out.len() < events {
+                // Failing tasks are spread evenly among the others.
+                let fails = (task + 1) * failed_percent / 100 > task * failed_percent / 100;
+                let (job, ..) = JOBS[task % JOBS.len()];
+                if fails {
+                    let (_, id) = task_of(failed);
+                    let failure = fail_record(failed);
+                    out.push(lifecycle_record(
+                        "TaskStartEvent",
+                        job,
+                        &id,
+                        json!({"retryCount": 0}),
+                    ));
+                    let mut complete = failure.clone();
+                    complete["operationName"] = json!("TaskCompleteEvent");
+                    out.push(complete);
+                    out.push(failure);
+                    failed += 1;
+                } else {
+                    let id = format!("ok-{task:05}");
+                    out.push(lifecycle_record(
+                        "TaskStartEvent",
+                        job,
+                        &id,
+                        json!({"retryCount": 0}),
+                    ));
+                    out.push(lifecycle_record(
+                        "TaskCompleteEvent",
+                        job,
+                        &id,
+                        json!({"startTime": "2026-11-27T09:05:01.000Z",
+                            "endTime": "2026-11-27T10:05:00.000Z", "exitCode": 0,
+                            "retryCount": 0, "requeueCount": 0, "result": "Success"}),
+                    ));
+                }
+                task += 1;
+            }
+            out.truncate(events);
+            // A failed task whose records were cut after its start is not about a failure yet.
+            let mut about_failures: Vec<(&str, &str)> = out
+                .iter()
+                .filter(|r| r["operationName"] != "TaskStartEvent")
+                .filter_map(|r| {
+                    let properties = &r["properties"];
+                    Some((properties["jobId"].as_str()?, properties["id"].as_str()?))
+                })
+                .filter(|(_, id)| id.starts_with("t-"))
+                .collect();
+            about_failures.sort_unstable();
+            about_failures.dedup();
+            failed = about_failures.len();
+        }
+    }
+    (out, failed)
+}
+
+/// A `TaskStartEvent` or a successful `TaskCompleteEvent` (shapes of the corpus's
+/// `events/TaskStartEvent.2017-04-20.json` and `TaskCompleteEvent.2017-04-20.json`).
+fn lifecycle_record(operation: &str, job: &str, id: &str, execution: Value) -> Value {
+    json!({
+        "time": "2026-11-27T10:05:01.1234567Z",
+        "resourceId": "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/DEVBATCH1/",
+        "category": "ServiceLog",
+        "operationName": operation,
+        "operationVersion": "2017-06-01",
+        "properties": {
+            "jobId": job, "id": id, "taskType": "User", "systemTaskVersion": 0,
+            "nodeInfo": {"poolId": "pool-1", "nodeId": "tvm-00"},
+            "multiInstanceSettings": {"numberOfInstances": 1},
+            "constraints": {"maxTaskRetryCount": 0},
+            "executionInfo": execution
+        }
+    })
+}
+
 fn scenario(events: usize) -> Scenario {
     let mut jobs: Vec<Value> = JOBS
         .iter()
@@ -112,7 +239,7 @@ fn scenario(events: usize) -> Scenario {
 /// One diagnostic-log record as Azure Monitor sends Batch's `TaskFailEvent` to Event Hubs: the
 /// resource-log envelope around the event body, whose shape is the corpus's
 /// `events/TaskFailEvent.2026-02-05.json`.
-fn record(k: usize) -> Value {
+fn fail_record(k: usize) -> Value {
     let (j, id) = task_of(k);
     let (job, exit_code, _) = JOBS[j];
     json!({
@@ -141,20 +268,18 @@ fn record(k: usize) -> Value {
 /// the metadata arrays are JSON text too.
 fn invocation(
     batch: usize,
-    records: std::ops::Range<usize>,
+    first: usize,
+    records: &[Value],
     per_event: usize,
     partitions: usize,
 ) -> String {
-    let all: Vec<usize> = records.collect();
-    let bodies: Vec<String> = all
+    let bodies: Vec<String> = records
         .chunks(per_event)
-        .map(|chunk| {
-            json!({"records": chunk.iter().map(|&k| record(k)).collect::<Vec<_>>()}).to_string()
-        })
+        .map(|chunk| json!({ "records": chunk }).to_string())
         .collect();
     let n = bodies.len();
     // Event Hubs numbers events, not records: one sequence number per body.
-    let events = all[0]..all[0] + n;
+    let events = first..first + n;
     let sequence: Vec<usize> = events.clone().collect();
     let offsets: Vec<String> = events.clone().map(|k| (k * 1024).to_string()).collect();
     let enqueued: Vec<&str> = vec!["2026-11-27T10:05:02.123"; n];
@@ -198,7 +323,8 @@ fn serve_emulator(events: usize) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let emulator = Emulator::new(scenario(events)).expect("emulator");
+        let emulator =
+            Emulator::new(scenario(records(events, Stream::from_env()).1)).expect("emulator");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -555,6 +681,8 @@ fn main() {
         .filter(|&n| n > 0)
         .collect();
     let perf = std::env::var("BENCH_PERF").is_ok_and(|v| v == "1");
+    let stream = Stream::from_env();
+    let (all_records, failed) = records(events, stream);
 
     let mut emulator = Command::new(std::env::current_exe().expect("current exe"))
         .arg("--emulator")
@@ -571,12 +699,8 @@ fn main() {
     let partitions = in_flights.iter().copied().max().unwrap_or(1);
     let bodies: Vec<String> = (0..events.div_ceil(per_batch))
         .map(|b| {
-            invocation(
-                b,
-                b * per_batch..((b + 1) * per_batch).min(events),
-                per_event,
-                partitions,
-            )
+            let range = b * per_batch..((b + 1) * per_batch).min(events);
+            invocation(b, range.start, &all_records[range], per_event, partitions)
         })
         .collect();
     let body_bytes: usize = bodies.iter().map(String::len).sum();
@@ -623,9 +747,10 @@ receivers = ["oncall"]
     });
 
     println!(
-        "burst: {events} TaskFailEvent records, {} invocations of {per_batch} records \
+        "burst: {events} {} about {failed} failed tasks, {} invocations of {per_batch} records \
          ({per_event} per event body; {:.1} MiB of bodies), emulator {batch_url} (own process), \
          local-directory store",
+        stream.describe(),
         bodies.len(),
         body_bytes as f64 / 1048576.0
     );
@@ -642,7 +767,7 @@ receivers = ["oncall"]
             perf && last,
         ));
         println!(
-            "  in flight {}: {:.2} s, {:.0} events/s, subjects done {}/{events}, manifests {}/{events}{}",
+            "  in flight {}: {:.2} s, {:.0} events/s, subjects done {} (failed tasks {failed}), manifests {}/{failed}{}",
             r.in_flight,
             r.secs,
             events as f64 / r.secs,
@@ -654,7 +779,10 @@ receivers = ["oncall"]
                 format!("; NOT done (first few): {:?}", r.not_done)
             }
         );
-        assert_eq!(r.manifests, events, "every task's logs preserved");
+        assert_eq!(r.manifests, failed, "every failed task's logs preserved");
+        // A failed task whose completion and failure events fall in two batches is triaged in
+        // both (the second finds its logs preserved and its alert counted).
+        assert!(r.done >= failed, "every failure triaged: {:?}", r.not_done);
         rows.push(r);
     }
     drop(emulator.stdin.take());
@@ -682,7 +810,7 @@ receivers = ["oncall"]
     if let Some(r) = rows.last() {
         let total: f64 = r.requests.iter().map(|(_, n)| n).sum();
         println!(
-            "Batch requests per event (in flight {}, from the emulator's log): {total:.1}",
+            "Batch requests per task read (in flight {}, from the emulator's log): {total:.1}",
             r.in_flight
         );
         for (shape, n) in &r.requests {
