@@ -172,8 +172,9 @@ impl TaskEventBody {
     /// completions; they say nothing failed:
     /// - a start never does (the start of a retry follows the `TaskFailEvent` of the attempt
     ///   before it, which is looked at);
-    /// - a completion with exit code 0, result success (or none) and no scheduling error does
-    ///   not (Batch counts every nonzero exit code as a failure and sends `TaskFailEvent` too).
+    /// - a completion with exit code 0, result success (or none), no scheduling error and no
+    ///   retry does not (Batch counts every nonzero exit code as a failure and sends
+    ///   `TaskFailEvent` too). A success after retries is looked at: it is `task.flaky`.
     ///
     /// Everything else is looked at, including a completion without execution info. Skipping a
     /// forged success hides nothing: the real failure's events and the sweep still find it.
@@ -184,6 +185,7 @@ impl TaskEventBody {
             TaskEventKind::Complete => {
                 let succeeded = self.execution_info.as_ref().is_some_and(|e| {
                     e.exit_code == Some(0)
+                        && e.retry_count == 0
                         && e.result
                             .as_ref()
                             .is_none_or(|r| matches!(r, TaskResult::Success))

@@ -187,6 +187,10 @@ fn only_events_that_may_report_a_failure_are_worth_a_task_read() {
     assert!(complete(
         serde_json::json!({"exitCode": 3, "result": "Failure"})
     ));
+    assert!(
+        complete(serde_json::json!({"exitCode": 0, "result": "Success", "retryCount": 2})),
+        "a success after retries is flaky"
+    );
     assert!(complete(
         serde_json::json!({"exitCode": 0, "result": "Failure"})
     ));
