@@ -80,6 +80,25 @@ impl Scanner {
         if generic {
             let lower = text.to_ascii_lowercase();
             for (i, _) in lower.match_indices("sig=") {
+                // A SAS signature is a query parameter (`?sig=`, `&sig=`) or stands alone;
+                // `…sig==` inside base64 (a Content-MD5, an id) is not one.
+                let starts_a_parameter = i == 0
+                    || matches!(
+                        text.as_bytes()[i - 1],
+                        b'?' | b'&'
+                            | b' '
+                            | b'"'
+                            | b'\''
+                            | b'\n'
+                            | b'\t'
+                            | b';'
+                            | b','
+                            | b'('
+                            | b'{'
+                    );
+                if !starts_a_parameter {
+                    continue;
+                }
                 let value: String = text[i + 4..]
                     .chars()
                     .take_while(|c| !matches!(c, '&' | '"' | '\'' | ' ' | '\n' | '<' | ')' | ','))
@@ -92,7 +111,11 @@ impl Scanner {
                     || value.starts_with("…")
                     || value.starts_with("...");
                 if !redacted {
-                    leaks.push(format!("{origin}: an unredacted sig={value}"));
+                    // The fake secrets are test values: show where, so a leak can be traced.
+                    let context: String = text[i.saturating_sub(80)..].chars().take(120).collect();
+                    leaks.push(format!(
+                        "{origin}: an unredacted sig={value} in …{context}…"
+                    ));
                 }
             }
         }
@@ -948,6 +971,9 @@ fn the_scanner_finds_every_form_of_a_secret() {
         ),
         ("https://a/b?sv=1&sig=abcDEF123".to_owned(), 1),
         ("https://a/b?sv=1&sig=[REDACTED]&se=2".to_owned(), 0),
+        ("sig=abcDEF123 alone".to_owned(), 1),
+        // Base64 that happens to hold `sig=` (a block's Content-MD5) is not a signature.
+        ("content-md5: 1B2M2Y8AsgTpgAmY7PhSig==".to_owned(), 0),
         ("nothing to see".to_owned(), 0),
     ] {
         let scanner = Scanner::new(vec![("password", secret.to_owned())]);
