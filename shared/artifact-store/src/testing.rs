@@ -33,6 +33,26 @@ pub fn azurite_binary() -> PathBuf {
     }
 }
 
+/// A free loopback port not handed out before in this process. Tests run in parallel threads, and
+/// a port is free again as soon as its probe listener closes: without the registry two Azurites
+/// starting together could be given one port, and two tests would share (and kill) one Azurite.
+fn unclaimed_port() -> u16 {
+    static CLAIMED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut claimed = CLAIMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !claimed.contains(&port) {
+            claimed.push(port);
+            return port;
+        }
+    }
+}
+
 impl Azurite {
     /// Starts Azurite on a free port and waits until it accepts connections.
     ///
@@ -66,11 +86,20 @@ impl Azurite {
             "Azurite not found at {}: run scripts/setup-test-deps (or set BATCH_TRIAGE_AZURITE)",
             binary.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        let child = Command::new(&binary)
+        // An Azurite that finds its port taken exits; the port then answers for someone else.
+        for _ in 0..5 {
+            if let Some(azurite) = Self::try_start(&binary, unclaimed_port(), extra) {
+                return azurite;
+            }
+        }
+        panic!(
+            "Azurite lost its port to another process five times; is the machine short of ports?"
+        );
+    }
+
+    /// Starts Azurite on `port`; `None` when the port turned out to be taken.
+    fn try_start(binary: &std::path::Path, port: u16, extra: &[&std::ffi::OsStr]) -> Option<Self> {
+        let child = Command::new(binary)
             .args([
                 "--skipApiVersionCheck",
                 "--loose",
@@ -100,9 +129,18 @@ impl Azurite {
         let started = Instant::now();
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return azurite;
+                // Something answers; it is ours only if our Azurite is still running a moment
+                // later (one that could not bind exits at once).
+                std::thread::sleep(Duration::from_millis(100));
+                return match azurite.child.try_wait() {
+                    Ok(None) => Some(azurite),
+                    _ => None,
+                };
             }
             if let Ok(Some(status)) = azurite.child.try_wait() {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return None;
+                }
                 panic!("Azurite exited at start ({status}); run scripts/setup-test-deps");
             }
             assert!(
