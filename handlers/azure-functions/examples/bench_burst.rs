@@ -747,7 +747,7 @@ receivers = ["oncall"]
     });
 
     println!(
-        "burst: {events} {} about {failed} failed tasks, {} invocations of {per_batch} records \
+        "burst: {events} {}, about {failed} failed tasks; {} invocations of {per_batch} records \
          ({per_event} per event body; {:.1} MiB of bodies), emulator {batch_url} (own process), \
          local-directory store",
         stream.describe(),
