@@ -31,7 +31,8 @@
 //! failed, `TaskFailEvent`, as a real log has them — see [`Stream`]), `BENCH_FAILED_PERCENT`
 //! (with `lifecycle`: the share of tasks that fail, default 100),
 //! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE_DIR` (where the temporary
-//! store directories go; default the system temp dir), `BENCH_HANDLER` (default
+//! store directories go; default the system temp dir), `BENCH_KEEP_STORES=1` (leave them for the
+//! caller to remove: see [`RunResult`]), `BENCH_HANDLER` (default
 //! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
 //! with `perf record -g` during the last run, into `target/bench-burst.perf.data`).
 
@@ -471,8 +472,11 @@ struct RunResult {
     /// Batch requests per event by kind, from the emulator's log.
     requests: Vec<(String, f64)>,
     /// Removed after the last run: removing 50,000 files is slow on a `discard` mount and would
-    /// load the disk under the next run.
-    _store: tempfile::TempDir,
+    /// load the disk under the next run. With `BENCH_KEEP_STORES=1`, not removed at all (`None`):
+    /// on ext4 without a journal, inodes freed in the last minutes are skipped when new ones are
+    /// allocated, so a run right after a large removal pays for it. `scripts/bench` keeps the
+    /// stores and removes them once every benchmark has run.
+    _store: Option<tempfile::TempDir>,
     done: usize,
     not_done: Vec<String>,
 }
@@ -659,7 +663,12 @@ async fn run(
         handler_hwm_kib,
         manifests: count_manifests(store.path()),
         requests: request_mix(&requests),
-        _store: store,
+        _store: if std::env::var("BENCH_KEEP_STORES").is_ok_and(|v| v == "1") {
+            let _ = store.keep();
+            None
+        } else {
+            Some(store)
+        },
         done,
         not_done,
     }
