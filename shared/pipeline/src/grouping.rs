@@ -21,7 +21,8 @@ use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
-    AlertFacts, Decision, GroupState, Grouping, Notification, Plan, PlannedReceiver, decide, tick,
+    AlertFacts, Decision, GroupState, Grouping, Notification, Plan, PlannedReceiver, decide,
+    decide_in_place, tick,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -375,9 +376,10 @@ fn fold(
     let mut decisions = Vec::with_capacity(1 + rest.len());
     decisions.push((first.0, decision));
     for (i, facts) in rest {
-        let (decision, next) = decide(Some(&state), facts, &receiver.grouping, now);
-        decisions.push((*i, decision));
-        state = next;
+        decisions.push((
+            *i,
+            decide_in_place(&mut state, facts, &receiver.grouping, now),
+        ));
     }
     let record = match record {
         Some(r) => GroupRecord { state, ..r.clone() },

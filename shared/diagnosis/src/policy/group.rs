@@ -270,15 +270,30 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> (Decision, GroupState) {
     let mut state = match state {
-        Some(s) if s.version == GROUP_STATE_VERSION && s.group_key == facts.group_key => s.clone(),
-        _ => GroupState::new(&facts.group_key, now),
+        Some(s) => s.clone(),
+        None => GroupState::new(&facts.group_key, now),
     };
+    let decision = decide_in_place(&mut state, facts, grouping, now);
+    (decision, state)
+}
+
+/// [`decide`] on a state held by the caller, changed in place: folding a batch of alerts into
+/// one group costs no copy of the state (its recent occurrences) per alert. A state of another
+/// version or group is replaced by a new one, as [`decide`] does.
+pub fn decide_in_place(
+    state: &mut GroupState,
+    facts: &AlertFacts,
+    grouping: &Grouping,
+    now: OffsetDateTime,
+) -> Decision {
+    if state.version != GROUP_STATE_VERSION || state.group_key != facts.group_key {
+        *state = GroupState::new(&facts.group_key, now);
+    }
     if state.recent.contains(&facts.occurrence) {
-        let decision = match state.flush_at {
+        return match state.flush_at {
             Some(until) => Decision::Wait { until },
             None => Decision::Suppress,
         };
-        return (decision, state);
     }
     // A group that was notified and then stayed quiet for a whole repeat_interval starts a new
     // episode, so a job failing again tomorrow batches its first failures for group_wait again.
@@ -287,14 +302,13 @@ pub fn decide(
         if quiet && now >= sent + grouping.repeat_interval {
             let sends = state.sends;
             let recent = std::mem::take(&mut state.recent);
-            state = GroupState::new(&facts.group_key, now);
+            *state = GroupState::new(&facts.group_key, now);
             state.sends = sends;
             state.recent = recent;
         }
     }
     state.absorb(facts, now);
-    let decision = state.schedule(grouping, now);
-    (decision, state)
+    state.schedule(grouping, now)
 }
 
 /// The timer sweep's check of a stored group: sends what is due, else says when it will be.

@@ -47,7 +47,7 @@ use crate::wire::DisableTasks;
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use group::{
     AlertFacts, Decision, FingerprintSeen, GROUP_STATE_VERSION, GroupState, MAX_EXAMPLES,
-    MAX_FINGERPRINTS, MAX_RECENT, Notification, decide, tick,
+    MAX_FINGERPRINTS, MAX_RECENT, Notification, decide, decide_in_place, tick,
 };
 pub use plan::{
     ActionPlan, Plan, PlanContext, PlannedReceiver, TERMINATE_REASON_MAX, Threshold, action_reason,

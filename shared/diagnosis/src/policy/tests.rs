@@ -552,6 +552,52 @@ fn five_thousand_failures_make_one_alert_with_a_count() {
 }
 
 #[test]
+fn deciding_in_place_is_deciding_with_a_copy() {
+    let g = Grouping {
+        group_wait: Duration::ZERO,
+        ..grouping()
+    };
+    // Sends, waits, a redelivery, new causes and a quiet repeat_interval that starts a new
+    // episode: every branch of the state machine, once by copy and once in place.
+    let steps: Vec<(AlertFacts, OffsetDateTime)> = (0..40u64)
+        .map(|i| {
+            let fingerprint = format!("f{}", i % 3);
+            let task_id = format!("t{}", if i == 20 { 3 } else { i });
+            let at = if i < 30 {
+                T0 + secs(i * 90)
+            } else {
+                T0 + secs(86_400 + i)
+            };
+            (facts(&task("j", &task_id, &fingerprint)), at)
+        })
+        .collect();
+    let mut copied: Option<GroupState> = None;
+    let mut in_place: Option<GroupState> = None;
+    for (f, at) in &steps {
+        let (by_copy, next) = decide(copied.as_ref(), f, &g, *at);
+        copied = Some(next);
+        let by_place = match in_place.as_mut() {
+            Some(state) => decide_in_place(state, f, &g, *at),
+            None => {
+                let (decision, state) = decide(None, f, &g, *at);
+                in_place = Some(state);
+                decision
+            }
+        };
+        assert_eq!(by_copy, by_place, "at {at}");
+        assert_eq!(copied, in_place, "at {at}");
+    }
+    // A state of another group is replaced, as `decide` replaces it.
+    let mut other = copied.clone().unwrap();
+    other.group_key = "someone else".into();
+    let f = &steps[0].0;
+    let (by_copy, fresh) = decide(Some(&other), f, &g, T0);
+    assert_eq!(decide_in_place(&mut other, f, &g, T0), by_copy);
+    assert_eq!(other, fresh);
+    assert_eq!(fresh.count, 1);
+}
+
+#[test]
 fn redelivered_occurrences_are_not_counted_twice() {
     let g = grouping();
     let f = facts(&task("j", "t1", "f1"));
