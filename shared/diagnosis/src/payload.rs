@@ -1209,6 +1209,19 @@ impl<R: Read> Scanner<R> {
     }
 }
 
+/// The offset of the next `"`, `{`, `[`, `}` or `]` in `bytes`.
+fn next_structural(bytes: &[u8]) -> Option<usize> {
+    // Opening and closing brackets differ by 2 (`[`/`]`, `{`/`}`), so two searches of three
+    // bytes each cover all five; the nearer hit wins.
+    let quote_or_open = memchr::memchr3(b'"', b'{', b'[', bytes);
+    let limit = quote_or_open.map_or(bytes.len(), |k| k);
+    let close = memchr::memchr2(b'}', b']', &bytes[..limit]);
+    match (quote_or_open, close) {
+        (_, Some(c)) => Some(c),
+        (q, None) => q,
+    }
+}
+
 /// Where a JSON value ends, fed in pieces: tracks nesting, strings and escapes.
 #[derive(Debug, Default)]
 struct ValueScan {
@@ -1227,9 +1240,13 @@ impl ValueScan {
 
     /// Scans `bytes` (which continue where the last call stopped); `Some(end)` is the end of the
     /// value as an offset from the start of the value.
+    ///
+    /// Most of a document is string contents and whitespace between tokens, so the scan jumps
+    /// (with `memchr`) to the next byte that can change its state instead of looking at each.
     fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            let at = self.consumed + i;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
             if !self.started {
                 self.started = true;
                 match b {
@@ -1237,40 +1254,101 @@ impl ValueScan {
                     b'"' => self.in_string = true,
                     _ => self.scalar = true,
                 }
+                i += 1;
                 continue;
             }
             if self.scalar {
                 if matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
-                    return Some(at);
+                    return Some(self.consumed + i);
                 }
+                i += 1;
                 continue;
             }
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
-                } else if b == b'\\' {
+                    i += 1;
+                    continue;
+                }
+                let Some(k) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                    break;
+                };
+                i += k;
+                if bytes[i] == b'\\' {
                     self.escaped = true;
-                } else if b == b'"' {
+                } else {
                     self.in_string = false;
                     if self.depth == 0 {
-                        return Some(at + 1);
+                        return Some(self.consumed + i + 1);
                     }
                 }
+                i += 1;
                 continue;
             }
-            match b {
+            // Between tokens: only quotes and brackets matter.
+            let Some(k) = next_structural(&bytes[i..]) else {
+                break;
+            };
+            i += k;
+            match bytes[i] {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
+                _ => {
+                    // `}` or `]`.
                     self.depth -= 1;
                     if self.depth == 0 {
-                        return Some(at + 1);
+                        return Some(self.consumed + i + 1);
                     }
                 }
-                _ => {}
             }
+            i += 1;
         }
         self.consumed += bytes.len();
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ValueScan;
+
+    /// Where the scan says the value at the start of `text` ends, fed in pieces of `piece` bytes.
+    fn end_of(text: &str, piece: usize) -> Option<usize> {
+        let mut scan = ValueScan::default();
+        text.as_bytes()
+            .chunks(piece)
+            .find_map(|chunk| scan.feed(chunk))
+    }
+
+    #[test]
+    fn a_value_ends_where_json_says_whatever_the_pieces() {
+        let values = [
+            r#"{"a": "x}y]z", "b": [1, {"c": "\"}"}], "d": "\\"}"#,
+            r#"[ "[", "]", {"k": "\\\"{"}, [[], {}] ]"#,
+            r#""a \"quoted\" string with } and ] and \\""#,
+            r#"{"commandLine": "/bin/sh -c \"echo {x} > out\\\\log\"", "n": 3}"#,
+            "123",
+            "true",
+            "null",
+            "-1073741510",
+        ];
+        for value in values {
+            for trailer in [",{\"next\": 1}]", " ]", "\n}"] {
+                let text = format!("{value}{trailer}");
+                // Scalars end at the byte after them; everything else just after its last byte.
+                let expected = value.len();
+                for piece in 1..=text.len() {
+                    assert_eq!(
+                        end_of(&text, piece),
+                        Some(expected),
+                        "{text:?} in pieces of {piece}"
+                    );
+                }
+            }
+        }
+        // An unfinished value has no end.
+        for piece in 1..=8 {
+            assert_eq!(end_of(r#"{"a": "unfinished \"}"#, piece), None);
+        }
     }
 }
