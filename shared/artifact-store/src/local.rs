@@ -767,21 +767,44 @@ mod tests {
         (Arc::new(barrier), calls, fail)
     }
 
+    /// How long a test waits for a writer before calling the barrier wedged: a regression that
+    /// leaves writers waiting fails the test instead of hanging the suite.
+    const WEDGED: Duration = Duration::from_secs(30);
+
+    /// Runs `f` on its own thread; its result arrives on the receiver (which is disconnected if
+    /// `f` panics).
+    fn spawn_with_result<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> mpsc::Receiver<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx
+    }
+
+    /// The result of a writer started with [`spawn_with_result`], or a failure after [`WEDGED`].
+    fn result_of<T>(writer: &mpsc::Receiver<T>) -> T {
+        writer
+            .recv_timeout(WEDGED)
+            .expect("a writer is still waiting (or panicked): the barrier is wedged")
+    }
+
     /// `n` writers register at about the same time; their results, in no particular order.
     fn waiters(barrier: &Arc<SyncBarrier>, n: usize) -> Vec<std::io::Result<()>> {
         let start = Arc::new(std::sync::Barrier::new(n));
-        let threads: Vec<_> = (0..n)
+        let writers: Vec<_> = (0..n)
             .map(|_| {
                 let barrier = Arc::clone(barrier);
                 let start = Arc::clone(&start);
-                std::thread::spawn(move || {
+                spawn_with_result(move || {
                     let ticket = barrier.ticket();
                     start.wait();
                     barrier.wait(ticket)
                 })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
+        writers.iter().map(result_of).collect()
     }
 
     #[test]
@@ -817,7 +840,7 @@ mod tests {
                 Ok(())
             }
         })));
-        let first = std::thread::spawn({
+        let first = spawn_with_result({
             let barrier = Arc::clone(&barrier);
             move || barrier.wait(barrier.ticket())
         });
@@ -826,7 +849,7 @@ mod tests {
             .expect("the first writer leads sync 1");
         // Sync 1 is running: a writer registering now needs sync 2.
         let (done_tx, done_rx) = mpsc::channel();
-        let second = std::thread::spawn({
+        let second = spawn_with_result({
             let barrier = Arc::clone(&barrier);
             move || {
                 let result = barrier.wait(barrier.ticket());
@@ -837,8 +860,8 @@ mod tests {
         // It is still waiting while sync 1 runs.
         assert!(done_rx.recv_timeout(Duration::from_millis(100)).is_err());
         release_tx.send(()).unwrap();
-        first.join().unwrap().unwrap();
-        second.join().unwrap().unwrap();
+        result_of(&first).unwrap();
+        result_of(&second).unwrap();
         // It returned only after a second sync.
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(30)).unwrap(), 2);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
