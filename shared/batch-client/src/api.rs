@@ -114,9 +114,7 @@ impl FileRef {
 pub struct FileInfo {
     /// Size in bytes of the whole file.
     pub size: u64,
-    /// `Last-Modified`, verbatim (RFC 1123); compared verbatim to detect a changed file. (A
-    /// caller that builds a `FileInfo` from a file listing puts the listing's RFC 3339
-    /// `lastModified` here, and must compare instants, not text.)
+    /// `Last-Modified`, verbatim (RFC 1123); compared verbatim to detect a changed file.
     pub last_modified: Option<String>,
     /// `ETag`, verbatim.
     pub etag: Option<String>,
@@ -131,6 +129,28 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
+    /// What a HEAD would say about a file of a listing: the size from `contentLength`, the times
+    /// as HTTP dates (whole seconds, the form of `Last-Modified`), so a `FileInfo` from a listing
+    /// and one from a GET of the same file compare equal. `None` without a usable size; a time
+    /// an HTTP date cannot hold (before 1970, after 9999) is left out.
+    pub fn from_listing(file: &NodeFile) -> Option<Self> {
+        let properties = file.properties.as_ref()?;
+        let http_date = |t: &diagnosis::wire::Timestamp| {
+            (1970..=9999)
+                .contains(&t.0.year())
+                .then(|| httpdate::fmt_http_date(std::time::SystemTime::from(t.0)))
+        };
+        Some(FileInfo {
+            size: u64::try_from(properties.content_length?).ok()?,
+            last_modified: properties.last_modified.as_ref().and_then(http_date),
+            etag: None,
+            is_directory: false,
+            creation_time: properties.creation_time.as_ref().and_then(http_date),
+            file_mode: properties.file_mode.clone(),
+            content_type: properties.content_type.clone(),
+        })
+    }
+
     /// `Last-Modified` parsed, if it is a valid HTTP date.
     pub fn last_modified_time(&self) -> Option<std::time::SystemTime> {
         httpdate::parse_http_date(self.last_modified.as_deref()?).ok()
@@ -331,4 +351,67 @@ pub trait BatchApi: Send + Sync {
     /// Checks that a URL from a payload (an event's account URL, a `nodeUrl`) is same-origin with
     /// the configured endpoint; [`BatchError::Refused`] otherwise.
     fn check_url(&self, url: &str) -> Result<Url, BatchError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileInfo;
+    use diagnosis::wire::NodeFile;
+
+    fn node_file(name: &str, properties: serde_json::Value) -> NodeFile {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "url": format!("https://account.region.batch.azure.com/jobs/j/tasks/t/files/{name}"),
+            "isDirectory": false,
+            "properties": properties,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listed_file_reads_as_a_head_would() {
+        // The shapes of the corpus (Tasks_ListTaskFiles 2026-10-01, FileListFromTask 2022).
+        let listed = node_file(
+            "startup\\ProcessEnv.cmd",
+            serde_json::json!({
+                "creationTime": "2025-09-19T21:56:17.679195Z",
+                "lastModified": "2025-09-19T21:56:17.679195Z",
+                "contentLength": "1813",
+                "contentType": "application/octet-stream"
+            }),
+        );
+        let info = FileInfo::from_listing(&listed).unwrap();
+        assert_eq!(info.size, 1813);
+        assert!(!info.is_directory);
+        // The GET's `Last-Modified` of the same file: whole seconds, HTTP date.
+        assert_eq!(
+            info.last_modified.as_deref(),
+            Some("Fri, 19 Sep 2025 21:56:17 GMT")
+        );
+        assert!(info.last_modified_time().is_some());
+        assert_eq!(
+            info.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        let old = node_file(
+            "stderr.txt",
+            serde_json::json!({"lastModified": "2022-08-26T21:56:17.5590855Z", "contentLength": 0}),
+        );
+        assert_eq!(FileInfo::from_listing(&old).map(|i| i.size), Some(0));
+        // A time an HTTP date cannot hold is left out, never a panic.
+        let ancient = node_file(
+            "stdout.txt",
+            serde_json::json!({"lastModified": "1960-01-01T00:00:00Z", "contentLength": 5}),
+        );
+        let info = FileInfo::from_listing(&ancient).unwrap();
+        assert_eq!((info.size, info.last_modified), (5, None));
+        // No usable size: the caller falls back to a HEAD.
+        let sizeless = node_file(
+            "stdout.txt",
+            serde_json::json!({"lastModified": "2022-08-26T21:56:17Z"}),
+        );
+        assert_eq!(FileInfo::from_listing(&sizeless), None);
+        let negative = node_file("stdout.txt", serde_json::json!({"contentLength": "-1"}));
+        assert_eq!(FileInfo::from_listing(&negative), None);
+    }
 }

@@ -36,9 +36,9 @@
 //!   `.progress/{name}.json` (bytes, sha256, source, Last-Modified) is written next to it.
 //!   `put_stream` only makes an object visible once its stream ended cleanly, so an object plus
 //!   a progress record whose size matches both the stored object and the Batch file properties
-//!   (listing or HEAD), and whose Last-Modified is the same instant as theirs (the listing's
-//!   RFC 3339 `lastModified` and the GET's RFC 1123 header are both parsed, and compared to the
-//!   second), means "completely copied": a rerun after a crash skips it and reuses the recorded
+//!   (listing or HEAD), and whose Last-Modified is the same (a listing's `lastModified` is put in
+//!   the header's HTTP-date form by [`FileInfo::from_listing`]), means "completely copied": a
+//!   rerun after a crash skips it and reuses the recorded
 //!   sha256. Anything else, and any smaller file, is copied again from byte 0 (an interrupted
 //!   block upload is never committed).
 //! - A file that fails transiently (resumes exhausted, throttling past the deadline) leaves the
@@ -59,7 +59,7 @@ use batch_client::{
 };
 use bytes::Bytes;
 use diagnosis::Diagnosis;
-use diagnosis::wire::{NodeFile, PrepReleaseStatus, Timestamp};
+use diagnosis::wire::PrepReleaseStatus;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -624,7 +624,9 @@ async fn list_task(
         let normal = name.replace('\\', "/");
         if let Some(standard) = STANDARD_FILES.iter().find(|s| **s == normal) {
             if listing.standard.iter().all(|(n, _)| n != standard) {
-                listing.standard.push((standard, listed_info(&file)));
+                listing
+                    .standard
+                    .push((standard, FileInfo::from_listing(&file)));
             }
             continue;
         }
@@ -639,30 +641,13 @@ async fn list_task(
                 source: name.to_owned(),
                 optional: true,
                 tail: false,
-                known: listed_info(&file).map(Probe::Present),
+                known: FileInfo::from_listing(&file).map(Probe::Present),
             });
         }
     }
     listing.globbed.sort_by(|a, b| a.name.cmp(&b.name));
     listing.globbed.dedup_by(|a, b| a.name == b.name);
     Ok(listing)
-}
-
-/// A listed file's properties as a HEAD would give them: the size from `contentLength`, the
-/// times in RFC 3339 (compared as instants, see [`same_file_time`]). `None` without a usable
-/// size.
-fn listed_info(file: &NodeFile) -> Option<FileInfo> {
-    let properties = file.properties.as_ref()?;
-    let size = u64::try_from(properties.content_length?).ok()?;
-    Some(FileInfo {
-        size,
-        last_modified: properties.last_modified.map(|t| t.to_rfc3339()),
-        etag: None,
-        is_directory: false,
-        creation_time: properties.creation_time.map(|t| t.to_rfc3339()),
-        file_mode: properties.file_mode.clone(),
-        content_type: properties.content_type.clone(),
-    })
 }
 
 /// The standard task files to copy, with what the listing said about each, in
@@ -705,24 +690,6 @@ fn standard_sources(
         });
     }
     sources
-}
-
-/// Whether two file times (`Last-Modified` in RFC 1123, or a listing's `lastModified` in
-/// RFC 3339) name the same instant. An HTTP date has whole seconds where a listing has
-/// fractions, so whole seconds are compared. Text that parses as neither is compared verbatim.
-fn same_file_time(a: &str, b: &str) -> bool {
-    match (file_time(a), file_time(b)) {
-        (Some(a), Some(b)) => a.unix_timestamp() == b.unix_timestamp(),
-        _ => a == b,
-    }
-}
-
-/// Parses a file time: RFC 3339 (listings) or RFC 1123 (`Last-Modified`).
-fn file_time(text: &str) -> Option<time::OffsetDateTime> {
-    let text = text.trim();
-    Timestamp::parse(text).map(|t| t.0).or_else(|| {
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()
-    })
 }
 
 /// What a HEAD (or a listing) said about one source.
@@ -985,11 +952,7 @@ async fn copy_one(
         && let Some(record) = store.get(&progress_key).await?
         && let Ok(progress) = serde_json::from_slice::<Progress>(&record.bytes)
         && progress.bytes == info.size
-        && match (&progress.last_modified, &info.last_modified) {
-            (None, _) => true,
-            (Some(recorded), Some(now)) => same_file_time(recorded, now),
-            (Some(_), None) => false,
-        }
+        && (progress.last_modified.is_none() || progress.last_modified == info.last_modified)
         && store
             .head(&dest)
             .await?
@@ -1119,78 +1082,6 @@ async fn copy_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_times_compare_instants_across_formats() {
-        // The GET's Last-Modified (RFC 1123, whole seconds) and the listing's lastModified
-        // (RFC 3339, 7 fractional digits) of the same file.
-        let header = "Fri, 19 Sep 2025 21:56:17 GMT";
-        let listed = "2025-09-19T21:56:17.679195Z";
-        assert!(same_file_time(header, listed));
-        assert!(same_file_time(listed, header));
-        assert!(same_file_time(header, "2025-09-19T21:56:17Z"));
-        assert!(same_file_time(listed, "2025-09-19T23:56:17.1+02:00"));
-        assert!(same_file_time(header, header));
-        // A file modified a second later, or on another day, is another version.
-        assert!(!same_file_time(header, "2025-09-19T21:56:18.0000001Z"));
-        assert!(!same_file_time(header, "Fri, 19 Sep 2025 21:56:16 GMT"));
-        assert!(!same_file_time(listed, "2025-09-20T21:56:17.679195Z"));
-        // Unparseable text is compared verbatim.
-        assert!(same_file_time("yesterday", "yesterday"));
-        assert!(!same_file_time("yesterday", header));
-        assert_eq!(
-            file_time(header).map(|t| t.unix_timestamp()),
-            Some(1_758_318_977)
-        );
-    }
-
-    fn node_file(name: &str, properties: serde_json::Value) -> NodeFile {
-        serde_json::from_value(serde_json::json!({
-            "name": name,
-            "url": format!("https://account.region.batch.azure.com/jobs/j/tasks/t/files/{name}"),
-            "isDirectory": false,
-            "properties": properties,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn listed_info_takes_the_size_and_times_of_the_entry() {
-        // The shapes of the corpus (Tasks_ListTaskFiles 2026-10-01, FileListFromTask 2022).
-        let new = node_file(
-            "startup\\ProcessEnv.cmd",
-            serde_json::json!({
-                "creationTime": "2025-09-19T21:56:17.679195Z",
-                "lastModified": "2025-09-19T21:56:17.679195Z",
-                "contentLength": "1813",
-                "contentType": "application/octet-stream"
-            }),
-        );
-        let info = listed_info(&new).unwrap();
-        assert_eq!(info.size, 1813);
-        assert!(!info.is_directory);
-        assert_eq!(
-            info.last_modified.as_deref(),
-            Some("2025-09-19T21:56:17.679195Z")
-        );
-        assert_eq!(
-            info.content_type.as_deref(),
-            Some("application/octet-stream")
-        );
-        let old = node_file(
-            "stderr.txt",
-            serde_json::json!({"lastModified": "2022-08-26T21:56:17.5590855Z", "contentLength": 0}),
-        );
-        assert_eq!(listed_info(&old).map(|i| i.size), Some(0));
-        // No usable size: the caller falls back to a HEAD.
-        let sizeless = node_file(
-            "stdout.txt",
-            serde_json::json!({"lastModified": "2022-08-26T21:56:17Z"}),
-        );
-        assert_eq!(listed_info(&sizeless), None);
-        let negative = node_file("stdout.txt", serde_json::json!({"contentLength": "-1"}));
-        assert_eq!(listed_info(&negative), None);
-    }
 
     fn outcomes(sources: &[Source]) -> Vec<(String, String)> {
         sources
