@@ -37,7 +37,7 @@
 //! with `perf record -g` during the last run, into `target/bench-burst.perf.data`).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +45,9 @@ use std::time::{Duration, Instant};
 
 use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use serde_json::{Value, json};
+
+mod support;
+use support::{handler, percentile, status_kib};
 
 const JOBS: [(&str, i64, &str); 4] = [
     (
@@ -343,24 +346,6 @@ fn serve_emulator(events: usize) {
     });
 }
 
-fn handler() -> PathBuf {
-    if let Some(p) = std::env::var_os("BENCH_HANDLER").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .expect("target directory")
-        .join("batch-triage-functions");
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p batch-triage-azure-functions --bins",
-        path.display()
-    );
-    path
-}
-
 /// User and system CPU time of a process, in seconds.
 fn cpu_seconds(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -382,17 +367,6 @@ fn cpu_seconds(pid: &str) -> (f64, f64) {
 fn cpu_since(pid: &str, before: (f64, f64)) -> (f64, f64) {
     let now = cpu_seconds(pid);
     (now.0 - before.0, now.1 - before.1)
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn count_manifests(dir: &Path) -> usize {
@@ -519,11 +493,6 @@ fn request_mix(records: &[Value]) -> Vec<(String, f64)> {
         .collect();
     mix.sort_by(|a, b| b.1.total_cmp(&a.1));
     mix
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[allow(clippy::too_many_arguments)]

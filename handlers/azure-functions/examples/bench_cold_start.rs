@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 
+mod support;
+use support::{handler, percentile, status_kib};
+
 /// Azurite's development account (its public well-known key). Nothing listens there: at start
 /// both contestants only build their clients.
 const DEVSTORE: &str = "UseDevelopmentStorage=true";
@@ -126,25 +129,6 @@ fn python() -> PathBuf {
     }
 }
 
-fn handler() -> PathBuf {
-    if let Some(p) = std::env::var_os("BENCH_HANDLER").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    // target/release/examples/bench_cold_start → target/release/batch-triage-functions
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .expect("target directory")
-        .join("batch-triage-functions");
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p batch-triage-azure-functions --bins",
-        path.display()
-    );
-    path
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -160,17 +144,6 @@ fn get_ready(addr: SocketAddr) -> std::io::Result<bool> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// CPU time the process has run so far, all threads, in ms (`/proc/<pid>/task/*/schedstat`,
@@ -266,12 +239,6 @@ fn run_once(who: Contestant, batch_url: &str) -> Sample {
     let _ = child.kill();
     let _ = child.wait();
     sample
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 struct Summary {
