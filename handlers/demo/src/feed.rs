@@ -1,0 +1,235 @@
+//! The trigger payloads the demo feeds the pipeline, shaped as the platforms deliver them: a
+//! Batch diagnostic-log batch as Event Hubs hands it to a function (`{"records": [...]}` with
+//! `TaskFailEvent` / `TaskCompleteEvent` records and a failed start task's `SpecialTaskEvent`,
+//! shapes from the Batch docs' event pages), an Event Grid delivery (an array of
+//! EventGridEvents) and a CloudEvents batch. Task event bodies are built from the emulator's own
+//! view of each task, as Batch builds them from its own; the pipeline treats them as hints and
+//! re-reads every task before it acts. A start task has no object to re-read, so its event is
+//! the diagnosis's source, and the node's `startup/` files are what the pipeline reads back.
+
+use batch_emulator::Emulator;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Tasks announced by diagnostic-log records (job, task, event). `flaky` succeeded after
+/// retries, so only its `TaskCompleteEvent` tells of it: the sweep looks for failures.
+pub(crate) const EVENT_HUBS_TASKS: &[(&str, &str, &str)] = &[
+    ("etl", "oom", "TaskFailEvent"),
+    ("etl", "sigkill", "TaskFailEvent"),
+    ("etl", "no-shell", "TaskFailEvent"),
+    ("etl", "flaky", "TaskCompleteEvent"),
+    ("render", "dll-missing", "TaskFailEvent"),
+    ("render", "timeout", "TaskFailEvent"),
+    ("ingest", "bad-image", "TaskFailEvent"),
+];
+
+/// A pool's start task that failed on a node, announced by a `SpecialTaskEvent` record. Batch
+/// keeps no task object for a start task, so the record's times and exit code are the facts;
+/// the node's `startup/` files are in `scenario.json`.
+#[derive(Debug)]
+pub(crate) struct StartTaskFailure {
+    pub(crate) pool: &'static str,
+    pub(crate) node: &'static str,
+    /// apt-get's exit code when a package cannot be installed.
+    pub(crate) exit_code: i32,
+    /// How long before the delivery it started and ended.
+    pub(crate) started_ago: time::Duration,
+    pub(crate) ended_ago: time::Duration,
+}
+
+impl StartTaskFailure {
+    /// When it started and ended, for a delivery at `now`.
+    pub(crate) fn times(&self, now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+        (now - self.started_ago, now - self.ended_ago)
+    }
+}
+
+/// Start tasks announced in the Event Hubs batch.
+pub(crate) const START_TASK_FAILURES: &[StartTaskFailure] = &[StartTaskFailure {
+    pool: "linux",
+    node: "tvm-05",
+    exit_code: 100,
+    started_ago: time::Duration::minutes(52),
+    ended_ago: time::Duration::minutes(51),
+}];
+
+/// The resource id of the emulated account, as diagnostic-log records carry it (upper case).
+fn resource_id(account: &str) -> String {
+    format!(
+        "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/BATCH-DEMO/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{}/",
+        account.to_ascii_uppercase()
+    )
+}
+
+/// A REST timestamp in the form Batch events use: `2019-08-22 20:50:59.522`.
+fn event_time(rest: Option<&Value>) -> Option<String> {
+    let parsed = OffsetDateTime::parse(rest?.as_str()?, &Rfc3339).ok()?;
+    event_time_of(parsed)
+}
+
+/// A time in the form Batch events use.
+fn event_time_of(t: OffsetDateTime) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    t.format(&format).ok()
+}
+
+/// The body of the special-task event for a failed start task: the job is empty, and there is
+/// no retry count (the shape of Batch's "Special task" event).
+fn start_task_event_body(failure: &StartTaskFailure, now: OffsetDateTime) -> Value {
+    let (start, end) = failure.times(now);
+    json!({
+        "jobId": "",
+        "taskName": "starttask",
+        "taskType": "StartTask",
+        "nodeInfo": {"poolId": failure.pool, "nodeId": failure.node},
+        "executionInfo": {
+            "startTime": event_time_of(start),
+            "endTime": event_time_of(end),
+            "exitCode": failure.exit_code,
+            "result": "failure",
+            "schedulingError": {"details": []},
+        },
+    })
+}
+
+/// The body of a task event (`TaskFailEvent`, `TaskCompleteEvent`) for a task as the REST API
+/// shows it: events name the failure `schedulingError`, and the REST API `failureInfo`.
+fn task_event_body(job_id: &str, task: &Value) -> Value {
+    let exec = &task["executionInfo"];
+    let failure = exec.get("failureInfo").map(|f| {
+        json!({
+            "category": if f["category"] == "servererror" { "ServerError" } else { "UserError" },
+            "code": f["code"],
+            "message": f["message"],
+            "details": f.get("details").cloned().unwrap_or_else(|| json!([])),
+        })
+    });
+    let mut execution = json!({
+        "startTime": event_time(exec.get("startTime")),
+        "endTime": event_time(exec.get("endTime")),
+        "retryCount": exec["retryCount"],
+        "requeueCount": exec["requeueCount"],
+        "result": if exec["result"] == "failure" { "Failure" } else { "Success" },
+    });
+    if let Some(code) = exec.get("exitCode") {
+        execution["exitCode"] = code.clone();
+    }
+    if let Some(failure) = failure {
+        execution["schedulingError"] = failure;
+    }
+    json!({
+        "jobId": job_id,
+        "id": task["id"],
+        "taskType": "User",
+        "systemTaskVersion": 0,
+        "requiredSlots": 1,
+        "nodeInfo": {"poolId": task["nodeInfo"]["poolId"], "nodeId": task["nodeInfo"]["nodeId"]},
+        "multiInstanceSettings": {"numberOfInstances": 1},
+        "constraints": {"maxTaskRetryCount": task["constraints"]["maxTaskRetryCount"]},
+        "executionInfo": execution,
+    })
+}
+
+/// The Event Hubs body: one diagnostic-log record per entry of [`EVENT_HUBS_TASKS`], one
+/// `SpecialTaskEvent` per entry of [`START_TASK_FAILURES`], plus a pool event, which the
+/// pipeline skips by design.
+pub(crate) fn event_hubs_body(emulator: &Emulator, account: &str, now: OffsetDateTime) -> Vec<u8> {
+    let time = now.format(&Rfc3339).unwrap_or_default();
+    let mut records: Vec<Value> = EVENT_HUBS_TASKS
+        .iter()
+        .filter_map(|(job, task, operation)| {
+            let task = emulator.task(job, task)?;
+            Some(json!({
+                "Tenant": "65298bc2729a4c93b11c00ad7e660501",
+                "time": time,
+                "resourceId": resource_id(account),
+                "category": "ServiceLog",
+                "operationName": operation,
+                "operationVersion": "2017-06-01",
+                "properties": task_event_body(job, &task),
+            }))
+        })
+        .collect();
+    records.extend(START_TASK_FAILURES.iter().map(|failure| {
+        json!({
+            "Tenant": "65298bc2729a4c93b11c00ad7e660501",
+            "time": time,
+            "resourceId": resource_id(account),
+            "category": "ServiceLog",
+            "operationName": "SpecialTaskEvent",
+            "operationVersion": "2017-06-01",
+            "properties": start_task_event_body(failure, now),
+        })
+    }));
+    records.push(json!({
+        "Tenant": "65298bc2729a4c93b11c00ad7e660501",
+        "time": time,
+        "resourceId": resource_id(account),
+        "category": "ServiceLog",
+        "operationName": "PoolResizeCompleteEvent",
+        "operationVersion": "2017-06-01",
+        "properties": {"id": "linux", "nodeDeallocationOption": "Requeue", "currentDedicatedNodes": 4,
+                       "targetDedicatedNodes": 4, "currentLowPriorityNodes": 0, "targetLowPriorityNodes": 0,
+                       "enableAutoScale": false, "isAutoPool": false, "resultCode": "Success",
+                       "resultMessage": "The operation succeeded"},
+    }));
+    serde_json::to_vec_pretty(&json!({ "records": records })).unwrap_or_default()
+}
+
+/// An Event Grid delivery from a custom topic a forwarder publishes to: one event carrying a
+/// task event body, one carrying only a reference for the pipeline to look up.
+pub(crate) fn event_grid_body(
+    emulator: &Emulator,
+    batch_url: &str,
+    now: OffsetDateTime,
+) -> Vec<u8> {
+    let time = now.format(&Rfc3339).unwrap_or_default();
+    let topic = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/batch-demo/providers/Microsoft.EventGrid/topics/batch-triage";
+    let mut events = Vec::new();
+    if let Some(task) = emulator.task("ingest", "upload-fail") {
+        events.push(json!({
+            "id": "demo-eg-1", "topic": topic, "subject": "jobs/ingest/tasks/upload-fail",
+            "eventType": "Contoso.Batch.TaskFailed", "eventTime": time,
+            "dataVersion": "1.0", "metadataVersion": "1",
+            "data": task_event_body("ingest", &task),
+        }));
+    }
+    events.push(json!({
+        "id": "demo-eg-2", "topic": topic, "subject": "jobs/ingest/tasks/blob-denied",
+        "eventType": "Contoso.Batch.TaskFailed", "eventTime": time,
+        "dataVersion": "1.0", "metadataVersion": "1",
+        "data": {"accountUrl": batch_url, "jobId": "ingest", "taskId": "blob-denied"},
+    }));
+    // A forwarder replaying a nine-day-old event: the task's retention has expired, so its
+    // logs are gone and the manifest says so.
+    events.push(json!({
+        "id": "demo-eg-3", "topic": topic, "subject": "jobs/etl/tasks/old-fail",
+        "eventType": "Contoso.Batch.TaskFailed", "eventTime": time,
+        "dataVersion": "1.0", "metadataVersion": "1",
+        "data": {"accountUrl": batch_url, "jobId": "etl", "taskId": "old-fail"},
+    }));
+    serde_json::to_vec_pretty(&Value::Array(events)).unwrap_or_default()
+}
+
+/// A CloudEvents 1.0 batch: a reference to a task that waits on a node whose job preparation
+/// failed (only an event about it, or a person asking, leads to it: it has not failed), and the
+/// task whose stderr holds HTML.
+pub(crate) fn cloud_events_body(batch_url: &str, now: OffsetDateTime) -> Vec<u8> {
+    let time = now.format(&Rfc3339).unwrap_or_default();
+    let event = |id: &str, job: &str, task: &str| {
+        json!({
+            "specversion": "1.0", "id": id, "source": "/batch-triage/demo-forwarder",
+            "type": "Contoso.Batch.TaskAttention", "subject": format!("jobs/{job}/tasks/{task}"),
+            "time": time, "datacontenttype": "application/json",
+            "data": {"accountUrl": batch_url, "jobId": job, "taskId": task},
+        })
+    };
+    serde_json::to_vec_pretty(&json!([
+        event("demo-ce-1", "prep-fail", "t1"),
+        event("demo-ce-2", "webapp", "render-pages"),
+    ]))
+    .unwrap_or_default()
+}
