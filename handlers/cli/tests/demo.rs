@@ -147,7 +147,7 @@ fn the_html_report_names_every_class_shown_and_escapes_task_output() {
     }
     // The webapp task's stderr and Batch's message carry markup; it must arrive as text.
     assert!(
-        html.contains("&lt;script&gt;alert(&#39;stderr&#39;)&lt;/script&gt;"),
+        html.contains("&lt;script&gt;alert('stderr')&lt;/script&gt;"),
         "the stderr tail with <script> is shown, escaped"
     );
     assert!(html.contains("&lt;b&gt;unrecognised&lt;/b&gt;"));

@@ -217,8 +217,10 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
         dir: out.join("triggers"),
         budget,
     };
-    std::fs::create_dir_all(&triggers.dir)
-        .map_err(DemoError::io(format!("creating {}", triggers.dir.display())))?;
+    std::fs::create_dir_all(&triggers.dir).map_err(DemoError::io(format!(
+        "creating {}",
+        triggers.dir.display()
+    )))?;
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
     runs.extend(triggers.sweeps().await?);

@@ -109,12 +109,8 @@ impl Report {
             finding.read_back(out, &alerted, &outcome);
         }
         // Most urgent first, then by subject, so the page reads like a triage list.
-        findings.sort_by_cached_key(|f| {
-            (
-                std::cmp::Reverse(f.class.severity()),
-                f.subject.to_string(),
-            )
-        });
+        findings
+            .sort_by_cached_key(|f| (std::cmp::Reverse(f.class.severity()), f.subject.to_string()));
         Self {
             findings,
             unrecognised,
@@ -133,11 +129,11 @@ impl Report {
     pub fn converged(&self) -> bool {
         self.unrecognised.is_empty()
             && self.findings.iter().all(|f| {
-            f.copies <= 1
-                && f.problems.is_empty()
-                && f.outboxed.is_empty()
-                && !has_duplicates(&f.notified)
-        })
+                f.copies <= 1
+                    && f.problems.is_empty()
+                    && f.outboxed.is_empty()
+                    && !has_duplicates(&f.notified)
+            })
     }
 
     fn by_class(&self) -> BTreeMap<&'static str, usize> {
