@@ -274,12 +274,14 @@ fn run_time(task: &BatchTask) -> Option<Duration> {
     Duration::try_from(ran).ok()
 }
 
-/// DESIGN §4: TaskEnded is a timeout when endTime − startTime ≥ a finite maxWallClockTime.
+/// A `TaskEnded` failure is a timeout when endTime − startTime ≥ a finite maxWallClockTime
+/// (docs/failure-classes.md).
 fn ran_into_wall_clock(task: &BatchTask) -> bool {
     matches!((task_wall_clock_limit(task), run_time(task)), (Some(limit), Some(ran)) if ran >= limit)
 }
 
-/// Replays Batch's `exitConditions` for how this task ended (DESIGN §4, BATCH-FACTS §4.4).
+/// Replays Batch's `exitConditions` for how this task ended (docs/failure-classes.md; the
+/// shapes are in docs/batch-facts.md).
 fn replay_exit_conditions(
     task: &BatchTask,
     class: FailureClass,

@@ -522,3 +522,40 @@ pre{background:#0f1419;color:#e6e1cf;padding:.7rem;overflow:auto;white-space:pre
 .bar.critical{background:#b42318}.bar.error{background:#d9480f}.bar.warning{background:#b7791f}
 nav{margin-bottom:1rem}
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn href_encodes_each_segment_and_keeps_the_slashes() {
+        assert_eq!(
+            href("store/devbatch1/job #1/t?a=1&b/stderr.txt").as_deref(),
+            Some("store/devbatch1/job%20%231/t%3Fa%3D1%26b/stderr.txt")
+        );
+        assert_eq!(
+            href("store/devbatch1/etl/").as_deref(),
+            Some("store/devbatch1/etl/")
+        );
+        assert_eq!(
+            href("x/javascript:alert(1)").as_deref(),
+            Some("x/javascript%3Aalert%281%29")
+        );
+    }
+
+    #[test]
+    fn a_path_that_could_leave_the_directory_is_no_link() {
+        for path in [
+            "../x",
+            "store/../../x",
+            "store/./x",
+            "/etc/passwd",
+            "store//x",
+            "",
+        ] {
+            assert_eq!(href(path), None, "{path}");
+        }
+        let text = link("../x", html! { "../x" }).into_string();
+        assert_eq!(text, "../x", "shown as text");
+    }
+}
