@@ -13,6 +13,8 @@
 //! - [`report`]: the diagnosis JSON (DESIGN §5).
 //! - [`hints`], [`fingerprint`], [`redact`]: advice from command lines and stderr, grouping by
 //!   cause, and removing secrets from text.
+//! - [`inert`]: control and bidi characters of untrusted text made visible for terminals and
+//!   plain-text bodies.
 //!
 //! ```
 //! use batch_triage_diagnosis::{Evidence, diagnose_item, payload::read_slice};
@@ -36,6 +38,7 @@ pub mod fingerprint;
 pub mod hints;
 pub mod payload;
 pub mod policy;
+pub mod inert;
 pub mod redact;
 pub mod report;
 pub mod wire;
