@@ -63,7 +63,10 @@ mod tests {
             out,
             "red ␛[31mALERT␛[0m␇<U+009B>2J evil<U+202E>txt.exe␍\nok\tdone"
         );
-        assert!(!out.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        );
         assert_eq!(one_line("a\r\nb"), "a␍␊b");
         assert_eq!(one_line("plain é 😀 text"), "plain é 😀 text");
         assert_eq!(multi_line("two\nlines"), "two\nlines");

@@ -183,8 +183,7 @@ fn percent_encode(text: &str) -> String {
 
 /// Standard base64 with padding (the core takes no encoding crate for twenty lines).
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -291,7 +290,10 @@ fn value_span(text: &str, start: usize) -> (usize, usize, usize) {
             let mut end = rest
                 .find(|c: char| {
                     c.is_whitespace()
-                        || matches!(c, '&' | ';' | '"' | '\'' | ')' | ',' | '<' | '>' | '}' | ']')
+                        || matches!(
+                            c,
+                            '&' | ';' | '"' | '\'' | ')' | ',' | '<' | '>' | '}' | ']'
+                        )
                 })
                 .unwrap_or(rest.len());
             // `]` ends a value, except the one closing an earlier redaction.
@@ -328,7 +330,10 @@ fn redact_name_values(text: &str) -> String {
             continue;
         }
         let prefix = prefix.as_str().to_ascii_lowercase();
-        let in_query = matches!(prefix.as_str(), "?" | "&" | "%3f" | "%26" | "%2526" | "%253f");
+        let in_query = matches!(
+            prefix.as_str(),
+            "?" | "&" | "%3f" | "%26" | "%2526" | "%253f"
+        );
         if !is_secret_name(name.as_str().trim_matches(['"', '\'']), in_query) {
             continue;
         }

@@ -200,18 +200,22 @@ fn card(alert: &Alert, caps: Caps) -> Value {
     let title = format!("{} · {}", d.class.as_str(), alert.headline());
     let mut body = vec![
         json!({"type": "TextBlock", "text": banner, "weight": "bolder", "color": color, "wrap": true}),
-        plain_block(vec![json!({"type": "TextRun", "text": keep_start(&title, caps.summary.max(80)),
-            "weight": "bolder", "size": "medium", "color": color})]),
+        plain_block(vec![
+            json!({"type": "TextRun", "text": keep_start(&title, caps.summary.max(80)),
+            "weight": "bolder", "size": "medium", "color": color}),
+        ]),
         plain_block(vec![run(&keep_start(
             &diagnosis::redact::redact(&d.summary),
             caps.summary,
         ))]),
     ];
     for (label, value) in alert.facts() {
-        body.push(json!({"type": "RichTextBlock", "spacing": "none", "inlines": [
-            {"type": "TextRun", "text": format!("{label}: "), "weight": "bolder"},
-            run(&keep_start(&value, caps.fact)),
-        ]}));
+        body.push(
+            json!({"type": "RichTextBlock", "spacing": "none", "inlines": [
+                {"type": "TextRun", "text": format!("{label}: "), "weight": "bolder"},
+                run(&keep_start(&value, caps.fact)),
+            ]}),
+        );
     }
     if caps.cause > 0 && !d.cause.is_empty() {
         body.push(heading("Cause"));
@@ -229,13 +233,17 @@ fn card(alert: &Alert, caps: Caps) -> Value {
             }
             let hint = keep_start(&format!("• {}", diagnosis::redact::redact(hint)), budget);
             budget = budget.saturating_sub(hint.len());
-            body.push(json!({"type": "RichTextBlock", "spacing": "small", "inlines": [run(&hint)]}));
+            body.push(
+                json!({"type": "RichTextBlock", "spacing": "small", "inlines": [run(&hint)]}),
+            );
         }
     }
     if let Some(tail) = alert.safe_stderr_tail().filter(|_| caps.stderr > 0) {
         body.push(heading("stderr (tail, redacted)"));
-        body.push(plain_block(vec![json!({"type": "TextRun", "text": keep_end(&tail, caps.stderr),
-            "fontType": "monospace", "size": "small"})]));
+        body.push(plain_block(vec![
+            json!({"type": "TextRun", "text": keep_end(&tail, caps.stderr),
+            "fontType": "monospace", "size": "small"}),
+        ]));
     }
     let mut actions = Vec::new();
     let mut other_logs = Vec::new();
@@ -452,6 +460,9 @@ mod tests {
             );
         }
         let text = card.to_string();
-        assert!(!text.contains("\"FactSet\""), "FactSet values render markdown");
+        assert!(
+            !text.contains("\"FactSet\""),
+            "FactSet values render markdown"
+        );
     }
 }

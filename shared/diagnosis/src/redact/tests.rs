@@ -81,15 +81,31 @@ const LEAKS: &[(&str, &str, &str)] = &[
         "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nt5y6u7",
         "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
     ),
-    ("api_key", "calling api with api_key=ak_live_123456789 now", "ak_live_123456789"),
-    ("api-key header style", "api-key=0a1b2c3d4e5f", "0a1b2c3d4e5f"),
+    (
+        "api_key",
+        "calling api with api_key=ak_live_123456789 now",
+        "ak_live_123456789",
+    ),
+    (
+        "api-key header style",
+        "api-key=0a1b2c3d4e5f",
+        "0a1b2c3d4e5f",
+    ),
     (
         "*_SECRET assignment",
         "export AZURE_CLIENT_SECRET=Q~abc.defGHI_jkl",
         "Q~abc.defGHI_jkl",
     ),
-    ("*_KEY assignment", "STORAGE_ACCOUNT_KEY=c3RvcmFnZWtleQ== ./run.sh", "c3RvcmFnZWtleQ"),
-    ("*_TOKEN in env dump", "GITHUB_TOKEN='ghp_abcdef123456'", "ghp_abcdef123456"),
+    (
+        "*_KEY assignment",
+        "STORAGE_ACCOUNT_KEY=c3RvcmFnZWtleQ== ./run.sh",
+        "c3RvcmFnZWtleQ",
+    ),
+    (
+        "*_TOKEN in env dump",
+        "GITHUB_TOKEN='ghp_abcdef123456'",
+        "ghp_abcdef123456",
+    ),
     (
         "Functions key in a query",
         "POST https://f.azurewebsites.net/api/x?code=ZnVuY3Rpb25rZXk= 401",
@@ -100,7 +116,11 @@ const LEAKS: &[(&str, &str, &str)] = &[
         "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=Y29ubnN0cg==;EndpointSuffix=core.windows.net",
         "Y29ubnN0cg",
     ),
-    ("Python dict", "{'password': 'py-dict-pass', 'user': 'x'}", "py-dict-pass"),
+    (
+        "Python dict",
+        "{'password': 'py-dict-pass', 'user': 'x'}",
+        "py-dict-pass",
+    ),
 ];
 
 /// Text that looks a little like a secret and must come through untouched.
