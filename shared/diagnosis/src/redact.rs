@@ -24,6 +24,8 @@ use std::sync::LazyLock;
 
 use regex::{Captures, Regex};
 
+use crate::Diagnosis;
+
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -164,6 +166,30 @@ impl Redactor {
     /// [`Redactor::redact`] over an optional text.
     pub fn redact_opt(&self, text: Option<&str>) -> Option<String> {
         text.map(|t| self.redact(t))
+    }
+
+    /// Redacts every free-text field of a diagnosis in place: the summary, cause, hints, Batch's
+    /// failure message and detail values, and the log links. Ids and the fingerprint are left as
+    /// they are (grouping depends on them), as are class and severity.
+    pub fn redact_diagnosis(&self, d: &mut Diagnosis) {
+        if self.is_empty() {
+            // The core already applied [`redact`] to everything it took from outside.
+            return;
+        }
+        d.summary = self.redact(&d.summary);
+        d.cause = self.redact(&d.cause);
+        for hint in &mut d.hints {
+            *hint = self.redact(hint);
+        }
+        for log in &mut d.logs {
+            *log = self.redact(log);
+        }
+        if let Some(failure) = &mut d.failure {
+            failure.message = self.redact_opt(failure.message.as_deref());
+            for detail in &mut failure.details {
+                detail.value = self.redact_opt(detail.value.as_deref());
+            }
+        }
     }
 }
 
