@@ -29,14 +29,7 @@ pub(crate) fn inert_block(text: &str) -> String {
 /// The secrets this process was configured with through its environment, for redacting them
 /// from whatever it prints (a task can echo its own account key into stderr).
 pub(crate) fn configured_redactor() -> diagnosis::redact::Redactor {
-    let secrets = [
-        "AZURE_BATCH_ACCESS_KEY",
-        "AZURE_CLIENT_SECRET",
-        "BATCH_TRIAGE_WEBHOOK_KEY",
-    ]
-    .iter()
-    .filter_map(|name| std::env::var(name).ok());
-    diagnosis::redact::Redactor::new(secrets)
+    pipeline::settings::redactor_from_env(|name| std::env::var(name).ok())
 }
 
 /// Whether to colour the output. `anstream` decides as the terminal conventions say: only on a

@@ -83,6 +83,39 @@ pub enum SettingsError {
     Egress(notify::NotifyError),
 }
 
+/// Settings whose values are secrets in themselves (receivers' secrets are named by the policy).
+const SECRET_SETTINGS: [&str; 3] = [
+    "AZURE_BATCH_ACCESS_KEY",
+    "AZURE_CLIENT_SECRET",
+    "BATCH_TRIAGE_WEBHOOK_KEY",
+];
+
+/// The secrets the environment configures, for a command that reads only some of the settings
+/// (the CLI's `explain` and `diagnose`): [`SECRET_SETTINGS`] and, when `BATCH_TRIAGE_POLICY`
+/// names a readable policy, every value its receivers read. Best effort: what cannot be read is
+/// left out, and this never fails.
+pub fn redactor_from_env(get: impl Fn(&str) -> Option<String>) -> Redactor {
+    let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
+    let policy = get("BATCH_TRIAGE_POLICY")
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| Policy::parse(&text).ok());
+    for receiver in policy.iter().flat_map(|p| &p.receivers) {
+        let values = std::cell::RefCell::new(Vec::new());
+        let _ = ReceiverConfig::from_policy(receiver).and_then(|config| {
+            config.resolve(|name: &str| {
+                let value = get(name);
+                if let Some(value) = &value {
+                    values.borrow_mut().push(value.clone());
+                }
+                value
+            })
+        });
+        secrets.extend(values.into_inner());
+    }
+    Redactor::new(secrets)
+}
+
 impl Settings {
     /// Reads the settings through `get` (the process environment in production, a map in tests).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
@@ -113,14 +146,7 @@ impl Settings {
             }
             None => Policy::default(),
         };
-        let mut secrets: Vec<String> = [
-            "AZURE_BATCH_ACCESS_KEY",
-            "AZURE_CLIENT_SECRET",
-            "BATCH_TRIAGE_WEBHOOK_KEY",
-        ]
-        .into_iter()
-        .filter_map(get)
-        .collect();
+        let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
         // Every value a receiver reads from the settings is a secret or next to one (a URL with
         // a signature, a password, a key); a user name among them only costs its redaction.
         let receiver_values = std::cell::RefCell::new(Vec::new());
