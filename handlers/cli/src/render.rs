@@ -310,4 +310,36 @@ mod tests {
         let plain = Style::from_choice(anstream::ColorChoice::Never);
         assert_eq!(plain.severity(Severity::Error).trim_end(), "ERROR");
     }
+
+    /// The serve log's formatter, as `serve` sets it up: an id logged as a Debug field (`?id`,
+    /// how the libraries log ids) cannot forge a line, ring or recolour.
+    #[test]
+    fn ids_in_log_fields_cannot_forge_lines() {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let job_id = "etl\r\nINFO forged\u{1b}[2J\u{7}\u{202e}";
+            tracing::info!(job_id = ?job_id, "job changed");
+        });
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged:?}");
+        let line = logged.trim_end_matches('\n');
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(!line.contains('\u{202e}'), "{line:?}");
+    }
 }

@@ -122,7 +122,8 @@ impl AuditLog {
             .await?;
         tracing::info!(
             rule = %record.rule,
-            job_id = %record.job_id,
+            // Ids as Debug: a CR, LF or ESC in one is escaped, so it cannot forge a log line.
+            job_id = ?record.job_id,
             action = %record.action,
             decision = ?record.decision,
             dry_run = record.dry_run,
