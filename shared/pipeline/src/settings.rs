@@ -91,9 +91,9 @@ const SECRET_SETTINGS: [&str; 3] = [
 ];
 
 /// The secrets the environment configures, for a command that reads only some of the settings
-/// (the CLI's `explain` and `diagnose`): [`SECRET_SETTINGS`] and, when `BATCH_TRIAGE_POLICY`
-/// names a readable policy, every value its receivers read. Best effort: what cannot be read is
-/// left out, and this never fails.
+/// (the CLI's `explain` and `diagnose`): `AZURE_BATCH_ACCESS_KEY`, `AZURE_CLIENT_SECRET`,
+/// `BATCH_TRIAGE_WEBHOOK_KEY` and, when `BATCH_TRIAGE_POLICY` names a readable policy, every
+/// value its receivers read. Best effort: what cannot be read is left out, and this never fails.
 pub fn redactor_from_env(get: impl Fn(&str) -> Option<String>) -> Redactor {
     let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
