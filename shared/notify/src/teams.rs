@@ -198,6 +198,9 @@ fn card(alert: &Alert, caps: Caps) -> Value {
         AlertState::Firing => format!("batch-triage · {}", d.severity.as_str().to_uppercase()),
     };
     let title = format!("{} · {}", d.class.as_str(), alert.headline());
+    // The plain-text line a notification shows (never rendered as markdown): the whole title.
+    let state = banner.trim_start_matches("batch-triage · ");
+    let fallback = format!("{state} · {title}");
     let mut body = vec![
         json!({"type": "TextBlock", "text": banner, "weight": "bolder", "color": color, "wrap": true}),
         plain_block(vec![
@@ -281,7 +284,7 @@ fn card(alert: &Alert, caps: Caps) -> Value {
         "type": "AdaptiveCard",
         "version": "1.4",
         "msteams": {"width": "Full"},
-        "fallbackText": keep_start(&title, 300),
+        "fallbackText": keep_start(&fallback, 300),
         "body": body,
     });
     if !actions.is_empty() {
