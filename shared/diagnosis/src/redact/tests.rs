@@ -233,3 +233,24 @@ proptest::proptest! {
         proptest::prop_assert_eq!(r.redact(&once), once);
     }
 }
+
+#[test]
+fn a_redactor_cleans_every_free_text_field_of_a_diagnosis() {
+    let key = "Y29uZmlndXJlZC1rZXk=";
+    let leak = format!("echo {key}");
+    let mut d: Diagnosis = serde_json::from_value(serde_json::json!({
+        "class": "task.exit_code", "severity": "error", "fingerprint": "fp",
+        "summary": leak, "cause": leak, "hints": [leak], "logs": [leak],
+        "failure": {"message": leak, "details": [{"name": "n", "value": leak}]},
+        "subject": {"jobId": "job-1", "taskId": "t-1"}
+    }))
+    .unwrap();
+    Redactor::new([key]).redact_diagnosis(&mut d);
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(!json.contains("Y29uZmlndXJlZC1rZXk"), "{json}");
+    assert_eq!(json.matches(REDACTED).count(), 6, "{json}");
+    assert!(
+        json.contains("job-1") && json.contains("\"fp\""),
+        "ids stay: {json}"
+    );
+}
