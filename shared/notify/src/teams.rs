@@ -1,5 +1,5 @@
 //! Microsoft Teams through a Workflows webhook: the `message` envelope carrying an Adaptive Card
-//! 1.4 (PEERS §1.7), byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
+//! 1.4, byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
 //!
 //! # The byte budget
 //! Every field starts under a generous cap (stderr tail 8 KB, hints 4 KB, cause 3 KB, fact
@@ -11,6 +11,11 @@
 //! is rendered again. Cuts land on character boundaries and are marked with `…`; the stderr tail
 //! keeps its end (the last lines say the most), everything else keeps its beginning. Rendering
 //! goes through `serde_json`, so the result is always valid JSON.
+//!
+//! # Untrusted text
+//! Teams renders markdown in `TextBlock`s and `FactSet`s, so ids, Batch messages, stderr, policy
+//! names and log names go only into `TextRun`s of `RichTextBlock`s, which it shows as written.
+//! `TextBlock`s hold our own words (the banner and the section headings).
 
 use batch_client::{Deadline, Secret};
 use serde_json::{Value, json};
