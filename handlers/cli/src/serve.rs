@@ -6,6 +6,7 @@
 //! never retried (unreadable input, a stranger), 503 asks for a redelivery (a transient failure;
 //! every effect is idempotent, so a redelivery repeats nothing).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -125,8 +126,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        // The first line is the address, so a script or a test can read the port it got.
-        println!("batch-triage serve listening on http://{address}");
+        // The first line is the address, so a script or a test can read the port it got. Best
+        // effort: the server keeps serving if whoever started it stopped reading.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "batch-triage serve listening on http://{address}")
+            .and_then(|()| stdout.flush());
         let state = AppState::new(triage, key, budget);
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
