@@ -589,14 +589,10 @@ mod tests {
 
     async fn state() -> (AppState, Backends) {
         let backends = Backends::start().await;
-        let settings = backends.settings();
-        let env = |name: &str| {
-            settings
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let triage = Settings::from_env(env).unwrap().build().unwrap();
+        let triage = Settings::from_env(|name| backends.setting(name))
+            .unwrap()
+            .build()
+            .unwrap();
         let state = AppState::new(
             triage,
             WebhookKey::new(KEY).unwrap(),

@@ -170,6 +170,15 @@ impl Backends {
         ]
     }
 
+    /// One of [`Backends::settings`] by name, as an environment lookup does: for building a
+    /// handler's settings in process (`Settings::from_env(|name| backends.setting(name))`).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.settings()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value)
+    }
+
     /// Every file under the store, relative to it, sorted.
     pub fn stored_files(&self) -> Vec<String> {
         fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
