@@ -8,11 +8,10 @@
 //!
 //! `cargo build --release -p batch-triage-cli --bins --examples && target/release/examples/bench_serve_memory`
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use test_kit::Backends;
+use test_kit::{Backends, KillOnDrop, spawn_announced};
 
 const KEY: &str = "bench-serve-memory-key-0123456789";
 
@@ -54,36 +53,19 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 }
 
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     base: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(backends: &Backends) -> Server {
-    let mut child = Command::new(cli())
+    let mut command = Command::new(cli());
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .envs(backends.settings())
         .env("BATCH_TRIAGE_WEBHOOK_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn batch-triage serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the address line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("an address")
-        .to_owned();
+        .stderr(Stdio::null());
+    let (child, base, _) = spawn_announced(&mut command);
     Server { child, base }
 }
 
