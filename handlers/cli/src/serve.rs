@@ -278,26 +278,29 @@ impl FromRequest<AppState> for Payload {
         let budget = &state.body_budget;
         let units = |bytes: usize| u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX);
         let mut held: Option<OwnedSemaphorePermit> = None;
+        // Holds budget for `bytes` in all; false when the budget is spent.
         let reserve = |bytes: usize, held: &mut Option<OwnedSemaphorePermit>| {
             let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
             let want = units(bytes) as usize;
             if want <= have {
-                return Ok(());
+                return true;
             }
             let more = u32::try_from(want - have).unwrap_or(u32::MAX);
-            let permit = budget
-                .clone()
-                .try_acquire_many_owned(more)
-                .map_err(|_| busy("the server holds as many request bodies as it may"))?;
+            let Ok(permit) = budget.clone().try_acquire_many_owned(more) else {
+                return false;
+            };
             match held {
                 Some(held) => held.merge(permit),
                 None => *held = Some(permit),
             }
-            Ok::<(), Response>(())
+            true
         };
+        let spent = || busy("the server holds as many request bodies as it may");
         let mut buffer = Vec::new();
         if let Some(declared) = declared {
-            reserve(declared, &mut held)?;
+            if !reserve(declared, &mut held) {
+                return Err(spent());
+            }
             buffer.reserve_exact(declared);
         }
         let mut chunks = request.into_body().into_data_stream();
@@ -312,7 +315,9 @@ impl FromRequest<AppState> for Payload {
             if length > BODY_LIMIT {
                 return Err(too_large());
             }
-            reserve(length, &mut held)?;
+            if !reserve(length, &mut held) {
+                return Err(spent());
+            }
             buffer.extend_from_slice(&chunk);
         }
         Ok(Self {

@@ -96,6 +96,9 @@ fn big_records_batch(records: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A way to read a payload: whole or streamed.
+type Read<'a> = &'a dyn Fn(&mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError>;
+
 fn items_of(
     read: impl FnOnce(&mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError>,
 ) -> (PayloadKind, Vec<String>) {
@@ -147,7 +150,7 @@ fn eleven_million_empty_records_are_eleven_million_skipped_items() {
         bytes.extend_from_slice(b",{}");
     }
     bytes.extend_from_slice(b"]}");
-    let count = |read: &dyn Fn(&mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError>| {
+    let count = |read: Read<'_>| {
         let (mut skipped, mut other) = (0usize, 0usize);
         let kind = read(&mut |item| match item {
             Item::Skipped { what } if what == "a record without operationName" => skipped += 1,
