@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::render::inert;
+
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   # Against the local emulator (`batch-triage emulator --port 8089` in another terminal):
@@ -373,7 +375,10 @@ fn refusal(
         .key
         .authorize(&header_pairs(headers), key.as_deref())
         .err()?;
-    eprintln!("batch-triage serve: {route} refused: {}", reason(&refused));
+    eprintln!(
+        "batch-triage serve: {route} refused: {}",
+        inert(&reason(&refused))
+    );
     Some(to_response(refused))
 }
 
@@ -401,7 +406,7 @@ async fn events(
             if response.status == 401 {
                 eprintln!(
                     "batch-triage serve: /api/events refused: {}",
-                    reason(&response)
+                    inert(&reason(&response))
                 );
             }
             to_response(response)
@@ -438,7 +443,10 @@ async fn detached<T: Send + 'static>(
     match tokio::spawn(work).await {
         Ok(value) => Some(value),
         Err(error) => {
-            eprintln!("batch-triage serve: a request's work stopped: {error}");
+            eprintln!(
+                "batch-triage serve: a request's work stopped: {}",
+                inert(&error.to_string())
+            );
             None
         }
     }
@@ -476,7 +484,7 @@ async fn run_payload(
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
-                eprintln!("batch-triage serve: {route}: {line}");
+                eprintln!("batch-triage serve: {route}: {}", inert(line));
             }
             if report.should_retry() {
                 json_response(
@@ -491,7 +499,10 @@ async fn run_payload(
             }
         }
         Err(TriageError::Payload(error)) => {
-            eprintln!("batch-triage serve: {route}: unreadable payload acknowledged: {error}");
+            eprintln!(
+                "batch-triage serve: {route}: unreadable payload acknowledged: {}",
+                inert(&error.to_string())
+            );
             json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": format!("unreadable payload: {error}")}),
@@ -519,7 +530,7 @@ async fn sweep(State(state): State<AppState>) -> Response {
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
-                eprintln!("batch-triage serve: /api/sweep: {line}");
+                eprintln!("batch-triage serve: /api/sweep: {}", inert(line));
             }
             json_response(
                 StatusCode::OK,
@@ -527,7 +538,10 @@ async fn sweep(State(state): State<AppState>) -> Response {
             )
         }
         Err(error) => {
-            eprintln!("batch-triage serve: /api/sweep failed (retry later): {error}");
+            eprintln!(
+                "batch-triage serve: /api/sweep failed (retry later): {}",
+                inert(&error.to_string())
+            );
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": error.to_string()}),
