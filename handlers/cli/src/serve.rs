@@ -128,6 +128,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        // Listened to before the address is printed: whoever reads it may signal at once.
+        let stop = listen_for_shutdown();
         // The first line is the address, so a script or a test can read the port it got. Best
         // effort: the server keeps serving if whoever started it stopped reading.
         let mut stdout = std::io::stdout();
@@ -136,7 +138,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let state = AppState::new(triage, key, budget);
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            stop.await;
             eprintln!("batch-triage serve: stopping; finishing the requests in flight");
             let _ = stop_tx.send(true);
         });
@@ -171,6 +173,33 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+/// [`shutdown_signal`], with the handlers installed now rather than at the first poll: a signal
+/// that arrives in between would otherwise kill the process instead of stopping it cleanly.
+fn listen_for_shutdown() -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        async move {
+            tokio::select! {
+                () = received(interrupt) => {},
+                () = received(terminate) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal()
 }
 
 /// Ctrl-C, or SIGTERM (what a service manager or a container runtime sends).
