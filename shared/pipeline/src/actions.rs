@@ -1,5 +1,5 @@
-//! Guarded job actions (ARCHITECTURE.md, "Every effect happens once"): disable or terminate a job because a rule
-//! says so, without ever racing a person or running away.
+//! Guarded job actions (ARCHITECTURE.md, "Every effect happens once"): disable or terminate a
+//! job because a rule says so, without ever racing a person or running away.
 //!
 //! The guards, in the order they are checked (each skip is audited with its reason):
 //! 1. actions are switched on globally (`[actions] enabled`) and the rule has an action;

@@ -1,5 +1,5 @@
-//! The pipeline (ARCHITECTURE.md, "Bird's-eye view"): a trigger payload becomes subjects; each subject is re-read from the
-//! configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
+//! The pipeline (ARCHITECTURE.md, "Bird's-eye view"): a trigger payload becomes subjects; each
+//! subject is re-read from the configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
 //! planned with the policy, and executed: logs preserved, alerts grouped and delivered, job
 //! actions applied. Every effect is idempotent (see the modules it calls), so a duplicate or
 //! redelivered payload changes nothing.
