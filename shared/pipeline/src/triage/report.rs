@@ -27,7 +27,8 @@ pub enum Outcome {
 /// The report of one subject.
 #[derive(Debug, Clone)]
 pub struct SubjectReport {
-    /// `account/job[/task]` or `account/job/_jobprep/node`.
+    /// `account/job[/task]`, `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
+    /// `account/_pools/pool/node/_starttask`.
     pub subject: String,
     /// The diagnosis's class, when it got that far.
     pub class: Option<FailureClass>,

@@ -9,7 +9,8 @@ use batch_client::{BatchError, Deadline, GetOptions, ListOptions, items};
 use diagnosis::policy::{Plan, PlanContext, plan};
 use diagnosis::wire::{BatchTask, PrepReleaseStatus, SpecialTaskEventBody, TaskState};
 use diagnosis::{
-    Diagnosis, Evidence, diagnose_job, diagnose_prep_release, diagnose_task, prep_failed_nodes,
+    Diagnosis, Evidence, FailureClass, diagnose_job, diagnose_prep_release, diagnose_task,
+    prep_failed_nodes,
 };
 use futures::TryStreamExt;
 use preserve::{
@@ -363,8 +364,15 @@ impl Triage {
                 continue;
             };
             let node = status.node_id.clone().unwrap_or_default();
+            // The label names the folder the logs go to (docs/preserved-layout.md): a release
+            // task's output is under `_jobrelease/`, not `_jobprep/`.
+            let folder = if node_diagnosis.class == FailureClass::JobReleaseFailed {
+                "_jobrelease"
+            } else {
+                "_jobprep"
+            };
             let report =
-                SubjectReport::new(format!("{}/{job_id}/_jobprep/{node}", self.config.account));
+                SubjectReport::new(format!("{}/{job_id}/{folder}/{node}", self.config.account));
             let logs = PrepReleaseLogs { job_id, status };
             reports.push(
                 self.preserve_and_act(&logs, node_diagnosis, report, now, deadline)
