@@ -264,7 +264,7 @@ impl JobActions {
     /// Carries out (or declines) one planned action, and returns the audit record written.
     ///
     /// Every decision ends in exactly one audit record. Once this decision has created the
-    /// once-marker, its only way out is [`JobActions::settle`], which keeps the marker when the
+    /// once-marker, its only way out is `settle`, which keeps the marker when the
     /// action took effect and gives it back otherwise, whatever failed in between.
     pub async fn execute(
         &self,
