@@ -316,7 +316,7 @@ impl JobActions {
         if let Some(earlier) = earlier
             && !earlier.decision.took_effect()
         {
-            tracing::warn!(job_id = %record.job_id, audit_id = %earlier.id, "removing a once-marker its decision could not give back");
+            tracing::warn!(job_id = ?record.job_id, audit_id = %earlier.id, "removing a once-marker its decision could not give back");
             match self
                 .store
                 .delete(once, Condition::IfMatch(marker.etag))
@@ -457,7 +457,7 @@ impl JobActions {
             Err(BatchError::PreconditionFailed(_)) => {
                 // Someone changed the job since we read it: read it again and re-evaluate every
                 // guard; the marker and budget stay ours for this decision.
-                tracing::info!(job_id = %job_id, etag = %etag, "job changed before the action (412); re-evaluating");
+                tracing::info!(job_id = ?job_id, etag = %etag, "job changed before the action (412); re-evaluating");
                 record.outcome = Some("412 ConditionNotMet".into());
                 return Ok(Round::ChangedMeanwhile);
             }
@@ -566,7 +566,7 @@ impl JobActions {
             }
         };
         if let Err(audit_error) = self.audit.write(now, &record).await {
-            tracing::warn!(job_id = %record.job_id, error = %audit_error, "a failed job action could not be audited");
+            tracing::warn!(job_id = ?record.job_id, error = %audit_error, "a failed job action could not be audited");
         }
         Err(error)
     }
@@ -593,7 +593,7 @@ impl JobActions {
         let counts = match self.batch.get_task_counts(job_id, self.deadline()).await {
             Ok(counts) => Some(counts.task_counts),
             Err(error) => {
-                tracing::warn!(job_id = %job_id, error = %error, "task counts unavailable for a threshold");
+                tracing::warn!(job_id = ?job_id, error = %error, "task counts unavailable for a threshold");
                 None
             }
         };

@@ -21,6 +21,7 @@ use std::time::Duration;
 use artifact_store::ArtifactStore;
 use batch_client::{BatchApi, BatchError, Deadline, GetOptions};
 use diagnosis::policy::Policy;
+use diagnosis::redact::Redactor;
 use diagnosis::{
     Diagnosis, Evidence, diagnose_job, diagnose_prep_release, diagnose_task, prep_failed_nodes,
 };
@@ -64,6 +65,9 @@ pub struct Triage {
     /// Subjects worked on at once: bounds the concurrent calls to Batch, the store and the
     /// receivers that one payload or one sweep makes.
     pub(crate) subject_concurrency: usize,
+    /// Removes the configured secrets (and every shape of secret) from diagnoses and stderr
+    /// tails before they are stored, alerted or reported.
+    redactor: Redactor,
 }
 
 /// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
@@ -108,7 +112,27 @@ impl Triage {
             egress,
             actions,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Redacts the exact values of the secrets this process was configured with (see
+    /// [`crate::settings::Settings::redactor`]) from everything it stores or sends, on top of the
+    /// shapes of secrets that are always redacted.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// A diagnosis as it may be stored or sent.
+    pub(super) fn redacted(&self, mut diagnosis: Diagnosis) -> Diagnosis {
+        self.redactor.redact_diagnosis(&mut diagnosis);
+        diagnosis
+    }
+
+    /// A stderr tail as it may be stored or sent.
+    pub(super) fn redacted_tail(&self, tail: &str) -> String {
+        self.redactor.redact(tail)
     }
 
     /// Works on at most `n` subjects at once (at least one).
@@ -225,7 +249,7 @@ impl Triage {
                     .batch
                     .get_task(job_id, task_id, &GetOptions::default(), deadline)
                     .await?;
-                Ok(vec![diagnose_task(&task, &evidence)])
+                Ok(vec![self.redacted(diagnose_task(&task, &evidence))])
             }
             None => {
                 let mut out: Vec<Diagnosis> =
@@ -235,7 +259,7 @@ impl Triage {
                         .iter()
                         .filter_map(|s| diagnose_prep_release(s, &evidence)),
                 );
-                Ok(out)
+                Ok(out.into_iter().map(|d| self.redacted(d)).collect())
             }
         }
     }

@@ -296,7 +296,7 @@ impl Triage {
             prep_failed_nodes: &failed_nodes,
             ..Evidence::default()
         };
-        let first = diagnose_task(&task, &evidence);
+        let first = self.redacted(diagnose_task(&task, &evidence));
         let mut report = SubjectReport::new(format!("{}/{job_id}/{task_id}", self.config.account));
         report.class = Some(first.class);
         if !first.class.is_failure() {
@@ -428,12 +428,17 @@ impl Triage {
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Worked {
+        let first = self.redacted(first);
         report.class = Some(first.class);
         let first_plan = plan(&first, &self.policy, now, &PlanContext::default());
         let mut tail = None;
         if first_plan.preserve_logs {
             match logs.preserve(self, &first, &first_plan, deadline).await {
-                Ok(copied) => tail = report.record_preserved(copied),
+                Ok(copied) => {
+                    tail = report
+                        .record_preserved(copied)
+                        .map(|t| self.redacted_tail(&t))
+                }
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("{}: {error}", L::WHAT),
@@ -494,6 +499,9 @@ impl Triage {
         now: OffsetDateTime,
         mut report: SubjectReport,
     ) -> Worked {
+        // Whatever path led here, what is alerted carries no configured secret.
+        let diagnosis = self.redacted(diagnosis);
+        let tail = tail.map(|t| self.redacted_tail(&t));
         if let Some(action) = &plan.action {
             let request = ActionRequest {
                 diagnosis: &diagnosis,
