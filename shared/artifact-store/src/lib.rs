@@ -25,7 +25,7 @@ use futures::stream::BoxStream;
 pub use blob::{
     BlobAuth, BlobStore, DEFAULT_CONTAINER, DEVSTORE_ACCOUNT, DEVSTORE_KEY, account_sas,
 };
-pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
+pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey, segment_problem};
 pub use local::LocalDirStore;
 pub use open::open;
 

@@ -1,0 +1,302 @@
+//! Subjects whose ids can never make a store key (`.`, `..`, an empty id, an id longer than a
+//! path segment may be): their logs can never be preserved, so running the payload again can
+//! never succeed. They are refused once: decided up front, before anything is fetched, with one
+//! audit record and one alert saying why, guarded by a create-only marker so a redelivery or a
+//! second run neither alerts again nor asks for a retry. The other subjects of the payload go
+//! on normally.
+
+use artifact_store::{Condition, ObjectKey, StoreError, segment_problem};
+use batch_client::Deadline;
+use bytes::Bytes;
+use diagnosis::policy::{PlanContext, plan};
+use diagnosis::{Diagnosis, FailureClass, Subject};
+use notify::{Alert, AlertState, Group, Links};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::targets::Target;
+use super::{Outcome, SubjectReport, Triage, Worked};
+use crate::audit::{AuditDecision, AuditLog, AuditRecord};
+
+/// Where the markers of refused subjects are kept: `refused/{sha256 of the subject}.json`.
+const MARKERS: &str = "refused";
+
+/// The longest part of an id shown in a report, an audit record or an alert.
+const SHOWN_CHARS: usize = 40;
+
+/// The ids of a subject that become segments of its store keys, named.
+pub(crate) struct StoredIds<'a> {
+    kind: Kind,
+    ids: Vec<(&'static str, &'a str)>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Task,
+    Job,
+    PrepRelease,
+    StartTask,
+}
+
+impl<'a> StoredIds<'a> {
+    /// The ids of `target` under `account` (docs/preserved-layout.md): account, job and task;
+    /// account and job (a job's prep/release folders add the node, checked when listed); or
+    /// account, pool and node for a start task.
+    pub(super) fn of_target(account: &'a str, target: &'a Target) -> Self {
+        match target {
+            Target::Task { job, task } => Self::task(account, job, task),
+            Target::Job { job } => Self::job(account, job),
+            Target::StartTask { pool, node, .. } => StoredIds {
+                kind: Kind::StartTask,
+                ids: vec![("account", account), ("pool id", pool), ("node id", node)],
+            },
+        }
+    }
+
+    /// The ids of a job.
+    pub(crate) fn job(account: &'a str, job: &'a str) -> Self {
+        StoredIds {
+            kind: Kind::Job,
+            ids: vec![("account", account), ("job id", job)],
+        }
+    }
+
+    /// The ids of a job's prep/release task on one node (its folders are per node).
+    pub(super) fn prep_release(account: &'a str, job: &'a str, node: &'a str) -> Self {
+        StoredIds {
+            kind: Kind::PrepRelease,
+            ids: vec![("account", account), ("job id", job), ("node id", node)],
+        }
+    }
+
+    /// The ids of a task.
+    pub(crate) fn task(account: &'a str, job: &'a str, task: &'a str) -> Self {
+        StoredIds {
+            kind: Kind::Task,
+            ids: vec![("account", account), ("job id", job), ("task id", task)],
+        }
+    }
+
+    /// Why these ids can never make a store key, or `None` when they can. Pure: the rules are
+    /// the store's own ([`segment_problem`]).
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.ids.iter().find_map(|(name, id)| {
+            segment_problem(id).map(|why| format!("{name} {} cannot be stored: {why}", shown(id)))
+        })
+    }
+
+    /// The subject as shown in a report: every id inert and bounded.
+    fn label(&self) -> String {
+        let ids: Vec<String> = self.ids.iter().map(|(_, id)| shown(id)).collect();
+        match self.kind {
+            Kind::StartTask => format!("{}/_pools/{}/{}/_starttask", ids[0], ids[1], ids[2]),
+            Kind::PrepRelease => format!("{}/{}/_jobprep/{}", ids[0], ids[1], ids[2]),
+            _ => ids.join("/"),
+        }
+    }
+
+    /// The marker's key: a hash of the subject (its ids cannot be a key, that is the point).
+    fn marker(&self) -> Result<ObjectKey, StoreError> {
+        let mut hash = Sha256::new();
+        hash.update(match self.kind {
+            Kind::Task => "task",
+            Kind::Job => "job",
+            Kind::PrepRelease => "preprelease",
+            Kind::StartTask => "starttask",
+        });
+        for (_, id) in &self.ids {
+            // Length-prefixed, so ("a", "bc") and ("ab", "c") differ.
+            hash.update((id.len() as u64).to_le_bytes());
+            hash.update(id.as_bytes());
+        }
+        ObjectKey::new(format!("{MARKERS}/{}.json", hex::encode(hash.finalize())))
+    }
+
+    fn id(&self, name: &str) -> Option<String> {
+        self.ids
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| shown(id))
+    }
+}
+
+/// An untrusted id as it may be shown anywhere: quoted with its control characters, quotes and
+/// backslashes escaped (so it is never markup, a path or a new log line), at most
+/// [`SHOWN_CHARS`] characters, with the length of what was cut.
+fn shown(id: &str) -> String {
+    let escaped: String = id.escape_debug().take(SHOWN_CHARS).collect();
+    if id.chars().count() > SHOWN_CHARS || escaped.len() < id.escape_debug().count() {
+        format!("\"{escaped}…\" ({} bytes)", id.len())
+    } else {
+        format!("\"{escaped}\"")
+    }
+}
+
+impl Triage {
+    /// Refuses a subject whose ids can never be stored (`problem` says why): the first time, one
+    /// audit record and one alert; every later time, nothing. Never asks for a retry unless the
+    /// store itself failed before the refusal was recorded.
+    pub(crate) async fn refuse_unstorable(
+        &self,
+        ids: &StoredIds<'_>,
+        problem: String,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Worked {
+        let mut report = SubjectReport::new(ids.label());
+        let reason = format!("{problem}; its logs can never be preserved, so it is not retried");
+        let failed = |what: &str, error: StoreError| Outcome::Failed {
+            reason: format!("recording the refusal ({what}): {error}"),
+            retryable: true,
+        };
+        let marker = match ids.marker() {
+            Ok(marker) => marker,
+            Err(error) => {
+                report.outcome = failed("marker key", error);
+                return report.into();
+            }
+        };
+        let body = serde_json::json!({
+            "subject": ids.label(),
+            "reason": reason,
+            "time": AuditLog::timestamp(now),
+        });
+        // The marker is claimed first and create-only: of two deliveries at once, one alerts.
+        match self
+            .store
+            .put(&marker, Bytes::from(body.to_string()), Condition::IfAbsent)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { .. }) => {
+                report.outcome = Outcome::Refused(format!("{reason} (already reported)"));
+                return report.into();
+            }
+            Err(error) => {
+                report.outcome = failed("marker", error);
+                return report.into();
+            }
+        }
+        if let Err(error) = self.audit_refusal(ids, &reason, now).await {
+            // Without its audit record the refusal is not done: give the claim back so the
+            // retry records it (a failed delete leaves the refusal unaudited, which is logged).
+            if let Err(undo) = self.store.delete(&marker, Condition::Always).await {
+                tracing::warn!(error = %undo, "refusal marker kept although its audit record failed");
+            }
+            report.outcome = failed("audit record", error);
+            return report.into();
+        }
+        self.alert_refusal(ids, &reason, &mut report, now, deadline)
+            .await;
+        if report.outcome == Outcome::Done {
+            report.outcome = Outcome::Refused(reason);
+        }
+        report.into()
+    }
+
+    async fn audit_refusal(
+        &self,
+        ids: &StoredIds<'_>,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<ObjectKey, StoreError> {
+        let record = AuditRecord {
+            id: AuditLog::new_id(now),
+            time: AuditLog::timestamp(now),
+            rule: String::new(),
+            account: self.config.account.clone(),
+            job_id: ids.id("job id").unwrap_or_default(),
+            action: "preserve".to_owned(),
+            disable_tasks: None,
+            decision: AuditDecision::Refused,
+            reason: format!("{}: {reason}", ids.label()),
+            action_reason: String::new(),
+            terminate_reason: None,
+            etag: None,
+            outcome: None,
+            threshold: String::new(),
+            dry_run: false,
+        };
+        AuditLog::new(self.store.clone()).write(now, &record).await
+    }
+
+    /// One alert to every receiver the policy routes the subject's kind of failure to, sent now
+    /// (not grouped: it is sent once, ever, and says something no other alert says). A failed
+    /// delivery goes to the outbox like any other alert.
+    async fn alert_refusal(
+        &self,
+        ids: &StoredIds<'_>,
+        reason: &str,
+        report: &mut SubjectReport,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) {
+        // Nothing was fetched, so the class is the kind's "unknown" failure; what is known is
+        // that its logs cannot be kept.
+        let class = match ids.kind {
+            Kind::Task => FailureClass::TaskUnknown,
+            Kind::Job => FailureClass::JobUnknown,
+            Kind::PrepRelease => FailureClass::JobPrepFailed,
+            Kind::StartTask => FailureClass::NodeStartTaskFailed,
+        };
+        let diagnosis = Diagnosis {
+            subject: Subject {
+                account: Some(self.config.account.clone()),
+                job_id: ids.id("job id"),
+                task_id: ids.id("task id"),
+                attempt: None,
+                pool_id: ids.id("pool id"),
+                node_id: ids.id("node id"),
+            },
+            class,
+            severity: class.severity(),
+            summary: "Refused: its logs could not be kept".to_owned(),
+            cause: format!(
+                "{reason}. batch-triage did not read it from Batch and will not try again."
+            ),
+            hints: vec![
+                "Look at it in Batch directly (portal or CLI); give tasks and jobs ids of \
+                 letters, digits, '-' and '_' (at most 64 characters, as Batch itself allows)."
+                    .to_owned(),
+            ],
+            exit_code: None,
+            exit_code_hex: None,
+            exit_meaning: None,
+            failure: None,
+            impact: None,
+            logs: Vec::new(),
+            fingerprint: format!("refused-{}", class.as_str()),
+        };
+        let diagnosis = self.redacted(diagnosis);
+        let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+        for to in &planned.receivers {
+            let Some(receiver) = self.receivers.get(&to.receiver) else {
+                continue;
+            };
+            let alert = Alert {
+                diagnosis: diagnosis.clone(),
+                group: Group {
+                    key: to.group_key.clone(),
+                    count: 1,
+                    examples: vec![report.subject.clone()],
+                },
+                stderr_tail: None,
+                links: Links::new(std::iter::empty::<&str>(), None),
+                rule: Some(to.rule.clone()),
+                state: AlertState::Firing,
+                sequence: 0,
+            };
+            match notify::send(&self.egress, receiver, &alert, deadline).await {
+                Ok(_) => report.notified.push(to.receiver.clone()),
+                Err(error) => match self.outbox.put(&to.receiver, &alert, &error).await {
+                    Ok(_) => report.outboxed.push(to.receiver.clone()),
+                    Err(store_error) => {
+                        // The marker stands, so this alert is lost: say so loudly, but a retry
+                        // would not send it either.
+                        tracing::error!(receiver = %to.receiver, error = %store_error, "refusal alert failed and could not be kept");
+                    }
+                },
+            }
+        }
+    }
+}
