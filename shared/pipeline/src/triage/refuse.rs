@@ -125,10 +125,47 @@ impl<'a> StoredIds<'a> {
 /// [`SHOWN_CHARS`] characters, with the length of what was cut.
 fn shown(id: &str) -> String {
     let escaped: String = id.escape_debug().take(SHOWN_CHARS).collect();
-    if id.chars().count() > SHOWN_CHARS || escaped.len() < id.escape_debug().count() {
+    if id.escape_debug().count() > SHOWN_CHARS {
         format!("\"{escaped}…\" ({} bytes)", id.len())
     } else {
         format!("\"{escaped}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_shown_escaped_and_bounded() {
+        assert_eq!(shown(".."), "\"..\"");
+        assert_eq!(shown("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let long = shown(&"é".repeat(300));
+        assert!(long.ends_with("…\" (600 bytes)"), "{long}");
+        assert_eq!(long.chars().filter(|c| *c == 'é').count(), SHOWN_CHARS);
+    }
+
+    #[test]
+    fn the_first_id_that_cannot_be_stored_is_named() {
+        let fine = StoredIds::task("devbatch1", "etl", "oom");
+        assert_eq!(fine.problem(), None);
+        let bad = StoredIds::task("devbatch1", "etl", "..");
+        assert_eq!(
+            bad.problem().as_deref(),
+            Some("task id \"..\" cannot be stored: a path segment may not be `.` or `..`")
+        );
+        let both = StoredIds::task("devbatch1", "", ".");
+        assert!(both.problem().is_some_and(|p| p.starts_with("job id \"\"")));
+        // One subject, one marker; different subjects, different markers (even when their ids
+        // concatenate alike).
+        let a = StoredIds::task("devbatch1", "ab", "..").marker().unwrap();
+        let b = StoredIds::task("devbatch1", "a", "b..").marker().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            StoredIds::task("devbatch1", "ab", "..").marker().unwrap()
+        );
+        assert_ne!(a, StoredIds::job("devbatch1", "ab").marker().unwrap());
     }
 }
 
