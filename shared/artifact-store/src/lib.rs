@@ -96,6 +96,17 @@ pub enum StoreError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The key is valid, but the store cannot hold it beside the objects it already has: on a
+    /// directory, an object's key is a directory of another's (`a` and `a/b`). Nothing was
+    /// written. (Blob Storage holds both; callers that want one layout everywhere avoid such
+    /// keys.)
+    #[error("object key {key} clashes with another object: {reason}")]
+    KeyConflict {
+        /// The key written.
+        key: String,
+        /// Which way it clashes.
+        reason: String,
+    },
     /// A failure that may succeed when retried (throttling, a dropped connection, a 5xx).
     #[error("transient storage error: {message}")]
     Transient {

@@ -4,6 +4,8 @@
 //! (README, "App settings"). A dev-dependency only: nothing here is fit for production (it
 //! panics on setup failures, which is what a test wants).
 
+pub mod hostile_files;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 

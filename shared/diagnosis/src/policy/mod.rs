@@ -31,6 +31,7 @@ mod duration;
 mod group;
 mod parse;
 mod plan;
+mod preserve_glob;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +54,7 @@ pub use plan::{
     ActionPlan, Plan, PlanContext, PlannedReceiver, TERMINATE_REASON_MAX, Threshold, action_reason,
     evaluate_threshold, group_key, plan, terminate_reason,
 };
+pub use preserve_glob::{WORKING_DIR, preserve_glob, task_relative};
 
 /// A checked policy. Build one with [`Policy::parse`], or take [`Policy::default`] (no file): keep
 /// the logs of every failure, notify nobody, act on nothing, print to the console.
