@@ -255,10 +255,11 @@ pub async fn preserve_task(
         node_id: subject.node_id.as_deref(),
         prefix,
     };
+    // A bad glob is an error even when the folder is already preserved.
+    let globs = sources::glob_set(&options.extra_globs)?;
     if let Some(report) = existing(store, &folder).await? {
         return Ok(report);
     }
-    let globs = sources::glob_set(&options.extra_globs)?;
     // One listing says which files exist and how large they are: no HEAD per file.
     let listed = list_task(api, job_id, task_id, globs.as_ref(), deadline).await;
     let mut sources = standard_sources(job_id, task_id, &listed);
