@@ -15,6 +15,7 @@ mod blob;
 mod key;
 mod local;
 mod open;
+mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -27,6 +28,7 @@ pub use blob::{
 pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
 pub use local::LocalDirStore;
 pub use open::open;
+pub use retry::{RetryNotice, RetryObserver};
 
 /// An opaque version tag. It changes on every write, so it can be used for compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
