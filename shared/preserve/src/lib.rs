@@ -39,17 +39,19 @@
 //! resumed by the client with `ocp-range` from the byte reached.
 //!
 //! # Idempotency and resume
-//! - `manifest.json` is written last with [`Condition::IfAbsent`]. If it exists, the folder is
+//! - `manifest.json` is written last with
+//!   [`Condition::IfAbsent`](artifact_store::Condition::IfAbsent). If it exists, the folder is
 //!   complete: a duplicate request reads it and copies nothing (no file GET at all).
 //! - After each file of 1 MiB or more is completely stored, a progress record
-//!   `.progress/{name}.json` (bytes, sha256, source, Last-Modified) is written next to it.
-//!   `put_stream` only makes an object visible once its stream ended cleanly, so an object plus
-//!   a progress record whose size matches both the stored object and the Batch file properties
-//!   (listing or HEAD), and whose Last-Modified is the same (a listing's `lastModified` is put in
-//!   the header's HTTP-date form by [`FileInfo::from_listing`]), means "completely copied": a
-//!   rerun after a crash skips it and reuses the recorded
-//!   sha256. Anything else, and any smaller file, is copied again from byte 0 (an interrupted
-//!   block upload is never committed).
+//!   `.progress/{hash of the name}.json` (bytes, sha256, source, Last-Modified) is written in the
+//!   folder. `put_stream` only makes an object visible once its stream ended cleanly, so an
+//!   object plus a progress record whose size matches both the stored object and the Batch file
+//!   properties (listing or HEAD), and whose Last-Modified is the same (a listing's
+//!   `lastModified` is put in the header's HTTP-date form by
+//!   [`FileInfo::from_listing`](batch_client::FileInfo::from_listing)), means "completely
+//!   copied": a rerun after a crash skips it and reuses the recorded sha256. Anything else, and
+//!   any smaller file, is copied again from byte 0 (an interrupted block upload is never
+//!   committed).
 //! - A file that fails transiently (resumes exhausted, throttling past the deadline) leaves the
 //!   folder without a manifest ([`PreserveReport::complete`] is false) so a later run finishes
 //!   it; a file that Batch says is gone (`NodeNotFound`, `TaskFilesUnavailable`, `FileNotFound`,
