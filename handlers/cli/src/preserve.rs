@@ -300,19 +300,10 @@ fn retry_line(notice: &RetryNotice) -> String {
     format!("batch-triage: {notice}")
 }
 
-/// Text from a node (file names, Batch's messages) made safe for a terminal: control characters
-/// are shown escaped, so a hostile name cannot move the cursor or recolour the screen.
+/// Text from a node (file names, Batch's messages) made safe for a terminal, on one line: a
+/// hostile name cannot move the cursor, recolour the screen or forge a line.
 fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    diagnosis::inert::one_line(text)
 }
 
 fn progress_message(what: &str, copied: u64) -> String {
@@ -428,9 +419,11 @@ mod tests {
 
     #[test]
     fn names_from_a_node_cannot_drive_the_terminal() {
-        assert_eq!(
-            printable("wd/\u{1b}[31mred\u{7}\ny"),
-            "wd/\\u{1b}[31mred\\u{7}\\ny"
+        let shown = printable("wd/\u{1b}[31mred\u{7}\ny\u{202e}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            !shown.contains('\u{202e}') && shown.contains("red"),
+            "{shown:?}"
         );
         assert_eq!(printable("wd/x\\y ünïcode"), "wd/x\\y ünïcode");
     }
