@@ -210,7 +210,13 @@ async fn copies_every_file_with_manifest_and_copies_nothing_twice() {
             .contains("c2VjcmV0c2VjcmV0")
     );
     // No progress records are left once the manifest exists.
-    assert!(!folder.join(".progress").join("stdout.txt.json").exists());
+    assert!(
+        store
+            .list("devbatch1/etl/t1/attempt-2/.progress/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Duplicate request: the manifest is found and no file is downloaded.
     run.emulator.clear_requests();
@@ -801,6 +807,13 @@ async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
         "no partial object"
     );
 
+    // stdout's resume record is there, named by a hash of the name.
+    let records = store
+        .list("devbatch1/etl/big/attempt-2/.progress/")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+
     // The rerun downloads stderr only.
     run.emulator.clear_faults();
     run.emulator.clear_requests();
@@ -845,6 +858,14 @@ async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
         .find(|f| f.name == "stderr.txt")
         .unwrap();
     assert_eq!((stderr.bytes, &stderr.sha256), (bytes, &sha));
+    // The records are removed once the manifest exists.
+    assert!(
+        store
+            .list("devbatch1/etl/big/attempt-2/.progress/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
