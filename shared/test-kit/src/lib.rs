@@ -5,6 +5,7 @@
 //! panics on setup failures, which is what a test wants).
 
 pub mod flaky_store;
+pub mod hostile_files;
 pub mod process;
 
 use std::path::Path;
