@@ -12,7 +12,7 @@
 //! keeps its end (the last lines say the most), everything else keeps its beginning. Rendering
 //! goes through `serde_json`, so the result is always valid JSON.
 
-use batch_client::{Deadline, Secret};
+use foundation::{Deadline, Secret};
 use serde_json::{Value, json};
 
 use crate::alert::{Alert, AlertState};
