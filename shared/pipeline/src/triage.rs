@@ -1,4 +1,4 @@
-//! The pipeline (DESIGN §3): a trigger payload becomes subjects; each subject is re-read from the
+//! The pipeline (ARCHITECTURE.md's bird's-eye view): a trigger payload becomes subjects; each subject is re-read from the
 //! configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
 //! planned with the policy, and executed: logs preserved, alerts grouped and delivered, job
 //! actions applied. Every effect is idempotent (see the modules it calls), so a duplicate or
@@ -92,7 +92,8 @@ pub enum Outcome {
 /// The report of one subject.
 #[derive(Debug, Clone)]
 pub struct SubjectReport {
-    /// `account/job[/task]` or `account/job/_jobprep/node`.
+    /// `account/job[/task]`, `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
+    /// `account/_pools/pool/node/_starttask`.
     pub subject: String,
     /// The diagnosis's class, when it got that far.
     pub class: Option<FailureClass>,
@@ -728,8 +729,15 @@ impl Triage {
                 continue;
             };
             let node = status.node_id.clone().unwrap_or_default();
+            // The label names the folder the logs go to (docs/preserved-layout.md): a release
+            // task's output is under `_jobrelease/`, not `_jobprep/`.
+            let folder = if node_diagnosis.class == FailureClass::JobReleaseFailed {
+                "_jobrelease"
+            } else {
+                "_jobprep"
+            };
             let mut report =
-                SubjectReport::new(format!("{}/{job_id}/_jobprep/{node}", self.config.account));
+                SubjectReport::new(format!("{}/{job_id}/{folder}/{node}", self.config.account));
             report.class = Some(node_diagnosis.class);
             let plan = plan(&node_diagnosis, &self.policy, now, &PlanContext::default());
             if plan.preserve_logs {
