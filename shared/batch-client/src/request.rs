@@ -222,8 +222,7 @@ impl BatchClient {
             .await?;
 
         let mut builder = self
-            .inner
-            .http
+            .http(op)?
             .request(call.method.clone(), call.url.clone())
             .headers(headers);
         if let Some(body) = &call.body {
