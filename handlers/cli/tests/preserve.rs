@@ -186,7 +186,7 @@ fn preserve_errors_say_what_to_do() {
 
 #[test]
 fn preserve_to_a_store_that_refuses_connections_fails_plainly_without_retrying() {
-    let (_emulator, address, _stdout) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     // A loopback port with nothing listening on it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
