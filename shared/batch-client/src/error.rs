@@ -335,7 +335,7 @@ mod tests {
     fn corpus_error_bodies_parse() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/corpus/batch/errors"
+            "/../../tests/corpus/batch/errors"
         );
         let cases = [
             (
@@ -356,7 +356,7 @@ mod tests {
         ];
         for (file, status, code) in cases {
             let Ok(body) = std::fs::read(format!("{dir}/{file}")) else {
-                // The handbook corpus sits beside the repository; without it there is nothing to read.
+                // The corpus is part of the repository (tests/corpus/), so a missing file is a broken checkout.
                 panic!("corpus file {file} missing under {dir}");
             };
             let info = ErrorInfo::from_response("op", status, &body, None, None);
