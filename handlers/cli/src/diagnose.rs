@@ -56,7 +56,7 @@ pub(crate) struct Args {
 enum Output {
     /// A readable summary (coloured on a terminal).
     Text,
-    /// A JSON array of diagnoses (DESIGN §5).
+    /// A JSON array of diagnoses (docs/diagnosis-json.md).
     Json,
 }
 

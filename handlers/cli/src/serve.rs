@@ -2,7 +2,7 @@
 //! host. Event Grid (or anything that can POST) delivers to it directly; every route but the
 //! readiness probe needs the shared key, checked by `pipeline::webhook`.
 //!
-//! Verdicts follow Event Grid's retry rules (RUNTIME.md §2.4): 2xx acknowledges, 400 and 401 are
+//! Verdicts follow Event Grid's retry rules (docs/delivery.md): 2xx acknowledges, 400 and 401 are
 //! never retried (unreadable input, a stranger), 503 asks for a redelivery (a transient failure;
 //! every effect is idempotent, so a redelivery repeats nothing).
 

@@ -1,6 +1,6 @@
 //! `batch-triage serve` end to end: the binary with its settings in the environment, in front of
 //! the Batch emulator, a local-directory store and a webhook receiver, all on loopback; requests
-//! shaped as Event Grid sends them (RUNTIME.md §2.2–2.3).
+//! shaped as Event Grid sends them (docs/delivery.md).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -126,7 +126,7 @@ impl BlobStore {
         let sas = url.query().filter(|q| !q.is_empty()).map(str::to_owned);
         url.set_query(None);
         url.set_fragment(None);
-        // A trailing '/' would make `…/container//blob` (RUNTIME §4.4).
+        // A trailing '/' would make `…/container//blob`, which the service (and Azurite) reject with 400.
         let path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&path);
         if url.path_segments().is_none_or(|mut s| s.all(str::is_empty)) {

@@ -38,7 +38,7 @@ pub struct GetOptions {
     pub expand: Option<String>,
 }
 
-/// OData options of a list operation (BATCH-FACTS §2).
+/// OData options of a list operation (docs/batch-facts.md, wire conventions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListOptions {
     /// `$filter`, e.g. `state eq 'completed' and executionInfo/result eq 'failure'`.
@@ -109,7 +109,7 @@ impl FileRef {
     }
 }
 
-/// File properties from the headers of a HEAD or GET on a file (BATCH-FACTS §3).
+/// File properties from the headers of a HEAD or GET on a file (docs/batch-facts.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileInfo {
     /// Size in bytes of the whole file.

@@ -1,5 +1,5 @@
 //! The reqwest-based [`BatchClient`]: one private [`BatchClient::request`] owns URL checks,
-//! headers, auth, retries, error mapping and logging (STYLE A6); the operations are thin
+//! headers, auth, retries, error mapping and logging; the operations are thin
 //! wrappers that build a [`Call`] and decode the reply.
 
 use std::fmt;
@@ -37,7 +37,7 @@ const PATH_PARAM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The `Content-Type` of request bodies (BATCH-FACTS §2).
+/// The `Content-Type` of request bodies (docs/batch-facts.md, wire conventions).
 const JSON_BODY: &str = "application/json; odata=minimalmetadata";
 
 /// Largest error body read (the rest is dropped).

@@ -13,12 +13,12 @@ use crate::error::ConfigError;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
-/// The api-version sent by default (BATCH-FACTS §1: newest stable without the `.NN.0` suffix that
+/// The api-version sent by default (docs/batch-facts.md: newest stable without the `.NN.0` suffix that
 /// the examples and SDKs use).
 pub const DEFAULT_API_VERSION: &str = "2025-06-01";
 
 /// The Entra scope for Batch. The double slash is deliberate: it yields the resource
-/// `https://batch.core.windows.net/`, the form the official SDKs use (RUNTIME §5).
+/// `https://batch.core.windows.net/`, the form the official SDKs use (docs/batch-facts.md).
 pub const BATCH_SCOPE: &str = "https://batch.core.windows.net//.default";
 
 /// How requests are authenticated.

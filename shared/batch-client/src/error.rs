@@ -1,4 +1,4 @@
-//! Errors, classified by what the caller will do about them (STYLE §3 rule 4).
+//! Errors, classified by what the caller will do about them: retry, give up, or report.
 //!
 //! Every [`BatchError`] carries an [`ErrorInfo`]: the HTTP status, the Batch error code, the
 //! message without its `RequestId:`/`Time:` lines, and both request ids, so that a log line or a

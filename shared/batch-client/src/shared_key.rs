@@ -1,4 +1,4 @@
-//! Shared Key request signing (BATCH-FACTS §6.2), byte-for-byte as the official Python SDK's
+//! Shared Key request signing (docs/batch-facts.md), byte-for-byte as the official Python SDK's
 //! `BatchSharedKeyAuthPolicy` (azure-batch 15.1.0) does it; the integration test
 //! `shared_key_python` checks that against the installed package.
 //!

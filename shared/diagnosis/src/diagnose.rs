@@ -276,12 +276,12 @@ fn run_time(task: &BatchTask) -> Option<Duration> {
     Duration::try_from(ran).ok()
 }
 
-/// DESIGN §4: TaskEnded is a timeout when endTime − startTime ≥ a finite maxWallClockTime.
+/// docs/failure-classes.md: TaskEnded is a timeout when endTime − startTime ≥ a finite maxWallClockTime.
 fn ran_into_wall_clock(task: &BatchTask) -> bool {
     matches!((task_wall_clock_limit(task), run_time(task)), (Some(limit), Some(ran)) if ran >= limit)
 }
 
-/// Replays Batch's `exitConditions` for how this task ended (DESIGN §4, BATCH-FACTS §4.4).
+/// Replays Batch's `exitConditions` for how this task ended (docs/batch-facts.md, exitConditions).
 fn replay_exit_conditions(
     task: &BatchTask,
     class: FailureClass,

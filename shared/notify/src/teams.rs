@@ -1,5 +1,5 @@
 //! Microsoft Teams through a Workflows webhook: the `message` envelope carrying an Adaptive Card
-//! 1.4 (PEERS §1.7), byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
+//! 1.4 (Teams renders up to 1.5), byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
 //!
 //! # The byte budget
 //! Every field starts under a generous cap (stderr tail 8 KB, hints 4 KB, cause 3 KB, fact

@@ -1,4 +1,4 @@
-//! Guarded job actions (DESIGN §7, PEERS §4 item 8): disable or terminate a job because a rule
+//! Guarded job actions (README.md, "Policy"): disable or terminate a job because a rule
 //! says so, without ever racing a person or running away.
 //!
 //! The guards, in the order they are checked (each skip is audited with its reason):

@@ -1,5 +1,5 @@
 //! Audit records: one object per job-action decision, taken or skipped, so a person can always
-//! answer "why did (or didn't) batch-triage touch my job?" (PEERS §4 item 8).
+//! answer "why did (or didn't) batch-triage touch my job?"
 //!
 //! Records are written create-only to `audit/{yyyy-mm-dd}/{id}.json`, where the id starts with
 //! the time, so a listing of a day is in time order.

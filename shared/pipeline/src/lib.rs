@@ -1,4 +1,4 @@
-//! batch-triage's stateful side: the parts of "execute" (DESIGN §3) that must be right across
+//! batch-triage's stateful side: the parts of "execute" (ARCHITECTURE.md) that must be right across
 //! several function instances at once.
 //!
 //! # Layout

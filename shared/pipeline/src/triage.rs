@@ -1,4 +1,4 @@
-//! The pipeline (DESIGN §3): a trigger payload becomes subjects; each subject is re-read from the
+//! The pipeline (ARCHITECTURE.md): a trigger payload becomes subjects; each subject is re-read from the
 //! configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
 //! planned with the policy, and executed: logs preserved, alerts grouped and delivered, job
 //! actions applied. Every effect is idempotent (see the modules it calls), so a duplicate or

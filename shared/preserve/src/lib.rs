@@ -1,7 +1,7 @@
 //! Log preservation: copies a failed task's files (and job prep/release output) from the compute
 //! node into an [`ArtifactStore`] before autoscale, preemption or retention removes them.
 //!
-//! # Layout (DESIGN §6)
+//! # Layout (docs/preserved-layout.md)
 //! `{account}/{jobId}/{taskId}/attempt-{retryCount}/` holds the files (`stdout.txt`,
 //! `stderr.txt`, `fileuploadout.txt`, `fileuploaderr.txt` when present, rule globs under `wd/`),
 //! `diagnosis.json` and, last, `manifest.json`. Job prep/release output goes to

@@ -1,4 +1,4 @@
-//! `manifest.json`: what a preserved folder holds (DESIGN §6). Written last, create-only.
+//! `manifest.json`: what a preserved folder holds (docs/preserved-layout.md). Written last, create-only.
 
 use serde::{Deserialize, Serialize};
 

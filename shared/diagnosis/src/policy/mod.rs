@@ -1,4 +1,4 @@
-//! The policy (DESIGN §7): which failures notify whom, which extra files to keep, which job
+//! The policy (README.md, "Policy"): which failures notify whom, which extra files to keep, which job
 //! actions to take, how alerts are grouped, and which are silenced.
 //!
 //! Everything here is pure: [`Policy::parse`] turns TOML text into a checked [`Policy`] (or a list
@@ -194,7 +194,7 @@ pub struct RuleAction {
     pub min_failed_percent: Option<f64>,
 }
 
-/// A job action (BATCH-FACTS §3).
+/// A job action (docs/batch-facts.md, operations used).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ActionKind {
     /// Leave the job alone.

@@ -1,4 +1,4 @@
-//! Batch REST bodies (BATCH-FACTS §4): the subset of `BatchTask`, `BatchJob`, prep/release status,
+//! Batch REST bodies (docs/batch-facts.md): the subset of `BatchTask`, `BatchJob`, prep/release status,
 //! files, task counts and error bodies that triage reads.
 //!
 //! Every field is optional or defaulted: Batch omits what it has not set, `$select` trims bodies,
