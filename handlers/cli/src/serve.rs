@@ -2,7 +2,7 @@
 //! host. Event Grid (or anything that can POST) delivers to it directly; every route but the
 //! readiness probe needs the shared key, checked by `pipeline::webhook`.
 //!
-//! Verdicts follow Event Grid's retry rules (docs/delivery.md): 2xx acknowledges, 400 and 401 are
+//! Verdicts follow Event Grid's retry rules (`docs/delivery.md`): 2xx acknowledges, 400 and 401 are
 //! never retried (unreadable input, a stranger), 503 asks for a redelivery (a transient failure;
 //! every effect is idempotent, so a redelivery repeats nothing).
 
@@ -25,6 +25,8 @@ use pipeline::triage::{Triage, TriageError};
 use pipeline::webhook::{self, Gate, WebhookKey};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+use crate::render::inert;
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -215,7 +217,10 @@ fn refusal(
         .key
         .authorize(&header_pairs(headers), key.as_deref())
         .err()?;
-    eprintln!("batch-triage serve: {route} refused: {}", reason(&refused));
+    eprintln!(
+        "batch-triage serve: {route} refused: {}",
+        inert(&reason(&refused))
+    );
     Some(to_response(refused))
 }
 
@@ -239,7 +244,7 @@ async fn events(
             if response.status == 401 {
                 eprintln!(
                     "batch-triage serve: /api/events refused: {}",
-                    reason(&response)
+                    inert(&reason(&response))
                 );
             }
             to_response(response)
@@ -284,7 +289,10 @@ async fn detached<T: Send + 'static>(
     match tokio::spawn(work).await {
         Ok(value) => Some(value),
         Err(error) => {
-            eprintln!("batch-triage serve: a request's work stopped: {error}");
+            eprintln!(
+                "batch-triage serve: a request's work stopped: {}",
+                inert(&error.to_string())
+            );
             None
         }
     }
@@ -314,7 +322,7 @@ async fn run_payload(state: &AppState, route: &str, payload: Bytes) -> Response 
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
-                eprintln!("batch-triage serve: {route}: {line}");
+                eprintln!("batch-triage serve: {route}: {}", inert(line));
             }
             if report.should_retry() {
                 json_response(
@@ -329,7 +337,10 @@ async fn run_payload(state: &AppState, route: &str, payload: Bytes) -> Response 
             }
         }
         Err(TriageError::Payload(error)) => {
-            eprintln!("batch-triage serve: {route}: unreadable payload acknowledged: {error}");
+            eprintln!(
+                "batch-triage serve: {route}: unreadable payload acknowledged: {}",
+                inert(&error.to_string())
+            );
             json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": format!("unreadable payload: {error}")}),
@@ -364,7 +375,7 @@ async fn sweep(
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
-                eprintln!("batch-triage serve: /api/sweep: {line}");
+                eprintln!("batch-triage serve: /api/sweep: {}", inert(line));
             }
             json_response(
                 StatusCode::OK,
@@ -372,7 +383,10 @@ async fn sweep(
             )
         }
         Err(error) => {
-            eprintln!("batch-triage serve: /api/sweep failed (retry later): {error}");
+            eprintln!(
+                "batch-triage serve: /api/sweep failed (retry later): {}",
+                inert(&error.to_string())
+            );
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": error.to_string()}),

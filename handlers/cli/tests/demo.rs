@@ -147,7 +147,7 @@ fn the_html_report_names_every_class_shown_and_escapes_task_output() {
     }
     // The webapp task's stderr and Batch's message carry markup; it must arrive as text.
     assert!(
-        html.contains("&lt;script&gt;alert(&#39;stderr&#39;)&lt;/script&gt;"),
+        html.contains("&lt;script&gt;alert('stderr')&lt;/script&gt;"),
         "the stderr tail with <script> is shown, escaped"
     );
     assert!(html.contains("&lt;b&gt;unrecognised&lt;/b&gt;"));
@@ -202,6 +202,14 @@ fn logs_are_preserved_in_the_design_layout_with_manifests() {
             .join("store/devbatch1/prep-fail/_jobprep/tvm-03/manifest.json"),
     );
     assert_eq!(prep["kind"], "jobprep");
+    // A release failure is named by the folder its output goes to, and that folder is linked.
+    let release = failure(&run.report, "devbatch1/prep/_jobrelease/tvm-02");
+    assert_eq!(release["class"], "job.release_failed");
+    assert!(
+        run.html
+            .contains("href=\"store/devbatch1/prep/_jobrelease/tvm-02/manifest.json\""),
+        "the release folder is linked"
+    );
 
     let missing_code = |path: &str| {
         let manifest = read_json(&run.out.join(path));

@@ -304,3 +304,77 @@ fn a_large_stderr_is_read_from_its_end_only_and_redacted() {
         "the SAS signature leaked: {text}"
     );
 }
+
+/// A task whose failure message and stderr carry terminal control sequences: `explain`'s text shows them as
+/// visible marks (nothing clears the screen, rings, overwrites a line or reverses the text), and
+/// its JSON keeps them exactly, escaped as JSON does.
+#[test]
+fn control_sequences_from_the_task_do_not_reach_the_terminal() {
+    let stderr = "step 1\r\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}gnp.exe\nTraceback: boom\n";
+    let scenario = serde_json::json!({
+        "pools": [{"id": "linux", "nodes": [{"id": "tvm-01"}]}],
+        "jobs": [{
+            "job": {"id": "esc", "poolInfo": {"poolId": "linux"}, "creationTime": "now-1h"},
+            "tasks": [{
+                "task": {"id": "t1", "state": "completed", "creationTime": "now-1h",
+                    "commandLine": "/bin/bash -c 'python3 x.py'",
+                    "executionInfo": {"retryCount": 0, "requeueCount": 0, "startTime": "now-50m",
+                        "endTime": "now-10m", "exitCode": 1, "result": "failure",
+                        "failureInfo": {"category": "usererror", "code": "FailureExitCode",
+                            "message": "exit \u{1b}[31mred\u{1b}[0m\r\nforged line"}},
+                    "nodeInfo": {"poolId": "linux", "nodeId": "tvm-01"}},
+                "files": {"stderr.txt": stderr}
+            }]
+        }]
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), scenario.to_string()).unwrap();
+    let mut child = KillOnDrop(
+        bin()
+            .args(["emulator", "--port", "0", "--scenario"])
+            .arg(file.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first_line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let address = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+        .to_owned();
+
+    let out = explain(&address, &["--job", "esc", "--task", "t1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the terminal: {text:?}"
+    );
+    assert!(!text.contains('\u{202e}'), "{text:?}");
+    assert!(
+        text.contains("step 1␍␛[2J␛]0;pwned␇<U+202E>gnp.exe"),
+        "{text}"
+    );
+    assert!(text.contains("  Traceback: boom"), "lines are kept: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("forged line")),
+        "{text}"
+    );
+
+    let json = json_of(&explain(
+        &address,
+        &["--job", "esc", "--task", "t1", "--output", "json"],
+    ));
+    assert_eq!(
+        json["stderrTail"]["text"], stderr,
+        "JSON keeps the text exactly"
+    );
+}

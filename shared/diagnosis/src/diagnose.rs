@@ -9,6 +9,7 @@ use crate::classes::{
 };
 use crate::fingerprint::fingerprint;
 use crate::hints::{command_line_shell_hint, stderr_hints};
+use crate::policy::format_duration;
 use crate::redact::redact;
 use crate::report::{Detail, Diagnosis, Failure, Impact, Subject};
 use crate::wire::{
@@ -94,8 +95,8 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
             )
         }
         FailureClass::TaskTimeout => {
-            let limit = task_wall_clock_limit(task).map(format_duration).unwrap_or_default();
-            let ran = run_time(task).map(format_duration).unwrap_or_default();
+            let limit = task_wall_clock_limit(task).map(prose_duration).unwrap_or_default();
+            let ran = run_time(task).map(prose_duration).unwrap_or_default();
             (
                 format!("{who} was killed at its maxWallClockTime of {limit}."),
                 format!("The task ran for {ran}, reaching constraints.maxWallClockTime ({limit}); Batch ended it (TaskEnded){}.", exit_code.map_or_else(String::new, |c| format!(" with {}", describe_exit_code(c)))),
@@ -276,12 +277,14 @@ fn run_time(task: &BatchTask) -> Option<Duration> {
     Duration::try_from(ran).ok()
 }
 
-/// docs/failure-classes.md: TaskEnded is a timeout when endTime − startTime ≥ a finite maxWallClockTime.
+/// A `TaskEnded` failure is a timeout when endTime − startTime ≥ a finite maxWallClockTime
+/// (docs/failure-classes.md).
 fn ran_into_wall_clock(task: &BatchTask) -> bool {
     matches!((task_wall_clock_limit(task), run_time(task)), (Some(limit), Some(ran)) if ran >= limit)
 }
 
-/// Replays Batch's `exitConditions` for how this task ended (docs/batch-facts.md, exitConditions).
+/// Replays Batch's `exitConditions` for how this task ended (docs/failure-classes.md; the
+/// shapes are in docs/batch-facts.md).
 fn replay_exit_conditions(
     task: &BatchTask,
     class: FailureClass,
@@ -562,7 +565,7 @@ pub fn diagnose_job(job: &BatchJob, evidence: &Evidence<'_>) -> Diagnosis {
         FailureClass::JobTimeout => {
             hints.push("Raise the job's constraints.maxWallClockTime, or find the tasks that kept it running (long queues, stuck or retrying tasks).".to_owned());
             (
-                format!("{who} was terminated at its maxWallClockTime{}.", limit.map_or_else(String::new, |l| format!(" of {}", format_duration(l)))),
+                format!("{who} was terminated at its maxWallClockTime{}.", limit.map_or_else(String::new, |l| format!(" of {}", prose_duration(l)))),
                 "The job ran longer than its constraints.maxWallClockTime, so Batch terminated it (terminateReason MaxWallClockTimeExpiry) and ended its running tasks.".to_owned(),
             )
         }
@@ -606,8 +609,8 @@ pub fn diagnose_job(job: &BatchJob, evidence: &Evidence<'_>) -> Diagnosis {
                 match (evidence.now, job_active_since(job), evidence.stuck_after) {
                     (Some(now), Some(since), Some(after)) => format!(
                         "The job has been active for {} (more than {}) without its tasks making progress.",
-                        format_duration(Duration::try_from(now.0 - since.0).unwrap_or_default()),
-                        format_duration(after)
+                        prose_duration(Duration::try_from(now.0 - since.0).unwrap_or_default()),
+                        prose_duration(after)
                     ),
                     _ => "The job is active but its tasks are not making progress.".to_owned(),
                 }
@@ -977,25 +980,10 @@ fn short_meaning(meaning: ExitMeaning) -> &'static str {
     }
 }
 
-/// `1h 2m 3s`-style text.
-pub fn format_duration(duration: Duration) -> String {
-    let total = duration.as_secs();
-    let (d, h, m, s) = (
-        total / 86_400,
-        total % 86_400 / 3_600,
-        total % 3_600 / 60,
-        total % 60,
-    );
-    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| format!("{n}{unit}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".to_owned()
-    } else {
-        parts.join(" ")
-    }
+/// A duration in a diagnosis, in the one format the policy uses too (`1h30m`), to the second:
+/// a task's milliseconds say nothing to a person reading why it failed.
+fn prose_duration(duration: Duration) -> String {
+    format_duration(Duration::from_secs(duration.as_secs()))
 }
 
 fn plural(n: i32, one: &'static str, many: &'static str) -> &'static str {

@@ -1,4 +1,4 @@
-//! The pipeline (ARCHITECTURE.md): a trigger payload becomes subjects; each subject is re-read from the
+//! The pipeline (ARCHITECTURE.md's bird's-eye view): a trigger payload becomes subjects; each subject is re-read from the
 //! configured Batch account (an event is a hint, never the truth, and may be forged), diagnosed,
 //! planned with the policy, and executed: logs preserved, alerts grouped and delivered, job
 //! actions applied. Every effect is idempotent (see the modules it calls), so a duplicate or
@@ -12,6 +12,7 @@ use artifact_store::ArtifactStore;
 use batch_client::{BatchApi, BatchError, Deadline, GetOptions, ListOptions, items};
 use diagnosis::payload::{PayloadError, read_slice};
 use diagnosis::policy::{Plan, PlanContext, Policy, plan};
+use diagnosis::redact::Redactor;
 use diagnosis::wire::{BatchJob, BatchTask, PrepReleaseStatus, TaskState};
 use diagnosis::{
     Diagnosis, Evidence, FailureClass, Item, diagnose_job, diagnose_prep_release, diagnose_task,
@@ -53,6 +54,9 @@ pub struct Triage {
     /// Subjects worked on at once: bounds the concurrent calls to Batch, the store and the
     /// receivers that one payload or one sweep makes.
     pub(crate) subject_concurrency: usize,
+    /// Removes the configured secrets (and every shape of secret) from diagnoses and stderr
+    /// tails before they are stored, alerted or reported.
+    redactor: Redactor,
 }
 
 /// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
@@ -92,7 +96,8 @@ pub enum Outcome {
 /// The report of one subject.
 #[derive(Debug, Clone)]
 pub struct SubjectReport {
-    /// `account/job[/task]` or `account/job/_jobprep/node`.
+    /// `account/job[/task]`, `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
+    /// `account/_pools/pool/node/_starttask`.
     pub subject: String,
     /// The diagnosis's class, when it got that far.
     pub class: Option<FailureClass>,
@@ -270,7 +275,22 @@ impl Triage {
             egress,
             actions,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Redacts the exact values of the secrets this process was configured with (see
+    /// [`crate::settings::Settings::redactor`]) from everything it stores or sends, on top of the
+    /// shapes of secrets that are always redacted.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// A diagnosis as it may be stored or sent.
+    fn redacted(&self, mut diagnosis: Diagnosis) -> Diagnosis {
+        self.redactor.redact_diagnosis(&mut diagnosis);
+        diagnosis
     }
 
     /// Works on at most `n` subjects at once (at least one).
@@ -402,7 +422,7 @@ impl Triage {
                     .batch
                     .get_task(job_id, task_id, &GetOptions::default(), deadline)
                     .await?;
-                Ok(vec![diagnose_task(&task, &evidence)])
+                Ok(vec![self.redacted(diagnose_task(&task, &evidence))])
             }
             None => {
                 let mut out: Vec<Diagnosis> =
@@ -412,7 +432,7 @@ impl Triage {
                         .iter()
                         .filter_map(|s| diagnose_prep_release(s, &evidence)),
                 );
-                Ok(out)
+                Ok(out.into_iter().map(|d| self.redacted(d)).collect())
             }
         }
     }
@@ -611,7 +631,7 @@ impl Triage {
             prep_failed_nodes: &failed_nodes,
             ..Evidence::default()
         };
-        let first = diagnose_task(&task, &evidence);
+        let first = self.redacted(diagnose_task(&task, &evidence));
         let mut report = SubjectReport::new(format!("{}/{job_id}/{task_id}", self.config.account));
         report.class = Some(first.class);
         if !first.class.is_failure() {
@@ -634,7 +654,11 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => tail = report.record_preserved(preserved),
+                Ok(preserved) => {
+                    tail = report
+                        .record_preserved(preserved)
+                        .map(|t| self.redactor.redact(&t))
+                }
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving logs: {error}"),
@@ -727,9 +751,17 @@ impl Triage {
             let Some(node_diagnosis) = diagnose_prep_release(status, &evidence) else {
                 continue;
             };
+            let node_diagnosis = self.redacted(node_diagnosis);
             let node = status.node_id.clone().unwrap_or_default();
+            // The label names the folder the logs go to (docs/preserved-layout.md): a release
+            // task's output is under `_jobrelease/`, not `_jobprep/`.
+            let folder = if node_diagnosis.class == FailureClass::JobReleaseFailed {
+                "_jobrelease"
+            } else {
+                "_jobprep"
+            };
             let mut report =
-                SubjectReport::new(format!("{}/{job_id}/_jobprep/{node}", self.config.account));
+                SubjectReport::new(format!("{}/{job_id}/{folder}/{node}", self.config.account));
             report.class = Some(node_diagnosis.class);
             let plan = plan(&node_diagnosis, &self.policy, now, &PlanContext::default());
             if plan.preserve_logs {
@@ -796,6 +828,7 @@ impl Triage {
                 "the start task on {pool_id}/{node_id} did not fail"
             )));
         };
+        let diagnosis = self.redacted(diagnosis);
         let mut report = SubjectReport::new(format!(
             "{}/_pools/{pool_id}/{node_id}/_starttask",
             self.config.account
@@ -819,7 +852,11 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => tail = report.record_preserved(preserved),
+                Ok(preserved) => {
+                    tail = report
+                        .record_preserved(preserved)
+                        .map(|t| self.redactor.redact(&t))
+                }
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving start task logs: {error}"),
@@ -874,6 +911,9 @@ impl Triage {
         now: OffsetDateTime,
         mut report: SubjectReport,
     ) -> Worked {
+        // Whatever path led here, what is alerted carries no configured secret.
+        let diagnosis = self.redacted(diagnosis);
+        let tail = tail.map(|t| self.redactor.redact(&t));
         if let Some(action) = &plan.action {
             let request = ActionRequest {
                 diagnosis: &diagnosis,

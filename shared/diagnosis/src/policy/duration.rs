@@ -64,7 +64,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Formats a duration the way a policy writes it ("4h", "1h30m", "250ms").
+/// Formats a duration the way a policy writes it ("4h", "1h30m", "250ms"), so what is printed
+/// can be pasted into a policy. Diagnoses use it too (a task's wall-clock limit, a job stuck
+/// for "2h15m"): one format everywhere.
 pub fn format_duration(duration: Duration) -> String {
     let mut secs = duration.as_secs();
     let millis = duration.subsec_millis();

@@ -233,3 +233,108 @@ pub(crate) fn cloud_events_body(batch_url: &str, now: OffsetDateTime) -> Vec<u8>
     ]))
     .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use diagnosis::Item;
+    use diagnosis::payload::read_slice;
+
+    use super::*;
+
+    fn emulator() -> Emulator {
+        Emulator::new(crate::scenario::demo_scenario().unwrap()).unwrap()
+    }
+
+    fn items(payload: &[u8]) -> Vec<Item> {
+        let mut items = Vec::new();
+        read_slice(payload, &mut |item| items.push(item)).unwrap();
+        items
+    }
+
+    #[test]
+    fn the_event_hubs_batch_announces_each_task_the_start_task_and_a_pool_event() {
+        let now = OffsetDateTime::now_utc();
+        let body = event_hubs_body(&emulator(), "devbatch1", now);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        let records = value["records"].as_array().unwrap();
+        assert_eq!(
+            records.len(),
+            EVENT_HUBS_TASKS.len() + START_TASK_FAILURES.len() + 1,
+            "every task is in the emulator, so none is left out"
+        );
+        for record in records {
+            assert!(
+                record["resourceId"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/BATCHACCOUNTS/DEVBATCH1/"),
+                "records name the account as diagnostic logs do"
+            );
+        }
+        let items = items(&body);
+        let task_events = items
+            .iter()
+            .filter(|i| matches!(i, Item::TaskEvent { account: Some(a), .. } if a == "devbatch1"))
+            .count();
+        assert_eq!(task_events, EVENT_HUBS_TASKS.len());
+        let start_task = items
+            .iter()
+            .find_map(|i| match i {
+                Item::SpecialTaskEvent { body, .. } => Some(body),
+                _ => None,
+            })
+            .expect("the start task's SpecialTaskEvent is read as one");
+        let evidence = diagnosis::Evidence {
+            account: Some("devbatch1"),
+            ..diagnosis::Evidence::default()
+        };
+        let diagnosis = diagnosis::diagnose_special_task_event(start_task, &evidence)
+            .expect("a failed start task is diagnosed from its event");
+        assert_eq!(
+            diagnosis.class,
+            diagnosis::FailureClass::NodeStartTaskFailed
+        );
+        assert_eq!(diagnosis.subject.node_id.as_deref(), Some("tvm-05"));
+    }
+
+    #[test]
+    fn the_event_grid_and_cloudevents_deliveries_carry_a_body_and_references() {
+        let now = OffsetDateTime::now_utc();
+        let url = "http://127.0.0.1:1";
+        let items = items(&event_grid_body(&emulator(), url, now));
+        let references: Vec<String> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::TaskReference(r) => Some(format!("{:?}/{:?}", r.job_id, r.task_id)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(references.len(), 2, "{references:?}");
+        assert_eq!(
+            items
+                .iter()
+                .filter(|i| matches!(i, Item::TaskEvent { .. }))
+                .count(),
+            1,
+            "upload-fail comes with its event body"
+        );
+        let items = items_of_cloud_events(url, now);
+        assert_eq!(items, 2, "two task references");
+    }
+
+    fn items_of_cloud_events(url: &str, now: OffsetDateTime) -> usize {
+        items(&cloud_events_body(url, now))
+            .iter()
+            .filter(|i| matches!(i, Item::TaskReference(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_start_task_ran_before_the_delivery() {
+        let now = OffsetDateTime::now_utc();
+        for failure in START_TASK_FAILURES {
+            let (start, end) = failure.times(now);
+            assert!(start < end && end < now, "{failure:?}");
+        }
+    }
+}

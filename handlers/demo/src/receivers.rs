@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 /// Which receiver got a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Channel {
+pub enum Channel {
     /// The Teams Workflows trigger (an Adaptive Card in the `message` envelope).
     Teams,
     /// The signed generic webhook (the diagnosis JSON).
@@ -26,7 +26,7 @@ pub(crate) enum Channel {
 
 impl Channel {
     /// The receiver's name in the demo policy.
-    pub(crate) fn receiver_name(self) -> &'static str {
+    pub fn receiver_name(self) -> &'static str {
         match self {
             Self::Teams => "ops-teams",
             Self::Webhook => "siem",
@@ -35,7 +35,7 @@ impl Channel {
     }
 
     /// The file name prefix and extension under `alerts/`.
-    pub(crate) fn file_name(self, number: usize) -> String {
+    pub fn file_name(self, number: usize) -> String {
         match self {
             Self::Teams => format!("teams-{number:03}.json"),
             Self::Webhook => format!("webhook-{number:03}.json"),
@@ -46,18 +46,18 @@ impl Channel {
 
 /// One message as a receiver got it.
 #[derive(Debug, Clone)]
-pub(crate) struct Received {
+pub struct Received {
     /// Who got it.
-    pub(crate) channel: Channel,
+    pub channel: Channel,
     /// The body as sent: JSON for Teams and the webhook, the whole MIME message for email.
-    pub(crate) body: Vec<u8>,
+    pub body: Vec<u8>,
     /// The webhook's `X-Batch-Triage-Signature` header, to show the message was signed.
-    pub(crate) signature: Option<String>,
+    pub signature: Option<String>,
 }
 
 /// Everything received so far, in arrival order.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Inbox(Arc<Mutex<Vec<Received>>>);
+pub struct Inbox(Arc<Mutex<Vec<Received>>>);
 
 impl Inbox {
     fn push(&self, message: Received) {
@@ -70,7 +70,7 @@ impl Inbox {
     }
 
     /// A copy of what arrived.
-    pub(crate) fn messages(&self) -> Vec<Received> {
+    pub fn messages(&self) -> Vec<Received> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -79,15 +79,15 @@ impl Inbox {
 }
 
 /// The running receivers; they stop when this is dropped.
-pub(crate) struct Receivers {
+pub struct Receivers {
     /// The Teams Workflows trigger URL to put in the policy's environment.
-    pub(crate) teams_url: String,
+    pub teams_url: String,
     /// The generic webhook URL.
-    pub(crate) webhook_url: String,
+    pub webhook_url: String,
     /// The SMTP sink's port on 127.0.0.1.
-    pub(crate) smtp_port: u16,
+    pub smtp_port: u16,
     /// What they received.
-    pub(crate) inbox: Inbox,
+    pub inbox: Inbox,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -103,7 +103,7 @@ impl Drop for Receivers {
 const MAX_MAIL_BYTES: usize = 8 << 20;
 
 /// Starts the HTTP recorder and the SMTP sink on free loopback ports.
-pub(crate) async fn start() -> std::io::Result<Receivers> {
+pub async fn start() -> std::io::Result<Receivers> {
     let inbox = Inbox::default();
     let http = TcpListener::bind("127.0.0.1:0").await?;
     let http_addr: SocketAddr = http.local_addr()?;

@@ -1,0 +1,501 @@
+//! One demo run: an empty demo directory, the emulator and the receivers on loopback ports, the
+//! pipeline built from [`Settings`] as every handler builds it, and the triggers in the order a
+//! day of Batch failures would bring them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, Secret};
+use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use diagnosis::policy::Policy;
+use notify::{Allowlist, ReceiverConfig};
+use pipeline::settings::Settings;
+use pipeline::sweep::SweepOptions;
+use pipeline::triage::{SubjectReport, Triage};
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::receivers::{self, Received, Receivers};
+use crate::scenario::{
+    TEAMS_URL_SETTING, WEBHOOK_KEY_SETTING, WEBHOOK_URL_SETTING, demo_policy, demo_scenario,
+};
+use crate::subject::SubjectKey;
+use crate::{DEMO_MAX_FILE_BYTES, DemoError, feed};
+
+/// The file that marks a directory as the demo's own, so a rerun may replace it.
+pub const MARKER: &str = ".batch-triage-demo";
+
+/// The HMAC key the demo's webhook receiver is configured with. Not a secret: the receiver is a
+/// loopback recorder that lives as long as the command.
+const DEMO_WEBHOOK_KEY: &str = "batch-triage-demo-signing-key";
+
+/// One trigger the pipeline handled, and what it reported.
+#[derive(Debug)]
+pub struct Run {
+    /// How the platform delivered it, for people.
+    pub trigger: String,
+    /// A short stable name: `event-hubs`, `event-hubs-redelivery`, `event-grid`,
+    /// `cloudevents`, `sweep`, `sweep-again`.
+    pub name: &'static str,
+    /// The input, kept under `triggers/` so people can see the shapes.
+    pub payload_file: Option<String>,
+    /// The pipeline's report of each subject.
+    pub subjects: Vec<SubjectReport>,
+    /// Items the pipeline skipped on purpose (pool events).
+    pub ignored: usize,
+    /// When it ran.
+    pub at: OffsetDateTime,
+}
+
+/// Start and end (RFC 3339) of a subject, when known.
+pub type Times = (Option<String>, Option<String>);
+
+/// What the demo run produced, for the report.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    /// Every trigger, in order.
+    pub runs: Vec<Run>,
+    /// What the receivers got, in arrival order.
+    pub received: Vec<Received>,
+    /// The pipeline's own view of each failure, read back after the runs.
+    pub diagnoses: Vec<diagnosis::Diagnosis>,
+    /// Task, job, node and start task times, for the timeline.
+    pub times: BTreeMap<SubjectKey, Times>,
+    /// The scenario's description.
+    pub scenario: String,
+    /// The account.
+    pub account: String,
+}
+
+/// Makes `path` an empty demo directory: created if absent, emptied if it holds an earlier
+/// demo (the marker file says so), refused if it holds anything else. Returns it absolute, so
+/// the store's links can be made relative to it.
+pub fn prepare_out_dir(path: &Path) -> Result<PathBuf, DemoError> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(DemoError::Refused(format!(
+                "{shown} exists and is not a directory; choose another place with --out DIR"
+            )));
+        }
+        Ok(_) => {
+            let empty = std::fs::read_dir(path)
+                .map_err(DemoError::io(format!("reading {shown}")))?
+                .next()
+                .is_none();
+            if !empty {
+                if !path.join(MARKER).is_file() {
+                    return Err(DemoError::Refused(format!(
+                        "{shown} is not empty and was not made by `batch-triage demo` (it has no {MARKER} file); \
+                         refusing to overwrite it. Choose another place with --out DIR, or remove that directory first"
+                    )));
+                }
+                std::fs::remove_dir_all(path).map_err(DemoError::io(format!(
+                    "removing the previous demo in {shown}"
+                )))?;
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(DemoError::io(format!("reading {shown}"))(error)),
+    }
+    std::fs::create_dir_all(path).map_err(DemoError::io(format!("creating {shown}")))?;
+    std::fs::write(
+        path.join(MARKER),
+        "Made by `batch-triage demo`; running it again replaces this directory.\n",
+    )
+    .map_err(DemoError::io(format!("writing {MARKER} in {shown}")))?;
+    std::path::absolute(path).map_err(DemoError::io(format!("resolving {shown}")))
+}
+
+/// The emulator and the receivers, on loopback ports, for as long as the demo runs.
+struct Services {
+    emulator: Emulator,
+    emulator_task: JoinHandle<std::io::Result<()>>,
+    batch_url: String,
+    receivers: Receivers,
+    scenario: String,
+}
+
+impl Services {
+    async fn start() -> Result<Self, DemoError> {
+        let scenario = demo_scenario()?;
+        let description = scenario.description.clone().unwrap_or_default();
+        let emulator = Emulator::new(scenario)?;
+        let listener = batch_emulator::bind_local(0)
+            .await
+            .map_err(DemoError::io("binding the emulator to 127.0.0.1"))?;
+        let address = listener
+            .local_addr()
+            .map_err(DemoError::io("the emulator's address"))?;
+        let emulator_task = tokio::spawn(batch_emulator::serve(
+            listener,
+            emulator.clone(),
+            std::future::pending(),
+        ));
+        let receivers = receivers::start()
+            .await
+            .map_err(DemoError::io("starting the loopback receivers"))?;
+        Ok(Self {
+            emulator,
+            emulator_task,
+            batch_url: format!("http://{address}"),
+            receivers,
+            scenario: description,
+        })
+    }
+
+    /// The emulator's well-known account, by Shared Key.
+    fn batch_config(&self) -> Result<BatchConfig, DemoError> {
+        Ok(BatchConfig::shared_key(
+            &self.batch_url,
+            WELL_KNOWN_ACCOUNT_NAME,
+            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
+        )?)
+    }
+
+    /// The values the policy's `url_env` / `secret_env` name, as a deployment's settings hold
+    /// them.
+    fn receiver_setting(&self, name: &str) -> Option<String> {
+        match name {
+            TEAMS_URL_SETTING => Some(self.receivers.teams_url.clone()),
+            WEBHOOK_URL_SETTING => Some(self.receivers.webhook_url.clone()),
+            WEBHOOK_KEY_SETTING => Some(DEMO_WEBHOOK_KEY.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// The pipeline's settings for the demo: what a handler reads from its environment, given
+/// directly: the emulator's account, a local store under `out`, the demo policy with its
+/// receivers resolved, loopback allowed (the receivers are on 127.0.0.1), and the demo's file
+/// size cap.
+fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Settings, DemoError> {
+    let mut receivers = BTreeMap::new();
+    for receiver in &policy.receivers {
+        let resolved = ReceiverConfig::from_policy(receiver)
+            .and_then(|config| config.resolve(|name| services.receiver_setting(name)))
+            .map_err(|reason| pipeline::settings::SettingsError::Receiver {
+                name: receiver.name.clone(),
+                reason,
+            })?;
+        receivers.insert(receiver.name.clone(), resolved);
+    }
+    let store_dir = out.join("store");
+    std::fs::create_dir_all(&store_dir)
+        .map_err(DemoError::io(format!("creating {}", store_dir.display())))?;
+    let store = store_dir.to_str().ok_or_else(|| {
+        DemoError::Refused(format!(
+            "{} is not valid UTF-8; choose another place with --out DIR",
+            out.display()
+        ))
+    })?;
+    Ok(Settings {
+        batch: services.batch_config()?,
+        account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+        store: store.to_owned(),
+        policy,
+        receivers,
+        allowlist: Allowlist::default().allow_loopback(),
+        invocation_budget: Duration::from_secs(120),
+        max_file_bytes: DEMO_MAX_FILE_BYTES,
+        // The emulator's key is public, but it is the configured key: redacted as a real one is.
+        redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY]),
+    })
+}
+
+/// Runs the demo in `out` (made by [`prepare_out_dir`]): every trigger, then the read-back.
+pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
+    let services = Services::start().await?;
+    let policy = demo_policy(services.receivers.smtp_port)?;
+    let settings = demo_settings(&services, policy, out)?;
+    let budget = settings.invocation_budget;
+    let triage = settings.build()?;
+    // The demo's own reads (times of prep/release nodes) go through a client of its own.
+    let batch = BatchClient::new(services.batch_config()?)?;
+
+    let triggers = Triggers {
+        triage: &triage,
+        dir: out.join("triggers"),
+        budget,
+    };
+    std::fs::create_dir_all(&triggers.dir).map_err(DemoError::io(format!(
+        "creating {}",
+        triggers.dir.display()
+    )))?;
+    let events_at = OffsetDateTime::now_utc();
+    let mut runs = triggers.deliveries(&services, events_at).await?;
+    runs.extend(triggers.sweeps().await?);
+
+    let diagnoses = read_back_diagnoses(&triage, &runs).await;
+    let times = subject_times(&services.emulator, &batch, &runs, events_at).await;
+    // Deliveries are awaited by the pipeline, so everything sent has been recorded by now.
+    let received = services.receivers.inbox.messages();
+    services.emulator_task.abort();
+    Ok(DemoOutcome {
+        runs,
+        received,
+        diagnoses,
+        times,
+        scenario: services.scenario,
+        account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+    })
+}
+
+/// Feeds the pipeline, and keeps each payload under `triggers/`.
+struct Triggers<'a> {
+    triage: &'a Triage,
+    dir: PathBuf,
+    budget: Duration,
+}
+
+impl Triggers<'_> {
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.budget)
+    }
+
+    /// Handles one payload as a platform delivery, after saving it as `triggers/{file}`.
+    async fn deliver(
+        &self,
+        name: &'static str,
+        trigger: &str,
+        file: &str,
+        payload: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<Run, DemoError> {
+        let path = self.dir.join(file);
+        std::fs::write(&path, payload)
+            .map_err(DemoError::io(format!("writing {}", path.display())))?;
+        let report = self
+            .triage
+            .handle_payload(payload, at, self.deadline())
+            .await?;
+        Ok(Run {
+            trigger: trigger.to_owned(),
+            name,
+            payload_file: Some(format!("triggers/{file}")),
+            subjects: report.subjects,
+            ignored: report.ignored_items,
+            at,
+        })
+    }
+
+    /// Event Hubs (twice), Event Grid and CloudEvents deliveries.
+    async fn deliveries(
+        &self,
+        services: &Services,
+        events_at: OffsetDateTime,
+    ) -> Result<Vec<Run>, DemoError> {
+        let mut runs = Vec::new();
+        // Event Hubs delivers at least once: the same batch twice, as after a lost checkpoint.
+        let event_hubs =
+            feed::event_hubs_body(&services.emulator, WELL_KNOWN_ACCOUNT_NAME, events_at);
+        for (name, trigger) in [
+            (
+                "event-hubs",
+                "Event Hubs: a batch of Batch diagnostic-log records (TaskFailEvent, TaskCompleteEvent, a start task's SpecialTaskEvent, a pool event)",
+            ),
+            (
+                "event-hubs-redelivery",
+                "Event Hubs: the same batch delivered again (at-least-once delivery)",
+            ),
+        ] {
+            let at = OffsetDateTime::now_utc();
+            runs.push(
+                self.deliver(name, trigger, "event-hubs.json", &event_hubs, at)
+                    .await?,
+            );
+        }
+        let at = OffsetDateTime::now_utc();
+        let event_grid = feed::event_grid_body(&services.emulator, &services.batch_url, at);
+        runs.push(
+            self.deliver(
+                "event-grid",
+                "Event Grid: a task event body and a {jobId, taskId} reference",
+                "event-grid.json",
+                &event_grid,
+                at,
+            )
+            .await?,
+        );
+        let at = OffsetDateTime::now_utc();
+        let cloud_events = feed::cloud_events_body(&services.batch_url, at);
+        runs.push(
+            self.deliver(
+                "cloudevents",
+                "CloudEvents: a batch of two task references",
+                "cloudevents.json",
+                &cloud_events,
+                at,
+            )
+            .await?,
+        );
+        Ok(runs)
+    }
+
+    /// The timer's job, twice: the second finds everything handled.
+    async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
+        // The timer's sweep finds what no event announced; a first run looks back a day so
+        // every failure of the scenario (the oldest ended hours ago) is in reach.
+        let options = SweepOptions {
+            first_lookback: Duration::from_secs(24 * 3600),
+            ..SweepOptions::default()
+        };
+        let mut runs = Vec::new();
+        for (name, trigger) in [
+            (
+                "sweep",
+                "Timer sweep: failed tasks since the cursor, ended and stuck jobs, prep/release failures",
+            ),
+            (
+                "sweep-again",
+                "Timer sweep, next tick: everything is already handled",
+            ),
+        ] {
+            let at = OffsetDateTime::now_utc();
+            let tick = self.triage.tick(at, self.deadline(), &options).await?;
+            runs.push(Run {
+                trigger: trigger.to_owned(),
+                name,
+                payload_file: None,
+                subjects: tick.sweep.subjects,
+                ignored: 0,
+                at,
+            });
+        }
+        Ok(runs)
+    }
+}
+
+/// The failed subjects of the runs, parsed, once each, in order.
+fn failed_subjects(runs: &[Run]) -> BTreeSet<SubjectKey> {
+    runs.iter()
+        .flat_map(|r| &r.subjects)
+        .filter(|s| s.class.is_some_and(|c| c.is_failure()))
+        .filter_map(|s| s.subject.parse().ok())
+        .collect()
+}
+
+/// The diagnosis of every failed subject, as the pipeline sees it now: `Triage::diagnose` is
+/// the side-effect-free re-read the HTTP `Diagnose` function uses.
+async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Diagnosis> {
+    let mut diagnoses = Vec::new();
+    let mut jobs_read = BTreeSet::new();
+    for subject in failed_subjects(runs) {
+        let deadline = Deadline::after(Duration::from_secs(30));
+        let found = match &subject {
+            SubjectKey::Task { job, task, .. } => triage.diagnose(job, Some(task), deadline).await,
+            // One read per job gives the job and each failed prep/release node.
+            SubjectKey::Job { job, .. }
+            | SubjectKey::PrepNode { job, .. }
+            | SubjectKey::ReleaseNode { job, .. } => {
+                if !jobs_read.insert(job.clone()) {
+                    continue;
+                }
+                triage.diagnose(job, None, deadline).await
+            }
+            // Batch keeps no object for a start task to re-read: its diagnosis came from the
+            // event, and the report takes it from the alert or the preserved diagnosis.json.
+            SubjectKey::StartTask { .. } => continue,
+        };
+        // A subject that cannot be read back still appears in the report, from the runs.
+        diagnoses.extend(found.unwrap_or_default());
+    }
+    diagnoses
+}
+
+fn rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Start and end times of each failed subject: tasks and jobs from the emulator's view (the
+/// account's truth), prep/release nodes from the job's preparation and release task status,
+/// start tasks from the event the demo fed at `events_at` (Batch keeps no object for them).
+async fn subject_times(
+    emulator: &Emulator,
+    batch: &dyn BatchApi,
+    runs: &[Run],
+    events_at: OffsetDateTime,
+) -> BTreeMap<SubjectKey, Times> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let mut times = BTreeMap::new();
+    for subject in failed_subjects(runs) {
+        let found = match &subject {
+            SubjectKey::Task { job, task, .. } => emulator.task(job, task).map(|t| {
+                let e = &t["executionInfo"];
+                (text(&e["startTime"]), text(&e["endTime"]))
+            }),
+            SubjectKey::Job { job, .. } => emulator.job(job).map(|j| {
+                let e = &j["executionInfo"];
+                (
+                    text(&e["startTime"]).or_else(|| text(&j["creationTime"])),
+                    text(&e["endTime"]),
+                )
+            }),
+            SubjectKey::PrepNode { job, node, .. } => node_times(batch, job, node, false).await,
+            SubjectKey::ReleaseNode { job, node, .. } => node_times(batch, job, node, true).await,
+            SubjectKey::StartTask { pool, node, .. } => feed::START_TASK_FAILURES
+                .iter()
+                .find(|f| f.pool == pool && f.node == node)
+                .map(|f| {
+                    let (start, end) = f.times(events_at);
+                    (rfc3339(start), rfc3339(end))
+                }),
+        };
+        if let Some(found) = found {
+            times.insert(subject, found);
+        }
+    }
+    times
+}
+
+/// When a job's preparation (or release) task ran on `node`.
+async fn node_times(batch: &dyn BatchApi, job: &str, node: &str, release: bool) -> Option<Times> {
+    use futures::TryStreamExt;
+    let stamp = |t: Option<diagnosis::wire::Timestamp>| t.and_then(|t| rfc3339(t.0));
+    let statuses: Vec<diagnosis::wire::PrepReleaseStatus> =
+        batch_client::items(batch.list_prep_release_status(
+            job,
+            &batch_client::ListOptions::default(),
+            Deadline::after(Duration::from_secs(30)),
+        ))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    statuses
+        .into_iter()
+        .find(|s| s.node_id.as_deref() == Some(node))
+        .and_then(|s| {
+            if release {
+                s.job_release_task_execution_info
+            } else {
+                s.job_preparation_task_execution_info
+            }
+        })
+        .map(|e| (stamp(e.start_time), stamp(e.end_time)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_directory_is_refused_and_an_earlier_demo_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+        let error = prepare_out_dir(&foreign).unwrap_err().to_string();
+        assert!(error.contains("refusing to overwrite"), "{error}");
+        assert!(foreign.join("keep.txt").is_file());
+
+        let earlier = dir.path().join("earlier");
+        prepare_out_dir(&earlier).unwrap();
+        std::fs::write(earlier.join("report.html"), "old").unwrap();
+        let again = prepare_out_dir(&earlier).unwrap();
+        assert!(again.is_absolute());
+        assert!(!earlier.join("report.html").exists(), "emptied");
+        assert!(earlier.join(MARKER).is_file(), "and marked again");
+    }
+}

@@ -1,0 +1,295 @@
+//! The subjects the pipeline reports, typed. The pipeline labels each subject with the path its
+//! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
+//! `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
+//! `account/_pools/pool/node/_starttask`. The demo parses each label once, into a
+//! [`SubjectKey`], and works with that.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One failed subject, as the pipeline names it. Batch ids cannot hold `/`, so a label splits
+/// unambiguously; [`fmt::Display`] gives the label back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SubjectKey {
+    /// A job (ended, stuck, or with a scheduling error).
+    Job {
+        /// The Batch account.
+        account: String,
+        /// The job.
+        job: String,
+    },
+    /// A task of a job.
+    Task {
+        /// The Batch account.
+        account: String,
+        /// The job.
+        job: String,
+        /// The task.
+        task: String,
+    },
+    /// A node of a job whose preparation task failed there.
+    PrepNode {
+        /// The Batch account.
+        account: String,
+        /// The job.
+        job: String,
+        /// The compute node.
+        node: String,
+    },
+    /// A node of a job whose release task failed there.
+    ReleaseNode {
+        /// The Batch account.
+        account: String,
+        /// The job.
+        job: String,
+        /// The compute node.
+        node: String,
+    },
+    /// A node of a pool whose start task failed there. It belongs to no job.
+    StartTask {
+        /// The Batch account.
+        account: String,
+        /// The pool.
+        pool: String,
+        /// The compute node.
+        node: String,
+    },
+}
+
+/// A label of no shape the pipeline gives a failed subject (its sweep also reports lines such
+/// as `account/job (failed tasks)`, which name no single subject).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a subject label")]
+pub struct NotASubject(pub String);
+
+impl FromStr for SubjectKey {
+    type Err = NotASubject;
+
+    fn from_str(label: &str) -> Result<Self, Self::Err> {
+        let owned = |s: &str| s.to_owned();
+        let parts: Vec<&str> = label.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(NotASubject(label.to_owned()));
+        }
+        let key = match parts.as_slice() {
+            [account, "_pools", pool, node, "_starttask"] => Self::StartTask {
+                account: owned(account),
+                pool: owned(pool),
+                node: owned(node),
+            },
+            [account, job, "_jobprep", node] => Self::PrepNode {
+                account: owned(account),
+                job: owned(job),
+                node: owned(node),
+            },
+            [account, job, "_jobrelease", node] => Self::ReleaseNode {
+                account: owned(account),
+                job: owned(job),
+                node: owned(node),
+            },
+            [account, job, task] => Self::Task {
+                account: owned(account),
+                job: owned(job),
+                task: owned(task),
+            },
+            [account, job] => Self::Job {
+                account: owned(account),
+                job: owned(job),
+            },
+            _ => return Err(NotASubject(label.to_owned())),
+        };
+        Ok(key)
+    }
+}
+
+impl fmt::Display for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Job { account, job } => write!(f, "{account}/{job}"),
+            Self::Task { account, job, task } => write!(f, "{account}/{job}/{task}"),
+            Self::PrepNode { account, job, node } => write!(f, "{account}/{job}/_jobprep/{node}"),
+            Self::ReleaseNode { account, job, node } => {
+                write!(f, "{account}/{job}/_jobrelease/{node}")
+            }
+            Self::StartTask {
+                account,
+                pool,
+                node,
+            } => write!(f, "{account}/_pools/{pool}/{node}/_starttask"),
+        }
+    }
+}
+
+/// What a finding belongs to, for "by job": its job or, for a start task, its pool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner {
+    /// A job.
+    Job(String),
+    /// A pool (a start task belongs to no job).
+    Pool(String),
+}
+
+impl fmt::Display for Owner {
+    /// `etl`, `pool linux`: Batch ids have no spaces, so the two cannot be confused.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Job(job) => f.write_str(job),
+            Self::Pool(pool) => write!(f, "pool {pool}"),
+        }
+    }
+}
+
+impl SubjectKey {
+    /// The job the subject belongs to; `None` for a start task.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Self::Job { job, .. }
+            | Self::Task { job, .. }
+            | Self::PrepNode { job, .. }
+            | Self::ReleaseNode { job, .. } => Some(job),
+            Self::StartTask { .. } => None,
+        }
+    }
+
+    /// The job, or the pool of a start task.
+    pub fn owner(&self) -> Owner {
+        match self {
+            Self::StartTask { pool, .. } => Owner::Pool(pool.clone()),
+            Self::Job { job, .. }
+            | Self::Task { job, .. }
+            | Self::PrepNode { job, .. }
+            | Self::ReleaseNode { job, .. } => Owner::Job(job.clone()),
+        }
+    }
+
+    /// Whether a diagnosis is about this subject (its class is checked by the caller).
+    pub fn matches(&self, diagnosis: &diagnosis::Diagnosis) -> bool {
+        let s = &diagnosis.subject;
+        if s.job_id.as_deref() != self.job() {
+            return false;
+        }
+        match self {
+            Self::Job { .. } => s.task_id.is_none() && s.node_id.is_none(),
+            Self::Task { task, .. } => s.task_id.as_deref() == Some(task),
+            Self::PrepNode { node, .. } | Self::ReleaseNode { node, .. } => {
+                s.task_id.is_none() && s.node_id.as_deref() == Some(node)
+            }
+            Self::StartTask { pool, node, .. } => {
+                s.task_id.is_none()
+                    && s.pool_id.as_deref() == Some(pool)
+                    && s.node_id.as_deref() == Some(node)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(label: &str) -> SubjectKey {
+        label.parse().unwrap()
+    }
+
+    #[test]
+    fn labels_parse_into_jobs_tasks_nodes_and_start_tasks_and_print_back() {
+        for (label, expected) in [
+            (
+                "devbatch1/etl",
+                SubjectKey::Job {
+                    account: "devbatch1".into(),
+                    job: "etl".into(),
+                },
+            ),
+            (
+                "devbatch1/etl/oom",
+                SubjectKey::Task {
+                    account: "devbatch1".into(),
+                    job: "etl".into(),
+                    task: "oom".into(),
+                },
+            ),
+            (
+                "devbatch1/prep/_jobprep/tvm-02",
+                SubjectKey::PrepNode {
+                    account: "devbatch1".into(),
+                    job: "prep".into(),
+                    node: "tvm-02".into(),
+                },
+            ),
+            (
+                "devbatch1/prep/_jobrelease/tvm-02",
+                SubjectKey::ReleaseNode {
+                    account: "devbatch1".into(),
+                    job: "prep".into(),
+                    node: "tvm-02".into(),
+                },
+            ),
+            (
+                "devbatch1/_pools/linux/tvm-05/_starttask",
+                SubjectKey::StartTask {
+                    account: "devbatch1".into(),
+                    pool: "linux".into(),
+                    node: "tvm-05".into(),
+                },
+            ),
+        ] {
+            let parsed = key(label);
+            assert_eq!(parsed, expected);
+            assert_eq!(parsed.to_string(), label, "Display gives the label back");
+        }
+        let start_task = key("devbatch1/_pools/linux/tvm-05/_starttask");
+        assert_eq!(start_task.job(), None);
+        assert_eq!(start_task.owner().to_string(), "pool linux");
+        assert_eq!(key("devbatch1/etl/oom").owner(), Owner::Job("etl".into()));
+        assert_eq!(key("devbatch1/j/_jobrelease/n").job(), Some("j"));
+    }
+
+    #[test]
+    fn other_shapes_are_not_subjects() {
+        for label in [
+            "devbatch1",
+            "devbatch1/a/b/c",
+            "devbatch1/_pools/linux/tvm-05/x",
+            "devbatch1//oom",
+            "/etl",
+            "due alerts",
+            "devbatch1/etl/x/y/z/w",
+        ] {
+            assert_eq!(
+                label.parse::<SubjectKey>(),
+                Err(NotASubject(label.to_owned())),
+                "{label}"
+            );
+        }
+    }
+
+    fn diagnosis(job: Option<&str>, pool: &str, node: &str) -> diagnosis::Diagnosis {
+        let mut d: diagnosis::Diagnosis = serde_json::from_value(serde_json::json!({
+            "class": "node.start_task_failed", "severity": "error", "summary": "s",
+            "cause": "c", "hints": [], "fingerprint": "f", "logs": [],
+            "subject": {"account": "devbatch1"},
+        }))
+        .unwrap();
+        d.subject.job_id = job.map(str::to_owned);
+        d.subject.pool_id = Some(pool.to_owned());
+        d.subject.node_id = Some(node.to_owned());
+        d
+    }
+
+    #[test]
+    fn a_start_task_diagnosis_matches_its_node_only() {
+        let subject = key("devbatch1/_pools/linux/tvm-05/_starttask");
+        assert!(subject.matches(&diagnosis(None, "linux", "tvm-05")));
+        assert!(!subject.matches(&diagnosis(None, "linux", "tvm-01")));
+        assert!(!subject.matches(&diagnosis(None, "windows", "tvm-05")));
+        // A job preparation failure on the same node is another subject.
+        assert!(!subject.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        let prep = key("devbatch1/prep/_jobprep/tvm-05");
+        assert!(!prep.matches(&diagnosis(None, "linux", "tvm-05")));
+        assert!(prep.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        let release = key("devbatch1/prep/_jobrelease/tvm-05");
+        assert!(release.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        assert!(!release.matches(&diagnosis(Some("other"), "linux", "tvm-05")));
+    }
+}

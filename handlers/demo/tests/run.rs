@@ -1,0 +1,80 @@
+//! The whole demo in process: the emulator, the pipeline built from settings, the receivers and
+//! the report, with no process spawned.
+
+use batch_triage_demo::{Report, SubjectKey, prepare_out_dir, run_demo};
+use diagnosis::FailureClass;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepare_out_dir(&dir.path().join("demo")).unwrap();
+    let outcome = run_demo(&out).await.unwrap();
+    assert_eq!(outcome.account, "devbatch1");
+    assert_eq!(
+        outcome.runs.iter().map(|r| r.name).collect::<Vec<_>>(),
+        [
+            "event-hubs",
+            "event-hubs-redelivery",
+            "event-grid",
+            "cloudevents",
+            "sweep",
+            "sweep-again"
+        ]
+    );
+    // Every failed subject the pipeline reported is a subject the demo can place.
+    let failed: Vec<(&str, FailureClass)> = outcome
+        .runs
+        .iter()
+        .flat_map(|r| &r.subjects)
+        .filter_map(|s| Some((s.subject.as_str(), s.class.filter(|c| c.is_failure())?)))
+        .collect();
+    for (label, _) in &failed {
+        let key: SubjectKey = label.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.to_string(), *label);
+    }
+    // A release failure is labelled by the folder its logs go to.
+    let release: Vec<SubjectKey> = failed
+        .iter()
+        .filter(|(_, class)| *class == FailureClass::JobReleaseFailed)
+        .map(|(label, _)| label.parse().unwrap())
+        .collect();
+    assert!(!release.is_empty(), "the scenario has a release failure");
+    for key in &release {
+        assert!(matches!(key, SubjectKey::ReleaseNode { .. }), "{key}");
+        assert!(key.to_string().contains("/_jobrelease/"), "{key}");
+        assert!(outcome.times.contains_key(key), "{key} has its times");
+    }
+    let report = Report::build(&out, outcome);
+    assert!(report.converged());
+    report.write(&out).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let classes: Vec<&str> = json["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["class"].as_str().unwrap())
+        .collect();
+    for class in FailureClass::ALL.iter().filter(|c| c.is_failure()) {
+        assert!(
+            classes.contains(&class.as_str()),
+            "{class:?} is in the demo"
+        );
+    }
+    let release = json["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["class"] == "job.release_failed")
+        .unwrap();
+    // The node's preparation output is kept beside the release output; the release folder is
+    // there, complete.
+    let folders = release["preserved"].as_array().unwrap();
+    let folder = folders
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.contains("/_jobrelease/"))
+        .unwrap_or_else(|| panic!("{folders:?}"));
+    assert!(out.join(folder).join("manifest.json").is_file(), "{folder}");
+    assert_eq!(json["unrecognisedSubjects"], serde_json::json!([]));
+}
