@@ -2,18 +2,10 @@
 //! process, its built-in scenario): what it says about a failed task, a job whose preparation
 //! task failed, a task whose node is gone, and what it says when it cannot read anything.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_kit::start_emulator;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
@@ -26,25 +18,6 @@ fn bin() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-fn start_emulator() -> (KillOnDrop, String) {
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
-    (child, address)
 }
 
 fn explain(address: &str, args: &[&str]) -> Output {
@@ -66,7 +39,7 @@ fn json_of(out: &Output) -> Value {
 
 #[test]
 fn a_failed_task_with_its_meaning_impact_and_stderr_tail() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let out = explain(&address, &["--job", "etl", "--task", "oom"]);
     assert!(
         out.status.success(),
@@ -113,7 +86,7 @@ fn a_failed_task_with_its_meaning_impact_and_stderr_tail() {
 
 #[test]
 fn a_job_whose_preparation_task_failed() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "prep-fail", "--output", "json"],
@@ -145,7 +118,7 @@ fn a_job_whose_preparation_task_failed() {
 
 #[test]
 fn a_job_lists_its_failed_tasks_up_to_the_limit() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "etl", "--max-tasks", "2", "--output", "json"],
@@ -158,7 +131,7 @@ fn a_job_lists_its_failed_tasks_up_to_the_limit() {
 
 #[test]
 fn a_task_whose_node_is_gone_says_so() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "lost-node", "--task", "t1", "--output", "json"],
@@ -174,7 +147,7 @@ fn a_task_whose_node_is_gone_says_so() {
 
 #[test]
 fn an_unknown_job_or_task_is_a_clear_error_with_status_2() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let out = explain(&address, &["--job", "no-such-job"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -195,7 +168,7 @@ fn an_unknown_job_or_task_is_a_clear_error_with_status_2() {
 
 #[test]
 fn a_wrong_key_says_what_to_check_and_never_echoes_the_key() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
     let out = bin()
         .args(["explain", "--account-url", &address, "--job", "etl"])
@@ -272,23 +245,8 @@ fn a_large_stderr_is_read_from_its_end_only_and_redacted() {
     });
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), scenario.to_string()).unwrap();
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0", "--scenario"])
-            .arg(file.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first_line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
+    let (_emulator, address) =
+        start_emulator(env!("CARGO_BIN_EXE_batch-triage"), Some(file.path()));
     let json = json_of(&explain(
         &address,
         &["--job", "big", "--task", "noisy", "--output", "json"],
@@ -329,23 +287,8 @@ fn control_sequences_from_the_task_do_not_reach_the_terminal() {
     });
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), scenario.to_string()).unwrap();
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0", "--scenario"])
-            .arg(file.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first_line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
+    let (_emulator, address) =
+        start_emulator(env!("CARGO_BIN_EXE_batch-triage"), Some(file.path()));
 
     let out = explain(&address, &["--job", "esc", "--task", "t1"]);
     assert!(

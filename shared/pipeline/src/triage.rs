@@ -347,8 +347,21 @@ impl Triage {
         targets: &mut Vec<Result<Target, (String, Outcome)>>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
+        // Duplicates are dropped as they are read, not after: a batch repeating one subject a
+        // million times holds it once (memory follows the distinct subjects, not the records).
+        let mut seen = std::collections::HashSet::new();
+        let mut refused = std::collections::HashSet::new();
         read_slice(payload, &mut |item| match self.target_of(&item) {
-            Some(target) => targets.push(target),
+            Some(Ok(target)) => {
+                if seen.insert(target.clone()) {
+                    targets.push(Ok(target));
+                }
+            }
+            Some(Err((subject, outcome))) => {
+                if refused.insert(subject.clone()) {
+                    targets.push(Err((subject, outcome)));
+                }
+            }
             None => ignored += 1,
         })?;
         Ok(ignored)
