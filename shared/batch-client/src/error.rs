@@ -344,8 +344,10 @@ mod tests {
 
     #[test]
     fn corpus_error_bodies_parse() {
-        // Error bodies the service really sent, quoted in public issues and answers.
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/errors");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/corpus/batch/errors"
+        );
         let cases = [
             (
                 "BatchError.TooManyRequests.429.nextflow-2688.json",
@@ -365,6 +367,7 @@ mod tests {
         ];
         for (file, status, code) in cases {
             let Ok(body) = std::fs::read(format!("{dir}/{file}")) else {
+                // The corpus is part of the repository (tests/corpus/), so a missing file is a broken checkout.
                 panic!("corpus file {file} missing under {dir}");
             };
             let info = ErrorInfo::from_response("op", status, &body, None, None);

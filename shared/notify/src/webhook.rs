@@ -26,7 +26,7 @@
 //!
 //! # Body
 //! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples},
-//! "links": {logs, portal}, "stderrTail", "diagnosis": {…DESIGN §5…}}`.
+//! "links": {logs, portal}, "stderrTail", "diagnosis": {…docs/diagnosis-json.md…}}`.
 
 use foundation::{Deadline, Secret};
 use hmac::{Hmac, Mac};
