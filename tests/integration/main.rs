@@ -1,5 +1,6 @@
 //! Repository-wide integration tests, one binary:
-//! - `tidy`: the architecture's invariants, checked from `cargo metadata` and the sources.
+//! - `tidy`: the architecture's invariants, checked from `cargo metadata` and the sources, and
+//!   that the repository stands alone.
 //! - `faults`: throttling storms, Blob 5xx, a receiver down, a copy killed mid-file, duplicate
 //!   deliveries: nothing lost, nothing doubled (`harness` holds the shared setup).
 //! - `fuzz_props`: CI's fuzzing campaign, the cargo-fuzz targets' properties under proptest.

@@ -268,7 +268,7 @@ fn fail_record(k: usize) -> Value {
 }
 
 /// The host's invocation body for one batch (cardinality many, dataType string): `Data.events`
-/// is one string holding a JSON array of the event bodies as strings (RUNTIME.md §10.2), and
+/// is one string holding a JSON array of the event bodies as strings (docs/delivery.md), and
 /// the metadata arrays are JSON text too.
 fn invocation(
     batch: usize,

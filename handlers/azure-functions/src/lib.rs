@@ -1,7 +1,7 @@
 //! batch-triage as an Azure Functions custom handler.
 //!
 //! The Functions host starts the handler binary, waits for `GET /` to answer, and POSTs each
-//! invocation to `/<FunctionName>` as `{"Data": {...}, "Metadata": {...}}` (RUNTIME.md §1). This
+//! invocation to `/<FunctionName>` as `{"Data": {...}, "Metadata": {...}}` (docs/delivery.md). This
 //! crate speaks that protocol:
 //!
 //! - [`protocol`]: the request and response envelopes, and the decoding of each trigger's binding

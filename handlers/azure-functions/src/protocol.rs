@@ -1,4 +1,4 @@
-//! The custom-handler invocation protocol (RUNTIME.md §1.3–§1.7, §10.2): what the host sends,
+//! The custom-handler invocation protocol (docs/delivery.md, last section): what the host sends,
 //! how each trigger's value is encoded, and what the handler answers.
 //!
 //! Decoding is defensive: the host JSON-encodes .NET strings a second time (a queue message

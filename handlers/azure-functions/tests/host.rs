@@ -1,5 +1,5 @@
 //! The handler binary as the Functions host runs it: app settings in the environment, a random
-//! port, readiness polled on `GET /`, and invocation bodies exactly as RUNTIME.md documents them.
+//! port, readiness polled on `GET /`, and invocation bodies exactly as docs/delivery.md documents them.
 //! Behind it: the Batch emulator, a local-directory store and a webhook receiver, all on loopback.
 
 use std::process::{Command, Stdio};

@@ -1,4 +1,4 @@
-//! Request authentication: Shared Key exactly as BATCH-FACTS §6.2, or configured bearer tokens.
+//! Request authentication: Shared Key exactly as docs/batch-facts.md describes it, or configured bearer tokens.
 //!
 //! The string to sign is rebuilt from the request as received:
 //!

@@ -1,4 +1,4 @@
-//! Batch error responses: the real body shape (BATCH-FACTS §5.4) and the codes the emulator uses.
+//! Batch error responses: the real body shape (docs/batch-facts.md) and the codes the emulator uses.
 //!
 //! An [`ApiError`] is plain data; [`ApiError::render`] turns it into the wire body
 //! `{"odata.metadata", "code", "message": {"lang", "value"}, "values": [{"key", "value"}]}`, with

@@ -1,4 +1,4 @@
-//! The OData `$filter` subset Batch supports, per list operation (BATCH-FACTS §2).
+//! The OData `$filter` subset Batch supports, per list operation (docs/batch-facts.md).
 //!
 //! Grammar: comparisons `prop op literal` (`eq ne gt ge lt le`), `startswith(prop,'text')`,
 //! `and`, `or`, `not` and parentheses. Literals: `'text'` (with `''` for a quote),

@@ -29,7 +29,7 @@
 //!   auth, faults, routing; `route` maps paths to operations.
 //! - `api`, `file_api`: the operations; `render`, `paging`, `filter`, `select`: response
 //!   bodies, `odata.nextLink`, OData `$filter` and `$select`.
-//! - `auth`: Shared Key verification (BATCH-FACTS §6.2) and bearer tokens.
+//! - `auth`: Shared Key verification (docs/batch-facts.md) and bearer tokens.
 //! - `files`: node file systems, generated content, byte ranges.
 //! - [`faults`]: fault rules; `admin`: the `/_emulator/` HTTP admin API.
 //! - `emulator` ([`Emulator`]): the shared handle tests use in-process; `log`
@@ -100,7 +100,7 @@
 //!
 //! # Built-in scenario
 //! [`Scenario::builtin`] (used when no file is given) holds one job or task per failure class
-//! of DESIGN §4; `scenarios/builtin.json` lists them with a `description` on each.
+//! of docs/failure-classes.md; `scenarios/builtin.json` lists them with a `description` on each.
 
 mod admin;
 mod api;

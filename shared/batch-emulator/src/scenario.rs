@@ -425,7 +425,7 @@ impl Scenario {
         Self::from_json_str(&text)
     }
 
-    /// The built-in demo scenario: every failure class of DESIGN §4 (see the crate docs).
+    /// The built-in demo scenario: every failure class of docs/failure-classes.md (see the crate docs).
     pub fn builtin() -> Self {
         // The file is part of the crate and covered by a test, so it always parses.
         Self::from_json_str(crate::BUILTIN_SCENARIO_JSON).unwrap_or_default()

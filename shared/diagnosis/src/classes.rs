@@ -1,5 +1,5 @@
 //! The vocabulary of a diagnosis: failure classes, severities and exit-code meanings, with the
-//! tables that map Batch codes onto them. DESIGN §4 is the contract: classes are added, never
+//! tables that map Batch codes onto them. docs/failure-classes.md is the contract: classes are added, never
 //! renamed, because users write policy rules against these strings.
 
 use std::fmt;
@@ -41,7 +41,7 @@ impl Severity {
 /// Declares the class enum from one table: variant, wire name, severity, one-line meaning.
 macro_rules! failure_classes {
     ($($variant:ident => $name:literal, $severity:ident, $meaning:literal;)+) => {
-        /// A failure class (DESIGN §4). Serialised as its dotted name, e.g. `task.exit_code`.
+        /// A failure class (docs/failure-classes.md). Serialised as its dotted name, e.g. `task.exit_code`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum FailureClass {
             $(#[doc = $meaning] $variant,)+
@@ -132,7 +132,7 @@ impl fmt::Display for Severity {
 /// Declares the exit-meaning enum from one table: variant, wire name, codes, plain meaning, hint.
 macro_rules! exit_meanings {
     ($($variant:ident => $name:literal, [$($code:literal),*], $meaning:literal, $hint:literal;)+) => {
-        /// What an exit code usually means on a Batch node (DESIGN §4, BATCH-FACTS §9).
+        /// What an exit code usually means on a Batch node (docs/failure-classes.md).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ExitMeaning {
             $(#[doc = $meaning] $variant,)+
@@ -389,7 +389,7 @@ pub fn advice_for_code(code: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, cause, hint)| (*cause, *hint))
 }
 
-/// Advice for job scheduling error codes (BATCH-FACTS §5.2).
+/// Advice for job scheduling error codes (docs/batch-facts.md, failure codes).
 pub const JOB_SCHEDULING_ADVICE: &[(&str, &str)] = &[
     (
         "AutoPoolCreationFailedWithQuotaReached",

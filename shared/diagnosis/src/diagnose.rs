@@ -15,8 +15,8 @@ use crate::report::{Detail, Diagnosis, Failure, Impact, Subject};
 use crate::wire::{
     BatchJob, BatchTask, DependencyAction, ExitConditions, ExitOptions, FailureInfo, JobAction,
     JobState, OnTaskFailure, PrepReleaseStatus, PrepTaskExecutionInfo, PrepTaskState,
-    SpecialTaskEventBody, SpecialTaskType, TaskCounts, TaskResult, TaskState, Timestamp,
-    account_from_url,
+    SpecialTaskEventBody, SpecialTaskType, TaskCounts, TaskExecutionInfo, TaskResult, TaskState,
+    Timestamp, account_from_url,
 };
 
 /// Everything known besides the subject itself. All optional: the more there is, the sharper the
@@ -44,7 +44,7 @@ pub struct Evidence<'a> {
 /// Diagnoses one task.
 pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
     let exec = task.execution_info.as_ref();
-    let failure_info = exec.and_then(|e| e.failure_info.as_ref());
+    let failure_info = exec.and_then(TaskExecutionInfo::failure);
     let exit_code = exec.and_then(|e| e.exit_code);
     let retry_count = exec.map_or(0, |e| e.retry_count);
     let requeue_count = exec.map_or(0, |e| e.requeue_count);
@@ -142,13 +142,16 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
         }
         _ => (
             format!("{who} failed{}.", code.map_or_else(String::new, |c| format!(" with {c}"))),
-            "batch-triage does not recognise this failure; Batch's own message is below.".to_owned(),
+            if failure_info.and_then(|f| f.message.as_deref()).is_some() {
+                "batch-triage does not recognise this failure; Batch's own message follows.".to_owned()
+            } else {
+                "batch-triage does not recognise this failure, and Batch gave no message with it.".to_owned()
+            },
         ),
     };
+    // Batch's own words, whenever it gave some: they often name the file, image or container.
     if let Some(message) = failure_info.and_then(|f| f.message.as_deref()) {
-        if class.is_failure() {
-            cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
-        }
+        cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
     }
 
     let impact = completed.then(|| replay_exit_conditions(task, class, exit_code, evidence.job));
@@ -212,7 +215,7 @@ fn is_completed(task: &BatchTask) -> bool {
 fn classify_task(task: &BatchTask, evidence: &Evidence<'_>, completed: bool) -> FailureClass {
     let exec = task.execution_info.as_ref();
     let failure_code = exec
-        .and_then(|e| e.failure_info.as_ref())
+        .and_then(TaskExecutionInfo::failure)
         .and_then(|f| f.code.as_deref());
     let exit_code = exec.and_then(|e| e.exit_code);
     let code_class = failure_code.and_then(task_class_for_code);

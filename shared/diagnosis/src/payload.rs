@@ -1,6 +1,6 @@
 //! Reading any Batch payload: detecting which kind a document is, then parsing it typed.
 //!
-//! Accepted kinds (BATCH-FACTS §4, §7; DESIGN §2): REST bodies (task, job, prep/release status,
+//! Accepted kinds (docs/batch-facts.md, docs/delivery.md): REST bodies (task, job, prep/release status,
 //! task counts, files, error bodies, and list pages of them), diagnostic-log records alone, in the
 //! `{records:[…]}` batch Event Hubs delivers or as JSON Lines (`PT1H.json`), bare event bodies,
 //! Event Grid events and CloudEvents (single or batched) whose `data` is any of those or a
@@ -911,7 +911,7 @@ pub fn infer_event_kind(body: &TaskEventBody) -> TaskEventKind {
     }
 }
 
-/// The task an event describes, as far as the event tells (BATCH-FACTS §7.2): the event's
+/// The task an event describes, as far as the event tells (docs/batch-facts.md, diagnostic events): the event's
 /// `schedulingError` becomes `failureInfo`, and the state follows from the event.
 pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
     let exec = body.execution_info.clone().unwrap_or_default();

@@ -1,4 +1,4 @@
-//! The diagnosis JSON (DESIGN §5): what `diagnose --output json` prints and what lands as
+//! The diagnosis JSON (docs/diagnosis-json.md): what `diagnose --output json` prints and what lands as
 //! `diagnosis.json` beside preserved logs. Field names are camelCase like Batch's own; absent
 //! facts are `null`, never invented.
 

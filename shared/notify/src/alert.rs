@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    /// The representative diagnosis (DESIGN §5); every channel renders its facts.
+    /// The representative diagnosis (docs/diagnosis-json.md); every channel renders its facts.
     pub diagnosis: Diagnosis,
     /// The group this alert speaks for, so 4,812 tasks with the same cause make one message.
     pub group: Group,

@@ -26,9 +26,9 @@
 //!
 //! # Body
 //! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples},
-//! "links": {logs, portal}, "stderrTail", "diagnosis": {…DESIGN §5…}}`.
+//! "links": {logs, portal}, "stderrTail", "diagnosis": {…docs/diagnosis-json.md…}}`.
 
-use batch_client::{Deadline, Secret};
+use foundation::{Deadline, Secret};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;

@@ -225,8 +225,8 @@ impl Triage {
                 continue;
             }
             report.jobs_examined += 1;
-            // A listed job was not checked before it was read: one whose id can never be
-            // stored is refused once, not listed and failed on every run.
+            // A listed job was not checked before it was read: one whose id can never be sent
+            // back to Batch (its tasks cannot be listed) is refused once, not failed every run.
             let ids = StoredIds::job(&self.config.account, &job_id);
             if let Some(problem) = ids.problem() {
                 let refused = self.refuse_unstorable(&ids, problem, now, deadline).await;

@@ -6,7 +6,7 @@
 //! `key` query value and the body, and gets back either a [`Response`] to send as is or the
 //! payload to give to [`Triage::handle_payload`](crate::triage::Triage::handle_payload).
 //!
-//! What it answers (the team handbook, RUNTIME.md §2.3, and Microsoft's "Webhook event delivery"
+//! What it answers (docs/delivery.md, and Microsoft's "Webhook event delivery"
 //! and "Endpoint validation with CloudEvents schema" pages):
 //!
 //! - **The key first, for every request.** The secret (`BATCH_TRIAGE_WEBHOOK_KEY`) is presented

@@ -7,6 +7,7 @@
 
 pub mod flaky_store;
 pub mod hostile_batch;
+pub mod hostile_files;
 pub mod process;
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The protocol against the payload shapes documented in RUNTIME.md (captured from the host's
+//! The protocol against the payload shapes documented in docs/delivery.md (captured from the host's
 //! source and from real invocations where they exist).
 
 use serde_json::{Value, json};

@@ -149,7 +149,7 @@ impl Req<'_> {
     }
 }
 
-/// Shared Key as the Python SDK computes it (BATCH-FACTS §6.2).
+/// Shared Key as the Python SDK computes it (docs/batch-facts.md).
 pub(crate) fn sign(
     key: &str,
     method: &Method,

@@ -1,5 +1,5 @@
-//! Alert grouping as a pure state machine, with Alertmanager's semantics (PEERS §1.4) and
-//! Sentry's lesson (§1.6): many failures with one cause make one alert with a count.
+//! Alert grouping as a pure state machine, with Prometheus Alertmanager's semantics
+//! (`group_wait`, `group_interval`, `repeat_interval`) and Sentry's lesson: many failures with one cause make one alert with a count.
 //!
 //! - The first alert of a group waits `group_wait`, then everything collected goes out at once.
 //! - A new cause (fingerprint) in a group that was already notified goes out `group_interval`

@@ -1,4 +1,4 @@
-//! Batch diagnostic-log events (BATCH-FACTS §7) and the envelopes that carry them: the Azure
+//! Batch diagnostic-log events (docs/batch-facts.md) and the envelopes that carry them: the Azure
 //! Monitor record (alone, or in the `{records:[…]}` batch Event Hubs delivers), Event Grid events
 //! and CloudEvents.
 
@@ -274,7 +274,7 @@ impl SpecialTaskEventBody {
 }
 
 /// `data` of an Event Grid or CloudEvents event that only points at a task or job:
-/// `{accountUrl?, jobId, taskId?}` (DESIGN §2).
+/// `{accountUrl?, jobId, taskId?}` (docs/delivery.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReference {

@@ -1,4 +1,4 @@
-//! Batch REST bodies (BATCH-FACTS §4): the subset of `BatchTask`, `BatchJob`, prep/release status,
+//! Batch REST bodies (docs/batch-facts.md): the subset of `BatchTask`, `BatchJob`, prep/release status,
 //! files, task counts and error bodies that triage reads.
 //!
 //! Every field is optional or defaulted: Batch omits what it has not set, `$select` trims bodies,
@@ -124,6 +124,10 @@ pub struct TaskExecutionInfo {
     /// Set only on a completed task that failed.
     #[serde(default)]
     pub failure_info: Option<FailureInfo>,
+    /// Where API versions before 2017 put the same facts as `failureInfo` (same shape). Read
+    /// through [`TaskExecutionInfo::failure`], which prefers `failureInfo`.
+    #[serde(default)]
+    pub scheduling_error: Option<FailureInfo>,
     /// Retries of the task application by Batch (non-zero exits only).
     #[serde(default, deserialize_with = "int::i32_or_zero")]
     pub retry_count: i32,
@@ -139,6 +143,19 @@ pub struct TaskExecutionInfo {
     /// `success` or `failure`, once completed.
     #[serde(default)]
     pub result: Option<TaskResult>,
+}
+
+impl TaskExecutionInfo {
+    /// Why the task failed, as Batch reports it: `failureInfo`, or on a task of the pre-2017 API,
+    /// which has no `failureInfo`, its `schedulingError`. An entry with neither a code nor a
+    /// message says nothing and counts as absent.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        self.failure_info.as_ref().or_else(|| {
+            self.scheduling_error
+                .as_ref()
+                .filter(|f| f.code.is_some() || f.message.is_some())
+        })
+    }
 }
 
 /// `nodeInfo` of a task (`BatchNodeInfo`).

@@ -1,19 +1,19 @@
-//! Every payload of the team handbook's corpus (`../shared/corpus/` beside the checkout) parses,
-//! loaded as it is, and its diagnoses are snapshot-tested. The one invalid JSON file gets a clear
-//! error that points at the offending character.
+//! Every payload of the repository's Batch corpus (`tests/corpus/batch/`, sources in its
+//! `PROVENANCE.md`) parses, loaded as it is, and its diagnoses are snapshot-tested. The one
+//! invalid JSON file gets a clear error that points at the offending character.
 
 use std::path::{Path, PathBuf};
 
 use batch_triage_diagnosis::payload::read_slice;
 use batch_triage_diagnosis::{Evidence, PayloadError, diagnose_item};
 
-fn corpus_dir() -> PathBuf {
-    let dir = std::env::var_os("BATCH_TRIAGE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+/// The corpus root (`tests/corpus/` at the top of the repository). File names below it, with
+/// `/` turned into `__`, name the snapshots.
+pub(crate) fn corpus_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus");
     assert!(
-        dir.is_dir(),
-        "the handbook corpus is not at {} (it sits beside the checkout as ../shared/corpus; set BATCH_TRIAGE_CORPUS to move it)",
+        dir.join("batch").is_dir(),
+        "the corpus is not at {} (it is part of the repository: is the checkout complete?)",
         dir.display()
     );
     dir
@@ -31,7 +31,7 @@ fn corpus_files() -> Vec<PathBuf> {
         }
     }
     let mut files = Vec::new();
-    walk(&corpus_dir(), &mut files);
+    walk(&corpus_dir().join("batch"), &mut files);
     files.sort();
     files
 }

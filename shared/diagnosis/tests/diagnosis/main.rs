@@ -1,7 +1,8 @@
 //! Integration tests of the diagnosis core, one binary:
 //! - `scenarios`: one fixture file per failure scenario (test_data/), snapshot plus explicit
 //!   expectations; coverage of every class and exit meaning.
-//! - `corpus`: every real payload in the team handbook's corpus.
+//! - `corpus`: every payload of the repository's Batch corpus (`tests/corpus/batch/`).
+//! - `real_payloads`: real failure payloads (`tests/corpus/real-payloads/`) against `expect.json`.
 //! - `errors`: what bad input gets told.
 //! - `streaming`: documents larger than the in-memory limit.
 //! - `properties`: diagnose never panics on arbitrary task-shaped JSON.
@@ -9,6 +10,7 @@
 mod corpus;
 mod errors;
 mod properties;
+mod real_payloads;
 mod scenarios;
 mod streaming;
 mod support;

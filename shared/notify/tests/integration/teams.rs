@@ -1,5 +1,5 @@
 //! Teams: the payload the receiver gets is a valid Adaptive Card 1.4 in the Workflows envelope,
-//! fits in 28 KB whatever the content, and is retried / not redirected as PEERS §1.7 asks.
+//! fits in 28 KB whatever the content, and is retried on throttling and never redirected.
 
 use notify::{NotifyError, Secret};
 

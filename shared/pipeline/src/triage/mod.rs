@@ -7,7 +7,7 @@
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
 //! sequence), grouping and delivering alerts (`alert`), the per-payload job cache (`jobs`) and
-//! refusing, once, subjects whose ids can never be stored (`refuse`).
+//! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
 mod alert;
 mod jobs;

@@ -1,12 +1,13 @@
-//! Subjects whose ids can never make a store key (`.`, `..`, an empty id, an id longer than a
-//! path segment may be): their logs can never be preserved, so running the payload again can
-//! never succeed. They are refused once: decided up front, before anything is fetched, with one
-//! audit record and one alert saying why, guarded by a create-only marker so a redelivery or a
-//! second run neither alerts again nor asks for a retry. The other subjects of the payload go
-//! on normally.
+//! Subjects whose ids can never be read from Batch (`.`, `..`, an empty id, an id longer than
+//! the client sends, see [`batch_client::id_problem`]): their task, files and logs can never be
+//! fetched, so running the payload again can never succeed. (Any id can be *stored*: preserve
+//! turns it into a safe key segment, cut and hashed when needed.) They are refused once: decided
+//! up front, before anything is fetched, with one audit record and one alert saying why, guarded
+//! by a create-only marker so a redelivery or a second run neither alerts again nor asks for a
+//! retry. The other subjects of the payload go on normally.
 
-use artifact_store::{Condition, ObjectKey, StoreError, segment_problem};
-use batch_client::Deadline;
+use artifact_store::{Condition, ObjectKey, StoreError};
+use batch_client::{Deadline, id_problem};
 use bytes::Bytes;
 use diagnosis::policy::{PlanContext, plan};
 use diagnosis::{Diagnosis, FailureClass, Subject};
@@ -24,7 +25,8 @@ const MARKERS: &str = "refused";
 /// The longest part of an id shown in a report, an audit record or an alert.
 const SHOWN_CHARS: usize = 40;
 
-/// The ids of a subject that become segments of its store keys, named.
+/// The ids of a subject, named: the account (configured, so never checked) and the ids that go
+/// into the Batch URLs its task, node and files are read from.
 pub(crate) struct StoredIds<'a> {
     kind: Kind,
     ids: Vec<(&'static str, &'a str)>,
@@ -39,9 +41,8 @@ enum Kind {
 }
 
 impl<'a> StoredIds<'a> {
-    /// The ids of `target` under `account` (docs/preserved-layout.md): account, job and task;
-    /// account and job (a job's prep/release folders add the node, checked when listed); or
-    /// account, pool and node for a start task.
+    /// The ids of `target` under `account`: account, job and task; account and job (a job's
+    /// prep/release nodes are checked when listed); or account, pool and node for a start task.
     pub(super) fn of_target(account: &'a str, target: &'a Target) -> Self {
         match target {
             Target::Task { job, task } => Self::task(account, job, task),
@@ -77,12 +78,16 @@ impl<'a> StoredIds<'a> {
         }
     }
 
-    /// Why these ids can never make a store key, or `None` when they can. Pure: the rules are
-    /// the store's own ([`segment_problem`]).
+    /// Why these ids can never be read from Batch, or `None` when they can. Pure: the rules are
+    /// the client's own ([`id_problem`]).
     pub(crate) fn problem(&self) -> Option<String> {
-        self.ids.iter().find_map(|(name, id)| {
-            segment_problem(id).map(|why| format!("{name} {} cannot be stored: {why}", shown(id)))
-        })
+        self.ids
+            .iter()
+            .filter(|(name, _)| *name != "account")
+            .find_map(|(name, id)| {
+                id_problem(id)
+                    .map(|why| format!("{name} {} can never be read from Batch: {why}", shown(id)))
+            })
     }
 
     /// The subject as shown in a report: every id inert and bounded.
@@ -95,7 +100,7 @@ impl<'a> StoredIds<'a> {
         }
     }
 
-    /// The marker's key: a hash of the subject (its ids cannot be a key, that is the point).
+    /// The marker's key: a hash of the subject (its ids may be anything; a hash is always a key).
     fn marker(&self) -> Result<ObjectKey, StoreError> {
         let mut hash = Sha256::new();
         hash.update(match self.kind {
@@ -149,10 +154,22 @@ mod tests {
     fn the_first_id_that_cannot_be_stored_is_named() {
         let fine = StoredIds::task("devbatch1", "etl", "oom");
         assert_eq!(fine.problem(), None);
+        // Long ids are stored cut and hashed; only what the client will not send is refused.
+        let long = "x".repeat(300);
+        assert_eq!(StoredIds::task("devbatch1", "etl", &long).problem(), None);
+        let longer = "x".repeat(4097);
+        assert!(
+            StoredIds::task("devbatch1", "etl", &longer)
+                .problem()
+                .is_some_and(|p| p.contains("(4097 bytes)") && p.contains("at most 4096"))
+        );
         let bad = StoredIds::task("devbatch1", "etl", "..");
         assert_eq!(
             bad.problem().as_deref(),
-            Some("task id \"..\" cannot be stored: a path segment may not be `.` or `..`")
+            Some(
+                "task id \"..\" can never be read from Batch: an id may not be `.` or `..` \
+                 (a path would read it as a directory step)"
+            )
         );
         let both = StoredIds::task("devbatch1", "", ".");
         assert!(both.problem().is_some_and(|p| p.starts_with("job id \"\"")));
@@ -170,7 +187,7 @@ mod tests {
 }
 
 impl Triage {
-    /// Refuses a subject whose ids can never be stored (`problem` says why): the first time, one
+    /// Refuses a subject whose ids can never be read from Batch (`problem` says why): the first time, one
     /// audit record and one alert; every later time, nothing. Never asks for a retry unless the
     /// store itself failed before the refusal was recorded.
     pub(crate) async fn refuse_unstorable(

@@ -1,6 +1,7 @@
-//! Subjects whose ids can never make a store key (`.`, `..`, an empty id, a 300-byte id) are
-//! refused once: one audit record, one alert saying why, never a retry; a second run of the same
-//! payload (or a second sweep) adds nothing. A good subject beside them is preserved normally.
+//! Subjects whose ids can never be read from Batch (`.`, `..`, an empty id, an id longer than
+//! the client sends) are refused once: one audit record, one alert saying why, never a retry; a
+//! second run of the same payload (or a second sweep) adds nothing. A good subject beside them is
+//! preserved normally, and so is a 300-byte id (stored under a cut, hashed key segment).
 
 use std::time::Duration;
 
@@ -50,38 +51,37 @@ async fn refusals(store: &std::sync::Arc<dyn artifact_store::ArtifactStore>) -> 
 
 /// The hostile (job, task) pairs, with what the refusal must say.
 fn hostile() -> Vec<(String, String, &'static str)> {
-    let long = "x".repeat(300);
     vec![
         (
             "etl".into(),
             ".".into(),
-            "task id \".\" cannot be stored: a path segment may not be `.` or `..`",
+            "task id \".\" can never be read from Batch: an id may not be `.` or `..`",
         ),
         (
             "etl".into(),
             "..".into(),
-            "task id \"..\" cannot be stored: a path segment may not be `.` or `..`",
+            "task id \"..\" can never be read from Batch: an id may not be `.` or `..`",
         ),
         (
             "etl".into(),
             String::new(),
-            "task id \"\" cannot be stored: a path segment may not be empty",
+            "task id \"\" can never be read from Batch: an id may not be empty",
         ),
         (
             "etl".into(),
-            long,
-            "(300 bytes) cannot be stored: a path segment may be at most 255 bytes",
+            "x".repeat(5000),
+            "(5000 bytes) can never be read from Batch: an id may be at most 4096 bytes",
         ),
         (
             "..".into(),
             "oom".into(),
-            "job id \"..\" cannot be stored: a path segment may not be `.` or `..`",
+            "job id \"..\" can never be read from Batch: an id may not be `.` or `..`",
         ),
     ]
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_id_that_can_never_be_stored_is_refused_once_and_never_retried() {
+async fn an_id_that_can_never_be_read_is_refused_once_and_never_retried() {
     for (job, task, says) in hostile() {
         let emulator = Emulator::new(Scenario::builtin()).unwrap();
         let batch_url = serve_emulator(emulator.clone()).await;
@@ -151,10 +151,16 @@ async fn an_id_that_can_never_be_stored_is_refused_once_and_never_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_sweep_refuses_a_listed_task_whose_id_can_never_be_stored_once() {
+async fn the_sweep_refuses_a_listed_task_whose_id_can_never_be_read_once() {
+    let long = "y".repeat(300);
     let double = HostileBatch::start(vec![HostileJob {
         id: "etl".to_owned(),
-        tasks: vec!["..".to_owned(), "x".repeat(300), "good".to_owned()],
+        tasks: vec![
+            "..".to_owned(),
+            "x".repeat(5000),
+            long.clone(),
+            "good".to_owned(),
+        ],
     }])
     .await;
     let (triage, store, hook, _dir) = pipeline_over(&double.url).await;
@@ -178,12 +184,23 @@ async fn the_sweep_refuses_a_listed_task_whose_id_can_never_be_stored_once() {
             .all(|s| !matches!(s.outcome, Outcome::Failed { .. })),
         "{first:#?}"
     );
-    let good = first
-        .subjects
-        .iter()
-        .find(|s| s.subject.ends_with("/etl/good"))
-        .expect("the good task is triaged");
-    assert_eq!(good.class.map(|c| c.as_str()), Some("task.exit_code"));
+    for name in ["good", long.as_str()] {
+        let good = first
+            .subjects
+            .iter()
+            .find(|s| s.subject.ends_with(&format!("/etl/{name}")))
+            .expect("the good and the long task are triaged");
+        assert_eq!(good.outcome, Outcome::Done, "{good:#?}");
+        assert_eq!(good.class.map(|c| c.as_str()), Some("task.exit_code"));
+        assert!(!good.preserved.is_empty(), "{good:#?}");
+    }
+    // The 300-byte id is kept under a cut segment with a hash of the whole id.
+    let kept = store.list("devbatch1/etl/").await.unwrap();
+    assert!(
+        kept.iter()
+            .any(|o| o.key.as_str().contains(&format!("/{}~", "y".repeat(120)))),
+        "{kept:#?}"
+    );
     assert_eq!(refusal_alerts(&hook.alerts()).len(), 2);
     assert_eq!(refusals(&store).await, 2);
     assert!(
