@@ -137,55 +137,6 @@ fn shown(id: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_shown_escaped_and_bounded() {
-        assert_eq!(shown(".."), "\"..\"");
-        assert_eq!(shown("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
-        let long = shown(&"é".repeat(300));
-        assert!(long.ends_with("…\" (600 bytes)"), "{long}");
-        assert_eq!(long.chars().filter(|c| *c == 'é').count(), SHOWN_CHARS);
-    }
-
-    #[test]
-    fn the_first_id_that_cannot_be_stored_is_named() {
-        let fine = StoredIds::task("devbatch1", "etl", "oom");
-        assert_eq!(fine.problem(), None);
-        // Long ids are stored cut and hashed; only what the client will not send is refused.
-        let long = "x".repeat(300);
-        assert_eq!(StoredIds::task("devbatch1", "etl", &long).problem(), None);
-        let longer = "x".repeat(4097);
-        assert!(
-            StoredIds::task("devbatch1", "etl", &longer)
-                .problem()
-                .is_some_and(|p| p.contains("(4097 bytes)") && p.contains("at most 4096"))
-        );
-        let bad = StoredIds::task("devbatch1", "etl", "..");
-        assert_eq!(
-            bad.problem().as_deref(),
-            Some(
-                "task id \"..\" can never be read from Batch: an id may not be `.` or `..` \
-                 (a path would read it as a directory step)"
-            )
-        );
-        let both = StoredIds::task("devbatch1", "", ".");
-        assert!(both.problem().is_some_and(|p| p.starts_with("job id \"\"")));
-        // One subject, one marker; different subjects, different markers (even when their ids
-        // concatenate alike).
-        let a = StoredIds::task("devbatch1", "ab", "..").marker().unwrap();
-        let b = StoredIds::task("devbatch1", "a", "b..").marker().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(
-            a,
-            StoredIds::task("devbatch1", "ab", "..").marker().unwrap()
-        );
-        assert_ne!(a, StoredIds::job("devbatch1", "ab").marker().unwrap());
-    }
-}
-
 impl Triage {
     /// Refuses a subject whose ids can never be read from Batch (`problem` says why): the first time, one
     /// audit record and one alert; every later time, nothing. Never asks for a retry unless the
@@ -352,5 +303,54 @@ impl Triage {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_shown_escaped_and_bounded() {
+        assert_eq!(shown(".."), "\"..\"");
+        assert_eq!(shown("a\nb\u{1b}[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let long = shown(&"é".repeat(300));
+        assert!(long.ends_with("…\" (600 bytes)"), "{long}");
+        assert_eq!(long.chars().filter(|c| *c == 'é').count(), SHOWN_CHARS);
+    }
+
+    #[test]
+    fn the_first_id_that_cannot_be_stored_is_named() {
+        let fine = StoredIds::task("devbatch1", "etl", "oom");
+        assert_eq!(fine.problem(), None);
+        // Long ids are stored cut and hashed; only what the client will not send is refused.
+        let long = "x".repeat(300);
+        assert_eq!(StoredIds::task("devbatch1", "etl", &long).problem(), None);
+        let longer = "x".repeat(4097);
+        assert!(
+            StoredIds::task("devbatch1", "etl", &longer)
+                .problem()
+                .is_some_and(|p| p.contains("(4097 bytes)") && p.contains("at most 4096"))
+        );
+        let bad = StoredIds::task("devbatch1", "etl", "..");
+        assert_eq!(
+            bad.problem().as_deref(),
+            Some(
+                "task id \"..\" can never be read from Batch: an id may not be `.` or `..` \
+                 (a path would read it as a directory step)"
+            )
+        );
+        let both = StoredIds::task("devbatch1", "", ".");
+        assert!(both.problem().is_some_and(|p| p.starts_with("job id \"\"")));
+        // One subject, one marker; different subjects, different markers (even when their ids
+        // concatenate alike).
+        let a = StoredIds::task("devbatch1", "ab", "..").marker().unwrap();
+        let b = StoredIds::task("devbatch1", "a", "b..").marker().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            StoredIds::task("devbatch1", "ab", "..").marker().unwrap()
+        );
+        assert_ne!(a, StoredIds::job("devbatch1", "ab").marker().unwrap());
     }
 }
