@@ -229,7 +229,9 @@ impl Triage {
             // back to Batch (its tasks cannot be listed) is refused once, not failed every run.
             let ids = StoredIds::job(&self.config.account, &job_id);
             if let Some(problem) = ids.problem() {
-                let refused = self.refuse_unstorable(&ids, problem, now, deadline).await;
+                let refused = self
+                    .refuse_unstorable(&ids, problem, None, now, deadline)
+                    .await;
                 report.subjects.push(refused.report);
                 continue;
             }

@@ -91,7 +91,7 @@ impl<'a> StoredIds<'a> {
     }
 
     /// The subject as shown in a report: every id inert and bounded.
-    fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         let ids: Vec<String> = self.ids.iter().map(|(_, id)| shown(id)).collect();
         match self.kind {
             Kind::StartTask => format!("{}/_pools/{}/{}/_starttask", ids[0], ids[1], ids[2]),
@@ -141,14 +141,19 @@ impl Triage {
     /// Refuses a subject whose ids can never be read from Batch (`problem` says why): the first time, one
     /// audit record and one alert; every later time, nothing. Never asks for a retry unless the
     /// store itself failed before the refusal was recorded.
+    ///
+    /// `seen` is the diagnosis of what Batch already said about the subject (a task the sweep
+    /// listed), when there is one: the failure is real and is shown; only its logs cannot be kept.
     pub(crate) async fn refuse_unstorable(
         &self,
         ids: &StoredIds<'_>,
         problem: String,
+        seen: Option<Diagnosis>,
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Worked {
         let mut report = SubjectReport::new(ids.label());
+        report.class = seen.as_ref().map(|d| d.class);
         let reason = format!("{problem}; its logs can never be preserved, so it is not retried");
         let failed = |what: &str, error: StoreError| Outcome::Failed {
             reason: format!("recording the refusal ({what}): {error}"),
@@ -191,7 +196,7 @@ impl Triage {
             report.outcome = failed("audit record", error);
             return report.into();
         }
-        self.alert_refusal(ids, &reason, &mut report, now, deadline)
+        self.alert_refusal(ids, &reason, seen, &mut report, now, deadline)
             .await;
         if report.outcome == Outcome::Done {
             report.outcome = Outcome::Refused(reason);
@@ -232,45 +237,63 @@ impl Triage {
         &self,
         ids: &StoredIds<'_>,
         reason: &str,
+        seen: Option<Diagnosis>,
         report: &mut SubjectReport,
         now: OffsetDateTime,
         deadline: Deadline,
     ) {
-        // Nothing was fetched, so the class is the kind's "unknown" failure; what is known is
-        // that its logs cannot be kept.
-        let class = match ids.kind {
-            Kind::Task => FailureClass::TaskUnknown,
-            Kind::Job => FailureClass::JobUnknown,
-            Kind::PrepRelease => FailureClass::JobPrepFailed,
-            Kind::StartTask => FailureClass::NodeStartTaskFailed,
+        let subject = Subject {
+            account: Some(self.config.account.clone()),
+            job_id: ids.id("job id"),
+            task_id: ids.id("task id"),
+            attempt: None,
+            pool_id: ids.id("pool id"),
+            node_id: ids.id("node id"),
         };
-        let diagnosis = Diagnosis {
-            subject: Subject {
-                account: Some(self.config.account.clone()),
-                job_id: ids.id("job id"),
-                task_id: ids.id("task id"),
-                attempt: None,
-                pool_id: ids.id("pool id"),
-                node_id: ids.id("node id"),
+        let hint = "Look at it in Batch directly (portal or CLI); give tasks and jobs ids of \
+                    letters, digits, '-' and '_' (at most 64 characters, as Batch itself allows)."
+            .to_owned();
+        let diagnosis = match seen {
+            // What Batch said is shown; the ids are the inert forms, and the note says why
+            // nothing was kept.
+            Some(seen) => Diagnosis {
+                subject: Subject {
+                    attempt: seen.subject.attempt,
+                    ..subject
+                },
+                summary: format!("Refused: its logs could not be kept. {}", seen.summary),
+                cause: format!("{} {reason}.", seen.cause),
+                hints: seen.hints.into_iter().chain([hint]).collect(),
+                fingerprint: format!("refused-{}", seen.fingerprint),
+                ..seen
             },
-            class,
-            severity: class.severity(),
-            summary: "Refused: its logs could not be kept".to_owned(),
-            cause: format!(
-                "{reason}. batch-triage did not read it from Batch and will not try again."
-            ),
-            hints: vec![
-                "Look at it in Batch directly (portal or CLI); give tasks and jobs ids of \
-                 letters, digits, '-' and '_' (at most 64 characters, as Batch itself allows)."
-                    .to_owned(),
-            ],
-            exit_code: None,
-            exit_code_hex: None,
-            exit_meaning: None,
-            failure: None,
-            impact: None,
-            logs: Vec::new(),
-            fingerprint: format!("refused-{}", class.as_str()),
+            // Nothing was read, so the class is the kind's "unknown" failure; what is known is
+            // that its logs cannot be kept.
+            None => {
+                let class = match ids.kind {
+                    Kind::Task => FailureClass::TaskUnknown,
+                    Kind::Job => FailureClass::JobUnknown,
+                    Kind::PrepRelease => FailureClass::JobPrepFailed,
+                    Kind::StartTask => FailureClass::NodeStartTaskFailed,
+                };
+                Diagnosis {
+                    subject,
+                    class,
+                    severity: class.severity(),
+                    summary: "Refused: its logs could not be kept".to_owned(),
+                    cause: format!(
+                        "{reason}. batch-triage did not read it from Batch and will not try again."
+                    ),
+                    hints: vec![hint],
+                    exit_code: None,
+                    exit_code_hex: None,
+                    exit_meaning: None,
+                    failure: None,
+                    impact: None,
+                    logs: Vec::new(),
+                    fingerprint: format!("refused-{}", class.as_str()),
+                }
+            }
         };
         let diagnosis = self.redacted(diagnosis);
         let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());

@@ -225,7 +225,10 @@ impl Triage {
     ) -> Vec<Worked> {
         let ids = StoredIds::of_target(&self.config.account, target);
         if let Some(problem) = ids.problem() {
-            return vec![self.refuse_unstorable(&ids, problem, now, deadline).await];
+            return vec![
+                self.refuse_unstorable(&ids, problem, None, now, deadline)
+                    .await,
+            ];
         }
         let label = format!("{}/{}", self.config.account, target_label(target));
         let result = match target {
@@ -281,10 +284,25 @@ impl Triage {
         deadline: Deadline,
     ) -> Result<Worked, Outcome> {
         let task_id = task.id.clone().unwrap_or_default();
-        // A listed task (the sweep) was not checked before it was read.
+        // A listed task (the sweep) was not checked before it was read. What the listing says
+        // is diagnosed and shown (with no job read: the job id may be what cannot be sent); a
+        // task that did not fail has nothing to keep and is not refused.
         let ids = StoredIds::task(&self.config.account, job_id, &task_id);
         if let Some(problem) = ids.problem() {
-            return Ok(self.refuse_unstorable(&ids, problem, now, deadline).await);
+            let evidence = Evidence {
+                account: Some(&self.config.account),
+                job_id: Some(job_id),
+                ..Evidence::default()
+            };
+            let seen = self.redacted(diagnose_task(&task, &evidence));
+            if !seen.class.is_failure() {
+                let mut report = SubjectReport::new(ids.label());
+                report.class = Some(seen.class);
+                return Ok(report.into());
+            }
+            return Ok(self
+                .refuse_unstorable(&ids, problem, Some(seen), now, deadline)
+                .await);
         }
         let job = jobs
             .get(self.batch.as_ref(), job_id, deadline)
@@ -376,7 +394,10 @@ impl Triage {
             let node = status.node_id.clone().unwrap_or_default();
             let ids = StoredIds::prep_release(&self.config.account, job_id, &node);
             if let Some(problem) = ids.problem() {
-                reports.push(self.refuse_unstorable(&ids, problem, now, deadline).await);
+                reports.push(
+                    self.refuse_unstorable(&ids, problem, Some(node_diagnosis), now, deadline)
+                        .await,
+                );
                 continue;
             }
             // The label names the folder the logs go to (docs/preserved-layout.md): a release

@@ -201,7 +201,27 @@ async fn the_sweep_refuses_a_listed_task_whose_id_can_never_be_read_once() {
             .any(|o| o.key.as_str().contains(&format!("/{}~", "y".repeat(120)))),
         "{kept:#?}"
     );
-    assert_eq!(refusal_alerts(&hook.alerts()).len(), 2);
+    // The listing said the tasks failed: that diagnosis is shown, only the logs are not kept.
+    for subject in &refused {
+        assert_eq!(
+            subject.class.map(|c| c.as_str()),
+            Some("task.exit_code"),
+            "{subject:#?}"
+        );
+    }
+    let alerts = hook.alerts();
+    let refused_alerts = refusal_alerts(&alerts);
+    assert_eq!(refused_alerts.len(), 2, "{alerts:#?}");
+    for alert in &refused_alerts {
+        assert_eq!(alert["diagnosis"]["class"], "task.exit_code", "{alert}");
+        assert_eq!(alert["diagnosis"]["exitCode"], 1, "{alert}");
+        assert!(
+            alert["diagnosis"]["cause"]
+                .as_str()
+                .is_some_and(|c| c.contains("can never be read from Batch")),
+            "{alert}"
+        );
+    }
     assert_eq!(refusals(&store).await, 2);
     assert!(
         !double
