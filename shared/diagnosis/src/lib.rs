@@ -10,7 +10,7 @@
 //! - [`payload`]: detects which payload kind a document is and turns it into [`Item`]s.
 //! - [`classes`]: failure classes, severities, exit meanings and the code tables behind them.
 //! - [`diagnose`]: facts → [`Diagnosis`]; the exitConditions replay lives here.
-//! - [`report`]: the diagnosis JSON (DESIGN §5).
+//! - [`report`]: the diagnosis JSON (`docs/diagnosis-json.md`).
 //! - [`hints`], [`fingerprint`], [`redact`]: advice from command lines and stderr, grouping by
 //!   cause, and removing secrets from text.
 //!
@@ -60,7 +60,7 @@ pub fn diagnose_item(item: &Item, evidence: &Evidence<'_>) -> Option<Diagnosis> 
             body,
             account,
         } => {
-            let task = payload::task_from_event(*kind, body);
+            let task = wire::task_from_event(*kind, body);
             let evidence = Evidence {
                 account: evidence.account.or(account.as_deref()),
                 job_id: body.job_id.as_deref().or(evidence.job_id),

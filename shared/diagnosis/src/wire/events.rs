@@ -1,4 +1,4 @@
-//! Batch diagnostic-log events (BATCH-FACTS §7) and the envelopes that carry them: the Azure
+//! Batch diagnostic-log events (`docs/batch-facts.md`) and the envelopes that carry them: the Azure
 //! Monitor record (alone, or in the `{records:[…]}` batch Event Hubs delivers), Event Grid events
 //! and CloudEvents.
 
@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::lenient::{IsoDuration, Timestamp, int};
-use super::rest::{FailureInfo, NodeInfo, TaskResult};
+use super::rest::{
+    BatchTask, FailureInfo, NodeInfo, TaskConstraints, TaskExecutionInfo, TaskResult, TaskState,
+};
 
 /// One Azure Monitor resource-log record (one line of a `PT1H.json` blob, or one element of the
 /// `records` array on Event Hubs).
@@ -198,6 +200,75 @@ impl TaskEventBody {
     }
 }
 
+/// Which event a bare body (without its record's `operationName`) is.
+pub fn infer_event_kind(body: &TaskEventBody) -> TaskEventKind {
+    let Some(exec) = &body.execution_info else {
+        return TaskEventKind::ScheduleFail;
+    };
+    if exec.end_time.is_none() && exec.exit_code.is_none() && exec.result.is_none() {
+        return TaskEventKind::Start;
+    }
+    let failed = exec.result == Some(TaskResult::Failure)
+        || exec.exit_code.is_some_and(|c| c != 0)
+        || exec
+            .scheduling_error
+            .as_ref()
+            .is_some_and(|e| e.code.is_some());
+    if failed {
+        TaskEventKind::Fail
+    } else {
+        TaskEventKind::Complete
+    }
+}
+
+/// The task an event describes, as far as the event tells (`docs/batch-facts.md`): the event's
+/// `schedulingError` becomes `failureInfo`, and the state follows from the event.
+pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
+    let exec = body.execution_info.clone().unwrap_or_default();
+    let failure: Option<FailureInfo> = exec
+        .scheduling_error
+        .clone()
+        .or_else(|| body.scheduling_error.clone())
+        .filter(|f| f.code.is_some() || f.message.is_some());
+    let state = match kind {
+        TaskEventKind::Start => TaskState::Running,
+        TaskEventKind::Complete | TaskEventKind::Fail => TaskState::Completed,
+        TaskEventKind::Requeue | TaskEventKind::ScheduleFail => TaskState::Active,
+    };
+    let result = exec.result.clone().or(match kind {
+        TaskEventKind::Fail => Some(TaskResult::Failure),
+        TaskEventKind::Complete if exec.exit_code == Some(0) && failure.is_none() => {
+            Some(TaskResult::Success)
+        }
+        _ => None,
+    });
+    BatchTask {
+        id: body.id.clone(),
+        state: Some(state),
+        node_info: body.node_info.clone(),
+        constraints: body.constraints.as_ref().map(|c| TaskConstraints {
+            max_wall_clock_time: c.max_wall_clock_time,
+            retention_time: None,
+            max_task_retry_count: c.max_task_retry_count,
+        }),
+        execution_info: Some(TaskExecutionInfo {
+            start_time: exec.start_time,
+            end_time: exec.end_time,
+            exit_code: exec.exit_code,
+            failure_info: failure,
+            retry_count: exec.retry_count,
+            requeue_count: match kind {
+                // A requeue event is itself a requeue, even if the count was read before it.
+                TaskEventKind::Requeue => exec.requeue_count.max(1),
+                _ => exec.requeue_count,
+            },
+            result,
+            ..TaskExecutionInfo::default()
+        }),
+        ..BatchTask::default()
+    }
+}
+
 /// `executionInfo` of the special-task event.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -274,7 +345,7 @@ impl SpecialTaskEventBody {
 }
 
 /// `data` of an Event Grid or CloudEvents event that only points at a task or job:
-/// `{accountUrl?, jobId, taskId?}` (DESIGN §2).
+/// `{accountUrl?, jobId, taskId?}`, as custom topics and forwarders publish it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReference {
