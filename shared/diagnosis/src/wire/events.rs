@@ -12,23 +12,22 @@ use super::rest::{
 
 /// One Azure Monitor resource-log record (one line of a `PT1H.json` blob, or one element of the
 /// `records` array on Event Hubs).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiagnosticRecord<'a> {
     /// When the record was written.
-    #[serde(default)]
     pub time: Option<String>,
     /// `/SUBSCRIPTIONS/…/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{account}/`.
-    #[serde(default, alias = "ResourceId")]
+    #[serde(alias = "ResourceId")]
     pub resource_id: Option<String>,
     /// `ServiceLog` for the events triage reads.
-    #[serde(default, alias = "Category")]
+    #[serde(alias = "Category")]
     pub category: Option<String>,
     /// The event name: `TaskFailEvent`, `PoolResizeCompleteEvent`, …
-    #[serde(default, alias = "OperationName")]
+    #[serde(alias = "OperationName")]
     pub operation_name: Option<String>,
     /// The event body, read according to `operation_name`.
-    #[serde(default, alias = "Properties", borrow)]
+    #[serde(alias = "Properties", borrow)]
     pub properties: Option<&'a RawValue>,
 }
 
@@ -103,68 +102,56 @@ pub fn is_special_task_operation(name: &str) -> bool {
 
 /// `executionInfo` of a task event. Failure info is called `schedulingError` in events.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventExecution {
     /// When the task started.
-    #[serde(default)]
     pub start_time: Option<Timestamp>,
     /// When it ended.
-    #[serde(default)]
     pub end_time: Option<Timestamp>,
     /// Exit code; null if it failed before it ran.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub exit_code: Option<i32>,
     /// Retries so far.
-    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    #[serde(deserialize_with = "int::i32_or_zero")]
     pub retry_count: i32,
     /// Requeues so far.
-    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    #[serde(deserialize_with = "int::i32_or_zero")]
     pub requeue_count: i32,
     /// `Success` / `Failure` (either casing).
-    #[serde(default)]
     pub result: Option<TaskResult>,
     /// The failure, in events (empty strings mean none).
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
 /// `constraints` of a task event.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventConstraints {
     /// Retries allowed.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub max_task_retry_count: Option<i32>,
     /// Not in the documented event body, but accepted if a forwarder adds it.
-    #[serde(default)]
     pub max_wall_clock_time: Option<IsoDuration>,
 }
 
 /// Body of `TaskStartEvent`, `TaskCompleteEvent`, `TaskFailEvent`, `TaskRequeueEvent` and
 /// `TaskScheduleFailEvent`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventBody {
     /// The job.
-    #[serde(default)]
     pub job_id: Option<String>,
     /// The task.
-    #[serde(default)]
     pub id: Option<String>,
     /// `User` or `JobManager`.
-    #[serde(default)]
     pub task_type: Option<String>,
     /// Where it ran (`nodeId` is `" "` in schedule-fail events).
-    #[serde(default)]
     pub node_info: Option<NodeInfo>,
     /// Constraints.
-    #[serde(default)]
     pub constraints: Option<TaskEventConstraints>,
     /// Execution (absent in schedule-fail events).
-    #[serde(default)]
     pub execution_info: Option<TaskEventExecution>,
     /// Top-level scheduling error of `TaskScheduleFailEvent`.
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
@@ -271,43 +258,35 @@ pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
 
 /// `executionInfo` of the special-task event.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SpecialTaskExecution {
     /// When it started.
-    #[serde(default)]
     pub start_time: Option<Timestamp>,
     /// When it ended.
-    #[serde(default)]
     pub end_time: Option<Timestamp>,
     /// Exit code.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub exit_code: Option<i32>,
     /// `success` / `failure`.
-    #[serde(default)]
     pub result: Option<TaskResult>,
     /// The failure (empty strings mean none).
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
 /// Body of the special-task event: a job preparation, job release or start task on one node.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SpecialTaskEventBody {
     /// The job (empty for a start task).
-    #[serde(default, deserialize_with = "super::lenient::non_empty_string")]
+    #[serde(deserialize_with = "super::lenient::non_empty_string")]
     pub job_id: Option<String>,
     /// The task's name.
-    #[serde(default)]
     pub task_name: Option<String>,
     /// `JobPrep`, `JobRelease`, `StartTask`, …
-    #[serde(default)]
     pub task_type: Option<String>,
     /// Where it ran.
-    #[serde(default)]
     pub node_info: Option<NodeInfo>,
     /// What happened.
-    #[serde(default)]
     pub execution_info: Option<SpecialTaskExecution>,
 }
 
@@ -361,48 +340,40 @@ pub struct TaskReference {
 }
 
 /// An Event Grid event (Event Grid schema).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct EventGridEvent<'a> {
     /// Event id.
-    #[serde(default)]
     pub id: Option<String>,
     /// Topic resource id.
-    #[serde(default)]
     pub topic: Option<String>,
     /// Publisher-defined subject.
-    #[serde(default)]
     pub subject: Option<String>,
     /// Publisher-defined type.
-    #[serde(default)]
     pub event_type: Option<String>,
     /// The payload: any Batch payload kind, borrowed from the input.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     pub data: Option<&'a RawValue>,
 }
 
 /// A CloudEvents 1.0 event (structured JSON mode).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct CloudEvent<'a> {
     /// Always `1.0`.
-    #[serde(default)]
     pub specversion: Option<String>,
     /// Event id.
-    #[serde(default)]
     pub id: Option<String>,
     /// Source URI.
-    #[serde(default)]
     pub source: Option<String>,
     /// Event type.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub event_type: Option<String>,
     /// Subject.
-    #[serde(default)]
     pub subject: Option<String>,
     /// The payload: any Batch payload kind, borrowed from the input.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     pub data: Option<&'a RawValue>,
     /// Base64 payload; triage only reads JSON `data`.
-    #[serde(default)]
     pub data_base64: Option<String>,
 }
