@@ -1,11 +1,17 @@
-// batch-triage on Azure: a Flex Consumption Function App running the custom handler
-// (batch-triage-functions), fed by the Batch account's ServiceLog diagnostic setting through an
-// Event Hub, keeping logs and state in a blob container, with a system-assigned managed identity
-// and least-privilege roles. Parameters and outputs are documented in infra/README.md.
+// batch-triage on Azure: a Function App running the custom handler (batch-triage-functions) on
+// Flex Consumption (or Elastic Premium, hostingPlan), fed by the Batch account's ServiceLog
+// diagnostic setting through an Event Hub, keeping logs and state in a blob container, with a
+// system-assigned managed identity, least-privilege roles, and alert rules that say when the app
+// itself stops working. Parameters and outputs are documented in infra/README.md.
 //
 // Deploy into the resource group that will hold the app:
-//   az deployment group create -g RG -f infra/main.bicep -p batchAccountName=NAME
+//   az deployment group create -g RG -f infra/main.bicep -p batchAccountName=NAME alertEmailAddress=ME
 // then publish dist/batch-triage-functions.zip (scripts/package) to the app.
+//
+// Every loop, condition, resource name and scope must be computable when the deployment starts
+// (parameters, resource ids and names): the Bicep compiler rejects one that reads a property
+// only known once a resource exists (BCP120, BCP178), and checkov does not notice.
+// tests/integration/package.rs enforces this with a lint over infra/**/*.bicep.
 
 targetScope = 'resourceGroup'
 
@@ -13,8 +19,42 @@ targetScope = 'resourceGroup'
 // Parameters
 // ---------------------------------------------------------------------------------------------
 
-@description('Region for every resource. The Event Hubs namespace must be in the Batch account\'s region (a diagnostic setting only streams to a namespace in its own region), so this defaults to the resource group\'s region and should match the Batch account\'s.')
+@description('Region of the Event Hubs namespace and the preserved-logs storage: the Batch account\'s region, because a diagnostic setting only streams to a namespace in its own region. Defaults to the resource group\'s region.')
 param location string = resourceGroup().location
+
+@description('Region of the Function App, its plan, its host storage and its monitoring; it need not be the Batch account\'s. Choose one that offers the hosting plan (infra/README.md, "Hosting plan").')
+param appLocation string = location
+
+@description('FlexConsumption (default) or ElasticPremium (Linux, EP1-EP3), for regions or subscriptions where Flex Consumption does not run custom handlers. See infra/README.md, "Hosting plan".')
+@allowed([
+  'FlexConsumption'
+  'ElasticPremium'
+])
+param hostingPlan string = 'FlexConsumption'
+
+@description('Elastic Premium only: the plan\'s SKU.')
+@allowed([
+  'EP1'
+  'EP2'
+  'EP3'
+])
+param premiumSku string = 'EP1'
+
+@description('Elastic Premium only: the most instances the plan may scale out to.')
+@minValue(1)
+@maxValue(100)
+param premiumMaximumInstanceCount int = 20
+
+@description('Elastic Premium only: FUNCTIONS_WORKER_RUNTIME. "custom" is what custom handlers use; an older Microsoft note says Linux Premium may not recognise it and to set it empty if the host reports an unknown runtime.')
+param premiumWorkerRuntime string = 'custom'
+
+@description('Email address the alert rules notify (an Azure Monitor action group): the functions failing repeatedly, no Sweep completing for three intervals, the Event Hubs reader stalled.')
+@minLength(3)
+param alertEmailAddress string
+
+@description('Invocation failures of one function within 15 minutes that raise the failure alert.')
+@minValue(1)
+param failureAlertThreshold int = 3
 
 @description('Short lowercase name that prefixes every resource name (3-11 letters or digits).')
 @minLength(3)
@@ -33,20 +73,17 @@ param enableJobActions bool = false
 @description('Create an Event Grid custom topic and subscribe the TaskEventGrid function to it (for tasks or tools that publish Batch event bodies or {jobId, taskId} references). The subscription validates that the function exists: set this to true only once the Functions zip has been published, and run the deployment again.')
 param deployEventGridTopic bool = false
 
-@description('Create Application Insights (with a Log Analytics workspace) for the Function App\'s logs and invocations.')
-param deployApplicationInsights bool = true
-
-@description('Days the Log Analytics workspace keeps logs (when Application Insights is deployed).')
+@description('Days the Log Analytics workspace behind Application Insights keeps logs.')
 @minValue(30)
 @maxValue(730)
 param logRetentionDays int = 30
 
-@description('Flex Consumption: the most instances the app may scale out to.')
+@description('Flex Consumption only: the most instances the app may scale out to.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Flex Consumption: memory per instance, in MB.')
+@description('Flex Consumption only: memory per instance, in MB.')
 @allowed([
   512
   2048
@@ -54,10 +91,10 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption runtime stack name. Custom handlers use "custom"; check what the region offers with: az functionapp list-flexconsumption-runtimes --location LOCATION --runtime custom')
+@description('Flex Consumption only: the runtime stack name. Custom handlers use "custom"; check what the region offers with: az functionapp list-flexconsumption-runtimes --location LOCATION --runtime custom')
 param functionRuntimeName string = 'custom'
 
-@description('Flex Consumption runtime version for functionRuntimeName, exactly as the region\'s runtime list spells it (an unlisted value is accepted by ARM but the host then fails to start).')
+@description('Flex Consumption only: the runtime version for functionRuntimeName, exactly as the region\'s runtime list spells it (an unlisted value is accepted by ARM but the host then fails to start).')
 param functionRuntimeVersion string = '1.0'
 
 @description('Replication of the Functions host storage account (its state can be rebuilt).')
@@ -107,8 +144,14 @@ param eventHubPartitionCount int = 2
 @maxValue(7)
 param eventHubRetentionDays int = 1
 
-@description('The Sweep function\'s NCRONTAB schedule in UTC (BATCH_TRIAGE_SWEEP_SCHEDULE), with seconds: every 5 minutes is 0 */5 * * * *.')
-param sweepSchedule string = '0 */5 * * * *'
+@description('Minutes between two runs of the Sweep function (BATCH_TRIAGE_SWEEP_SCHEDULE becomes 0 */N * * * *). The "no sweep" alert fires after three intervals without a completed sweep.')
+@allowed([
+  5
+  10
+  15
+  20
+])
+param sweepIntervalMinutes int = 5
 
 @description('Seconds one invocation may work before it stops and reports what is left (BATCH_TRIAGE_INVOCATION_SECONDS); keep it below the function timeout.')
 @minValue(10)
@@ -118,7 +161,7 @@ param invocationSeconds int = 240
 @minValue(1)
 param maxFileMiB int = 4096
 
-@description('Path of the policy file inside the deployed package (BATCH_TRIAGE_POLICY), e.g. policy.toml when packaged with scripts/package --policy FILE. Empty means the default policy: keep logs, notify nobody, act on nothing.')
+@description('Path of the policy file inside the deployed package (BATCH_TRIAGE_POLICY): policy.toml, and only for a zip built with scripts/package --policy FILE (a path to no packaged file stops the handler at start). Empty means the default policy: keep logs, notify nobody, act on nothing.')
 param policyPath string = ''
 
 @description('Extra notification hosts, comma-separated (BATCH_TRIAGE_ALLOW_HOSTS), e.g. hooks.example.com,*.example.net.')
@@ -147,9 +190,13 @@ var consumerGroupName = 'batch-triage'
 var topicName = '${baseName}-${token}'
 var workspaceName = '${baseName}-${token}'
 var appInsightsName = '${baseName}-${token}'
+var isFlex = hostingPlan == 'FlexConsumption'
+// NCRONTAB with seconds, in UTC; the allowed intervals divide an hour, so runs are evenly spaced.
+var sweepSchedule = '0 */${sweepIntervalMinutes} * * * *'
 
 // Built-in role definitions (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -176,7 +223,7 @@ resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_206: replication is the hostStorageSku parameter; LRS by default, the host's state can be rebuilt
   //checkov:skip=CKV_AZURE_43: the name is take(baseName + 'fn' + uniqueString(...), 24): 3-24 lowercase letters and digits, which checkov cannot evaluate
   name: hostStorageName
-  location: location
+  location: appLocation
   tags: tags
   kind: 'StorageV2'
   sku: {
@@ -321,13 +368,14 @@ resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2
 }
 
 // ---------------------------------------------------------------------------------------------
-// Monitoring (optional): Application Insights on a Log Analytics workspace, Entra auth only.
+// Monitoring: Application Insights on a Log Analytics workspace (Entra auth only), and the alert
+// rules that watch the app itself.
 // ---------------------------------------------------------------------------------------------
 
-module monitoring 'modules/monitoring.bicep' = if (deployApplicationInsights) {
+module monitoring 'modules/monitoring.bicep' = {
   name: 'batch-triage-monitoring'
   params: {
-    location: location
+    location: appLocation
     workspaceName: workspaceName
     appInsightsName: appInsightsName
     retentionDays: logRetentionDays
@@ -336,27 +384,53 @@ module monitoring 'modules/monitoring.bicep' = if (deployApplicationInsights) {
 }
 
 // The component, for the app's role assignment on it.
-resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = if (deployApplicationInsights) {
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
+module alerts 'modules/alerts.bicep' = {
+  name: 'batch-triage-alerts'
+  params: {
+    location: appLocation
+    namePrefix: '${baseName}-${token}'
+    appInsightsId: monitoring.outputs.id
+    eventHubNamespaceId: eventHubNamespace.id
+    eventHubName: eventHub.name
+    sweepIntervalMinutes: sweepIntervalMinutes
+    failureAlertThreshold: failureAlertThreshold
+    alertEmailAddress: alertEmailAddress
+    tags: tags
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
-// The Function App: Flex Consumption, Linux, custom handler.
+// The Function App: Linux, custom handler, on Flex Consumption or Elastic Premium.
 // ---------------------------------------------------------------------------------------------
 
+var flexPlanSku = {
+  tier: 'FlexConsumption'
+  name: 'FC1'
+}
+var premiumPlanSku = {
+  tier: 'ElasticPremium'
+  name: premiumSku
+}
+var flexPlanProperties = {
+  reserved: true
+}
+var premiumPlanProperties = {
+  reserved: true
+  maximumElasticWorkerCount: premiumMaximumInstanceCount
+}
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is not offered in every region; left off (a redeploy restores the app)
+  //checkov:skip=CKV_AZURE_225: zone redundancy is not offered for Flex Consumption in every region; left off (a redeploy restores the app)
   name: planName
-  location: location
+  location: appLocation
   tags: tags
-  kind: 'functionapp'
-  sku: {
-    tier: 'FlexConsumption'
-    name: 'FC1'
-  }
-  properties: {
-    reserved: true
-  }
+  kind: isFlex ? 'functionapp' : 'elastic'
+  sku: isFlex ? flexPlanSku : premiumPlanSku
+  properties: isFlex ? flexPlanProperties : premiumPlanProperties
 }
 
 var baseAppSettings = {
@@ -376,14 +450,42 @@ var baseAppSettings = {
   BATCH_TRIAGE_CONSUMER_GROUP: consumerGroup.name
   BatchLogsEventHub__fullyQualifiedNamespace: '${eventHubNamespace.name}.servicebus.windows.net'
   BatchLogsEventHub__credential: 'managedidentity'
-}
-var policySettings = empty(policyPath) ? {} : { BATCH_TRIAGE_POLICY: policyPath }
-var allowHostSettings = empty(allowHosts) ? {} : { BATCH_TRIAGE_ALLOW_HOSTS: allowHosts }
-var monitoringSettings = deployApplicationInsights ? {
+  // Telemetry with the managed identity (the component has local auth off).
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
-} : {}
-var appSettings = union(extraAppSettings, baseAppSettings, policySettings, allowHostSettings, monitoringSettings)
+}
+// Flex Consumption takes the runtime from functionAppConfig and rejects these two settings;
+// Elastic Premium needs them, and runs the zip as published (no Azure Files content share, which
+// would need a storage key: the accounts allow identity access only).
+var premiumAppSettings = {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: premiumWorkerRuntime
+  WEBSITE_RUN_FROM_PACKAGE: '1'
+}
+var hostingAppSettings = isFlex ? {} : premiumAppSettings
+var policySettings = empty(policyPath) ? {} : { BATCH_TRIAGE_POLICY: policyPath }
+var allowHostSettings = empty(allowHosts) ? {} : { BATCH_TRIAGE_ALLOW_HOSTS: allowHosts }
+
+// The deployment package and the runtime, Flex Consumption only.
+var flexAppConfig = {
+  deployment: {
+    storage: {
+      type: 'blobContainer'
+      value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+      authentication: {
+        type: 'SystemAssignedIdentity'
+      }
+    }
+  }
+  scaleAndConcurrency: {
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  runtime: {
+    name: functionRuntimeName
+    version: functionRuntimeVersion
+  }
+}
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // The functions are reached over the internet: Event Grid delivers to the TaskEventGrid webhook
@@ -391,10 +493,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // Event Grid extension's system key, Diagnose's function key), not App Service Authentication.
   //checkov:skip=CKV_AZURE_222: public network access is needed for Event Grid delivery and for Diagnose (no VNet integration)
   //checkov:skip=CKV_AZURE_17: client certificates are not used: callers present function keys
-  //checkov:skip=CKV_AZURE_212: Flex Consumption scales each function on demand; there is no fixed instance count to fail over
+  //checkov:skip=CKV_AZURE_212: Flex Consumption and Elastic Premium add instances on demand; there is no fixed instance count to fail over
   //checkov:skip=CKV_AZURE_213: a custom handler has no health-check route; the Functions host supervises the handler process
   name: appName
-  location: location
+  location: appLocation
   tags: tags
   kind: 'functionapp,linux'
   identity: {
@@ -411,31 +513,30 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
     }
-    functionAppConfig: {
-      deployment: {
-        storage: {
-          type: 'blobContainer'
-          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
-          authentication: {
-            type: 'SystemAssignedIdentity'
-          }
-        }
-      }
-      scaleAndConcurrency: {
-        maximumInstanceCount: maximumInstanceCount
-        instanceMemoryMB: instanceMemoryMB
-      }
-      runtime: {
-        name: functionRuntimeName
-        version: functionRuntimeVersion
-      }
-    }
+    functionAppConfig: isFlex ? flexAppConfig : null
   }
   dependsOn: [
     deploymentContainer
   ]
+}
+
+// The app settings as one object (a child resource, as Microsoft's Flex Consumption samples do).
+// A `[for ... in items(...)]` over them would not compile: several values are only known once the
+// deployment runs (BCP178). The template's settings win over extraAppSettings on a name clash.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov reads every sites/config as the site's `web` configuration; this one is the
+  // `appsettings` dictionary, which has none of the properties these checks look for.
+  //checkov:skip=CKV_AZURE_13: not the web config: the app settings dictionary (callers present function keys)
+  //checkov:skip=CKV_AZURE_63: not the web config: the app settings dictionary (invocations are logged to Application Insights)
+  //checkov:skip=CKV_AZURE_65: not the web config: the app settings dictionary
+  //checkov:skip=CKV_AZURE_66: not the web config: the app settings dictionary
+  //checkov:skip=CKV_AZURE_80: not the web config, and no .NET Framework: the handler is a native binary
+  //checkov:skip=CKV_AZURE_88: not the web config; the app reads its package from blob storage, not Azure Files
+  //checkov:skip=CKV_AZURE_222: not the web config; public access is decided on the site (see functionApp)
+  parent: functionApp
+  name: 'appsettings'
+  properties: union(extraAppSettings, baseAppSettings, hostingAppSettings, policySettings, allowHostSettings)
 }
 
 // No publishing with basic (user/password) credentials: deploy with an Entra identity.
@@ -459,8 +560,11 @@ resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 // Roles of the app's identity, each on the narrowest scope.
 // ---------------------------------------------------------------------------------------------
 
-// The host's own storage (AzureWebJobsStorage and the deployment package) needs Blob Data Owner.
-resource hostStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+// The host's own storage with an identity-based AzureWebJobsStorage: blobs (keys, timer locks,
+// Event Hubs checkpoints, the deployment package) need Blob Data Owner, and the host's
+// diagnostic events need tables. Nothing here uses storage queues (no blob trigger, no Durable
+// Functions), so Queue Data Contributor is not granted.
+resource hostStorageBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(hostStorage.id, functionApp.id, storageBlobDataOwnerRoleId)
   scope: hostStorage
   properties: {
@@ -468,6 +572,17 @@ resource hostStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
     description: 'batch-triage: Functions host storage and deployment package'
+  }
+}
+
+resource hostStorageTableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, functionApp.id, storageTableDataContributorRoleId)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: Functions host diagnostic events'
   }
 }
 
@@ -496,7 +611,7 @@ resource eventHubRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // Application Insights with local auth disabled accepts telemetry from this role only.
-resource appInsightsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deployApplicationInsights) {
+resource appInsightsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, functionApp.id, monitoringMetricsPublisherRoleId)
   scope: appInsights
   properties: {
@@ -548,6 +663,9 @@ output functionAppName string = functionApp.name
 @description('Host name of the Function App (https://HOST/api/Diagnose).')
 output functionAppHostName string = functionApp.properties.defaultHostName
 
+@description('The hosting plan deployed: FlexConsumption or ElasticPremium (it decides how the zip is published).')
+output hostingPlan string = hostingPlan
+
 @description('Object id of the app\'s system-assigned managed identity (for extra role assignments).')
 output principalId string = functionApp.identity.principalId
 
@@ -566,5 +684,8 @@ output eventHubName string = eventHub.name
 @description('Endpoint of the Event Grid custom topic, or empty when deployEventGridTopic is false.')
 output eventGridTopicEndpoint string = deployEventGridTopic ? eventGrid.outputs.endpoint : ''
 
-@description('Name of the Application Insights component, or empty when deployApplicationInsights is false.')
-output appInsightsName string = deployApplicationInsights ? monitoring.outputs.name : ''
+@description('Name of the Application Insights component (the alert rules query it).')
+output appInsightsName string = monitoring.outputs.name
+
+@description('Names of the alert rules on the app (failures, no sweep, Event Hubs reader stalled).')
+output alertRuleNames array = alerts.outputs.ruleNames

@@ -47,3 +47,6 @@ output connectionString string = appInsights.properties.ConnectionString
 
 @description('Name of the Application Insights component.')
 output name string = appInsights.name
+
+@description('Resource id of the Application Insights component (the scope of the log alert rules).')
+output id string = appInsights.id

@@ -2,8 +2,10 @@
 //!
 //! The script is run with `--binary-dir` on this build's own binaries (a release build is too slow
 //! for every test run); the build path of the script only differs in where the binaries come from.
-//! The zips are read back with Python's `zipfile`, an independent reader. The last test checks
-//! that `infra/main.bicep` sets every app setting the function.json files and the handler read.
+//! The zips are read back with Python's `zipfile`, an independent reader. The last tests check
+//! `infra/`: `main.bicep` sets every app setting the function.json files and the handler read,
+//! and no loop, condition, resource name or scope in any `.bicep` file needs a value that only
+//! exists once the deployment runs (the Bicep compiler's BCP120/BCP178, which checkov misses).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -407,6 +409,32 @@ fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
     let bicep = std::fs::read_to_string(root.join("infra/main.bicep")).expect("read main.bicep");
     let settings = bicep_object_keys(&bicep, "baseAppSettings");
 
+    // The settings reach the app as one `appsettings` object (a sites/config child), not as a
+    // siteConfig.appSettings array built by a loop over them (which does not compile: BCP178).
+    let config = bicep
+        .split_once("name: 'appsettings'")
+        .expect("main.bicep has a sites/config child named 'appsettings'")
+        .1;
+    let properties = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("properties:"))
+        .expect("the appsettings resource has properties");
+    assert!(
+        properties.contains("union(") && properties.contains("baseAppSettings"),
+        "the appsettings object includes baseAppSettings: {properties}"
+    );
+    assert!(
+        !bicep.contains("appSettings: ["),
+        "no second place for settings: siteConfig.appSettings is not used"
+    );
+    // Elastic Premium needs the worker runtime and the host version as settings (Flex takes
+    // them from functionAppConfig and rejects them).
+    let premium = bicep_object_keys(&bicep, "premiumAppSettings");
+    for name in ["FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"] {
+        assert!(premium.contains(name), "premiumAppSettings sets {name}");
+        assert!(!settings.contains(name), "Flex Consumption rejects {name}");
+    }
+
     // What the handler cannot start without (the managed identity replaces the access key).
     for name in [
         "AZURE_BATCH_ENDPOINT",
@@ -469,5 +497,360 @@ fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
     assert_eq!(
         function["bindings"][0]["type"], "eventGridTrigger",
         "{target} is an Event Grid function"
+    );
+}
+
+/// Removes `//` comments, keeping `//` inside single-quoted Bicep strings (`'https://…'`).
+fn strip_bicep_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut in_string = false;
+        let mut previous = ' ';
+        let mut cut = line.len();
+        for (i, c) in line.char_indices() {
+            match c {
+                '\'' if previous != '\\' => in_string = !in_string,
+                '/' if !in_string && previous == '/' => {
+                    cut = i - 1;
+                    break;
+                }
+                _ => {}
+            }
+            previous = c;
+        }
+        out.push_str(&line[..cut]);
+        out.push('\n');
+    }
+    out
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Whether `word` occurs in `expr` as a whole identifier, and what follows it.
+fn identifier_uses<'a>(expr: &'a str, word: &str) -> Vec<&'a str> {
+    let mut uses = Vec::new();
+    let mut from = 0;
+    while let Some(at) = expr[from..].find(word) {
+        let start = from + at;
+        let end = start + word.len();
+        let before = expr[..start].chars().next_back();
+        let after = expr[end..].chars().next();
+        if !before.is_some_and(|c| is_ident_char(c) || c == '.')
+            && !after.is_some_and(is_ident_char)
+        {
+            uses.push(&expr[end..]);
+        }
+        from = end;
+    }
+    uses
+}
+
+/// Why `expr` is only known once the deployment runs, if it is: a resource or module symbol
+/// read beyond `id`, `name`, `type` and `apiVersion` (its properties, identity or outputs), a
+/// `list*()` or `reference()` call, or a variable built from one of those.
+fn deploy_time_reason(
+    expr: &str,
+    symbols: &[String],
+    deploy_time_vars: &[String],
+) -> Option<String> {
+    for symbol in symbols {
+        for rest in identifier_uses(expr, symbol) {
+            if let Some(member) = rest.strip_prefix('.') {
+                let member: String = member.chars().take_while(|&c| is_ident_char(c)).collect();
+                if !["id", "name", "type", "apiVersion"].contains(&member.as_str()) {
+                    return Some(format!("reads {symbol}.{member}"));
+                }
+            }
+        }
+    }
+    for call in ["reference"] {
+        if !identifier_uses(expr, call).is_empty() {
+            return Some(format!("calls {call}()"));
+        }
+    }
+    let mut from = 0;
+    while let Some(at) = expr[from..].find("list") {
+        let start = from + at;
+        let name: String = expr[start..]
+            .chars()
+            .take_while(|&c| is_ident_char(c))
+            .collect();
+        let before = expr[..start].chars().next_back();
+        if !before.is_some_and(|c| is_ident_char(c) || c == '.')
+            && expr[start + name.len()..].starts_with('(')
+        {
+            return Some(format!("calls {name}()"));
+        }
+        from = start + 4;
+    }
+    deploy_time_vars
+        .iter()
+        .find(|var| !identifier_uses(expr, var).is_empty())
+        .map(|var| format!("uses variable {var}, which is only known at deployment"))
+}
+
+/// The text from `open` (an opening bracket in `text`) to its matching close, exclusive.
+fn balanced(text: &str, open: usize) -> &str {
+    let (opening, closing) = match text.as_bytes()[open] {
+        b'(' => (b'(', b')'),
+        _ => (b'[', b']'),
+    };
+    let mut depth = 0usize;
+    for (i, &b) in text.as_bytes().iter().enumerate().skip(open) {
+        if b == opening {
+            depth += 1;
+        } else if b == closing {
+            depth -= 1;
+            if depth == 0 {
+                return &text[open + 1..i];
+            }
+        }
+    }
+    &text[open + 1..]
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset].matches('\n').count() + 1
+}
+
+const TOP_LEVEL: [&str; 11] = [
+    "var ",
+    "param ",
+    "resource ",
+    "module ",
+    "output ",
+    "@",
+    "targetScope",
+    "func ",
+    "type ",
+    "import ",
+    "metadata ",
+];
+
+/// Every loop source, condition, resource or module `name` and `scope` in a Bicep file whose
+/// value is only known once the deployment runs, as `line N: …`. The Bicep compiler rejects
+/// them (BCP120, BCP178); checkov's parser does not.
+fn start_time_violations(source: &str) -> Vec<String> {
+    let text = strip_bicep_comments(source);
+    let lines: Vec<&str> = text.lines().collect();
+
+    // Resource and module symbols, nested child resources included.
+    let symbols: Vec<String> = lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix("resource ")
+                .or_else(|| l.strip_prefix("module "))?;
+            let symbol: String = rest.chars().take_while(|&c| is_ident_char(c)).collect();
+            (!symbol.is_empty()).then_some(symbol)
+        })
+        .collect();
+
+    // Variables and their bodies (a body runs to the next top-level declaration).
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("var ") else {
+            continue;
+        };
+        let name: String = rest.chars().take_while(|&c| is_ident_char(c)).collect();
+        let mut body = rest[name.len()..].to_owned();
+        for next in &lines[i + 1..] {
+            if TOP_LEVEL.iter().any(|k| next.starts_with(k)) {
+                break;
+            }
+            body.push('\n');
+            body.push_str(next);
+        }
+        vars.push((name, body));
+    }
+    let mut deploy_time_vars: Vec<String> = Vec::new();
+    loop {
+        let before = deploy_time_vars.len();
+        for (name, body) in &vars {
+            if !deploy_time_vars.contains(name)
+                && deploy_time_reason(body, &symbols, &deploy_time_vars).is_some()
+            {
+                deploy_time_vars.push(name.clone());
+            }
+        }
+        if deploy_time_vars.len() == before {
+            break;
+        }
+    }
+    let reason = |expr: &str| deploy_time_reason(expr, &symbols, &deploy_time_vars);
+
+    let mut violations = Vec::new();
+    // Loops: `[for x in SOURCE: …]` and `[for (x, i) in SOURCE: …]`.
+    let mut from = 0;
+    while let Some(at) = text[from..].find("[for ") {
+        let start = from + at;
+        let body = balanced(&text, start);
+        if let Some((_, after_in)) = body.split_once(" in ") {
+            let source = after_in.split_once(':').map_or(after_in, |(s, _)| s);
+            if let Some(why) = reason(source) {
+                violations.push(format!(
+                    "line {}: loop over `{}` {why}",
+                    line_of(&text, start),
+                    source.trim()
+                ));
+            }
+        }
+        from = start + 5;
+    }
+    // Conditions: `= if (COND) {` on resources and modules, `: if (COND) {` in loops.
+    let mut from = 0;
+    while let Some(at) = text[from..].find("if") {
+        let start = from + at;
+        from = start + 2;
+        let before = text[..start].trim_end();
+        let is_word = !text[..start].chars().next_back().is_some_and(is_ident_char);
+        let after = text[start + 2..].trim_start();
+        if !(is_word && (before.ends_with('=') || before.ends_with(':')) && after.starts_with('('))
+        {
+            continue;
+        }
+        let open = text.len() - after.len();
+        let condition = balanced(&text, open);
+        if let Some(why) = reason(condition) {
+            violations.push(format!(
+                "line {}: condition `{}` {why}",
+                line_of(&text, start),
+                condition.trim()
+            ));
+        }
+    }
+    // `name:` and `scope:` of a resource or module: the properties one level inside it.
+    let mut declaration_indents: Vec<usize> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() {
+            continue;
+        }
+        // A line at or left of a declaration's indentation ends it.
+        declaration_indents.retain(|&d| d < indent);
+        if trimmed.starts_with("resource ") || trimmed.starts_with("module ") {
+            declaration_indents.push(indent);
+            continue;
+        }
+        let Some(&owner) = declaration_indents.last() else {
+            continue;
+        };
+        if indent != owner + 2 {
+            continue;
+        }
+        for key in ["name:", "scope:"] {
+            if let Some(expr) = trimmed.strip_prefix(key) {
+                if let Some(why) = reason(expr) {
+                    violations.push(format!("line {}: {key} `{}` {why}", i + 1, expr.trim()));
+                }
+            }
+        }
+    }
+    violations
+}
+
+fn bicep_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            bicep_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "bicep") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_bicep_loop_condition_or_name_waits_for_a_deployed_value() {
+    let mut files = Vec::new();
+    bicep_files(&workspace_root().join("infra"), &mut files);
+    assert!(files.len() >= 4, "found the Bicep files: {files:?}");
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read bicep");
+        for violation in start_time_violations(&text) {
+            problems.push(format!("{}: {violation}", file.display()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the Bicep compiler needs these when the deployment starts (BCP120/BCP178):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_start_time_lint_catches_what_the_compiler_rejects() {
+    // The shape that broke the first main.bicep: a loop over settings two variables away from
+    // a property of an existing resource.
+    let old = r#"
+resource batchAccount 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
+  name: batchAccountName
+}
+var baseAppSettings = {
+  // 'https://not-a-comment' stays a string
+  AZURE_BATCH_ENDPOINT: 'https://${batchAccount.properties.accountEndpoint}'
+}
+var appSettings = union(extraAppSettings, baseAppSettings)
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: appName
+  properties: {
+    siteConfig: {
+      appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
+    }
+  }
+}
+"#;
+    let found = start_time_violations(old);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("line 14: loop over `items(appSettings)` uses variable appSettings"),
+        "{found:?}"
+    );
+
+    let more = r#"
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+}
+resource store 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storeName
+}
+resource role 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(monitoring.outputs.id)) {
+  name: guid(store.id, store.name, roleId)
+  scope: store
+  properties: {
+    principalId: store.identity.principalId
+  }
+}
+resource rule 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: 'rule-${store.properties.primaryEndpoints.blob}'
+  properties: {
+    criteria: [for key in listKeys(store.id, '2023-05-01').keys: key.value]
+    dimensions: [
+      {
+        name: store.properties.anything
+      }
+    ]
+  }
+}
+resource fine 'Microsoft.Web/sites/config@2024-04-01' = [for (item, i) in range(0, count): if (deployIt) {
+  name: 'fine-${i}'
+}]
+"#;
+    let found = start_time_violations(more);
+    assert_eq!(
+        found.len(),
+        3,
+        "the condition on an output, the name from a property, the loop over listKeys: {found:?}"
+    );
+    assert!(found[0].contains("calls listKeys()"), "{found:?}");
+    assert!(found[1].contains("reads monitoring.outputs"), "{found:?}");
+    assert!(
+        found[2].contains("name: `'rule-${store.properties"),
+        "{found:?}"
     );
 }

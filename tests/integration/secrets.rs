@@ -270,7 +270,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let batch = harness::batch(Scenario::builtin()).await;
+    setup_with(Scenario::builtin()).await
+}
+
+async fn setup_with(scenario: Scenario) -> Setup {
+    let batch = harness::batch(scenario).await;
     let azurite = artifact_store::testing::Azurite::start();
     azurite.store("logs").await;
     let (teams, teams_url) = sink().await;
@@ -390,6 +394,23 @@ impl Setup {
     /// `batch-triage serve` on a free port: a request with a wrong key, then a records batch, a
     /// diagnosis and a sweep with the right one; then stopped.
     async fn serve(&self) -> Served {
+        self.serve_with(&[
+            (
+                "/api/records",
+                harness::fail_record("ingest", "blob-denied"),
+            ),
+            (
+                "/api/diagnose",
+                json!({"jobId": "ingest", "taskId": "blob-denied"}).to_string(),
+            ),
+            ("/api/sweep", String::new()),
+        ])
+        .await
+    }
+
+    /// `batch-triage serve` on a free port: a request with a wrong key, then `requests` (path,
+    /// body) with the right one; then stopped.
+    async fn serve_with(&self, requests: &[(&str, String)]) -> Served {
         let out = self.dir.path().join("serve.stdout");
         let err = self.dir.path().join("serve.stderr");
         let mut command = Command::new(harness::binary("batch-triage"));
@@ -439,22 +460,12 @@ impl Setup {
             .unwrap();
         answers.push((wrong.status().as_u16(), wrong.text().await.unwrap()));
         assert!(answers[0].0 == 401 || answers[0].0 == 403, "{answers:?}");
-        for (path, body) in [
-            (
-                "/api/records",
-                harness::fail_record("ingest", "blob-denied"),
-            ),
-            (
-                "/api/diagnose",
-                json!({"jobId": "ingest", "taskId": "blob-denied"}).to_string(),
-            ),
-            ("/api/sweep", String::new()),
-        ] {
+        for (path, body) in requests {
             let response = client
                 .post(format!("{base}{path}"))
                 .header("x-batch-triage-key", SERVE_KEY)
                 .header("content-type", "application/json")
-                .body(body)
+                .body(body.clone())
                 .send()
                 .await
                 .unwrap();
@@ -980,4 +991,172 @@ fn the_scanner_finds_every_form_of_a_secret() {
         scanner.scan("text", &text, true);
         assert_eq!(scanner.leaks.lock().unwrap().len(), leaks, "{text}");
     }
+}
+
+/// A task's stderr with every shape of secret a task prints, each with its own recognisable
+/// fake value, and the values this process was configured with, printed bare.
+fn leaky_stderr() -> (String, Vec<(&'static str, String)>) {
+    let shapes: Vec<(&'static str, &str, String)> = vec![
+        (
+            "URL-encoded sig",
+            "FAKEencodedSIG5a6b7c8d",
+            "fetch https://proxy/get?u=https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fx%3Fsv%3D2022%26sig%3DFAKEencodedSIG5a6b7c8d%26se%3D1 failed".into(),
+        ),
+        ("JSON sig", "FAKEjsonSIG1f2e3d4c5b", r#"{"sig": "FAKEjsonSIG1f2e3d4c5b"}"#.into()),
+        (
+            "JSON accountKey",
+            "FAKEjsonACCOUNTKEY9z8y7x",
+            r#"config: {"accountName": "a", "accountKey": "FAKEjsonACCOUNTKEY9z8y7x"}"#.into(),
+        ),
+        ("spaced sig", "FAKEspacedSIG0q9w8e7r", "sig = FAKEspacedSIG0q9w8e7r".into()),
+        (
+            "basic auth URL",
+            "FAKEbasicPASS3k4l5m6n",
+            "pull https://deploy:FAKEbasicPASS3k4l5m6n@registry.example.com/v2/ denied".into(),
+        ),
+        (
+            "postgres URL",
+            "FAKEpgPASS7u8i9o0p",
+            "connect postgres://app:FAKEpgPASS7u8i9o0p@db.internal:5432/app refused".into(),
+        ),
+        (
+            "PEM private key",
+            "FAKEpemBODYa1s2d3f4g5h6",
+            "-----BEGIN RSA PRIVATE KEY-----\nFAKEpemBODYa1s2d3f4g5h6\n-----END RSA PRIVATE KEY-----".into(),
+        ),
+        ("api_key", "FAKEapiKEY2w3e4r5t6y", "api_key=FAKEapiKEY2w3e4r5t6y".into()),
+        (
+            "*_SECRET",
+            "FAKEclientSECRET8i9o0p1a",
+            "AZURE_CLIENT_SECRET=FAKEclientSECRET8i9o0p1a".into(),
+        ),
+        ("*_KEY", "FAKEstorageKEY4r5t6y7u", "STORAGE_KEY=FAKEstorageKEY4r5t6y7u".into()),
+    ];
+    let mut stderr = String::from("starting\n");
+    let mut secrets = Vec::new();
+    for (name, secret, line) in shapes {
+        stderr.push_str(&line);
+        stderr.push('\n');
+        secrets.push((name, secret.to_owned()));
+    }
+    // The configured secrets, bare: a task that echoes its environment.
+    stderr.push_str(&format!(
+        "AZ_KEY {WELL_KNOWN_ACCOUNT_KEY}\nhook {HOOK_SECRET}\nmail {SMTP_PASSWORD}\n"
+    ));
+    stderr.push_str("/bin/bash: line 1:  4182 Killed  python3 train.py\n");
+    (stderr, secrets)
+}
+
+/// The built-in scenario with etl/oom's stderr.txt replaced by `stderr`.
+fn scenario_with_oom_stderr(stderr: &str) -> Scenario {
+    let mut scenario = Scenario::builtin();
+    let task = scenario
+        .jobs
+        .iter_mut()
+        .filter(|j| j.job.get("id").and_then(|v| v.as_str()) == Some("etl"))
+        .flat_map(|j| j.tasks.iter_mut())
+        .find(|t| t.task.get("id").and_then(|v| v.as_str()) == Some("oom"))
+        .expect("the built-in scenario has etl/oom");
+    task.files.insert(
+        "stderr.txt".to_owned(),
+        batch_emulator::scenario::FileSpec::text(stderr),
+    );
+    scenario
+}
+
+/// A task that prints every shape of secret, and the configured secrets themselves, into its
+/// stderr: none of them reaches the Teams card, the webhook body, the outbox (where the email
+/// waits), a stored diagnosis or report, `serve`'s log, or `explain`'s and `diagnose`'s output.
+/// Only the verbatim copies of the task's own logs keep them.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_a_task_prints_are_redacted_everywhere_they_leave() {
+    let (stderr, shapes) = leaky_stderr();
+    let s = setup_with(scenario_with_oom_stderr(&stderr)).await;
+    let mut secrets = s.scanner.secrets.clone();
+    secrets.extend(shapes);
+    let scanner = Scanner::new(secrets);
+
+    let mut outputs = Vec::new();
+    for output in ["text", "json"] {
+        let out = s.cli(
+            &[
+                "explain", "--job", "etl", "--task", "oom", "--output", output,
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains("Killed"), "the tail is shown: {printed}");
+        assert!(printed.contains("[REDACTED]"), "{printed}");
+        outputs.push((format!("explain --output {output}"), out));
+    }
+    // `diagnose` of a task whose failure message carries the same text.
+    let task = s.dir.path().join("leaky-task.json");
+    std::fs::write(
+        &task,
+        json!({
+            "id": "leaky", "url": "https://acct.westeurope.batch.azure.com/jobs/etl/tasks/leaky",
+            "state": "completed",
+            "executionInfo": {"exitCode": 1, "result": "failure", "retryCount": 0, "requeueCount": 0,
+                "failureInfo": {"category": "usererror", "code": "FailureExitCode", "message": stderr,
+                    "details": [{"name": "Message", "value": stderr}]}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    for output in ["text", "json"] {
+        let out = s.cli(
+            &["diagnose", "--output", output, task.to_str().unwrap()],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push((format!("diagnose --output {output}"), out));
+    }
+    let served = s
+        .serve_with(&[("/api/records", harness::fail_record("etl", "oom"))])
+        .await;
+    for (i, (status, body)) in served.answers.iter().enumerate() {
+        scanner.scan(&format!("serve answer {i} ({status})"), body, true);
+    }
+    outputs.push(("serve".to_owned(), served.output));
+    for (name, output) in &outputs {
+        scanner.scan_output(name, output);
+    }
+    assert!(
+        s.teams.scan("teams card", &scanner) >= 1,
+        "the card arrived"
+    );
+    assert!(s.hook.scan("webhook", &scanner) >= 1, "the webhook arrived");
+    let card = s.teams.requests.lock().unwrap()[0].2.clone();
+    assert!(card.contains("Killed"), "the card shows the tail: {card}");
+    // Everything in the store but the verbatim copies of the task's logs: diagnoses,
+    // manifests, the outbox (the email waiting for its SMTP server), groups, audit.
+    let store = s.azurite.store("logs").await;
+    let mut scanned = 0;
+    let mut copies = 0;
+    for object in store.list("").await.unwrap() {
+        let key = object.key.as_str();
+        let bytes = store.get(&object.key).await.unwrap().unwrap().bytes;
+        let text = String::from_utf8_lossy(&bytes);
+        if key.ends_with(".txt") || key.contains("/wd/") {
+            copies += usize::from(text.contains("FAKEjsonSIG1f2e3d4c5b"));
+            continue;
+        }
+        scanner.scan(&format!("store object {key}"), &text, true);
+        scanned += 1;
+    }
+    assert!(
+        scanned >= 2,
+        "a diagnosis and a manifest were stored ({scanned})"
+    );
+    assert_eq!(copies, 1, "the preserved stderr.txt is a verbatim copy");
+    scanner.assert_clean();
 }

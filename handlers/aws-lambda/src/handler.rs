@@ -88,7 +88,7 @@ impl Handler {
             .map_err(|error| InvocationError::retryable(format!("tick: {error}")))?;
         let lines = report.lines();
         for line in &lines {
-            tracing::info!(%line, "tick");
+            tracing::info!(?line, "tick");
         }
         Ok(json!({ "tick": lines }))
     }

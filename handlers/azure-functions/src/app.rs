@@ -4,15 +4,16 @@
 //! forever, because retrying cannot make it readable.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_client::Deadline;
-use pipeline::triage::Triage;
+use pipeline::triage::{Outcome, SubjectReport, Triage};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -40,8 +41,125 @@ pub fn app(state: AppState) -> Router {
         .route("/TaskEventGrid", post(task_event_grid))
         .route("/Sweep", post(sweep))
         .route("/Diagnose", post(diagnose))
+        .route_layer(middleware::from_fn(log_invocation))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// The host's invocation id header.
+const INVOCATION_ID: &str = "x-azure-functions-invocationid";
+
+/// What became of an invocation's subjects, counted by outcome, for its summary line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Diagnosed, and the planned effects ran (or were already done).
+    pub done: usize,
+    /// Not processed on purpose.
+    pub skipped: usize,
+    /// Refused: another account or origin.
+    pub refused: usize,
+    /// Failed in a way a retry may fix.
+    pub failed_retryable: usize,
+    /// Failed for good.
+    pub failed: usize,
+    /// Items about nothing to triage.
+    pub ignored: usize,
+    /// Payloads that could not be read at all (acknowledged).
+    pub unreadable: usize,
+}
+
+impl OutcomeCounts {
+    /// Counts the outcomes of `subjects`.
+    pub fn of(subjects: &[SubjectReport]) -> Self {
+        let mut counts = Self::default();
+        for subject in subjects {
+            match subject.outcome {
+                Outcome::Done => counts.done += 1,
+                Outcome::Skipped(_) => counts.skipped += 1,
+                Outcome::Refused(_) => counts.refused += 1,
+                Outcome::Failed {
+                    retryable: true, ..
+                } => counts.failed_retryable += 1,
+                Outcome::Failed { .. } => counts.failed += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// The counts of an invocation whose body could not be read at all.
+const UNREADABLE: OutcomeCounts = OutcomeCounts {
+    done: 0,
+    skipped: 0,
+    refused: 0,
+    failed_retryable: 0,
+    failed: 0,
+    ignored: 0,
+    unreadable: 1,
+};
+
+/// Attaches an invocation's counts to its response, for [`log_invocation`].
+fn counted(mut response: Response, counts: OutcomeCounts) -> Response {
+    response.extensions_mut().insert(counts);
+    response
+}
+
+/// The host's invocation id as it may appear in a log line: a GUID's characters only, so a
+/// forged header cannot write a line of its own.
+fn loggable_id(value: Option<&str>) -> &str {
+    match value {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
+            id
+        }
+        Some(_) => "invalid",
+        None => "none",
+    }
+}
+
+/// Wraps every function route: one structured line per invocation, after it ran, with the
+/// invocation id, the function, the status the host sees (500 = retry), the counts by outcome
+/// and the duration. Application Insights keeps it in `traces`; README.md ("Monitoring") has
+/// the queries.
+async fn log_invocation(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // A route layer runs only for a matched route, so the path is one of the routes above.
+    let function = request.uri().path().trim_start_matches('/').to_owned();
+    let invocation_id = loggable_id(
+        request
+            .headers()
+            .get(INVOCATION_ID)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .to_owned();
+    let response = next.run(request).await;
+    if function.is_empty() {
+        return response; // readiness (`GET /`), not an invocation
+    }
+    let counts = response
+        .extensions()
+        .get::<OutcomeCounts>()
+        .copied()
+        .unwrap_or_default();
+    tracing::info!(
+        target: "batch_triage::invocation",
+        invocation_id = %invocation_id,
+        function = %function,
+        status = response.status().as_u16(),
+        done = counts.done,
+        skipped = counts.skipped,
+        refused = counts.refused,
+        failed_retryable = counts.failed_retryable,
+        failed = counts.failed,
+        ignored = counts.ignored,
+        unreadable = counts.unreadable,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "invocation"
+    );
+    response
 }
 
 /// Reads the host's JSON envelope. A body that is not one is logged; the caller acknowledges it
@@ -75,37 +193,43 @@ async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
             Deadline::after(state.budget),
         )
         .await;
+    let counts = OutcomeCounts {
+        ignored: report.ignored_items,
+        unreadable: unreadable.len(),
+        ..OutcomeCounts::of(&report.subjects)
+    };
     let mut logs = report.lines();
     for error in unreadable {
         tracing::error!(error = %error, "unreadable payload acknowledged");
         logs.push(format!("ignored an unreadable payload: {error}"));
     }
-    if report.should_retry() {
+    let response = if report.should_retry() {
         retry(logs)
     } else {
         ok(logs)
-    }
+    };
+    counted(response, counts)
 }
 
 async fn task_events(State(state): State<AppState>, body: String) -> Response {
     let request = match envelope(&body) {
         Ok(request) => request,
-        Err(log) => return ok(vec![log]),
+        Err(log) => return counted(ok(vec![log]), UNREADABLE),
     };
     match event_hub_bodies(&request, "events") {
         Ok(bodies) => run_payloads(&state, bodies).await,
-        Err(error) => ok(vec![format!("ignored: {error}")]),
+        Err(error) => counted(ok(vec![format!("ignored: {error}")]), UNREADABLE),
     }
 }
 
 async fn task_event_grid(State(state): State<AppState>, body: String) -> Response {
     let request = match envelope(&body) {
         Ok(request) => request,
-        Err(log) => return ok(vec![log]),
+        Err(log) => return counted(ok(vec![log]), UNREADABLE),
     };
     match event_grid_event(&request, "event") {
         Ok(event) => run_payloads(&state, vec![event]).await,
-        Err(error) => ok(vec![format!("ignored: {error}")]),
+        Err(error) => counted(ok(vec![format!("ignored: {error}")]), UNREADABLE),
     }
 }
 
@@ -124,7 +248,7 @@ async fn sweep(State(state): State<AppState>, body: String) -> Response {
     {
         Ok(report) => {
             logs.extend(report.lines());
-            ok(logs)
+            counted(ok(logs), OutcomeCounts::of(&report.sweep.subjects))
         }
         Err(error) => retry(vec![error.to_string()]),
     }

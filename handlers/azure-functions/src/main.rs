@@ -9,8 +9,13 @@ use batch_triage_azure_functions::settings::Settings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Info by default (RUST_LOG overrides): the one line per invocation that the alert queries
+    // and README.md's "Monitoring" read is an info line.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .from_env_lossy();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_ansi(false)
         .init();
     let settings = Settings::from_env(|name| std::env::var(name).ok())?;

@@ -2,24 +2,17 @@
 //! port, readiness polled on `GET /`, and invocation bodies exactly as RUNTIME.md documents them.
 //! Behind it: the Batch emulator, a local-directory store and a webhook receiver, all on loopback.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use artifact_store::ArtifactStore;
 use serde_json::{Value, json};
-use test_kit::{Backends, free_port};
+use test_kit::{Backends, KillOnDrop, free_port};
 
 struct Host {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
     backends: Backends,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start() -> Host {
@@ -30,17 +23,19 @@ async fn start() -> Host {
 async fn start_with(overrides: Vec<(&'static str, String)>) -> Host {
     let backends = Backends::start().await;
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
-        .env_clear()
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .envs(backends.settings())
-        .envs(overrides)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
+            .env_clear()
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .envs(backends.settings())
+            .envs(overrides)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let host = Host {
-        child,
+        _child: child,
         port,
         backends,
     };

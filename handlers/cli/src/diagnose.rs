@@ -5,16 +5,17 @@
 //! diagnosis is printed as soon as it is made.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use diagnosis::payload::{PayloadKind, read_payload};
+use diagnosis::redact::Redactor;
 use diagnosis::wire::BatchJob;
 use diagnosis::{Diagnosis, Evidence, Item, diagnose_item};
 
-use crate::render::{Style, Summary, render_diagnosis, render_note};
+use crate::render::{Output, Style, Summary, inert, inert_block, render_diagnosis, render_note};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -47,17 +48,10 @@ pub(crate) struct Args {
     #[arg(long)]
     account: Option<String>,
 
-    /// Output format.
+    /// Output format: `text`, a readable summary (coloured on a terminal); `json`, a JSON array
+    /// of diagnoses (docs/diagnosis-json.md).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    /// A readable summary (coloured on a terminal).
-    Text,
-    /// A JSON array of diagnoses (DESIGN §5).
-    Json,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -77,8 +71,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ..Evidence::default()
     };
 
+    let redactor = crate::render::configured_redactor();
     let stdout = io::stdout();
-    let style = Style::detect(stdout.is_terminal());
+    let style = Style::for_stdout();
     let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut sink = match args.output {
         Output::Json => Sink::Json {
@@ -100,7 +95,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let result = open(path).and_then(|reader| {
             read_payload(reader, &mut |item| {
                 if write_error.is_none() {
-                    if let Err(e) = sink.item(&item, &evidence) {
+                    if let Err(e) = sink.item(&item, &evidence, &redactor) {
                         write_error = Some(e);
                     }
                 }
@@ -123,7 +118,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 failed_inputs += 1;
                 // Keep going: one bad file must not hide the diagnoses of the others.
                 sink.flush()?;
-                eprintln!("batch-triage: {error:#}");
+                eprintln!("batch-triage: {}", inert_block(&format!("{error:#}")));
             }
         }
     }
@@ -208,8 +203,16 @@ impl<W: Write> Sink<'_, W> {
         }
     }
 
-    fn item(&mut self, item: &Item, evidence: &Evidence<'_>) -> io::Result<()> {
-        let diagnosis = diagnose_item(item, evidence);
+    fn item(
+        &mut self,
+        item: &Item,
+        evidence: &Evidence<'_>,
+        redactor: &Redactor,
+    ) -> io::Result<()> {
+        let diagnosis = diagnose_item(item, evidence).map(|mut d| {
+            redactor.redact_diagnosis(&mut d);
+            d
+        });
         match self {
             Sink::Json { out, first } => {
                 if let Some(d) = diagnosis {
@@ -239,7 +242,7 @@ impl<W: Write> Sink<'_, W> {
             Sink::Text { out, style, .. } => writeln!(
                 out,
                 "{}",
-                style.dim(&format!("— {name}: {}", kind.describe()))
+                style.dim(&format!("— {}: {}", inert(name), kind.describe()))
             ),
         }
     }

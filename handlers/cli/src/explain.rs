@@ -18,7 +18,7 @@ use diagnosis::{Diagnosis, diagnose_job, diagnose_prep_release, diagnose_task};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-use crate::render::{Style, render_diagnosis};
+use crate::render::{Output, Style, inert, inert_block, render_diagnosis};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -45,15 +45,6 @@ const STDERR_TAIL_BYTES: u64 = 8 * 1024;
 /// How many failed tasks a job's explanation lists.
 const DEFAULT_MAX_TASKS: usize = 10;
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Output {
-    /// For a person: the diagnosis, the nodes, the end of stderr.
-    Text,
-    /// One JSON object (below).
-    Json,
-}
-
 /// Arguments of `explain`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -78,7 +69,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TASKS)]
     max_tasks: usize,
 
-    /// Output format.
+    /// Output format: `text`, the diagnosis, the nodes and the end of stderr for a person;
+    /// `json`, one JSON object.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -153,8 +145,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = config(args)?;
     let account = account_name(&config);
     let client = BatchClient::new(config.clone()).context("invalid Batch settings")?;
-    let explanation =
+    let mut explanation =
         crate::runtime()?.block_on(explain(&client, &config, account.as_deref(), args))?;
+    explanation.redact(&crate::render::configured_redactor());
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => {
@@ -162,7 +155,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             writeln!(out)?;
         }
         Output::Text => {
-            let style = Style::detect(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+            let style = Style::for_stdout();
             explanation.render(&mut out, style)?;
         }
     }
@@ -184,6 +177,21 @@ struct Explanation {
     failed_tasks: Vec<Diagnosis>,
     more_failed_tasks: bool,
     stderr: Option<StderrTail>,
+}
+
+impl Explanation {
+    /// Removes the configured secrets (the account key a task echoed, say) from everything it
+    /// prints; the shapes of secrets were redacted as it was read.
+    fn redact(&mut self, redactor: &diagnosis::redact::Redactor) {
+        for d in self.diagnoses.iter_mut().chain(&mut self.failed_tasks) {
+            redactor.redact_diagnosis(d);
+        }
+        match &mut self.stderr {
+            Some(StderrTail::Read { text, .. }) => *text = redactor.redact(text),
+            Some(StderrTail::Unavailable { reason }) => *reason = redactor.redact(reason),
+            None => {}
+        }
+    }
 }
 
 /// The end of stderr.txt, or why it could not be read.
@@ -474,10 +482,12 @@ impl Explanation {
                 writeln!(
                     out,
                     "  {} {}: prep {} · release {}",
-                    s.node_id.as_deref().unwrap_or("(unknown node)"),
-                    style.dim(&format!("({})", s.pool_id.as_deref().unwrap_or("?"))),
-                    special_text(s.job_preparation_task_execution_info.as_ref()),
-                    special_text(s.job_release_task_execution_info.as_ref()),
+                    inert(s.node_id.as_deref().unwrap_or("(unknown node)")),
+                    style.dim(&format!("({})", inert(s.pool_id.as_deref().unwrap_or("?")))),
+                    inert(&special_text(
+                        s.job_preparation_task_execution_info.as_ref()
+                    )),
+                    inert(&special_text(s.job_release_task_execution_info.as_ref())),
                 )?;
             }
         }
@@ -512,7 +522,7 @@ impl Explanation {
             None => {}
             Some(StderrTail::Unavailable { reason }) => {
                 writeln!(out)?;
-                writeln!(out, "stderr.txt: {reason}")?;
+                writeln!(out, "stderr.txt: {}", inert(reason))?;
             }
             Some(StderrTail::Read {
                 text,
@@ -532,7 +542,10 @@ impl Explanation {
                         format!("stderr.txt ({file_size} bytes):")
                     };
                     writeln!(out, "{heading}")?;
-                    for line in text.lines() {
+                    // Line by line, each made inert: the task wrote these bytes, and an ESC
+                    // sequence, a bell, a bare CR or a bidi override must not act on the
+                    // terminal.
+                    for line in inert_block(text).lines() {
                         writeln!(out, "  {}", style.dim(line))?;
                     }
                 }

@@ -82,7 +82,42 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A closed stdout (`batch-triage … | head -2`) ends the command quietly with success, as it
+/// does for other command-line tools, in one place for every subcommand. Rust ignores SIGPIPE,
+/// so a write to a closed pipe fails instead of killing the process: `println!` then panics with
+/// "failed printing to stdout: Broken pipe", and `write!` returns the error. The first is caught
+/// here by a panic hook, the second in [`main`]. (Resetting SIGPIPE would need `unsafe`.)
+fn end_quietly_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // Only stdout: a server (`serve`, `emulator`) logs to stderr from its workers, and a
+        // closed stderr must not end the service as a closed stdout ends a listing.
+        let printing = message.starts_with("failed printing to stdout");
+        // EPIPE is 32 on Linux and macOS; the text is strerror's.
+        if printing && (message.contains("Broken pipe") || message.contains("(os error 32)")) {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether an error comes from writing to a closed pipe.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
@@ -97,6 +132,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, no backtrace: the error chain joined, as a person reads it.
             eprintln!("batch-triage: {error:#}");

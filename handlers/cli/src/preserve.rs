@@ -13,6 +13,8 @@ use futures::TryStreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use preserve::{FileOutcome, JobRef, PreserveOptions, PreserveReport};
 
+use crate::render::Output;
+
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   # The failed tasks of a job, and its prep/release output, into a directory:
@@ -25,15 +27,6 @@ Examples:
 Credentials: AZURE_BATCH_ENDPOINT (or --account-url), AZURE_BATCH_ACCOUNT and AZURE_BATCH_ACCESS_KEY
 (Shared Key); without a key, Entra ID (managed identity, AZURE_CLIENT_SECRET or your az login).
 On a loopback endpoint with no key, the emulator's well-known account is used.";
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Output {
-    /// One line per preserved folder and per problem.
-    Text,
-    /// One JSON array, one object per folder.
-    Json,
-}
 
 /// Arguments of `preserve`.
 #[derive(Debug, clap::Args)]
@@ -64,7 +57,8 @@ pub(crate) struct Args {
     #[arg(long = "glob", value_name = "GLOB")]
     globs: Vec<String>,
 
-    /// Output format.
+    /// Output format: `text`, one line per preserved folder and per problem; `json`, one JSON
+    /// array, one object per folder.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }

@@ -5,44 +5,85 @@ use std::io::{self, Write};
 
 use diagnosis::{Diagnosis, Item, Severity};
 
-/// Whether to colour the output: only on a terminal, and never when `NO_COLOR` is set.
+/// How a command prints its results: one choice for every subcommand's `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// For a person: readable lines, coloured on a terminal, untrusted text made inert.
+    Text,
+    /// Machine-readable JSON (the command's help says its shape).
+    Json,
+}
+
+/// Untrusted text (ids, Batch messages, stderr) on one terminal line: control and bidi
+/// characters become visible marks, so it cannot move the cursor, ring, recolour, reorder or
+/// forge another line.
+pub(crate) fn inert(text: &str) -> String {
+    diagnosis::inert::one_line(text)
+}
+
+/// Untrusted multi-line text (a stderr tail): as [`inert`], keeping its line breaks.
+pub(crate) fn inert_block(text: &str) -> String {
+    diagnosis::inert::multi_line(text)
+}
+
+/// The secrets this process was configured with through its environment, for redacting them
+/// from whatever it prints (a task can echo its own account key into stderr).
+pub(crate) fn configured_redactor() -> diagnosis::redact::Redactor {
+    pipeline::settings::redactor_from_env(|name| std::env::var(name).ok())
+}
+
+/// Whether to colour the output. `anstream` decides as the terminal conventions say: only on a
+/// terminal, never with `NO_COLOR`, always with `CLICOLOR_FORCE`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Style {
     colour: bool,
 }
 
 impl Style {
-    pub(crate) fn detect(is_terminal: bool) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    /// The choice for stdout.
+    pub(crate) fn for_stdout() -> Self {
+        Self::from_choice(anstream::AutoStream::choice(&io::stdout()))
+    }
+
+    fn from_choice(choice: anstream::ColorChoice) -> Self {
         Self {
-            colour: is_terminal && !no_color,
+            colour: !matches!(choice, anstream::ColorChoice::Never),
         }
     }
 
-    fn paint(self, code: &str, text: &str) -> String {
+    /// Never coloured (for tests and files).
+    #[cfg(test)]
+    pub(crate) fn plain() -> Self {
+        Self { colour: false }
+    }
+
+    fn paint(self, style: anstyle::Style, text: &str) -> String {
         if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{style}{text}{style:#}")
         } else {
             text.to_owned()
         }
     }
 
     pub(crate) fn dim(self, text: &str) -> String {
-        self.paint("2", text)
+        self.paint(anstyle::Style::new().dimmed(), text)
     }
 
     fn bold(self, text: &str) -> String {
-        self.paint("1", text)
+        self.paint(anstyle::Style::new().bold(), text)
     }
 
     fn severity(self, severity: Severity) -> String {
+        use anstyle::AnsiColor;
         let label = format!("{:<8}", severity.as_str().to_uppercase());
-        match severity {
-            Severity::Critical => self.paint("1;31", &label),
-            Severity::Error => self.paint("31", &label),
-            Severity::Warning => self.paint("33", &label),
-            Severity::Info => self.paint("36", &label),
-        }
+        let colour = |c: AnsiColor| anstyle::Style::new().fg_color(Some(c.into()));
+        let style = match severity {
+            Severity::Critical => colour(AnsiColor::Red).bold(),
+            Severity::Error => colour(AnsiColor::Red),
+            Severity::Warning => colour(AnsiColor::Yellow),
+            Severity::Info => colour(AnsiColor::Cyan),
+        };
+        self.paint(style, &label)
     }
 }
 
@@ -56,7 +97,7 @@ pub(crate) fn render_diagnosis<W: Write>(
         "{} {}  {}",
         style.severity(d.severity),
         style.bold(d.class.as_str()),
-        d.summary
+        inert(&d.summary)
     )?;
     let s = &d.subject;
     let place: Vec<String> = [
@@ -65,13 +106,13 @@ pub(crate) fn render_diagnosis<W: Write>(
         ("node", s.node_id.as_deref()),
     ]
     .iter()
-    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {}", inert(v))))
     .chain(s.attempt.filter(|a| *a > 0).map(|a| format!("attempt {a}")))
     .collect();
     if !place.is_empty() {
         writeln!(out, "         {}", style.dim(&place.join(" · ")))?;
     }
-    writeln!(out, "         cause: {}", d.cause)?;
+    writeln!(out, "         cause: {}", inert(&d.cause))?;
     if let Some(code) = d.exit_code {
         let hex = d
             .exit_code_hex
@@ -96,16 +137,17 @@ pub(crate) fn render_diagnosis<W: Write>(
         writeln!(
             out,
             "         impact: jobAction {}{honoured} · dependencyAction {}",
-            impact.job_action, impact.dependency_action
+            inert(&impact.job_action),
+            inert(&impact.dependency_action)
         )?;
     }
     for hint in &d.hints {
-        writeln!(out, "         → {hint}")?;
+        writeln!(out, "         → {}", inert(hint))?;
     }
     writeln!(
         out,
         "         {}",
-        style.dim(&format!("fingerprint {}", d.fingerprint))
+        style.dim(&format!("fingerprint {}", inert(&d.fingerprint)))
     )?;
     writeln!(out)
 }
@@ -162,7 +204,7 @@ pub(crate) fn render_note<W: Write>(out: &mut W, item: &Item, style: Style) -> i
         ),
         Item::Task(_) | Item::Job(_) | Item::TaskEvent { .. } => return Ok(()),
     };
-    writeln!(out, "{}", style.dim(&format!("· {text}")))
+    writeln!(out, "{}", style.dim(&format!("· {}", inert(&text))))
 }
 
 /// Counts by class and severity, printed at the end.
@@ -204,8 +246,100 @@ impl Summary {
         let classes: Vec<String> = self
             .by_class
             .iter()
-            .map(|(c, n)| format!("{c} ×{n}"))
+            .map(|(c, n)| format!("{} ×{n}", inert(c)))
             .collect();
         writeln!(out, "{}", style.dim(&classes.join("  ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hostile task id, message or stderr line carries: an ESC sequence that clears the
+    /// screen, a bell, a bare CR to overwrite the line, a forged second line and a bidi override.
+    const HOSTILE: &str = "job\u{1b}[2J\u{7}\rFAKE\nINFO forged line \u{202e}exe.txt";
+
+    fn hostile_diagnosis() -> Diagnosis {
+        Diagnosis {
+            subject: diagnosis::Subject {
+                account: Some(HOSTILE.into()),
+                job_id: Some(HOSTILE.into()),
+                task_id: Some(HOSTILE.into()),
+                attempt: Some(1),
+                pool_id: Some(HOSTILE.into()),
+                node_id: Some(HOSTILE.into()),
+            },
+            class: diagnosis::FailureClass::parse("task.exit_code").unwrap(),
+            severity: Severity::Error,
+            summary: HOSTILE.into(),
+            cause: HOSTILE.into(),
+            hints: vec![HOSTILE.into()],
+            exit_code: Some(1),
+            exit_code_hex: None,
+            exit_meaning: None,
+            failure: None,
+            impact: None,
+            logs: vec![],
+            fingerprint: HOSTILE.into(),
+        }
+    }
+
+    #[test]
+    fn untrusted_text_cannot_act_on_the_terminal() {
+        let mut out = Vec::new();
+        render_diagnosis(&mut out, &hostile_diagnosis(), Style::plain()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        assert!(text.contains("job␛[2J␇␍FAKE␊INFO forged line <U+202E>exe.txt"));
+        // No line starts with the forged text: the LF became a visible mark.
+        assert!(
+            !text.lines().any(|l| l.starts_with("INFO forged")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn colour_comes_from_anstyle_only_when_chosen() {
+        let coloured = Style::from_choice(anstream::ColorChoice::Always);
+        assert_eq!(coloured.bold("x"), "\u{1b}[1mx\u{1b}[0m");
+        let plain = Style::from_choice(anstream::ColorChoice::Never);
+        assert_eq!(plain.severity(Severity::Error).trim_end(), "ERROR");
+    }
+
+    /// The serve log's formatter, as `serve` sets it up: an id logged as a Debug field (`?id`,
+    /// how the libraries log ids) cannot forge a line, ring or recolour.
+    #[test]
+    fn ids_in_log_fields_cannot_forge_lines() {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let job_id = "etl\r\nINFO forged\u{1b}[2J\u{7}\u{202e}";
+            tracing::info!(job_id = ?job_id, "job changed");
+        });
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged:?}");
+        let line = logged.trim_end_matches('\n');
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(!line.contains('\u{202e}'), "{line:?}");
     }
 }

@@ -11,6 +11,8 @@ use anyhow::Context;
 use batch_client::Deadline;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::settings::Settings;
+
+use crate::render::{Output, inert};
 use pipeline::sweep::SweepOptions;
 use pipeline::tick::TickReport;
 use pipeline::triage::{Outcome, SubjectReport, Triage};
@@ -43,15 +45,6 @@ BATCH_TRIAGE_INVOCATION_SECONDS (how long one sweep may take), BATCH_TRIAGE_MAX_
 Exit status: 0 when every sweep ran; 1 when the last one failed (the store or Batch was
 unavailable; run it again, nothing is done twice); 2 for a usage or settings error.";
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Output {
-    /// One line per finding, for a person.
-    Text,
-    /// One JSON object per sweep, one per line (JSON Lines).
-    Json,
-}
-
 /// Arguments of `sweep`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -68,7 +61,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     every: Duration,
 
-    /// Output format.
+    /// Output format: `text`, one line per finding; `json`, one JSON object per sweep, one
+    /// per line (JSON Lines).
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -174,8 +168,10 @@ async fn sweep_once(
                 Output::Json => writeln!(out, "{}", tick_json(&report, now))?,
                 Output::Text => {
                     writeln!(out, "{}", format_time(now))?;
+                    // Subject ids come from the account: one line each, made inert, so an id
+                    // with a CR, LF or ESC cannot forge or recolour a line.
                     for line in report.lines() {
-                        writeln!(out, "  {line}")?;
+                        writeln!(out, "  {}", inert(&line))?;
                     }
                 }
             }
@@ -195,7 +191,8 @@ async fn sweep_once(
                 Output::Text => {}
             }
             eprintln!(
-                "batch-triage: sweep failed (nothing is lost; the next sweep tries again): {error}"
+                "batch-triage: sweep failed (nothing is lost; the next sweep tries again): {}",
+                inert(&error.to_string())
             );
             Ok((false, stop))
         }

@@ -245,34 +245,12 @@ fn help_has_examples() {
 /// the built-in scenario's jobs with the well-known account through our client.
 #[test]
 fn the_emulator_subcommand_serves_the_builtin_scenario() {
-    use std::io::{BufRead, BufReader};
-
     use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, ListOptions, Secret, items};
     use futures::TryStreamExt;
 
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first_line = String::new();
-    // Kept open until the end of the test (a separate test covers a closed stdout).
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    stdout.read_line(&mut first_line).unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
+    // The stdout is kept open until the end of the test (a separate test covers a closed one).
+    let (_emulator, address, stdout) =
+        test_kit::spawn_announced(bin().args(["emulator", "--port", "0"]));
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let jobs: Vec<String> = runtime.block_on(async {

@@ -2,18 +2,10 @@
 //! process, its built-in scenario): what it says about a failed task, a job whose preparation
 //! task failed, a task whose node is gone, and what it says when it cannot read anything.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_kit::start_emulator;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
@@ -26,25 +18,6 @@ fn bin() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-fn start_emulator() -> (KillOnDrop, String) {
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
-    (child, address)
 }
 
 fn explain(address: &str, args: &[&str]) -> Output {
@@ -66,7 +39,7 @@ fn json_of(out: &Output) -> Value {
 
 #[test]
 fn a_failed_task_with_its_meaning_impact_and_stderr_tail() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let out = explain(&address, &["--job", "etl", "--task", "oom"]);
     assert!(
         out.status.success(),
@@ -113,7 +86,7 @@ fn a_failed_task_with_its_meaning_impact_and_stderr_tail() {
 
 #[test]
 fn a_job_whose_preparation_task_failed() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "prep-fail", "--output", "json"],
@@ -145,7 +118,7 @@ fn a_job_whose_preparation_task_failed() {
 
 #[test]
 fn a_job_lists_its_failed_tasks_up_to_the_limit() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "etl", "--max-tasks", "2", "--output", "json"],
@@ -158,7 +131,7 @@ fn a_job_lists_its_failed_tasks_up_to_the_limit() {
 
 #[test]
 fn a_task_whose_node_is_gone_says_so() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let json = json_of(&explain(
         &address,
         &["--job", "lost-node", "--task", "t1", "--output", "json"],
@@ -174,7 +147,7 @@ fn a_task_whose_node_is_gone_says_so() {
 
 #[test]
 fn an_unknown_job_or_task_is_a_clear_error_with_status_2() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let out = explain(&address, &["--job", "no-such-job"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -195,7 +168,7 @@ fn an_unknown_job_or_task_is_a_clear_error_with_status_2() {
 
 #[test]
 fn a_wrong_key_says_what_to_check_and_never_echoes_the_key() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
     let out = bin()
         .args(["explain", "--account-url", &address, "--job", "etl"])
@@ -272,23 +245,8 @@ fn a_large_stderr_is_read_from_its_end_only_and_redacted() {
     });
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), scenario.to_string()).unwrap();
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0", "--scenario"])
-            .arg(file.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first_line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
+    let (_emulator, address) =
+        start_emulator(env!("CARGO_BIN_EXE_batch-triage"), Some(file.path()));
     let json = json_of(&explain(
         &address,
         &["--job", "big", "--task", "noisy", "--output", "json"],
@@ -302,5 +260,64 @@ fn a_large_stderr_is_read_from_its_end_only_and_redacted() {
     assert!(
         !text.contains("c2VjcmV0LXNpZw"),
         "the SAS signature leaked: {text}"
+    );
+}
+
+/// A task whose failure message and stderr carry terminal control sequences: `explain`'s text shows them as
+/// visible marks (nothing clears the screen, rings, overwrites a line or reverses the text), and
+/// its JSON keeps them exactly, escaped as JSON does.
+#[test]
+fn control_sequences_from_the_task_do_not_reach_the_terminal() {
+    let stderr = "step 1\r\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}gnp.exe\nTraceback: boom\n";
+    let scenario = serde_json::json!({
+        "pools": [{"id": "linux", "nodes": [{"id": "tvm-01"}]}],
+        "jobs": [{
+            "job": {"id": "esc", "poolInfo": {"poolId": "linux"}, "creationTime": "now-1h"},
+            "tasks": [{
+                "task": {"id": "t1", "state": "completed", "creationTime": "now-1h",
+                    "commandLine": "/bin/bash -c 'python3 x.py'",
+                    "executionInfo": {"retryCount": 0, "requeueCount": 0, "startTime": "now-50m",
+                        "endTime": "now-10m", "exitCode": 1, "result": "failure",
+                        "failureInfo": {"category": "usererror", "code": "FailureExitCode",
+                            "message": "exit \u{1b}[31mred\u{1b}[0m\r\nforged line"}},
+                    "nodeInfo": {"poolId": "linux", "nodeId": "tvm-01"}},
+                "files": {"stderr.txt": stderr}
+            }]
+        }]
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), scenario.to_string()).unwrap();
+    let (_emulator, address) =
+        start_emulator(env!("CARGO_BIN_EXE_batch-triage"), Some(file.path()));
+
+    let out = explain(&address, &["--job", "esc", "--task", "t1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the terminal: {text:?}"
+    );
+    assert!(!text.contains('\u{202e}'), "{text:?}");
+    assert!(
+        text.contains("step 1␍␛[2J␛]0;pwned␇<U+202E>gnp.exe"),
+        "{text}"
+    );
+    assert!(text.contains("  Traceback: boom"), "lines are kept: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("forged line")),
+        "{text}"
+    );
+
+    let json = json_of(&explain(
+        &address,
+        &["--job", "esc", "--task", "t1", "--output", "json"],
+    ));
+    assert_eq!(
+        json["stderrTail"]["text"], stderr,
+        "JSON keeps the text exactly"
     );
 }

@@ -110,3 +110,34 @@ fn samples_can_come_from_payload_files() {
     let out = check(&["/nonexistent/policy.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `batch-triage … | head -2`: the reader goes away. With stdout a pipe whose reading end is
+/// already closed, every write fails (EPIPE) from the first byte; each subcommand that prints
+/// must end quietly with success, with no panic message.
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let policy = repo("examples/policy.toml");
+    let payload = repo("examples/payloads/render-tasks.json");
+    let policy = policy.to_str().unwrap();
+    let payload = payload.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["policy", "check", policy, "--now", "2026-11-20T10:00:00Z"],
+        &["diagnose", payload],
+        &["diagnose", "--output", "json", payload],
+        &["policy", "check", "--help"],
+    ];
+    for args in commands {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .expect("the binary runs");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}

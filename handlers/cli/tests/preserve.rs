@@ -1,22 +1,14 @@
 //! `batch-triage preserve` end to end: the `emulator` subcommand in one process, `preserve` in
 //! another, files checked against what the emulator serves.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use batch_client::{
     BatchApi, BatchClient, BatchConfig, Deadline, DownloadOptions, FileRef, Secret,
 };
 use futures::StreamExt;
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_kit::start_emulator;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
@@ -28,25 +20,6 @@ fn bin() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-fn start_emulator() -> (KillOnDrop, String, BufReader<std::process::ChildStdout>) {
-    let mut child = KillOnDrop(
-        bin()
-            .args(["emulator", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
-    (child, address, stdout)
 }
 
 fn served(address: &str, file: FileRef) -> Vec<u8> {
@@ -74,7 +47,7 @@ fn served(address: &str, file: FileRef) -> Vec<u8> {
 
 #[test]
 fn preserve_one_task_and_prep_output_into_a_directory() {
-    let (_emulator, address, _stdout) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().to_str().unwrap();
     let out = bin()
@@ -189,7 +162,7 @@ fn preserve_errors_say_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("--to"));
 
-    let (_emulator, address, _stdout) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .args([

@@ -1,28 +1,20 @@
 //! `batch-triage serve` end to end: the binary with its settings in the environment, in front of
 //! the Batch emulator, a local-directory store and a webhook receiver, all on loopback; requests
-//! shaped as Event Grid sends them (RUNTIME.md §2.2–2.3).
+//! shaped as Event Grid sends them (`docs/delivery.md`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
-use test_kit::Backends;
+use test_kit::{Backends, KillOnDrop, spawn_announced};
 
 const KEY: &str = "serve-test-key-0123456789abcdef";
 
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     base: String,
     backends: Backends,
     /// The server's stderr (its log).
     log: tempfile::NamedTempFile,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -39,29 +31,17 @@ impl Server {
 async fn start() -> Server {
     let backends = Backends::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .envs(backends.settings())
         .env("BATCH_TRIAGE_WEBHOOK_KEY", KEY)
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().unwrap())
-        .spawn()
+        .stderr(log.reopen().unwrap());
+    let (child, base, _) = tokio::task::spawn_blocking(move || spawn_announced(&mut command))
+        .await
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first_line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let base = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
     Server {
         child,
         base,
@@ -464,4 +444,35 @@ async fn the_work_finishes_when_the_sender_stops_waiting() {
         server.alerts()[0]["diagnosis"]["subject"]["taskId"],
         "exit-127"
     );
+}
+
+/// A stranger announces a 1 GiB body and sends a little of it: the 401 comes back while the
+/// client is still sending, so the server never read (or held) the body before checking the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_is_refused_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = start().await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    for target in [
+        "/api/records?key=wrong",
+        "/api/events?key=wrong",
+        "/api/records",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {address}\r\nx-batch-triage-key: also-wrong\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"records\": [",
+            1u64 << 30
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b' '; 64 << 10]).await.unwrap();
+        // 1 GiB minus 64 KiB is still to come; the answer is read now.
+        let mut answer = vec![0; 4096];
+        let n = stream.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{target}: {answer}");
+        assert!(!answer.contains(KEY), "{answer}");
+    }
+    assert!(server.stored().is_empty());
 }

@@ -7,34 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_emulator() -> (KillOnDrop, String) {
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_batch-triage"))
-            .args(["emulator", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first_line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let address = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_owned();
-    (child, address)
-}
+use test_kit::{KillOnDrop, start_emulator};
 
 /// The CLI with the settings of a sweep over `address` into `store`, and nothing else.
 fn sweep(address: &str, store: &std::path::Path) -> Command {
@@ -79,7 +52,7 @@ fn subject<'a>(tick: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn a_first_sweep_finds_and_preserves_failures_and_a_second_does_nothing_again() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let store = tempfile::tempdir().unwrap();
     let out = sweep(&address, store.path())
         .args(["--once", "--since", "1d", "--output", "json"])
@@ -174,7 +147,7 @@ fn a_first_sweep_finds_and_preserves_failures_and_a_second_does_nothing_again() 
 
 #[test]
 fn text_output_is_one_line_per_finding() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let store = tempfile::tempdir().unwrap();
     let out = sweep(&address, store.path())
         .args(["--once", "--since", "1d"])
@@ -199,7 +172,7 @@ fn text_output_is_one_line_per_finding() {
 #[cfg(unix)]
 #[test]
 fn without_once_it_repeats_until_interrupted() {
-    let (_emulator, address) = start_emulator();
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
     let store = tempfile::tempdir().unwrap();
     let mut child = KillOnDrop(
         sweep(&address, store.path())

@@ -199,6 +199,8 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         allowlist: Allowlist::default().allow_loopback(),
         invocation_budget: Duration::from_secs(120),
         max_file_bytes: DEMO_MAX_FILE_BYTES,
+        // The emulator's key is public, but it is the configured key: redacted as a real one is.
+        redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY]),
     })
 }
 

@@ -64,7 +64,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
     refused.class = Some(FailureClass::JobStuck);
     refused.outcome = Outcome::Refused("<blink>no</blink>".to_owned());
     let webhook = json!({"diagnosis": diagnosis(&label)});
-    let teams = json!({"attachments": [{"content": {"body": [{"text": HEADLINE}]}}]});
+    let teams = json!({"attachments": [{"content": {"fallbackText": HEADLINE}}]});
     DemoOutcome {
         runs: vec![Run {
             trigger: "<h1>trigger</h1>".to_owned(),

@@ -248,7 +248,10 @@ fn default_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
     if var("IDENTITY_ENDPOINT").is_some() || var("MSI_ENDPOINT").is_some() {
         let options = azure_identity::ManagedIdentityCredentialOptions {
             user_assigned_id: var("AZURE_CLIENT_ID").map(azure_identity::UserAssignedId::ClientId),
-            ..Default::default()
+            client_options: azure_core::http::ClientOptions {
+                transport: Some(crate::lazy_http::LazyHttpClient::transport()),
+                ..Default::default()
+            },
         };
         let credential: Arc<dyn TokenCredential> =
             azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(|e| {
@@ -284,15 +287,20 @@ fn build_client(
         }
         BlobAuth::Anonymous => None,
     };
-    // The SDK's message would echo the URL (and so the SAS): say it without.
-    let options = transport.map(|transport| azure_storage_blob::BlobContainerClientOptions {
+    // Without a transport of its own, the client gets one that loads the TLS roots on the
+    // first request, not now (see lazy_http).
+    let transport = transport
+        .cloned()
+        .unwrap_or_else(crate::lazy_http::LazyHttpClient::transport);
+    let options = azure_storage_blob::BlobContainerClientOptions {
         client_options: azure_core::http::ClientOptions {
-            transport: Some(transport.clone()),
+            transport: Some(transport),
             ..Default::default()
         },
         ..Default::default()
-    });
-    BlobContainerClient::new(url, credential, options).map_err(|e| {
+    };
+    // The SDK's message would echo the URL (and so the SAS): say it without.
+    BlobContainerClient::new(url, credential, Some(options)).map_err(|e| {
         let message = match e.kind() {
             ErrorKind::Other if e.to_string().contains("must use https") => {
                 "a token credential needs an https container URL".to_owned()

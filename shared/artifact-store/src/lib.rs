@@ -13,6 +13,7 @@
 
 mod blob;
 mod key;
+mod lazy_http;
 mod local;
 mod open;
 #[cfg(feature = "testing")]

@@ -1,5 +1,5 @@
 //! The reqwest-based [`BatchClient`]: one private [`BatchClient::request`] owns URL checks,
-//! headers, auth, retries, error mapping and logging (STYLE A6); the operations are thin
+//! headers, auth, retries, error mapping and logging, in one place; the operations are thin
 //! wrappers that build a [`Call`] and decode the reply.
 
 use std::fmt;
@@ -37,7 +37,7 @@ const PATH_PARAM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The `Content-Type` of request bodies (BATCH-FACTS §2).
+/// The `Content-Type` of request bodies (`docs/batch-facts.md`, REST shapes).
 const JSON_BODY: &str = "application/json; odata=minimalmetadata";
 
 /// Largest error body read (the rest is dropped).
@@ -102,10 +102,42 @@ enum Authenticator {
     Token(TokenSource),
 }
 
+/// How the HTTP client is built, kept until the first request builds it.
+struct HttpSettings {
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    /// Ignore proxies from the environment (a loopback endpoint).
+    no_proxy: bool,
+}
+
+impl HttpSettings {
+    fn build(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("batch-triage/", env!("CARGO_PKG_VERSION")));
+        if self.no_proxy {
+            // A proxy from the environment must not swallow the loopback emulator's traffic.
+            builder = builder.no_proxy();
+        }
+        builder.build()
+    }
+}
+
 /// Shared state behind the cheap-to-clone client.
 struct Inner {
-    /// The HTTP client: rustls, no redirects, no decompression.
-    http: reqwest::Client,
+    /// The HTTP client (rustls, no redirects, no decompression), built by the first request:
+    /// building it loads the system's TLS roots, most of a handler's start-up time, and the
+    /// Functions host waits for the handler's start before the first invocation.
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// What the HTTP client is built from.
+    http_settings: HttpSettings,
     /// The account endpoint: the only origin ever contacted.
     endpoint: Url,
     /// Auth.
@@ -164,26 +196,15 @@ impl BatchClient {
                 reason: "must be at least 1".to_owned(),
             });
         }
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
-            .connect_timeout(config.attempt_timeout.min(Duration::from_secs(30)))
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("batch-triage/", env!("CARGO_PKG_VERSION")));
-        if endpoint.host_str().is_some_and(is_loopback_host) {
-            // A proxy from the environment must not swallow the loopback emulator's traffic.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        let http_settings = HttpSettings {
+            connect_timeout: config.attempt_timeout.min(Duration::from_secs(30)),
+            read_timeout: config.read_timeout,
+            no_proxy: endpoint.host_str().is_some_and(is_loopback_host),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::OnceLock::new(),
+                http_settings,
                 endpoint,
                 auth,
                 api_version: config.api_version,
@@ -197,6 +218,21 @@ impl BatchClient {
     /// The configured endpoint.
     pub fn endpoint(&self) -> &Url {
         &self.inner.endpoint
+    }
+
+    /// The HTTP client, built on first use. A build failure (no TLS roots on the machine) is
+    /// not transient: retrying cannot install certificates.
+    fn http(&self, op: &'static str) -> Result<&reqwest::Client, BatchError> {
+        if let Some(client) = self.inner.http.get() {
+            return Ok(client);
+        }
+        let client = self
+            .inner
+            .http_settings
+            .build()
+            .map_err(|e| BatchError::other(op, format!("cannot build the HTTP client: {e}")))?;
+        // Two first requests at once may both build one; either is fine, one is kept.
+        Ok(self.inner.http.get_or_init(|| client))
     }
 
     /// Builds a URL under the endpoint from path parameters (each percent-encoded as one
@@ -383,8 +419,7 @@ impl BatchClient {
         headers.insert(header::AUTHORIZATION, authorization);
 
         let mut builder = self
-            .inner
-            .http
+            .http(op)?
             .request(call.method.clone(), call.url.clone())
             .headers(headers);
         if let Some(body) = &call.body {
@@ -1034,4 +1069,49 @@ fn file_list_query<'a>(
         query.push(("maxresults", max_results));
     }
     query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BatchApi, GetOptions};
+    use crate::config::BatchConfig;
+    use crate::secret::Secret;
+
+    /// Building the client reads no TLS roots; the first request builds the HTTP client once.
+    #[tokio::test]
+    async fn the_http_client_is_built_by_the_first_request_not_at_start() {
+        // Nothing listens on port 9 of the loopback (discard): the request fails fast.
+        let config = BatchConfig::shared_key(
+            "http://127.0.0.1:9",
+            "acct",
+            Secret::new("c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="),
+        )
+        .unwrap();
+        let client = BatchClient::new(config).unwrap();
+        assert!(client.inner.http.get().is_none(), "no HTTP client at start");
+
+        let error = client
+            .get_job(
+                "job",
+                &GetOptions::default(),
+                Deadline::after(Duration::from_secs(2)),
+            )
+            .await
+            .expect_err("nothing listens");
+        assert!(!error.is_not_found(), "a transport failure: {error}");
+        let first = client.inner.http.get().expect("built by the first request") as *const _;
+        let _ = client
+            .get_job(
+                "job",
+                &GetOptions::default(),
+                Deadline::after(Duration::from_secs(2)),
+            )
+            .await;
+        assert_eq!(
+            client.inner.http.get().map(|c| c as *const _),
+            Some(first),
+            "built once, then reused"
+        );
+    }
 }

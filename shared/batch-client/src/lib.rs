@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod download;
 mod error;
+mod lazy_http;
 mod retry;
 mod secret;
 pub mod shared_key;

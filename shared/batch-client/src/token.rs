@@ -50,7 +50,11 @@ impl TokenSource {
             EntraAuth::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                    ..Default::default()
+                    // TLS roots load on the first token request, not at start (lazy_http).
+                    client_options: azure_core::http::ClientOptions {
+                        transport: Some(crate::lazy_http::LazyHttpClient::transport()),
+                        ..Default::default()
+                    },
                 };
                 ManagedIdentityCredential::new(Some(options))
                     .map_err(|e| ConfigError::Credential(e.to_string()))?

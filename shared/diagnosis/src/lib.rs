@@ -13,6 +13,8 @@
 //! - [`report`]: the diagnosis JSON (`docs/diagnosis-json.md`).
 //! - [`hints`], [`fingerprint`], [`redact`]: advice from command lines and stderr, grouping by
 //!   cause, and removing secrets from text.
+//! - [`inert`]: control and bidi characters of untrusted text made visible for terminals and
+//!   plain-text bodies.
 //!
 //! ```
 //! use batch_triage_diagnosis::{Evidence, diagnose_item, payload::read_slice};
@@ -34,6 +36,7 @@ pub mod classes;
 pub mod diagnose;
 pub mod fingerprint;
 pub mod hints;
+pub mod inert;
 pub mod payload;
 pub mod policy;
 pub mod redact;

@@ -21,7 +21,7 @@ use crate::alert::{Alert, AlertState};
 use crate::config::{AcsAuth, AcsTarget, SmtpTarget, SmtpTls};
 use crate::egress::{Delivery, Egress, backoff};
 use crate::error::NotifyError;
-use crate::text::{html_escape, keep_end, keep_start};
+use crate::text::{keep_end, keep_start};
 
 /// The ACS email API version we speak.
 pub const ACS_API_VERSION: &str = "2023-03-31";
@@ -60,8 +60,12 @@ pub fn render(alert: &Alert) -> EmailMessage {
         ""
     };
     let subject = keep_start(
-        &format!("[{tag}] {}: {}{repeat}", d.class.as_str(), alert.headline())
-            .replace(['\r', '\n'], " "),
+        &diagnosis::inert::one_line(&format!(
+            "[{tag}] {}: {}{repeat}",
+            d.class.as_str(),
+            alert.headline()
+        ))
+        .replace(['\u{240d}', '\u{240a}'], " "),
         250,
     );
     let summary = diagnosis::redact::redact(&d.summary);
@@ -83,91 +87,52 @@ pub fn render(alert: &Alert) -> EmailMessage {
         .collect();
     let portal = alert.safe_portal();
 
-    let mut text = format!("{summary}\n\n");
+    // The plain-text body shows untrusted text as text: control and bidi characters become
+    // visible marks, so a mail client's terminal-like view cannot be driven by the task's output.
+    let inert = diagnosis::inert::multi_line;
+    let line = diagnosis::inert::one_line;
+    let mut text = format!("{}\n\n", inert(&summary));
     for (label, value) in &facts {
-        text.push_str(&format!("{label}: {value}\n"));
+        text.push_str(&format!("{label}: {}\n", line(value)));
     }
     if !cause.is_empty() {
-        text.push_str(&format!("\nCause:\n{cause}\n"));
+        text.push_str(&format!("\nCause:\n{}\n", inert(&cause)));
     }
     if !hints.is_empty() {
         text.push_str("\nWhat to do:\n");
         for hint in &hints {
-            text.push_str(&format!("- {hint}\n"));
+            text.push_str(&format!("- {}\n", inert(hint)));
         }
     }
     if let Some(tail) = &tail {
-        text.push_str(&format!("\nstderr (tail, redacted):\n{tail}\n"));
+        text.push_str(&format!("\nstderr (tail, redacted):\n{}\n", inert(tail)));
     }
     if !logs.is_empty() {
         text.push_str("\nPreserved logs:\n");
         for log in &logs {
-            text.push_str(&format!("- {log}\n"));
+            text.push_str(&format!("- {}\n", line(log)));
         }
     }
     if let Some(portal) = &portal {
-        text.push_str(&format!("\nAzure portal: {portal}\n"));
+        text.push_str(&format!("\nAzure portal: {}\n", line(portal)));
     }
     text.push_str(&format!(
         "\n-- \nbatch-triage · group {} · alert {}\n",
-        alert.group.key,
-        alert.idempotency_key()
+        line(&alert.group.key),
+        line(&alert.idempotency_key())
     ));
 
-    let e = html_escape;
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body style=\"font-family:Segoe UI,Arial,sans-serif\">\n",
-    );
-    html.push_str(&format!(
-        "<p><strong>{}</strong></p>\n<table>\n",
-        e(&summary)
-    ));
-    for (label, value) in &facts {
-        html.push_str(&format!(
-            "<tr><th align=\"left\" valign=\"top\">{}</th><td>{}</td></tr>\n",
-            e(label),
-            e(value)
-        ));
-    }
-    html.push_str("</table>\n");
-    if !cause.is_empty() {
-        html.push_str(&format!("<h3>Cause</h3>\n<p>{}</p>\n", e(&cause)));
-    }
-    if !hints.is_empty() {
-        html.push_str("<h3>What to do</h3>\n<ul>\n");
-        for hint in &hints {
-            html.push_str(&format!("<li>{}</li>\n", e(hint)));
-        }
-        html.push_str("</ul>\n");
-    }
-    if let Some(tail) = &tail {
-        html.push_str(&format!(
-            "<h3>stderr (tail, redacted)</h3>\n<pre>{}</pre>\n",
-            e(tail)
-        ));
-    }
-    if !logs.is_empty() {
-        html.push_str("<h3>Preserved logs</h3>\n<ul>\n");
-        for log in &logs {
-            if log.starts_with("https://") {
-                html.push_str(&format!("<li><a href=\"{0}\">{0}</a></li>\n", e(log)));
-            } else {
-                html.push_str(&format!("<li>{}</li>\n", e(log)));
-            }
-        }
-        html.push_str("</ul>\n");
-    }
-    if let Some(portal) = &portal {
-        html.push_str(&format!(
-            "<p><a href=\"{0}\">Open the job in the Azure portal</a></p>\n",
-            e(portal)
-        ));
-    }
-    html.push_str(&format!(
-        "<hr><p style=\"color:#666\">batch-triage · group {} · alert {}</p>\n</body></html>\n",
-        e(&alert.group.key),
-        e(&alert.idempotency_key())
-    ));
+    let html = html_body(&HtmlBody {
+        summary: &summary,
+        facts: &facts,
+        cause: &cause,
+        hints: &hints,
+        tail: tail.as_deref(),
+        logs: &logs,
+        portal: portal.as_deref(),
+        group: &alert.group.key,
+        alert_id: &alert.idempotency_key(),
+    });
 
     let in_reply_to = (alert.state != AlertState::Firing || alert.sequence > 0)
         .then(|| format!("<{}@{MESSAGE_ID_DOMAIN}>", alert.thread_key()));
@@ -178,6 +143,69 @@ pub fn render(alert: &Alert) -> EmailMessage {
         message_id: format!("<{}@{MESSAGE_ID_DOMAIN}>", alert.idempotency_key()),
         in_reply_to,
     }
+}
+
+/// What the HTML body shows, already redacted.
+struct HtmlBody<'a> {
+    summary: &'a str,
+    facts: &'a [(&'static str, String)],
+    cause: &'a str,
+    hints: &'a [String],
+    tail: Option<&'a str>,
+    logs: &'a [&'a str],
+    portal: Option<&'a str>,
+    group: &'a str,
+    alert_id: &'a str,
+}
+
+/// The HTML body. `maud` escapes every interpolated value at compile time, so no untrusted text
+/// can become markup; only `https://` links become anchors.
+fn html_body(b: &HtmlBody<'_>) -> String {
+    use maud::{DOCTYPE, html};
+    html! {
+        (DOCTYPE)
+        html {
+            head { meta charset="utf-8"; }
+            body style="font-family:Segoe UI,Arial,sans-serif" {
+                p { strong { (b.summary) } }
+                table {
+                    @for (label, value) in b.facts {
+                        tr { th align="left" valign="top" { (label) } td { (value) } }
+                    }
+                }
+                @if !b.cause.is_empty() {
+                    h3 { "Cause" }
+                    p { (b.cause) }
+                }
+                @if !b.hints.is_empty() {
+                    h3 { "What to do" }
+                    ul { @for hint in b.hints { li { (hint) } } }
+                }
+                @if let Some(tail) = b.tail {
+                    h3 { "stderr (tail, redacted)" }
+                    pre { (tail) }
+                }
+                @if !b.logs.is_empty() {
+                    h3 { "Preserved logs" }
+                    ul {
+                        @for log in b.logs {
+                            @if log.starts_with("https://") {
+                                li { a href=(log) { (log) } }
+                            } @else {
+                                li { (log) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(portal) = b.portal.filter(|p| p.starts_with("https://")) {
+                    p { a href=(portal) { "Open the job in the Azure portal" } }
+                }
+                hr;
+                p style="color:#666" { "batch-triage · group " (b.group) " · alert " (b.alert_id) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// Builds the MIME message (multipart/alternative, text then HTML).
@@ -437,4 +465,87 @@ pub async fn send_acs(
         }
     };
     egress.post(&Secret::new(url_text), &build, deadline).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Links;
+
+    const HOSTILE: &str =
+        "<script>alert(1)</script><b>x</b>\"' onload=\"y\" &amp; \u{1b}[2J\u{7}\u{202e}rtl\r";
+
+    fn hostile_alert() -> Alert {
+        let diagnosis = diagnosis::Diagnosis {
+            subject: diagnosis::Subject {
+                account: Some("acct".into()),
+                job_id: Some(HOSTILE.into()),
+                task_id: Some(HOSTILE.into()),
+                attempt: Some(1),
+                pool_id: Some(HOSTILE.into()),
+                node_id: None,
+            },
+            class: diagnosis::FailureClass::parse("task.exit_code").unwrap(),
+            severity: diagnosis::Severity::Error,
+            summary: HOSTILE.into(),
+            cause: HOSTILE.into(),
+            hints: vec![HOSTILE.into()],
+            exit_code: Some(1),
+            exit_code_hex: None,
+            exit_meaning: None,
+            failure: None,
+            impact: None,
+            logs: vec![],
+            fingerprint: "fp".into(),
+        };
+        let mut alert = Alert::single(diagnosis);
+        alert.stderr_tail = Some(format!("line one\n{HOSTILE}\nlast"));
+        alert.links = Links::new(
+            [
+                HOSTILE,
+                "javascript:alert(1)",
+                "https://x.blob.core.windows.net/l/stderr.txt",
+            ],
+            Some("javascript:alert(2)".into()),
+        );
+        alert
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped_in_html() {
+        let email = render(&hostile_alert());
+        let html = &email.html;
+        for markup in ["<script", "<b>", "onload=\"", "href=\"javascript"] {
+            assert!(!html.contains(markup), "{markup} in {html}");
+        }
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("&amp;amp;"),
+            "the entity is shown, not decoded: {html}"
+        );
+        // Only the https link is an anchor (and the portal link is not: not https).
+        assert_eq!(html.matches("<a ").count(), 1, "{html}");
+        assert!(html.contains("<a href=\"https://x.blob.core.windows.net/l/stderr.txt\">"));
+    }
+
+    #[test]
+    fn the_text_body_and_subject_carry_no_control_characters() {
+        let email = render(&hostile_alert());
+        assert!(
+            !email
+                .text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{:?}",
+            email.text
+        );
+        assert!(!email.text.contains('\u{202e}'));
+        assert!(email.text.contains("␛[2J␇<U+202E>rtl␍"), "{}", email.text);
+        assert!(email.text.contains("line one\n"), "stderr keeps its lines");
+        assert!(
+            !email.subject.chars().any(char::is_control),
+            "{:?}",
+            email.subject
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Microsoft Teams through a Workflows webhook: the `message` envelope carrying an Adaptive Card
-//! 1.4 (PEERS §1.7), byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
+//! 1.4, byte-budgeted so the whole payload always fits in Teams' 28 KB limit.
 //!
 //! # The byte budget
 //! Every field starts under a generous cap (stderr tail 8 KB, hints 4 KB, cause 3 KB, fact
@@ -11,6 +11,11 @@
 //! is rendered again. Cuts land on character boundaries and are marked with `…`; the stderr tail
 //! keeps its end (the last lines say the most), everything else keeps its beginning. Rendering
 //! goes through `serde_json`, so the result is always valid JSON.
+//!
+//! # Untrusted text
+//! Teams renders markdown in `TextBlock`s and `FactSet`s, so ids, Batch messages, stderr, policy
+//! names and log names go only into `TextRun`s of `RichTextBlock`s, which it shows as written.
+//! `TextBlock`s hold our own words (the banner and the section headings).
 
 use batch_client::{Deadline, Secret};
 use serde_json::{Value, json};
@@ -159,17 +164,25 @@ fn envelope(card: Value) -> Value {
     })
 }
 
-/// A wrapped text block.
-fn text_block(text: &str) -> Value {
-    json!({"type": "TextBlock", "text": text, "wrap": true})
+/// A block of untrusted text. Teams renders markdown in a `TextBlock` (and in `FactSet` values),
+/// so a task id `[click](https://evil.example)` would become a link; a `TextRun` in a
+/// `RichTextBlock` is never parsed as markdown, so the text shows as written.
+fn plain_block(runs: Vec<Value>) -> Value {
+    json!({"type": "RichTextBlock", "inlines": runs})
 }
 
-/// A bold section heading.
-fn heading(text: &str) -> Value {
+/// One run of untrusted text, shown verbatim.
+fn run(text: &str) -> Value {
+    json!({"type": "TextRun", "text": text})
+}
+
+/// A bold section heading. Only ever our own constant text: it is a `TextBlock`.
+fn heading(text: &'static str) -> Value {
     json!({"type": "TextBlock", "text": text, "weight": "bolder", "wrap": true, "spacing": "medium"})
 }
 
-/// The card itself, with every field under `caps`.
+/// The card itself, with every field under `caps`. Everything that comes from Batch, the task or
+/// the policy is in a `TextRun`; `TextBlock`s hold only our own words.
 fn card(alert: &Alert, caps: Caps) -> Value {
     let d = &alert.diagnosis;
     let color = match (alert.state, d.severity.as_str()) {
@@ -178,58 +191,67 @@ fn card(alert: &Alert, caps: Caps) -> Value {
         (_, "warning") => "warning",
         _ => "default",
     };
-    let title = match alert.state {
-        AlertState::Resolved => format!("RESOLVED · {} · {}", d.class.as_str(), alert.headline()),
+    // The first element is a TextBlock of our own words: the schema the card is validated
+    // against checks the first element's type, and a client that knows no RichTextBlock still
+    // shows what kind of alert this is.
+    let banner = match alert.state {
+        AlertState::Resolved => "batch-triage · RESOLVED".to_owned(),
         AlertState::Repeat => format!(
-            "{} (still failing) · {} · {}",
-            d.severity.as_str().to_uppercase(),
-            d.class.as_str(),
-            alert.headline()
+            "batch-triage · {} (still failing)",
+            d.severity.as_str().to_uppercase()
         ),
-        AlertState::Firing => format!(
-            "{} · {} · {}",
-            d.severity.as_str().to_uppercase(),
-            d.class.as_str(),
-            alert.headline()
-        ),
+        AlertState::Firing => format!("batch-triage · {}", d.severity.as_str().to_uppercase()),
     };
+    let title = format!("{} · {}", d.class.as_str(), alert.headline());
+    // The plain-text line a notification shows (never rendered as markdown): the whole title.
+    let state = banner.trim_start_matches("batch-triage · ");
+    let fallback = format!("{state} · {title}");
     let mut body = vec![
-        json!({"type": "TextBlock", "text": keep_start(&title, caps.summary.max(80)), "weight": "bolder",
-               "size": "medium", "color": color, "wrap": true}),
-        text_block(&keep_start(
+        json!({"type": "TextBlock", "text": banner, "weight": "bolder", "color": color, "wrap": true}),
+        plain_block(vec![
+            json!({"type": "TextRun", "text": keep_start(&title, caps.summary.max(80)),
+            "weight": "bolder", "size": "medium", "color": color}),
+        ]),
+        plain_block(vec![run(&keep_start(
             &diagnosis::redact::redact(&d.summary),
             caps.summary,
-        )),
+        ))]),
     ];
-    let facts: Vec<Value> = alert
-        .facts()
-        .into_iter()
-        .map(|(label, value)| json!({"title": label, "value": keep_start(&value, caps.fact)}))
-        .collect();
-    body.push(json!({"type": "FactSet", "facts": facts}));
+    for (label, value) in alert.facts() {
+        body.push(
+            json!({"type": "RichTextBlock", "spacing": "none", "inlines": [
+                {"type": "TextRun", "text": format!("{label}: "), "weight": "bolder"},
+                run(&keep_start(&value, caps.fact)),
+            ]}),
+        );
+    }
     if caps.cause > 0 && !d.cause.is_empty() {
         body.push(heading("Cause"));
-        body.push(text_block(&keep_start(
+        body.push(plain_block(vec![run(&keep_start(
             &diagnosis::redact::redact(&d.cause),
             caps.cause,
-        )));
+        ))]));
     }
     if caps.hints > 0 && !d.hints.is_empty() {
-        let hints = d
-            .hints
-            .iter()
-            .map(|h| format!("- {}", diagnosis::redact::redact(h)))
-            .collect::<Vec<_>>()
-            .join("\n");
         body.push(heading("What to do"));
-        body.push(text_block(&keep_start(&hints, caps.hints)));
+        let mut budget = caps.hints;
+        for hint in &d.hints {
+            if budget == 0 {
+                break;
+            }
+            let hint = keep_start(&format!("• {}", diagnosis::redact::redact(hint)), budget);
+            budget = budget.saturating_sub(hint.len());
+            body.push(
+                json!({"type": "RichTextBlock", "spacing": "small", "inlines": [run(&hint)]}),
+            );
+        }
     }
     if let Some(tail) = alert.safe_stderr_tail().filter(|_| caps.stderr > 0) {
         body.push(heading("stderr (tail, redacted)"));
-        body.push(
-            json!({"type": "TextBlock", "text": keep_end(&tail, caps.stderr),
-                         "fontType": "monospace", "wrap": true, "size": "small"}),
-        );
+        body.push(plain_block(vec![
+            json!({"type": "TextRun", "text": keep_end(&tail, caps.stderr),
+            "fontType": "monospace", "size": "small"}),
+        ]));
     }
     let mut actions = Vec::new();
     let mut other_logs = Vec::new();
@@ -251,7 +273,9 @@ fn card(alert: &Alert, caps: Caps) -> Value {
     }
     if !other_logs.is_empty() {
         body.push(heading("Preserved logs"));
-        body.push(text_block(&other_logs.join("\n\n")));
+        for log in &other_logs {
+            body.push(plain_block(vec![run(log)]));
+        }
     }
     if let Some(portal) = alert.safe_portal() {
         if portal.len() <= caps.lists.max(512) {
@@ -265,7 +289,7 @@ fn card(alert: &Alert, caps: Caps) -> Value {
         "type": "AdaptiveCard",
         "version": "1.4",
         "msteams": {"width": "Full"},
-        "fallbackText": keep_start(&title, 300),
+        "fallbackText": keep_start(&fallback, 300),
         "body": body,
     });
     if !actions.is_empty() {
@@ -387,6 +411,66 @@ mod tests {
             !String::from_utf8(payload)
                 .unwrap()
                 .contains(crate::text::CUT)
+        );
+    }
+
+    /// Every string of the card that contains `marker`, with the path of keys that led to it and
+    /// the `type` of the object holding it.
+    fn strings_with<'a>(
+        value: &'a Value,
+        marker: &str,
+        parent_type: &'a str,
+        key: &'a str,
+        found: &mut Vec<(String, String)>,
+    ) {
+        match value {
+            Value::String(text) if text.contains(marker) => {
+                found.push((parent_type.to_owned(), key.to_owned()))
+            }
+            Value::Array(items) => {
+                for item in items {
+                    strings_with(item, marker, parent_type, key, found);
+                }
+            }
+            Value::Object(map) => {
+                let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
+                for (k, v) in map {
+                    strings_with(v, marker, kind, k, found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn untrusted_text_is_never_in_a_markdown_field() {
+        let hostile = "HOSTILE[click me](https://evil.example) **bold** <b>x</b> _i_ # h";
+        let mut alert = alert(10, "x");
+        alert.diagnosis.subject.job_id = Some(hostile.into());
+        alert.diagnosis.subject.task_id = Some(hostile.into());
+        alert.diagnosis.summary = hostile.into();
+        alert.diagnosis.cause = hostile.into();
+        alert.diagnosis.hints = vec![hostile.into(), hostile.into()];
+        alert.stderr_tail = Some(format!("{hostile}\nnext line"));
+        alert.rule = Some(hostile.into());
+        alert.group.examples = vec![hostile.into()];
+        alert.links = crate::alert::Links::new([hostile], None);
+        let card: Value = serde_json::from_slice(&render(&alert)).unwrap();
+        let mut found = Vec::new();
+        strings_with(&card, "HOSTILE", "", "", &mut found);
+        // Each piece of hostile text shows, and only as a TextRun's text or the plain
+        // notification fallback: never in a TextBlock, a FactSet or an action's URL.
+        assert!(found.len() >= 8, "{found:?}");
+        for (kind, key) in &found {
+            assert!(
+                (kind == "TextRun" && key == "text") || key == "fallbackText",
+                "untrusted text in {kind}.{key}: {card}"
+            );
+        }
+        let text = card.to_string();
+        assert!(
+            !text.contains("\"FactSet\""),
+            "FactSet values render markdown"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Guarded job actions (DESIGN §7, PEERS §4 item 8): disable or terminate a job because a rule
+//! Guarded job actions: disable or terminate a job because a rule
 //! says so, without ever racing a person or running away.
 //!
 //! The guards, in the order they are checked (each skip is audited with its reason):
@@ -374,7 +374,7 @@ impl JobActions {
                 Err(BatchError::PreconditionFailed(_)) => {
                     // Someone changed the job since we read it: read it again and re-evaluate
                     // every guard; the marker and budget stay ours for this decision.
-                    tracing::info!(job_id = %job_id, etag = %etag, "job changed before the action (412); re-evaluating");
+                    tracing::info!(job_id = ?job_id, etag = %etag, "job changed before the action (412); re-evaluating");
                     record.outcome = Some("412 ConditionNotMet".into());
                     continue;
                 }
@@ -420,7 +420,7 @@ impl JobActions {
         let counts = match self.batch.get_task_counts(job_id, self.deadline()).await {
             Ok(counts) => Some(counts.task_counts),
             Err(error) => {
-                tracing::warn!(job_id = %job_id, error = %error, "task counts unavailable for a threshold");
+                tracing::warn!(job_id = ?job_id, error = %error, "task counts unavailable for a threshold");
                 None
             }
         };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use batch_client::{BatchClient, BatchConfig};
 use diagnosis::policy::Policy;
+use diagnosis::redact::Redactor;
 use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
 use preserve::PreserveOptions;
 
@@ -35,6 +36,11 @@ pub struct Settings {
     /// `BATCH_TRIAGE_MAX_FILE_MIB` (default 4096): log files larger than this are recorded as
     /// skipped instead of copied.
     pub max_file_bytes: u64,
+    /// The exact values of the secrets read here (the Batch key `AZURE_BATCH_ACCESS_KEY`,
+    /// `AZURE_CLIENT_SECRET`, `BATCH_TRIAGE_WEBHOOK_KEY`, and every value a receiver was resolved
+    /// with: URLs, HMAC secrets, passwords, keys), redacted from everything the pipeline
+    /// stores or sends, in their encoded forms too.
+    pub redactor: Redactor,
 }
 
 /// A setting is missing or wrong. Messages name the setting and never include its value, which
@@ -77,6 +83,39 @@ pub enum SettingsError {
     Egress(notify::NotifyError),
 }
 
+/// Settings whose values are secrets in themselves (receivers' secrets are named by the policy).
+const SECRET_SETTINGS: [&str; 3] = [
+    "AZURE_BATCH_ACCESS_KEY",
+    "AZURE_CLIENT_SECRET",
+    "BATCH_TRIAGE_WEBHOOK_KEY",
+];
+
+/// The secrets the environment configures, for a command that reads only some of the settings
+/// (the CLI's `explain` and `diagnose`): `AZURE_BATCH_ACCESS_KEY`, `AZURE_CLIENT_SECRET`,
+/// `BATCH_TRIAGE_WEBHOOK_KEY` and, when `BATCH_TRIAGE_POLICY` names a readable policy, every
+/// value its receivers read. Best effort: what cannot be read is left out, and this never fails.
+pub fn redactor_from_env(get: impl Fn(&str) -> Option<String>) -> Redactor {
+    let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
+    let policy = get("BATCH_TRIAGE_POLICY")
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| Policy::parse(&text).ok());
+    for receiver in policy.iter().flat_map(|p| &p.receivers) {
+        let values = std::cell::RefCell::new(Vec::new());
+        let _ = ReceiverConfig::from_policy(receiver).and_then(|config| {
+            config.resolve(|name: &str| {
+                let value = get(name);
+                if let Some(value) = &value {
+                    values.borrow_mut().push(value.clone());
+                }
+                value
+            })
+        });
+        secrets.extend(values.into_inner());
+    }
+    Redactor::new(secrets)
+}
+
 impl Settings {
     /// Reads the settings through `get` (the process environment in production, a map in tests).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
@@ -107,10 +146,21 @@ impl Settings {
             }
             None => Policy::default(),
         };
+        let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
+        // Every value a receiver reads from the settings is a secret or next to one (a URL with
+        // a signature, a password, a key); a user name among them only costs its redaction.
+        let receiver_values = std::cell::RefCell::new(Vec::new());
+        let recording_get = |name: &str| {
+            let value = get(name);
+            if let Some(value) = &value {
+                receiver_values.borrow_mut().push(value.clone());
+            }
+            value
+        };
         let mut receivers = BTreeMap::new();
         for receiver in &policy.receivers {
             let resolved = ReceiverConfig::from_policy(receiver)
-                .and_then(|config| config.resolve(get))
+                .and_then(|config| config.resolve(recording_get))
                 .map_err(|reason| SettingsError::Receiver {
                     name: receiver.name.clone(),
                     reason,
@@ -141,7 +191,9 @@ impl Settings {
         let invocation_budget =
             Duration::from_secs(number("BATCH_TRIAGE_INVOCATION_SECONDS", 240)?);
         let max_file_bytes = number("BATCH_TRIAGE_MAX_FILE_MIB", 4096)?.saturating_mul(1 << 20);
+        secrets.extend(receiver_values.into_inner());
         Ok(Self {
+            redactor: Redactor::new(secrets),
             batch,
             account,
             store,
@@ -174,7 +226,8 @@ impl Settings {
             Arc::new(self.policy),
             self.receivers,
             egress,
-        ))
+        )
+        .with_redactor(self.redactor))
     }
 }
 
@@ -245,6 +298,25 @@ mod tests {
                 .contains("BATCH_TRIAGE_INVOCATION_SECONDS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_redactor_knows_the_configured_secrets() {
+        let s = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("AZURE_CLIENT_SECRET", "client-secret-value-1"),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+        ])
+        .unwrap();
+        let out = s
+            .redactor
+            .redact(&format!("echo {KEY}; client-secret-value-1 sent"));
+        assert_eq!(out, "echo [REDACTED]; [REDACTED] sent");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use artifact_store::ArtifactStore;
 use batch_client::{BatchApi, BatchError, Deadline, GetOptions, ListOptions, items};
 use diagnosis::payload::{PayloadError, read_slice};
 use diagnosis::policy::{Plan, PlanContext, Policy, plan};
+use diagnosis::redact::Redactor;
 use diagnosis::wire::{BatchJob, BatchTask, PrepReleaseStatus, TaskState};
 use diagnosis::{
     Diagnosis, Evidence, FailureClass, Item, diagnose_job, diagnose_prep_release, diagnose_task,
@@ -53,6 +54,9 @@ pub struct Triage {
     /// Subjects worked on at once: bounds the concurrent calls to Batch, the store and the
     /// receivers that one payload or one sweep makes.
     pub(crate) subject_concurrency: usize,
+    /// Removes the configured secrets (and every shape of secret) from diagnoses and stderr
+    /// tails before they are stored, alerted or reported.
+    redactor: Redactor,
 }
 
 /// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
@@ -271,7 +275,22 @@ impl Triage {
             egress,
             actions,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Redacts the exact values of the secrets this process was configured with (see
+    /// [`crate::settings::Settings::redactor`]) from everything it stores or sends, on top of the
+    /// shapes of secrets that are always redacted.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// A diagnosis as it may be stored or sent.
+    fn redacted(&self, mut diagnosis: Diagnosis) -> Diagnosis {
+        self.redactor.redact_diagnosis(&mut diagnosis);
+        diagnosis
     }
 
     /// Works on at most `n` subjects at once (at least one).
@@ -328,8 +347,21 @@ impl Triage {
         targets: &mut Vec<Result<Target, (String, Outcome)>>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
+        // Duplicates are dropped as they are read, not after: a batch repeating one subject a
+        // million times holds it once (memory follows the distinct subjects, not the records).
+        let mut seen = std::collections::HashSet::new();
+        let mut refused = std::collections::HashSet::new();
         read_slice(payload, &mut |item| match self.target_of(&item) {
-            Some(target) => targets.push(target),
+            Some(Ok(target)) => {
+                if seen.insert(target.clone()) {
+                    targets.push(Ok(target));
+                }
+            }
+            Some(Err((subject, outcome))) => {
+                if refused.insert(subject.clone()) {
+                    targets.push(Err((subject, outcome)));
+                }
+            }
             None => ignored += 1,
         })?;
         Ok(ignored)
@@ -403,7 +435,7 @@ impl Triage {
                     .batch
                     .get_task(job_id, task_id, &GetOptions::default(), deadline)
                     .await?;
-                Ok(vec![diagnose_task(&task, &evidence)])
+                Ok(vec![self.redacted(diagnose_task(&task, &evidence))])
             }
             None => {
                 let mut out: Vec<Diagnosis> =
@@ -413,7 +445,7 @@ impl Triage {
                         .iter()
                         .filter_map(|s| diagnose_prep_release(s, &evidence)),
                 );
-                Ok(out)
+                Ok(out.into_iter().map(|d| self.redacted(d)).collect())
             }
         }
     }
@@ -612,7 +644,7 @@ impl Triage {
             prep_failed_nodes: &failed_nodes,
             ..Evidence::default()
         };
-        let first = diagnose_task(&task, &evidence);
+        let first = self.redacted(diagnose_task(&task, &evidence));
         let mut report = SubjectReport::new(format!("{}/{job_id}/{task_id}", self.config.account));
         report.class = Some(first.class);
         if !first.class.is_failure() {
@@ -635,7 +667,11 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => tail = report.record_preserved(preserved),
+                Ok(preserved) => {
+                    tail = report
+                        .record_preserved(preserved)
+                        .map(|t| self.redactor.redact(&t))
+                }
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving logs: {error}"),
@@ -728,6 +764,7 @@ impl Triage {
             let Some(node_diagnosis) = diagnose_prep_release(status, &evidence) else {
                 continue;
             };
+            let node_diagnosis = self.redacted(node_diagnosis);
             let node = status.node_id.clone().unwrap_or_default();
             // The label names the folder the logs go to (docs/preserved-layout.md): a release
             // task's output is under `_jobrelease/`, not `_jobprep/`.
@@ -804,6 +841,7 @@ impl Triage {
                 "the start task on {pool_id}/{node_id} did not fail"
             )));
         };
+        let diagnosis = self.redacted(diagnosis);
         let mut report = SubjectReport::new(format!(
             "{}/_pools/{pool_id}/{node_id}/_starttask",
             self.config.account
@@ -827,7 +865,11 @@ impl Triage {
             )
             .await
             {
-                Ok(preserved) => tail = report.record_preserved(preserved),
+                Ok(preserved) => {
+                    tail = report
+                        .record_preserved(preserved)
+                        .map(|t| self.redactor.redact(&t))
+                }
                 Err(error) => {
                     report.outcome = Outcome::Failed {
                         reason: format!("preserving start task logs: {error}"),
@@ -882,6 +924,9 @@ impl Triage {
         now: OffsetDateTime,
         mut report: SubjectReport,
     ) -> Worked {
+        // Whatever path led here, what is alerted carries no configured secret.
+        let diagnosis = self.redacted(diagnosis);
+        let tail = tail.map(|t| self.redactor.redact(&t));
         if let Some(action) = &plan.action {
             let request = ActionRequest {
                 diagnosis: &diagnosis,

@@ -1,8 +1,10 @@
 //! What the end-to-end tests of the handlers and the pipeline share, so each test file keeps only
 //! what it is about: the Batch emulator served on a loopback port, a webhook receiver that records
 //! what it is sent, a temporary store and policy, and the settings a handler binary reads
-//! (README, "App settings"). A dev-dependency only: nothing here is fit for production (it
+//! (README, "App settings"), and child processes killed when dropped ([`process`]). A dev-dependency only: nothing here is fit for production (it
 //! panics on setup failures, which is what a test wants).
+
+pub mod process;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use serde_json::Value;
+
+pub use process::{KillOnDrop, spawn_announced, start_emulator};
 
 /// The webhook secret the policy's receiver signs with.
 pub const HOOK_SECRET: &str = "hook-secret-value";
@@ -164,6 +168,15 @@ impl Backends {
             ("HOOK_URL", self.hook.url.clone()),
             ("HOOK_SECRET", HOOK_SECRET.to_owned()),
         ]
+    }
+
+    /// One of [`Backends::settings`] by name, as an environment lookup does: for building a
+    /// handler's settings in process (`Settings::from_env(|name| backends.setting(name))`).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.settings()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value)
     }
 
     /// Every file under the store, relative to it, sorted.

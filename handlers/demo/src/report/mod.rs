@@ -633,7 +633,8 @@ fn headline(received: &Received) -> String {
         Channel::Teams => serde_json::from_slice::<Value>(&received.body)
             .ok()
             .and_then(|v| {
-                v["attachments"][0]["content"]["body"][0]["text"]
+                // The card's plain-text title (its body holds untrusted text in text runs).
+                v["attachments"][0]["content"]["fallbackText"]
                     .as_str()
                     .map(str::to_owned)
             })

@@ -1,7 +1,10 @@
 //! The document walker: a document held in memory, turned into items, following envelopes (spec
 //! examples, Event Grid and CloudEvents `data`, record batches, arrays) down to what they carry.
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::detect::{Element, Shape, Single, detect, list_kind};
@@ -20,10 +23,12 @@ pub(super) struct Doc<'a> {
     pub(super) origin: (usize, usize),
 }
 
+/// A records batch, its array left raw: its records are read one at a time
+/// ([`Doc::for_each_element`]), never collected.
 #[derive(Deserialize)]
 struct RecordsEnvelope<'a> {
     #[serde(borrow)]
-    records: Vec<DiagnosticRecord<'a>>,
+    records: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -38,10 +43,11 @@ struct SpecResponse<'a> {
     body: Option<&'a RawValue>,
 }
 
+/// A list page, its array left raw: its items are read one at a time, never collected.
 #[derive(Deserialize)]
-struct Page<T> {
-    #[serde(default = "Vec::new")]
-    value: Vec<T>,
+struct Page<'a> {
+    #[serde(borrow)]
+    value: &'a RawValue,
 }
 
 fn join(prefix: &str, rest: &str) -> String {
@@ -147,9 +153,11 @@ impl<'a> Doc<'a> {
             Shape::SpecExample => self.spec_example(raw, path, depth, sink)?,
             Shape::Records => {
                 let envelope: RecordsEnvelope<'a> = self.typed(raw, path)?;
-                for (i, record) in envelope.records.into_iter().enumerate() {
-                    self.record(record, &join(path, &format!("records[{i}]")), sink)?;
-                }
+                let records_path = join(path, "records");
+                self.for_each_element(envelope.records, &records_path, &mut |i, record| {
+                    let path = join(path, &format!("records[{i}]"));
+                    self.record(self.typed(record, &path)?, &path, sink)
+                })?;
                 PayloadKind::DiagnosticRecords
             }
             Shape::Record => {
@@ -228,17 +236,18 @@ impl<'a> Doc<'a> {
         depth: usize,
         sink: &mut dyn FnMut(Item),
     ) -> Result<PayloadKind, PayloadError> {
-        let items: Vec<&'a RawValue> = self.typed(raw, path)?;
-        let mut kinds = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            kinds.push(self.process(item, &join(path, &format!("[{i}]")), depth + 1, sink)?);
-        }
-        Ok(match kinds.first() {
-            Some(first @ (PayloadKind::EventGrid | PayloadKind::CloudEvents))
-                if kinds.iter().all(|k| k == first) =>
-            {
-                *first
+        // The first element's kind, and whether every other one had it too.
+        let mut kinds: Option<(PayloadKind, bool)> = None;
+        self.for_each_element(raw, path, &mut |i, item| {
+            let kind = self.process(item, &join(path, &format!("[{i}]")), depth + 1, sink)?;
+            match &mut kinds {
+                None => kinds = Some((kind, true)),
+                Some((first, same)) => *same &= *first == kind,
             }
+            Ok(())
+        })?;
+        Ok(match kinds {
+            Some((first @ (PayloadKind::EventGrid | PayloadKind::CloudEvents), true)) => first,
             _ => PayloadKind::Array,
         })
     }
@@ -306,9 +315,64 @@ impl<'a> Doc<'a> {
         sink: &mut dyn FnMut(Item),
         wrap: impl Fn(T) -> Item,
     ) -> Result<(), PayloadError> {
-        let page: Page<T> = self.typed(raw, path)?;
-        page.value.into_iter().for_each(|item| sink(wrap(item)));
-        Ok(())
+        let page: Page<'a> = self.typed(raw, path)?;
+        self.for_each_element(page.value, &join(path, "value"), &mut |i, item| {
+            sink(wrap(self.typed(item, &join(path, &format!("value[{i}]")))?));
+            Ok(())
+        })
+    }
+
+    /// Calls `each(index, element)` for every element of the array `list` (a part of this
+    /// document), one at a time. The elements are never collected: a batch of eleven million
+    /// empty records costs the memory of one, whether the document is read whole or streamed.
+    fn for_each_element(
+        &self,
+        list: &'a RawValue,
+        path: &str,
+        each: &mut dyn FnMut(usize, &'a RawValue) -> Result<(), PayloadError>,
+    ) -> Result<(), PayloadError> {
+        struct Elements<'e, 'a> {
+            each: &'e mut dyn FnMut(usize, &'a RawValue) -> Result<(), PayloadError>,
+            /// Why `each` stopped the walk; serde's error only carries a message.
+            stopped: Option<PayloadError>,
+        }
+        impl<'a> Visitor<'a> for &mut Elements<'_, 'a> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+                let mut index = 0;
+                while let Some(element) = seq.next_element::<&'a RawValue>()? {
+                    if let Err(error) = (self.each)(index, element) {
+                        self.stopped = Some(error);
+                        return Err(serde::de::Error::custom("stopped"));
+                    }
+                    index += 1;
+                }
+                Ok(())
+            }
+        }
+        let mut elements = Elements {
+            each,
+            stopped: None,
+        };
+        let text = list.get();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let walked = serde::Deserializer::deserialize_seq(&mut de, &mut elements);
+        match (elements.stopped, walked) {
+            (Some(error), _) => Err(error),
+            (None, Ok(())) => Ok(()),
+            (None, Err(e)) => {
+                let (line, column) = self.locate(text, e.line(), e.column());
+                Err(PayloadError::Shape {
+                    path: path.to_owned(),
+                    message: strip_position(&e),
+                    line: Some(line),
+                    column: Some(column),
+                })
+            }
+        }
     }
 
     fn event_data(

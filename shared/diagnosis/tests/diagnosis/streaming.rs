@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use batch_triage_diagnosis::payload::{IN_MEMORY_LIMIT, read_payload};
+use batch_triage_diagnosis::payload::{IN_MEMORY_LIMIT, read_payload, read_slice};
 use batch_triage_diagnosis::{Item, PayloadError, PayloadKind};
 
 fn big_task_list(tasks: usize, bad_at: Option<usize>) -> Vec<u8> {
@@ -73,4 +73,100 @@ fn a_huge_document_that_is_not_a_list_is_refused() {
     let text = format!("{{\"id\": \"t\", \"commandLine\": \"{filler}\"}}");
     let err = read_payload(Cursor::new(text.into_bytes()), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("not a list response"), "{err}");
+}
+
+/// A records batch larger than the in-memory limit: task events between empty records and other
+/// operations, so every branch of a record is taken.
+fn big_records_batch(records: usize) -> Vec<u8> {
+    let mut out = String::from("{\"records\": [");
+    for i in 0..records {
+        if i > 0 {
+            out.push(',');
+        }
+        match i % 4 {
+            0 => out.push_str("{}"),
+            1 => out.push_str(&format!(
+                "{{\"operationName\": \"TaskFailEvent\", \"resourceId\": \"/SUBSCRIPTIONS/S/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/ACCT\", \"properties\": {{\"jobId\": \"j\", \"id\": \"t-{i}\", \"executionInfo\": {{\"exitCode\": {i}}}}}}}"
+            )),
+            2 => out.push_str("{\"operationName\": \"PoolResizeCompleteEvent\", \"properties\": {}}"),
+            _ => out.push_str(&format!("{{\"category\": \"ServiceLog\", \"padding\": \"{i:0>400}\"}}")),
+        }
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+/// A way to read a payload: whole or streamed.
+type Read<'a> = &'a dyn Fn(&mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError>;
+
+fn items_of(
+    read: impl FnOnce(&mut dyn FnMut(Item)) -> Result<PayloadKind, PayloadError>,
+) -> (PayloadKind, Vec<String>) {
+    let mut items = Vec::new();
+    let kind = read(&mut |item| items.push(format!("{item:?}"))).unwrap();
+    (kind, items)
+}
+
+#[test]
+fn a_records_batch_streamed_gives_what_it_gives_read_whole() {
+    let bytes = big_records_batch(120_000);
+    assert!(bytes.len() > IN_MEMORY_LIMIT, "{} bytes", bytes.len());
+    let (streamed_kind, streamed) = items_of(|sink| read_payload(Cursor::new(&bytes), sink));
+    let (whole_kind, whole) = items_of(|sink| read_slice(&bytes, sink));
+    assert_eq!(streamed_kind, PayloadKind::DiagnosticRecords);
+    assert_eq!(whole_kind, streamed_kind);
+    assert_eq!(streamed.len(), 120_000);
+    assert_eq!(whole, streamed);
+    assert!(whole[1].contains("t-1"), "{}", whole[1]);
+}
+
+#[test]
+fn a_bad_record_has_the_same_path_and_position_streamed_or_whole() {
+    let mut text = String::from_utf8(big_records_batch(120_000)).unwrap();
+    let bad = "\"exitCode\": 100001}";
+    let at = text.find(bad).expect("record 100001 is a task event");
+    text.replace_range(at..at + bad.len(), "\"exitCode\": \"x\"}");
+    let bytes = text.into_bytes();
+    let streamed = read_payload(Cursor::new(&bytes), &mut |_| {}).unwrap_err();
+    let whole = read_slice(&bytes, &mut |_| {}).unwrap_err();
+    match &whole {
+        PayloadError::Shape { path, line, .. } => {
+            assert_eq!(path, "records[100001].properties.executionInfo.exitCode");
+            assert_eq!(*line, Some(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(whole.to_string(), streamed.to_string());
+}
+
+#[test]
+fn eleven_million_empty_records_are_eleven_million_skipped_items() {
+    // 31.5 MB, the body that once took a server to 1.35 GB: read whole (as `serve` does) and
+    // streamed, each record is handed over and dropped, never collected.
+    let records = 11_000_000;
+    let mut bytes = Vec::with_capacity(records * 3 + 16);
+    bytes.extend_from_slice(b"{\"records\":[{}");
+    for _ in 1..records {
+        bytes.extend_from_slice(b",{}");
+    }
+    bytes.extend_from_slice(b"]}");
+    let count = |read: Read<'_>| {
+        let (mut skipped, mut other) = (0usize, 0usize);
+        let kind = read(&mut |item| match item {
+            Item::Skipped { what } if what == "a record without operationName" => skipped += 1,
+            _ => other += 1,
+        });
+        (kind.unwrap(), skipped, other)
+    };
+    let expected = (PayloadKind::DiagnosticRecords, records, 0);
+    assert_eq!(
+        count(&|sink| read_slice(&bytes, sink)),
+        expected,
+        "read whole"
+    );
+    assert_eq!(
+        count(&|sink| read_payload(Cursor::new(&bytes), sink)),
+        expected,
+        "streamed"
+    );
 }

@@ -714,3 +714,35 @@ async fn starts_and_successful_completions_cost_no_batch_request() {
         .collect();
     assert!(about_ok.is_empty(), "{about_ok:?}");
 }
+
+/// One record of a batch made by [`fail_record`].
+fn record_of(batch: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(batch).unwrap();
+    value["records"][0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_repeating_two_subjects_a_hundred_thousand_times_reports_two() {
+    // Duplicates are dropped as the batch is read, refusals included: memory and the report
+    // follow the distinct subjects, not the records.
+    let world = world().await;
+    let ours = record_of(&fail_record("devbatch1", "etl", "oom"));
+    let theirs = record_of(&fail_record("someoneelse", "etl", "oom"));
+    let mut records = Vec::with_capacity(100_000);
+    for i in 0..100_000 {
+        records.push(if i % 2 == 0 { &ours } else { &theirs }.as_str());
+    }
+    let payload = format!("{{\"records\": [{}, {{}}]}}", records.join(","));
+    let report = world
+        .triage
+        .handle_payload(payload.as_bytes(), OffsetDateTime::now_utc(), deadline())
+        .await
+        .unwrap();
+    assert_eq!(report.subjects.len(), 2, "{:#?}", report.subjects);
+    assert!(
+        matches!(report.subjects[1].outcome, Outcome::Refused(_)),
+        "{report:#?}"
+    );
+    assert_eq!(report.ignored_items, 1, "the empty record");
+    assert_eq!(world.hook.len(), 1);
+}
