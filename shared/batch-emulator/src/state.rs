@@ -20,6 +20,10 @@ use crate::scenario::{
     ScenarioError, TaskGenerator, TransitionConfig,
 };
 
+mod json_map;
+
+use json_map::{default_field, object_at, resolve_map, str_at};
+
 /// How Batch renders an infinite duration (.NET `TimeSpan.MaxValue`).
 const INFINITE: &str = "P10675199DT2H48M5.4775807S";
 
@@ -113,55 +117,6 @@ pub(crate) struct State {
 /// Lower-cased map key for an id.
 pub(crate) fn key(id: &str) -> String {
     id.to_lowercase()
-}
-
-fn str_at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
-    let (first, rest) = path.split_first()?;
-    let mut value = map.get(*first)?;
-    for segment in rest {
-        value = value.get(*segment)?;
-    }
-    value.as_str()
-}
-
-/// Replaces every relative time string (`now-5m`) in `value` with a Batch timestamp.
-fn resolve_times(value: &mut Value, now: OffsetDateTime) {
-    match value {
-        Value::String(text) => {
-            if let Some(t) = clock::resolve_relative(text, now) {
-                *text = clock::format_time(t);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| resolve_times(v, now)),
-        Value::Object(map) => map.values_mut().for_each(|v| resolve_times(v, now)),
-        _ => {}
-    }
-}
-
-fn resolve_map(map: Map<String, Value>, now: OffsetDateTime) -> Map<String, Value> {
-    let mut value = Value::Object(map);
-    resolve_times(&mut value, now);
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
-fn object_at<'a>(map: &'a mut Map<String, Value>, name: &str) -> &'a mut Map<String, Value> {
-    let slot = map
-        .entry(name.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(inner) => inner,
-        _ => unreachable!("slot was just made an object"),
-    }
-}
-
-fn default_field(map: &mut Map<String, Value>, name: &str, value: Value) {
-    map.entry(name.to_owned()).or_insert(value);
 }
 
 impl State {
