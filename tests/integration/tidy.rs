@@ -2,7 +2,9 @@
 //! - the core (`batch-triage-diagnosis`) does no I/O: no async runtime, HTTP, cloud SDK or
 //!   filesystem-watching crate anywhere in its dependency closure;
 //! - dependencies point inward: handlers → pipeline → adapters → core, never back out;
-//! - `anyhow` only in handlers and tests; libraries return typed errors.
+//! - `anyhow` only in handlers and tests; libraries return typed errors;
+//! - the foundation (`batch-triage-foundation`) does no I/O either: no HTTP stack or cloud SDK in
+//!   its dependency closure, no file, environment or network access in its sources.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ fn metadata() -> Value {
 /// lower layer. A new crate must be placed here.
 const LAYERS: &[(&str, u8)] = &[
     ("batch-triage-diagnosis", 0),
+    // Deadlines, the retry policy and Secret, shared by the adapters; no I/O.
+    ("batch-triage-foundation", 0),
     ("batch-triage-batch-client", 1),
     ("batch-triage-batch-emulator", 1),
     ("batch-triage-artifact-store", 1),
@@ -208,5 +212,90 @@ fn the_readme_documents_every_class_and_exit_meaning() {
             readme.contains(&format!("| `{meaning}` |")),
             "README's exitMeaning table lacks {meaning}"
         );
+    }
+}
+
+/// Crates the foundation must never reach: it holds types and decisions, not clients. (It uses
+/// `tokio::time::Instant` for deadlines, so the runtime itself is allowed.)
+const NO_CLIENTS: &[&str] = &[
+    "reqwest",
+    "hyper",
+    "axum",
+    "lettre",
+    "azure_",
+    "aws-",
+    "lambda_runtime",
+    "rustls",
+];
+
+#[test]
+fn the_foundation_does_no_io() {
+    let meta = metadata();
+    let packages = meta["packages"].as_array().unwrap();
+    let id_of = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{name} is a workspace crate"))
+    };
+    let name_of = |id: &str| -> String {
+        packages
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let nodes: BTreeMap<String, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap().to_owned(), n))
+        .collect();
+    let mut stack = vec![id_of("batch-triage-foundation")];
+    let mut seen = BTreeSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        for dep in nodes[&id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
+            if normal {
+                stack.push(dep["pkg"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let closure: Vec<String> = seen.iter().map(|id| name_of(id)).collect();
+    for name in &closure {
+        assert!(
+            !NO_CLIENTS.iter().any(|p| name.starts_with(p)),
+            "the foundation reaches {name}: {closure:?}"
+        );
+    }
+    assert!(
+        closure.iter().any(|n| n == "httpdate"),
+        "the walk found the foundation's real dependencies: {closure:?}"
+    );
+    let src = workspace_root().join("shared/foundation/src");
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for needle in [
+            "std::env",
+            "std::fs",
+            "std::net",
+            "tokio::net",
+            "tokio::fs",
+            "File::open",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}",
+                entry.path().display()
+            );
+        }
     }
 }

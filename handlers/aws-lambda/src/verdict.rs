@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use batch_client::BatchError;
 use lambda_runtime::Diagnostic;
+use pipeline::Verdict;
 use pipeline::triage::{RunReport, TriageError};
 use pipeline::webhook::Response;
 use serde::Serialize;
@@ -53,12 +54,13 @@ impl InvocationError {
         }
     }
 
-    /// A failed Batch call: retryable when Batch throttled or failed transiently.
+    /// A failed Batch call: retryable when Batch throttled or failed transiently (the
+    /// pipeline's [`Verdict`] decides).
     pub fn from_batch(error: &BatchError) -> Self {
-        if error.is_retryable() {
-            Self::retryable(error.to_string())
-        } else {
-            Self::non_retryable(error.to_string())
+        let verdict = Verdict::of_batch_error(error);
+        Self {
+            retryable: verdict.is_retry(),
+            message: error.to_string(),
         }
     }
 
@@ -138,19 +140,21 @@ impl From<Response> for HttpResponse {
     }
 }
 
-/// The answer to a delivery the pipeline ran: 503 when a subject failed in a way a retry may fix
-/// (everything already done is idempotent, so the redelivery repeats nothing), 400 for a payload
-/// that cannot be read (retrying cannot make it readable), 200 otherwise.
+/// The answer to a delivery the pipeline ran: the pipeline's [`Verdict`] as a status code (503
+/// when a subject failed in a way a retry may fix, 400 for a payload that cannot be read, 200
+/// otherwise).
 pub fn delivery_response(result: &Result<RunReport, TriageError>) -> HttpResponse {
-    match result {
-        Ok(report) if report.should_retry() => {
-            HttpResponse::json(503, &json!({"retry": true, "subjects": report.lines()}))
+    let verdict = Verdict::of_payload(result);
+    let status = verdict.http_status();
+    match (result, verdict) {
+        (Ok(report), Verdict::Retry { .. }) => {
+            HttpResponse::json(status, &json!({"retry": true, "subjects": report.lines()}))
         }
-        Ok(report) => HttpResponse::json(
-            200,
+        (Ok(report), _) => HttpResponse::json(
+            status,
             &json!({"subjects": report.lines(), "ignoredItems": report.ignored_items}),
         ),
-        Err(error) => HttpResponse::json(400, &json!({"error": error.to_string()})),
+        (Err(error), _) => HttpResponse::json(status, &json!({"error": error.to_string()})),
     }
 }
 

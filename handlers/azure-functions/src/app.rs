@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_client::Deadline;
+use pipeline::Verdict;
 use pipeline::triage::{Outcome, SubjectReport, Triage};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -203,7 +204,8 @@ async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
         tracing::error!(error = %error, "unreadable payload acknowledged");
         logs.push(format!("ignored an unreadable payload: {error}"));
     }
-    let response = if report.should_retry() {
+    // The host retries a failed invocation; anything else is acknowledged.
+    let response = if Verdict::of_run(&report).is_retry() {
         retry(logs)
     } else {
         ok(logs)
@@ -285,8 +287,9 @@ async fn diagnose(State(state): State<AppState>, body: String) -> Response {
         .await
     {
         Ok(diagnoses) => http(200, serde_json::to_value(diagnoses).unwrap_or(Value::Null)),
-        Err(error) if error.is_not_found() => http(404, json!({"error": error.to_string()})),
-        Err(error) if error.is_retryable() => http(503, json!({"error": error.to_string()})),
-        Err(error) => http(502, json!({"error": error.to_string()})),
+        Err(error) => http(
+            Verdict::of_batch_error(&error).http_status(),
+            json!({"error": error.to_string()}),
+        ),
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use diagnosis::payload::{read_payload, read_slice};
 use diagnosis::policy::{ActionPlan, Plan, PlanContext, Policy, Threshold, format_duration, plan};
 use diagnosis::{Diagnosis, Evidence, diagnose_item};
+use notify::{Allowlist, NotifyError, ReceiverConfig};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -19,6 +20,12 @@ Examples:
   batch-triage policy check examples/policy.toml
   batch-triage policy check policy.toml --sample tasks.json --stderr stderr.txt
   batch-triage policy check policy.toml --now 2026-12-01T09:00:00Z
+  batch-triage policy check policy.toml --allow-host smtp.contoso.com
+
+Receivers' destinations written in the policy (an email receiver's SMTP host, an ACS endpoint)
+must be on the notification allowlist, as they must be when the handlers send: the default
+hosts, plus --allow-host / BATCH_TRIAGE_ALLOW_HOSTS. IP literals must be listed exactly;
+loopback needs --allow-loopback / BATCH_TRIAGE_ALLOW_LOOPBACK=true (local tests only).
 
 Exit status: 0 when the policy is valid, 1 when it is not (each problem is printed as
 FILE:LINE:COL: message), 2 when a file cannot be read.";
@@ -58,6 +65,21 @@ struct CheckArgs {
     /// Only validate; print no samples.
     #[arg(long)]
     quiet: bool,
+
+    /// Also allow this notification host (exact, or `*.suffix`); repeatable. The handlers read
+    /// the same list from BATCH_TRIAGE_ALLOW_HOSTS (comma-separated).
+    #[arg(
+        long = "allow-host",
+        value_name = "PATTERN",
+        env = "BATCH_TRIAGE_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    allow_hosts: Vec<String>,
+
+    /// Allow loopback destinations (local test receivers only), as
+    /// BATCH_TRIAGE_ALLOW_LOOPBACK=true does for the handlers.
+    #[arg(long)]
+    allow_loopback: bool,
 }
 
 /// Built-in samples: one failure of each common kind, with a stderr tail where we have one.
@@ -124,6 +146,15 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    let allowlist = allowlist(args);
+    let problems = receiver_problems(&policy, &allowlist, &text);
+    if !problems.is_empty() {
+        let file = args.file.display().to_string();
+        for (line, column, message) in problems {
+            eprintln!("{file}:{line}:{column}: {message}");
+        }
+        return Ok(ExitCode::from(1));
+    }
     let now = match &args.now {
         Some(text) => OffsetDateTime::parse(text, &Rfc3339)
             .with_context(|| format!("--now {text:?} is not an RFC 3339 time"))?,
@@ -174,6 +205,87 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         print!("{}", describe(name, diagnosis, &planned, &policy));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The notification allowlist the handlers would use with the same settings.
+fn allowlist(args: &CheckArgs) -> Allowlist {
+    let mut allowlist = Allowlist::default();
+    for host in args
+        .allow_hosts
+        .iter()
+        .map(|h| h.trim())
+        .filter(|h| !h.is_empty())
+    {
+        allowlist = allowlist.with(host);
+    }
+    let loopback_setting = std::env::var("BATCH_TRIAGE_ALLOW_LOOPBACK")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if args.allow_loopback || loopback_setting {
+        allowlist = allowlist.allow_loopback();
+    }
+    allowlist
+}
+
+/// Receivers whose settings are unusable or whose destination the allowlist refuses, as
+/// `(line, column, message)`, in file order.
+fn receiver_problems(
+    policy: &Policy,
+    allowlist: &Allowlist,
+    text: &str,
+) -> Vec<(usize, usize, String)> {
+    let mut problems = Vec::new();
+    for (index, receiver) in policy.receivers.iter().enumerate() {
+        let checked = ReceiverConfig::from_policy(receiver)
+            .and_then(|config| config.check_destination(allowlist));
+        if let Err(error) = checked {
+            let (line, column) = destination_position(text, index);
+            let hint = match error {
+                NotifyError::HostNotAllowed { .. } => {
+                    " (allow a host with --allow-host or BATCH_TRIAGE_ALLOW_HOSTS; loopback only with --allow-loopback, for local tests)"
+                }
+                _ => "",
+            };
+            problems.push((
+                line,
+                column,
+                format!("receiver {:?}: {error}{hint}", receiver.name),
+            ));
+        }
+    }
+    problems
+}
+
+/// Where the `index`-th `[[receivers]]` entry names its destination (the value of `host` or
+/// `endpoint`), else its header line; 1-based. The policy model keeps no positions for
+/// receiver settings, so this reads the text: entries written as `[[receivers]]` tables, the
+/// form the docs use (anything else is reported at 1:1).
+fn destination_position(text: &str, index: usize) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(header) = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.trim() == "[[receivers]]")
+        .map(|(number, _)| number)
+        .nth(index)
+    else {
+        return (1, 1);
+    };
+    for (number, line) in lines.iter().enumerate().skip(header + 1) {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            break;
+        }
+        let Some((key, _)) = trimmed.split_once('=') else {
+            continue;
+        };
+        if matches!(key.trim(), "host" | "endpoint") {
+            let value = line.find('=').map_or(0, |eq| {
+                eq + 1 + line[eq + 1..].len() - line[eq + 1..].trim_start().len()
+            });
+            return (number + 1, value + 1);
+        }
+    }
+    (header + 1, 1)
 }
 
 fn builtin_samples() -> anyhow::Result<Vec<(String, Diagnosis, Option<&'static str>)>> {

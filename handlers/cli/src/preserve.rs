@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use artifact_store::{ArtifactStore, BlobStore, LocalDirStore};
+use artifact_store::{ArtifactStore, BlobStore, LocalDirStore, RetryNotice, RetryObserver};
 use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, GetOptions, ListOptions};
 use batch_emulator::{WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use futures::TryStreamExt;
@@ -109,7 +109,7 @@ fn account_name(config: &BatchConfig, args: &Args) -> String {
     }
 }
 
-async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn ArtifactStore>> {
+async fn open_store(args: &Args, progress: &ProgressBar) -> anyhow::Result<Arc<dyn ArtifactStore>> {
     if let Some(dir) = &args.to {
         let store = LocalDirStore::new(dir).with_context(|| format!("--to {}", dir.display()))?;
         return Ok(Arc::new(store));
@@ -118,7 +118,19 @@ async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn ArtifactStore>> {
         .to_blob
         .as_deref()
         .context("--to or --to-blob is required")?;
-    let store = BlobStore::from_spec(spec).context("--to-blob")?;
+    // Each retry is shown, so a slow store reads as retrying, not as hung.
+    let shown = progress.clone();
+    let observer: RetryObserver = Arc::new(move |notice: &RetryNotice| {
+        let line = retry_line(notice);
+        if shown.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            shown.println(line);
+        }
+    });
+    let store = BlobStore::from_spec(spec)
+        .and_then(|store| store.with_retry_observer(observer))
+        .context("--to-blob")?;
     // Best effort: a SAS limited to one container cannot create it, and need not.
     let _ = store.create_container_if_missing().await;
     Ok(Arc::new(store))
@@ -134,7 +146,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let progress = progress_bar(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let reports = crate::runtime()?.block_on(async {
-        let store = open_store(args).await?;
+        let store = open_store(args, &progress).await?;
         preserve_job(&client, &*store, &account, args, &options, &progress).await
     });
     progress.finish_and_clear();
@@ -283,6 +295,17 @@ fn progress_bar(terminal: bool) -> ProgressBar {
     bar
 }
 
+/// The line a retry of the store shows.
+fn retry_line(notice: &RetryNotice) -> String {
+    format!("batch-triage: {notice}")
+}
+
+/// Text from a node (file names, Batch's messages) made safe for a terminal, on one line: a
+/// hostile name cannot move the cursor, recolour the screen or forge a line.
+fn printable(text: &str) -> String {
+    diagnosis::inert::one_line(text)
+}
+
 fn progress_message(what: &str, copied: u64) -> String {
     format!("· {what} · {} copied so far", HumanBytes(copied))
 }
@@ -306,14 +329,22 @@ fn print_text(what: &str, report: &PreserveReport) {
         "INCOMPLETE"
     };
     let location = report.link.as_deref().unwrap_or(&report.prefix);
-    println!("{what}: {state}, {copied} file(s) → {location}");
+    println!(
+        "{}: {state}, {copied} file(s) → {}",
+        printable(what),
+        printable(location)
+    );
     for file in &report.files {
+        let source = printable(&file.source);
         match &file.outcome {
-            FileOutcome::Missing { code } => println!("  missing {}: {code}", file.source),
+            FileOutcome::Missing { code } => println!("  missing {source}: {}", printable(code)),
             FileOutcome::Skipped { bytes, reason } => {
-                println!("  skipped {} ({bytes} bytes, {reason})", file.source)
+                println!("  skipped {source} ({bytes} bytes, {})", printable(reason))
             }
-            FileOutcome::Failed { error } => println!("  failed {}: {error}", file.source),
+            FileOutcome::Failed { error } => println!("  failed {source}: {}", printable(error)),
+            FileOutcome::NotStored { reason } => {
+                println!("  not stored {source}: {}", printable(reason))
+            }
             _ => {}
         }
     }
@@ -340,6 +371,9 @@ fn report_json(what: &str, report: &PreserveReport) -> serde_json::Value {
                     serde_json::json!({"bytes": bytes, "reason": reason}),
                 ),
                 FileOutcome::Failed { error } => ("failed", serde_json::json!({"error": error})),
+                FileOutcome::NotStored { reason } => {
+                    ("notStored", serde_json::json!({"reason": reason}))
+                }
                 _ => ("other", serde_json::json!({})),
             };
             v["outcome"] = outcome.into();
@@ -368,6 +402,30 @@ mod tests {
     #[test]
     fn progress_is_drawn_only_on_a_terminal() {
         assert!(progress_bar(false).is_hidden());
+    }
+
+    #[test]
+    fn a_retry_of_the_store_is_one_line() {
+        let notice = RetryNotice {
+            retry: 1,
+            max_retries: 6,
+            delay: Duration::from_millis(500),
+        };
+        assert_eq!(
+            retry_line(&notice),
+            "batch-triage: storage request failed transiently; retry 1 of 6 in 0.5 s"
+        );
+    }
+
+    #[test]
+    fn names_from_a_node_cannot_drive_the_terminal() {
+        let shown = printable("wd/\u{1b}[31mred\u{7}\ny\u{202e}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            !shown.contains('\u{202e}') && shown.contains("red"),
+            "{shown:?}"
+        );
+        assert_eq!(printable("wd/x\\y ünïcode"), "wd/x\\y ünïcode");
     }
 
     #[test]

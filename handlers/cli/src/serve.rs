@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use batch_client::Deadline;
 use futures::StreamExt;
+use pipeline::Verdict;
 use pipeline::settings::Settings;
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::{Triage, TriageError};
@@ -509,20 +510,20 @@ async fn run_payload(
     let Some(result) = detached(work).await else {
         return stopped();
     };
+    let verdict = Verdict::of_payload(&result);
+    let status =
+        StatusCode::from_u16(verdict.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match result {
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
                 eprintln!("batch-triage serve: {route}: {}", inert(line));
             }
-            if report.should_retry() {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "retry", "subjects": lines}),
-                )
+            if verdict.is_retry() {
+                json_response(status, json!({"status": "retry", "subjects": lines}))
             } else {
                 json_response(
-                    StatusCode::OK,
+                    status,
                     json!({"status": "done", "subjects": lines, "ignoredItems": report.ignored_items}),
                 )
             }
@@ -533,7 +534,7 @@ async fn run_payload(
                 inert(&error.to_string())
             );
             json_response(
-                StatusCode::BAD_REQUEST,
+                status,
                 json!({"error": format!("unreadable payload: {error}")}),
             )
         }
@@ -608,14 +609,11 @@ async fn diagnose(State(state): State<AppState>, payload: Payload) -> Response {
                 json!({"error": error.to_string()}),
             ),
         },
-        Err(error) if error.is_not_found() => {
-            json_response(StatusCode::NOT_FOUND, json!({"error": error.to_string()}))
-        }
-        Err(error) if error.is_retryable() => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(error) => json_response(
+            StatusCode::from_u16(Verdict::of_batch_error(&error).http_status())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
             json!({"error": error.to_string()}),
         ),
-        Err(error) => json_response(StatusCode::BAD_GATEWAY, json!({"error": error.to_string()})),
     }
 }
 

@@ -111,6 +111,97 @@ fn samples_can_come_from_payload_files() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `policy check` with no allowlist setting from the environment running the tests.
+fn check_clean(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+        .env("NO_COLOR", "1")
+        .env_remove("BATCH_TRIAGE_ALLOW_HOSTS")
+        .env_remove("BATCH_TRIAGE_ALLOW_LOOPBACK")
+        .args(["policy", "check", "--quiet"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn email_and_acs_destinations_off_the_allowlist_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let file = path.display().to_string();
+    let email = |host: &str| {
+        format!(
+            "[[receivers]]\nname = \"mail\"\nkind = \"email\"\nhost = \"{host}\"\n\
+             from = \"a@contoso.com\"\nto = [\"b@contoso.com\"]\n"
+        )
+    };
+    for (host, reason) in [
+        ("127.0.0.1", "loopback"),
+        ("169.254.169.254", "private, link-local or reserved"),
+        ("10.1.2.3", "private, link-local or reserved"),
+        ("[::1]", "loopback"),
+        ("20.50.2.1", "IP address is not on the allowlist"),
+        ("smtp.evil.example", "host is not on the allowlist"),
+    ] {
+        std::fs::write(&path, email(host)).unwrap();
+        let out = check_clean(&[&file]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{host}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{file}:4:8: receiver \"mail\": destination ")),
+            "{host}: {stderr}"
+        );
+        assert!(stderr.contains("refused"), "{host}: {stderr}");
+        assert!(stderr.contains(reason), "{host}: {stderr}");
+        assert!(
+            stderr.contains("--allow-host"),
+            "{host}: the way out is named"
+        );
+        assert!(out.stdout.is_empty(), "{host}");
+    }
+    // The allowed paths: a listed host, a listed address, loopback with the opt-in.
+    std::fs::write(&path, email("smtp.contoso.com")).unwrap();
+    assert!(
+        check_clean(&[&file, "--allow-host", "smtp.contoso.com"])
+            .status
+            .success()
+    );
+    std::fs::write(&path, email("20.50.2.1")).unwrap();
+    assert!(
+        check_clean(&[&file, "--allow-host", "20.50.2.1"])
+            .status
+            .success()
+    );
+    std::fs::write(&path, email("127.0.0.1")).unwrap();
+    assert!(check_clean(&[&file, "--allow-loopback"]).status.success());
+    assert!(
+        !check_clean(&[&file, "--allow-host", "127.0.0.1"])
+            .status
+            .success(),
+        "loopback needs the explicit opt-in, listing it is not enough"
+    );
+
+    // ACS: the endpoint obeys the same list.
+    let acs = |endpoint: &str| {
+        format!(
+            "[[receivers]]\nname = \"acs\"\nkind = \"acs_email\"\nendpoint = \"{endpoint}\"\n\
+             access_key_env = \"ACS_KEY\"\nsender = \"DoNotReply@contoso.net\"\nto = [\"b@contoso.com\"]\n"
+        )
+    };
+    std::fs::write(&path, acs("https://10.0.0.4")).unwrap();
+    let out = check_clean(&[&file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(&format!(
+            "{file}:4:12: receiver \"acs\": destination 10.0.0.4 refused"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&path, acs("https://contoso.europe.communication.azure.com")).unwrap();
+    let out = check_clean(&[&file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// `batch-triage … | head -2`: the reader goes away. With stdout a pipe whose reading end is
 /// already closed, every write fails (EPIPE) from the first byte; each subcommand that prints
 /// must end quietly with success, with no panic message.

@@ -183,3 +183,42 @@ fn preserve_errors_say_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn preserve_to_a_store_that_refuses_connections_fails_plainly_without_retrying() {
+    let (_emulator, address) = start_emulator(env!("CARGO_BIN_EXE_batch-triage"), None);
+    // A loopback port with nothing listening on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = format!(
+        "UseDevelopmentStorage=true;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;Container=logs"
+    );
+    let out = bin()
+        .args([
+            "preserve",
+            "--account-url",
+            &address,
+            "--job",
+            "etl",
+            "--task",
+            "oom",
+            "--to-blob",
+            &store,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("preserving task oom") && err.contains("connection refused"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("retry"),
+        "a refused connection was retried: {err}"
+    );
+    assert!(!err.contains("sig="), "{err}");
+}

@@ -12,6 +12,9 @@
 //!   key is turned into an account SAS here (HMAC-SHA256, valid for a day, renewed after half of
 //!   it).
 //!
+//! - Retries ([`crate::retry`]): transient failures get a bounded exponential back-off, each
+//!   retry announced to the store's [`RetryObserver`]; a refused connection fails at once.
+//!
 //! The SAS and the key never appear in `Debug`, errors or links.
 
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
+use crate::retry::{ConnectionRefused, FailFastOnRefused, RetryObserver, StoreRetry, was_refused};
 use crate::{
     ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
 };
@@ -91,6 +95,8 @@ pub struct BlobStore {
     concurrency: usize,
     /// A transport that trusts an extra root CA (see [`BlobStore::with_root_certificate`]).
     transport: Option<azure_core::http::Transport>,
+    /// Told of each retry (see [`BlobStore::with_retry_observer`]).
+    observer: Option<RetryObserver>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -126,7 +132,7 @@ impl BlobStore {
         let sas = url.query().filter(|q| !q.is_empty()).map(str::to_owned);
         url.set_query(None);
         url.set_fragment(None);
-        // A trailing '/' would make `…/container//blob` (RUNTIME §4.4).
+        // A trailing '/' would make `…/container//blob`, a different blob name.
         let path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&path);
         if url.path_segments().is_none_or(|mut s| s.all(str::is_empty)) {
@@ -141,7 +147,7 @@ impl BlobStore {
                 .decode(key.trim())
                 .map_err(|_| bad_spec("the storage account key is not valid base64"))?;
         }
-        let client = build_client(&url, &auth, None)?;
+        let client = build_client(&url, &auth, None, None)?;
         Ok(BlobStore {
             container_url: url,
             auth,
@@ -149,7 +155,22 @@ impl BlobStore {
             block_size: 4 * 1024 * 1024,
             concurrency: 4,
             transport: None,
+            observer: None,
         })
+    }
+
+    /// Calls `observer` before each retry of a request (after a throttle, a 5xx, a dropped
+    /// connection), so a person watching knows the store is being retried, not hung.
+    pub fn with_retry_observer(mut self, observer: RetryObserver) -> Result<Self, StoreError> {
+        self.observer = Some(observer);
+        let client = build_client(
+            &self.container_url,
+            &self.auth,
+            self.transport.as_ref(),
+            self.observer.clone(),
+        )?;
+        self.client = Mutex::new((Arc::new(client), Instant::now()));
+        Ok(self)
     }
 
     /// Also trusts the root CA in `pem` for the storage endpoint's certificate, besides the
@@ -162,7 +183,12 @@ impl BlobStore {
             .build()
             .map_err(|e| bad_spec(format!("could not build the HTTP client: {e}")))?;
         let transport = azure_core::http::Transport::new(Arc::new(http));
-        let client = build_client(&self.container_url, &self.auth, Some(&transport))?;
+        let client = build_client(
+            &self.container_url,
+            &self.auth,
+            Some(&transport),
+            self.observer.clone(),
+        )?;
         self.client = Mutex::new((Arc::new(client), Instant::now()));
         self.transport = Some(transport);
         Ok(self)
@@ -235,6 +261,7 @@ impl BlobStore {
                     &self.container_url,
                     &self.auth,
                     self.transport.as_ref(),
+                    self.observer.clone(),
                 )?),
                 Instant::now(),
             );
@@ -272,6 +299,7 @@ fn build_client(
     url: &Url,
     auth: &BlobAuth,
     transport: Option<&azure_core::http::Transport>,
+    observer: Option<RetryObserver>,
 ) -> Result<BlobContainerClient, StoreError> {
     let mut url = url.clone();
     let credential = match auth {
@@ -295,6 +323,8 @@ fn build_client(
     let options = azure_storage_blob::BlobContainerClientOptions {
         client_options: azure_core::http::ClientOptions {
             transport: Some(transport),
+            retry: azure_core::http::RetryOptions::custom(Arc::new(StoreRetry::new(observer))),
+            per_try_policies: vec![Arc::new(FailFastOnRefused)],
             ..Default::default()
         },
         ..Default::default()
@@ -420,6 +450,13 @@ fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
         ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
         _ => None,
     };
+    // A refused connection: said plainly, and transient (the store may come back), but the
+    // client did not retry it.
+    if was_refused(e) {
+        return StoreError::Transient {
+            message: format!("{key}: {ConnectionRefused}"),
+        };
+    }
     let what = match (status, &code) {
         (Some(s), Some(c)) => format!("{key}: HTTP {s} {c}"),
         (Some(s), None) => format!("{key}: HTTP {s}"),

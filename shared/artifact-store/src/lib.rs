@@ -16,6 +16,7 @@ mod key;
 mod lazy_http;
 mod local;
 mod open;
+mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -28,6 +29,7 @@ pub use blob::{
 pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
 pub use local::LocalDirStore;
 pub use open::open;
+pub use retry::{RetryNotice, RetryObserver};
 
 /// An opaque version tag. It changes on every write, so it can be used for compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -95,6 +97,17 @@ pub enum StoreError {
         /// The rejected key (printable escape of the input).
         key: String,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// The key is valid, but the store cannot hold it beside the objects it already has: on a
+    /// directory, an object's key is a directory of another's (`a` and `a/b`). Nothing was
+    /// written. (Blob Storage holds both; callers that want one layout everywhere avoid such
+    /// keys.)
+    #[error("object key {key} clashes with another object: {reason}")]
+    KeyConflict {
+        /// The key written.
+        key: String,
+        /// Which way it clashes.
         reason: String,
     },
     /// A failure that may succeed when retried (throttling, a dropped connection, a 5xx).

@@ -427,9 +427,33 @@ fn stat(path: &Path, key: &ObjectKey) -> Result<Option<fs::Metadata>, StoreError
 
 fn create_parent(path: &Path, key: &ObjectKey) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| StoreError::io(key.as_str(), e))?;
+        fs::create_dir_all(parent).map_err(|e| match e.kind() {
+            // A directory of the key exists as a file (EEXIST on the last level, ENOTDIR deeper).
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                key_conflict(key, "a directory of the key is an object")
+            }
+            _ => StoreError::io(key.as_str(), e),
+        })?;
     }
     Ok(())
+}
+
+fn key_conflict(key: &ObjectKey, reason: &str) -> StoreError {
+    StoreError::KeyConflict {
+        key: key.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Replaces `dest` with `temp`; a `dest` that is a directory (of other objects) is a conflict.
+fn replace(temp: &Path, dest: &Path, key: &ObjectKey) -> Result<(), StoreError> {
+    fs::rename(temp, dest).map_err(|e| {
+        if dest.is_dir() {
+            key_conflict(key, "the key is a directory of other objects")
+        } else {
+            StoreError::io(key.as_str(), e)
+        }
+    })
 }
 
 /// Holds the per-key lock until dropped (closing the file releases it).
@@ -470,6 +494,9 @@ fn publish_inner(
     match condition {
         Condition::IfAbsent => match fs::hard_link(temp, &dest) {
             Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {
+                return Err(key_conflict(key, "the key is a directory of other objects"));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StoreError::ConditionFailed {
                     key: key.to_string(),
@@ -479,7 +506,7 @@ fn publish_inner(
         },
         Condition::Always => {
             let _guard = lock(store, key)?;
-            fs::rename(temp, &dest).map_err(|e| StoreError::io(key.as_str(), e))?;
+            replace(temp, &dest, key)?;
         }
         Condition::IfMatch(expected) => {
             let _guard = lock(store, key)?;
@@ -491,7 +518,7 @@ fn publish_inner(
                     });
                 }
             }
-            fs::rename(temp, &dest).map_err(|e| StoreError::io(key.as_str(), e))?;
+            replace(temp, &dest, key)?;
         }
     }
     fs::metadata(&dest).map_err(|e| StoreError::io(key.as_str(), e))

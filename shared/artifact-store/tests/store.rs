@@ -4,7 +4,7 @@ mod suite;
 
 use std::sync::Arc;
 
-use artifact_store::{ArtifactStore, LocalDirStore};
+use artifact_store::{ArtifactStore, BlobAuth, BlobStore, Condition, LocalDirStore, ObjectKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_directory_backend() {
@@ -408,4 +408,171 @@ async fn local_store_removes_stale_temp_files_when_opened() {
         .await
         .unwrap();
     assert_eq!(temp_files(dir.path()).len(), 2);
+}
+
+/// A loopback port with nothing listening on it (bound, then closed).
+fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn counting_observer() -> (
+    artifact_store::RetryObserver,
+    Arc<std::sync::Mutex<Vec<artifact_store::RetryNotice>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let observer: artifact_store::RetryObserver =
+        Arc::new(move |notice: &artifact_store::RetryNotice| {
+            sink.lock().unwrap().push(notice.clone());
+        });
+    (observer, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_fails_without_retries_and_says_so() {
+    let url = format!("http://127.0.0.1:{}/devstoreaccount1/logs", refused_port());
+    let (observer, seen) = counting_observer();
+    let store = BlobStore::new(
+        &url,
+        BlobAuth::AccountKey {
+            account: artifact_store::DEVSTORE_ACCOUNT.into(),
+            key: artifact_store::DEVSTORE_KEY.into(),
+        },
+    )
+    .unwrap()
+    .with_retry_observer(observer)
+    .unwrap();
+    let key = ObjectKey::new("acct/job/task/manifest.json").unwrap();
+    let error = store.get(&key).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("connection refused") && message.contains("acct/job/task/manifest.json"),
+        "{message}"
+    );
+    assert!(!message.contains("sig="), "{message}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "retried: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(matches!(
+        store
+            .put(&key, "x".into(), Condition::Always)
+            .await
+            .unwrap_err(),
+        artifact_store::StoreError::Transient { .. }
+    ));
+}
+
+/// Answers the first request with 503, every later one with 404 BlobNotFound.
+async fn unavailable_once() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/devstoreaccount1/logs",
+        listener.local_addr().unwrap()
+    );
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    // One answer per request head (GETs have no body).
+                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buffer.drain(..end + 4);
+                        let answer: &[u8] = if counted
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                            == 0
+                        {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 404 The specified blob does not exist.\r\nx-ms-error-code: BlobNotFound\r\ncontent-length: 0\r\n\r\n"
+                        };
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_and_each_retry_announced() {
+    let (url, requests) = unavailable_once().await;
+    let (observer, seen) = counting_observer();
+    let store = BlobStore::new(&url, BlobAuth::Anonymous)
+        .unwrap()
+        .with_retry_observer(observer)
+        .unwrap();
+    let key = ObjectKey::new("a/b.json").unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].retry, seen[0].max_retries), (1, 6));
+    assert!(seen[0].to_string().contains("retry 1 of 6"), "{}", seen[0]);
+}
+
+#[tokio::test]
+async fn a_key_whose_directory_is_an_object_is_a_key_conflict_on_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let file = ObjectKey::new("f/wd/x").unwrap();
+    let beneath = ObjectKey::new("f/wd/x/y").unwrap();
+    let deeper = ObjectKey::new("f/wd/x/y/z").unwrap();
+    store
+        .put(&file, "x".into(), Condition::Always)
+        .await
+        .unwrap();
+    for key in [&beneath, &deeper] {
+        let error = store
+            .put(key, "y".into(), Condition::Always)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, artifact_store::StoreError::KeyConflict { key: k, .. } if k == key.as_str()),
+            "{error:?}"
+        );
+        let error = store.put_stream(key, chunked(b"y", 1)).await.unwrap_err();
+        assert!(
+            matches!(error, artifact_store::StoreError::KeyConflict { .. }),
+            "{error:?}"
+        );
+    }
+    // The other way round: a key that is a directory of other objects.
+    let dir_key = ObjectKey::new("g/a").unwrap();
+    store
+        .put(
+            &ObjectKey::new("g/a/b").unwrap(),
+            "b".into(),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    for condition in [Condition::Always, Condition::IfAbsent] {
+        let error = store
+            .put(&dir_key, "a".into(), condition)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, artifact_store::StoreError::KeyConflict { .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(std::fs::read(dir.path().join("f/wd/x")).unwrap(), b"x");
 }

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use diagnosis::wire::{
     BatchJob, BatchTask, DisableTasks, ListPage, NodeFile, PrepReleaseStatus, TaskCountsResult,
 };
+use foundation::Deadline;
 use futures::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
 use url::Url;
 
 use crate::error::BatchError;
-use crate::retry::Deadline;
 
 /// A list operation as a stream of pages (at most `maxresults` items each, 1000 by default),
 /// fetched one at a time as the stream is polled, so memory does not grow with the list.
@@ -38,7 +38,7 @@ pub struct GetOptions {
     pub expand: Option<String>,
 }
 
-/// OData options of a list operation (BATCH-FACTS §2).
+/// OData options of a list operation (`$filter`, `$select`, `$expand`, `maxresults`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListOptions {
     /// `$filter`, e.g. `state eq 'completed' and executionInfo/result eq 'failure'`.
@@ -109,7 +109,7 @@ impl FileRef {
     }
 }
 
-/// File properties from the headers of a HEAD or GET on a file (BATCH-FACTS §3).
+/// File properties from the headers of a HEAD or GET on a file (docs/batch-facts.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileInfo {
     /// Size in bytes of the whole file.

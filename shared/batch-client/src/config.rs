@@ -7,18 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
+use foundation::{RetryPolicy, Secret};
 use url::Url;
 
 use crate::error::ConfigError;
-use crate::retry::RetryPolicy;
-use crate::secret::Secret;
 
-/// The api-version sent by default (BATCH-FACTS §1: newest stable without the `.NN.0` suffix that
-/// the examples and SDKs use).
+/// The api-version sent by default: the newest stable one, without the `.NN.0` suffix that the
+/// examples and SDKs use (docs/batch-facts.md).
 pub const DEFAULT_API_VERSION: &str = "2025-06-01";
 
 /// The Entra scope for Batch. The double slash is deliberate: it yields the resource
-/// `https://batch.core.windows.net/`, the form the official SDKs use (RUNTIME §5).
+/// `https://batch.core.windows.net/`, the form the official SDKs use.
 pub const BATCH_SCOPE: &str = "https://batch.core.windows.net//.default";
 
 /// How requests are authenticated.

@@ -2,15 +2,17 @@
 //! with `ocp-range` from the byte reached, but only if the file is still the same version.
 
 use bytes::Bytes;
+use foundation::Deadline;
 use futures::StreamExt;
 use reqwest::Method;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use crate::api::{DownloadOptions, FileDownload, FileInfo};
-use crate::client::{BatchClient, Call, Expect, file_info, transport_error};
+use crate::client::BatchClient;
 use crate::error::BatchError;
-use crate::retry::Deadline;
+use crate::operations::file_info;
+use crate::request::{Call, Expect, transport_error};
 
 /// A response whose body is about to be streamed.
 struct Opened {

@@ -1,4 +1,4 @@
-//! Errors, classified by what the caller will do about them (STYLE §3 rule 4).
+//! Errors, classified by what the caller will do about them (retry, fix the request, or report a missing thing).
 //!
 //! Every [`BatchError`] carries an [`ErrorInfo`]: the HTTP status, the Batch error code, the
 //! message without its `RequestId:`/`Time:` lines, and both request ids, so that a log line or a
@@ -298,6 +298,17 @@ pub enum ConfigError {
     Http(String),
 }
 
+/// The retry policy (in `foundation`) reads the same classification the handlers do.
+impl foundation::Retryable for BatchError {
+    fn is_retryable(&self) -> bool {
+        BatchError::is_retryable(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        BatchError::retry_after(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,10 +344,8 @@ mod tests {
 
     #[test]
     fn corpus_error_bodies_parse() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/corpus/batch/errors"
-        );
+        // Error bodies the service really sent, quoted in public issues and answers.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/errors");
         let cases = [
             (
                 "BatchError.TooManyRequests.429.nextflow-2688.json",
@@ -356,7 +365,6 @@ mod tests {
         ];
         for (file, status, code) in cases {
             let Ok(body) = std::fs::read(format!("{dir}/{file}")) else {
-                // The handbook corpus sits beside the repository; without it there is nothing to read.
                 panic!("corpus file {file} missing under {dir}");
             };
             let info = ErrorInfo::from_response("op", status, &body, None, None);

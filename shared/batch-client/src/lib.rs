@@ -7,8 +7,8 @@ mod config;
 mod download;
 mod error;
 mod lazy_http;
-mod retry;
-mod secret;
+mod operations;
+mod request;
 pub mod shared_key;
 mod token;
 
@@ -19,8 +19,8 @@ pub use api::{
 pub use client::BatchClient;
 pub use config::{BATCH_SCOPE, BatchAuth, BatchConfig, DEFAULT_API_VERSION, EntraAuth};
 pub use error::{BatchError, ConfigError, ErrorInfo};
-pub use retry::{Deadline, RetryPolicy};
-pub use secret::Secret;
+/// Re-exported from `batch-triage-foundation`, so callers name them from here as before.
+pub use foundation::{Deadline, RetryPolicy, Secret};
 /// The URL type of [`BatchApi::check_url`], so an implementation of the trait can name it
 /// without depending on `url` itself.
 pub use url::Url;

@@ -1,4 +1,4 @@
-//! Shared Key request signing (BATCH-FACTS §6.2), byte-for-byte as the official Python SDK's
+//! Shared Key request signing (docs/batch-facts.md), byte-for-byte as the official Python SDK's
 //! `BatchSharedKeyAuthPolicy` (azure-batch 15.1.0) does it; the integration test
 //! `shared_key_python` checks that against the installed package.
 //!
@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use foundation::Secret;
 use hmac::{Hmac, Mac};
 use reqwest::header::HeaderMap;
 use sha2::Sha256;
 use url::Url;
 
 use crate::error::ConfigError;
-use crate::secret::Secret;
 
 /// The standard headers in the order the string to sign lists them.
 const SIGNED_HEADERS: [&str; 11] = [

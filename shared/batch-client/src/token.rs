@@ -10,12 +10,11 @@ use azure_identity::{
     ClientSecretCredential, DeveloperToolsCredential, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId,
 };
+use foundation::{Deadline, Secret};
 use time::OffsetDateTime;
 
 use crate::config::{BATCH_SCOPE, EntraAuth};
 use crate::error::{BatchError, ConfigError, ErrorInfo};
-use crate::retry::Deadline;
-use crate::secret::Secret;
 
 /// A token is renewed when it has less than this left, so that it never expires mid-request.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);

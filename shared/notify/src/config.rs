@@ -42,9 +42,10 @@ use azure_identity::{
     DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     UserAssignedId,
 };
-use batch_client::Secret;
+use foundation::Secret;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::Allowlist;
 use crate::error::NotifyError;
 
 /// One receiver as written in the policy: a name the rules refer to, and its channel settings.
@@ -293,6 +294,9 @@ impl ReceiverConfig {
 
     /// Reads the receiver's secrets through `env` (the caller decides where variables come
     /// from) and checks the settings. Errors name the variable, never its value.
+    ///
+    /// Destinations are not checked against an allowlist here (the caller has it): see
+    /// [`ReceiverConfig::check_destination`] and [`Receiver::check_destination`].
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Receiver, NotifyError> {
         let secret = |var: &str| -> Result<Secret, NotifyError> {
             env(var)
@@ -305,16 +309,6 @@ impl ReceiverConfig {
                     ))
                 })
         };
-        let need_recipients = |to: &[String]| {
-            if to.is_empty() {
-                Err(NotifyError::Config(format!(
-                    "receiver {:?}: `to` lists no recipient",
-                    self.name
-                )))
-            } else {
-                Ok(())
-            }
-        };
         let target = match &self.kind {
             ReceiverKind::Teams { url_env } => Target::Teams {
                 url: secret(url_env)?,
@@ -326,96 +320,166 @@ impl ReceiverConfig {
                 url: secret(url_env)?,
                 secret: secret(secret_env)?,
             },
-            ReceiverKind::Email {
-                host,
-                port,
-                tls,
-                username_env,
-                password_env,
-                from,
-                to,
-                ca_file,
-            } => {
-                need_recipients(to)?;
-                let extra_root_pem = match ca_file {
-                    Some(path) => Some(std::fs::read(path).map_err(|e| {
-                        NotifyError::Config(format!(
-                            "receiver {:?}: ca_file {path}: {e}",
-                            self.name
-                        ))
-                    })?),
-                    None => None,
-                };
-                let credentials = match (username_env, password_env) {
-                    (Some(user), Some(password)) => Some((secret(user)?, secret(password)?)),
-                    (None, None) => None,
-                    _ => {
-                        return Err(NotifyError::Config(format!(
-                            "receiver {:?}: username_env and password_env go together",
-                            self.name
-                        )));
-                    }
-                };
-                Target::Smtp(SmtpTarget {
-                    host: host.clone(),
-                    port: port.unwrap_or(match tls {
-                        SmtpTls::Starttls => 587,
-                        SmtpTls::Implicit => 465,
-                        SmtpTls::None => 25,
-                    }),
-                    tls: *tls,
-                    credentials,
-                    from: from.clone(),
-                    to: to.clone(),
-                    extra_root_pem,
-                })
-            }
-            ReceiverKind::AcsEmail {
-                endpoint,
-                access_key_env,
-                entra,
-                client_id,
-                sender,
-                to,
-            } => {
-                need_recipients(to)?;
-                let credential_error = |e: azure_core::Error| {
-                    NotifyError::Config(format!("receiver {:?}: Entra credential: {e}", self.name))
-                };
-                let auth = match (access_key_env, entra) {
-                    (Some(var), None) => AcsAuth::Key(secret(var)?),
-                    (None, Some(EntraSource::ManagedIdentity)) => {
-                        let options = ManagedIdentityCredentialOptions {
-                            user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                            ..Default::default()
-                        };
-                        AcsAuth::Entra(
-                            ManagedIdentityCredential::new(Some(options))
-                                .map_err(credential_error)?,
-                        )
-                    }
-                    (None, Some(EntraSource::DeveloperTools)) => AcsAuth::Entra(
-                        DeveloperToolsCredential::new(None).map_err(credential_error)?,
-                    ),
-                    _ => {
-                        return Err(NotifyError::Config(format!(
-                            "receiver {:?}: set exactly one of access_key_env and entra",
-                            self.name
-                        )));
-                    }
-                };
-                Target::Acs(AcsTarget {
-                    endpoint: endpoint.trim_end_matches('/').to_owned(),
-                    auth,
-                    sender: sender.clone(),
-                    to: to.clone(),
-                })
-            }
+            ReceiverKind::Email { .. } => Target::Smtp(self.resolve_smtp(&secret)?),
+            ReceiverKind::AcsEmail { .. } => Target::Acs(self.resolve_acs(&secret)?),
         };
         Ok(Receiver {
             name: self.name.clone(),
             target,
         })
+    }
+
+    /// Checks the destinations written in the policy against `allowlist`, before any secret is
+    /// read or any connection made: an email receiver's SMTP host (an IP literal must be
+    /// listed; loopback, private and link-local addresses are refused unless allowed) and an
+    /// ACS endpoint. Teams and webhook URLs are secrets held in the environment: they are
+    /// checked once resolved ([`Receiver::check_destination`]) and again before every send.
+    pub fn check_destination(&self, allowlist: &Allowlist) -> Result<(), NotifyError> {
+        match &self.kind {
+            ReceiverKind::Email { host, tls, .. } => {
+                crate::email::check_smtp_destination(allowlist, host, *tls)
+            }
+            ReceiverKind::AcsEmail { endpoint, .. } => {
+                crate::email::check_acs_destination(allowlist, endpoint)
+            }
+            ReceiverKind::Teams { .. } | ReceiverKind::Webhook { .. } => Ok(()),
+        }
+    }
+
+    /// Refuses a receiver without recipients.
+    fn need_recipients(&self, to: &[String]) -> Result<(), NotifyError> {
+        if to.is_empty() {
+            Err(NotifyError::Config(format!(
+                "receiver {:?}: `to` lists no recipient",
+                self.name
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The SMTP target of an `email` receiver: port by `tls`, the extra root CA read, the
+    /// credentials in pairs.
+    fn resolve_smtp(
+        &self,
+        secret: &dyn Fn(&str) -> Result<Secret, NotifyError>,
+    ) -> Result<SmtpTarget, NotifyError> {
+        let ReceiverKind::Email {
+            host,
+            port,
+            tls,
+            username_env,
+            password_env,
+            from,
+            to,
+            ca_file,
+        } = &self.kind
+        else {
+            return Err(NotifyError::Config(format!(
+                "receiver {:?} is not an email receiver",
+                self.name
+            )));
+        };
+        self.need_recipients(to)?;
+        let extra_root_pem = match ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                NotifyError::Config(format!("receiver {:?}: ca_file {path}: {e}", self.name))
+            })?),
+            None => None,
+        };
+        let credentials = match (username_env, password_env) {
+            (Some(user), Some(password)) => Some((secret(user)?, secret(password)?)),
+            (None, None) => None,
+            _ => {
+                return Err(NotifyError::Config(format!(
+                    "receiver {:?}: username_env and password_env go together",
+                    self.name
+                )));
+            }
+        };
+        Ok(SmtpTarget {
+            host: host.clone(),
+            port: port.unwrap_or(match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Implicit => 465,
+                SmtpTls::None => 25,
+            }),
+            tls: *tls,
+            credentials,
+            from: from.clone(),
+            to: to.clone(),
+            extra_root_pem,
+        })
+    }
+
+    /// The ACS target of an `acs_email` receiver: a key or an Entra credential, exactly one.
+    fn resolve_acs(
+        &self,
+        secret: &dyn Fn(&str) -> Result<Secret, NotifyError>,
+    ) -> Result<AcsTarget, NotifyError> {
+        let ReceiverKind::AcsEmail {
+            endpoint,
+            access_key_env,
+            entra,
+            client_id,
+            sender,
+            to,
+        } = &self.kind
+        else {
+            return Err(NotifyError::Config(format!(
+                "receiver {:?} is not an acs_email receiver",
+                self.name
+            )));
+        };
+        self.need_recipients(to)?;
+        let credential_error = |e: azure_core::Error| {
+            NotifyError::Config(format!("receiver {:?}: Entra credential: {e}", self.name))
+        };
+        let auth = match (access_key_env, entra) {
+            (Some(var), None) => AcsAuth::Key(secret(var)?),
+            (None, Some(EntraSource::ManagedIdentity)) => {
+                let options = ManagedIdentityCredentialOptions {
+                    user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                    ..Default::default()
+                };
+                AcsAuth::Entra(
+                    ManagedIdentityCredential::new(Some(options)).map_err(credential_error)?,
+                )
+            }
+            (None, Some(EntraSource::DeveloperTools)) => {
+                AcsAuth::Entra(DeveloperToolsCredential::new(None).map_err(credential_error)?)
+            }
+            _ => {
+                return Err(NotifyError::Config(format!(
+                    "receiver {:?}: set exactly one of access_key_env and entra",
+                    self.name
+                )));
+            }
+        };
+        Ok(AcsTarget {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            auth,
+            sender: sender.clone(),
+            to: to.clone(),
+        })
+    }
+}
+
+impl Receiver {
+    /// Checks every destination of a resolved receiver against `allowlist`, before any
+    /// connection: the Teams or webhook URL (scheme, host, IP literals), the SMTP host, the
+    /// ACS endpoint. Sending checks again (and vets resolved addresses); this lets a handler
+    /// refuse a bad configuration when it starts.
+    pub fn check_destination(&self, allowlist: &Allowlist) -> Result<(), NotifyError> {
+        match &self.target {
+            Target::Teams { url } | Target::Webhook { url, .. } => {
+                allowlist.check(&crate::egress::parse_url(url)?)
+            }
+            Target::Smtp(smtp) => {
+                crate::email::check_smtp_destination(allowlist, &smtp.host, smtp.tls)
+            }
+            Target::Acs(acs) => crate::email::check_acs_destination(allowlist, &acs.endpoint),
+        }
     }
 }
 
@@ -463,5 +527,73 @@ uri_env = "TEAMS_URL"
         let error = ops.resolve(|_| None).unwrap_err();
         assert!(error.to_string().contains("TEAMS_URL"));
         assert!(!error.is_retryable());
+    }
+
+    fn acs(endpoint: &str) -> ReceiverConfig {
+        ReceiverConfig {
+            name: "acs".into(),
+            kind: ReceiverKind::AcsEmail {
+                endpoint: endpoint.into(),
+                access_key_env: Some("ACS_KEY".into()),
+                entra: None,
+                client_id: None,
+                sender: "DoNotReply@contoso.net".into(),
+                to: vec!["b@contoso.com".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn acs_endpoints_obey_the_allowlist() {
+        let allowlist = Allowlist::default();
+        acs("https://contoso.europe.communication.azure.com/")
+            .check_destination(&allowlist)
+            .unwrap();
+        for endpoint in [
+            "https://10.0.0.4",
+            "https://169.254.169.254",
+            "https://[::1]",
+            "https://127.0.0.1",
+            "https://20.50.2.1",
+            "http://contoso.europe.communication.azure.com",
+            "https://acs.evil.example",
+            "not a url",
+        ] {
+            let error = acs(endpoint).check_destination(&allowlist).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    NotifyError::HostNotAllowed { .. } | NotifyError::Config(_)
+                ),
+                "{endpoint}: {error:?}"
+            );
+            assert!(!error.is_retryable(), "{endpoint}");
+        }
+        // Resolved receivers are checked the same way, Teams and webhook URLs included.
+        let resolved = acs("https://10.0.0.4")
+            .resolve(|_| Some("a2V5".into()))
+            .unwrap();
+        assert!(resolved.check_destination(&allowlist).is_err());
+        let teams = ReceiverConfig {
+            name: "ops".into(),
+            kind: ReceiverKind::Teams {
+                url_env: "URL".into(),
+            },
+        };
+        for (url, allowed) in [
+            (
+                "https://prod-1.westeurope.logic.azure.com/workflows/x?sig=s",
+                true,
+            ),
+            ("https://20.50.2.1/workflows/x?sig=s", false),
+            ("https://169.254.169.254/metadata", false),
+        ] {
+            let resolved = teams.resolve(|_| Some(url.into())).unwrap();
+            assert_eq!(
+                resolved.check_destination(&allowlist).is_ok(),
+                allowed,
+                "{url}"
+            );
+        }
     }
 }

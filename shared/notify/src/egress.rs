@@ -1,36 +1,42 @@
-//! Safe egress: the host [`Allowlist`], the HTTP client that never follows redirects and never
-//! connects to private addresses it was not told about, and the retry loop every HTTP channel
-//! shares (`Egress::post`).
+//! Safe egress: the host [`Allowlist`] every channel obeys (HTTP, SMTP and ACS alike), the HTTP
+//! client that never follows redirects and never connects to private addresses it was not told
+//! about, the vetted resolution SMTP connects through, and the retry loop every channel shares
+//! (`Egress::with_retries`, deciding with `foundation`'s [`RetryPolicy::decide`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use batch_client::{Deadline, RetryPolicy, Secret};
-use rand::Rng;
-use reqwest::header::HeaderMap;
+use foundation::{Deadline, RetryDecision, RetryPolicy, Retryable, Secret, parse_retry_after};
 use url::{Host, Url};
 
 use crate::error::{NotifyError, is_retryable_status};
 
 /// The default allowlist: Teams Workflows / Logic Apps / Power Platform hosts, legacy Office 365
-/// connector hosts, and Azure Communication Services endpoints.
+/// connector hosts, Azure Communication Services endpoints, and Microsoft 365's SMTP submission
+/// host.
 pub const DEFAULT_HOSTS: &[&str] = &[
     "*.logic.azure.com",
     "*.powerplatform.com",
     "api.powerautomate.com",
     "*.webhook.office.com",
     "*.communication.azure.com",
+    "smtp.office365.com",
 ];
 
-/// Which hosts notifications may be sent to.
+/// Which hosts notifications may be sent to, over any channel: HTTP (Teams, webhooks), SMTP and
+/// ACS.
 ///
 /// Patterns are exact hosts (`hooks.example.com`, `10.0.0.5`) or `*.suffix` (any host ending in
-/// `.suffix`, not `suffix` itself). Matching is case-insensitive. Only `https` is allowed, except
-/// `http` to loopback when [`Allowlist::allow_loopback`] was called (local tests). An IP address,
-/// literal or resolved, that is private, link-local, loopback, unspecified or otherwise not
-/// globally routable is refused unless it is listed exactly (loopback: unless loopback is allowed).
+/// `.suffix`, not `suffix` itself). Matching is case-insensitive. Every host is matched, names
+/// and IP literals alike: an IP literal is allowed only when it is listed exactly (or is loopback
+/// and [`Allowlist::allow_loopback`] was called). A name is resolved at connect time and an
+/// address that is private, link-local, loopback, unspecified, multicast or otherwise not
+/// globally routable is refused unless it is listed exactly (loopback: unless loopback is
+/// allowed). Over HTTP only `https` is allowed, except `http` to an allowed loopback (local
+/// tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowlist {
     patterns: Vec<String>,
@@ -83,7 +89,14 @@ impl Allowlist {
         })
     }
 
-    /// Whether connecting to this address is allowed.
+    /// Whether an IP address is listed exactly.
+    fn lists(&self, ip: IpAddr) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| p.trim_matches(['[', ']']).parse::<IpAddr>() == Ok(ip))
+    }
+
+    /// Whether connecting to this address (a resolved one) is allowed.
     fn address_allowed(&self, ip: IpAddr) -> Result<(), String> {
         if ip.is_loopback() {
             return if self.loopback {
@@ -92,14 +105,41 @@ impl Allowlist {
                 Err("loopback address (not allowed outside tests)".into())
             };
         }
-        if is_public(ip) || self.patterns.iter().any(|p| p.parse::<IpAddr>() == Ok(ip)) {
+        if is_public(ip) || self.lists(ip) {
             Ok(())
         } else {
             Err("private, link-local or reserved address".into())
         }
     }
 
-    /// Checks a destination before any connection: scheme, host pattern, literal addresses.
+    /// Whether a host as written in a destination may be contacted, before any lookup: an IP
+    /// literal must be listed exactly (or be loopback, with loopback allowed), a name must match
+    /// a pattern (or be `localhost`, with loopback allowed).
+    fn host_allowed<S: AsRef<str>>(&self, host: &Host<S>) -> Result<(), String> {
+        let ip = match host {
+            Host::Ipv4(ip) => IpAddr::V4(*ip),
+            Host::Ipv6(ip) => IpAddr::V6(*ip),
+            Host::Domain(name)
+                if self.loopback && name.as_ref().eq_ignore_ascii_case("localhost") =>
+            {
+                return Ok(());
+            }
+            Host::Domain(name) if self.matches(name.as_ref()) => return Ok(()),
+            Host::Domain(_) => return Err("host is not on the allowlist".into()),
+        };
+        if ip.is_loopback() {
+            return self.address_allowed(ip);
+        }
+        match (self.lists(ip), is_public(ip)) {
+            (true, _) => Ok(()),
+            (false, true) => Err("IP address is not on the allowlist".into()),
+            (false, false) => {
+                Err("private, link-local or reserved address not on the allowlist".into())
+            }
+        }
+    }
+
+    /// Checks an HTTP destination before any connection: scheme, credentials, host.
     pub fn check(&self, url: &Url) -> Result<(), NotifyError> {
         let host_text = url.host_str().unwrap_or_default().to_owned();
         let refuse = |reason: &str| NotifyError::HostNotAllowed {
@@ -107,15 +147,11 @@ impl Allowlist {
             reason: reason.to_owned(),
         };
         let host = url.host().ok_or_else(|| refuse("no host"))?;
-        let ip = match host {
-            Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-            Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-            Host::Domain(name) if self.loopback && name.eq_ignore_ascii_case("localhost") => {
-                Some(IpAddr::from([127, 0, 0, 1]))
-            }
-            Host::Domain(_) => None,
+        let loopback = match host {
+            Host::Ipv4(ip) => ip.is_loopback(),
+            Host::Ipv6(ip) => ip.is_loopback(),
+            Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
         };
-        let loopback = ip.is_some_and(|ip| ip.is_loopback());
         match url.scheme() {
             "https" => {}
             "http" if loopback && self.loopback => {}
@@ -128,11 +164,81 @@ impl Allowlist {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(refuse("credentials in the URL are not allowed"));
         }
-        match ip {
-            Some(ip) => self.address_allowed(ip).map_err(|reason| refuse(&reason)),
-            None if self.matches(&host_text) => Ok(()),
-            None => Err(refuse("host is not on the allowlist")),
+        self.host_allowed(&host).map_err(|reason| refuse(&reason))
+    }
+
+    /// Checks a bare host (an SMTP server as written in the policy: a name, an IPv4 literal, or
+    /// an IPv6 literal with or without brackets) before any connection.
+    pub fn check_host(&self, host: &str) -> Result<(), NotifyError> {
+        let host = parse_host(host)?;
+        self.host_allowed(&host)
+            .map_err(|reason| NotifyError::HostNotAllowed {
+                host: host.to_string(),
+                reason,
+            })
+    }
+
+    /// Resolves a host the allowlist accepts and keeps only the addresses it may connect to, so
+    /// the caller connects to exactly these (a name cannot be re-resolved to another address
+    /// between the check and the connection: no DNS rebinding). A name that resolves only to
+    /// refused addresses is refused; a failed lookup is a transport error (retryable).
+    pub async fn vetted_addresses(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, NotifyError> {
+        self.check_host(host)?;
+        let host = parse_host(host)?;
+        let refuse = |reason: String| NotifyError::HostNotAllowed {
+            host: host.to_string(),
+            reason,
+        };
+        let resolved: Vec<SocketAddr> = match &host {
+            Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), port)],
+            Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(*ip), port)],
+            Host::Domain(name) => tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| NotifyError::Transport(format!("cannot resolve {host}: {e}")))?
+                .collect(),
+        };
+        let mut refusal = None;
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|addr| match self.address_allowed(addr.ip()) {
+                Ok(()) => true,
+                Err(reason) => {
+                    refusal.get_or_insert(reason);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(refuse(match refusal {
+                Some(reason) => format!("{BlockedAddress} ({reason})"),
+                None => "the host resolves to no address".to_owned(),
+            }));
         }
+        Ok(allowed)
+    }
+}
+
+/// A host as written (a name, an IPv4 literal, an IPv6 literal with or without brackets),
+/// parsed the way URLs parse hosts, so that what is checked is what is connected to.
+pub(crate) fn parse_host(text: &str) -> Result<Host<String>, NotifyError> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(match ip {
+            IpAddr::V4(ip) => Host::Ipv4(ip),
+            IpAddr::V6(ip) => Host::Ipv6(ip),
+        });
+    }
+    match Host::parse(text) {
+        Ok(Host::Domain(name)) => Ok(Host::Domain(name.trim_end_matches('.').to_owned())),
+        Ok(host) => Ok(host),
+        Err(e) => Err(NotifyError::HostNotAllowed {
+            host: crate::text::keep_start(text, 100),
+            reason: format!("not a valid host ({e})"),
+        }),
     }
 }
 
@@ -293,8 +399,8 @@ impl Egress {
     }
 
     /// POSTs to a secret URL with retries. `build` makes each attempt's request from a fresh
-    /// builder (so per-attempt headers such as dates and signatures are recomputed). A 2xx whose body says
-    /// "HTTP error 429" (legacy Teams connectors) counts as throttled.
+    /// builder (so per-attempt headers such as dates and signatures are recomputed). A 2xx whose
+    /// body says "HTTP error 429" (legacy Teams connectors) counts as throttled.
     pub(crate) async fn post(
         &self,
         url: &Secret,
@@ -305,40 +411,68 @@ impl Egress {
         self.allowlist.check(&url)?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let client = self.client()?;
+        self.with_retries(&host, deadline, || {
+            self.once(build(client.post(url.clone())))
+        })
+        .await
+    }
+
+    /// The one retry loop of every channel: runs `attempt` until it delivers, bounding each
+    /// attempt by the deadline and deciding after each failure with the policy (a `Retry-After`
+    /// the receiver sent is honoured, never shortened). Gives up with the last error, or with
+    /// [`NotifyError::DeadlineExceeded`] when the next wait would end past the deadline.
+    pub(crate) async fn with_retries<F, Fut>(
+        &self,
+        host: &str,
+        deadline: Deadline,
+        mut attempt: F,
+    ) -> Result<Delivery, NotifyError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Delivery, NotifyError>>,
+    {
         // A Send RNG: this future is awaited on multi-threaded runtimes (rand::rng() is not Send).
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-        let mut attempt = 0u32;
+        let mut attempts = 0u32;
         loop {
-            attempt += 1;
-            let request = build(client.post(url.clone()));
-            let outcome =
-                match tokio::time::timeout_at(deadline.instant(), self.once(request)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(NotifyError::Transport("timed out at the deadline".into())),
-                };
+            attempts += 1;
+            let outcome = match tokio::time::timeout_at(deadline.instant(), attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(NotifyError::Transport("timed out at the deadline".into())),
+            };
             let error = match outcome {
                 Ok(mut delivery) => {
-                    delivery.attempts = attempt;
-                    tracing::info!(host, status = delivery.status, attempt, "delivered");
+                    delivery.attempts = attempts;
+                    tracing::info!(
+                        host,
+                        status = delivery.status,
+                        attempt = attempts,
+                        "delivered"
+                    );
                     return Ok(delivery);
                 }
                 Err(error) => error,
             };
-            let retryable = error.is_retryable();
-            tracing::warn!(host, attempt, retryable, error = %error, "delivery attempt failed");
-            if !retryable || attempt >= self.policy.max_attempts {
-                return Err(error);
+            let decision = self
+                .policy
+                .decide(attempts, &error, deadline.remaining(), &mut rng);
+            tracing::warn!(
+                host,
+                attempt = attempts,
+                retryable = error.is_retryable(),
+                error = %error,
+                "delivery attempt failed"
+            );
+            match decision {
+                RetryDecision::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                RetryDecision::GiveUp => return Err(error),
+                RetryDecision::OutOfTime => {
+                    return Err(NotifyError::DeadlineExceeded {
+                        attempts,
+                        last: Box::new(error),
+                    });
+                }
             }
-            let wait = error
-                .retry_after()
-                .unwrap_or_else(|| backoff(&self.policy, attempt - 1, &mut rng));
-            if wait >= deadline.remaining() {
-                return Err(NotifyError::DeadlineExceeded {
-                    attempts: attempt,
-                    last: Box::new(error),
-                });
-            }
-            tokio::time::sleep(wait).await;
         }
     }
 
@@ -421,35 +555,15 @@ fn transport_error(error: reqwest::Error) -> NotifyError {
     NotifyError::Transport(format!("{kind}: {}", error.without_url()))
 }
 
-/// Backoff before retry number `retry` (0-based): equal jitter, capped.
-pub(crate) fn backoff(policy: &RetryPolicy, retry: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = policy
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(retry.min(20)))
-        .min(policy.max_delay);
-    let half = ceiling / 2;
-    let jitter = rng.random_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX));
-    half + Duration::from_millis(jitter)
-}
+/// The retry policy reads the same classification the outbox does.
+impl Retryable for NotifyError {
+    fn is_retryable(&self) -> bool {
+        NotifyError::is_retryable(self)
+    }
 
-/// The wait a response asks for: `retry-after-ms`, or `Retry-After` as seconds or an HTTP date.
-/// Capped at an hour; the deadline decides whether waiting is worth it.
-pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    const LIMIT: Duration = Duration::from_secs(3600);
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
-        return Some(Duration::from_millis(ms).min(LIMIT));
+    fn retry_after(&self) -> Option<Duration> {
+        NotifyError::retry_after(self)
     }
-    let value = text("retry-after")?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds).min(LIMIT));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(LIMIT),
-    )
 }
 
 #[cfg(test)]
@@ -497,6 +611,113 @@ mod tests {
     }
 
     #[test]
+    fn ip_literals_obey_the_allowlist_too() {
+        let list = Allowlist::default();
+        for literal in [
+            "https://20.50.2.1/hook",
+            "https://[2001:4860::1]/hook",
+            "https://8.8.8.8/",
+            // Other spellings of an address are parsed the way they would be connected to.
+            "https://0x14.50.2.1/",
+            "https://336069121/",
+        ] {
+            let error = list.check(&url(literal)).unwrap_err();
+            assert!(
+                matches!(&error, NotifyError::HostNotAllowed { reason, .. } if reason.contains("not on the allowlist")),
+                "{literal}: {error}"
+            );
+        }
+        assert!(
+            list.clone()
+                .with("20.50.2.1")
+                .check(&url("https://20.50.2.1/hook"))
+                .is_ok()
+        );
+        assert!(
+            list.clone()
+                .with("[2001:4860::1]")
+                .check(&url("https://[2001:4860::1]/hook"))
+                .is_ok()
+        );
+        // A `*.suffix` pattern never matches an address.
+        assert!(
+            Allowlist::new(["*.1"])
+                .check(&url("https://20.50.2.1/"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bare_hosts_obey_the_same_rules() {
+        let strict = Allowlist::default().with("smtp.contoso.com");
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "localhost",
+            "169.254.169.254",
+            "10.1.2.3",
+            "192.168.0.10",
+            "[::1]",
+            "::1",
+            "[fe80::1]",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "20.50.2.1",
+            "smtp.evil.com",
+            "smtp.contoso.com.evil.net",
+            "",
+            "smtp.contoso.com:25@evil.net",
+            "bad host",
+        ] {
+            let error = strict.check_host(host).unwrap_err();
+            assert!(
+                matches!(error, NotifyError::HostNotAllowed { .. }),
+                "{host:?}: {error:?}"
+            );
+            assert!(!error.is_retryable(), "{host:?}");
+        }
+        assert!(strict.check_host("SMTP.Contoso.com.").is_ok());
+        let local = Allowlist::new([]).allow_loopback();
+        for host in ["127.0.0.1", "127.1", "localhost", "[::1]", "::1"] {
+            assert!(local.check_host(host).is_ok(), "{host}");
+        }
+        for host in ["10.0.0.5", "169.254.169.254", "20.50.2.1"] {
+            assert!(local.check_host(host).is_err(), "{host}");
+        }
+        assert!(Allowlist::new(["10.0.0.5"]).check_host("10.0.0.5").is_ok());
+    }
+
+    #[tokio::test]
+    async fn vetted_addresses_are_the_allowed_ones() {
+        // A listed name that resolves to loopback is refused without the loopback opt-in.
+        let error = Allowlist::new(["localhost"])
+            .vetted_addresses("localhost", 25)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, NotifyError::HostNotAllowed { .. }),
+            "{error:?}"
+        );
+        let local = Allowlist::new([]).allow_loopback();
+        let vetted = local.vetted_addresses("localhost", 2525).await.unwrap();
+        assert!(!vetted.is_empty());
+        assert!(
+            vetted
+                .iter()
+                .all(|addr| addr.ip().is_loopback() && addr.port() == 2525),
+            "{vetted:?}"
+        );
+        assert_eq!(
+            local.vetted_addresses("[::1]", 25).await.unwrap(),
+            vec!["[::1]:25".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(local.vetted_addresses("10.0.0.1", 25).await.is_err());
+    }
+
+    #[test]
     fn public_addresses() {
         assert!(is_public("20.50.2.1".parse().unwrap()));
         for ip in [
@@ -513,28 +734,5 @@ mod tests {
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after", "7".parse().unwrap());
-        assert_eq!(
-            parse_retry_after(&headers, now),
-            Some(Duration::from_secs(7))
-        );
-        headers.insert(
-            "retry-after",
-            httpdate::fmt_http_date(now + Duration::from_secs(3))
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            parse_retry_after(&headers, now),
-            Some(Duration::from_secs(3))
-        );
-        headers.insert("retry-after", "soon".parse().unwrap());
-        assert_eq!(parse_retry_after(&headers, now), None);
     }
 }

@@ -8,18 +8,20 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use batch_client::{Deadline, Secret};
+use foundation::{Deadline, Secret};
 use hmac::{Hmac, Mac};
+use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart, header};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::alert::{Alert, AlertState};
 use crate::config::{AcsAuth, AcsTarget, SmtpTarget, SmtpTls};
-use crate::egress::{Delivery, Egress, backoff};
+use crate::egress::{Allowlist, Delivery, Egress, parse_host};
 use crate::error::NotifyError;
 use crate::text::{keep_end, keep_start};
 
@@ -236,106 +238,175 @@ fn mime_message(target: &SmtpTarget, email: &EmailMessage) -> Result<Message, No
         .map_err(|e| NotifyError::Config(format!("email message: {e}")))
 }
 
+/// How an SMTP connection is protected, ready to use.
+enum Protection {
+    /// No TLS (loopback only).
+    Plain,
+    /// STARTTLS, required (never opportunistic: no credentials or mail over plain text).
+    StartTls(TlsParameters),
+    /// TLS from the first byte.
+    Implicit(TlsParameters),
+}
+
+/// Checks an SMTP destination as configured, before any connection: plain SMTP only to a
+/// loopback host, and the host on the allowlist like any other destination (an IP literal must
+/// be listed, loopback needs the loopback opt-in).
+pub fn check_smtp_destination(
+    allowlist: &Allowlist,
+    host: &str,
+    tls: SmtpTls,
+) -> Result<(), NotifyError> {
+    if tls == SmtpTls::None {
+        let loopback = match parse_host(host)? {
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+            url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        };
+        if !loopback {
+            return Err(NotifyError::Config(
+                "tls = \"none\" is only allowed to a loopback SMTP host".into(),
+            ));
+        }
+    }
+    allowlist.check_host(host)
+}
+
 /// Sends the alert by SMTP, retrying transient failures (4xx replies, connection problems)
-/// within `deadline`. STARTTLS is required when configured (never opportunistic); plain SMTP
+/// within `deadline`, with the egress's retry policy.
+///
+/// The server obeys the egress allowlist like an HTTP receiver: the host is checked before
+/// anything else, then every attempt resolves it, keeps only the addresses the allowlist
+/// accepts, and connects to exactly those (so a name cannot be re-resolved to a private address
+/// between the check and the connection). STARTTLS is required when configured (never
+/// opportunistic), and the certificate is checked against the configured host name; plain SMTP
 /// is only allowed to a loopback host.
 pub async fn send_smtp(
+    egress: &Egress,
     target: &SmtpTarget,
     alert: &Alert,
     deadline: Deadline,
 ) -> Result<Delivery, NotifyError> {
+    check_smtp_destination(egress.allowlist(), &target.host, target.tls)?;
     let message = mime_message(target, &render(alert))?;
+    let protection = smtp_protection(target)?;
+    let envelope = message.envelope();
+    let bytes = message.formatted();
+    let hello = ClientId::default();
+    egress
+        .with_retries(&target.host, deadline, || {
+            smtp_attempt(
+                egress,
+                target,
+                &protection,
+                &hello,
+                envelope,
+                &bytes,
+                deadline,
+            )
+        })
+        .await
+}
+
+/// The TLS settings of an SMTP target. With a `ca_file`, the certificate is checked against
+/// the system roots plus that CA.
+fn smtp_protection(target: &SmtpTarget) -> Result<Protection, NotifyError> {
+    if target.tls == SmtpTls::None {
+        return Ok(Protection::Plain);
+    }
+    // The certificate must name the host as configured, not the address connected to.
+    let server_name = match parse_host(&target.host)? {
+        url::Host::Domain(name) => name,
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    let mut builder = TlsParameters::builder(server_name);
+    if let Some(pem) = &target.extra_root_pem {
+        let certificate =
+            Certificate::from_pem(pem).map_err(|e| NotifyError::Config(format!("ca_file: {e}")))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    let parameters = builder
+        .build_rustls()
+        .map_err(|e| NotifyError::Config(format!("TLS settings: {e}")))?;
+    Ok(match target.tls {
+        SmtpTls::Implicit => Protection::Implicit(parameters),
+        _ => Protection::StartTls(parameters),
+    })
+}
+
+/// One SMTP session: vetted addresses, connect (TLS first if implicit), STARTTLS, AUTH, the
+/// message, QUIT.
+async fn smtp_attempt(
+    egress: &Egress,
+    target: &SmtpTarget,
+    protection: &Protection,
+    hello: &ClientId,
+    envelope: &Envelope,
+    bytes: &[u8],
+    deadline: Deadline,
+) -> Result<Delivery, NotifyError> {
     let smtp_error = |e: lettre::transport::smtp::Error| NotifyError::Smtp {
         transient: !e.is_permanent(),
         message: e.to_string(),
     };
-    // With a `ca_file`, the certificate is checked against the system roots plus that CA.
-    let tls_parameters = |pem: &[u8]| -> Result<TlsParameters, NotifyError> {
-        let certificate =
-            Certificate::from_pem(pem).map_err(|e| NotifyError::Config(format!("ca_file: {e}")))?;
-        TlsParameters::builder(target.host.clone())
-            .add_root_certificate(certificate)
-            .build_rustls()
-            .map_err(|e| NotifyError::Config(format!("TLS settings: {e}")))
-    };
-    let builder = match (target.tls, &target.extra_root_pem) {
-        (SmtpTls::Starttls, Some(pem)) => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
-                .tls(Tls::Required(tls_parameters(pem)?))
-        }
-        (SmtpTls::Implicit, Some(pem)) => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
-                .tls(Tls::Wrapper(tls_parameters(pem)?))
-        }
-        (SmtpTls::Starttls, None) => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)
-                .map_err(smtp_error)?
-        }
-        (SmtpTls::Implicit, None) => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&target.host).map_err(smtp_error)?
-        }
-        (SmtpTls::None, _) => {
-            let loopback = target.host == "localhost"
-                || target
-                    .host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                return Err(NotifyError::Config(
-                    "tls = \"none\" is only allowed to a loopback SMTP host".into(),
-                ));
-            }
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
-        }
-    };
-    let mut builder = builder.port(target.port);
-    if let Some((user, password)) = &target.credentials {
-        builder = builder.credentials(Credentials::new(
-            user.expose().to_owned(),
-            password.expose().to_owned(),
+    let addresses = egress
+        .allowlist()
+        .vetted_addresses(&target.host, target.port)
+        .await?;
+    if matches!(protection, Protection::Plain) && addresses.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(NotifyError::Config(
+            "tls = \"none\" is only allowed to a loopback SMTP host".into(),
         ));
     }
-    let policy = crate::RetryPolicy::standard();
-    // A Send RNG: this future is awaited on multi-threaded runtimes (rand::rng() is not Send).
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let transport = builder.clone().timeout(Some(deadline.remaining())).build();
-        let error = match tokio::time::timeout_at(
-            deadline.instant(),
-            transport.send(message.clone()),
-        )
-        .await
-        {
-            Ok(Ok(_response)) => {
-                tracing::info!(host = %target.host, attempt, "email delivered by smtp");
-                return Ok(Delivery {
-                    status: 250,
-                    attempts: attempt,
-                    operation_location: None,
-                });
-            }
-            Ok(Err(e)) => smtp_error(e),
-            Err(_) => NotifyError::Smtp {
-                message: "timed out at the deadline".into(),
-                transient: true,
-            },
-        };
-        let retryable = error.is_retryable();
-        tracing::warn!(host = %target.host, attempt, retryable, error = %error, "smtp attempt failed");
-        if !retryable || attempt >= policy.max_attempts {
-            return Err(error);
-        }
-        let wait = backoff(&policy, attempt - 1, &mut rng);
-        if wait >= deadline.remaining() {
-            return Err(NotifyError::DeadlineExceeded {
-                attempts: attempt,
-                last: Box::new(error),
-            });
-        }
-        tokio::time::sleep(wait).await;
+    let implicit = match protection {
+        Protection::Implicit(parameters) => Some(parameters.clone()),
+        _ => None,
+    };
+    let mut connection = AsyncSmtpConnection::connect_tokio1(
+        addresses.as_slice(),
+        Some(deadline.remaining()),
+        hello,
+        implicit,
+        None,
+    )
+    .await
+    .map_err(smtp_error)?;
+    if let Protection::StartTls(parameters) = protection {
+        connection
+            .starttls(parameters.clone(), hello)
+            .await
+            .map_err(smtp_error)?;
     }
+    if let Some((user, password)) = &target.credentials {
+        let credentials = Credentials::new(user.expose().to_owned(), password.expose().to_owned());
+        connection
+            .auth(DEFAULT_MECHANISMS, &credentials)
+            .await
+            .map_err(smtp_error)?;
+    }
+    connection.send(envelope, bytes).await.map_err(smtp_error)?;
+    // QUIT and close, as lettre's own transport does after a send; the mail is accepted already.
+    connection.abort().await;
+    Ok(Delivery {
+        status: 250,
+        attempts: 0,
+        operation_location: None,
+    })
+}
+
+/// The `emails:send` URL of an ACS endpoint.
+fn acs_url(endpoint: &str) -> Result<url::Url, NotifyError> {
+    let text = format!(
+        "{}/emails:send?api-version={ACS_API_VERSION}",
+        endpoint.trim().trim_end_matches('/')
+    );
+    url::Url::parse(&text).map_err(|e| NotifyError::Config(format!("ACS endpoint: {e}")))
+}
+
+/// Checks an ACS endpoint as configured, before any connection: a valid `https` URL whose host
+/// is on the allowlist (the default allowlist has `*.communication.azure.com`).
+pub fn check_acs_destination(allowlist: &Allowlist, endpoint: &str) -> Result<(), NotifyError> {
+    allowlist.check(&acs_url(endpoint)?)
 }
 
 /// The ACS `emails:send` request body.
@@ -401,12 +472,7 @@ pub async fn send_acs(
     alert: &Alert,
     deadline: Deadline,
 ) -> Result<Delivery, NotifyError> {
-    let url_text = format!(
-        "{}/emails:send?api-version={ACS_API_VERSION}",
-        target.endpoint
-    );
-    let url = url::Url::parse(&url_text)
-        .map_err(|e| NotifyError::Config(format!("ACS endpoint: {e}")))?;
+    let url = acs_url(&target.endpoint)?;
     egress.allowlist().check(&url)?;
     let auth = match &target.auth {
         AcsAuth::Key(key) => {
@@ -464,7 +530,9 @@ pub async fn send_acs(
             Err(token) => request.bearer_auth(token.expose()),
         }
     };
-    egress.post(&Secret::new(url_text), &build, deadline).await
+    egress
+        .post(&Secret::new(url.as_str()), &build, deadline)
+        .await
 }
 
 #[cfg(test)]

@@ -37,10 +37,10 @@ pub mod webhook;
 mod text;
 
 pub use alert::{Alert, AlertState, Group, Links};
-pub use batch_client::{Deadline, RetryPolicy, Secret};
 pub use config::{Receiver, ReceiverConfig, ReceiverKind};
 pub use egress::{Allowlist, Delivery, Egress};
 pub use error::NotifyError;
+pub use foundation::{Deadline, RetryPolicy, Secret};
 pub use outbox::{DrainReport, Outbox, OutboxEntry};
 pub use text::html_escape;
 
@@ -66,7 +66,7 @@ pub async fn send(
             config::Target::Webhook { url, secret } => {
                 webhook::send(egress, url, secret, alert, deadline).await
             }
-            config::Target::Smtp(smtp) => email::send_smtp(smtp, alert, deadline).await,
+            config::Target::Smtp(smtp) => email::send_smtp(egress, smtp, alert, deadline).await,
             config::Target::Acs(acs) => email::send_acs(egress, acs, alert, deadline).await,
         }
     };

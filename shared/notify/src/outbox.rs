@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
-use batch_client::Deadline;
 use bytes::Bytes;
+use foundation::Deadline;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;

@@ -17,7 +17,7 @@
 //! names and log names go only into `TextRun`s of `RichTextBlock`s, which it shows as written.
 //! `TextBlock`s hold our own words (the banner and the section headings).
 
-use batch_client::{Deadline, Secret};
+use foundation::{Deadline, Secret};
 use serde_json::{Value, json};
 
 use crate::alert::{Alert, AlertState};

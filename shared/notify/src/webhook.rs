@@ -28,7 +28,7 @@
 //! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples},
 //! "links": {logs, portal}, "stderrTail", "diagnosis": {…DESIGN §5…}}`.
 
-use batch_client::{Deadline, Secret};
+use foundation::{Deadline, Secret};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;

@@ -1,5 +1,5 @@
-//! Guarded job actions: disable or terminate a job because a rule
-//! says so, without ever racing a person or running away.
+//! Guarded job actions (ARCHITECTURE.md, "Every effect happens once"): disable or terminate a
+//! job because a rule says so, without ever racing a person or running away.
 //!
 //! The guards, in the order they are checked (each skip is audited with its reason):
 //! 1. actions are switched on globally (`[actions] enabled`) and the rule has an action;
@@ -70,6 +70,123 @@ struct OnceMarker<'a> {
     action: &'a str,
     rule: &'a str,
     audit_id: &'a str,
+    /// Where the decision that created the marker is audited, so a later run can tell a marker
+    /// whose action took effect from one that could not be given back.
+    audit_key: &'a str,
+}
+
+/// What a later run reads back from a marker (older markers have no `auditKey`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredMarker {
+    audit_key: Option<String>,
+}
+
+/// The once-marker this decision created, with the version to give back.
+#[derive(Debug)]
+struct Claim {
+    key: ObjectKey,
+    etag: ETag,
+}
+
+/// What the pure guards let through: the rule in force and the hourly budget.
+struct Guards<'a> {
+    rule: &'a diagnosis::policy::Rule,
+    budget: u32,
+}
+
+/// How one read-check-act round ended.
+enum Round {
+    /// Decided: acted, dry run, or Batch refused (the record says which).
+    Done,
+    /// A guard stopped the action, for this reason.
+    Skip(String),
+    /// The action got a 412: the job changed since it was read.
+    ChangedMeanwhile,
+}
+
+impl AuditDecision {
+    /// Whether the action reached Batch and the job is now in the state asked for.
+    fn took_effect(self) -> bool {
+        matches!(self, AuditDecision::Applied | AuditDecision::AlreadyInState)
+    }
+}
+
+impl AuditRecord {
+    fn skip(&mut self, reason: String) {
+        self.decision = AuditDecision::Skipped;
+        self.reason = reason;
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.decision = AuditDecision::Failed;
+        self.reason = reason;
+    }
+}
+
+/// The record of a decision not made yet (`Skipped`, no reason).
+fn new_record(request: ActionRequest<'_>, now: OffsetDateTime) -> AuditRecord {
+    let plan = request.plan;
+    let subject = &request.diagnosis.subject;
+    // The reasons name the count the executor was given, which may be fresher than the plan's.
+    let (reason, terminate) = match request.failed_with_class {
+        Some(n) => (
+            action_reason(&plan.rule, request.diagnosis, Some(n)),
+            terminate_reason(&plan.rule, request.diagnosis, Some(n)),
+        ),
+        None => (plan.reason.clone(), plan.terminate_reason.clone()),
+    };
+    AuditRecord {
+        id: AuditLog::new_id(now),
+        time: AuditLog::timestamp(now),
+        rule: plan.rule.clone(),
+        account: subject.account.clone().unwrap_or_else(|| "-".to_owned()),
+        job_id: subject.job_id.clone().unwrap_or_default(),
+        action: plan.kind.as_str().to_owned(),
+        disable_tasks: match &plan.kind {
+            ActionKind::Disable(tasks) => Some(tasks.as_str().to_owned()),
+            _ => None,
+        },
+        decision: AuditDecision::Skipped,
+        reason: String::new(),
+        action_reason: reason,
+        terminate_reason: match plan.kind {
+            ActionKind::Terminate => Some(terminate),
+            _ => None,
+        },
+        etag: None,
+        outcome: None,
+        threshold: plan.threshold.describe().to_owned(),
+        dry_run: request.policy.actions.dry_run || plan.dry_run,
+    }
+}
+
+/// The guards that need no I/O, in order: the global switch, the rule in force asking for this
+/// action, an hourly budget, a job to act on. `Err` says why the action is skipped.
+fn guards<'a>(request: ActionRequest<'a>, record: &AuditRecord) -> Result<Guards<'a>, String> {
+    let plan = request.plan;
+    if !request.policy.actions.enabled {
+        return Err("job actions are not enabled globally ([actions] enabled = false)".into());
+    }
+    let Some(rule) = request.policy.rules.iter().find(|r| r.name == plan.rule) else {
+        return Err(format!(
+            "rule {:?} is not in the policy in force",
+            plan.rule
+        ));
+    };
+    if rule.action.kind == ActionKind::None || rule.action.kind != plan.kind {
+        return Err(format!(
+            "rule {:?} does not ask for {}",
+            plan.rule, plan.kind
+        ));
+    }
+    let Some(budget) = request.policy.actions.max_per_hour else {
+        return Err("no hourly budget is set ([actions] max_per_hour)".into());
+    };
+    if record.job_id.is_empty() {
+        return Err("the diagnosis names no job".into());
+    }
+    Ok(Guards { rule, budget })
 }
 
 /// Applies planned job actions through a [`BatchApi`], keeping markers, budget and audit
@@ -145,257 +262,313 @@ impl JobActions {
     }
 
     /// Carries out (or declines) one planned action, and returns the audit record written.
+    ///
+    /// Every decision ends in exactly one audit record. Once this decision has created the
+    /// once-marker, its only way out is `settle`, which keeps the marker when the
+    /// action took effect and gives it back otherwise, whatever failed in between.
     pub async fn execute(
         &self,
         request: ActionRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<AuditRecord, ActionError> {
-        let plan = request.plan;
-        let subject = &request.diagnosis.subject;
-        let account = subject.account.clone().unwrap_or_else(|| "-".to_owned());
-        // The reasons name the count the executor was given, which may be fresher than the
-        // plan's.
-        let (reason, terminate) = match request.failed_with_class {
-            Some(n) => (
-                action_reason(&plan.rule, request.diagnosis, Some(n)),
-                terminate_reason(&plan.rule, request.diagnosis, Some(n)),
-            ),
-            None => (plan.reason.clone(), plan.terminate_reason.clone()),
-        };
-        let mut record = AuditRecord {
-            id: AuditLog::new_id(now),
-            time: AuditLog::timestamp(now),
-            rule: plan.rule.clone(),
-            account: account.clone(),
-            job_id: subject.job_id.clone().unwrap_or_default(),
-            action: plan.kind.as_str().to_owned(),
-            disable_tasks: match &plan.kind {
-                ActionKind::Disable(tasks) => Some(tasks.as_str().to_owned()),
-                _ => None,
-            },
-            decision: AuditDecision::Skipped,
-            reason: String::new(),
-            action_reason: reason,
-            terminate_reason: match plan.kind {
-                ActionKind::Terminate => Some(terminate),
-                _ => None,
-            },
-            etag: None,
-            outcome: None,
-            threshold: plan.threshold.describe().to_owned(),
-            dry_run: request.policy.actions.dry_run || plan.dry_run,
-        };
-        self.decide(request, now, &mut record).await?;
+        let mut record = new_record(request, now);
+        match guards(request, &record) {
+            Err(reason) => record.skip(reason),
+            Ok(guards) => {
+                let once = Self::once_key(&record.account, &record.job_id, &record.action)?;
+                if let Some(reason) = self.already_done(&once, &record).await? {
+                    record.skip(reason);
+                } else {
+                    let mut claim = None;
+                    let result = self
+                        .rounds(request, &guards, &once, now, &mut claim, &mut record)
+                        .await;
+                    return self.settle(claim, result, record, now).await;
+                }
+            }
+        }
         self.audit.write(now, &record).await?;
         Ok(record)
     }
 
-    /// Runs the guards and the action, filling in `record`.
-    async fn decide(
+    /// `Some(reason)` when the action was already taken for this (account, job, action).
+    ///
+    /// A marker whose decision was audited as not having taken effect is a claim that could not
+    /// be given back (the store failed at the time): it is removed, and this decision goes on.
+    async fn already_done(
         &self,
-        request: ActionRequest<'_>,
-        now: OffsetDateTime,
-        record: &mut AuditRecord,
-    ) -> Result<(), ActionError> {
-        let plan = request.plan;
-        let skip = |record: &mut AuditRecord, reason: String| {
-            record.decision = AuditDecision::Skipped;
-            record.reason = reason;
+        once: &ObjectKey,
+        record: &AuditRecord,
+    ) -> Result<Option<String>, ActionError> {
+        let Some(marker) = self.store.get(once).await? else {
+            return Ok(None);
         };
-        if !request.policy.actions.enabled {
-            skip(
-                record,
-                "job actions are not enabled globally ([actions] enabled = false)".into(),
-            );
-            return Ok(());
-        }
-        let Some(rule) = request.policy.rules.iter().find(|r| r.name == plan.rule) else {
-            skip(
-                record,
-                format!("rule {:?} is not in the policy in force", plan.rule),
-            );
-            return Ok(());
+        let earlier = match serde_json::from_slice::<StoredMarker>(&marker.bytes)
+            .ok()
+            .and_then(|m| m.audit_key)
+            .and_then(|key| ObjectKey::new(key).ok())
+        {
+            Some(key) => self.store.get(&key).await?,
+            None => None,
         };
-        if rule.action.kind == ActionKind::None || rule.action.kind != plan.kind {
-            skip(
-                record,
-                format!("rule {:?} does not ask for {}", plan.rule, plan.kind),
-            );
-            return Ok(());
-        }
-        let Some(budget) = request.policy.actions.max_per_hour else {
-            skip(
-                record,
-                "no hourly budget is set ([actions] max_per_hour)".into(),
-            );
-            return Ok(());
-        };
-        if record.job_id.is_empty() {
-            skip(record, "the diagnosis names no job".into());
-            return Ok(());
-        }
-        let job_id = record.job_id.clone();
-        let once = Self::once_key(&record.account, &job_id, plan.kind.as_str())?;
-        if self.store.head(&once).await?.is_some() {
-            skip(
-                record,
-                format!(
-                    "already done: {} of job {job_id} was taken before (once per account, job and action)",
-                    plan.kind.as_str()
-                ),
-            );
-            return Ok(());
-        }
-        let mut claimed: Option<ETag> = None;
-        for round in 0..MAX_PRECONDITION_ROUNDS {
-            // Read the job fresh: its state and the ETag the action will be conditional on.
-            let job = match self
-                .batch
-                .get_job(&job_id, &GetOptions::default(), self.deadline())
+        let earlier: Option<AuditRecord> =
+            earlier.and_then(|v| serde_json::from_slice(&v.bytes).ok());
+        if let Some(earlier) = earlier
+            && !earlier.decision.took_effect()
+        {
+            tracing::warn!(job_id = ?record.job_id, audit_id = %earlier.id, "removing a once-marker its decision could not give back");
+            match self
+                .store
+                .delete(once, Condition::IfMatch(marker.etag))
                 .await
             {
-                Ok(job) => job,
-                Err(error) => {
-                    self.release(&once, claimed.take()).await?;
-                    skip(record, format!("could not read the job: {error}"));
-                    return Ok(());
-                }
-            };
-            record.etag = job.e_tag.clone();
-            let state = job.state.clone();
-            if state != Some(JobState::Active) {
-                self.release(&once, claimed.take()).await?;
-                let state = state.as_ref().map_or("unknown", JobState::as_str);
-                let changed = if round > 0 {
-                    " (it changed since it was first read)"
-                } else {
-                    ""
-                };
-                skip(
-                    record,
-                    format!("the job is {state}{changed}; actions only apply to active jobs"),
-                );
-                return Ok(());
-            }
-            let Some(etag) = job.e_tag.clone() else {
-                self.release(&once, claimed.take()).await?;
-                skip(
-                    record,
-                    "the job has no ETag, so the action could not be made conditional".into(),
-                );
-                return Ok(());
-            };
-            let threshold = self.threshold(request, rule).await;
-            record.threshold = threshold.describe().to_owned();
-            if !threshold.allows() {
-                self.release(&once, claimed.take()).await?;
-                skip(
-                    record,
-                    format!("threshold not met: {}", threshold.describe()),
-                );
-                return Ok(());
-            }
-            if record.dry_run {
-                record.decision = AuditDecision::DryRun;
-                record.reason = format!(
-                    "dry run: would {} job {job_id} with If-Match {etag}; nothing was sent to Batch",
-                    plan.kind
-                );
-                return Ok(());
-            }
-            if claimed.is_none() {
-                let marker = OnceMarker {
-                    account: &record.account,
-                    job_id: &job_id,
-                    action: plan.kind.as_str(),
-                    rule: &plan.rule,
-                    audit_id: &record.id,
-                };
-                let body = Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
-                match self.store.put(&once, body, Condition::IfAbsent).await {
-                    Ok(marker_etag) => claimed = Some(marker_etag),
-                    Err(StoreError::ConditionFailed { .. }) => {
-                        skip(
-                            record,
-                            "already done: another instance took this action for this job".into(),
-                        );
-                        return Ok(());
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-                if !self.spend_budget(now, budget, &record.id).await? {
-                    self.release(&once, claimed.take()).await?;
-                    skip(
-                        record,
-                        format!("hourly action budget exhausted ({budget} per hour)"),
-                    );
-                    return Ok(());
-                }
-            }
-            let result = match &plan.kind {
-                ActionKind::Terminate => {
-                    let options = TerminateJobOptions {
-                        reason: record.terminate_reason.clone(),
-                        force: false,
-                        if_match: Some(etag.clone()),
-                    };
-                    self.batch
-                        .terminate_job(&job_id, &options, self.deadline())
-                        .await
-                }
-                ActionKind::Disable(tasks) => {
-                    self.batch
-                        .disable_job(&job_id, tasks.clone(), Some(&etag), self.deadline())
-                        .await
-                }
-                ActionKind::None => Ok(ActionOutcome::AlreadyInState {
-                    code: "none".into(),
-                }),
-            };
-            match result {
-                Ok(ActionOutcome::Accepted) => {
-                    record.decision = AuditDecision::Applied;
-                    record.outcome = Some("accepted".into());
-                    record.reason = format!("{} sent with If-Match {etag} and accepted", plan.kind);
-                    return Ok(());
-                }
-                Ok(ActionOutcome::AlreadyInState { code }) => {
-                    record.decision = AuditDecision::AlreadyInState;
-                    record.reason = format!("Batch says the job is already in that state ({code})");
-                    record.outcome = Some(code);
-                    return Ok(());
-                }
-                Ok(other) => {
-                    record.decision = AuditDecision::Applied;
-                    record.outcome = Some(format!("{other:?}"));
-                    record.reason = format!("{} sent with If-Match {etag}", plan.kind);
-                    return Ok(());
-                }
-                Err(BatchError::PreconditionFailed(_)) => {
-                    // Someone changed the job since we read it: read it again and re-evaluate
-                    // every guard; the marker and budget stay ours for this decision.
-                    tracing::info!(job_id = ?job_id, etag = %etag, "job changed before the action (412); re-evaluating");
-                    record.outcome = Some("412 ConditionNotMet".into());
-                    continue;
-                }
-                Err(error) => {
-                    self.release(&once, claimed.take()).await?;
-                    record.decision = AuditDecision::Failed;
-                    record.outcome = Some(error.to_string());
-                    record.reason = format!(
-                        "Batch refused or failed the {}: {error}",
-                        plan.kind.as_str()
-                    );
-                    return Ok(());
-                }
+                Ok(()) => return Ok(None),
+                // Someone else removed or replaced it meanwhile: theirs to settle.
+                Err(StoreError::ConditionFailed { .. }) => {}
+                Err(error) => return Err(error.into()),
             }
         }
-        self.release(&once, claimed.take()).await?;
-        skip(
-            record,
-            format!("the job kept changing (412 on {MAX_PRECONDITION_ROUNDS} reads); not acting"),
-        );
+        Ok(Some(format!(
+            "already done: {} of job {} was taken before (once per account, job and action)",
+            record.action, record.job_id
+        )))
+    }
+
+    /// Read-check-act rounds: a 412 on the action means the job changed, so it is read again
+    /// and every guard re-evaluated, at most [`MAX_PRECONDITION_ROUNDS`] times.
+    async fn rounds(
+        &self,
+        request: ActionRequest<'_>,
+        guards: &Guards<'_>,
+        once: &ObjectKey,
+        now: OffsetDateTime,
+        claim: &mut Option<Claim>,
+        record: &mut AuditRecord,
+    ) -> Result<(), ActionError> {
+        for round in 0..MAX_PRECONDITION_ROUNDS {
+            match self
+                .round(request, guards, once, round, now, claim, record)
+                .await?
+            {
+                Round::Done => return Ok(()),
+                Round::Skip(reason) => {
+                    record.skip(reason);
+                    return Ok(());
+                }
+                Round::ChangedMeanwhile => continue,
+            }
+        }
+        record.skip(format!(
+            "the job kept changing (412 on {MAX_PRECONDITION_ROUNDS} reads); not acting"
+        ));
         Ok(())
+    }
+
+    /// One round: read the job fresh, check it, claim the marker and the budget (first round
+    /// only), then send the action conditional on the ETag just read.
+    #[allow(clippy::too_many_arguments)]
+    async fn round(
+        &self,
+        request: ActionRequest<'_>,
+        guards: &Guards<'_>,
+        once: &ObjectKey,
+        round: u32,
+        now: OffsetDateTime,
+        claim: &mut Option<Claim>,
+        record: &mut AuditRecord,
+    ) -> Result<Round, ActionError> {
+        let plan = request.plan;
+        let job_id = record.job_id.clone();
+        // Read the job fresh: its state and the ETag the action will be conditional on.
+        let job = match self
+            .batch
+            .get_job(&job_id, &GetOptions::default(), self.deadline())
+            .await
+        {
+            Ok(job) => job,
+            Err(error) => return Ok(Round::Skip(format!("could not read the job: {error}"))),
+        };
+        record.etag = job.e_tag.clone();
+        if job.state != Some(JobState::Active) {
+            let state = job.state.as_ref().map_or("unknown", JobState::as_str);
+            let changed = if round > 0 {
+                " (it changed since it was first read)"
+            } else {
+                ""
+            };
+            return Ok(Round::Skip(format!(
+                "the job is {state}{changed}; actions only apply to active jobs"
+            )));
+        }
+        let Some(etag) = job.e_tag.clone() else {
+            return Ok(Round::Skip(
+                "the job has no ETag, so the action could not be made conditional".into(),
+            ));
+        };
+        let threshold = self.threshold(request, guards.rule).await;
+        record.threshold = threshold.describe().to_owned();
+        if !threshold.allows() {
+            return Ok(Round::Skip(format!(
+                "threshold not met: {}",
+                threshold.describe()
+            )));
+        }
+        if record.dry_run {
+            record.decision = AuditDecision::DryRun;
+            record.reason = format!(
+                "dry run: would {} job {job_id} with If-Match {etag}; nothing was sent to Batch",
+                plan.kind
+            );
+            return Ok(Round::Done);
+        }
+        if claim.is_none() {
+            match self.claim(once, record, now).await? {
+                Some(claimed) => *claim = Some(claimed),
+                None => {
+                    return Ok(Round::Skip(
+                        "already done: another instance took this action for this job".into(),
+                    ));
+                }
+            }
+            if !self.spend_budget(now, guards.budget, &record.id).await? {
+                return Ok(Round::Skip(format!(
+                    "hourly action budget exhausted ({} per hour)",
+                    guards.budget
+                )));
+            }
+        }
+        let result = self.send(&plan.kind, &job_id, &etag, record).await;
+        match result {
+            Ok(ActionOutcome::Accepted) => {
+                record.decision = AuditDecision::Applied;
+                record.outcome = Some("accepted".into());
+                record.reason = format!("{} sent with If-Match {etag} and accepted", plan.kind);
+            }
+            Ok(ActionOutcome::AlreadyInState { code }) => {
+                record.decision = AuditDecision::AlreadyInState;
+                record.reason = format!("Batch says the job is already in that state ({code})");
+                record.outcome = Some(code);
+            }
+            Ok(other) => {
+                record.decision = AuditDecision::Applied;
+                record.outcome = Some(format!("{other:?}"));
+                record.reason = format!("{} sent with If-Match {etag}", plan.kind);
+            }
+            Err(BatchError::PreconditionFailed(_)) => {
+                // Someone changed the job since we read it: read it again and re-evaluate every
+                // guard; the marker and budget stay ours for this decision.
+                tracing::info!(job_id = ?job_id, etag = %etag, "job changed before the action (412); re-evaluating");
+                record.outcome = Some("412 ConditionNotMet".into());
+                return Ok(Round::ChangedMeanwhile);
+            }
+            Err(error) => {
+                record.decision = AuditDecision::Failed;
+                record.outcome = Some(error.to_string());
+                record.reason = format!(
+                    "Batch refused or failed the {}: {error}",
+                    plan.kind.as_str()
+                );
+            }
+        }
+        Ok(Round::Done)
+    }
+
+    /// Sends the action to Batch, conditional on `etag`.
+    async fn send(
+        &self,
+        kind: &ActionKind,
+        job_id: &str,
+        etag: &str,
+        record: &AuditRecord,
+    ) -> Result<ActionOutcome, BatchError> {
+        match kind {
+            ActionKind::Terminate => {
+                let options = TerminateJobOptions {
+                    reason: record.terminate_reason.clone(),
+                    force: false,
+                    if_match: Some(etag.to_owned()),
+                };
+                self.batch
+                    .terminate_job(job_id, &options, self.deadline())
+                    .await
+            }
+            ActionKind::Disable(tasks) => {
+                self.batch
+                    .disable_job(job_id, tasks.clone(), Some(etag), self.deadline())
+                    .await
+            }
+            ActionKind::None => Ok(ActionOutcome::AlreadyInState {
+                code: "none".into(),
+            }),
+        }
+    }
+
+    /// Creates the once-marker (`IfAbsent`). `None` when another instance holds it.
+    async fn claim(
+        &self,
+        once: &ObjectKey,
+        record: &AuditRecord,
+        now: OffsetDateTime,
+    ) -> Result<Option<Claim>, ActionError> {
+        let audit_key = AuditLog::key(now, &record.id)?;
+        let marker = OnceMarker {
+            account: &record.account,
+            job_id: &record.job_id,
+            action: &record.action,
+            rule: &record.rule,
+            audit_id: &record.id,
+            audit_key: audit_key.as_str(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
+        match self.store.put(once, body, Condition::IfAbsent).await {
+            Ok(etag) => Ok(Some(Claim {
+                key: once.clone(),
+                etag,
+            })),
+            Err(StoreError::ConditionFailed { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The single exit of a decision that may hold the once-marker: the marker is kept when the
+    /// action took effect and given back otherwise, and the decision is audited either way. A
+    /// failure (`result` or the release) is audited as such, best effort, and returned so the
+    /// caller retries; a marker that could not be given back is then removed by the next run
+    /// (see [`JobActions::already_done`]).
+    async fn settle(
+        &self,
+        claim: Option<Claim>,
+        result: Result<(), ActionError>,
+        mut record: AuditRecord,
+        now: OffsetDateTime,
+    ) -> Result<AuditRecord, ActionError> {
+        let took_effect = result.is_ok() && record.decision.took_effect();
+        let released = match claim {
+            Some(claim) if !took_effect => self.release(claim).await,
+            _ => Ok(()),
+        };
+        let error = match (result, released) {
+            (Ok(()), Ok(())) => {
+                self.audit.write(now, &record).await?;
+                return Ok(record);
+            }
+            (Err(error), Ok(())) => {
+                record.fail(format!(
+                    "not done: {error}; the once-marker was given back, so a later run tries again"
+                ));
+                error
+            }
+            (_, Err(error)) => {
+                record.fail(format!(
+                    "not done, and the once-marker could not be given back ({error}); the next run removes it and tries again"
+                ));
+                error
+            }
+        };
+        if let Err(audit_error) = self.audit.write(now, &record).await {
+            tracing::warn!(job_id = ?record.job_id, error = %audit_error, "a failed job action could not be audited");
+        }
+        Err(error)
     }
 
     fn deadline(&self) -> Deadline {
@@ -432,15 +605,16 @@ impl JobActions {
         )
     }
 
-    /// Gives the once-marker back (the action did not happen), if this decision created it.
-    async fn release(&self, once: &ObjectKey, claimed: Option<ETag>) -> Result<(), ActionError> {
-        if let Some(etag) = claimed {
-            match self.store.delete(once, Condition::IfMatch(etag)).await {
-                Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
+    /// Gives the once-marker back (the action did not happen).
+    async fn release(&self, claim: Claim) -> Result<(), ActionError> {
+        match self
+            .store
+            .delete(&claim.key, Condition::IfMatch(claim.etag))
+            .await
+        {
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
         }
-        Ok(())
     }
 
     /// Takes one unit of the hour's budget; `false` when it is used up.

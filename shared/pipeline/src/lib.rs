@@ -1,4 +1,4 @@
-//! batch-triage's stateful side: the parts of "execute" (DESIGN §3) that must be right across
+//! batch-triage's stateful side: the parts of "execute" that must be right across
 //! several function instances at once.
 //!
 //! # Layout
@@ -14,6 +14,8 @@
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
 //! - [`settings`]: the configuration every handler reads from its environment, and the pipeline
 //!   built from it.
+//! - [`verdict`]: what a result means to the platform (acknowledge, retry, poison, not found),
+//!   said once for every handler to render.
 //! - [`webhook`]: the gate in front of an Event Grid webhook, whatever serves the HTTP: the
 //!   shared key, the validation and CloudEvents handshakes, then the payload for the pipeline.
 //!
@@ -27,7 +29,10 @@ pub mod settings;
 pub mod sweep;
 pub mod tick;
 pub mod triage;
+pub mod verdict;
 pub mod webhook;
+
+pub use verdict::Verdict;
 
 /// A short, key-safe digest of a string (first 32 hex digits of its SHA-256), used to name store
 /// objects after values that may contain any character.

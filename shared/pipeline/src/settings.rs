@@ -157,16 +157,6 @@ impl Settings {
             }
             value
         };
-        let mut receivers = BTreeMap::new();
-        for receiver in &policy.receivers {
-            let resolved = ReceiverConfig::from_policy(receiver)
-                .and_then(|config| config.resolve(recording_get))
-                .map_err(|reason| SettingsError::Receiver {
-                    name: receiver.name.clone(),
-                    reason,
-                })?;
-            receivers.insert(receiver.name.clone(), resolved);
-        }
         let mut allowlist = Allowlist::default();
         for host in get("BATCH_TRIAGE_ALLOW_HOSTS")
             .unwrap_or_default()
@@ -178,6 +168,19 @@ impl Settings {
         }
         if get("BATCH_TRIAGE_ALLOW_LOOPBACK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             allowlist = allowlist.allow_loopback();
+        }
+        let mut receivers = BTreeMap::new();
+        for receiver in &policy.receivers {
+            let resolved = ReceiverConfig::from_policy(receiver)
+                .and_then(|config| config.resolve(recording_get))
+                // Every destination obeys the allowlist (SMTP and ACS too): refused at start,
+                // not at the first failure, and again before every send.
+                .and_then(|resolved| resolved.check_destination(&allowlist).map(|()| resolved))
+                .map_err(|reason| SettingsError::Receiver {
+                    name: receiver.name.clone(),
+                    reason,
+                })?;
+            receivers.insert(receiver.name.clone(), resolved);
         }
         let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
             match get(name) {

@@ -36,7 +36,8 @@ pub enum TickError {
 }
 
 impl Triage {
-    /// Sweeps, flushes due alert groups and drains the outbox, within `deadline`.
+    /// Sweeps, flushes due alert groups and drains the outbox, within `deadline`. `now` is the
+    /// time of the whole tick: groups that fall due while the sweep runs go out on the next tick.
     pub async fn tick(
         &self,
         now: OffsetDateTime,
@@ -44,7 +45,7 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep(now, deadline, options).await?;
-        let flushed = self.flush_due(OffsetDateTime::now_utc(), deadline).await?;
+        let flushed = self.flush_due(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,

@@ -210,7 +210,13 @@ async fn copies_every_file_with_manifest_and_copies_nothing_twice() {
             .contains("c2VjcmV0c2VjcmV0")
     );
     // No progress records are left once the manifest exists.
-    assert!(!folder.join(".progress").join("stdout.txt.json").exists());
+    assert!(
+        store
+            .list("devbatch1/etl/t1/attempt-2/.progress/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Duplicate request: the manifest is found and no file is downloaded.
     run.emulator.clear_requests();
@@ -801,6 +807,13 @@ async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
         "no partial object"
     );
 
+    // stdout's resume record is there, named by a hash of the name.
+    let records = store
+        .list("devbatch1/etl/big/attempt-2/.progress/")
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+
     // The rerun downloads stderr only.
     run.emulator.clear_faults();
     run.emulator.clear_requests();
@@ -845,6 +858,14 @@ async fn a_crash_mid_copy_then_a_rerun_copies_only_what_is_missing() {
         .find(|f| f.name == "stderr.txt")
         .unwrap();
     assert_eq!((stderr.bytes, &stderr.sha256), (bytes, &sha));
+    // The records are removed once the manifest exists.
+    assert!(
+        store
+            .list("devbatch1/etl/big/attempt-2/.progress/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1223,5 +1244,72 @@ async fn a_windows_listing_with_backslashes_serves_standard_files_and_globs() {
             .iter()
             .all(|c| c.starts_with("GET /jobs/etl/tasks/upload/files/") && c.ends_with(" 200")),
         "{calls:?}"
+    );
+}
+
+/// The glob as a rule writes it (`wd/…`), through `policy check`'s parser and the plan, keeps the
+/// matching `wd/` files in the store, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_rules_glob_keeps_its_wd_files_in_the_store() {
+    let run = start().await;
+    let (dir, store) = local_store();
+    let policy = diagnosis::policy::Policy::parse(
+        r#"
+[[rules]]
+name = "keep-logs"
+match = { class = "*" }
+preserve = ["wd/**/*.log"]
+"#,
+    )
+    .unwrap();
+    let diag = diagnosis_of(&*run.client, "t1").await;
+    let planned = diagnosis::policy::plan(
+        &diag,
+        &policy,
+        time::OffsetDateTime::now_utc(),
+        &Default::default(),
+    );
+    let globs: Vec<String> = planned.preserve.iter().map(|g| g.glob.clone()).collect();
+    assert_eq!(globs, ["wd/**/*.log"]);
+    let opts = PreserveOptions {
+        extra_globs: globs,
+        ..Default::default()
+    };
+    let report = preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let folder = dir.path().join("devbatch1/etl/t1/attempt-2");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("wd/c.log")).unwrap(),
+        "log c\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("wd/out/a.log")).unwrap(),
+        "log a\n"
+    );
+    assert!(!folder.join("wd/b.txt").exists());
+
+    // `wd/**` keeps every file under wd/, the unmatched text file too.
+    let (dir, store) = local_store();
+    let opts = PreserveOptions {
+        extra_globs: vec!["wd/**".into()],
+        ..Default::default()
+    };
+    preserve_task(&*run.client, &*store, &diag, &opts, deadline())
+        .await
+        .unwrap();
+    let folder = dir.path().join("devbatch1/etl/t1/attempt-2");
+    assert!(folder.join("wd/b.txt").is_file() && folder.join("wd/out/a.log").is_file());
+
+    // A glob that would climb out is refused, as policy check refuses it.
+    let opts = PreserveOptions {
+        extra_globs: vec!["wd/../etc/*".into()],
+        ..Default::default()
+    };
+    let refused = preserve_task(&*run.client, &*store, &diag, &opts, deadline()).await;
+    assert!(
+        matches!(refused, Err(preserve::PreserveError::Glob { .. })),
+        "{refused:?}"
     );
 }

@@ -4,6 +4,8 @@
 //! (README, "App settings"), and child processes killed when dropped ([`process`]). A dev-dependency only: nothing here is fit for production (it
 //! panics on setup failures, which is what a test wants).
 
+pub mod flaky_store;
+pub mod hostile_files;
 pub mod process;
 
 use std::path::Path;

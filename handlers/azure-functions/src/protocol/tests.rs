@@ -46,11 +46,22 @@ fn event_hub_batches_in_every_encoding() {
         serde_json::from_str::<Value>(&bodies[0]).unwrap(),
         serde_json::from_str::<Value>(record).unwrap()
     );
+    // One element encoded once more (leading white space and all) is unwrapped; a plain record
+    // body is handed on byte for byte, never re-serialised.
+    let spaced = format!("{record}  ");
+    let inner_twice = json!({"Data": {"events": [
+        format!(" {}", serde_json::to_string(record).unwrap()),
+        spaced.clone(),
+    ]}});
+    assert_eq!(
+        event_hub_bodies(&request(&inner_twice.to_string()), "events").unwrap(),
+        vec![record.to_owned(), spaced]
+    );
     // A body that is not JSON is handed on as it is, for the payload reader to report.
-    let odd = json!({"Data": {"events": ["not json at all"]}});
+    let odd = json!({"Data": {"events": ["not json at all", "\"unterminated"]}});
     assert_eq!(
         event_hub_bodies(&request(&odd.to_string()), "events").unwrap(),
-        vec!["not json at all"]
+        vec!["not json at all", "\"unterminated"]
     );
 }
 

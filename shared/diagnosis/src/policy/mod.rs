@@ -1,4 +1,4 @@
-//! The policy (DESIGN §7): which failures notify whom, which extra files to keep, which job
+//! The policy: which failures notify whom, which extra files to keep, which job
 //! actions to take, how alerts are grouped, and which are silenced.
 //!
 //! Everything here is pure: [`Policy::parse`] turns TOML text into a checked [`Policy`] (or a list
@@ -31,6 +31,7 @@ mod duration;
 mod group;
 mod parse;
 mod plan;
+mod preserve_glob;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +54,7 @@ pub use plan::{
     ActionPlan, Plan, PlanContext, PlannedReceiver, TERMINATE_REASON_MAX, Threshold, action_reason,
     evaluate_threshold, group_key, plan, terminate_reason,
 };
+pub use preserve_glob::{WORKING_DIR, preserve_glob, task_relative};
 
 /// A checked policy. Build one with [`Policy::parse`], or take [`Policy::default`] (no file): keep
 /// the logs of every failure, notify nobody, act on nothing, print to the console.
@@ -194,7 +196,7 @@ pub struct RuleAction {
     pub min_failed_percent: Option<f64>,
 }
 
-/// A job action (BATCH-FACTS §3).
+/// A job action (its REST shape is in `docs/batch-facts.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ActionKind {
     /// Leave the job alone.

@@ -327,17 +327,8 @@ fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
         let mut preserve = Vec::new();
         for glob in rule.preserve {
             let text = glob.get_ref().trim();
-            let problem = if !text.starts_with("wd/") {
-                Some("must start with `wd/` (files under the task's working directory)".to_owned())
-            } else if text.split(['/', '\\']).any(|part| part == "..") {
-                Some("must not contain `..`".to_owned())
-            } else {
-                GlobBuilder::new(text)
-                    .literal_separator(true)
-                    .build()
-                    .err()
-                    .map(|e| e.kind().to_string())
-            };
+            // The copier compiles the glob with the same function: one interpretation.
+            let problem = super::preserve_glob(text).err();
             match problem {
                 Some(problem) => {
                     errors.at(glob.span(), format!("preserve glob {text:?} {problem}"))

@@ -5,9 +5,10 @@
 //!   Adaptive Cards renderer (node).
 //! - `webhook`: signature verified in Python, allowlist and private-address refusals.
 //! - `acs`: the ACS HMAC verified in Python, `Operation-Id` stable across a retry.
-//! - `smtp`: mail received by aiosmtpd, headers and both bodies.
+//! - `smtp`: mail received by aiosmtpd, headers and both bodies; refused SMTP hosts never connected to.
 //! - `outbox`: undelivered alerts kept in a local artifact store, drained later.
 //! - `secrets`: secrets never in Debug, errors or logs.
+//! - `retry_after`: every form of a requested wait is honoured (`x-ms-retry-after-ms`, fractional).
 
 extern crate batch_triage_notify as notify;
 
@@ -15,6 +16,7 @@ mod support;
 
 mod acs;
 mod outbox;
+mod retry_after;
 mod secrets;
 mod smtp;
 mod teams;

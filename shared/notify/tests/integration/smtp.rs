@@ -1,4 +1,5 @@
-//! SMTP: a real aiosmtpd server receives the mail; headers and both bodies are checked.
+//! SMTP: a real aiosmtpd server receives the mail; headers and both bodies are checked. The SMTP
+//! server obeys the allowlist like any receiver: refused destinations are never connected to.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -7,7 +8,7 @@ use artifact_store::testing::TestPki;
 use notify::config::{ReceiverConfig, Target};
 use notify::{AlertState, NotifyError};
 
-use crate::support::{deadline, python, sample_alert, support_file};
+use crate::support::{deadline, python, quick_policy, sample_alert, support_file};
 
 /// aiosmtpd running for one test; stopped (stdin closed, then killed) on drop.
 struct SmtpServer {
@@ -349,9 +350,14 @@ async fn starttls_and_implicit_tls_with_a_company_ca() {
         let Target::Smtp(target) = &receiver.target else {
             panic!("an SMTP target")
         };
-        notify::email::send_smtp(target, &sample_alert(), deadline())
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        notify::email::send_smtp(
+            &crate::support::local_egress(),
+            target,
+            &sample_alert(),
+            deadline(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode}: {e}"));
         let messages = server.messages();
         assert_eq!(messages.len(), 1, "{mode}: one message");
         assert_eq!(
@@ -374,9 +380,14 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
     let Target::Smtp(target) = &receiver.target else {
         panic!("an SMTP target")
     };
-    let error = notify::email::send_smtp(target, &sample_alert(), deadline())
-        .await
-        .unwrap_err();
+    let error = notify::email::send_smtp(
+        &crate::support::local_egress(),
+        target,
+        &sample_alert(),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             error,
@@ -388,4 +399,140 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
         server.messages().is_empty(),
         "nothing was sent over an unverified connection"
     );
+}
+
+/// A listening socket on loopback that counts the connections it accepts (and drops them): the
+/// proof that a refused destination was never connected to.
+struct Tripwire {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tripwire {
+    async fn start(ip: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Self { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An email receiver at `host`, as the policy would say it.
+fn receiver_at(host: &str, port: u16, tls: &str) -> ReceiverConfig {
+    let toml = format!(
+        "name = \"mail\"\nkind = \"email\"\nhost = {host:?}\nport = {port}\ntls = \"{tls}\"\n\
+         from = \"a@contoso.com\"\nto = [\"b@contoso.com\"]\n"
+    );
+    serde_json::from_value(toml_to_json(&toml)).unwrap()
+}
+
+#[tokio::test]
+async fn refused_smtp_hosts_are_never_connected_to() {
+    let v4 = Tripwire::start("127.0.0.1").await;
+    let v6 = Tripwire::start("::1").await;
+    // The default allowlist: no loopback opt-in, no IP literal listed.
+    let allowlist = notify::Allowlist::default();
+    let egress = notify::Egress::new(allowlist.clone(), quick_policy()).unwrap();
+    let cases = [
+        ("127.0.0.1", v4.port, "loopback"),
+        ("127.1", v4.port, "loopback"),
+        ("2130706433", v4.port, "loopback"),
+        ("localhost", v4.port, "not on the allowlist"),
+        ("[::1]", v6.port, "loopback"),
+        ("::1", v6.port, "loopback"),
+        ("169.254.169.254", 25, "private, link-local or reserved"),
+        ("10.1.2.3", 25, "private, link-local or reserved"),
+        ("[fd00::1]", 25, "private, link-local or reserved"),
+        // A public address that is not on the allowlist is refused like a name would be.
+        ("20.50.2.1", 25, "IP address is not on the allowlist"),
+        ("smtp.evil.example", 25, "not on the allowlist"),
+    ];
+    for (host, port, reason) in cases {
+        for tls in ["starttls", "implicit"] {
+            let config = receiver_at(host, port, tls);
+            // Refused when the configuration is checked (`policy check`, a handler's start)…
+            let error = config.check_destination(&allowlist).unwrap_err();
+            assert!(
+                matches!(&error, NotifyError::HostNotAllowed { .. })
+                    && error.to_string().contains(reason),
+                "{host} ({tls}): {error}"
+            );
+            // …and when sending, before any connection.
+            let receiver = config.resolve(|_| None).unwrap();
+            let error = notify::send(&egress, &receiver, &sample_alert(), deadline())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, NotifyError::HostNotAllowed { .. }),
+                "{host} ({tls}): {error:?}"
+            );
+            assert!(!error.is_retryable(), "{host}: a refusal is final");
+        }
+    }
+    // Plain SMTP to loopback still needs the opt-in.
+    let receiver = receiver_at("127.0.0.1", v4.port, "none")
+        .resolve(|_| None)
+        .unwrap();
+    let error = notify::send(&egress, &receiver, &sample_alert(), deadline())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::HostNotAllowed { .. }),
+        "{error:?}"
+    );
+    assert_eq!(v4.accepted(), 0, "no connection to 127.0.0.1");
+    assert_eq!(v6.accepted(), 0, "no connection to [::1]");
+
+    // The tripwire does see a connection that is allowed (the loopback opt-in): the zero
+    // above is a refusal, not a blind listener.
+    let allowed = notify::Egress::new(
+        notify::Allowlist::default().allow_loopback(),
+        notify::RetryPolicy::none(),
+    )
+    .unwrap();
+    for (host, wire) in [("127.0.0.1", &v4), ("[::1]", &v6)] {
+        let receiver = receiver_at(host, wire.port, "none")
+            .resolve(|_| None)
+            .unwrap();
+        let error = notify::send(&allowed, &receiver, &sample_alert(), deadline())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, NotifyError::Smtp { .. }),
+            "{host}: the tripwire speaks no SMTP: {error:?}"
+        );
+        assert_eq!(
+            wire.accepted(),
+            1,
+            "{host}: one connection, to the vetted address"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_listed_smtp_host_is_reached_at_its_vetted_address() {
+    // `localhost` on the allowlist and loopback allowed: the name resolves to loopback
+    // addresses, and the session reaches the real server through them.
+    let server = SmtpServer::start(None);
+    let config = receiver_at("localhost", server.port, "none");
+    let allowlist = notify::Allowlist::new(["localhost"]).allow_loopback();
+    config.check_destination(&allowlist).unwrap();
+    let egress = notify::Egress::new(allowlist, quick_policy()).unwrap();
+    let receiver = config.resolve(|_| None).unwrap();
+    let delivery = notify::send(&egress, &receiver, &sample_alert(), deadline())
+        .await
+        .unwrap();
+    assert_eq!(delivery.status, 250);
+    assert_eq!(server.messages().len(), 1);
 }

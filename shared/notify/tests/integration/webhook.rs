@@ -86,6 +86,8 @@ async fn hosts_off_the_allowlist_are_refused_before_connecting() {
         "https://169.254.169.254/metadata",
         "https://10.1.2.3/hook",
         "https://[::ffff:192.168.0.1]/hook",
+        // A public address is refused unless it is listed, like any host.
+        "https://20.50.2.1/hook",
     ] {
         let error = notify::webhook::send(
             &strict,

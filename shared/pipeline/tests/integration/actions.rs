@@ -20,6 +20,7 @@ use diagnosis::wire::{
 use diagnosis::{Diagnosis, Subject};
 use pipeline::actions::{ActionRequest, JobActions};
 use pipeline::audit::{AuditDecision, AuditRecord};
+use test_kit::flaky_store::{FlakyStore, StoreOp};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -654,4 +655,173 @@ async fn concurrent_instances_share_one_budget() {
             .all(|r| r.reason == "hourly action budget exhausted (2 per hour)")
     );
     assert_eq!(posts(&run.emulator).len(), 2);
+}
+
+/// A store that fails chosen steps once, over a local directory.
+fn flaky_store() -> (tempfile::TempDir, Arc<FlakyStore>) {
+    let (dir, inner) = store();
+    (dir, Arc::new(FlakyStore::new(inner)))
+}
+
+async fn try_act(
+    actions: &JobActions,
+    p: &Policy,
+    d: &Diagnosis,
+    now: OffsetDateTime,
+) -> Result<AuditRecord, pipeline::actions::ActionError> {
+    let planned = plan(d, p, now, &PlanContext::default());
+    let action = planned.action.expect("the rule asks for an action");
+    actions
+        .execute(
+            ActionRequest {
+                diagnosis: d,
+                policy: p,
+                plan: &action,
+                failed_with_class: None,
+            },
+            now,
+        )
+        .await
+}
+
+async fn marker_exists(store: &FlakyStore, job: &str) -> bool {
+    store
+        .head(&JobActions::once_key(ACCOUNT, job, "terminate").unwrap())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// A transient store failure at a step after the once-marker is claimed, but before the action
+/// is sent, gives the marker back and is audited; the next run takes the action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_after_the_claim_gives_the_marker_back_and_the_next_run_acts() {
+    for (op, prefix) in [
+        (StoreOp::Get, "actions/budget/"),
+        (StoreOp::Put, "actions/budget/"),
+    ] {
+        let run = start().await;
+        let (_dir, store) = flaky_store();
+        let p = policy(LIVE, r#"{ kind = "terminate" }"#);
+        let d = diagnosis("etl");
+        let actions = JobActions::new(store.clone(), run.client.clone(), Duration::from_secs(30));
+        store.fail_once(op, prefix);
+
+        let first = try_act(&actions, &p, &d, T0).await;
+        assert!(first.is_err(), "{op:?} {prefix}: {first:?}");
+        assert!(!store.still_armed(), "the failure was injected");
+        assert!(
+            !marker_exists(&store, "etl").await,
+            "{op:?} {prefix}: the marker was given back"
+        );
+        assert!(posts(&run.emulator).is_empty(), "nothing was sent");
+        let audit = actions.audit_log().all().await.unwrap();
+        assert_eq!(audit.len(), 1, "{audit:#?}");
+        assert_eq!(audit[0].decision, AuditDecision::Failed);
+        assert!(
+            audit[0].reason.contains("injected") && audit[0].reason.contains("tries again"),
+            "{:?}",
+            audit[0].reason
+        );
+
+        let second = act(&actions, &p, &d, None, T0 + Duration::from_secs(60)).await;
+        assert_eq!(
+            second.decision,
+            AuditDecision::Applied,
+            "{op:?}: {second:#?}"
+        );
+        assert_eq!(posts(&run.emulator).len(), 1);
+        assert!(
+            marker_exists(&store, "etl").await,
+            "kept: the action took effect"
+        );
+        assert_eq!(actions.audit_log().all().await.unwrap().len(), 2);
+    }
+}
+
+/// When the marker cannot be given back either, the failure is audited, and the next run
+/// recognises the marker as one whose decision did not take effect, removes it and acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_that_could_not_be_given_back_is_removed_by_the_next_run() {
+    let run = start().await;
+    let (_dir, store) = flaky_store();
+    let p = policy(LIVE, r#"{ kind = "terminate" }"#);
+    let d = diagnosis("etl");
+    let actions = JobActions::new(store.clone(), run.client.clone(), Duration::from_secs(30));
+    store.fail_once(StoreOp::Put, "actions/budget/");
+    store.fail_once(StoreOp::Delete, "actions/once/");
+
+    let first = try_act(&actions, &p, &d, T0).await;
+    assert!(first.is_err(), "{first:?}");
+    assert!(!store.still_armed());
+    assert!(marker_exists(&store, "etl").await, "the release failed");
+    let audit = actions.audit_log().all().await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].decision, AuditDecision::Failed);
+    assert!(
+        audit[0].reason.contains("could not be given back"),
+        "{:?}",
+        audit[0].reason
+    );
+
+    let second = act(&actions, &p, &d, None, T0 + Duration::from_secs(60)).await;
+    assert_eq!(second.decision, AuditDecision::Applied, "{second:#?}");
+    assert_eq!(posts(&run.emulator).len(), 1);
+    let third = act(&actions, &p, &d, None, T0 + Duration::from_secs(120)).await;
+    assert_eq!(third.decision, AuditDecision::Skipped);
+    assert!(third.reason.starts_with("already done"), "{third:#?}");
+    assert_eq!(posts(&run.emulator).len(), 1, "never twice");
+    assert_eq!(actions.audit_log().all().await.unwrap().len(), 3);
+}
+
+/// A failed audit write after the action keeps the marker (the action took effect), and the next
+/// run audits "already done" instead of acting again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_that_took_effect_keeps_its_marker_when_the_audit_write_fails() {
+    let run = start().await;
+    let (_dir, store) = flaky_store();
+    let p = policy(LIVE, r#"{ kind = "terminate" }"#);
+    let d = diagnosis("etl");
+    let actions = JobActions::new(store.clone(), run.client.clone(), Duration::from_secs(30));
+    store.fail_once(StoreOp::Put, "audit/");
+
+    let first = try_act(&actions, &p, &d, T0).await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(posts(&run.emulator).len(), 1, "the action was sent");
+    assert!(marker_exists(&store, "etl").await);
+
+    let second = act(&actions, &p, &d, None, T0 + Duration::from_secs(60)).await;
+    assert_eq!(second.decision, AuditDecision::Skipped);
+    assert!(second.reason.starts_with("already done"), "{second:#?}");
+    assert_eq!(posts(&run.emulator).len(), 1, "never twice");
+    let audit = actions.audit_log().all().await.unwrap();
+    assert!(!audit.is_empty(), "the terminal outcome is audited");
+}
+
+/// A skip after the claim (budget exhausted) gives the marker back and is audited, so the job
+/// is acted on once the budget has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skip_after_the_claim_gives_the_marker_back() {
+    let run = start().await;
+    let (_dir, store) = flaky_store();
+    let p = policy(
+        "enabled = true\ndry_run = false\nmax_per_hour = 1",
+        r#"{ kind = "terminate" }"#,
+    );
+    let actions = JobActions::new(store.clone(), run.client.clone(), Duration::from_secs(30));
+    let first = act(&actions, &p, &diagnosis("etl"), None, T0).await;
+    assert_eq!(first.decision, AuditDecision::Applied);
+    let skipped = act(&actions, &p, &diagnosis("j2"), None, T0).await;
+    assert_eq!(skipped.decision, AuditDecision::Skipped);
+    assert!(!marker_exists(&store, "j2").await);
+    let later = act(
+        &actions,
+        &p,
+        &diagnosis("j2"),
+        None,
+        T0 + Duration::from_secs(3600),
+    )
+    .await;
+    assert_eq!(later.decision, AuditDecision::Applied, "{later:#?}");
+    assert_eq!(actions.audit_log().all().await.unwrap().len(), 3);
 }

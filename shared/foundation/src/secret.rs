@@ -1,4 +1,5 @@
-//! A string that must never be printed: account keys, client secrets, bearer tokens.
+//! A string that must never be printed: account keys, client secrets, bearer tokens, webhook
+//! URLs, passwords.
 
 use std::fmt;
 use std::sync::Arc;

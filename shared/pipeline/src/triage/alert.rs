@@ -1,0 +1,175 @@
+//! Alerting: the alerts of subjects worked together are folded into their groups at once, then
+//! delivered (or kept in the outbox); the timer sends the groups that have waited.
+
+use batch_client::Deadline;
+use diagnosis::Diagnosis;
+use diagnosis::policy::Plan;
+use notify::{Alert, AlertState, Group, Links, Receiver};
+use time::OffsetDateTime;
+
+use super::{Outcome, SubjectReport, Triage};
+use crate::grouping::AlertToSend;
+
+/// An alert a subject asks for. It is folded into its group together with the alerts of the
+/// other subjects of the same payload or sweep page ([`Triage::alert`]), so a burst of failures
+/// costs one group write per group, not one per failure.
+pub(crate) struct PendingAlert {
+    pub(super) diagnosis: Diagnosis,
+    pub(super) plan: Plan,
+    pub(super) tail: Option<String>,
+    pub(super) links: Vec<String>,
+}
+
+/// A subject worked on: its report, and its alert still to group and deliver.
+pub(crate) struct Worked {
+    pub(crate) report: SubjectReport,
+    pub(super) alert: Option<PendingAlert>,
+}
+
+impl From<SubjectReport> for Worked {
+    fn from(report: SubjectReport) -> Self {
+        Worked {
+            report,
+            alert: None,
+        }
+    }
+}
+
+impl Triage {
+    /// Sends the alerts whose group has waited long enough (`group_wait`): the timer's job.
+    pub async fn flush_due(
+        &self,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, crate::grouping::GroupError> {
+        let due = self.groups.due(now).await?;
+        let mut report = SubjectReport::new("due alerts".to_owned());
+        for alert in due {
+            self.deliver(&alert, None, &[], &mut report, deadline).await;
+        }
+        Ok(report.notified)
+    }
+
+    /// Retries the alerts whose delivery failed earlier (kept in the outbox): the timer's job too.
+    pub async fn drain_outbox(
+        &self,
+        deadline: Deadline,
+    ) -> Result<notify::DrainReport, notify::NotifyError> {
+        let receivers: Vec<Receiver> = self.receivers.values().cloned().collect();
+        self.outbox.drain(&self.egress, &receivers, deadline).await
+    }
+
+    /// Groups the alerts of subjects worked together (one compare-and-swap per group) and
+    /// delivers what is due now, each with its own subject's tail and links. A group that cannot
+    /// be written fails (retryably) the subjects whose alerts it holds.
+    pub(crate) async fn alert(
+        &self,
+        worked: Vec<Worked>,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Vec<SubjectReport> {
+        let (mut reports, alerts): (Vec<SubjectReport>, Vec<Option<PendingAlert>>) =
+            worked.into_iter().map(|w| (w.report, w.alert)).unzip();
+        // (report index, alert) for the subjects that have one.
+        let pending: Vec<(usize, &PendingAlert)> = alerts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, alert)| alert.as_ref().map(|alert| (i, alert)))
+            .collect();
+        if pending.is_empty() {
+            return reports;
+        }
+        let batch: Vec<(&Diagnosis, &Plan)> = pending
+            .iter()
+            .map(|(_, alert)| (&alert.diagnosis, &alert.plan))
+            .collect();
+        let recorded = self.groups.record_batch(&batch, now).await;
+        for (k, outcome) in recorded.outcomes.iter().enumerate() {
+            let (i, alert) = pending[k];
+            let report = &mut reports[i];
+            report.waiting += outcome.waiting.len();
+            for to_send in &outcome.send {
+                self.deliver(
+                    to_send,
+                    alert.tail.as_deref(),
+                    &alert.links,
+                    report,
+                    deadline,
+                )
+                .await;
+            }
+        }
+        for (failed, error) in &recorded.failed {
+            for &k in failed {
+                reports[pending[k].0].outcome = Outcome::Failed {
+                    reason: format!("alert grouping: {error}"),
+                    retryable: true,
+                };
+            }
+        }
+        reports
+    }
+
+    async fn deliver(
+        &self,
+        to_send: &AlertToSend,
+        tail: Option<&str>,
+        links: &[String],
+        report: &mut SubjectReport,
+        deadline: Deadline,
+    ) {
+        let Some(receiver) = self.receivers.get(&to_send.receiver) else {
+            tracing::warn!(receiver = %to_send.receiver, "alert for a receiver that is not configured; kept in the outbox");
+            return;
+        };
+        let n = &to_send.notification;
+        let alert = Alert {
+            diagnosis: to_send.example.clone(),
+            group: Group {
+                key: n.group_key.clone(),
+                count: n.count,
+                examples: n.examples.iter().map(subject_label).collect(),
+            },
+            stderr_tail: tail.map(str::to_owned),
+            links: Links::new(links.iter().map(String::as_str), None),
+            rule: Some(to_send.rule.clone()),
+            state: if n.is_repeat {
+                AlertState::Repeat
+            } else {
+                AlertState::Firing
+            },
+            sequence: u32::try_from(n.sequence.saturating_sub(1)).unwrap_or(u32::MAX),
+        };
+        match notify::send(&self.egress, receiver, &alert, deadline).await {
+            Ok(_) => report.notified.push(to_send.receiver.clone()),
+            Err(error) => {
+                // Kept, never dropped: the outbox is drained by the sweep.
+                tracing::warn!(receiver = %to_send.receiver, error = %error, "alert delivery failed; kept in the outbox");
+                match self.outbox.put(&to_send.receiver, &alert, &error).await {
+                    Ok(_) => report.outboxed.push(to_send.receiver.clone()),
+                    Err(store_error) => {
+                        report.outcome = Outcome::Failed {
+                            reason: format!(
+                                "alert to {} failed and could not be kept: {store_error}",
+                                to_send.receiver
+                            ),
+                            retryable: true,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn subject_label(subject: &diagnosis::Subject) -> String {
+    [
+        subject.job_id.as_deref(),
+        subject.task_id.as_deref(),
+        subject.node_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("/")
+}

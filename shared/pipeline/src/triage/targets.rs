@@ -1,0 +1,182 @@
+//! Reading a payload's items into targets: what to look at, with other accounts refused
+//! before anything is fetched.
+
+use std::sync::Arc;
+
+use diagnosis::Item;
+use diagnosis::payload::read_slice;
+
+use super::{Outcome, Triage, TriageError};
+
+/// What a payload item asks the pipeline to look at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Target {
+    Task {
+        job: String,
+        task: String,
+    },
+    Job {
+        job: String,
+    },
+    /// A pool's start task failed on a node. It belongs to no job, and Batch keeps no task
+    /// object for it, so the event is the diagnosis's source; what the node still holds
+    /// (`startup/`) is read back and preserved.
+    StartTask {
+        pool: String,
+        node: String,
+        event: StartTaskEvent,
+    },
+}
+
+/// The event of a [`Target::StartTask`]. Two events about one node are the same subject, so
+/// equality and ordering ignore the body.
+#[derive(Debug, Clone)]
+pub(super) struct StartTaskEvent(pub(super) Arc<diagnosis::wire::SpecialTaskEventBody>);
+
+impl PartialEq for StartTaskEvent {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for StartTaskEvent {}
+impl std::hash::Hash for StartTaskEvent {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+impl PartialOrd for StartTaskEvent {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for StartTaskEvent {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Triage {
+    /// Reads a payload's items into targets; returns how many items were about nothing to
+    /// triage.
+    pub(super) fn read_targets(
+        &self,
+        payload: &[u8],
+        targets: &mut Vec<Result<Target, (String, Outcome)>>,
+    ) -> Result<usize, TriageError> {
+        let mut ignored = 0;
+        // Duplicates are dropped as they are read, not after: a batch repeating one subject a
+        // million times holds it once (memory follows the distinct subjects, not the records).
+        let mut seen = std::collections::HashSet::new();
+        let mut refused = std::collections::HashSet::new();
+        read_slice(payload, &mut |item| match self.target_of(&item) {
+            Some(Ok(target)) => {
+                if seen.insert(target.clone()) {
+                    targets.push(Ok(target));
+                }
+            }
+            Some(Err((subject, outcome))) => {
+                if refused.insert(subject.clone()) {
+                    targets.push(Err((subject, outcome)));
+                }
+            }
+            None => ignored += 1,
+        })?;
+        Ok(ignored)
+    }
+
+    /// Maps an item to what to look at, refusing other accounts. `None` for items that are
+    /// about nothing to triage.
+    fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {
+        let (account, target) = match item {
+            Item::Task(task) => {
+                let url = task.url.as_deref();
+                let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
+                (
+                    url.and_then(diagnosis::wire::account_from_url),
+                    Target::Task {
+                        job,
+                        task: task.id.clone()?,
+                    },
+                )
+            }
+            // Starts and successful completions, most of an account's events, cost nothing.
+            Item::TaskEvent { kind, body, .. } if !body.may_report_failure(*kind) => return None,
+            Item::TaskEvent { body, account, .. } => (
+                account.clone(),
+                Target::Task {
+                    job: body.job_id.clone()?,
+                    task: body.id.clone()?,
+                },
+            ),
+            Item::TaskReference(reference) => {
+                if let Some(url) = &reference.account_url
+                    && let Err(error) = self.batch.check_url(url)
+                {
+                    // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+                    let shown = diagnosis::redact::strip_query(url);
+                    return Some(Err((
+                        format!("{shown}/{}", reference.job_id),
+                        Outcome::Refused(error.to_string()),
+                    )));
+                }
+                let target = match &reference.task_id {
+                    Some(task) => Target::Task {
+                        job: reference.job_id.clone(),
+                        task: task.clone(),
+                    },
+                    None => Target::Job {
+                        job: reference.job_id.clone(),
+                    },
+                };
+                (None, target)
+            }
+            Item::SpecialTaskEvent { body, account }
+                if body.special_type() == diagnosis::wire::SpecialTaskType::StartTask =>
+            {
+                let node = body.node_info.as_ref()?;
+                (
+                    account.clone(),
+                    Target::StartTask {
+                        pool: node.pool_id.clone()?,
+                        node: node.node_id.clone()?,
+                        event: StartTaskEvent(Arc::new((**body).clone())),
+                    },
+                )
+            }
+            Item::SpecialTaskEvent { body, account } => (
+                account.clone(),
+                Target::Job {
+                    job: body.job_id.clone()?,
+                },
+            ),
+            Item::Job(job) => (
+                job.url
+                    .as_deref()
+                    .and_then(diagnosis::wire::account_from_url),
+                Target::Job {
+                    job: job.id.clone()?,
+                },
+            ),
+            Item::PrepReleaseStatus(_)
+            | Item::File(_)
+            | Item::TaskCounts(_)
+            | Item::Error(_)
+            | Item::Skipped { .. } => return None,
+        };
+        match account {
+            Some(account) if !account.eq_ignore_ascii_case(&self.config.account) => Some(Err((
+                format!("{account}/{}", target_label(&target)),
+                Outcome::Refused(format!(
+                    "account {account:?} is not the configured account; nothing was fetched"
+                )),
+            ))),
+            _ => Some(Ok(target)),
+        }
+    }
+}
+
+pub(super) fn target_label(target: &Target) -> String {
+    match target {
+        Target::Task { job, task } => format!("{job}/{task}"),
+        Target::Job { job } => job.clone(),
+        Target::StartTask { pool, node, .. } => format!("_pools/{pool}/{node}/_starttask"),
+    }
+}
