@@ -16,8 +16,13 @@ use crate::clock::{self, EtagClock};
 use crate::error::ApiError;
 use crate::files::{Content, FileEntry, NodeFiles, normalize_path};
 use crate::scenario::{
-    FileContentSpec, FileSpec, FilesState, NodeState, Scenario, ScenarioError, TransitionConfig,
+    FileContentSpec, FileSpec, FilesState, JobSpec, NodeState, PrepReleaseSpec, Scenario,
+    ScenarioError, TaskGenerator, TransitionConfig,
 };
+
+mod json_map;
+
+use json_map::{default_field, object_at, resolve_map, str_at};
 
 /// How Batch renders an infinite duration (.NET `TimeSpan.MaxValue`).
 const INFINITE: &str = "P10675199DT2H48M5.4775807S";
@@ -114,55 +119,6 @@ pub(crate) fn key(id: &str) -> String {
     id.to_lowercase()
 }
 
-fn str_at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
-    let (first, rest) = path.split_first()?;
-    let mut value = map.get(*first)?;
-    for segment in rest {
-        value = value.get(*segment)?;
-    }
-    value.as_str()
-}
-
-/// Replaces every relative time string (`now-5m`) in `value` with a Batch timestamp.
-fn resolve_times(value: &mut Value, now: OffsetDateTime) {
-    match value {
-        Value::String(text) => {
-            if let Some(t) = clock::resolve_relative(text, now) {
-                *text = clock::format_time(t);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| resolve_times(v, now)),
-        Value::Object(map) => map.values_mut().for_each(|v| resolve_times(v, now)),
-        _ => {}
-    }
-}
-
-fn resolve_map(map: Map<String, Value>, now: OffsetDateTime) -> Map<String, Value> {
-    let mut value = Value::Object(map);
-    resolve_times(&mut value, now);
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
-fn object_at<'a>(map: &'a mut Map<String, Value>, name: &str) -> &'a mut Map<String, Value> {
-    let slot = map
-        .entry(name.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(inner) => inner,
-        _ => unreachable!("slot was just made an object"),
-    }
-}
-
-fn default_field(map: &mut Map<String, Value>, name: &str, value: Value) {
-    map.entry(name.to_owned()).or_insert(value);
-}
-
 impl State {
     /// Builds the live state from a checked scenario at time `now`.
     pub(crate) fn build(scenario: &Scenario, now: OffsetDateTime) -> Result<Self, ScenarioError> {
@@ -188,110 +144,140 @@ impl State {
             }
         }
         for spec in &scenario.jobs {
-            let mut json = resolve_map(spec.job.clone(), now);
-            let job_id = json
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            state.fill_job_defaults(&mut json, now);
-            if let Some(pool) = str_at(&json, &["poolInfo", "poolId"]) {
-                state.pools.insert(key(pool));
-            }
-            let mut job = Job {
-                json,
-                tasks: BTreeMap::new(),
-                prep_release: BTreeMap::new(),
-                pending: None,
-            };
-            for task_spec in &spec.tasks {
-                let mut task = resolve_map(task_spec.task.clone(), now);
-                state.fill_task_defaults(&job_id, &mut task, now);
-                state.place_task_files(&task, &task_spec.files, now)?;
-                let task_id = str_at(&task, &["id"]).unwrap_or_default().to_owned();
-                job.tasks.insert(
-                    key(&task_id),
-                    Task {
-                        json: task,
-                        files_state: task_spec.files_state,
-                    },
-                );
-            }
-            for generator in &spec.generate_tasks {
-                let width = generator.count.saturating_sub(1).to_string().len().max(5);
-                let template = resolve_map(generator.task.clone(), now);
-                for index in 0..generator.count {
-                    let mut task = template.clone();
-                    let task_id = format!("{}{index:0width$}", generator.id_prefix);
-                    task.insert("id".into(), Value::String(task_id.clone()));
-                    if generator.fail_every.is_some_and(|n| index % n == n - 1) {
-                        make_failure(&mut task);
-                    }
-                    state.fill_task_defaults(&job_id, &mut task, now);
-                    job.tasks.insert(
-                        key(&task_id),
-                        Task {
-                            json: task,
-                            files_state: FilesState::Available,
-                        },
-                    );
-                }
-            }
-            for row_spec in &spec.preparation_and_release_status {
-                let mut row = resolve_map(row_spec.status.clone(), now);
-                let pool = str_at(&row, &["poolId"]).unwrap_or_default().to_owned();
-                let node = str_at(&row, &["nodeId"]).unwrap_or_default().to_owned();
-                let prep_id =
-                    str_at(&job.json, &["jobPreparationTask", "id"]).unwrap_or("jobpreparation");
-                let release_id =
-                    str_at(&job.json, &["jobReleaseTask", "id"]).unwrap_or("jobrelease");
-                for (section, task_id, files) in [
-                    (
-                        "jobPreparationTaskExecutionInfo",
-                        prep_id.to_owned(),
-                        &row_spec.preparation_files,
-                    ),
-                    (
-                        "jobReleaseTaskExecutionInfo",
-                        release_id.to_owned(),
-                        &row_spec.release_files,
-                    ),
-                ] {
-                    if !row.contains_key(section) && files.is_empty() {
-                        continue;
-                    }
-                    let info = object_at(&mut row, section);
-                    default_field(
-                        info,
-                        "taskRootDirectory",
-                        Value::String(format!("workitems/{job_id}/job-1/{task_id}")),
-                    );
-                    if section == "jobPreparationTaskExecutionInfo" {
-                        default_field(info, "retryCount", json!(0));
-                    }
-                    let root = str_at(info, &["taskRootDirectory"]).unwrap_or_default();
-                    let root = normalize_path(root).unwrap_or_default();
-                    let created = str_at(info, &["startTime"])
-                        .and_then(clock::parse_time)
-                        .unwrap_or(now);
-                    let modified = str_at(info, &["endTime"])
-                        .and_then(clock::parse_time)
-                        .unwrap_or(now);
-                    let entry = state.node_entry(&pool, &node);
-                    for (path, spec) in files {
-                        let file = file_entry(spec, now, created, modified)?;
-                        if let Some(path) = normalize_path(path) {
-                            entry.files.insert(join(&root, &path), file);
-                        }
-                    }
-                }
-                state.node_entry(&pool, &node);
-                job.prep_release
-                    .insert(format!("{}/{}", key(&pool), key(&node)), row);
-            }
-            state.jobs.insert(key(&job_id), job);
+            state.add_job(spec, now)?;
         }
         Ok(state)
+    }
+
+    /// Adds a scenario job: its tasks (listed and generated) and its prep/release rows, with the
+    /// files they put on nodes.
+    fn add_job(&mut self, spec: &JobSpec, now: OffsetDateTime) -> Result<(), ScenarioError> {
+        let mut json = resolve_map(spec.job.clone(), now);
+        let job_id = json
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.fill_job_defaults(&mut json, now);
+        if let Some(pool) = str_at(&json, &["poolInfo", "poolId"]) {
+            self.pools.insert(key(pool));
+        }
+        let mut job = Job {
+            json,
+            tasks: BTreeMap::new(),
+            prep_release: BTreeMap::new(),
+            pending: None,
+        };
+        for task_spec in &spec.tasks {
+            let mut task = resolve_map(task_spec.task.clone(), now);
+            self.fill_task_defaults(&job_id, &mut task, now);
+            self.place_task_files(&task, &task_spec.files, now)?;
+            let task_id = str_at(&task, &["id"]).unwrap_or_default().to_owned();
+            job.tasks.insert(
+                key(&task_id),
+                Task {
+                    json: task,
+                    files_state: task_spec.files_state,
+                },
+            );
+        }
+        for generator in &spec.generate_tasks {
+            self.generate_tasks(&mut job, &job_id, generator, now);
+        }
+        for row_spec in &spec.preparation_and_release_status {
+            self.add_prep_release_row(&mut job, &job_id, row_spec, now)?;
+        }
+        self.jobs.insert(key(&job_id), job);
+        Ok(())
+    }
+
+    /// Adds a generator's tasks to `job`: `count` copies of its template, every `fail_every`-th
+    /// one failed.
+    fn generate_tasks(
+        &mut self,
+        job: &mut Job,
+        job_id: &str,
+        generator: &TaskGenerator,
+        now: OffsetDateTime,
+    ) {
+        let width = generator.count.saturating_sub(1).to_string().len().max(5);
+        let template = resolve_map(generator.task.clone(), now);
+        for index in 0..generator.count {
+            let mut task = template.clone();
+            let task_id = format!("{}{index:0width$}", generator.id_prefix);
+            task.insert("id".into(), Value::String(task_id.clone()));
+            if generator.fail_every.is_some_and(|n| index % n == n - 1) {
+                make_failure(&mut task);
+            }
+            self.fill_task_defaults(job_id, &mut task, now);
+            job.tasks.insert(
+                key(&task_id),
+                Task {
+                    json: task,
+                    files_state: FilesState::Available,
+                },
+            );
+        }
+    }
+
+    /// Adds one prep/release row to `job`, and the files its preparation and release tasks left
+    /// on the node.
+    fn add_prep_release_row(
+        &mut self,
+        job: &mut Job,
+        job_id: &str,
+        row_spec: &PrepReleaseSpec,
+        now: OffsetDateTime,
+    ) -> Result<(), ScenarioError> {
+        let mut row = resolve_map(row_spec.status.clone(), now);
+        let pool = str_at(&row, &["poolId"]).unwrap_or_default().to_owned();
+        let node = str_at(&row, &["nodeId"]).unwrap_or_default().to_owned();
+        let prep_id = str_at(&job.json, &["jobPreparationTask", "id"]).unwrap_or("jobpreparation");
+        let release_id = str_at(&job.json, &["jobReleaseTask", "id"]).unwrap_or("jobrelease");
+        for (section, task_id, files) in [
+            (
+                "jobPreparationTaskExecutionInfo",
+                prep_id.to_owned(),
+                &row_spec.preparation_files,
+            ),
+            (
+                "jobReleaseTaskExecutionInfo",
+                release_id.to_owned(),
+                &row_spec.release_files,
+            ),
+        ] {
+            if !row.contains_key(section) && files.is_empty() {
+                continue;
+            }
+            let info = object_at(&mut row, section);
+            default_field(
+                info,
+                "taskRootDirectory",
+                Value::String(format!("workitems/{job_id}/job-1/{task_id}")),
+            );
+            if section == "jobPreparationTaskExecutionInfo" {
+                default_field(info, "retryCount", json!(0));
+            }
+            let root = str_at(info, &["taskRootDirectory"]).unwrap_or_default();
+            let root = normalize_path(root).unwrap_or_default();
+            let created = str_at(info, &["startTime"])
+                .and_then(clock::parse_time)
+                .unwrap_or(now);
+            let modified = str_at(info, &["endTime"])
+                .and_then(clock::parse_time)
+                .unwrap_or(now);
+            let entry = self.node_entry(&pool, &node);
+            for (path, spec) in files {
+                let file = file_entry(spec, now, created, modified)?;
+                if let Some(path) = normalize_path(path) {
+                    entry.files.insert(join(&root, &path), file);
+                }
+            }
+        }
+        self.node_entry(&pool, &node);
+        job.prep_release
+            .insert(format!("{}/{}", key(&pool), key(&node)), row);
+        Ok(())
     }
 
     /// The node, created (available, no files) when the scenario did not declare it.

@@ -1,6 +1,6 @@
 //! The vocabulary of a diagnosis: failure classes, severities and exit-code meanings, with the
-//! tables that map Batch codes onto them. docs/failure-classes.md is the contract: classes are added, never
-//! renamed, because users write policy rules against these strings.
+//! tables that map Batch codes onto them. `docs/failure-classes.md` is the contract: classes are
+//! added, never renamed, because users write policy rules against these strings.
 
 use std::fmt;
 
@@ -41,7 +41,7 @@ impl Severity {
 /// Declares the class enum from one table: variant, wire name, severity, one-line meaning.
 macro_rules! failure_classes {
     ($($variant:ident => $name:literal, $severity:ident, $meaning:literal;)+) => {
-        /// A failure class (docs/failure-classes.md). Serialised as its dotted name, e.g. `task.exit_code`.
+        /// A failure class (`docs/failure-classes.md`). Serialised as its dotted name, e.g. `task.exit_code`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum FailureClass {
             $(#[doc = $meaning] $variant,)+
@@ -129,10 +129,11 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Declares the exit-meaning enum from one table: variant, wire name, codes, plain meaning, hint.
+/// Declares the exit-meaning enum from one table: variant, wire name, codes, a few words (for a
+/// summary line), plain meaning, hint.
 macro_rules! exit_meanings {
-    ($($variant:ident => $name:literal, [$($code:literal),*], $meaning:literal, $hint:literal;)+) => {
-        /// What an exit code usually means on a Batch node (docs/failure-classes.md).
+    ($($variant:ident => $name:literal, [$($code:literal),*], $short:literal, $meaning:literal, $hint:literal;)+) => {
+        /// What an exit code usually means on a Batch node (`docs/failure-classes.md`, `docs/batch-facts.md`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ExitMeaning {
             $(#[doc = $meaning] $variant,)+
@@ -152,6 +153,11 @@ macro_rules! exit_meanings {
             /// The snake_case name used in JSON and policy files.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $name,)+ Self::Application => "application" }
+            }
+
+            /// What the code means in a few words, as a summary line quotes it after the code.
+            pub fn short(self) -> &'static str {
+                match self { $(Self::$variant => $short,)+ Self::Application => "application-defined" }
             }
 
             /// What the code means, in plain words.
@@ -180,36 +186,47 @@ macro_rules! exit_meanings {
 
 exit_meanings! {
     OomOrSigkill => "oom_or_sigkill", [137, -9],
+        "killed by SIGKILL, most likely out of memory",
         "killed by SIGKILL, most often the Linux out-of-memory killer (or a container memory limit)",
         "The process was killed with SIGKILL, which on Batch nodes is almost always the out-of-memory killer. Check the node's memory use (dmesg shows 'Out of memory: Killed process'), run fewer tasks per node (taskSlotsPerNode / requiredSlots), raise the container memory limit, or move the pool to a VM size with more memory.";
     CommandNotFound => "command_not_found", [127],
+        "command not found",
         "the shell could not find the command",
         "A shell reported 'command not found'. Use an absolute path or check PATH on the node: application packages are only reachable through $AZ_BATCH_APP_PACKAGE_<id>_<version>, and tools installed by the start task must be installed for the task's user.";
     NotExecutable => "not_executable", [126],
+        "not executable",
         "the command was found but could not be executed",
         "The command was found but is not executable: set the execute bit (resource file fileMode, or chmod in the command), check the script has Unix line endings (a script saved with CRLF fails this way) and that it was built for the node's architecture.";
     Segfault => "segfault", [139],
+        "segmentation fault",
         "the process crashed with a segmentation fault (SIGSEGV)",
         "The program crashed (SIGSEGV). Look at stderr.txt for the crash site; native libraries built for another OS image or CPU, and stack exhaustion, are the usual causes on Batch.";
     Sigterm => "sigterm", [143],
+        "stopped by SIGTERM",
         "the process was stopped with SIGTERM",
         "The process received SIGTERM: something asked it to stop (a container runtime, the task being terminated, or the node shutting down). Check the job and node for a terminate or a pool resize at that time.";
     CtrlCExit => "ctrl_c_exit", [-1073741510],
+        "killed by Batch",
         "STATUS_CONTROL_C_EXIT (0xC000013A): Batch killed the process, at maxWallClockTime or on a terminate",
         "Batch ended the process (0xC000013A). If the task hit constraints.maxWallClockTime, raise it or split the work; otherwise find who terminated the task or job.";
     AccessViolation => "access_violation", [-1073741819],
+        "access violation",
         "STATUS_ACCESS_VIOLATION (0xC0000005): a native crash on Windows",
         "The program crashed with an access violation (0xC0000005). Check stderr.txt and any crash dump; a native dependency built for another platform is a common cause.";
     DllNotFound => "dll_not_found", [-1073741515],
+        "DLL not found",
         "STATUS_DLL_NOT_FOUND (0xC0000135): a DLL the program needs is missing on the node",
         "A DLL the program needs is missing (0xC0000135), most often the Visual C++ redistributable or a .NET runtime. Install it in the pool's start task or bake it into the custom image.";
     StackBufferOverrun => "stack_buffer_overrun", [-1073740791],
+        "stack buffer overrun",
         "STATUS_STACK_BUFFER_OVERRUN (0xC0000409): the program failed fast",
         "The program failed fast (0xC0000409), which is how the C runtime ends on a detected corruption or an unhandled C++ exception. stderr.txt and the Windows event log on the node say more.";
     DotnetUnhandledException => "dotnet_unhandled_exception", [-532462766],
+        "unhandled .NET exception",
         "0xE0434352: an unhandled .NET exception",
         "An unhandled .NET exception ended the program (0xE0434352). The exception and its stack trace are in stderr.txt.";
     FileNotFound => "file_not_found", [-2147024894],
+        "file not found",
         "0x80070002 (ERROR_FILE_NOT_FOUND as an HRESULT): a file the program needs was not found",
         "A file was not found (0x80070002). Check that resource files landed where the program looks for them (relative to the working directory `wd`) and that paths use the node OS's separator.";
 }
@@ -389,7 +406,7 @@ pub fn advice_for_code(code: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, cause, hint)| (*cause, *hint))
 }
 
-/// Advice for job scheduling error codes (docs/batch-facts.md, failure codes).
+/// Advice for job scheduling error codes (`docs/batch-facts.md`).
 pub const JOB_SCHEDULING_ADVICE: &[(&str, &str)] = &[
     (
         "AutoPoolCreationFailedWithQuotaReached",

@@ -1,11 +1,17 @@
 //! Turning Batch facts into a [`Diagnosis`]. Total and pure: every input gives a diagnosis (at
 //! worst `*.unknown`), nothing here reads a clock, a file or the network.
+//!
+//! Tasks are diagnosed here; jobs in `diagnose/job.rs`, and the special tasks on nodes (job
+//! preparation and release, start tasks) in `diagnose/special.rs`.
+
+mod job;
+mod special;
 
 use std::time::Duration;
 
 use crate::classes::{
-    ExitMeaning, FailureClass, JOB_SCHEDULING_ADVICE, advice_for_code, exit_code_hex,
-    is_pre_processing_class, task_class_for_code,
+    ExitMeaning, FailureClass, advice_for_code, exit_code_hex, is_pre_processing_class,
+    task_class_for_code,
 };
 use crate::fingerprint::fingerprint;
 use crate::hints::{command_line_shell_hint, stderr_hints};
@@ -14,10 +20,12 @@ use crate::redact::redact;
 use crate::report::{Detail, Diagnosis, Failure, Impact, Subject};
 use crate::wire::{
     BatchJob, BatchTask, DependencyAction, ExitConditions, ExitOptions, FailureInfo, JobAction,
-    JobState, OnTaskFailure, PrepReleaseStatus, PrepTaskExecutionInfo, PrepTaskState,
-    SpecialTaskEventBody, SpecialTaskType, TaskCounts, TaskExecutionInfo, TaskResult, TaskState,
-    Timestamp, account_from_url,
+    OnTaskFailure, TaskCounts, TaskExecutionInfo, TaskResult, TaskState, Timestamp,
+    account_from_url,
 };
+pub use job::diagnose_job;
+use job::job_pool_id;
+pub use special::{diagnose_prep_release, diagnose_special_task_event, prep_failed_nodes};
 
 /// Everything known besides the subject itself. All optional: the more there is, the sharper the
 /// diagnosis.
@@ -53,7 +61,75 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
     let completed = is_completed(task);
 
     let class = classify_task(task, evidence, completed);
-    let subject = Subject {
+    let subject = task_subject(task, evidence, retry_count, node_id.clone());
+    let who = task_label(&subject);
+    let exit_meaning = exit_code.filter(|c| *c != 0).map(ExitMeaning::of);
+    let facts = TaskFacts {
+        code,
+        exit_code,
+        exit_meaning,
+        retry_count,
+        requeue_count,
+        node_id: node_id.as_deref(),
+    };
+    let (summary, mut cause) = task_summary(task, class, &who, &facts, evidence);
+    // Batch's own words, whenever it gave some: they often name the file, image or container.
+    if let Some(message) = failure_info.and_then(|f| f.message.as_deref()) {
+        cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
+    }
+
+    let impact = completed.then(|| replay_exit_conditions(task, class, exit_code, evidence.job));
+    let hints = task_hints(
+        task,
+        class,
+        code,
+        exit_meaning,
+        impact.as_ref(),
+        evidence,
+        retry_count,
+    );
+    Diagnosis {
+        fingerprint: fingerprint(
+            class,
+            code,
+            exit_code,
+            failure_info.and_then(|f| f.message.as_deref()),
+            evidence.stderr_tail,
+        ),
+        subject,
+        class,
+        severity: class.severity(),
+        summary,
+        cause,
+        hints,
+        exit_code,
+        exit_code_hex: exit_code.and_then(exit_code_hex),
+        exit_meaning,
+        failure: failure_info.map(failure_of),
+        impact,
+        logs: task_logs(class),
+    }
+}
+
+/// What a task's execution info says, read once for the summary.
+struct TaskFacts<'a> {
+    code: Option<&'a str>,
+    exit_code: Option<i32>,
+    exit_meaning: Option<ExitMeaning>,
+    retry_count: i32,
+    requeue_count: i32,
+    node_id: Option<&'a str>,
+}
+
+/// Who the task is: the account, job and pool from the evidence when it knows them, else from the
+/// task's URL (and the job for the pool).
+fn task_subject(
+    task: &BatchTask,
+    evidence: &Evidence<'_>,
+    retry_count: i32,
+    node_id: Option<String>,
+) -> Subject {
+    Subject {
         account: evidence
             .account
             .map(str::to_ascii_lowercase)
@@ -70,12 +146,27 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
             .as_ref()
             .and_then(|n| n.pool_id.clone())
             .or_else(|| evidence.job.and_then(job_pool_id)),
-        node_id: node_id.clone(),
-    };
-    let who = task_label(&subject);
-    let exit_meaning = exit_code.filter(|c| *c != 0).map(ExitMeaning::of);
+        node_id,
+    }
+}
 
-    let (summary, mut cause) = match class {
+/// The summary line and the cause of a task's diagnosis, by class.
+fn task_summary(
+    task: &BatchTask,
+    class: FailureClass,
+    who: &str,
+    facts: &TaskFacts<'_>,
+    evidence: &Evidence<'_>,
+) -> (String, String) {
+    let TaskFacts {
+        code,
+        exit_code,
+        exit_meaning,
+        retry_count,
+        requeue_count,
+        node_id,
+    } = *facts;
+    match class {
         FailureClass::TaskSucceeded => (format!("{who} succeeded."), "The task completed with exit code 0.".to_owned()),
         FailureClass::TaskFlaky => (
             format!("{who} succeeded after {retry_count} {}.", plural(retry_count, "retry", "retries")),
@@ -107,7 +198,7 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
             "Batch ended the task (TaskEnded) because someone called Terminate Task, the job was terminated, or the job was disabled with disableTasks=terminate.".to_owned(),
         ),
         FailureClass::TaskPrepBlocked => {
-            let node = node_id.as_deref().or_else(|| evidence.prep_failed_nodes.first().map(String::as_str));
+            let node = node_id.or_else(|| evidence.prep_failed_nodes.first().map(String::as_str));
             (
                 format!("{who} cannot run: the job preparation task failed{}.", node.map_or_else(String::new, |n| format!(" on node {n}"))),
                 "When the job preparation task fails on a node, the job's tasks cannot run there: they go back to active and wait for another node. If no node can run the preparation task, the job is stuck.".to_owned(),
@@ -142,29 +233,25 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
         }
         _ => (
             format!("{who} failed{}.", code.map_or_else(String::new, |c| format!(" with {c}"))),
-            if failure_info.and_then(|f| f.message.as_deref()).is_some() {
+            if task
+                .execution_info
+                .as_ref()
+                .and_then(TaskExecutionInfo::failure)
+                .and_then(|f| f.message.as_deref())
+                .is_some()
+            {
                 "batch-triage does not recognise this failure; Batch's own message follows.".to_owned()
             } else {
-                "batch-triage does not recognise this failure, and Batch gave no message with it.".to_owned()
+                "batch-triage does not recognise this failure, and Batch gave no message with it."
+                    .to_owned()
             },
         ),
-    };
-    // Batch's own words, whenever it gave some: they often name the file, image or container.
-    if let Some(message) = failure_info.and_then(|f| f.message.as_deref()) {
-        cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
     }
+}
 
-    let impact = completed.then(|| replay_exit_conditions(task, class, exit_code, evidence.job));
-    let hints = task_hints(
-        task,
-        class,
-        code,
-        exit_meaning,
-        impact.as_ref(),
-        evidence,
-        retry_count,
-    );
-    let logs = match class {
+/// The task's files worth reading (and preserving) for a diagnosis of this class.
+fn task_logs(class: FailureClass) -> Vec<String> {
+    match class {
         FailureClass::TaskSucceeded | FailureClass::TaskInProgress | FailureClass::TaskRequeued => {
             Vec::new()
         }
@@ -177,27 +264,6 @@ pub fn diagnose_task(task: &BatchTask, evidence: &Evidence<'_>) -> Diagnosis {
         .map(String::from)
         .to_vec(),
         _ => ["stdout.txt", "stderr.txt"].map(String::from).to_vec(),
-    };
-    Diagnosis {
-        fingerprint: fingerprint(
-            class,
-            code,
-            exit_code,
-            failure_info.and_then(|f| f.message.as_deref()),
-            evidence.stderr_tail,
-        ),
-        subject,
-        class,
-        severity: class.severity(),
-        summary,
-        cause,
-        hints,
-        exit_code,
-        exit_code_hex: exit_code.and_then(exit_code_hex),
-        exit_meaning,
-        failure: failure_info.map(failure_of),
-        impact,
-        logs,
     }
 }
 
@@ -471,449 +537,6 @@ fn prep_logs_hint(evidence: &Evidence<'_>, node: Option<&str>, task_root: Option
     )
 }
 
-/// Diagnoses a job.
-pub fn diagnose_job(job: &BatchJob, evidence: &Evidence<'_>) -> Diagnosis {
-    let exec = job.execution_info.as_ref();
-    let scheduling_error = exec
-        .and_then(|e| e.scheduling_error.as_ref())
-        .filter(|s| s.code.is_some() || s.message.is_some());
-    let terminate_reason = exec
-        .and_then(|e| e.terminate_reason.as_deref())
-        .filter(|r| !r.trim().is_empty());
-    let state = job.state.as_ref();
-    let class = if scheduling_error.is_some() {
-        FailureClass::JobSchedulingError
-    } else if state == Some(&JobState::Completed) || (state.is_none() && terminate_reason.is_some())
-    {
-        match terminate_reason {
-            Some(r) if r.eq_ignore_ascii_case("MaxWallClockTimeExpiry") => FailureClass::JobTimeout,
-            Some(r) if r.eq_ignore_ascii_case("TaskFailed") => FailureClass::JobTerminatedByTask,
-            Some(r)
-                if r.eq_ignore_ascii_case("AllTasksComplete")
-                    || r.eq_ignore_ascii_case("JMComplete") =>
-            {
-                FailureClass::JobCompleted
-            }
-            None => FailureClass::JobCompleted,
-            Some(_) => FailureClass::JobTerminated,
-        }
-    } else if matches!(
-        state,
-        Some(
-            JobState::Active
-                | JobState::Disabling
-                | JobState::Disabled
-                | JobState::Enabling
-                | JobState::Terminating
-                | JobState::Deleting
-        )
-    ) {
-        if job_is_stuck(job, evidence) {
-            FailureClass::JobStuck
-        } else {
-            FailureClass::JobInProgress
-        }
-    } else {
-        FailureClass::JobUnknown
-    };
-
-    let job_id = job
-        .id
-        .clone()
-        .or_else(|| evidence.job_id.map(str::to_owned));
-    let subject = Subject {
-        account: evidence
-            .account
-            .map(str::to_ascii_lowercase)
-            .or_else(|| job.url.as_deref().and_then(account_from_url)),
-        job_id: job_id.clone(),
-        task_id: None,
-        attempt: None,
-        pool_id: job_pool_id(job),
-        node_id: None,
-    };
-    let who = format!("Job {}", job_id.as_deref().unwrap_or("(unnamed)"));
-    let limit = job
-        .constraints
-        .as_ref()
-        .and_then(|c| c.max_wall_clock_time)
-        .and_then(|d| d.finite());
-    let mut hints = Vec::new();
-    let (summary, cause) = match class {
-        FailureClass::JobSchedulingError => {
-            let code = scheduling_error.and_then(|s| s.code.as_deref());
-            if let Some((_, advice)) = code.and_then(|c| {
-                JOB_SCHEDULING_ADVICE
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(c))
-            }) {
-                hints.push((*advice).to_owned());
-            }
-            (
-                format!(
-                    "{who} could not be scheduled{}.",
-                    code.map_or_else(String::new, |c| format!(" ({c})"))
-                ),
-                format!(
-                    "Batch could not schedule the job's tasks{}",
-                    scheduling_error
-                        .and_then(|s| s.message.as_deref())
-                        .map_or_else(|| ".".to_owned(), |m| format!(": \"{}\"", redact(m.trim())))
-                ),
-            )
-        }
-        FailureClass::JobTimeout => {
-            hints.push("Raise the job's constraints.maxWallClockTime, or find the tasks that kept it running (long queues, stuck or retrying tasks).".to_owned());
-            (
-                format!("{who} was terminated at its maxWallClockTime{}.", limit.map_or_else(String::new, |l| format!(" of {}", prose_duration(l)))),
-                "The job ran longer than its constraints.maxWallClockTime, so Batch terminated it (terminateReason MaxWallClockTimeExpiry) and ended its running tasks.".to_owned(),
-            )
-        }
-        FailureClass::JobTerminatedByTask => {
-            hints.push("Find the failed task: its exitConditions set jobAction terminate. List the job's tasks with $filter=executionInfo/result eq 'failure' (batch-triage sweep does this).".to_owned());
-            (
-                format!("{who} was terminated by a failed task."),
-                "A task failed and its exitConditions (jobAction terminate, under onTaskFailure performexitoptionsjobaction) made Batch terminate the job (terminateReason TaskFailed).".to_owned(),
-            )
-        }
-        FailureClass::JobTerminated => {
-            hints.push("The terminate reason was given by whoever terminated the job; the Azure activity log names the caller.".to_owned());
-            (
-                format!(
-                    "{who} was terminated (\"{}\").",
-                    redact(terminate_reason.unwrap_or_default())
-                ),
-                format!(
-                    "The job was terminated with reason \"{}\".",
-                    redact(terminate_reason.unwrap_or_default())
-                ),
-            )
-        }
-        FailureClass::JobCompleted => (
-            format!("{who} completed."),
-            format!(
-                "The job completed{}.",
-                terminate_reason.map_or_else(String::new, |r| format!(" ({r})"))
-            ),
-        ),
-        FailureClass::JobStuck => {
-            if !evidence.prep_failed_nodes.is_empty() {
-                hints.push(prep_logs_hint(
-                    evidence,
-                    evidence.prep_failed_nodes.first().map(String::as_str),
-                    None,
-                ));
-            }
-            hints.push("To stop the pool cycling, disable the job (disableTasks requeue) while you fix it, then enable it again.".to_owned());
-            let why = if evidence.prep_failed_nodes.is_empty() {
-                match (evidence.now, job_active_since(job), evidence.stuck_after) {
-                    (Some(now), Some(since), Some(after)) => format!(
-                        "The job has been active for {} (more than {}) without its tasks making progress.",
-                        prose_duration(Duration::try_from(now.0 - since.0).unwrap_or_default()),
-                        prose_duration(after)
-                    ),
-                    _ => "The job is active but its tasks are not making progress.".to_owned(),
-                }
-            } else {
-                format!(
-                    "The job preparation task failed on {} {}; tasks assigned there go back to active, and no node is running them.",
-                    evidence.prep_failed_nodes.len(),
-                    plural(evidence.prep_failed_nodes.len() as i32, "node", "nodes")
-                )
-            };
-            (
-                format!("{who} is stuck: its tasks are not progressing."),
-                why,
-            )
-        }
-        FailureClass::JobInProgress => {
-            let state = state.map_or("active", |s| s.as_str());
-            (
-                format!("{who} is {state}."),
-                format!("The job is {state}; nothing indicates a problem."),
-            )
-        }
-        _ => (
-            format!(
-                "{who} is in state {}.",
-                state.map_or("(unknown)", |s| s.as_str())
-            ),
-            "batch-triage does not recognise this job state.".to_owned(),
-        ),
-    };
-    let message = scheduling_error
-        .and_then(|s| s.message.as_deref())
-        .or(terminate_reason);
-    Diagnosis {
-        fingerprint: fingerprint(
-            class,
-            scheduling_error.and_then(|s| s.code.as_deref()),
-            None,
-            message,
-            None,
-        ),
-        subject,
-        class,
-        severity: class.severity(),
-        summary,
-        cause,
-        hints: dedup(hints),
-        exit_code: None,
-        exit_code_hex: None,
-        exit_meaning: None,
-        failure: scheduling_error.map(failure_of),
-        impact: None,
-        logs: Vec::new(),
-    }
-}
-
-fn job_pool_id(job: &BatchJob) -> Option<String> {
-    job.execution_info
-        .as_ref()
-        .and_then(|e| e.pool_id.clone())
-        .or_else(|| job.pool_info.as_ref().and_then(|p| p.pool_id.clone()))
-}
-
-fn job_active_since(job: &BatchJob) -> Option<Timestamp> {
-    job.execution_info
-        .as_ref()
-        .and_then(|e| e.start_time)
-        .or(job.creation_time)
-}
-
-/// Stuck: active, with tasks waiting and none running, while job prep fails somewhere; or
-/// active past the caller's threshold without progress.
-fn job_is_stuck(job: &BatchJob, evidence: &Evidence<'_>) -> bool {
-    if job.state != Some(JobState::Active) {
-        return false;
-    }
-    let not_progressing = evidence
-        .task_counts
-        .is_none_or(|c| c.running == 0 && c.active > 0);
-    if !evidence.prep_failed_nodes.is_empty() && not_progressing {
-        return true;
-    }
-    match (evidence.now, job_active_since(job), evidence.stuck_after) {
-        (Some(now), Some(since), Some(after)) => {
-            let active_for = Duration::try_from(now.0 - since.0).unwrap_or_default();
-            active_for >= after
-                && evidence
-                    .task_counts
-                    .is_some_and(|c| c.running == 0 && c.active > 0)
-        }
-        _ => false,
-    }
-}
-
-/// Diagnoses one node of a job preparation/release status list: a diagnosis when its prep or
-/// release task failed there, none when both succeeded (or have not finished).
-pub fn diagnose_prep_release(
-    status: &PrepReleaseStatus,
-    evidence: &Evidence<'_>,
-) -> Option<Diagnosis> {
-    let prep = status
-        .job_preparation_task_execution_info
-        .as_ref()
-        .filter(|e| special_failed(e));
-    let release = status
-        .job_release_task_execution_info
-        .as_ref()
-        .filter(|e| special_failed(e));
-    let (class, exec) = match (prep, release) {
-        (Some(prep), _) => (FailureClass::JobPrepFailed, prep),
-        (None, Some(release)) => (FailureClass::JobReleaseFailed, release),
-        (None, None) => return None,
-    };
-    let mut diagnosis = special_task_diagnosis(
-        class,
-        SpecialFacts {
-            exit_code: exec.exit_code,
-            failure: exec.failure_info.as_ref(),
-            attempt: Some(exec.retry_count),
-            node_id: status.node_id.clone(),
-            pool_id: status.pool_id.clone(),
-            task_root: exec.task_root_directory.as_deref(),
-        },
-        evidence,
-    );
-    if prep.is_some() && release.is_some() {
-        diagnosis
-            .hints
-            .push("The job release task failed on this node too.".to_owned());
-    }
-    Some(diagnosis)
-}
-
-/// The nodes on which the job preparation task failed, from a prep/release status list: the
-/// evidence that makes waiting tasks `task.prep_blocked` and an active job `job.stuck`.
-pub fn prep_failed_nodes<'a>(
-    statuses: impl IntoIterator<Item = &'a PrepReleaseStatus>,
-) -> Vec<String> {
-    statuses
-        .into_iter()
-        .filter(|s| {
-            s.job_preparation_task_execution_info
-                .as_ref()
-                .is_some_and(special_failed)
-        })
-        .filter_map(|s| s.node_id.clone())
-        .collect()
-}
-
-fn special_failed(exec: &PrepTaskExecutionInfo) -> bool {
-    exec.result == Some(TaskResult::Failure)
-        || exec.failure_info.is_some()
-        || (exec.state == Some(PrepTaskState::Completed) && exec.exit_code.is_some_and(|c| c != 0))
-}
-
-/// Diagnoses a special-task event (job preparation, job release or start task on a node): a
-/// diagnosis when it failed, none when it succeeded.
-pub fn diagnose_special_task_event(
-    event: &SpecialTaskEventBody,
-    evidence: &Evidence<'_>,
-) -> Option<Diagnosis> {
-    let exec = event.execution_info.as_ref()?;
-    let failure = exec
-        .scheduling_error
-        .as_ref()
-        .filter(|f| f.code.is_some() || f.message.is_some());
-    let failed = exec.result == Some(TaskResult::Failure)
-        || failure.is_some()
-        || exec.exit_code.is_some_and(|c| c != 0);
-    if !failed {
-        return None;
-    }
-    let class = match event.special_type() {
-        SpecialTaskType::JobPreparation => FailureClass::JobPrepFailed,
-        SpecialTaskType::JobRelease => FailureClass::JobReleaseFailed,
-        SpecialTaskType::StartTask => FailureClass::NodeStartTaskFailed,
-        SpecialTaskType::Other => return None,
-    };
-    let job_id = event.job_id.as_deref().or(evidence.job_id);
-    let evidence = Evidence {
-        job_id,
-        ..*evidence
-    };
-    let node = event.node_info.as_ref();
-    Some(special_task_diagnosis(
-        class,
-        SpecialFacts {
-            exit_code: exec.exit_code,
-            failure,
-            attempt: None,
-            node_id: node.and_then(|n| n.node_id.clone()),
-            pool_id: node.and_then(|n| n.pool_id.clone()),
-            task_root: None,
-        },
-        &evidence,
-    ))
-}
-
-struct SpecialFacts<'a> {
-    exit_code: Option<i32>,
-    failure: Option<&'a FailureInfo>,
-    attempt: Option<i32>,
-    node_id: Option<String>,
-    pool_id: Option<String>,
-    task_root: Option<&'a str>,
-}
-
-fn special_task_diagnosis(
-    class: FailureClass,
-    facts: SpecialFacts<'_>,
-    evidence: &Evidence<'_>,
-) -> Diagnosis {
-    let job_id = evidence
-        .job_id
-        .map(str::to_owned)
-        .or_else(|| evidence.job.and_then(|j| j.id.clone()));
-    let node = facts.node_id.as_deref().unwrap_or("(unknown node)");
-    let code = facts.failure.and_then(|f| f.code.as_deref());
-    let exit_meaning = facts.exit_code.filter(|c| *c != 0).map(ExitMeaning::of);
-    let how = match (facts.exit_code, code) {
-        (Some(c), _) if c != 0 => format!(" with {}", describe_exit_code(c)),
-        (_, Some(code)) => format!(" ({code})"),
-        _ => String::new(),
-    };
-    let job_text = job_id.as_deref().unwrap_or("{jobId}");
-    let of_job = job_id
-        .as_deref()
-        .map_or_else(String::new, |j| format!(" of job {j}"));
-    let mut hints = Vec::new();
-    let (summary, mut cause) = match class {
-        FailureClass::JobPrepFailed => {
-            hints.push(prep_logs_hint(
-                evidence,
-                facts.node_id.as_deref(),
-                facts.task_root,
-            ));
-            (
-                format!("Job preparation task{of_job} failed on node {node}{how}; the job may be stuck."),
-                "The job preparation task runs on each node before any of the job's tasks. It failed here, so (with waitForSuccess, the default) the job's tasks will not run on this node until it is reimaged: they go back to active, and if no other node can run them the job is stuck.".to_owned(),
-            )
-        }
-        FailureClass::JobReleaseFailed => {
-            let dir = facts.task_root.map_or_else(
-                || format!("workitems/{job_text}/job-1/jobrelease"),
-                str::to_owned,
-            );
-            hints.push(format!("The release task's stdout.txt and stderr.txt are under {dir}/ on node {node}; batch-triage preserves them to {{account}}/{job_text}/_jobrelease/{node}/. Release tasks get at most 15 minutes (maxWallClockTime)."));
-            (
-                format!("Job release task{of_job} failed on node {node}{how}."),
-                "The job release task runs on each node when the job ends, to clean up. It failed here; the job's results are not affected, but the node may be left with data or processes behind.".to_owned(),
-            )
-        }
-        _ => {
-            hints.push("The start task's stdout.txt and stderr.txt are under startup/ on the node. With waitForSuccess the node is unusable until the start task succeeds (node state starttaskfailed); fix it and reboot or reimage the node.".to_owned());
-            (
-                format!("Start task failed on node {node}{how}."),
-                "The pool's start task failed on this node, so the node may not run tasks."
-                    .to_owned(),
-            )
-        }
-    };
-    if let Some(message) = facts.failure.and_then(|f| f.message.as_deref()) {
-        cause.push_str(&format!(" Batch says: \"{}\"", redact(message.trim())));
-    }
-    if let Some((_, advice)) = code.and_then(advice_for_code) {
-        hints.push(advice.to_owned());
-    }
-    if let Some(hint) = exit_meaning.and_then(ExitMeaning::hint) {
-        hints.push(hint.to_owned());
-    }
-    if let Some(tail) = evidence.stderr_tail {
-        hints.extend(stderr_hints(tail));
-    }
-    Diagnosis {
-        fingerprint: fingerprint(
-            class,
-            code,
-            facts.exit_code,
-            facts.failure.and_then(|f| f.message.as_deref()),
-            evidence.stderr_tail,
-        ),
-        subject: Subject {
-            account: evidence.account.map(str::to_ascii_lowercase),
-            job_id,
-            task_id: None,
-            attempt: facts.attempt,
-            pool_id: facts.pool_id,
-            node_id: facts.node_id,
-        },
-        class,
-        severity: class.severity(),
-        summary,
-        cause,
-        hints: dedup(hints),
-        exit_code: facts.exit_code,
-        exit_code_hex: facts.exit_code.and_then(exit_code_hex),
-        exit_meaning,
-        failure: facts.failure.map(failure_of),
-        impact: None,
-        logs: ["stdout.txt", "stderr.txt"].map(String::from).to_vec(),
-    }
-}
-
 fn failure_of(info: &FailureInfo) -> Failure {
     Failure {
         category: info.category.as_ref().map(|c| c.as_str().to_owned()),
@@ -958,25 +581,8 @@ fn describe_exit_code(code: i32) -> String {
     match (hex, meaning) {
         (_, ExitMeaning::Application) if code >= 0 => format!("exit code {code}"),
         (Some(hex), ExitMeaning::Application) => format!("exit code {code} ({hex})"),
-        (Some(hex), meaning) => format!("exit code {code} ({hex}: {})", short_meaning(meaning)),
-        (None, meaning) => format!("exit code {code} ({})", short_meaning(meaning)),
-    }
-}
-
-fn short_meaning(meaning: ExitMeaning) -> &'static str {
-    match meaning {
-        ExitMeaning::OomOrSigkill => "killed by SIGKILL, most likely out of memory",
-        ExitMeaning::CommandNotFound => "command not found",
-        ExitMeaning::NotExecutable => "not executable",
-        ExitMeaning::Segfault => "segmentation fault",
-        ExitMeaning::Sigterm => "stopped by SIGTERM",
-        ExitMeaning::CtrlCExit => "killed by Batch",
-        ExitMeaning::AccessViolation => "access violation",
-        ExitMeaning::DllNotFound => "DLL not found",
-        ExitMeaning::StackBufferOverrun => "stack buffer overrun",
-        ExitMeaning::DotnetUnhandledException => "unhandled .NET exception",
-        ExitMeaning::FileNotFound => "file not found",
-        ExitMeaning::Application => "application-defined",
+        (Some(hex), meaning) => format!("exit code {code} ({hex}: {})", meaning.short()),
+        (None, meaning) => format!("exit code {code} ({})", meaning.short()),
     }
 }
 

@@ -63,7 +63,7 @@ pub fn diagnose_item(item: &Item, evidence: &Evidence<'_>) -> Option<Diagnosis> 
             body,
             account,
         } => {
-            let task = payload::task_from_event(*kind, body);
+            let task = wire::task_from_event(*kind, body);
             let evidence = Evidence {
                 account: evidence.account.or(account.as_deref()),
                 job_id: body.job_id.as_deref().or(evidence.job_id),

@@ -189,8 +189,39 @@ pub(super) fn parse(text: &str) -> Result<Policy, PolicyErrors> {
 }
 
 fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
+    let receivers = check_receivers(raw.receivers, errors);
+    let grouping = match raw.grouping {
+        Some(raw) => grouping_over(&Grouping::default(), raw, errors),
+        None => Grouping::default(),
+    };
+    let actions = match raw.actions {
+        None => ActionsConfig::default(),
+        Some(spanned) => check_actions(spanned, errors),
+    };
+    let mut rules: Vec<Rule> = Vec::new();
+    for spanned in raw.rules {
+        let rule = check_rule(spanned.into_inner(), &rules, &receivers, &grouping, errors);
+        rules.push(rule);
+    }
+    let silences = raw
+        .silences
+        .into_iter()
+        .map(|spanned| check_silence(spanned.into_inner(), errors))
+        .collect();
+    Policy {
+        receivers,
+        rules,
+        grouping,
+        silences,
+        actions,
+        console: raw.console.unwrap_or(true),
+    }
+}
+
+/// Receivers: unique names, lowercase kinds, and no secret written in the file.
+fn check_receivers(raw: Vec<Spanned<RawReceiver>>, errors: &mut Errors<'_>) -> Vec<Receiver> {
     let mut receivers: Vec<Receiver> = Vec::new();
-    for spanned in raw.receivers {
+    for spanned in raw {
         let receiver = spanned.into_inner();
         let name = receiver.name.get_ref().trim().to_owned();
         if name.is_empty() {
@@ -241,169 +272,165 @@ fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
             settings: receiver.settings,
         });
     }
+    receivers
+}
 
-    let grouping = match raw.grouping {
-        Some(raw) => grouping_over(&Grouping::default(), raw, errors),
-        None => Grouping::default(),
-    };
-
-    let actions = match raw.actions {
-        None => ActionsConfig::default(),
-        Some(spanned) => {
-            let span = spanned.span();
-            let raw = spanned.into_inner();
-            let max_per_hour = match raw.max_per_hour {
-                None => None,
-                Some(value) => match u32::try_from(*value.get_ref()) {
-                    Ok(n) if n >= 1 => Some(n),
-                    _ => {
-                        errors.at(
-                            value.span(),
-                            "max_per_hour must be a whole number from 1 to 4294967295",
-                        );
-                        None
-                    }
-                },
-            };
-            let enabled = raw.enabled.unwrap_or(false);
-            if enabled && max_per_hour.is_none() {
+/// `[actions]`: off and dry-run unless said otherwise, and never enabled without a budget.
+fn check_actions(spanned: Spanned<RawActions>, errors: &mut Errors<'_>) -> ActionsConfig {
+    let span = spanned.span();
+    let raw = spanned.into_inner();
+    let max_per_hour = match raw.max_per_hour {
+        None => None,
+        Some(value) => match u32::try_from(*value.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
                 errors.at(
-                    span,
-                    "actions are enabled but have no budget: set `max_per_hour` (e.g. 5)",
+                    value.span(),
+                    "max_per_hour must be a whole number from 1 to 4294967295",
                 );
+                None
             }
-            ActionsConfig {
-                enabled,
-                dry_run: raw.dry_run.unwrap_or(true),
-                max_per_hour,
-            }
-        }
+        },
     };
+    let enabled = raw.enabled.unwrap_or(false);
+    if enabled && max_per_hour.is_none() {
+        errors.at(
+            span,
+            "actions are enabled but have no budget: set `max_per_hour` (e.g. 5)",
+        );
+    }
+    ActionsConfig {
+        enabled,
+        dry_run: raw.dry_run.unwrap_or(true),
+        max_per_hour,
+    }
+}
 
-    let mut rules: Vec<Rule> = Vec::new();
-    for spanned in raw.rules {
-        let rule = spanned.into_inner();
-        let name = rule.name.get_ref().trim().to_owned();
-        if name.is_empty() {
-            errors.at(rule.name.span(), "rule name is empty");
-        } else if rules.iter().any(|r| r.name == name) {
-            errors.at(rule.name.span(), format!("rule {name:?} is defined twice"));
-        } else if name.contains('"') || name.chars().any(char::is_control) {
+/// One rule, checked against the rules before it (for duplicate names), the receivers and the
+/// policy's grouping (which the rule's own `grouping` overrides).
+fn check_rule(
+    rule: RawRule,
+    rules: &[Rule],
+    receivers: &[Receiver],
+    grouping: &Grouping,
+    errors: &mut Errors<'_>,
+) -> Rule {
+    let name = rule.name.get_ref().trim().to_owned();
+    if name.is_empty() {
+        errors.at(rule.name.span(), "rule name is empty");
+    } else if rules.iter().any(|r| r.name == name) {
+        errors.at(rule.name.span(), format!("rule {name:?} is defined twice"));
+    } else if name.contains('"') || name.chars().any(char::is_control) {
+        errors.at(
+            rule.name.span(),
+            format!("rule name {name:?} must not contain quotes or control characters"),
+        );
+    }
+    let matchers = match rule.matchers {
+        Some(m) => matchers(m.into_inner(), errors),
+        None => Matchers::default(),
+    };
+    let mut rule_receivers = Vec::new();
+    for receiver in rule.receivers {
+        let wanted = receiver.get_ref().trim();
+        if !receivers.iter().any(|r| r.name == wanted) {
+            let known: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
             errors.at(
-                rule.name.span(),
-                format!("rule name {name:?} must not contain quotes or control characters"),
+                receiver.span(),
+                format!("rule {name:?} names unknown receiver {wanted:?} (defined: {known:?})"),
             );
+        } else if !rule_receivers.iter().any(|r| r == wanted) {
+            rule_receivers.push(wanted.to_owned());
         }
-        let matchers = match rule.matchers {
-            Some(m) => matchers(m.into_inner(), errors),
-            None => Matchers::default(),
-        };
-        let mut rule_receivers = Vec::new();
-        for receiver in rule.receivers {
-            let wanted = receiver.get_ref().trim();
-            if !receivers.iter().any(|r| r.name == wanted) {
-                let known: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
+    }
+    let max_bytes = match rule.preserve_max_bytes {
+        None => DEFAULT_PRESERVE_MAX_BYTES,
+        Some(value) => match u64::try_from(*value.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
                 errors.at(
-                    receiver.span(),
-                    format!("rule {name:?} names unknown receiver {wanted:?} (defined: {known:?})"),
+                    value.span(),
+                    "preserve_max_bytes must be a positive number of bytes",
                 );
-            } else if !rule_receivers.iter().any(|r| r == wanted) {
-                rule_receivers.push(wanted.to_owned());
+                DEFAULT_PRESERVE_MAX_BYTES
             }
-        }
-        let max_bytes = match rule.preserve_max_bytes {
-            None => DEFAULT_PRESERVE_MAX_BYTES,
-            Some(value) => match u64::try_from(*value.get_ref()) {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    errors.at(
-                        value.span(),
-                        "preserve_max_bytes must be a positive number of bytes",
-                    );
-                    DEFAULT_PRESERVE_MAX_BYTES
-                }
-            },
-        };
-        let mut preserve = Vec::new();
-        for glob in rule.preserve {
-            let text = glob.get_ref().trim();
-            // The copier compiles the glob with the same function: one interpretation.
-            let problem = super::preserve_glob(text).err();
-            match problem {
-                Some(problem) => {
-                    errors.at(glob.span(), format!("preserve glob {text:?} {problem}"))
-                }
-                None => preserve.push(PreserveGlob {
-                    glob: text.to_owned(),
-                    max_bytes,
-                }),
-            }
-        }
-        let action = match rule.action {
-            None => RuleAction::default(),
-            Some(action) => rule_action(action, errors),
-        };
-        let grouping = match rule.grouping {
-            Some(raw) => grouping_over(&grouping, raw, errors),
-            None => grouping.clone(),
-        };
-        rules.push(Rule {
-            name,
-            matchers,
-            receivers: rule_receivers,
-            preserve,
-            action,
-            continue_matching: rule.continue_matching,
-            grouping,
-        });
-    }
-
-    let mut silences = Vec::new();
-    for spanned in raw.silences {
-        let span = spanned.span();
-        let silence = spanned.into_inner();
-        let matchers_span = silence.matchers.span();
-        let matchers = matchers(silence.matchers.into_inner(), errors);
-        if is_empty(&matchers) {
-            errors.at(
-                matchers_span,
-                "a silence with no matchers would mute everything; name a class, job, … to mute",
-            );
-        }
-        let expires = match silence.expires.get_ref() {
-            toml::Value::String(text) => OffsetDateTime::parse(text, &Rfc3339).ok(),
-            toml::Value::Datetime(datetime) => {
-                OffsetDateTime::parse(&datetime.to_string(), &Rfc3339).ok()
-            }
-            _ => None,
-        };
-        if expires.is_none() {
-            errors.at(
-                silence.expires.span(),
-                "expires must be an RFC 3339 time with an offset, e.g. 2026-12-31T18:00:00Z",
-            );
-        }
-        if silence.comment.get_ref().trim().is_empty() {
-            errors.at(
-                silence.comment.span(),
-                "a silence needs a comment saying who and why",
-            );
-        }
-        let _ = span;
-        silences.push(Silence {
-            matchers,
-            expires: expires.unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            comment: silence.comment.into_inner(),
-        });
-    }
-
-    Policy {
-        receivers,
-        rules,
+        },
+    };
+    let preserve = preserve_globs(rule.preserve, max_bytes, errors);
+    let action = match rule.action {
+        None => RuleAction::default(),
+        Some(action) => rule_action(action, errors),
+    };
+    let grouping = match rule.grouping {
+        Some(raw) => grouping_over(grouping, raw, errors),
+        None => grouping.clone(),
+    };
+    Rule {
+        name,
+        matchers,
+        receivers: rule_receivers,
+        preserve,
+        action,
+        continue_matching: rule.continue_matching,
         grouping,
-        silences,
-        actions,
-        console: raw.console.unwrap_or(true),
+    }
+}
+
+/// A rule's preserve globs: under `wd/`, without `..`, and valid globs.
+fn preserve_globs(
+    globs: Vec<Spanned<String>>,
+    max_bytes: u64,
+    errors: &mut Errors<'_>,
+) -> Vec<PreserveGlob> {
+    let mut preserve = Vec::new();
+    for glob in globs {
+        let text = glob.get_ref().trim();
+        // The copier compiles the glob with the same function: one interpretation.
+        let problem = super::preserve_glob(text).err();
+        match problem {
+            Some(problem) => errors.at(glob.span(), format!("preserve glob {text:?} {problem}")),
+            None => preserve.push(PreserveGlob {
+                glob: text.to_owned(),
+                max_bytes,
+            }),
+        }
+    }
+    preserve
+}
+
+/// A silence: some matcher, an RFC 3339 expiry and a comment.
+fn check_silence(silence: RawSilence, errors: &mut Errors<'_>) -> Silence {
+    let matchers_span = silence.matchers.span();
+    let matchers = matchers(silence.matchers.into_inner(), errors);
+    if is_empty(&matchers) {
+        errors.at(
+            matchers_span,
+            "a silence with no matchers would mute everything; name a class, job, … to mute",
+        );
+    }
+    let expires = match silence.expires.get_ref() {
+        toml::Value::String(text) => OffsetDateTime::parse(text, &Rfc3339).ok(),
+        toml::Value::Datetime(datetime) => {
+            OffsetDateTime::parse(&datetime.to_string(), &Rfc3339).ok()
+        }
+        _ => None,
+    };
+    if expires.is_none() {
+        errors.at(
+            silence.expires.span(),
+            "expires must be an RFC 3339 time with an offset, e.g. 2026-12-31T18:00:00Z",
+        );
+    }
+    if silence.comment.get_ref().trim().is_empty() {
+        errors.at(
+            silence.comment.span(),
+            "a silence needs a comment saying who and why",
+        );
+    }
+    Silence {
+        matchers,
+        expires: expires.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        comment: silence.comment.into_inner(),
     }
 }
 

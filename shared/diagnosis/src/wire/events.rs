@@ -1,4 +1,4 @@
-//! Batch diagnostic-log events (docs/batch-facts.md) and the envelopes that carry them: the Azure
+//! Batch diagnostic-log events (`docs/batch-facts.md`) and the envelopes that carry them: the Azure
 //! Monitor record (alone, or in the `{records:[…]}` batch Event Hubs delivers), Event Grid events
 //! and CloudEvents.
 
@@ -6,27 +6,28 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::lenient::{IsoDuration, Timestamp, int};
-use super::rest::{FailureInfo, NodeInfo, TaskResult};
+use super::rest::{
+    BatchTask, FailureInfo, NodeInfo, TaskConstraints, TaskExecutionInfo, TaskResult, TaskState,
+};
 
 /// One Azure Monitor resource-log record (one line of a `PT1H.json` blob, or one element of the
 /// `records` array on Event Hubs).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiagnosticRecord<'a> {
     /// When the record was written.
-    #[serde(default)]
     pub time: Option<String>,
     /// `/SUBSCRIPTIONS/…/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{account}/`.
-    #[serde(default, alias = "ResourceId")]
+    #[serde(alias = "ResourceId")]
     pub resource_id: Option<String>,
     /// `ServiceLog` for the events triage reads.
-    #[serde(default, alias = "Category")]
+    #[serde(alias = "Category")]
     pub category: Option<String>,
     /// The event name: `TaskFailEvent`, `PoolResizeCompleteEvent`, …
-    #[serde(default, alias = "OperationName")]
+    #[serde(alias = "OperationName")]
     pub operation_name: Option<String>,
     /// The event body, read according to `operation_name`.
-    #[serde(default, alias = "Properties", borrow)]
+    #[serde(alias = "Properties", borrow)]
     pub properties: Option<&'a RawValue>,
 }
 
@@ -101,68 +102,56 @@ pub fn is_special_task_operation(name: &str) -> bool {
 
 /// `executionInfo` of a task event. Failure info is called `schedulingError` in events.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventExecution {
     /// When the task started.
-    #[serde(default)]
     pub start_time: Option<Timestamp>,
     /// When it ended.
-    #[serde(default)]
     pub end_time: Option<Timestamp>,
     /// Exit code; null if it failed before it ran.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub exit_code: Option<i32>,
     /// Retries so far.
-    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    #[serde(deserialize_with = "int::i32_or_zero")]
     pub retry_count: i32,
     /// Requeues so far.
-    #[serde(default, deserialize_with = "int::i32_or_zero")]
+    #[serde(deserialize_with = "int::i32_or_zero")]
     pub requeue_count: i32,
     /// `Success` / `Failure` (either casing).
-    #[serde(default)]
     pub result: Option<TaskResult>,
     /// The failure, in events (empty strings mean none).
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
 /// `constraints` of a task event.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventConstraints {
     /// Retries allowed.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub max_task_retry_count: Option<i32>,
     /// Not in the documented event body, but accepted if a forwarder adds it.
-    #[serde(default)]
     pub max_wall_clock_time: Option<IsoDuration>,
 }
 
 /// Body of `TaskStartEvent`, `TaskCompleteEvent`, `TaskFailEvent`, `TaskRequeueEvent` and
 /// `TaskScheduleFailEvent`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TaskEventBody {
     /// The job.
-    #[serde(default)]
     pub job_id: Option<String>,
     /// The task.
-    #[serde(default)]
     pub id: Option<String>,
     /// `User` or `JobManager`.
-    #[serde(default)]
     pub task_type: Option<String>,
     /// Where it ran (`nodeId` is `" "` in schedule-fail events).
-    #[serde(default)]
     pub node_info: Option<NodeInfo>,
     /// Constraints.
-    #[serde(default)]
     pub constraints: Option<TaskEventConstraints>,
     /// Execution (absent in schedule-fail events).
-    #[serde(default)]
     pub execution_info: Option<TaskEventExecution>,
     /// Top-level scheduling error of `TaskScheduleFailEvent`.
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
@@ -198,45 +187,106 @@ impl TaskEventBody {
     }
 }
 
+/// Which event a bare body (without its record's `operationName`) is.
+pub fn infer_event_kind(body: &TaskEventBody) -> TaskEventKind {
+    let Some(exec) = &body.execution_info else {
+        return TaskEventKind::ScheduleFail;
+    };
+    if exec.end_time.is_none() && exec.exit_code.is_none() && exec.result.is_none() {
+        return TaskEventKind::Start;
+    }
+    let failed = exec.result == Some(TaskResult::Failure)
+        || exec.exit_code.is_some_and(|c| c != 0)
+        || exec
+            .scheduling_error
+            .as_ref()
+            .is_some_and(|e| e.code.is_some());
+    if failed {
+        TaskEventKind::Fail
+    } else {
+        TaskEventKind::Complete
+    }
+}
+
+/// The task an event describes, as far as the event tells (`docs/batch-facts.md`): the event's
+/// `schedulingError` becomes `failureInfo`, and the state follows from the event.
+pub fn task_from_event(kind: TaskEventKind, body: &TaskEventBody) -> BatchTask {
+    let exec = body.execution_info.clone().unwrap_or_default();
+    let failure: Option<FailureInfo> = exec
+        .scheduling_error
+        .clone()
+        .or_else(|| body.scheduling_error.clone())
+        .filter(|f| f.code.is_some() || f.message.is_some());
+    let state = match kind {
+        TaskEventKind::Start => TaskState::Running,
+        TaskEventKind::Complete | TaskEventKind::Fail => TaskState::Completed,
+        TaskEventKind::Requeue | TaskEventKind::ScheduleFail => TaskState::Active,
+    };
+    let result = exec.result.clone().or(match kind {
+        TaskEventKind::Fail => Some(TaskResult::Failure),
+        TaskEventKind::Complete if exec.exit_code == Some(0) && failure.is_none() => {
+            Some(TaskResult::Success)
+        }
+        _ => None,
+    });
+    BatchTask {
+        id: body.id.clone(),
+        state: Some(state),
+        node_info: body.node_info.clone(),
+        constraints: body.constraints.as_ref().map(|c| TaskConstraints {
+            max_wall_clock_time: c.max_wall_clock_time,
+            retention_time: None,
+            max_task_retry_count: c.max_task_retry_count,
+        }),
+        execution_info: Some(TaskExecutionInfo {
+            start_time: exec.start_time,
+            end_time: exec.end_time,
+            exit_code: exec.exit_code,
+            failure_info: failure,
+            retry_count: exec.retry_count,
+            requeue_count: match kind {
+                // A requeue event is itself a requeue, even if the count was read before it.
+                TaskEventKind::Requeue => exec.requeue_count.max(1),
+                _ => exec.requeue_count,
+            },
+            result,
+            ..TaskExecutionInfo::default()
+        }),
+        ..BatchTask::default()
+    }
+}
+
 /// `executionInfo` of the special-task event.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SpecialTaskExecution {
     /// When it started.
-    #[serde(default)]
     pub start_time: Option<Timestamp>,
     /// When it ended.
-    #[serde(default)]
     pub end_time: Option<Timestamp>,
     /// Exit code.
-    #[serde(default, deserialize_with = "int::opt_i32")]
+    #[serde(deserialize_with = "int::opt_i32")]
     pub exit_code: Option<i32>,
     /// `success` / `failure`.
-    #[serde(default)]
     pub result: Option<TaskResult>,
     /// The failure (empty strings mean none).
-    #[serde(default)]
     pub scheduling_error: Option<FailureInfo>,
 }
 
 /// Body of the special-task event: a job preparation, job release or start task on one node.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SpecialTaskEventBody {
     /// The job (empty for a start task).
-    #[serde(default, deserialize_with = "super::lenient::non_empty_string")]
+    #[serde(deserialize_with = "super::lenient::non_empty_string")]
     pub job_id: Option<String>,
     /// The task's name.
-    #[serde(default)]
     pub task_name: Option<String>,
     /// `JobPrep`, `JobRelease`, `StartTask`, …
-    #[serde(default)]
     pub task_type: Option<String>,
     /// Where it ran.
-    #[serde(default)]
     pub node_info: Option<NodeInfo>,
     /// What happened.
-    #[serde(default)]
     pub execution_info: Option<SpecialTaskExecution>,
 }
 
@@ -274,7 +324,7 @@ impl SpecialTaskEventBody {
 }
 
 /// `data` of an Event Grid or CloudEvents event that only points at a task or job:
-/// `{accountUrl?, jobId, taskId?}` (docs/delivery.md).
+/// `{accountUrl?, jobId, taskId?}`, as custom topics and forwarders publish it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReference {
@@ -290,48 +340,40 @@ pub struct TaskReference {
 }
 
 /// An Event Grid event (Event Grid schema).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct EventGridEvent<'a> {
     /// Event id.
-    #[serde(default)]
     pub id: Option<String>,
     /// Topic resource id.
-    #[serde(default)]
     pub topic: Option<String>,
     /// Publisher-defined subject.
-    #[serde(default)]
     pub subject: Option<String>,
     /// Publisher-defined type.
-    #[serde(default)]
     pub event_type: Option<String>,
     /// The payload: any Batch payload kind, borrowed from the input.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     pub data: Option<&'a RawValue>,
 }
 
 /// A CloudEvents 1.0 event (structured JSON mode).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct CloudEvent<'a> {
     /// Always `1.0`.
-    #[serde(default)]
     pub specversion: Option<String>,
     /// Event id.
-    #[serde(default)]
     pub id: Option<String>,
     /// Source URI.
-    #[serde(default)]
     pub source: Option<String>,
     /// Event type.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub event_type: Option<String>,
     /// Subject.
-    #[serde(default)]
     pub subject: Option<String>,
     /// The payload: any Batch payload kind, borrowed from the input.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     pub data: Option<&'a RawValue>,
     /// Base64 payload; triage only reads JSON `data`.
-    #[serde(default)]
     pub data_base64: Option<String>,
 }

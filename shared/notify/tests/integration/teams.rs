@@ -1,5 +1,6 @@
 //! Teams: the payload the receiver gets is a valid Adaptive Card 1.4 in the Workflows envelope,
-//! fits in 28 KB whatever the content, and is retried on throttling and never redirected.
+//! fits in 28 KB whatever the content, is retried on throttling and never redirected, and, rendered by Microsoft's
+//! Adaptive Cards renderer with markdown on, shows untrusted text as text.
 
 use notify::{NotifyError, Secret};
 
@@ -223,4 +224,106 @@ async fn posts_to_one_host_are_paced_under_four_per_second() {
     assert_eq!(receiver.requests().len(), 5);
     // Five paced posts need at least four intervals (a lower bound, not a speed assertion).
     assert!(started.elapsed() >= notify::teams::TEAMS_INTERVAL * 4);
+}
+
+/// Text that is markup in every form Teams' markdown knows, plus HTML.
+const HOSTILE: [&str; 5] = [
+    "[click me](https://evil.example)",
+    "**bold**",
+    "<script>alert(1)</script>",
+    "![img](https://evil.example/x.png)",
+    "see https://evil.example now",
+];
+
+/// Renders a card (or a Workflows envelope) with Microsoft's Adaptive Cards renderer, markdown on
+/// as in Teams (`tests/node/render-card.js`), and returns the HTML. Asserts the renderer reported
+/// no parse or validation error.
+fn render_html(card: &[u8]) -> String {
+    let node_modules = std::env::var_os("BATCH_TRIAGE_NODE_MODULES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/node/node_modules")
+        });
+    assert!(
+        node_modules.join("adaptivecards").is_dir() && node_modules.join("jsdom").is_dir(),
+        "the Adaptive Cards renderer is missing from {}: run scripts/setup-test-deps (or set BATCH_TRIAGE_NODE_MODULES)",
+        node_modules.display()
+    );
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/node/render-card.js");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("card.json");
+    std::fs::write(&input, card).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .arg(&input)
+        .env("NODE_PATH", &node_modules)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run node (needed to render cards; install Node.js 20+): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "render-card.js failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("render-card.js prints JSON");
+    assert_eq!(rendered["errors"], serde_json::json!([]), "renderer errors");
+    let html = rendered["html"].as_str().expect("html").to_owned();
+    assert!(html.contains("ac-adaptiveCard"), "nothing rendered: {html}");
+    html
+}
+
+/// The HTML a browser would show `text` as, when it is text.
+fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[test]
+fn renderer_shows_untrusted_text_as_text() {
+    let hostile = HOSTILE.join(" | ");
+    let mut alert = sample_alert();
+    alert.diagnosis.subject.task_id = Some(format!("task {hostile}"));
+    alert.diagnosis.subject.job_id = Some(format!("job {hostile}"));
+    alert.diagnosis.summary = format!("summary {hostile}");
+    alert.diagnosis.cause = format!("cause {hostile}");
+    alert.diagnosis.hints = vec![format!("hint {hostile}")];
+    alert.stderr_tail = Some(format!("stderr {hostile}\nKilled\n"));
+    alert.group.examples = vec![format!("example {hostile}")];
+    let html = render_html(&notify::teams::render(&alert));
+    for markup in ["<a ", "<a>", "<strong", "<em>", "<img", "<script"] {
+        assert!(!html.contains(markup), "the card rendered {markup}: {html}");
+    }
+    for text in HOSTILE {
+        let shown = html_escaped(text);
+        let times = html.matches(&shown).count();
+        // Task id, job id, summary, cause, hint, stderr: each shows the text, literally.
+        assert!(
+            times >= 6,
+            "{shown} shown {times} times, not as text: {html}"
+        );
+    }
+}
+
+/// The control: the same text in a plain markdown TextBlock does become markup, so the renderer
+/// really processes markdown and the test above can fail.
+#[test]
+fn renderer_turns_the_same_text_in_a_text_block_into_markup() {
+    let card = serde_json::json!({
+        "type": "AdaptiveCard", "version": "1.4",
+        "body": [{"type": "TextBlock", "text": HOSTILE.join(" | "), "wrap": true}]
+    });
+    let html = render_html(card.to_string().as_bytes());
+    for markup in [
+        "<a href=\"https://evil.example\"",
+        "<strong>bold</strong>",
+        "<img src=\"https://evil.example/x.png\"",
+    ] {
+        assert!(html.contains(markup), "no {markup} in {html}");
+    }
 }
