@@ -256,10 +256,30 @@ impl BatchClient {
 
 /// Refuses ids and paths that are empty or would be read as `.`/`..` path segments.
 pub(crate) fn check_id(op: &'static str, what: &str, value: &str) -> Result<(), BatchError> {
-    if value.is_empty() || value == "." || value == ".." || value.len() > 4096 {
+    if id_problem(value).is_some() {
         return Err(BatchError::bad_argument(op, format!("invalid {what}")));
     }
     Ok(())
+}
+
+/// The longest id or file path this client puts in a URL (Batch's own ids are at most 64
+/// characters; this bounds what a forged payload can make it send).
+pub const MAX_ID_BYTES: usize = 4096;
+
+/// Why this client will never send `id` as a path parameter, or `None` when it will: an empty id,
+/// `.` or `..` (read as "this" or "up" in a path) or one longer than [`MAX_ID_BYTES`]. Every call
+/// naming such an id is refused before any request, so a caller can ask up front and refuse the
+/// subject once instead of failing on every run.
+pub fn id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("an id may not be empty")
+    } else if id == "." || id == ".." {
+        Some("an id may not be `.` or `..` (a path would read it as a directory step)")
+    } else if id.len() > MAX_ID_BYTES {
+        Some("an id may be at most 4096 bytes")
+    } else {
+        None
+    }
 }
 
 /// Whether a host string names the loopback interface.

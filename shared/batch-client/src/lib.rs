@@ -16,7 +16,7 @@ pub use api::{
     ActionOutcome, BatchApi, DownloadOptions, FileDownload, FileInfo, FileListOptions, FileRef,
     GetOptions, ListOptions, PageStream, TerminateJobOptions, items,
 };
-pub use client::BatchClient;
+pub use client::{BatchClient, MAX_ID_BYTES, id_problem};
 pub use config::{BATCH_SCOPE, BatchAuth, BatchConfig, DEFAULT_API_VERSION, EntraAuth};
 pub use error::{BatchError, ConfigError, ErrorInfo};
 /// Re-exported from `batch-triage-foundation`, so callers name them from here as before.

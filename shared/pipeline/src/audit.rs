@@ -1,5 +1,6 @@
 //! Audit records: one object per job-action decision, taken or skipped, so a person can always
-//! answer "why did (or didn't) batch-triage touch my job?".
+//! answer "why did (or didn't) batch-triage touch my job?", and one per subject refused because
+//! its ids can never be read from Batch ([`AuditDecision::Refused`]).
 //!
 //! Records are written create-only to `audit/{yyyy-mm-dd}/{id}.json`, where the id starts with
 //! the time, so a listing of a day is in time order.
@@ -26,6 +27,9 @@ pub enum AuditDecision {
     Skipped,
     /// Sent to Batch, which refused or failed; `outcome` says how.
     Failed,
+    /// Not a job action: a subject whose ids can never be read from Batch was refused (its logs
+    /// cannot be preserved); `reason` names the id and why. Written once per subject.
+    Refused,
 }
 
 /// One audit record.

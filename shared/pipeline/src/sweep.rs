@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::triage::{JobCache, Outcome, SubjectReport, Triage, Worked, batch_failure};
+use crate::triage::{JobCache, Outcome, StoredIds, SubjectReport, Triage, Worked, batch_failure};
 
 /// The cursor: failures that ended before it were handled by an earlier run.
 const CURSOR_KEY: &str = "sweep/cursor.json";
@@ -225,6 +225,16 @@ impl Triage {
                 continue;
             }
             report.jobs_examined += 1;
+            // A listed job was not checked before it was read: one whose id can never be sent
+            // back to Batch (its tasks cannot be listed) is refused once, not failed every run.
+            let ids = StoredIds::job(&self.config.account, &job_id);
+            if let Some(problem) = ids.problem() {
+                let refused = self
+                    .refuse_unstorable(&ids, problem, None, now, deadline)
+                    .await;
+                report.subjects.push(refused.report);
+                continue;
+            }
             self.sweep_failed_tasks(&job_id, since, now, deadline, &cache, report)
                 .await;
             match self

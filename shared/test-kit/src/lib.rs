@@ -1,10 +1,12 @@
 //! What the end-to-end tests of the handlers and the pipeline share, so each test file keeps only
 //! what it is about: the Batch emulator served on a loopback port, a webhook receiver that records
 //! what it is sent, a temporary store and policy, and the settings a handler binary reads
-//! (README, "App settings"), and child processes killed when dropped ([`process`]). A dev-dependency only: nothing here is fit for production (it
+//! (README, "App settings"), child processes killed when dropped ([`process`]), and a Batch
+//! endpoint gone wrong that serves hostile ids ([`hostile_batch`]). A dev-dependency only: nothing here is fit for production (it
 //! panics on setup failures, which is what a test wants).
 
 pub mod flaky_store;
+pub mod hostile_batch;
 pub mod hostile_files;
 pub mod process;
 
@@ -17,6 +19,7 @@ use axum::routing::post;
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use serde_json::Value;
 
+pub use hostile_batch::{HostileBatch, HostileJob};
 pub use process::{KillOnDrop, spawn_announced, start_emulator};
 
 /// The webhook secret the policy's receiver signs with.

@@ -6,10 +6,12 @@
 //!
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
-//! sequence), grouping and delivering alerts (`alert`) and the per-payload job cache (`jobs`).
+//! sequence), grouping and delivering alerts (`alert`), the per-payload job cache (`jobs`) and
+//! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
 mod alert;
 mod jobs;
+mod refuse;
 mod report;
 mod subject;
 mod targets;
@@ -35,6 +37,7 @@ use crate::grouping::GroupStore;
 
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
+pub(crate) use refuse::StoredIds;
 pub(crate) use report::batch_failure;
 pub use report::{Outcome, RunReport, SubjectReport, TriageError};
 use targets::Target;

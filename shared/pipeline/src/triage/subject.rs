@@ -20,6 +20,7 @@ use preserve::{
 use time::OffsetDateTime;
 
 use super::alert::{PendingAlert, Worked};
+use super::refuse::StoredIds;
 use super::targets::{Target, target_label};
 use super::{JobCache, Outcome, SubjectReport, Triage, batch_failure};
 use crate::actions::ActionRequest;
@@ -222,6 +223,13 @@ impl Triage {
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Vec<Worked> {
+        let ids = StoredIds::of_target(&self.config.account, target);
+        if let Some(problem) = ids.problem() {
+            return vec![
+                self.refuse_unstorable(&ids, problem, None, now, deadline)
+                    .await,
+            ];
+        }
         let label = format!("{}/{}", self.config.account, target_label(target));
         let result = match target {
             Target::Task { job, task } => self
@@ -276,6 +284,26 @@ impl Triage {
         deadline: Deadline,
     ) -> Result<Worked, Outcome> {
         let task_id = task.id.clone().unwrap_or_default();
+        // A listed task (the sweep) was not checked before it was read. What the listing says
+        // is diagnosed and shown (with no job read: the job id may be what cannot be sent); a
+        // task that did not fail has nothing to keep and is not refused.
+        let ids = StoredIds::task(&self.config.account, job_id, &task_id);
+        if let Some(problem) = ids.problem() {
+            let evidence = Evidence {
+                account: Some(&self.config.account),
+                job_id: Some(job_id),
+                ..Evidence::default()
+            };
+            let seen = self.redacted(diagnose_task(&task, &evidence));
+            if !seen.class.is_failure() {
+                let mut report = SubjectReport::new(ids.label());
+                report.class = Some(seen.class);
+                return Ok(report.into());
+            }
+            return Ok(self
+                .refuse_unstorable(&ids, problem, Some(seen), now, deadline)
+                .await);
+        }
         let job = jobs
             .get(self.batch.as_ref(), job_id, deadline)
             .await
@@ -364,6 +392,14 @@ impl Triage {
                 continue;
             };
             let node = status.node_id.clone().unwrap_or_default();
+            let ids = StoredIds::prep_release(&self.config.account, job_id, &node);
+            if let Some(problem) = ids.problem() {
+                reports.push(
+                    self.refuse_unstorable(&ids, problem, Some(node_diagnosis), now, deadline)
+                        .await,
+                );
+                continue;
+            }
             // The label names the folder the logs go to (docs/preserved-layout.md): a release
             // task's output is under `_jobrelease/`, not `_jobprep/`.
             let folder = if node_diagnosis.class == FailureClass::JobReleaseFailed {

@@ -3,4 +3,5 @@
 
 mod actions;
 mod grouping;
+mod refused;
 mod triage;

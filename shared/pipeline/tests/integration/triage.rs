@@ -27,6 +27,21 @@ struct World {
 async fn world() -> World {
     let emulator = Emulator::new(Scenario::builtin()).unwrap();
     let batch_url = serve_emulator(emulator.clone()).await;
+    let (triage, store, hook, dir) = pipeline_over(&batch_url).await;
+    World {
+        triage,
+        emulator,
+        store,
+        hook,
+        _dir: dir,
+    }
+}
+
+/// The pipeline over the Batch endpoint at `batch_url` (account devbatch1), a fresh local store
+/// and a recording `hook` receiver every `task.*` failure goes to, ungrouped.
+pub(crate) async fn pipeline_over(
+    batch_url: &str,
+) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
     let hook = Recorder::start().await;
     let hook_url = hook.url.clone();
 
@@ -69,7 +84,7 @@ receivers = ["hook"]
     let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
     let batch = BatchClient::new(
         BatchConfig::shared_key(
-            &batch_url,
+            batch_url,
             WELL_KNOWN_ACCOUNT_NAME,
             Secret::new(WELL_KNOWN_ACCOUNT_KEY),
         )
@@ -97,16 +112,10 @@ receivers = ["hook"]
         receivers,
         egress,
     );
-    World {
-        triage,
-        emulator,
-        store,
-        hook,
-        _dir: dir,
-    }
+    (triage, store, hook, dir)
 }
 
-fn fail_record(account: &str, job: &str, task: &str) -> String {
+pub(crate) fn fail_record(account: &str, job: &str, task: &str) -> String {
     serde_json::json!({"records": [{
         "time": "2026-11-27T10:05:01.1234567Z",
         "resourceId": format!("/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{}/", account.to_uppercase()),
@@ -116,7 +125,7 @@ fn fail_record(account: &str, job: &str, task: &str) -> String {
     .to_string()
 }
 
-fn deadline() -> Deadline {
+pub(crate) fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(60))
 }
 
