@@ -276,7 +276,7 @@ fn default_credential() -> Result<Arc<dyn TokenCredential>, StoreError> {
         let options = azure_identity::ManagedIdentityCredentialOptions {
             user_assigned_id: var("AZURE_CLIENT_ID").map(azure_identity::UserAssignedId::ClientId),
             client_options: azure_core::http::ClientOptions {
-                transport: Some(crate::lazy_http::LazyHttpClient::transport()),
+                transport: Some(lazy_http::LazyHttpClient::transport()),
                 ..Default::default()
             },
         };
@@ -316,10 +316,10 @@ fn build_client(
         BlobAuth::Anonymous => None,
     };
     // Without a transport of its own, the client gets one that loads the TLS roots on the
-    // first request, not now (see lazy_http).
+    // first request, not now (the lazy-http crate).
     let transport = transport
         .cloned()
-        .unwrap_or_else(crate::lazy_http::LazyHttpClient::transport);
+        .unwrap_or_else(lazy_http::LazyHttpClient::transport);
     let options = azure_storage_blob::BlobContainerClientOptions {
         client_options: azure_core::http::ClientOptions {
             transport: Some(transport),

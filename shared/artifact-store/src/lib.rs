@@ -13,7 +13,6 @@
 
 mod blob;
 mod key;
-mod lazy_http;
 mod local;
 mod open;
 mod retry;

@@ -6,7 +6,6 @@ mod client;
 mod config;
 mod download;
 mod error;
-mod lazy_http;
 mod operations;
 mod request;
 pub mod shared_key;

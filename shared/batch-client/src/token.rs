@@ -49,9 +49,9 @@ impl TokenSource {
             EntraAuth::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                    // TLS roots load on the first token request, not at start (lazy_http).
+                    // TLS roots load on the first token request, not at start (the lazy-http crate).
                     client_options: azure_core::http::ClientOptions {
-                        transport: Some(crate::lazy_http::LazyHttpClient::transport()),
+                        transport: Some(lazy_http::LazyHttpClient::transport()),
                         ..Default::default()
                     },
                 };

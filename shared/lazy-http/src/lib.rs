@@ -1,9 +1,10 @@
 //! An HTTP client for the Azure SDK's pipelines that builds its reqwest client on the first
 //! request. The SDK's default builds one when a client or credential is created, and building
 //! one loads the system's TLS roots: most of a handler's start-up time, paid before the
-//! Functions host's first invocation even when the invocation never reaches Blob Storage.
-//! (batch-client has the same few lines for its Entra credential: the two crates are on the
-//! same layer and share no code.)
+//! Functions host's first invocation even when the invocation needs no Entra token.
+//!
+//! One crate for it because the Batch client (its Entra credential) and the artifact store (Blob
+//! Storage) both need it and sit on the same layer.
 
 use std::sync::OnceLock;
 
@@ -15,11 +16,11 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// See the module documentation.
 #[derive(Debug, Default)]
-pub(crate) struct LazyHttpClient(OnceLock<reqwest::Client>);
+pub struct LazyHttpClient(OnceLock<reqwest::Client>);
 
 impl LazyHttpClient {
     /// A transport for `ClientOptions::transport`.
-    pub(crate) fn transport() -> azure_core::http::Transport {
+    pub fn transport() -> azure_core::http::Transport {
         azure_core::http::Transport::new(std::sync::Arc::new(Self::default()))
     }
 
@@ -43,8 +44,8 @@ impl LazyHttpClient {
         Ok(self.0.get_or_init(|| client))
     }
 
-    #[cfg(test)]
-    pub(crate) fn is_built(&self) -> bool {
+    /// Whether the first request has built the client yet.
+    pub fn is_built(&self) -> bool {
         self.0.get().is_some()
     }
 }
