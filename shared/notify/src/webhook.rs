@@ -25,7 +25,7 @@
 //! ```
 //!
 //! # Body
-//! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples},
+//! `{"version": 1, "id", "state", "status" ("firing" or "resolved"), "sequence", "rule", "group": {key, count, examples},
 //! "links": {logs, portal}, "stderrTail", "diagnosis": {…docs/diagnosis-json.md…}}`.
 
 use foundation::{Deadline, Secret};
@@ -50,6 +50,8 @@ pub fn body(alert: &Alert) -> Vec<u8> {
         "version": 1,
         "id": alert.idempotency_key(),
         "state": alert.state,
+        // Alertmanager's word: "resolved" once the group's failure state ended, else "firing".
+        "status": if alert.state == crate::alert::AlertState::Resolved { "resolved" } else { "firing" },
         "sequence": alert.sequence,
         "rule": alert.rule,
         "group": alert.group,

@@ -1,7 +1,8 @@
 //! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
 //! `batch-triage serve`, `batch-triage sweep`) does the same three things in the same order:
 //! sweep for failures no event announced, send the alert groups that have waited long enough,
-//! and retry the deliveries that failed earlier.
+//! tell receivers with `send_resolved` about groups whose failure state ended, and retry the
+//! deliveries that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
@@ -16,6 +17,8 @@ pub struct TickReport {
     pub sweep: SweepReport,
     /// Receivers a grouped alert went to.
     pub flushed: Vec<String>,
+    /// Receivers told that a group's failure state ended.
+    pub resolved: Vec<String>,
     /// The outbox after the retries.
     pub outbox: notify::DrainReport,
 }
@@ -46,10 +49,12 @@ impl Triage {
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep(now, deadline, options).await?;
         let flushed = self.flush_due(now, deadline).await?;
+        let resolved = self.resolve_groups(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
             flushed,
+            resolved,
             outbox,
         })
     }
@@ -77,6 +82,7 @@ impl TickReport {
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
+        lines.push(format!("resolved messages sent: {}", self.resolved.len()));
         lines.push(format!(
             "outbox: {} delivered, {} still pending, {} dead",
             self.outbox.delivered, self.outbox.still_pending, self.outbox.dead

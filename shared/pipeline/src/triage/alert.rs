@@ -118,10 +118,10 @@ impl Triage {
         report: &mut SubjectReport,
         deadline: Deadline,
     ) {
-        let Some(receiver) = self.receivers.get(&to_send.receiver) else {
+        if !self.receivers.contains_key(&to_send.receiver) {
             tracing::warn!(receiver = %to_send.receiver, "alert for a receiver that is not configured; kept in the outbox");
             return;
-        };
+        }
         let n = &to_send.notification;
         let alert = Alert {
             diagnosis: to_send.example.clone(),
@@ -140,18 +140,34 @@ impl Triage {
             },
             sequence: u32::try_from(n.sequence.saturating_sub(1)).unwrap_or(u32::MAX),
         };
-        match notify::send(&self.egress, receiver, &alert, deadline).await {
-            Ok(_) => report.notified.push(to_send.receiver.clone()),
+        self.send_or_keep(&to_send.receiver, &alert, report, deadline)
+            .await;
+    }
+
+    /// Delivers one alert to the receiver called `name`, or keeps it in the outbox when
+    /// delivery fails (or the receiver is not configured here).
+    pub(super) async fn send_or_keep(
+        &self,
+        name: &str,
+        alert: &Alert,
+        report: &mut SubjectReport,
+        deadline: Deadline,
+    ) {
+        let Some(receiver) = self.receivers.get(name) else {
+            tracing::warn!(receiver = %name, "alert for a receiver that is not configured; not sent");
+            return;
+        };
+        match notify::send(&self.egress, receiver, alert, deadline).await {
+            Ok(_) => report.notified.push(name.to_owned()),
             Err(error) => {
                 // Kept, never dropped: the outbox is drained by the sweep.
-                tracing::warn!(receiver = %to_send.receiver, error = %error, "alert delivery failed; kept in the outbox");
-                match self.outbox.put(&to_send.receiver, &alert, &error).await {
-                    Ok(_) => report.outboxed.push(to_send.receiver.clone()),
+                tracing::warn!(receiver = %name, error = %error, "alert delivery failed; kept in the outbox");
+                match self.outbox.put(name, alert, &error).await {
+                    Ok(_) => report.outboxed.push(name.to_owned()),
                     Err(store_error) => {
                         report.outcome = Outcome::Failed {
                             reason: format!(
-                                "alert to {} failed and could not be kept: {store_error}",
-                                to_send.receiver
+                                "alert to {name} failed and could not be kept: {store_error}"
                             ),
                             retryable: true,
                         };
@@ -162,7 +178,7 @@ impl Triage {
     }
 }
 
-fn subject_label(subject: &diagnosis::Subject) -> String {
+pub(super) fn subject_label(subject: &diagnosis::Subject) -> String {
     [
         subject.job_id.as_deref(),
         subject.task_id.as_deref(),
