@@ -18,8 +18,9 @@ Examples:
   batch-triage notify --test siem --policy policy.toml --allow-host hooks.example.com
 
 Receivers are the policy's [[receivers]] entries; secrets come from the environment variables
-they name (url_env, password_env, access_key_env, secret_env). Destinations must be on the
-allowlist: Teams Workflows / Logic Apps / Power Platform and ACS hosts by default.";
+they name (url_env, password_env, access_key_env, secret_env, routing_key_env). Destinations
+must be on the allowlist: Teams Workflows / Logic Apps / Power Platform, ACS, PagerDuty and
+Slack hosts by default.";
 
 /// Arguments of `notify`.
 #[derive(Debug, clap::Args)]
