@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::receivers::{self, Received, Receivers};
 use crate::scenario::{
-    TEAMS_URL_SETTING, WEBHOOK_KEY_SETTING, WEBHOOK_URL_SETTING, demo_policy, demo_scenario,
+    PAGERDUTY_KEY_SETTING, SLACK_URL_SETTING, TEAMS_URL_SETTING, WEBHOOK_KEY_SETTING,
+    WEBHOOK_URL_SETTING, demo_policy, demo_scenario,
 };
 use crate::subject::SubjectKey;
 use crate::{DEMO_MAX_FILE_BYTES, DemoError, feed};
@@ -29,6 +30,13 @@ pub const MARKER: &str = ".batch-triage-demo";
 /// The HMAC key the demo's webhook receiver is configured with. Not a secret: the receiver is a
 /// loopback recorder that lives as long as the command.
 const DEMO_WEBHOOK_KEY: &str = "batch-triage-demo-signing-key";
+
+/// The routing key the demo's PagerDuty receiver is configured with: 32 characters, like a real
+/// one, and as unsecret as the webhook key above.
+const DEMO_PAGERDUTY_KEY: &str = "demo0routing0key0000000000000000";
+
+/// The stuck job of the demo's scenario that its owner terminates between the two sweeps.
+const RESOLVED_JOB: &str = "backfill";
 
 /// One trigger the pipeline handled, and what it reported.
 #[derive(Debug)]
@@ -161,6 +169,8 @@ impl Services {
             TEAMS_URL_SETTING => Some(self.receivers.teams_url.clone()),
             WEBHOOK_URL_SETTING => Some(self.receivers.webhook_url.clone()),
             WEBHOOK_KEY_SETTING => Some(DEMO_WEBHOOK_KEY.to_owned()),
+            SLACK_URL_SETTING => Some(self.receivers.slack_url.clone()),
+            PAGERDUTY_KEY_SETTING => Some(DEMO_PAGERDUTY_KEY.to_owned()),
             _ => None,
         }
     }
@@ -207,7 +217,10 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
 /// Runs the demo in `out` (made by [`prepare_out_dir`]): every trigger, then the read-back.
 pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let services = Services::start().await?;
-    let policy = demo_policy(services.receivers.smtp_port)?;
+    let policy = demo_policy(
+        services.receivers.smtp_port,
+        &services.receivers.pagerduty_url,
+    )?;
     let settings = demo_settings(&services, policy, out)?;
     let budget = settings.invocation_budget;
     let triage = settings.build()?;
@@ -225,7 +238,7 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     )))?;
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
-    runs.extend(triggers.sweeps().await?);
+    runs.extend(triggers.sweeps(&services, &batch).await?);
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
     let times = subject_times(&services.emulator, &batch, &runs, events_at).await;
@@ -333,8 +346,13 @@ impl Triggers<'_> {
         Ok(runs)
     }
 
-    /// The timer's job, twice: the second finds everything handled.
-    async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
+    /// The timer's job, twice: the second finds everything handled, and the stuck job its
+    /// owner terminated in between resolved.
+    async fn sweeps(
+        &self,
+        services: &Services,
+        batch: &BatchClient,
+    ) -> Result<Vec<Run>, DemoError> {
         // The timer's sweep finds what no event announced; a first run looks back a day so
         // every failure of the scenario (the oldest ended hours ago) is in reach.
         let options = SweepOptions {
@@ -349,9 +367,20 @@ impl Triggers<'_> {
             ),
             (
                 "sweep-again",
-                "Timer sweep, next tick: everything is already handled",
+                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner, so its group is resolved",
             ),
         ] {
+            if name == "sweep-again" {
+                // What an operator would do about the stuck job; Batch then completes it.
+                let options = batch_client::TerminateJobOptions {
+                    reason: Some("stuck: terminated by its owner".to_owned()),
+                    ..Default::default()
+                };
+                batch
+                    .terminate_job(RESOLVED_JOB, &options, self.deadline())
+                    .await?;
+                services.emulator.settle();
+            }
             let at = OffsetDateTime::now_utc();
             let tick = self.triage.tick(at, self.deadline(), &options).await?;
             runs.push(Run {
