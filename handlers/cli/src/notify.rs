@@ -94,6 +94,31 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             if let Some(location) = delivery.operation_location {
                 println!("  operation: {location}");
             }
+            if receiver.kind() == notify::config::ReceiverKindName::PagerDuty {
+                // A test must not leave an incident open: resolve the one just triggered.
+                let resolved = Alert {
+                    state: AlertState::Resolved,
+                    sequence: 1,
+                    ..alert.clone()
+                };
+                let delivery = crate::runtime()?
+                    .block_on(notify::send(
+                        &egress,
+                        &receiver,
+                        &resolved,
+                        Deadline::after(Duration::from_secs(args.timeout)),
+                    ))
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "the test incident on {:?} was triggered but could not be resolved: {error}",
+                            receiver.name
+                        )
+                    })?;
+                println!(
+                    "resolved the test incident: status {}, {} attempt(s)",
+                    delivery.status, delivery.attempts
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

@@ -403,6 +403,16 @@ mod tests {
     }
 
     #[test]
+    fn a_resolved_group_is_a_green_card_marked_resolved() {
+        let mut resolved = alert(100, "x");
+        resolved.state = AlertState::Resolved;
+        let card: Value = serde_json::from_slice(&render(&resolved)).unwrap();
+        let banner = &card["attachments"][0]["content"]["body"][0];
+        assert_eq!(banner["text"], "batch-triage · RESOLVED");
+        assert_eq!(banner["color"], "good");
+    }
+
+    #[test]
     fn small_alerts_are_not_truncated() {
         let mut small = alert(100, "x");
         small.group.examples.truncate(3);

@@ -187,6 +187,13 @@ impl Report {
         for alert in &self.alerts {
             let pretty = serde_json::from_slice::<Value>(&alert.body)
                 .ok()
+                .map(|mut v| {
+                    // PagerDuty's routing key travels in the body; the report never keeps it.
+                    if alert.channel == Channel::PagerDuty && v.get("routing_key").is_some() {
+                        v["routing_key"] = Value::String("(routing key, not kept)".to_owned());
+                    }
+                    v
+                })
                 .and_then(|v| serde_json::to_vec_pretty(&v).ok());
             let bytes = match (alert.channel, pretty) {
                 (
