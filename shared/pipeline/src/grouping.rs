@@ -408,7 +408,7 @@ fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupSta
 }
 
 /// A notified group whose receiver has not been told it is over: what the resolution check
-/// ([`crate::resolve`]) reads.
+/// ([`crate::triage::Triage::resolve_groups`]) reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenGroup {
     /// The group's key.

@@ -21,7 +21,7 @@ use crate::grouping::{GroupError, OpenGroup};
 ///
 /// A new kind (a pool that could not resize reaching its target, an unusable node recovering
 /// or removed) is a variant here, a line in [`Resolvable::of`] and an arm in
-/// [`Triage::has_ended`].
+/// `Triage::has_ended`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Resolvable {
