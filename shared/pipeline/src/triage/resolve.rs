@@ -43,7 +43,12 @@ impl Resolvable {
     /// The ending to look for after `diagnosis`, or `None` for a state that never ends with a
     /// message (a job that ended badly, a failed preparation task: what happened stays so).
     pub fn of(diagnosis: &Diagnosis) -> Option<Self> {
-        let job = diagnosis.subject.job_id.clone()?;
+        // A job Batch can never be asked about (its subject was refused) cannot be looked at.
+        let job = diagnosis
+            .subject
+            .job_id
+            .clone()
+            .filter(|job| batch_client::id_problem(job).is_none())?;
         if diagnosis.class == FailureClass::JobStuck {
             Some(Self::StuckJob { job })
         } else if diagnosis.subject.task_id.is_some()
@@ -207,6 +212,46 @@ mod tests {
             succeeded,
             failed,
         }
+    }
+
+    #[test]
+    fn only_states_that_can_end_are_looked_at() {
+        let mut d = Diagnosis {
+            subject: diagnosis::Subject {
+                job_id: Some("etl".into()),
+                task_id: Some("t1".into()),
+                ..Default::default()
+            },
+            class: FailureClass::parse("task.exit_code").unwrap(),
+            severity: diagnosis::Severity::Error,
+            summary: String::new(),
+            cause: String::new(),
+            hints: vec![],
+            exit_code: Some(1),
+            exit_code_hex: None,
+            exit_meaning: None,
+            failure: None,
+            impact: None,
+            logs: vec![],
+            fingerprint: "fp".into(),
+        };
+        assert_eq!(
+            Resolvable::of(&d),
+            Some(Resolvable::JobTasks { job: "etl".into() })
+        );
+        d.class = FailureClass::JobStuck;
+        d.subject.task_id = None;
+        assert_eq!(
+            Resolvable::of(&d),
+            Some(Resolvable::StuckJob { job: "etl".into() })
+        );
+        for class in ["job.timeout", "job.prep_failed", "job.terminated_by_task"] {
+            d.class = FailureClass::parse(class).unwrap();
+            assert_eq!(Resolvable::of(&d), None, "{class}");
+        }
+        d.class = FailureClass::JobStuck;
+        d.subject.job_id = Some("..".into());
+        assert_eq!(Resolvable::of(&d), None, "an id Batch is never asked about");
     }
 
     #[test]
