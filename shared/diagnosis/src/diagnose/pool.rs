@@ -170,7 +170,10 @@ fn resize_failed(
         _ => String::new(),
     };
     let summary = match code {
-        Some(code) => format!("{who} did not reach its target size: {code}{size_text}."),
+        Some(code) => format!(
+            "{who} did not reach its target size: {}{size_text}.",
+            bounded(&redact(code), 200)
+        ),
         None => format!("{who} did not reach its target size{size_text}."),
     };
 
@@ -323,7 +326,10 @@ fn autoscale_failed(subject: &Subject, error: &AutoScaleRunError) -> Diagnosis {
         class,
         severity: class.severity(),
         summary: match code {
-            Some(code) => format!("{who}'s autoscale formula failed: {code}."),
+            Some(code) => format!(
+                "{who}'s autoscale formula failed: {}.",
+                bounded(&redact(code), 200)
+            ),
             None => format!("{who}'s autoscale formula failed."),
         },
         cause,
