@@ -99,6 +99,7 @@ failure_classes! {
     JobInProgress => "job.in_progress", Info, "The job is active (or being disabled, enabled or terminated).";
     JobUnknown => "job.unknown", Info, "The job is in a state batch-triage does not recognise.";
     NodeStartTaskFailed => "node.start_task_failed", Error, "The pool's start task failed on a node.";
+    DeliveryUnprocessable => "delivery.unprocessable", Error, "A delivery (an Event Hubs batch, a dead-lettered Event Grid event) kept failing; batch-triage keeps it in the store.";
 }
 
 impl FailureClass {
