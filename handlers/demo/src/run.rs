@@ -194,6 +194,7 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         batch: services.batch_config()?,
         account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
         store: store.to_owned(),
+        dead_letter_store: None,
         policy,
         receivers,
         allowlist: Allowlist::default().allow_loopback(),

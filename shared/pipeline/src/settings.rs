@@ -302,8 +302,7 @@ mod tests {
         ])
         .unwrap()
         .build()
-        .err()
-        .expect("an unusable dead-letter store is a start-up error");
+        .expect_err("an unusable dead-letter store is a start-up error");
         let text = error.to_string();
         assert!(text.contains("BATCH_TRIAGE_DEAD_LETTER_STORE"), "{text}");
         assert!(!text.contains(secret), "{text}");
