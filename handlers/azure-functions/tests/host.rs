@@ -325,6 +325,16 @@ async fn diagnose_over_http_and_the_timer() {
     assert_eq!(response["Outputs"]["res"]["statusCode"], 404, "{response}");
     let (_, response) = invoke(&host, "Diagnose", &request("not json")).await;
     assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+    // What the host sends for an octet-stream body: base64. JSON only, and the answer says so.
+    let (_, response) = invoke(&host, "Diagnose", &request("eyJqb2JJZCI6ImV0bCJ9")).await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+    let said = response["Outputs"]["res"]["body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("application/json") && said.contains("base64"),
+        "{said}"
+    );
     let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
         "Metadata": {"sys": {"MethodName": "Sweep"}}});
     let (status, response) = invoke(&host, "Sweep", &timer).await;
