@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::Verdict;
-use crate::triage::Triage;
+use crate::triage::{SubjectReport, Triage};
 
 /// Where parked deliveries wait for the next drain.
 pub const PARKED_PREFIX: &str = "parked/";
@@ -155,7 +155,7 @@ pub enum Parked {
 }
 
 /// What one drain of the parking area did, for the tick's log line and the report.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct DrainReport {
     /// Dead-lettered Event Grid events moved into the parking area.
     pub dead_lettered: usize,
@@ -167,12 +167,20 @@ pub struct DrainReport {
     pub poisoned: usize,
     /// Parked deliveries left for the next tick because the deadline came.
     pub left_for_next_tick: usize,
+    /// The subjects the drained deliveries were about, and one per delivery declared poison
+    /// (labelled `{account}/_poisoned/{key}`, class `delivery.unprocessable`, its record as the
+    /// preserved link).
+    pub subjects: Vec<SubjectReport>,
 }
 
 impl DrainReport {
     /// Whether there is anything to say.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.dead_lettered == 0
+            && self.drained == 0
+            && self.still_parked == 0
+            && self.poisoned == 0
+            && self.left_for_next_tick == 0
     }
 
     /// One line for a platform log.
@@ -199,11 +207,11 @@ pub struct ParkingCounts {
     pub poisoned: usize,
 }
 
-/// What became of one parked delivery.
+/// What became of one parked delivery, with the subjects it was about.
 enum Drained {
-    Done,
-    Again,
-    Poisoned,
+    Done(Vec<SubjectReport>),
+    Again(Vec<SubjectReport>),
+    Poisoned(SubjectReport),
     Skipped,
 }
 
@@ -294,8 +302,9 @@ impl Triage {
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<DrainReport, StoreError> {
+        let (dead_lettered, mut subjects) = self.take_dead_letters(now, deadline).await?;
         let mut report = DrainReport {
-            dead_lettered: self.take_dead_letters(now, deadline).await?,
+            dead_lettered,
             ..DrainReport::default()
         };
         let parking = Parking::new(self.store.clone());
@@ -310,12 +319,22 @@ impl Triage {
             };
             let key = ParkKey(key.to_owned());
             match self.drain_one(&parking, &key, now, deadline).await? {
-                Drained::Done => report.drained += 1,
-                Drained::Again => report.still_parked += 1,
-                Drained::Poisoned => report.poisoned += 1,
+                Drained::Done(worked) => {
+                    report.drained += 1;
+                    subjects.extend(worked);
+                }
+                Drained::Again(worked) => {
+                    report.still_parked += 1;
+                    subjects.extend(worked);
+                }
+                Drained::Poisoned(poisoned) => {
+                    report.poisoned += 1;
+                    subjects.push(poisoned);
+                }
                 Drained::Skipped => {}
             }
         }
+        report.subjects = subjects;
         Ok(report)
     }
 
@@ -371,13 +390,15 @@ impl Triage {
                     .put(&object, encode(&delivery), Condition::IfMatch(stored.etag))
                     .await
                 {
-                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(Drained::Again),
+                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => {
+                        Ok(Drained::Again(run.subjects))
+                    }
                     Err(error) => Err(error),
                 }
             }
             _ => {
                 forget(self.store.as_ref(), &object, stored.etag).await?;
-                Ok(Drained::Done)
+                Ok(Drained::Done(run.subjects))
             }
         }
     }
@@ -391,15 +412,39 @@ impl Triage {
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<Drained, StoreError> {
-        let first = parking.poison(key, delivery).await?;
-        if first {
-            tracing::error!(key = %key.as_str(), reason = %delivery.reason, last_error = ?delivery.last_error, "parked delivery declared poison; kept under poisoned/");
-            let diagnosis = poison_diagnosis(key, delivery, &self.config.account);
-            self.alert_now(&diagnosis, key.as_str(), now, deadline)
-                .await;
-        }
+        let subject = self.poison(parking, key, delivery, now, deadline).await?;
         forget(self.store.as_ref(), &key.parked()?, etag).await?;
-        Ok(Drained::Poisoned)
+        Ok(Drained::Poisoned(subject))
+    }
+
+    /// Keeps `delivery` under `poisoned/` and, the first time, alerts once.
+    async fn poison(
+        &self,
+        parking: &Parking,
+        key: &ParkKey,
+        delivery: &ParkedDelivery,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> Result<SubjectReport, StoreError> {
+        let mut subject = SubjectReport::new(format!(
+            "{}/_poisoned/{}",
+            self.config.account,
+            key.as_str()
+        ));
+        subject.class = Some(FailureClass::DeliveryUnprocessable);
+        subject.preserved.extend(self.store.link(&key.poisoned()?));
+        if parking.poison(key, delivery).await? {
+            tracing::error!(key = %key.as_str(), reason = %delivery.reason, last_error = ?delivery.last_error, "delivery declared poison; kept under poisoned/");
+            let diagnosis = poison_diagnosis(key, delivery, &self.config.account);
+            let (notified, outboxed) = self
+                .alert_now(&diagnosis, &subject.subject, now, deadline)
+                .await;
+            subject.notified = notified;
+            subject.outboxed = outboxed;
+        } else {
+            subject.already_preserved = true;
+        }
+        Ok(subject)
     }
 
     /// Moves every dead-lettered Event Grid event into the parking area, then deletes its blob.
@@ -407,12 +452,13 @@ impl Triage {
         &self,
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, Vec<SubjectReport>), StoreError> {
         let Some(dead_letters) = &self.dead_letters else {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         };
         let parking = Parking::new(self.store.clone());
         let mut taken = 0;
+        let mut poisoned = Vec::new();
         for blob in dead_letters.list("").await? {
             if deadline.is_past() {
                 break;
@@ -435,11 +481,10 @@ impl Triage {
                     now,
                 );
                 let key = ParkKey::by_content("eventgrid-deadletter", &stored.bytes);
-                if parking.poison(&key, &delivery).await? {
-                    let diagnosis = poison_diagnosis(&key, &delivery, &self.config.account);
-                    self.alert_now(&diagnosis, key.as_str(), now, deadline)
-                        .await;
-                }
+                poisoned.push(
+                    self.poison(&parking, &key, &delivery, now, deadline)
+                        .await?,
+                );
             }
             for event in &events {
                 let delivery = ParkedDelivery::new(
@@ -462,7 +507,7 @@ impl Triage {
                 Err(error) => return Err(error),
             }
         }
-        Ok(taken)
+        Ok((taken, poisoned))
     }
 }
 
@@ -539,6 +584,16 @@ fn dead_lettered_events(bytes: &[u8]) -> Vec<DeadLettered> {
         .collect()
 }
 
+/// A delivery's source as people say it.
+fn source_label(source: &str) -> &'static str {
+    match source {
+        "eventhubs" => "An Event Hubs delivery",
+        "eventgrid-deadletter" => "An Event Grid dead letter",
+        "lambda" => "A Lambda invocation",
+        _ => "A delivery",
+    }
+}
+
 /// The alert for a delivery declared poison: what it was, why, and where it is kept.
 fn poison_diagnosis(key: &ParkKey, delivery: &ParkedDelivery, account: &str) -> Diagnosis {
     let class = FailureClass::DeliveryUnprocessable;
@@ -555,8 +610,9 @@ fn poison_diagnosis(key: &ParkKey, delivery: &ParkedDelivery, account: &str) -> 
         class,
         severity: class.severity(),
         summary: format!(
-            "A {} delivery could not be processed after {} attempts; it is kept in the store",
-            delivery.source, delivery.drains
+            "{} could not be processed after {} drains; it is kept in the store",
+            source_label(&delivery.source),
+            delivery.drains
         ),
         cause: format!(
             "{} Last error: {}.",

@@ -88,6 +88,7 @@ impl TickReport {
         }
         if !self.parked.is_empty() {
             lines.push(self.parked.line());
+            lines.extend(self.parked.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
         lines.push(format!(

@@ -129,6 +129,21 @@ async fn a_delivery_that_keeps_failing_is_poisoned_kept_and_alerted_once() {
         .await
         .unwrap();
     assert_eq!(report.poisoned, 1, "{report:?}");
+    let poisoned = &report.subjects[0];
+    assert_eq!(
+        poisoned.subject,
+        format!("devbatch1/_poisoned/{}", key.as_str())
+    );
+    assert_eq!(
+        poisoned.class.map(|c| c.as_str()),
+        Some("delivery.unprocessable")
+    );
+    assert_eq!(poisoned.notified, ["hook"]);
+    assert!(
+        poisoned.preserved[0]
+            .ends_with("poisoned/eventhubs/batch-logs/3/00000000000000000099.json"),
+        "{poisoned:?}"
+    );
     assert!(keys(store.as_ref(), PARKED_PREFIX).await.is_empty());
     let kept = record(
         store.as_ref(),
@@ -155,6 +170,7 @@ async fn a_delivery_that_keeps_failing_is_poisoned_kept_and_alerted_once() {
         .await
         .unwrap();
     assert_eq!(again.poisoned, 1);
+    assert!(again.subjects[0].notified.is_empty());
     assert_eq!(hook.len(), 1, "a poisoned delivery is alerted once");
     let counts = triage.parking_counts().await.unwrap();
     assert_eq!((counts.parked, counts.poisoned), (0, 1));
