@@ -3,5 +3,6 @@
 
 mod actions;
 mod grouping;
+mod parking;
 mod refused;
 mod triage;
