@@ -21,8 +21,8 @@ use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
-    AlertFacts, Decision, GroupState, Grouping, Notification, Plan, PlannedReceiver, decide,
-    decide_in_place, tick,
+    AlertFacts, Decision, Escalation, GroupState, Grouping, Notification, Plan, PlannedReceiver,
+    decide, decide_in_place, tick,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -95,6 +95,11 @@ struct GroupRecord {
     group_wait_ms: u64,
     group_interval_ms: u64,
     repeat_interval_ms: u64,
+    /// Missing in records stored before growth was announced: they take the default.
+    #[serde(default = "default_renotify_on_growth")]
+    renotify_on_growth: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    escalate: Option<Escalation>,
     example: Diagnosis,
     state: GroupState,
 }
@@ -106,8 +111,15 @@ impl GroupRecord {
             group_wait: Duration::from_millis(self.group_wait_ms),
             group_interval: Duration::from_millis(self.group_interval_ms),
             repeat_interval: Duration::from_millis(self.repeat_interval_ms),
+            renotify_on_growth: self.renotify_on_growth,
+            escalate: self.escalate.clone(),
         }
     }
+}
+
+#[allow(clippy::unnecessary_wraps)] // serde's default must return the field's type
+fn default_renotify_on_growth() -> Option<f64> {
+    Some(diagnosis::policy::DEFAULT_RENOTIFY_ON_GROWTH)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -396,6 +408,8 @@ fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupSta
         group_wait_ms: millis(receiver.grouping.group_wait),
         group_interval_ms: millis(receiver.grouping.group_interval),
         repeat_interval_ms: millis(receiver.grouping.repeat_interval),
+        renotify_on_growth: receiver.grouping.renotify_on_growth,
+        escalate: receiver.grouping.escalate.clone(),
         example: diagnosis.clone(),
         state,
     }
