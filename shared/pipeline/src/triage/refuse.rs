@@ -307,6 +307,7 @@ impl Triage {
                     key: to.group_key.clone(),
                     count: 1,
                     examples: vec![report.subject.clone()],
+                    ..Group::default()
                 },
                 stderr_tail: None,
                 links: Links::new(std::iter::empty::<&str>(), None),
