@@ -375,7 +375,6 @@ mod tests {
                 first_seen: Some(big.clone()),
                 last_seen: Some(big.clone()),
                 escalation: Some(big.clone()),
-                ..Group::default()
             },
             stderr_tail: Some(big.clone()),
             links: Links::new(
