@@ -180,12 +180,26 @@ impl GroupStore {
         alerts: &[(&Diagnosis, &Plan)],
         now: OffsetDateTime,
     ) -> BatchRecord {
+        self.record_batch_knowing(alerts, &HashMap::new(), now)
+            .await
+    }
+
+    /// [`GroupStore::record_batch`], knowing how many tasks some jobs have (job id → active +
+    /// running + completed), for rules that escalate on a share of the job's tasks.
+    pub async fn record_batch_knowing(
+        &self,
+        alerts: &[(&Diagnosis, &Plan)],
+        job_tasks: &HashMap<String, u64>,
+        now: OffsetDateTime,
+    ) -> BatchRecord {
         // Group key → its receiver and its alerts (index, facts), in first-seen order.
         let mut groups: Vec<(&PlannedReceiver, Vec<(usize, AlertFacts)>)> = Vec::new();
         let mut slot_of: HashMap<&str, usize> = HashMap::new();
         for (i, (diagnosis, plan)) in alerts.iter().enumerate() {
             for receiver in &plan.receivers {
-                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis);
+                let tasks = (diagnosis.subject.job_id.as_ref()).and_then(|j| job_tasks.get(j));
+                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis)
+                    .with_job_tasks(tasks.copied());
                 let slot = *slot_of
                     .entry(receiver.group_key.as_str())
                     .or_insert_with(|| {

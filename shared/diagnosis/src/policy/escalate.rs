@@ -52,8 +52,14 @@ impl Escalation {
         #[allow(clippy::cast_precision_loss)]
         let percent = count as f64 * 100.0 / total as f64;
         (percent > min).then(|| {
+            // One decimal, or two when one would show the threshold itself (20.02% of 20%).
+            let shown = if format!("{percent:.1}").parse::<f64>() == Ok(min) {
+                format!("{percent:.2}")
+            } else {
+                format!("{percent:.1}")
+            };
             format!(
-                "{count} of the job's {total} tasks failed this way ({percent:.1}%, more than {min}%): now {severity}"
+                "{count} of the job's {total} tasks failed this way ({shown}%, more than {min}%): now {severity}"
             )
         })
     }

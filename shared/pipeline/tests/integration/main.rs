@@ -3,5 +3,6 @@
 
 mod actions;
 mod grouping;
+mod growth;
 mod refused;
 mod triage;
