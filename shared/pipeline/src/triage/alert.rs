@@ -178,7 +178,8 @@ fn alert_of(to_send: &AlertToSend, tail: Option<&str>, links: &[String]) -> Aler
     if let Some(escalation) = &n.escalation {
         diagnosis.severity = diagnosis.severity.max(escalation.severity);
     }
-    let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).ok();
+    // Whole seconds: a person reads these.
+    let rfc3339 = |t: OffsetDateTime| t.replace_nanosecond(0).ok()?.format(&Rfc3339).ok();
     Alert {
         diagnosis,
         group: Group {
