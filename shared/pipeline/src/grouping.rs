@@ -428,3 +428,46 @@ fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupSta
         state,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> serde_json::Value {
+        let json = include_bytes!("../../diagnosis/test_data/exit-137-oom.json");
+        let mut found = Vec::new();
+        diagnosis::payload::read_slice(json, &mut |item| {
+            found.extend(diagnosis::diagnose_item(
+                &item,
+                &diagnosis::Evidence::default(),
+            ));
+        })
+        .unwrap();
+        let diagnosis = found.remove(0);
+        let receiver = PlannedReceiver {
+            receiver: "ops".to_owned(),
+            rule: "r".to_owned(),
+            group_key: "k".to_owned(),
+            grouping: Grouping::default(),
+        };
+        let facts = AlertFacts::from_diagnosis("k", &diagnosis);
+        let (_, state) = decide(None, &facts, &receiver.grouping, OffsetDateTime::UNIX_EPOCH);
+        serde_json::to_value(new_record(&receiver, &diagnosis, state)).unwrap()
+    }
+
+    #[test]
+    fn a_group_stored_before_growth_existed_reads_with_the_default_growth() {
+        let mut old = record();
+        let object = old.as_object_mut().unwrap();
+        object.remove("renotifyOnGrowth");
+        object.remove("escalate");
+        let read: GroupRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(read.grouping().renotify_on_growth, Some(2.0));
+        assert_eq!(read.grouping().escalate, None);
+        // Growth switched off is stored as null and stays off.
+        let mut off = record();
+        off["renotifyOnGrowth"] = serde_json::Value::Null;
+        let read: GroupRecord = serde_json::from_value(off).unwrap();
+        assert_eq!(read.grouping().renotify_on_growth, None);
+    }
+}
