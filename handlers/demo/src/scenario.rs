@@ -50,8 +50,10 @@ pub(crate) const PAGERDUTY_KEY_SETTING: &str = "DEMO_PAGERDUTY_ROUTING_KEY";
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams and Slack;
 /// critical ones by email and to PagerDuty as well, and a job whose preparation failed disabled
-/// (as a dry run, so the job is left alone). Teams, the SIEM, PagerDuty and Slack hear when a
-/// group resolves. `pagerduty_url` is the loopback Events API.
+/// (as a dry run, so the job is left alone). The `shards` job's out-of-memory kills escalate to
+/// critical once more than half of the job failed, so the page follows the Teams message.
+/// Teams, the SIEM, PagerDuty and Slack hear when a group resolves. `pagerduty_url` is the
+/// loopback Events API.
 pub fn demo_policy(smtp_port: u16, pagerduty_url: &str) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
@@ -116,6 +118,12 @@ match = {{ severity = "critical" }}
 receivers = ["{teams}", "{mail}", "{pagerduty}", "{slack}"]
 
 [[rules]]
+name = "shard-ooms"
+match = {{ job = "shards", class = "task.exit_code" }}
+receivers = ["{teams}"]
+escalate = {{ min_job_percent = 50 }}
+
+[[rules]]
 name = "errors"
 match = {{ severity = "error" }}
 receivers = ["{teams}", "{slack}"]
@@ -166,8 +174,8 @@ mod tests {
         );
         assert_eq!(
             merged.jobs.len(),
-            builtin.jobs.len() + 2,
-            "webapp and backfill are added"
+            builtin.jobs.len() + 3,
+            "webapp, shards and backfill are added"
         );
     }
 

@@ -11,6 +11,7 @@
 //! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
 mod alert;
+mod escalate;
 mod jobs;
 mod refuse;
 mod report;

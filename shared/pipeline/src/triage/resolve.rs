@@ -191,6 +191,7 @@ fn resolved_alert(group: &OpenGroup, reason: &str) -> Alert {
                 .iter()
                 .map(super::alert::subject_label)
                 .collect(),
+            ..Group::default()
         },
         stderr_tail: None,
         links: Links::default(),
