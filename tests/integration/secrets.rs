@@ -29,6 +29,9 @@ const FAKE_SAS_SIG: &str = "FAKEsasSIGNATURE+q1w2e3r4=";
 /// A wrong Batch key (valid base64, so the request is signed and refused with 403).
 const WRONG_BATCH_KEY: &str = "RkFLRS1iYXRjaC1rZXktOWMzYjJhMWQwZTlmOGE3YjZjNWQ0ZTNmMmExYjBjOWQ=";
 const SERVE_KEY: &str = "serve-FAKE-key-88e1d2c3b4a5";
+/// A PagerDuty routing key: 32 characters, like a real one.
+const PAGERDUTY_KEY: &str = "FAKEpagerdutyROUTING0key00000000";
+const SLACK_PATH_SECRET: &str = "FAKEslackHOOK9z8y7x6w";
 
 /// A secret and the forms it could leak in.
 fn forms(secret: &str) -> Vec<String> {
@@ -209,7 +212,7 @@ fn closed_port() -> u16 {
         .port()
 }
 
-fn policy_file(dir: &Path, smtp_port: u16) -> PathBuf {
+fn policy_file(dir: &Path, smtp_port: u16, pagerduty_url: &str) -> PathBuf {
     let path = dir.join("policy.toml");
     std::fs::write(
         &path,
@@ -240,6 +243,17 @@ password_env = "SMTP_PASSWORD"
 from = "batch-triage <alerts@example.com>"
 to = ["oncall@example.com"]
 
+[[receivers]]
+name = "pd"
+kind = "pagerduty"
+routing_key_env = "PAGERDUTY_ROUTING_KEY"
+events_url = "{pagerduty_url}/v2/enqueue"
+
+[[receivers]]
+name = "slack"
+kind = "slack"
+url_env = "SLACK_URL"
+
 # The SMTP server is down: each mail is retried for seconds, so only one failure is mailed.
 [[rules]]
 name = "expired-sas"
@@ -262,6 +276,8 @@ struct Setup {
     azurite: artifact_store::testing::Azurite,
     teams: Sink,
     hook: Sink,
+    /// PagerDuty's stand-in: not scanned, since the routing key belongs in what it receives.
+    pagerduty: Sink,
     env: BTreeMap<&'static str, String>,
     scanner: Scanner,
     dir: tempfile::TempDir,
@@ -278,9 +294,11 @@ async fn setup_with(scenario: Scenario) -> Setup {
     let azurite = artifact_store::testing::Azurite::start();
     azurite.store("logs").await;
     let (teams, teams_url) = sink().await;
+    let teams_base = teams_url.clone();
     let (hook, hook_url) = sink().await;
+    let (pagerduty, pagerduty_url) = sink().await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(dir.path(), closed_port());
+    let policy = policy_file(dir.path(), closed_port(), &pagerduty_url);
     let sas = artifact_store::account_sas(
         DEVSTORE_ACCOUNT,
         DEVSTORE_KEY,
@@ -313,6 +331,11 @@ async fn setup_with(scenario: Scenario) -> Setup {
         ("HOOK_SECRET", HOOK_SECRET.to_owned()),
         ("SMTP_USERNAME", "alerts@example.com".to_owned()),
         ("SMTP_PASSWORD", SMTP_PASSWORD.to_owned()),
+        ("PAGERDUTY_ROUTING_KEY", PAGERDUTY_KEY.to_owned()),
+        (
+            "SLACK_URL",
+            format!("{teams_base}/services/T0/B0/{SLACK_PATH_SECRET}"),
+        ),
     ]
     .into();
     let scanner = Scanner::new(vec![
@@ -326,12 +349,15 @@ async fn setup_with(scenario: Scenario) -> Setup {
         ("webhook HMAC secret", HOOK_SECRET.to_owned()),
         ("SMTP password", SMTP_PASSWORD.to_owned()),
         ("serve key", SERVE_KEY.to_owned()),
+        ("PagerDuty routing key", PAGERDUTY_KEY.to_owned()),
+        ("Slack URL path", SLACK_PATH_SECRET.to_owned()),
     ]);
     Setup {
         batch,
         azurite,
         teams,
         hook,
+        pagerduty,
         env,
         scanner,
         dir,
@@ -641,13 +667,29 @@ async fn the_cli_never_prints_or_stores_a_secret() {
         s.cli(&["policy", "check", inline.to_str().unwrap()], &[]),
         Some(false),
     );
-    for receiver in ["teams", "hook"] {
+    for receiver in ["teams", "hook", "pd", "slack"] {
         run(
             &format!("notify --test {receiver}"),
             s.cli(&["notify", "--test", receiver, "--allow-loopback"], &[]),
             Some(true),
         );
     }
+    // The routing key reaches PagerDuty, and only PagerDuty: a trigger, then the resolve that
+    // closes the test incident.
+    let events: Vec<serde_json::Value> = s
+        .pagerduty
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"]);
+    assert!(events.iter().all(|e| e["routing_key"] == PAGERDUTY_KEY));
     run(
         "notify --test mail (SMTP unreachable)",
         s.cli(

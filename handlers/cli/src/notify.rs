@@ -18,8 +18,9 @@ Examples:
   batch-triage notify --test siem --policy policy.toml --allow-host hooks.example.com
 
 Receivers are the policy's [[receivers]] entries; secrets come from the environment variables
-they name (url_env, password_env, access_key_env, secret_env). Destinations must be on the
-allowlist: Teams Workflows / Logic Apps / Power Platform and ACS hosts by default.";
+they name (url_env, password_env, access_key_env, secret_env, routing_key_env). Destinations
+must be on the allowlist: Teams Workflows / Logic Apps / Power Platform, ACS, PagerDuty and
+Slack hosts by default.";
 
 /// Arguments of `notify`.
 #[derive(Debug, clap::Args)]
@@ -92,6 +93,31 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
             if let Some(location) = delivery.operation_location {
                 println!("  operation: {location}");
+            }
+            if receiver.kind() == notify::config::ReceiverKindName::PagerDuty {
+                // A test must not leave an incident open: resolve the one just triggered.
+                let resolved = Alert {
+                    state: AlertState::Resolved,
+                    sequence: 1,
+                    ..alert.clone()
+                };
+                let delivery = crate::runtime()?
+                    .block_on(notify::send(
+                        &egress,
+                        &receiver,
+                        &resolved,
+                        Deadline::after(Duration::from_secs(args.timeout)),
+                    ))
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "the test incident on {:?} was triggered but could not be resolved: {error}",
+                            receiver.name
+                        )
+                    })?;
+                println!(
+                    "resolved the test incident: status {}, {} attempt(s)",
+                    delivery.status, delivery.attempts
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -255,8 +255,8 @@ fn receiver_problems(
     problems
 }
 
-/// Where the `index`-th `[[receivers]]` entry names its destination (the value of `host` or
-/// `endpoint`), else its header line; 1-based. The policy model keeps no positions for
+/// Where the `index`-th `[[receivers]]` entry names its destination (the value of `host`,
+/// `endpoint` or `events_url`), else its header line; 1-based. The policy model keeps no positions for
 /// receiver settings, so this reads the text: entries written as `[[receivers]]` tables, the
 /// form the docs use (anything else is reported at 1:1).
 fn destination_position(text: &str, index: usize) -> (usize, usize) {
@@ -278,7 +278,7 @@ fn destination_position(text: &str, index: usize) -> (usize, usize) {
         let Some((key, _)) = trimmed.split_once('=') else {
             continue;
         };
-        if matches!(key.trim(), "host" | "endpoint") {
+        if matches!(key.trim(), "host" | "endpoint" | "events_url") {
             let value = line.find('=').map_or(0, |eq| {
                 eq + 1 + line[eq + 1..].len() - line[eq + 1..].trim_start().len()
             });

@@ -242,6 +242,7 @@ fn tick_json(report: &TickReport, at: OffsetDateTime) -> Value {
         "jobsExamined": sweep.jobs_examined,
         "subjects": sweep.subjects.iter().map(subject_json).collect::<Vec<_>>(),
         "groupedAlertsSent": report.flushed.len(),
+        "resolvedMessagesSent": report.resolved.len(),
         "outbox": {
             "delivered": report.outbox.delivered,
             "stillPending": report.outbox.still_pending,

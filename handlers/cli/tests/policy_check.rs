@@ -202,6 +202,55 @@ fn email_and_acs_destinations_off_the_allowlist_are_refused() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+#[test]
+fn pagerduty_and_slack_receivers_are_checked_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let file = path.display().to_string();
+    let pagerduty = |extra: &str| {
+        format!(
+            "[[receivers]]\nname = \"pd\"\nkind = \"pagerduty\"\n{extra}\n\n\
+             [[receivers]]\nname = \"chat\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n"
+        )
+    };
+    // The defaults (events.pagerduty.com, a Slack URL from the environment) pass.
+    std::fs::write(&path, pagerduty("routing_key_env = \"PD_KEY\"")).unwrap();
+    let out = check_clean(&[&file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A private enqueue URL is refused where it is written.
+    std::fs::write(
+        &path,
+        pagerduty("routing_key_env = \"PD_KEY\"\nevents_url = \"https://10.0.0.4/v2/enqueue\""),
+    )
+    .unwrap();
+    let stderr = text(&check_clean(&[&file]).stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "{file}:5:14: receiver \"pd\": destination 10.0.0.4 refused"
+        )),
+        "{stderr}"
+    );
+    // A misspelt setting, and the key itself in the file, are named with their line.
+    std::fs::write(&path, pagerduty("routing_key_evn = \"PD_KEY\"")).unwrap();
+    let stderr = text(&check_clean(&[&file]).stderr);
+    assert!(
+        stderr.starts_with(&format!("{file}:1:1: receiver \"pd\""))
+            && stderr.contains("routing_key_evn"),
+        "{stderr}"
+    );
+    std::fs::write(&path, pagerduty("routing_key = \"R0UT1NGKEY\"")).unwrap();
+    let out = check_clean(&[&file]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.starts_with(&format!(
+            "{file}:2:8: receiver \"pd\": `routing_key` is a secret"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("R0UT1NGKEY"), "{stderr}");
+}
+
 /// `batch-triage … | head -2`: the reader goes away. With stdout a pipe whose reading end is
 /// already closed, every write fails (EPIPE) from the first byte; each subcommand that prints
 /// must end quietly with success, with no panic message.

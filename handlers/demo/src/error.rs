@@ -31,6 +31,9 @@ pub enum DemoError {
     /// The pipeline refused or failed a whole payload.
     #[error("the pipeline")]
     Triage(#[from] pipeline::triage::TriageError),
+    /// The demo's own Batch call (terminating the stuck job between the sweeps) failed.
+    #[error("terminating the demo's stuck job")]
+    Batch(#[from] batch_client::BatchError),
     /// The timer's tick failed as a whole.
     #[error("the timer's sweep")]
     Tick(#[from] pipeline::tick::TickError),

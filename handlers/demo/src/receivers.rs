@@ -1,5 +1,6 @@
 //! The demo's alert receivers, all on 127.0.0.1 and all in this process: an HTTP recorder that
-//! stands in for the Teams Workflows trigger and for a generic webhook, and a minimal SMTP sink.
+//! stands in for the Teams Workflows trigger, a generic webhook, PagerDuty's Events API and a
+//! Slack incoming webhook, and a minimal SMTP sink.
 //! The pipeline delivers to them through its real delivery path (allowlist, retries, signing,
 //! SMTP), so what they record is exactly what Teams, a mail server or a SIEM would receive.
 
@@ -22,6 +23,10 @@ pub enum Channel {
     Webhook,
     /// SMTP (a MIME message).
     Email,
+    /// PagerDuty's Events API v2 (a `trigger` or `resolve` event).
+    PagerDuty,
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
 }
 
 impl Channel {
@@ -31,6 +36,8 @@ impl Channel {
             Self::Teams => "ops-teams",
             Self::Webhook => "siem",
             Self::Email => "ops-mail",
+            Self::PagerDuty => "oncall",
+            Self::Slack => "ops-slack",
         }
     }
 
@@ -40,6 +47,8 @@ impl Channel {
             Self::Teams => format!("teams-{number:03}.json"),
             Self::Webhook => format!("webhook-{number:03}.json"),
             Self::Email => format!("email-{number:03}.eml"),
+            Self::PagerDuty => format!("pagerduty-{number:03}.json"),
+            Self::Slack => format!("slack-{number:03}.json"),
         }
     }
 }
@@ -84,6 +93,10 @@ pub struct Receivers {
     pub teams_url: String,
     /// The generic webhook URL.
     pub webhook_url: String,
+    /// PagerDuty's enqueue URL (not secret: the routing key is).
+    pub pagerduty_url: String,
+    /// The Slack incoming webhook URL.
+    pub slack_url: String,
     /// The SMTP sink's port on 127.0.0.1.
     pub smtp_port: u16,
     /// What they received.
@@ -137,6 +150,33 @@ pub async fn start() -> std::io::Result<Receivers> {
                 },
             ),
         )
+        .route(
+            "/pagerduty/v2/enqueue",
+            post(|State(inbox): State<Inbox>, body: axum::body::Bytes| async move {
+                inbox.push(Received {
+                    channel: Channel::PagerDuty,
+                    body: body.to_vec(),
+                    signature: None,
+                });
+                // What the Events API answers once the event is queued.
+                (
+                    StatusCode::ACCEPTED,
+                    r#"{"status":"success","message":"Event processed"}"#,
+                )
+            }),
+        )
+        .route(
+            "/slack",
+            post(|State(inbox): State<Inbox>, body: axum::body::Bytes| async move {
+                inbox.push(Received {
+                    channel: Channel::Slack,
+                    body: body.to_vec(),
+                    signature: None,
+                });
+                // What an incoming webhook answers.
+                (StatusCode::OK, "ok")
+            }),
+        )
         .with_state(inbox.clone());
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(http, router).await;
@@ -159,6 +199,8 @@ pub async fn start() -> std::io::Result<Receivers> {
     Ok(Receivers {
         teams_url: format!("http://{http_addr}/teams"),
         webhook_url: format!("http://{http_addr}/webhook"),
+        pagerduty_url: format!("http://{http_addr}/pagerduty/v2/enqueue"),
+        slack_url: format!("http://{http_addr}/slack"),
         smtp_port,
         inbox,
         tasks: vec![http_task, smtp_task],

@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::receivers::{self, Received, Receivers};
 use crate::scenario::{
-    TEAMS_URL_SETTING, WEBHOOK_KEY_SETTING, WEBHOOK_URL_SETTING, demo_policy, demo_scenario,
+    PAGERDUTY_KEY_SETTING, SLACK_URL_SETTING, TEAMS_URL_SETTING, WEBHOOK_KEY_SETTING,
+    WEBHOOK_URL_SETTING, demo_policy, demo_scenario,
 };
 use crate::subject::SubjectKey;
 use crate::{DEMO_MAX_FILE_BYTES, DemoError, feed};
@@ -30,6 +31,13 @@ pub const MARKER: &str = ".batch-triage-demo";
 /// The HMAC key the demo's webhook receiver is configured with. Not a secret: the receiver is a
 /// loopback recorder that lives as long as the command.
 const DEMO_WEBHOOK_KEY: &str = "batch-triage-demo-signing-key";
+
+/// The routing key the demo's PagerDuty receiver is configured with: 32 characters, like a real
+/// one, and as unsecret as the webhook key above.
+const DEMO_PAGERDUTY_KEY: &str = "demo0routing0key0000000000000000";
+
+/// The stuck job of the demo's scenario that its owner terminates between the two sweeps.
+const RESOLVED_JOB: &str = "backfill";
 
 /// One trigger the pipeline handled, and what it reported.
 #[derive(Debug)]
@@ -164,6 +172,8 @@ impl Services {
             TEAMS_URL_SETTING => Some(self.receivers.teams_url.clone()),
             WEBHOOK_URL_SETTING => Some(self.receivers.webhook_url.clone()),
             WEBHOOK_KEY_SETTING => Some(DEMO_WEBHOOK_KEY.to_owned()),
+            SLACK_URL_SETTING => Some(self.receivers.slack_url.clone()),
+            PAGERDUTY_KEY_SETTING => Some(DEMO_PAGERDUTY_KEY.to_owned()),
             _ => None,
         }
     }
@@ -216,7 +226,10 @@ fn dead_letter_dir(out: &Path) -> PathBuf {
 /// Runs the demo in `out` (made by [`prepare_out_dir`]): every trigger, then the read-back.
 pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let services = Services::start().await?;
-    let policy = demo_policy(services.receivers.smtp_port)?;
+    let policy = demo_policy(
+        services.receivers.smtp_port,
+        &services.receivers.pagerduty_url,
+    )?;
     let settings = demo_settings(&services, policy, out)?;
     let budget = settings.invocation_budget;
     let triage = settings.build()?;
@@ -235,7 +248,7 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
     triggers.dead_letters(out, &services.batch_url, events_at)?;
-    runs.extend(triggers.sweeps().await?);
+    runs.extend(triggers.sweeps(&services, &batch).await?);
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
     let times = subject_times(&services.emulator, &batch, &runs, events_at).await;
@@ -366,12 +379,16 @@ impl Triggers<'_> {
         Ok(())
     }
 
-    /// The timer's job, twice: the second finds everything handled. The first also takes in
-    /// Event Grid's dead letters, reported as a run of their own. Then a third tick, one
-    /// `group_interval` later (time is an argument of `tick`, so the demo does not wait): the
-    /// groups that grew since their first message are announced again, and the one that
-    /// escalated pages.
-    async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
+    /// The timer's job, twice: the second finds everything handled, and the stuck job its
+    /// owner terminated in between resolved. The first also takes in Event Grid's dead
+    /// letters, reported as a run of their own. Then a third tick, one `group_interval` later
+    /// (time is an argument of `tick`, so the demo does not wait): the groups that grew since
+    /// their first message are announced again, and the one that escalated pages.
+    async fn sweeps(
+        &self,
+        services: &Services,
+        batch: &BatchClient,
+    ) -> Result<Vec<Run>, DemoError> {
         // The timer's sweep finds what no event announced; a first run looks back a day so
         // every failure of the scenario (the oldest ended hours ago) is in reach.
         let options = SweepOptions {
@@ -386,13 +403,24 @@ impl Triggers<'_> {
             ),
             (
                 "sweep-again",
-                "Timer sweep, next tick: everything is already handled",
+                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner, so its group is resolved",
             ),
             (
                 "tick-later",
                 "Timer tick one group_interval later: groups that grew are announced again (now N, was M); an escalated one pages",
             ),
         ] {
+            if name == "sweep-again" {
+                // What an operator would do about the stuck job; Batch then completes it.
+                let options = batch_client::TerminateJobOptions {
+                    reason: Some("stuck: terminated by its owner".to_owned()),
+                    ..Default::default()
+                };
+                batch
+                    .terminate_job(RESOLVED_JOB, &options, self.deadline())
+                    .await?;
+                services.emulator.settle();
+            }
             let mut at = OffsetDateTime::now_utc();
             if name == "tick-later" {
                 at += DiagnosisGrouping::default().group_interval + Duration::from_secs(1);

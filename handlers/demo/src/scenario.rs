@@ -45,12 +45,16 @@ pub fn merge_scenario(base: &mut Scenario, extra: Scenario) -> Result<(), Scenar
 pub(crate) const TEAMS_URL_SETTING: &str = "DEMO_TEAMS_URL";
 pub(crate) const WEBHOOK_URL_SETTING: &str = "DEMO_WEBHOOK_URL";
 pub(crate) const WEBHOOK_KEY_SETTING: &str = "DEMO_WEBHOOK_KEY";
+pub(crate) const SLACK_URL_SETTING: &str = "DEMO_SLACK_URL";
+pub(crate) const PAGERDUTY_KEY_SETTING: &str = "DEMO_PAGERDUTY_ROUTING_KEY";
 
-/// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams; critical
-/// ones by email as well, and a stuck job disabled (as a dry run, so the job is left alone).
-/// The `shards` job's out-of-memory kills escalate to critical once more than half of the job
-/// failed, so the page by email follows the Teams message.
-pub fn demo_policy(smtp_port: u16) -> Result<Policy, DemoError> {
+/// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams and Slack;
+/// critical ones by email and to PagerDuty as well, and a job whose preparation failed disabled
+/// (as a dry run, so the job is left alone). The `shards` job's out-of-memory kills escalate to
+/// critical once more than half of the job failed, so the page follows the Teams message.
+/// Teams, the SIEM, PagerDuty and Slack hear when a group resolves. `pagerduty_url` is the
+/// loopback Events API.
+pub fn demo_policy(smtp_port: u16, pagerduty_url: &str) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
 [grouping]
@@ -66,6 +70,7 @@ max_per_hour = 5
 name = "{teams}"
 kind = "teams"
 url_env = "{TEAMS_URL_SETTING}"
+send_resolved = true
 
 [[receivers]]
 name = "{mail}"
@@ -81,6 +86,19 @@ name = "{siem}"
 kind = "webhook"
 url_env = "{WEBHOOK_URL_SETTING}"
 secret_env = "{WEBHOOK_KEY_SETTING}"
+send_resolved = true
+
+[[receivers]]
+name = "{pagerduty}"
+kind = "pagerduty"
+routing_key_env = "{PAGERDUTY_KEY_SETTING}"
+events_url = "{pagerduty_url}"
+
+[[receivers]]
+name = "{slack}"
+kind = "slack"
+url_env = "{SLACK_URL_SETTING}"
+send_resolved = true
 
 [[rules]]
 name = "everything-to-siem"
@@ -97,7 +115,7 @@ action = {{ kind = "disable", disable_tasks = "wait" }}
 [[rules]]
 name = "critical"
 match = {{ severity = "critical" }}
-receivers = ["{teams}", "{mail}"]
+receivers = ["{teams}", "{mail}", "{pagerduty}", "{slack}"]
 
 [[rules]]
 name = "shard-ooms"
@@ -108,11 +126,13 @@ escalate = {{ min_job_percent = 50 }}
 [[rules]]
 name = "errors"
 match = {{ severity = "error" }}
-receivers = ["{teams}"]
+receivers = ["{teams}", "{slack}"]
 "#,
         teams = Channel::Teams.receiver_name(),
         mail = Channel::Email.receiver_name(),
         siem = Channel::Webhook.receiver_name(),
+        pagerduty = Channel::PagerDuty.receiver_name(),
+        slack = Channel::Slack.receiver_name(),
     );
     Policy::parse(&text).map_err(|errors| DemoError::Policy(errors.to_string()))
 }
@@ -154,8 +174,8 @@ mod tests {
         );
         assert_eq!(
             merged.jobs.len(),
-            builtin.jobs.len() + 2,
-            "webapp and shards are added"
+            builtin.jobs.len() + 3,
+            "webapp, shards and backfill are added"
         );
     }
 
@@ -185,10 +205,13 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_policy_parses_and_names_the_three_receivers() {
-        let policy = demo_policy(2525).unwrap();
+    fn the_demo_policy_parses_and_names_the_five_receivers() {
+        let policy = demo_policy(2525, "http://127.0.0.1:9/pagerduty/v2/enqueue").unwrap();
         let names: Vec<&str> = policy.receivers.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["ops-teams", "ops-mail", "siem"]);
+        assert_eq!(
+            names,
+            ["ops-teams", "ops-mail", "siem", "oncall", "ops-slack"]
+        );
         assert!(
             policy.actions.dry_run,
             "the demo never disables a job for real"

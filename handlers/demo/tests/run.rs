@@ -18,6 +18,7 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
             "event-grid",
             "cloudevents",
             "sweep",
+            "dead-letters",
             "sweep-again",
             "tick-later"
         ]
@@ -45,6 +46,7 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         assert!(key.to_string().contains("/_jobrelease/"), "{key}");
         assert!(outcome.times.contains_key(key), "{key} has its times");
     }
+    resolved_messages_go_to_every_new_channel(&outcome.received);
     let report = Report::build(&out, outcome);
     assert!(report.converged());
     report.write(&out).unwrap();
@@ -78,4 +80,65 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         .unwrap_or_else(|| panic!("{folders:?}"));
     assert!(out.join(folder).join("manifest.json").is_file(), "{folder}");
     assert_eq!(json["unrecognisedSubjects"], serde_json::json!([]));
+}
+
+/// The stuck job `backfill`, terminated between the sweeps, is resolved once on each receiver
+/// with `send_resolved` (Teams, the SIEM webhook, PagerDuty, Slack) and on no other; e-mail
+/// (no `send_resolved`) hears nothing of it; nothing else resolves.
+fn resolved_messages_go_to_every_new_channel(received: &[batch_triage_demo::receivers::Received]) {
+    use batch_triage_demo::receivers::Channel;
+    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap();
+    let resolved: Vec<(Channel, serde_json::Value)> = received
+        .iter()
+        .filter_map(|r| {
+            let is_resolved = match r.channel {
+                Channel::Teams => json(&r.body).to_string().contains("RESOLVED"),
+                Channel::Webhook => json(&r.body)["status"] == "resolved",
+                Channel::PagerDuty => json(&r.body)["event_action"] == "resolve",
+                Channel::Slack => json(&r.body)["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("RESOLVED"),
+                _ => String::from_utf8_lossy(&r.body).contains("[RESOLVED]"),
+            };
+            is_resolved.then(|| (r.channel, json_or_null(&r.body)))
+        })
+        .collect();
+    let channels: Vec<Channel> = resolved.iter().map(|(c, _)| *c).collect();
+    assert_eq!(channels.len(), 4, "{channels:?}");
+    for channel in [
+        Channel::Teams,
+        Channel::Webhook,
+        Channel::PagerDuty,
+        Channel::Slack,
+    ] {
+        assert_eq!(
+            channels.iter().filter(|c| **c == channel).count(),
+            1,
+            "{channel:?}"
+        );
+    }
+    for (channel, body) in &resolved {
+        assert!(body.to_string().contains("backfill"), "{channel:?}: {body}");
+    }
+    // PagerDuty resolves the incident its trigger opened: the same dedup_key.
+    let pagerduty: Vec<serde_json::Value> = received
+        .iter()
+        .filter(|r| r.channel == Channel::PagerDuty)
+        .map(|r| json(&r.body))
+        .collect();
+    let resolve = pagerduty
+        .iter()
+        .find(|e| e["event_action"] == "resolve")
+        .unwrap();
+    assert!(
+        pagerduty.iter().any(|e| e["event_action"] == "trigger"
+            && e["dedup_key"] == resolve["dedup_key"]
+            && e["payload"]["class"] == "job.stuck"),
+        "{pagerduty:?}"
+    );
+}
+
+fn json_or_null(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or(serde_json::Value::Null)
 }

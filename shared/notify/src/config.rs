@@ -33,6 +33,19 @@
 //! kind = "webhook"
 //! url_env = "SIEM_WEBHOOK_URL"
 //! secret_env = "SIEM_WEBHOOK_SECRET"   # HMAC key for X-Batch-Triage-Signature
+//!
+//! [[receivers]]
+//! name = "oncall"
+//! kind = "pagerduty"                   # Events API v2
+//! routing_key_env = "PAGERDUTY_ROUTING_KEY"   # the integration's routing key (secret)
+//! # events_url = "https://events.eu.pagerduty.com/v2/enqueue"   # default: events.pagerduty.com
+//! send_resolved = true                 # the default for pagerduty: close the incident
+//!
+//! [[receivers]]
+//! name = "ops-slack"
+//! kind = "slack"                       # incoming webhook, Block Kit
+//! url_env = "SLACK_WEBHOOK_URL"        # https://hooks.slack.com/services/… (secret)
+//! send_resolved = true                 # default false, except for pagerduty
 //! ```
 
 use std::sync::Arc;
@@ -54,6 +67,11 @@ use crate::error::NotifyError;
 pub struct ReceiverConfig {
     /// The name policy rules use to pick this receiver.
     pub name: String,
+    /// Whether the receiver is told, once per group, when the failure state it was alerted
+    /// about has ended. Unset: `true` for `pagerduty` (an incident left open pages nobody but
+    /// misleads everyone), `false` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_resolved: Option<bool>,
     /// The channel and its settings.
     #[serde(flatten)]
     pub kind: ReceiverKind,
@@ -120,6 +138,22 @@ pub enum ReceiverKind {
         /// The environment variable holding the signing key.
         secret_env: String,
     },
+    /// PagerDuty through the Events API v2: `trigger` with the group's key as `dedup_key`, and
+    /// `resolve` when the group resolves.
+    #[serde(rename = "pagerduty")]
+    PagerDuty {
+        /// The environment variable holding the integration's routing key (secret).
+        routing_key_env: String,
+        /// The enqueue URL: `https://events.pagerduty.com/v2/enqueue` unless set (the EU
+        /// service region, or a local receiver in tests). It obeys the allowlist.
+        #[serde(default)]
+        events_url: Option<String>,
+    },
+    /// Slack through an incoming webhook, as Block Kit blocks.
+    Slack {
+        /// The environment variable holding the webhook URL (it is the credential: secret).
+        url_env: String,
+    },
 }
 
 impl ReceiverKind {
@@ -130,6 +164,8 @@ impl ReceiverKind {
             Self::Email { .. } => "email",
             Self::AcsEmail { .. } => "acs_email",
             Self::Webhook { .. } => "webhook",
+            Self::PagerDuty { .. } => "pagerduty",
+            Self::Slack { .. } => "slack",
         }
     }
 }
@@ -164,6 +200,8 @@ pub struct Receiver {
     pub name: String,
     /// Where and how to deliver.
     pub target: Target,
+    /// Whether the group's "resolved" message goes to this receiver.
+    pub send_resolved: bool,
 }
 
 /// Where a resolved receiver delivers.
@@ -186,6 +224,18 @@ pub enum Target {
     Smtp(SmtpTarget),
     /// ACS email.
     Acs(AcsTarget),
+    /// PagerDuty Events API v2.
+    PagerDuty {
+        /// The integration's routing key.
+        routing_key: Secret,
+        /// The enqueue URL (not secret).
+        events_url: String,
+    },
+    /// A Slack incoming webhook.
+    Slack {
+        /// The webhook URL.
+        url: Secret,
+    },
 }
 
 /// A resolved SMTP receiver.
@@ -246,6 +296,8 @@ impl Receiver {
             Target::Webhook { .. } => ReceiverKindName::Webhook,
             Target::Smtp(_) => ReceiverKindName::Email,
             Target::Acs(_) => ReceiverKindName::AcsEmail,
+            Target::PagerDuty { .. } => ReceiverKindName::PagerDuty,
+            Target::Slack { .. } => ReceiverKindName::Slack,
         }
     }
 }
@@ -261,6 +313,10 @@ pub enum ReceiverKindName {
     AcsEmail,
     /// Generic webhook.
     Webhook,
+    /// PagerDuty Events API v2.
+    PagerDuty,
+    /// Slack incoming webhook.
+    Slack,
 }
 
 impl ReceiverKindName {
@@ -271,6 +327,8 @@ impl ReceiverKindName {
             Self::Email => "email",
             Self::AcsEmail => "acs_email",
             Self::Webhook => "webhook",
+            Self::PagerDuty => "pagerduty",
+            Self::Slack => "slack",
         }
     }
 }
@@ -322,10 +380,25 @@ impl ReceiverConfig {
             },
             ReceiverKind::Email { .. } => Target::Smtp(self.resolve_smtp(&secret)?),
             ReceiverKind::AcsEmail { .. } => Target::Acs(self.resolve_acs(&secret)?),
+            ReceiverKind::PagerDuty {
+                routing_key_env,
+                events_url,
+            } => Target::PagerDuty {
+                routing_key: secret(routing_key_env)?,
+                events_url: events_url
+                    .clone()
+                    .unwrap_or_else(|| crate::pagerduty::EVENTS_URL.to_owned()),
+            },
+            ReceiverKind::Slack { url_env } => Target::Slack {
+                url: secret(url_env)?,
+            },
         };
         Ok(Receiver {
             name: self.name.clone(),
             target,
+            send_resolved: self
+                .send_resolved
+                .unwrap_or(matches!(self.kind, ReceiverKind::PagerDuty { .. })),
         })
     }
 
@@ -342,7 +415,14 @@ impl ReceiverConfig {
             ReceiverKind::AcsEmail { endpoint, .. } => {
                 crate::email::check_acs_destination(allowlist, endpoint)
             }
-            ReceiverKind::Teams { .. } | ReceiverKind::Webhook { .. } => Ok(()),
+            ReceiverKind::PagerDuty {
+                events_url: Some(url),
+                ..
+            } => allowlist.check(&crate::egress::parse_url(&Secret::new(url.as_str()))?),
+            ReceiverKind::Teams { .. }
+            | ReceiverKind::Webhook { .. }
+            | ReceiverKind::Slack { .. }
+            | ReceiverKind::PagerDuty { .. } => Ok(()),
         }
     }
 
@@ -472,9 +552,12 @@ impl Receiver {
     /// refuse a bad configuration when it starts.
     pub fn check_destination(&self, allowlist: &Allowlist) -> Result<(), NotifyError> {
         match &self.target {
-            Target::Teams { url } | Target::Webhook { url, .. } => {
+            Target::Teams { url } | Target::Webhook { url, .. } | Target::Slack { url } => {
                 allowlist.check(&crate::egress::parse_url(url)?)
             }
+            Target::PagerDuty { events_url, .. } => allowlist.check(&crate::egress::parse_url(
+                &Secret::new(events_url.as_str()),
+            )?),
             Target::Smtp(smtp) => {
                 crate::email::check_smtp_destination(allowlist, &smtp.host, smtp.tls)
             }
@@ -529,9 +612,57 @@ uri_env = "TEAMS_URL"
         assert!(!error.is_retryable());
     }
 
+    #[test]
+    fn pagerduty_and_slack_receivers_parse_and_keep_their_keys_out_of_the_file() {
+        let policy = diagnosis::policy::Policy::parse(
+            r#"
+[[receivers]]
+name = "oncall"
+kind = "pagerduty"
+routing_key_env = "PD_KEY"
+
+[[receivers]]
+name = "chat"
+kind = "slack"
+url_env = "SLACK_URL"
+send_resolved = true
+
+[[receivers]]
+name = "typo"
+kind = "pagerduty"
+routing_key_evn = "PD_KEY"
+"#,
+        )
+        .unwrap();
+        let pd = ReceiverConfig::from_policy(&policy.receivers[0]).unwrap();
+        let resolved = pd.resolve(|_| Some("k".repeat(32))).unwrap();
+        assert!(resolved.send_resolved, "pagerduty resolves by default");
+        assert_eq!(resolved.kind(), ReceiverKindName::PagerDuty);
+        let Target::PagerDuty { events_url, .. } = &resolved.target else {
+            panic!("pagerduty")
+        };
+        assert_eq!(events_url, crate::pagerduty::EVENTS_URL);
+        assert!(!format!("{resolved:?}").contains(&"k".repeat(32)));
+        let slack = ReceiverConfig::from_policy(&policy.receivers[1]).unwrap();
+        let resolved = slack.resolve(|_| Some("https://hooks.slack.com/services/x".into()));
+        assert!(resolved.unwrap().send_resolved);
+        let error = ReceiverConfig::from_policy(&policy.receivers[2]).unwrap_err();
+        assert!(error.to_string().contains("routing_key_evn"), "{error}");
+
+        // The key itself in the file is refused, with its line.
+        let errors = diagnosis::policy::Policy::parse(
+            "[[receivers]]\nname = \"oncall\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n",
+        )
+        .unwrap_err();
+        assert!(errors.to_string().contains("routing_key"), "{errors}");
+        assert!(!errors.to_string().contains("R0UT1NG"), "{errors}");
+        assert_eq!(errors.errors[0].line, 2);
+    }
+
     fn acs(endpoint: &str) -> ReceiverConfig {
         ReceiverConfig {
             name: "acs".into(),
+            send_resolved: None,
             kind: ReceiverKind::AcsEmail {
                 endpoint: endpoint.into(),
                 access_key_env: Some("ACS_KEY".into()),
@@ -576,6 +707,7 @@ uri_env = "TEAMS_URL"
         assert!(resolved.check_destination(&allowlist).is_err());
         let teams = ReceiverConfig {
             name: "ops".into(),
+            send_resolved: None,
             kind: ReceiverKind::Teams {
                 url_env: "URL".into(),
             },

@@ -15,8 +15,8 @@ use url::{Host, Url};
 use crate::error::{NotifyError, is_retryable_status};
 
 /// The default allowlist: Teams Workflows / Logic Apps / Power Platform hosts, legacy Office 365
-/// connector hosts, Azure Communication Services endpoints, and Microsoft 365's SMTP submission
-/// host.
+/// connector hosts, Azure Communication Services endpoints, Microsoft 365's SMTP submission
+/// host, PagerDuty's Events API (US and EU service regions) and Slack's incoming webhooks.
 pub const DEFAULT_HOSTS: &[&str] = &[
     "*.logic.azure.com",
     "*.powerplatform.com",
@@ -24,6 +24,9 @@ pub const DEFAULT_HOSTS: &[&str] = &[
     "*.webhook.office.com",
     "*.communication.azure.com",
     "smtp.office365.com",
+    "events.pagerduty.com",
+    "events.eu.pagerduty.com",
+    "hooks.slack.com",
 ];
 
 /// Which hosts notifications may be sent to, over any channel: HTTP (Teams, webhooks), SMTP and
@@ -407,12 +410,29 @@ impl Egress {
         build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
         deadline: Deadline,
     ) -> Result<Delivery, NotifyError> {
+        self.post_carrying(url, build, deadline, None).await
+    }
+
+    /// [`Egress::post`] for a request whose body carries a secret (PagerDuty's routing key):
+    /// every attempt's error is scrubbed of it before it is logged or returned, so a receiver
+    /// that echoes the request cannot leak it.
+    pub(crate) async fn post_carrying(
+        &self,
+        url: &Secret,
+        build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+        deadline: Deadline,
+        body_secret: Option<&Secret>,
+    ) -> Result<Delivery, NotifyError> {
         let url = parse_url(url)?;
         self.allowlist.check(&url)?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let client = self.client()?;
-        self.with_retries(&host, deadline, || {
-            self.once(build(client.post(url.clone())))
+        self.with_retries(&host, deadline, || async {
+            let outcome = self.once(build(client.post(url.clone()))).await;
+            match body_secret {
+                Some(secret) => outcome.map_err(|e| e.scrub(secret.expose())),
+                None => outcome,
+            }
         })
         .await
     }

@@ -79,6 +79,46 @@ impl NotifyError {
         }
     }
 
+    /// The error with every copy of `secret` replaced in the texts it carries: a receiver that
+    /// echoes the request (PagerDuty quotes invalid fields) cannot leak a key carried in the
+    /// body into a log or an error.
+    pub fn scrub(self, secret: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let clean = |text: String| text.replace(secret, "[REDACTED]");
+        match self {
+            Self::Status {
+                status,
+                retry_after,
+                detail,
+            } => Self::Status {
+                status,
+                retry_after,
+                detail: detail.map(clean),
+            },
+            Self::Transport(text) => Self::Transport(clean(text)),
+            Self::Config(text) => Self::Config(clean(text)),
+            Self::HostNotAllowed { host, reason } => Self::HostNotAllowed {
+                host: clean(host),
+                reason: clean(reason),
+            },
+            Self::Smtp { message, transient } => Self::Smtp {
+                message: clean(message),
+                transient,
+            },
+            Self::Store { message, retryable } => Self::Store {
+                message: clean(message),
+                retryable,
+            },
+            Self::DeadlineExceeded { attempts, last } => Self::DeadlineExceeded {
+                attempts,
+                last: Box::new(last.scrub(secret)),
+            },
+            other => other,
+        }
+    }
+
     /// The wait the receiver asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -4,7 +4,7 @@
 //! **Architecture invariants:**
 //! - Rendering is pure: [`teams::render`], [`email::render`] and [`webhook::body`] take an
 //!   [`Alert`] and return bytes or text; only the `send` functions do I/O.
-//! - Every outbound HTTP URL (Teams, webhook, ACS) passes an [`Allowlist`] before any
+//! - Every outbound HTTP URL (Teams, webhook, ACS, PagerDuty, Slack) passes an [`Allowlist`] before any
 //!   connection: exact hosts or `*.suffix` patterns, redirects are never followed, and private,
 //!   link-local and loopback addresses are refused unless explicitly allowed. The SMTP server is
 //!   not checked against it: it comes from the policy file, not from a secret URL, and plain
@@ -19,6 +19,8 @@
 //! - [`teams`]: the Workflows message envelope with an Adaptive Card 1.4, byte-budgeted to 28 KB.
 //! - [`email`]: subject, plain-text and HTML bodies; SMTP (lettre) and the ACS email REST API.
 //! - [`webhook`]: the signed generic JSON webhook and its verification recipe.
+//! - [`pagerduty`]: PagerDuty Events API v2: `trigger` and `resolve` on one `dedup_key` per group.
+//! - [`slack`]: a Slack incoming webhook, Block Kit, with the Teams card's facts and byte budget.
 //! - [`egress`]: the host allowlist, the no-redirect HTTP client and the retry loop.
 //! - [`outbox`]: undelivered alerts kept in an artifact store and retried by [`Outbox::drain`].
 //! - [`error`]: [`NotifyError`], which says whether a retry later can help.
@@ -31,6 +33,8 @@ pub mod egress;
 pub mod email;
 pub mod error;
 pub mod outbox;
+pub mod pagerduty;
+pub mod slack;
 pub mod teams;
 pub mod webhook;
 
@@ -68,6 +72,11 @@ pub async fn send(
             }
             config::Target::Smtp(smtp) => email::send_smtp(egress, smtp, alert, deadline).await,
             config::Target::Acs(acs) => email::send_acs(egress, acs, alert, deadline).await,
+            config::Target::PagerDuty {
+                routing_key,
+                events_url,
+            } => pagerduty::send(egress, routing_key, events_url, alert, deadline).await,
+            config::Target::Slack { url } => slack::send(egress, url, alert, deadline).await,
         }
     };
     tracing::Instrument::instrument(work, span).await

@@ -36,17 +36,17 @@ pub const TEAMS_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 /// Per-field caps in bytes; shrunk in order until the payload fits.
 #[derive(Debug, Clone, Copy)]
-struct Caps {
-    stderr: usize,
-    hints: usize,
-    cause: usize,
-    lists: usize,
-    fact: usize,
-    summary: usize,
+pub(crate) struct Caps {
+    pub(crate) stderr: usize,
+    pub(crate) hints: usize,
+    pub(crate) cause: usize,
+    pub(crate) lists: usize,
+    pub(crate) fact: usize,
+    pub(crate) summary: usize,
 }
 
 impl Caps {
-    const START: Self = Self {
+    pub(crate) const START: Self = Self {
         stderr: 8 * 1024,
         hints: 4 * 1024,
         cause: 3 * 1024,
@@ -58,7 +58,7 @@ impl Caps {
     /// Cuts `excess` bytes from the first field that still has room; `false` when all are empty.
     /// The long free-text fields first shrink to a floor (so a huge stderr does not wipe out the
     /// hints), then to nothing, before the facts and the summary are touched.
-    fn shrink(&mut self, excess: usize) -> bool {
+    pub(crate) fn shrink(&mut self, excess: usize) -> bool {
         let step = excess.max(64);
         let stages: [(Field, usize); 8] = [
             (|c| &mut c.stderr, 2048),
@@ -114,7 +114,7 @@ pub fn render(alert: &Alert) -> Vec<u8> {
 
 /// A copy of the alert with every text cut to a size no card could show, once, so the render
 /// loop (which redacts as it goes) never rescans megabytes.
-fn pre_trim(alert: &Alert) -> Alert {
+pub(crate) fn pre_trim(alert: &Alert) -> Alert {
     const TEXT: usize = 16 * 1024;
     let cut = |text: &str| keep_start(text, TEXT);
     let cut_opt = |text: &Option<String>| text.as_deref().map(cut);
@@ -404,6 +404,16 @@ mod tests {
                 assert_eq!(value["attachments"][0]["content"]["version"], "1.4");
             }
         }
+    }
+
+    #[test]
+    fn a_resolved_group_is_a_green_card_marked_resolved() {
+        let mut resolved = alert(100, "x");
+        resolved.state = AlertState::Resolved;
+        let card: Value = serde_json::from_slice(&render(&resolved)).unwrap();
+        let banner = &card["attachments"][0]["content"]["body"][0];
+        assert_eq!(banner["text"], "batch-triage · RESOLVED");
+        assert_eq!(banner["color"], "good");
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
+/// A link that may be a button or an href: an `http(s)` URL, serialised by the URL parser so
+/// spaces, quotes and angle brackets in it are percent-encoded; `None` for anything else (a
+/// local path, a `javascript:` URL).
+pub(crate) fn web_link(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    matches!(url.scheme(), "https" | "http").then(|| url.to_string())
+}
+
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

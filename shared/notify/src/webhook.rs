@@ -25,9 +25,10 @@
 //! ```
 //!
 //! # Body
-//! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples,
-//! previousCount?, firstSeen?, lastSeen?, escalation?}, "previousCount" (the count the group's
-//! previous message announced, or null), "escalation" (why its severity was raised, or null),
+//! `{"version": 1, "id", "state", "status" ("firing" or "resolved"), "sequence", "rule",
+//! "group": {key, count, examples, previousCount?, firstSeen?, lastSeen?, escalation?},
+//! "previousCount" (the count the group's previous message announced, or null), "escalation"
+//! (why its severity was raised, or null),
 //! "links": {logs, portal}, "stderrTail", "diagnosis": {…docs/diagnosis-json.md…}}`.
 
 use foundation::{Deadline, Secret};
@@ -52,6 +53,8 @@ pub fn body(alert: &Alert) -> Vec<u8> {
         "version": 1,
         "id": alert.idempotency_key(),
         "state": alert.state,
+        // Alertmanager's word: "resolved" once the group's failure state ended, else "firing".
+        "status": if alert.state == crate::alert::AlertState::Resolved { "resolved" } else { "firing" },
         "sequence": alert.sequence,
         "rule": alert.rule,
         "group": alert.group,

@@ -102,6 +102,11 @@ struct GroupRecord {
     escalate: Option<Escalation>,
     example: Diagnosis,
     state: GroupState,
+    /// The `state.sends` at which the group's "resolved" message was claimed (by
+    /// [`GroupStore::claim_resolved`]); the group is open again once another notification
+    /// goes out. Absent in records written before resolved messages existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolved_at_send: Option<u64>,
 }
 
 impl GroupRecord {
@@ -426,6 +431,141 @@ fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupSta
         escalate: receiver.grouping.escalate.clone(),
         example: diagnosis.clone(),
         state,
+        resolved_at_send: None,
+    }
+}
+
+/// A notified group whose receiver has not been told it is over: what the resolution check
+/// ([`crate::triage::Triage::resolve_groups`]) reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenGroup {
+    /// The group's key.
+    pub group_key: String,
+    /// Its receiver.
+    pub receiver: String,
+    /// The rule that routed it.
+    pub rule: String,
+    /// Its first diagnosis: what failed, and so what ending to look for.
+    pub example: Diagnosis,
+    /// Failures counted in the episode.
+    pub count: u64,
+    /// Example subjects.
+    pub examples: Vec<diagnosis::Subject>,
+    /// Notifications sent so far: the resolved message is claimed against this number, so a
+    /// group notified again meanwhile is looked at afresh.
+    pub sends: u64,
+}
+
+impl GroupStore {
+    /// The groups that were notified and not yet resolved, for the receivers `wanted` says
+    /// send resolved messages. Reads every group object once.
+    pub async fn open_groups(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<OpenGroup>, GroupError> {
+        let mut open = Vec::new();
+        for info in self.store.list("groups/").await? {
+            let Some(current) = self.store.get(&info.key).await? else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<GroupRecord>(&current.bytes) else {
+                continue;
+            };
+            let notified = record.state.sends > 0;
+            if !notified
+                || record.resolved_at_send == Some(record.state.sends)
+                || !wanted(&record.receiver)
+            {
+                continue;
+            }
+            open.push(OpenGroup {
+                group_key: record.state.group_key.clone(),
+                receiver: record.receiver,
+                rule: record.rule,
+                example: record.example,
+                count: record.state.count,
+                examples: record.state.examples,
+                sends: record.state.sends,
+            });
+        }
+        Ok(open)
+    }
+
+    /// Claims the "resolved" message of `group` for this instance: `true` exactly once per
+    /// group and notification count, however many instances try. The record is changed by
+    /// compare-and-swap (marked resolved at its `sends`, and anything pending folded into what
+    /// was said, so no repeat of an ended failure follows the all-clear); then a
+    /// `sent/{digest}-resolved-{sends}` marker is created, as for every notification.
+    /// A group notified again since it was read is left for the next look.
+    pub async fn claim_resolved(
+        &self,
+        group: &OpenGroup,
+        now: OffsetDateTime,
+    ) -> Result<bool, GroupError> {
+        let key = Self::group_object(&group.group_key)?;
+        let mut won = false;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some(current) = self.store.get(&key).await? else {
+                return Ok(false);
+            };
+            let Ok(mut record) = serde_json::from_slice::<GroupRecord>(&current.bytes) else {
+                return Ok(false);
+            };
+            let sends = record.state.sends;
+            if sends != group.sends || record.resolved_at_send == Some(sends) {
+                return Ok(false);
+            }
+            record.resolved_at_send = Some(sends);
+            record.state.count_at_last_send = record.state.count;
+            record.state.flush_at = None;
+            let body = serde_json::to_vec(&record).map_err(|error| {
+                GroupError::Store(StoreError::Other {
+                    message: format!("cannot encode alert group: {error}"),
+                })
+            })?;
+            match self
+                .store
+                .put(&key, Bytes::from(body), Condition::IfMatch(current.etag))
+                .await
+            {
+                Ok(_) => {
+                    won = true;
+                    break;
+                }
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if !won {
+            return Err(GroupError::Contended {
+                key: key.to_string(),
+                attempts: MAX_CAS_ATTEMPTS,
+            });
+        }
+        let alert_id = format!("{}-resolved-{}", digest(&group.group_key), group.sends);
+        let marker = SentMarker {
+            group_key: &group.group_key,
+            receiver: &group.receiver,
+            sequence: group.sends,
+            count: group.count,
+            claimed_at: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        };
+        let body = serde_json::to_vec(&marker).unwrap_or_default();
+        match self
+            .store
+            .put(
+                &ObjectKey::new(format!("sent/{alert_id}"))?,
+                Bytes::from(body),
+                Condition::IfAbsent,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
 //! for failures no event announced, work the deliveries the platforms gave up on (parked ones
 //! and Event Grid's dead letters, `crate::parking`), send the alert groups that have waited long
-//! enough, and retry the notifications that failed earlier.
+//! enough, tell receivers with `send_resolved` about groups whose failure state ended, and retry
+//! the notifications that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
@@ -20,6 +21,8 @@ pub struct TickReport {
     pub parked: DrainReport,
     /// Receivers a grouped alert went to.
     pub flushed: Vec<String>,
+    /// Receivers told that a group's failure state ended.
+    pub resolved: Vec<String>,
     /// The outbox after the retries.
     pub outbox: notify::DrainReport,
 }
@@ -55,11 +58,13 @@ impl Triage {
         // Before the flush, so the alerts of drained deliveries can go out in this tick.
         let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
+        let resolved = self.resolve_groups(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
             parked,
             flushed,
+            resolved,
             outbox,
         })
     }
@@ -91,6 +96,7 @@ impl TickReport {
             lines.extend(self.parked.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
+        lines.push(format!("resolved messages sent: {}", self.resolved.len()));
         lines.push(format!(
             "outbox: {} delivered, {} still pending, {} dead",
             self.outbox.delivered, self.outbox.still_pending, self.outbox.dead

@@ -187,9 +187,19 @@ impl Report {
         for alert in &self.alerts {
             let pretty = serde_json::from_slice::<Value>(&alert.body)
                 .ok()
+                .map(|mut v| {
+                    // PagerDuty's routing key travels in the body; the report never keeps it.
+                    if alert.channel == Channel::PagerDuty && v.get("routing_key").is_some() {
+                        v["routing_key"] = Value::String("(routing key, not kept)".to_owned());
+                    }
+                    v
+                })
                 .and_then(|v| serde_json::to_vec_pretty(&v).ok());
             let bytes = match (alert.channel, pretty) {
-                (Channel::Teams | Channel::Webhook, Some(pretty)) => pretty,
+                (
+                    Channel::Teams | Channel::Webhook | Channel::PagerDuty | Channel::Slack,
+                    Some(pretty),
+                ) => pretty,
                 _ => alert.body.clone(),
             };
             std::fs::write(out.join(&alert.file), bytes)
@@ -654,7 +664,33 @@ fn headline(received: &Received) -> String {
             })
             .unwrap_or_else(|| "(not JSON)".to_owned()),
         Channel::Email => mail_subject(&received.body).unwrap_or_else(|| "(no subject)".to_owned()),
+        Channel::PagerDuty => serde_json::from_slice::<Value>(&received.body)
+            .ok()
+            .map(|v| match v["event_action"].as_str() {
+                Some("trigger") => format!(
+                    "trigger · {}",
+                    v["payload"]["summary"].as_str().unwrap_or_default()
+                ),
+                action => format!(
+                    "{} · incident {}",
+                    action.unwrap_or("(no action)"),
+                    v["dedup_key"].as_str().unwrap_or_default()
+                ),
+            })
+            .unwrap_or_else(|| "(not JSON)".to_owned()),
+        Channel::Slack => serde_json::from_slice::<Value>(&received.body)
+            .ok()
+            .and_then(|v| v["text"].as_str().map(unescape_slack))
+            .unwrap_or_else(|| "(not a Slack message)".to_owned()),
     }
+}
+
+/// A Slack message's notification text as a person reads it (Slack shows `&lt;` as `<`); the
+/// report escapes it again where it is HTML.
+fn unescape_slack(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// The `Subject:` header of a MIME message, unfolded.

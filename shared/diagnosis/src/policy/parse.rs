@@ -30,6 +30,8 @@ const SECRET_SETTINGS: &[&str] = &[
     "access_key",
     "connection_string",
     "sas",
+    "routing_key",
+    "integration_key",
 ];
 
 /// The longest regex source accepted; bigger ones are not what a rule needs.

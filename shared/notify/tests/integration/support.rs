@@ -53,6 +53,38 @@ pub(crate) fn sample_alert() -> Alert {
     }
 }
 
+/// Text that is markup in Slack, Teams and HTML alike, with controls and a mention.
+pub(crate) const HOSTILE: &str = "HOSTILE <!channel> <https://evil.example|click> *b* _i_ ~s~ `c` &amp; <b>x</b> [l](https://evil.example) \u{1b}[31m\n#";
+
+/// The sample alert with hostile text, `size` bytes of it, in every untrusted field.
+pub(crate) fn hostile_alert(size: usize) -> Alert {
+    let text = HOSTILE.repeat(size / HOSTILE.len() + 1);
+    let mut alert = sample_alert();
+    let d = &mut alert.diagnosis;
+    d.subject.job_id = Some(text.clone());
+    d.subject.task_id = Some(text.clone());
+    d.subject.pool_id = Some(text.clone());
+    d.subject.node_id = Some(text.clone());
+    d.summary = text.clone();
+    d.cause = text.clone();
+    d.hints = vec![text.clone(); 3];
+    if let Some(failure) = &mut d.failure {
+        failure.message = Some(text.clone());
+    }
+    alert.group.key = text.clone();
+    alert.group.examples = vec![text.clone(); 5];
+    alert.stderr_tail = Some(text.clone());
+    alert.rule = Some(text.clone());
+    alert.links = Links::new(
+        [
+            format!("https://logs.blob.core.windows.net/{text}").as_str(),
+            text.as_str(),
+        ],
+        None,
+    );
+    alert
+}
+
 /// An egress for 127.0.0.1 receivers with quick retries.
 pub(crate) fn local_egress() -> Egress {
     Egress::new(Allowlist::new([]).allow_loopback(), quick_policy()).unwrap()
@@ -114,19 +146,36 @@ pub(crate) type Answer = (u16, Vec<(&'static str, String)>);
 pub(crate) struct Receiver {
     pub(crate) url: String,
     pub(crate) requests: Arc<Mutex<Vec<Recorded>>>,
+    pub(crate) refusals: Arc<Mutex<Vec<String>>>,
 }
+
+/// Checks a request's documented shape; `Err` is answered 400 with the reason as the body.
+pub(crate) type Check = fn(&Recorded) -> Result<(), String>;
 
 impl Receiver {
     pub(crate) async fn start(answers: Vec<Answer>) -> Self {
+        Self::start_checked(answers, |_| Ok(()), "").await
+    }
+
+    /// Like [`Receiver::start`], but a request that fails `check` is answered 400 with the
+    /// reason (and recorded in `refusals`), and a successful answer carries `ok_body`.
+    pub(crate) async fn start_checked(
+        answers: Vec<Answer>,
+        check: Check,
+        ok_body: &'static str,
+    ) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let refusals = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
         let recorded = Arc::clone(&requests);
+        let refused = Arc::clone(&refusals);
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let recorded = Arc::clone(&recorded);
+                let refused = Arc::clone(&refused);
                 let answers = Arc::clone(&answers);
                 async move {
-                    recorded.lock().unwrap().push(Recorded {
+                    let request = Recorded {
                         method: method.to_string(),
                         path_and_query: uri
                             .path_and_query()
@@ -134,11 +183,20 @@ impl Receiver {
                             .unwrap_or_default(),
                         headers,
                         body: body.to_vec(),
-                    });
+                    };
+                    let verdict = check(&request);
+                    recorded.lock().unwrap().push(request);
+                    if let Err(reason) = verdict {
+                        refused.lock().unwrap().push(reason.clone());
+                        return (StatusCode::BAD_REQUEST, reason).into_response();
+                    }
                     let (status, headers) =
                         answers.lock().unwrap().pop_front().unwrap_or((202, vec![]));
-                    let mut response: Response =
-                        StatusCode::from_u16(status).unwrap().into_response();
+                    let mut response: Response = if (200..300).contains(&status) {
+                        (StatusCode::from_u16(status).unwrap(), ok_body).into_response()
+                    } else {
+                        StatusCode::from_u16(status).unwrap().into_response()
+                    };
                     for (name, value) in headers {
                         response.headers_mut().insert(name, value.parse().unwrap());
                     }
@@ -154,7 +212,13 @@ impl Receiver {
                 "http://{addr}/workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=TOPSECRETSIG"
             ),
             requests,
+            refusals,
         }
+    }
+
+    /// Why the receiver refused requests, if it did.
+    pub(crate) fn refusals(&self) -> Vec<String> {
+        self.refusals.lock().unwrap().clone()
     }
 
     pub(crate) fn requests(&self) -> Vec<Recorded> {
@@ -235,4 +299,5 @@ pub(crate) const SECRETS: &[&str] = &[
     "LINKSECRET",
     "hook-key-s3cr3t",
     "smtp-pa55word",
+    "PDROUTINGKEYSECRET00000000000000",
 ];

@@ -203,7 +203,7 @@ fn alert_of(to_send: &AlertToSend, tail: Option<&str>, links: &[String]) -> Aler
     }
 }
 
-fn subject_label(subject: &diagnosis::Subject) -> String {
+pub(super) fn subject_label(subject: &diagnosis::Subject) -> String {
     [
         subject.job_id.as_deref(),
         subject.task_id.as_deref(),

@@ -6,7 +6,8 @@
 //!
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
-//! sequence), grouping and delivering alerts (`alert`), the per-payload job cache (`jobs`) and
+//! sequence), grouping and delivering alerts (`alert`), resolved messages for failure states that ended
+//! (`resolve`), the per-payload job cache (`jobs`) and
 //! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
 mod alert;
@@ -14,6 +15,7 @@ mod escalate;
 mod jobs;
 mod refuse;
 mod report;
+mod resolve;
 mod subject;
 mod targets;
 
@@ -41,6 +43,7 @@ pub(crate) use jobs::JobCache;
 pub(crate) use refuse::StoredIds;
 pub(crate) use report::batch_failure;
 pub use report::{Outcome, RunReport, SubjectReport, TriageError};
+pub use resolve::{Resolvable, job_tasks_ended, stuck_job_ended};
 use targets::Target;
 
 /// What the pipeline needs besides its collaborators.

@@ -6,4 +6,5 @@ mod grouping;
 mod growth;
 mod parking;
 mod refused;
+mod resolved;
 mod triage;
