@@ -78,6 +78,8 @@ pub fn diagnose_item(item: &Item, evidence: &Evidence<'_>) -> Option<Diagnosis> 
             };
             diagnose_special_task_event(body, &evidence)
         }
+        // Pools and nodes are read; their failure classes come next.
+        Item::Pool(_) | Item::Node(_) | Item::PoolEvent { .. } | Item::PoolNodeCounts(_) => None,
         Item::TaskReference(_)
         | Item::File(_)
         | Item::TaskCounts(_)

@@ -3,16 +3,14 @@
 //! diagnosed as it is and checked against `expect.json`: the class, the exit code and the failure
 //! code a diagnosis must surface. Case 15 is a negative control: nothing failed, so no diagnosis.
 //!
-//! The pool and node cases (16–22) expect classes (`pool.*`, `node.*`) that batch-triage does not
-//! have yet. Until they exist, those payloads are refused as an unknown kind, and this test pins
-//! that exact behaviour: when the pool and node classes land, it fails and must be updated to check
-//! them against `expect.json` like the rest.
+//! The pool and node cases (16–22) are pools and nodes; case 16 is the pre-2017 pool shape.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use batch_triage_diagnosis::payload::read_slice;
-use batch_triage_diagnosis::{Diagnosis, Evidence, PayloadError, diagnose_item};
+use batch_triage_diagnosis::wire::{AllocationState, NodeState};
+use batch_triage_diagnosis::{Diagnosis, Evidence, Item, PayloadError, PayloadKind, diagnose_item};
 use serde::Deserialize;
 
 use crate::corpus::corpus_dir;
@@ -37,39 +35,6 @@ fn expectations() -> BTreeMap<String, Expected> {
     let bytes = std::fs::read(real_payloads_dir().join("expect.json")).expect("expect.json");
     serde_json::from_slice(&bytes).expect("expect.json maps file names to expectations")
 }
-
-/// Pending the pool and node classes: what today's core says about each pool or node payload.
-/// `keys` is the start of the key list the refusal names, which shows which object was looked at.
-const PENDING_POOL_NODE: &[(&str, &str)] = &[
-    (
-        "16-xplat-cli-old-api-pool-resize-stopped.json",
-        "an object with keys allocationState, allocationStateTransitionTime, cloudServiceConfiguration, creationTime, currentDedicated, eTag",
-    ),
-    (
-        "17-az-cli-pool-resize-stopped-lowpri.json",
-        "an object with keys allocationState, allocationStateTransitionTime, cloudServiceConfiguration, creationTime, currentDedicatedNodes, currentLowPriorityNodes",
-    ),
-    (
-        "18-msdocs-support-pool-allocation-failed-provider-error-json.json",
-        "an object with keys resizeErrors",
-    ),
-    (
-        "19-msdocs-support-pool-allocation-failed-capacity.json",
-        "an object with keys resizeErrors",
-    ),
-    (
-        "20-js-sdk-autoscale-formula-evaluation-error.json",
-        "an object with keys autoScaleRun, id, url",
-    ),
-    (
-        "21-msdocs-support-node-unusable-diskfull.json",
-        "an object with keys errors, state",
-    ),
-    (
-        "22-msdocs-support-node-unusable-app-package-error.json",
-        "an object with keys errors, state",
-    ),
-];
 
 fn diagnose_file(name: &str) -> Result<Vec<Diagnosis>, PayloadError> {
     let bytes = std::fs::read(real_payloads_dir().join(name))
@@ -167,53 +132,63 @@ fn a_running_preparation_task_gives_no_diagnosis() {
     assert!(diagnoses.is_empty(), "nothing failed: {diagnoses:#?}");
 }
 
-/// PENDING the pool and node classes (`pool.resize_failed`, `pool.autoscale_failed`,
-/// `node.unusable`): today these payloads are refused as a kind batch-triage does not know. When
-/// those classes land this test fails on purpose; then check them against `expect.json` in
-/// `task_and_job_payloads_are_diagnosed_as_expected` and delete this one.
+/// The pool and node cases (16–22) parse into pool and node items carrying the expected code:
+/// the resize error, the autoscale error or the node error.
 #[test]
-fn pool_and_node_payloads_are_refused_until_their_classes_exist() {
+fn pool_and_node_payloads_parse_into_pool_and_node_items() {
     let expected = expectations();
-    let pending: Vec<&str> = expected
-        .iter()
-        .filter(|(_, e)| {
-            e.class
-                .as_deref()
-                .is_some_and(|c| c.starts_with("pool.") || c.starts_with("node."))
-        })
-        .map(|(name, _)| name.as_str())
-        .collect();
-    let listed: Vec<&str> = PENDING_POOL_NODE.iter().map(|(name, _)| *name).collect();
-    assert_eq!(
-        pending, listed,
-        "cases 16–22 are the pool and node payloads"
-    );
-    assert!(expected["16-xplat-cli-old-api-pool-resize-stopped.json"].stretch);
-
-    for (name, keys) in PENDING_POOL_NODE {
-        match diagnose_file(name) {
-            Err(PayloadError::Unrecognised { path, reason }) => {
-                assert_eq!(path, "", "{name}: the document itself is refused");
-                assert!(
-                    reason.starts_with(keys),
-                    "{name}: refused for another reason: {reason}"
-                );
-                let shown = PayloadError::Unrecognised { path, reason }.to_string();
-                assert!(
-                    shown.starts_with(
-                        "not a Batch payload batch-triage recognises: an object with keys "
-                    ),
-                    "{name}: {shown}"
-                );
-            }
-            other => panic!(
-                "{name}: pool and node payloads were refused until now, and this gives {other:?}. \
-                 If the pool and node classes have landed, check this case against expect.json \
-                 ({:?}) with the task and job cases and remove it from PENDING_POOL_NODE.",
-                expected[*name].class
-            ),
+    let mut checked = 0;
+    for (name, e) in &expected {
+        let Some(class) = e.class.as_deref() else {
+            continue;
+        };
+        if !(class.starts_with("pool.") || class.starts_with("node.")) {
+            continue;
         }
+        let bytes = std::fs::read(real_payloads_dir().join(name)).unwrap();
+        let mut items = Vec::new();
+        let kind = read_slice(&bytes, &mut |item| items.push(item))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(items.len(), 1, "{name}: one subject");
+        let code = match (&items[0], class) {
+            (Item::Pool(pool), "pool.resize_failed") => {
+                assert_eq!(kind, PayloadKind::Pool, "{name}");
+                pool.resize_errors[0].code.clone()
+            }
+            (Item::Pool(pool), "pool.autoscale_failed") => {
+                assert_eq!(kind, PayloadKind::Pool, "{name}");
+                pool.auto_scale_error().and_then(|e| e.code.clone())
+            }
+            (Item::Node(node), "node.unusable") => {
+                assert_eq!(kind, PayloadKind::Node, "{name}");
+                assert_eq!(node.state, Some(NodeState::Unusable), "{name}");
+                node.errors[0].code.clone()
+            }
+            (other, _) => panic!("{name}: expected a pool or node for {class}, got {other:?}"),
+        };
+        assert_eq!(code, e.code, "{name}: code");
+        checked += 1;
     }
+    assert_eq!(checked, 7, "cases 16–22 are the pool and node payloads");
+    assert!(expected["16-xplat-cli-old-api-pool-resize-stopped.json"].stretch);
+}
+
+#[test]
+fn the_2016_pool_shape_reads_into_the_current_fields() {
+    let bytes =
+        std::fs::read(real_payloads_dir().join("16-xplat-cli-old-api-pool-resize-stopped.json"))
+            .unwrap();
+    let mut items = Vec::new();
+    read_slice(&bytes, &mut |item| items.push(item)).unwrap();
+    let Item::Pool(pool) = &items[0] else {
+        panic!("a pool: {items:?}")
+    };
+    assert_eq!(pool.current_dedicated_nodes, Some(3));
+    assert_eq!(pool.target_dedicated_nodes, Some(5));
+    assert_eq!(pool.resize_errors.len(), 1);
+    assert_eq!(pool.allocation_state, Some(AllocationState::Steady));
+    assert_eq!(pool.current_nodes(), Some(3));
+    assert_eq!(pool.target_nodes(), Some(5));
 }
 
 fn diagnose_json(json: serde_json::Value) -> Diagnosis {
