@@ -1,7 +1,8 @@
 //! A local Azure Batch REST emulator with failure scenarios, for tests and the demo.
 //!
 //! It answers the subset of the Batch data plane batch-triage uses (jobs, tasks, task counts,
-//! prep/release status, task and node files, job terminate/disable/enable, task terminate)
+//! prep/release status, task and node files, job terminate/disable/enable, task terminate,
+//! pools, nodes, pool node counts, Remove Nodes, Reimage Node, `uploadbatchservicelogs`)
 //! with bodies shaped like the REST spec examples, verifies Shared Key signatures like the
 //! service, and injects the failures real accounts produce (throttling, busy servers, dropped
 //! downloads, vanished nodes, expired retention). The official Python SDK (`azure-batch`
@@ -103,6 +104,7 @@
 //! of docs/failure-classes.md; `scenarios/builtin.json` lists them with a `description` on each.
 
 mod admin;
+mod agent_logs;
 mod api;
 mod auth;
 mod clock;
@@ -114,6 +116,7 @@ mod files;
 mod filter;
 mod log;
 mod paging;
+mod pool_api;
 mod render;
 mod route;
 pub mod scenario;
@@ -125,9 +128,11 @@ pub use emulator::Emulator;
 pub use faults::{Fault, FaultRule, FaultStatus};
 pub use log::RequestRecord;
 pub use scenario::{
-    NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
+    AgentLogsConfig, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
+    WELL_KNOWN_ACCOUNT_NAME,
 };
 pub use server::{router, serve};
+pub use state::{AgentLogUpload, NodeAction, NodeActionKind};
 
 /// The address the emulator binds to by default: loopback only, because the admin API under
 /// `/_emulator/` is not authenticated.

@@ -54,6 +54,19 @@ pub struct Scenario {
     /// Faults active from the start.
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// How `uploadbatchservicelogs` delivers the node agent's logs.
+    #[serde(default)]
+    pub agent_logs: AgentLogsConfig,
+}
+
+/// How the emulator answers `uploadbatchservicelogs`: Batch uploads asynchronously, so the
+/// files arrive a little after the 200.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentLogsConfig {
+    /// Milliseconds between the answer and the files' arrival (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_millis: Option<u64>,
 }
 
 /// The Batch account the emulator pretends to be.
@@ -145,6 +158,12 @@ pub struct TransitionConfig {
 pub struct PoolSpec {
     /// Pool id.
     pub id: String,
+    /// The pool in the wire shape of `GET /pools/{id}` (`state`, `allocationState`,
+    /// `resizeErrors`, `autoScaleRun`, `vmSize`, node counts, `startTask`, …). `id`, `eTag`,
+    /// `lastModified`, the times, the node counts (from the nodes) and a VM configuration are
+    /// filled in when absent.
+    #[serde(default)]
+    pub pool: Map<String, Value>,
     /// Nodes of the pool.
     #[serde(default)]
     pub nodes: Vec<NodeSpec>,
@@ -159,6 +178,11 @@ pub struct NodeSpec {
     /// Whether the node's files can be read.
     #[serde(default)]
     pub state: NodeState,
+    /// The node in the wire shape of `GET /pools/{pool}/nodes/{id}` (`state`, `errors`,
+    /// `startTask`, `startTaskInfo`, `isDedicated`, …). `id`, `state` (`idle`, or `leavingpool`
+    /// for a `notReady` node), the times, `vmSize` and `nodeAgentInfo` are filled in when absent.
+    #[serde(default)]
+    pub node: Map<String, Value>,
     /// Files at paths relative to the node root (e.g. `startup/stdout.txt`).
     #[serde(default)]
     pub files: BTreeMap<String, FileSpec>,
@@ -451,6 +475,10 @@ impl Scenario {
             if !pool_ids.insert(pool.id.to_lowercase()) {
                 return invalid(format!("pool {:?} is declared twice", pool.id));
             }
+            check_times(
+                &Value::Object(pool.pool.clone()),
+                &format!("pool {}", pool.id),
+            )?;
             let mut node_ids = std::collections::BTreeSet::new();
             for node in &pool.nodes {
                 if !node_ids.insert(node.id.to_lowercase()) {
@@ -459,7 +487,9 @@ impl Scenario {
                         node.id, pool.id
                     ));
                 }
-                check_files(&node.files, &format!("node {}/{}", pool.id, node.id))?;
+                let where_ = format!("node {}/{}", pool.id, node.id);
+                check_files(&node.files, &where_)?;
+                check_times(&Value::Object(node.node.clone()), &where_)?;
             }
         }
         let mut job_ids = std::collections::BTreeSet::new();
