@@ -1,11 +1,12 @@
 //! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
-//! `batch-triage serve`, `batch-triage sweep`) does the same three things in the same order:
-//! sweep for failures no event announced, send the alert groups that have waited long enough,
-//! and retry the deliveries that failed earlier.
+//! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
+//! jobs and tasks for failures no event announced, sweep pools and nodes (`pool_sweep.rs`), send
+//! the alert groups that have waited long enough, and retry the deliveries that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
 
+use crate::pool_sweep::PoolSweepReport;
 use crate::sweep::{SweepError, SweepOptions, SweepReport};
 use crate::triage::{RunReport, SubjectReport, Triage};
 
@@ -14,6 +15,8 @@ use crate::triage::{RunReport, SubjectReport, Triage};
 pub struct TickReport {
     /// The sweep.
     pub sweep: SweepReport,
+    /// The sweep of pools and nodes.
+    pub pools: PoolSweepReport,
     /// Receivers a grouped alert went to.
     pub flushed: Vec<String>,
     /// The outbox after the retries.
@@ -45,10 +48,12 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep(now, deadline, options).await?;
+        let pools = self.sweep_pools(now, deadline, options).await?;
         let flushed = self.flush_due(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
+            pools,
             flushed,
             outbox,
         })
@@ -75,6 +80,21 @@ impl TickReport {
                 }
             ));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
+        }
+        let pools = &self.pools;
+        if !pools.skipped_busy {
+            lines.push(format!(
+                "swept {} pools ({} node lists): {} subjects{}",
+                pools.pools_examined,
+                pools.pools_listed,
+                pools.subjects.len(),
+                if pools.completed {
+                    ""
+                } else {
+                    " (stopped at the deadline; the next run carries on)"
+                }
+            ));
+            lines.extend(pools.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
         lines.push(format!(
@@ -114,6 +134,10 @@ impl SubjectReport {
                 .as_deref()
                 .map(|a| format!("; action: {a}"))
                 .unwrap_or_default(),
-        )
+        ) + &self
+            .agent_logs
+            .as_deref()
+            .map(|s| format!("; agent logs: {s}"))
+            .unwrap_or_default()
     }
 }

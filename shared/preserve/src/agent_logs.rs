@@ -462,10 +462,12 @@ async fn request(
             // Batch builds the directory from the pool id, the node id and a unique id
             // (`docs/batch-facts.md`); anything else could point us at keys that are not
             // agent logs at all.
-            let expected = format!("{}/", subject.pool_id);
-            if ObjectKey::new(&answer.virtual_directory_name).is_err()
-                || !answer.virtual_directory_name.starts_with(&expected)
-            {
+            // Batch writes `_` in ids as `-` there.
+            let first = answer.virtual_directory_name.split('/').next();
+            let under_pool = first.is_some_and(|first| {
+                first == subject.pool_id || first == subject.pool_id.replace('_', "-")
+            }) && answer.virtual_directory_name.contains('/');
+            if ObjectKey::new(&answer.virtual_directory_name).is_err() || !under_pool {
                 settle(
                     &mut manifest,
                     AgentLogsStatus::Unavailable,

@@ -3,5 +3,6 @@
 
 mod actions;
 mod grouping;
+mod pools;
 mod refused;
 mod triage;
