@@ -113,10 +113,21 @@ async fn case(pools: usize, nodes: usize, troubled: usize, keep_logs: bool) {
         .iter()
         .filter(|s| s.class.is_some_and(|c| c.as_str() == "node.unusable"))
         .count();
+    let mut logs: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &report.subjects {
+        if let Some(status) = s.agent_logs.as_deref() {
+            *logs.entry(status).or_default() += 1;
+        }
+    }
+    let logs = if logs.is_empty() {
+        String::new()
+    } else {
+        format!("; agent logs {logs:?}")
+    };
     println!(
         "{pools:>5} pools {nodes:>6} nodes {troubled:>3} in trouble{}: {:>4} requests \
          (nodecounts {counts}, list pools {pool_lists}, list nodes {node_lists}, upload logs {uploads}); \
-         {nodes_found} unusable nodes found; {:.0} ms",
+         {nodes_found} unusable nodes found{logs}; {:.0} ms",
         if keep_logs { " (agent logs kept)" } else { "" },
         requests.len(),
         elapsed.as_secs_f64() * 1000.0,

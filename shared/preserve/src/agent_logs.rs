@@ -213,7 +213,7 @@ pub struct AgentLogsOptions {
     /// How long one invocation waits for the files after Batch answered (bounded by the
     /// deadline).
     pub wait_for_files: Duration,
-    /// How often it looks while waiting.
+    /// How often it looks while waiting, at most (it starts at a tenth of this and doubles).
     pub poll_every: Duration,
     /// Calls that failed transiently before the manifest says `unavailable`.
     pub max_attempts: u32,
@@ -280,6 +280,8 @@ pub async fn keep_agent_logs(
         (manifest, etag) = request(api, store, &key, subject, &target, options, deadline).await?;
     }
     let waited_since = std::time::Instant::now();
+    // Small uploads arrive in well under a second: look soon, then less and less often.
+    let mut pause = options.poll_every / 10;
     while manifest.status == AgentLogsStatus::Uploading {
         match look_for_files(
             store,
@@ -303,12 +305,13 @@ pub async fn keep_agent_logs(
         }
         let waited = waited_since.elapsed();
         if manifest.status != AgentLogsStatus::Uploading
-            || waited + options.poll_every > options.wait_for_files
+            || waited + pause > options.wait_for_files
             || deadline.remaining() < options.poll_every * 4
         {
             break;
         }
-        tokio::time::sleep(options.poll_every).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(options.poll_every);
     }
     Ok(manifest)
 }
