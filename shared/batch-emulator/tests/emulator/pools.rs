@@ -148,7 +148,9 @@ async fn nodes_in_trouble_are_one_filtered_list() {
     let mut all = ids(&first);
     let mut next = first["odata.nextLink"].as_str().map(str::to_owned);
     while let Some(link) = next {
-        let (_, page) = server.get_json(link.strip_prefix(&server.base).unwrap()).await;
+        let (_, page) = server
+            .get_json(link.strip_prefix(&server.base).unwrap())
+            .await;
         assert!(ids(&page).len() <= 2);
         all.extend(ids(&page));
         next = page["odata.nextLink"].as_str().map(str::to_owned);
