@@ -274,3 +274,55 @@ fn agent_logs_apply_only_to_node_classes_and_server_errors_on_a_node() {
         FailureClass::NodeStartTaskFailed
     ));
 }
+
+/// A node that is unusable on pool `p1`.
+fn unusable() -> Diagnosis {
+    let mut d = start_task_failed();
+    d.class = FailureClass::NodeUnusable;
+    d
+}
+
+#[test]
+fn unusable_nodes_keep_agent_logs_by_default_and_may_be_removed_or_reimaged() {
+    assert!(keeps_agent_logs_by_default(FailureClass::NodeUnusable));
+    assert!(plan(&unusable(), &Policy::default(), T0, &PlanContext::default()).keep_agent_logs);
+    // A rule can turn them off for unusable nodes when it asks for no action.
+    let off = parsed(
+        r#"
+[[rules]]
+name = "quiet"
+match = { class = "node.unusable" }
+keep_agent_logs = false
+"#,
+    );
+    assert!(!plan(&unusable(), &off, T0, &PlanContext::default()).keep_agent_logs);
+    for kind in ["remove", "reimage"] {
+        let p = parsed(&format!(
+            r#"
+[[rules]]
+name = "drain"
+match = {{ class = "node.unusable" }}
+node_action = {{ kind = "{kind}" }}
+"#
+        ));
+        let action = plan(&unusable(), &p, T0, &PlanContext::default())
+            .node_action
+            .unwrap();
+        assert_eq!(action.kind.as_str(), kind);
+        // The same rule never reaches a start task failure (its class does not match).
+        assert!(
+            plan(&start_task_failed(), &p, T0, &PlanContext::default())
+                .node_action
+                .is_none()
+        );
+    }
+    // `node.*` reaches node.start_task_failed, which remove is not for.
+    let e = errors(
+        "[[rules]]\nname = \"x\"\nmatch = { class = \"node.*\" }\nnode_action = { kind = \"remove\" }\n",
+    );
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("3:19: class \"node.*\" matches [\"node.start_task_failed\"]"),
+        "{e:?}"
+    );
+}
