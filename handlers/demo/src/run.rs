@@ -345,7 +345,7 @@ impl Triggers<'_> {
         for (name, trigger) in [
             (
                 "sweep",
-                "Timer sweep: failed tasks since the cursor, ended and stuck jobs, prep/release failures",
+                "Timer sweep: failed tasks since the cursor, ended and stuck jobs, prep/release failures, pools and nodes in trouble",
             ),
             (
                 "sweep-again",
@@ -354,11 +354,13 @@ impl Triggers<'_> {
         ] {
             let at = OffsetDateTime::now_utc();
             let tick = self.triage.tick(at, self.deadline(), &options).await?;
+            let mut subjects = tick.sweep.subjects;
+            subjects.extend(tick.pools.subjects);
             runs.push(Run {
                 trigger: trigger.to_owned(),
                 name,
                 payload_file: None,
-                subjects: tick.sweep.subjects,
+                subjects,
                 ignored: 0,
                 at,
             });
@@ -397,6 +399,8 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
             // Batch keeps no object for a start task to re-read: its diagnosis came from the
             // event, and the report takes it from the alert or the preserved diagnosis.json.
             SubjectKey::StartTask { .. } => continue,
+            // Pools and nodes: their diagnosis is in their alert.
+            SubjectKey::Pool { .. } | SubjectKey::Node { .. } => continue,
         };
         // A subject that cannot be read back still appears in the report, from the runs.
         diagnoses.extend(found.unwrap_or_default());
@@ -435,6 +439,16 @@ async fn subject_times(
             }),
             SubjectKey::PrepNode { job, node, .. } => node_times(batch, job, node, false).await,
             SubjectKey::ReleaseNode { job, node, .. } => node_times(batch, job, node, true).await,
+            SubjectKey::Pool { pool, .. } => emulator.pool(pool).map(|p| {
+                (
+                    text(&p["allocationStateTransitionTime"])
+                        .or_else(|| text(&p["stateTransitionTime"])),
+                    None,
+                )
+            }),
+            SubjectKey::Node { pool, node, .. } => emulator
+                .node(pool, node)
+                .map(|n| (text(&n["stateTransitionTime"]), None)),
             SubjectKey::StartTask { pool, node, .. } => feed::START_TASK_FAILURES
                 .iter()
                 .find(|f| f.pool == pool && f.node == node)

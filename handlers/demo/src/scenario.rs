@@ -47,7 +47,8 @@ pub(crate) const WEBHOOK_URL_SETTING: &str = "DEMO_WEBHOOK_URL";
 pub(crate) const WEBHOOK_KEY_SETTING: &str = "DEMO_WEBHOOK_KEY";
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams; critical
-/// ones by email as well, and a stuck job disabled (as a dry run, so the job is left alone).
+/// ones by email as well, a stuck job disabled and an unusable node removed (both as dry runs,
+/// so the job and the node are left alone). Unusable nodes' agent logs are kept by default.
 pub fn demo_policy(smtp_port: u16) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
@@ -56,6 +57,11 @@ group_by = ["account", "job", "class", "fingerprint"]
 group_wait = "0s"
 
 [actions]
+enabled = true
+dry_run = true
+max_per_hour = 5
+
+[node_actions]
 enabled = true
 dry_run = true
 max_per_hour = 5
@@ -79,6 +85,12 @@ name = "{siem}"
 kind = "webhook"
 url_env = "{WEBHOOK_URL_SETTING}"
 secret_env = "{WEBHOOK_KEY_SETTING}"
+
+[[rules]]
+name = "drain-unusable-nodes"
+match = {{ class = "node.unusable" }}
+node_action = {{ kind = "remove" }}
+continue = true
 
 [[rules]]
 name = "everything-to-siem"
@@ -180,6 +192,10 @@ mod tests {
         assert!(
             policy.actions.dry_run,
             "the demo never disables a job for real"
+        );
+        assert!(
+            policy.node_actions.dry_run,
+            "the demo never removes a node for real"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The subjects the pipeline reports, typed. The pipeline labels each subject with the path its
 //! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
-//! `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
-//! `account/_pools/pool/node/_starttask`. The demo parses each label once, into a
+//! `account/job/_jobprep/node`, `account/job/_jobrelease/node`,
+//! `account/_pools/pool/node/_starttask`, or, from the pool sweep, `account/_pools/pool` and
+//! `account/_pools/pool/node`. The demo parses each label once, into a
 //! [`SubjectKey`], and works with that.
 
 use std::fmt;
@@ -45,6 +46,23 @@ pub enum SubjectKey {
         /// The compute node.
         node: String,
     },
+    /// A pool in trouble (its resize or autoscale failed, or its deletion is stuck), found by
+    /// the pool sweep. It belongs to no job.
+    Pool {
+        /// The Batch account.
+        account: String,
+        /// The pool.
+        pool: String,
+    },
+    /// A node in trouble (`unusable`, or its start task failed), found by the pool sweep.
+    Node {
+        /// The Batch account.
+        account: String,
+        /// The pool.
+        pool: String,
+        /// The compute node.
+        node: String,
+    },
     /// A node of a pool whose start task failed there. It belongs to no job.
     StartTask {
         /// The Batch account.
@@ -76,6 +94,15 @@ impl FromStr for SubjectKey {
                 account: owned(account),
                 pool: owned(pool),
                 node: owned(node),
+            },
+            [account, "_pools", pool, node] => Self::Node {
+                account: owned(account),
+                pool: owned(pool),
+                node: owned(node),
+            },
+            [account, "_pools", pool] => Self::Pool {
+                account: owned(account),
+                pool: owned(pool),
             },
             [account, job, "_jobprep", node] => Self::PrepNode {
                 account: owned(account),
@@ -116,6 +143,12 @@ impl fmt::Display for SubjectKey {
                 pool,
                 node,
             } => write!(f, "{account}/_pools/{pool}/{node}/_starttask"),
+            Self::Pool { account, pool } => write!(f, "{account}/_pools/{pool}"),
+            Self::Node {
+                account,
+                pool,
+                node,
+            } => write!(f, "{account}/_pools/{pool}/{node}"),
         }
     }
 }
@@ -147,14 +180,16 @@ impl SubjectKey {
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
             | Self::ReleaseNode { job, .. } => Some(job),
-            Self::StartTask { .. } => None,
+            Self::StartTask { .. } | Self::Pool { .. } | Self::Node { .. } => None,
         }
     }
 
     /// The job, or the pool of a start task.
     pub fn owner(&self) -> Owner {
         match self {
-            Self::StartTask { pool, .. } => Owner::Pool(pool.clone()),
+            Self::StartTask { pool, .. } | Self::Pool { pool, .. } | Self::Node { pool, .. } => {
+                Owner::Pool(pool.clone())
+            }
             Self::Job { job, .. }
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
@@ -174,10 +209,13 @@ impl SubjectKey {
             Self::PrepNode { node, .. } | Self::ReleaseNode { node, .. } => {
                 s.task_id.is_none() && s.node_id.as_deref() == Some(node)
             }
-            Self::StartTask { pool, node, .. } => {
+            Self::StartTask { pool, node, .. } | Self::Node { pool, node, .. } => {
                 s.task_id.is_none()
                     && s.pool_id.as_deref() == Some(pool)
                     && s.node_id.as_deref() == Some(node)
+            }
+            Self::Pool { pool, .. } => {
+                s.task_id.is_none() && s.node_id.is_none() && s.pool_id.as_deref() == Some(pool)
             }
         }
     }
@@ -233,6 +271,21 @@ mod tests {
                     node: "tvm-05".into(),
                 },
             ),
+            (
+                "devbatch1/_pools/quota-pool",
+                SubjectKey::Pool {
+                    account: "devbatch1".into(),
+                    pool: "quota-pool".into(),
+                },
+            ),
+            (
+                "devbatch1/_pools/workers/tvm-1",
+                SubjectKey::Node {
+                    account: "devbatch1".into(),
+                    pool: "workers".into(),
+                    node: "tvm-1".into(),
+                },
+            ),
         ] {
             let parsed = key(label);
             assert_eq!(parsed, expected);
@@ -243,6 +296,8 @@ mod tests {
         assert_eq!(start_task.owner().to_string(), "pool linux");
         assert_eq!(key("devbatch1/etl/oom").owner(), Owner::Job("etl".into()));
         assert_eq!(key("devbatch1/j/_jobrelease/n").job(), Some("j"));
+        assert_eq!(key("devbatch1/_pools/p").owner().to_string(), "pool p");
+        assert_eq!(key("devbatch1/_pools/p/n").job(), None);
     }
 
     #[test]
@@ -288,6 +343,9 @@ mod tests {
         let prep = key("devbatch1/prep/_jobprep/tvm-05");
         assert!(!prep.matches(&diagnosis(None, "linux", "tvm-05")));
         assert!(prep.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        // A node found by the pool sweep matches its node; its pool matches no node.
+        assert!(key("devbatch1/_pools/linux/tvm-05").matches(&diagnosis(None, "linux", "tvm-05")));
+        assert!(!key("devbatch1/_pools/linux").matches(&diagnosis(None, "linux", "tvm-05")));
         let release = key("devbatch1/prep/_jobrelease/tvm-05");
         assert!(release.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
         assert!(!release.matches(&diagnosis(Some("other"), "linux", "tvm-05")));

@@ -63,8 +63,11 @@ pub enum NodeActionError {
 pub enum NodeActionOutcome {
     /// Decided (taken, dry run, skipped or failed): the audit record says which.
     Decided(Box<AuditRecord>),
-    /// Not decided yet: the node agent's logs are still on their way.
+    /// Not decided yet: the node agent's logs are still on their way (or another instance is
+    /// deciding).
     Deferred(String),
+    /// Decided by an earlier run for this incident (taken, or a dry run audited): nothing new.
+    AlreadyDecided(String),
 }
 
 impl NodeActionOutcome {
@@ -73,6 +76,7 @@ impl NodeActionOutcome {
         match self {
             Self::Decided(record) => format!("{:?}: {}", record.decision, record.reason),
             Self::Deferred(reason) => format!("deferred: {reason}"),
+            Self::AlreadyDecided(reason) => format!("already decided: {reason}"),
         }
     }
 }
@@ -263,8 +267,8 @@ impl NodeActions {
         )?;
         if self.store.head(&once).await?.is_some() {
             // Already decided for this incident: nothing new to audit.
-            return Ok(NodeActionOutcome::Deferred(format!(
-                "already done: {} of node {node_id} was taken for this incident",
+            return Ok(NodeActionOutcome::AlreadyDecided(format!(
+                "{} of node {node_id} was taken for this incident",
                 record.action
             )));
         }
@@ -286,8 +290,8 @@ impl NodeActions {
             match self.store.put(&dry, marker, Condition::IfAbsent).await {
                 Ok(_) => {}
                 Err(StoreError::ConditionFailed { .. }) => {
-                    return Ok(NodeActionOutcome::Deferred(format!(
-                        "already decided for this incident (dry run): would {} node {node_id}",
+                    return Ok(NodeActionOutcome::AlreadyDecided(format!(
+                        "a dry run for this incident: would {} node {node_id}",
                         request.plan.kind.as_str()
                     )));
                 }

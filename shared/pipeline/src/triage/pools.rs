@@ -14,14 +14,14 @@ use diagnosis::wire::{BatchPool, ComputeNode, Timestamp};
 use diagnosis::{Diagnosis, Evidence, Item, diagnose_item};
 use preserve::agent_logs::{
     AgentLogsOptions, AgentLogsSubject, UploadAgentLogs, UploadLogsAnswer, UploadLogsRequest,
-    agent_logs_prefix, keep_agent_logs,
+    agent_logs_prefix, keep_agent_logs, read_agent_logs_manifest,
 };
 use time::OffsetDateTime;
 
 use super::alert::{PendingAlert, Worked};
 use super::refuse::StoredIds;
 use super::{Outcome, SubjectReport, Triage, batch_failure};
-use crate::node_actions::NodeActionRequest;
+use crate::node_actions::{NodeActionOutcome, NodeActionRequest};
 
 /// How far before an incident the agent logs asked for start.
 const LOGS_BEFORE_INCIDENT: time::Duration = time::Duration::minutes(30);
@@ -205,6 +205,8 @@ impl Triage {
                 agent_logs_settled: settled,
             };
             match self.node_actions.execute(request, now).await {
+                // An earlier run's decision was reported then; a repeat says nothing new.
+                Ok(NodeActionOutcome::AlreadyDecided(_)) => {}
                 Ok(outcome) => report.action = Some(outcome.describe()),
                 Err(error) => {
                     report.outcome = Outcome::Failed {
@@ -253,6 +255,13 @@ impl Triage {
             identity_resource_id: self.agent_logs_identity.clone(),
             ..AgentLogsOptions::default()
         };
+        // Whether an earlier run already settled them: this one then kept nothing new (a
+        // report that says so is how a second sweep is seen to repeat nothing).
+        let already = read_agent_logs_manifest(self.store.as_ref(), &subject)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.settled());
         match keep_agent_logs(
             &Uploads(self.batch.as_ref()),
             self.store.as_ref(),
@@ -264,6 +273,9 @@ impl Triage {
         {
             Ok(manifest) => {
                 report.agent_logs = Some(manifest.status.as_str().to_owned());
+                if report.preserved.is_empty() {
+                    report.already_preserved = already;
+                }
                 report.preserved.extend(link.clone());
                 (link.into_iter().collect(), manifest.settled())
             }
