@@ -48,7 +48,9 @@ pub(crate) const WEBHOOK_KEY_SETTING: &str = "DEMO_WEBHOOK_KEY";
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams; critical
 /// ones by email as well, a stuck job disabled and an unusable node removed (both as dry runs,
-/// so the job and the node are left alone). Unusable nodes' agent logs are kept by default.
+/// so the job and the node are left alone; unusable nodes' agent logs are kept by default).
+/// The `shards` job's out-of-memory kills escalate to critical once more than half of the job
+/// failed, so the page by email follows the Teams message.
 pub fn demo_policy(smtp_port: u16) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
@@ -110,6 +112,12 @@ match = {{ severity = "critical" }}
 receivers = ["{teams}", "{mail}"]
 
 [[rules]]
+name = "shard-ooms"
+match = {{ job = "shards", class = "task.exit_code" }}
+receivers = ["{teams}"]
+escalate = {{ min_job_percent = 50 }}
+
+[[rules]]
 name = "errors"
 match = {{ severity = "error" }}
 receivers = ["{teams}"]
@@ -156,7 +164,11 @@ mod tests {
             builtin.pools.len(),
             "no pool is doubled"
         );
-        assert_eq!(merged.jobs.len(), builtin.jobs.len() + 1, "webapp is added");
+        assert_eq!(
+            merged.jobs.len(),
+            builtin.jobs.len() + 2,
+            "webapp and shards are added"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
 //! `account/job/_jobprep/node`, `account/job/_jobrelease/node`,
 //! `account/_pools/pool/node/_starttask`, or, from the pool sweep, `account/_pools/pool` and
-//! `account/_pools/pool/node`. The demo parses each label once, into a
+//! `account/_pools/pool/node`; a delivery kept as poison is labelled
+//! `account/_poisoned/{key under poisoned/}`. The demo parses each label once, into a
 //! [`SubjectKey`], and works with that.
 
 use std::fmt;
@@ -72,6 +73,13 @@ pub enum SubjectKey {
         /// The compute node.
         node: String,
     },
+    /// A delivery that could not be processed, kept under `poisoned/` in the store.
+    Delivery {
+        /// The Batch account.
+        account: String,
+        /// Its key under `poisoned/`.
+        key: String,
+    },
 }
 
 /// A label of no shape the pipeline gives a failed subject (its sweep also reports lines such
@@ -90,6 +98,10 @@ impl FromStr for SubjectKey {
             return Err(NotASubject(label.to_owned()));
         }
         let key = match parts.as_slice() {
+            [account, "_poisoned", key @ ..] if !key.is_empty() => Self::Delivery {
+                account: owned(account),
+                key: key.join("/"),
+            },
             [account, "_pools", pool, node, "_starttask"] => Self::StartTask {
                 account: owned(account),
                 pool: owned(pool),
@@ -149,6 +161,7 @@ impl fmt::Display for SubjectKey {
                 pool,
                 node,
             } => write!(f, "{account}/_pools/{pool}/{node}"),
+            Self::Delivery { account, key } => write!(f, "{account}/_poisoned/{key}"),
         }
     }
 }
@@ -160,6 +173,8 @@ pub enum Owner {
     Job(String),
     /// A pool (a start task belongs to no job).
     Pool(String),
+    /// The platform's deliveries (a delivery kept as poison belongs to no job).
+    Deliveries,
 }
 
 impl fmt::Display for Owner {
@@ -168,6 +183,7 @@ impl fmt::Display for Owner {
         match self {
             Self::Job(job) => f.write_str(job),
             Self::Pool(pool) => write!(f, "pool {pool}"),
+            Self::Deliveries => f.write_str("deliveries"),
         }
     }
 }
@@ -180,7 +196,10 @@ impl SubjectKey {
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
             | Self::ReleaseNode { job, .. } => Some(job),
-            Self::StartTask { .. } | Self::Pool { .. } | Self::Node { .. } => None,
+            Self::StartTask { .. }
+            | Self::Pool { .. }
+            | Self::Node { .. }
+            | Self::Delivery { .. } => None,
         }
     }
 
@@ -190,6 +209,7 @@ impl SubjectKey {
             Self::StartTask { pool, .. } | Self::Pool { pool, .. } | Self::Node { pool, .. } => {
                 Owner::Pool(pool.clone())
             }
+            Self::Delivery { .. } => Owner::Deliveries,
             Self::Job { job, .. }
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
@@ -216,6 +236,9 @@ impl SubjectKey {
             }
             Self::Pool { pool, .. } => {
                 s.task_id.is_none() && s.node_id.is_none() && s.pool_id.as_deref() == Some(pool)
+            }
+            Self::Delivery { .. } => {
+                s.task_id.is_none() && s.pool_id.is_none() && s.node_id.is_none()
             }
         }
     }

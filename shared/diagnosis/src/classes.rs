@@ -103,6 +103,7 @@ failure_classes! {
     PoolAutoScaleFailed => "pool.autoscale_failed", Error, "The pool's autoscale formula could not be evaluated.";
     PoolDeleteStuck => "pool.delete_stuck", Warning, "The pool has been deleting for longer than a deletion should take.";
     NodeUnusable => "node.unusable", Error, "A node is unusable: it cannot run tasks (its errors say why, or Batch lost contact).";
+    DeliveryUnprocessable => "delivery.unprocessable", Error, "A delivery (an Event Hubs batch, a dead-lettered Event Grid event) kept failing; batch-triage keeps it in the store.";
 }
 
 impl FailureClass {

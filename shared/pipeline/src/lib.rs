@@ -31,6 +31,7 @@ pub mod actions;
 pub mod audit;
 pub mod grouping;
 pub mod node_actions;
+pub mod parking;
 pub mod pool_sweep;
 pub mod settings;
 pub mod sweep;

@@ -1,11 +1,14 @@
 //! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
 //! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
-//! jobs and tasks for failures no event announced, sweep pools and nodes (`pool_sweep.rs`), send
-//! the alert groups that have waited long enough, and retry the deliveries that failed earlier.
+//! for failures no event announced in jobs and tasks, then in pools and nodes (`pool_sweep.rs`),
+//! work the deliveries the platforms gave up on (parked ones and Event Grid's dead letters,
+//! `crate::parking`), send the alert groups that have waited long enough, and retry the
+//! notifications that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
 
+use crate::parking::DrainReport;
 use crate::pool_sweep::PoolSweepReport;
 use crate::sweep::{SweepError, SweepOptions, SweepReport};
 use crate::triage::{RunReport, SubjectReport, Triage};
@@ -17,6 +20,8 @@ pub struct TickReport {
     pub sweep: SweepReport,
     /// The sweep of pools and nodes.
     pub pools: PoolSweepReport,
+    /// The parking area's drain.
+    pub parked: DrainReport,
     /// Receivers a grouped alert went to.
     pub flushed: Vec<String>,
     /// The outbox after the retries.
@@ -30,6 +35,9 @@ pub enum TickError {
     /// The sweep could not run.
     #[error("sweep: {0}")]
     Sweep(#[from] SweepError),
+    /// The parking area or the dead-letter container could not be read or written.
+    #[error("draining parked deliveries: {0}")]
+    Parked(#[from] artifact_store::StoreError),
     /// The alert groups could not be read.
     #[error("flushing alert groups: {0}")]
     Flush(#[from] crate::grouping::GroupError),
@@ -49,11 +57,14 @@ impl Triage {
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep(now, deadline, options).await?;
         let pools = self.sweep_pools(now, deadline, options).await?;
+        // Before the flush, so the alerts of drained deliveries can go out in this tick.
+        let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
             pools,
+            parked,
             flushed,
             outbox,
         })
@@ -95,6 +106,10 @@ impl TickReport {
                 }
             ));
             lines.extend(pools.subjects.iter().map(SubjectReport::line));
+        }
+        if !self.parked.is_empty() {
+            lines.push(self.parked.line());
+            lines.extend(self.parked.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
         lines.push(format!(

@@ -87,6 +87,8 @@ struct RawRule {
     node_action: Option<Spanned<RawNodeAction>>,
     #[serde(default)]
     keep_agent_logs: Option<Spanned<bool>>,
+    #[serde(default)]
+    escalate: Option<Spanned<super::parse_escalate::RawEscalate>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,6 +121,7 @@ struct RawGrouping {
     group_wait: Option<Spanned<String>>,
     group_interval: Option<Spanned<String>>,
     repeat_interval: Option<Spanned<String>>,
+    renotify_on_growth: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -383,10 +386,13 @@ fn check_rule(
         None => RuleAction::default(),
         Some(action) => rule_action(action, errors),
     };
-    let grouping = match rule.grouping {
+    let mut grouping = match rule.grouping {
         Some(raw) => grouping_over(grouping, raw, errors),
         None => grouping.clone(),
     };
+    grouping.escalate = rule
+        .escalate
+        .and_then(|raw| super::parse_escalate::escalation(raw, errors));
     Rule {
         name,
         matchers,
@@ -695,6 +701,9 @@ fn grouping_over(
                 Err(message) => errors.at(text.span(), format!("{what}: {message}")),
             }
         }
+    }
+    if let Some(value) = raw.renotify_on_growth {
+        grouping.renotify_on_growth = super::parse_escalate::renotify_on_growth(value, errors);
     }
     if grouping.group_interval.is_zero() {
         errors.at(interval_span, "group_interval must be more than 0s");

@@ -3,6 +3,8 @@
 
 mod actions;
 mod grouping;
+mod growth;
+mod parking;
 mod pools;
 mod refused;
 mod triage;
