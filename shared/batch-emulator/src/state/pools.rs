@@ -67,7 +67,8 @@ impl Countdown {
 }
 
 /// Which node action was carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum NodeActionKind {
     /// `POST /pools/{pool}/removenodes`.
     Remove,
@@ -76,7 +77,8 @@ pub enum NodeActionKind {
 }
 
 /// A node action the emulator carried out, so tests can assert what was done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeAction {
     /// The pool, as the request named it.
     pub pool_id: String,
@@ -89,7 +91,8 @@ pub struct NodeAction {
 }
 
 /// An `uploadbatchservicelogs` request the emulator answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AgentLogUpload {
     /// The pool.
     pub pool_id: String,

@@ -363,6 +363,17 @@ async fn remove_nodes_requeues_leaves_and_is_recorded() {
     .await;
     let actions = server.emulator.node_actions();
     assert_eq!(actions.len(), 2, "{actions:?}");
+    // A separate process reads the same record through the admin API.
+    let admin: Value = reqwest::get(format!("{}/_emulator/node-actions", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        admin[0],
+        json!({"poolId": "p", "nodeId": "n1", "kind": "remove", "option": "requeue"})
+    );
     assert_eq!(
         (actions[0].node_id.as_str(), actions[0].kind),
         ("n1", NodeActionKind::Remove)
@@ -637,6 +648,17 @@ async fn agent_log_requests_are_checked_and_never_echo_the_sas() {
         Some("/subscriptions/s/uami")
     );
     assert!(!format!("{uploads:?}").contains("SECRET"));
+    let admin = reqwest::get(format!("{}/_emulator/agent-log-uploads", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        admin.contains("\"destination\":\"https://acct.blob.core.windows.net/logs\""),
+        "{admin}"
+    );
+    assert!(!admin.contains("SECRET"), "{admin}");
     assert!(
         server
             .emulator
@@ -763,4 +785,62 @@ async fn faults_and_auth_apply_to_the_new_routes() {
     }
     assert!(server.emulator.node_actions().is_empty());
     assert!(server.emulator.agent_log_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_requests_on_the_new_routes_are_refused_cleanly() {
+    let server = Server::builtin().await;
+    // An encoded slash stays inside one id. (An encoded `..` segment is resolved by the
+    // test's HTTP client before sending, so it is not tried here.)
+    for path in [
+        "/pools/a%2Fb/nodes",
+        "/pools/..%2Fjobs",
+        "/pools/a%2F..%2F..%2Fjobs/nodes",
+    ] {
+        expect_error(
+            server.get(&format!("{path}?{API}")).await,
+            404,
+            "PoolNotFound",
+        )
+        .await;
+    }
+    // A deeply nested body, a body that is not an object, a huge body.
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let response = server
+        .request(Method::POST, &format!("/pools/workers/removenodes?{API}"))
+        .raw_body(nested.into_bytes())
+        .header("content-type", "application/json")
+        .send()
+        .await;
+    expect_error(response, 400, "InvalidRequestBody").await;
+    let response = server
+        .request(
+            Method::POST,
+            &format!("/pools/workers/nodes/{LOST}/reimage?{API}"),
+        )
+        .raw_body(b"\"requeue\"".to_vec())
+        .header("content-type", "application/json")
+        .send()
+        .await;
+    expect_error(response, 400, "InvalidRequestBody").await;
+    let huge = json!({"nodeList": ["x"], "pad": "y".repeat(100_000)});
+    let response = server
+        .post(&format!("/pools/workers/removenodes?{API}"), Some(huge))
+        .await;
+    assert_eq!(response.status(), 413);
+    // Node ids of every kind in a removal: a number is refused, not coerced.
+    expect_error(
+        server
+            .post(
+                &format!("/pools/workers/removenodes?{API}"),
+                Some(json!({"nodeList": [7]})),
+            )
+            .await,
+        400,
+        "InvalidPropertyValue",
+    )
+    .await;
+    assert!(server.emulator.node_actions().is_empty());
+    // The server is still fine.
+    assert_eq!(server.get(&format!("/pools?{API}")).await.status(), 200);
 }
