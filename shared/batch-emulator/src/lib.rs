@@ -107,6 +107,9 @@
 //!   makes a node `reimaging`, then `idle` with no errors and an empty disk. Both complete like job
 //!   transitions (below), on reads of the pool or node, and are recorded
 //!   ([`Emulator::node_actions`]).
+//! - `generateNodes` (per pool): `{"count": 5000, "idPrefix": "tvm-", "node": {…},
+//!   "unusableEvery": 250}` adds `count` copies of `node`, every n-th one `unusable` with
+//!   `DiskFull`, for sweeps over many nodes.
 //! - `agentLogs.delayMillis`: how long after `uploadbatchservicelogs` answers its files arrive
 //!   (default 200 ms; [`Emulator::set_agent_log_delay`]). The container URL is a SAS URL (Blob or
 //!   Azurite), or, an emulator-only extension, a `file://` directory URL. Uploads are recorded
@@ -146,7 +149,7 @@ pub use emulator::Emulator;
 pub use faults::{Fault, FaultRule, FaultStatus};
 pub use log::RequestRecord;
 pub use scenario::{
-    AgentLogsConfig, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
+    AgentLogsConfig, NodeGenerator, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
     WELL_KNOWN_ACCOUNT_NAME,
 };
 pub use server::{router, serve};

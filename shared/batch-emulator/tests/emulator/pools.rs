@@ -844,3 +844,37 @@ async fn hostile_requests_on_the_new_routes_are_refused_cleanly() {
     // The server is still fine.
     assert_eq!(server.get(&format!("/pools?{API}")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn generated_nodes_hide_a_few_in_trouble_among_thousands() {
+    let scenario = Scenario::from_json_str(
+        r#"{"pools": [{"id": "big", "generateNodes": [
+              {"count": 5000, "idPrefix": "tvm-", "node": {"state": "running"}, "unusableEvery": 250}]}]}"#,
+    )
+    .unwrap();
+    let server = Server::start(scenario).await;
+    let (_, counts) = server.get_json(&format!("/nodecounts?{API}")).await;
+    assert_eq!(counts["value"][0]["dedicated"]["unusable"], 20);
+    assert_eq!(counts["value"][0]["dedicated"]["running"], 4980);
+    assert_eq!(counts["value"][0]["dedicated"]["total"], 5000);
+    let (status, trouble) = server
+        .get_json(&format!(
+            "/pools/big/nodes?{API}&$filter={}&$select=id,state,errors",
+            q(TROUBLE)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let found = ids(&trouble);
+    assert_eq!(found.len(), 20, "one page holds them all");
+    assert_eq!(found[0], "tvm-00249");
+    assert!(trouble.get("odata.nextLink").is_none());
+    let (_, pool) = server.get_json(&format!("/pools/big?{API}")).await;
+    assert_eq!(pool["currentDedicatedNodes"], 5000);
+    for bad in [
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 1, "idPrefix": "a/", "node": {}}]}]}"#,
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 1, "idPrefix": "a", "unusableEvery": 0}]}]}"#,
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 100001, "idPrefix": "a"}]}]}"#,
+    ] {
+        assert!(Scenario::from_json_str(bad).is_err(), "{bad}");
+    }
+}
