@@ -207,7 +207,7 @@ pub(crate) fn render_note<W: Write>(out: &mut W, item: &Item, style: Style) -> i
             p.id.as_deref().unwrap_or("(unnamed)")
         ),
         Item::Node(n) => format!(
-            "node {}: {}",
+            "node {}: {}, no failure",
             n.id.as_deref().unwrap_or("(unnamed)"),
             n.state.as_ref().map_or("state unknown", |s| s.as_str())
         ),

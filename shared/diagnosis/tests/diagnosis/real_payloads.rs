@@ -3,7 +3,9 @@
 //! diagnosed as it is and checked against `expect.json`: the class, the exit code and the failure
 //! code a diagnosis must surface. Case 15 is a negative control: nothing failed, so no diagnosis.
 //!
-//! The pool and node cases (16–22) are pools and nodes; case 16 is the pre-2017 pool shape.
+//! The pool and node cases (16–22) are pools and nodes; case 16 (`stretch`) is the pre-2017 pool
+//! shape, with a singular `resizeError` and `currentDedicated`/`targetDedicated`, read into the
+//! current fields.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,15 +65,12 @@ fn every_payload_file_has_an_expectation_and_every_expectation_a_file() {
 }
 
 #[test]
-fn task_and_job_payloads_are_diagnosed_as_expected() {
+fn every_payload_is_diagnosed_as_expected() {
     let mut checked = 0;
     for (name, expected) in expectations() {
         let Some(class) = expected.class.as_deref() else {
             continue;
         };
-        if class.starts_with("pool.") || class.starts_with("node.") {
-            continue;
-        }
         let diagnoses = diagnose_file(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(diagnoses.len(), 1, "{name}: one subject, one diagnosis");
         let diagnosis = &diagnoses[0];
@@ -93,7 +92,7 @@ fn task_and_job_payloads_are_diagnosed_as_expected() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 15, "cases 01–14 and 23 are task or job payloads");
+    assert_eq!(checked, 22, "every case but the negative control 15");
 }
 
 #[test]
@@ -189,6 +188,86 @@ fn the_2016_pool_shape_reads_into_the_current_fields() {
     assert_eq!(pool.allocation_state, Some(AllocationState::Steady));
     assert_eq!(pool.current_nodes(), Some(3));
     assert_eq!(pool.target_nodes(), Some(5));
+}
+
+#[test]
+fn pool_and_node_causes_say_what_the_payloads_say() {
+    let one = |name: &str| {
+        let mut diagnoses = diagnose_file(name).unwrap();
+        assert_eq!(diagnoses.len(), 1, "{name}");
+        diagnoses.remove(0)
+    };
+    // 16, 17: a user stopped the resize; no quota, no capacity is blamed.
+    for name in [
+        "16-xplat-cli-old-api-pool-resize-stopped.json",
+        "17-az-cli-pool-resize-stopped-lowpri.json",
+    ] {
+        let d = one(name);
+        assert!(d.cause.contains("Stop Resize"), "{name}: {}", d.cause);
+        let text = format!("{} {}", d.cause, d.hints.join(" ")).to_lowercase();
+        assert!(
+            !text.contains("quota") && !text.contains("capacity"),
+            "{name}: {text}"
+        );
+    }
+    let d = one("16-xplat-cli-old-api-pool-resize-stopped.json");
+    assert_eq!(d.subject.pool_id.as_deref(), Some("xplatTestPool"));
+    assert_eq!(d.subject.account.as_deref(), Some("jstesteastus2"));
+    assert!(d.summary.contains("3 of 5 nodes"), "{}", d.summary);
+    let d = one("17-az-cli-pool-resize-stopped-lowpri.json");
+    assert!(d.summary.contains("0 of 3 nodes"), "{}", d.summary);
+    // No evidence about waiting jobs: an error, not critical, and the empty pool is pointed out.
+    assert_eq!(d.severity.as_str(), "error");
+    assert!(
+        d.hints.iter().any(|h| h.contains("no node")),
+        "{:?}",
+        d.hints
+    );
+
+    // 18: the relayed provider error is a Hyper-V generation mismatch.
+    let d = one("18-msdocs-support-pool-allocation-failed-provider-error-json.json");
+    assert!(d.cause.contains("Hyper-V generation"), "{}", d.cause);
+    assert!(d.cause.contains("The compute provider says: BadRequest: \"The selected VM size 'STANDARD_A1_V2' cannot boot Hypervisor Generation '2'."), "{}", d.cause);
+    assert!(d.hints[0].contains("generation"), "{:?}", d.hints);
+    assert!(
+        !d.hints.iter().any(|h| h.contains("truncated")),
+        "not truncated: {:?}",
+        d.hints
+    );
+    // 19: regional capacity, not a quota.
+    let d = one("19-msdocs-support-pool-allocation-failed-capacity.json");
+    assert!(d.cause.contains("no capacity left"), "{}", d.cause);
+    assert!(
+        d.hints[0].contains("another VM size or region"),
+        "{:?}",
+        d.hints
+    );
+    assert!(!d.cause.to_lowercase().contains("quota"), "{}", d.cause);
+    // 20: the evaluation error and its position reach the reader.
+    let d = one("20-js-sdk-autoscale-formula-evaluation-error.json");
+    assert!(
+        d.cause
+            .contains("Line 1, Col 1: Undefined symbol: $something_useless"),
+        "{}",
+        d.cause
+    );
+    assert_eq!(d.subject.pool_id.as_deref(), Some("jssdkPool-Basic68e8"));
+    // 21: a full disk is not recovered by Batch; 22: neither is a package download failure.
+    let d = one("21-msdocs-support-node-unusable-diskfull.json");
+    assert!(
+        d.cause.contains("disk") && d.cause.contains("does not recover"),
+        "{}",
+        d.cause
+    );
+    assert!(d.cause.contains("The VM disk is full."), "{}", d.cause);
+    let d = one("22-msdocs-support-node-unusable-app-package-error.json");
+    assert!(d.cause.contains("application package"), "{}", d.cause);
+    assert!(
+        d.cause
+            .contains("ApplicationPackageReference: \"asdf:0.0.1\""),
+        "{}",
+        d.cause
+    );
 }
 
 fn diagnose_json(json: serde_json::Value) -> Diagnosis {
