@@ -474,9 +474,11 @@ pub trait BatchApi: Send + Sync {
         deadline: Deadline,
     ) -> Result<UploadLogsResult, BatchError>;
 
-    /// Remove Nodes (at most 100). A single node that is already gone (404 `NodeNotFound`), or a
-    /// pool being deleted (409 `PoolBeingDeleted`), is [`ActionOutcome::AlreadyInState`]. A pool
-    /// still resizing answers 409 `PoolBeingResized`: a [`BatchError::Conflict`] to retry later.
+    /// Remove Nodes (at most 100). A single node that is already gone (404 `NodeNotFound`), a
+    /// pool being deleted (409 `PoolBeingDeleted`), or a pool resizing because these very nodes
+    /// are already leaving (409 `PoolBeingResized`, each node then read: `leavingpool` or gone;
+    /// e.g. a retry whose first answer was lost) is [`ActionOutcome::AlreadyInState`]. A pool
+    /// resizing for another reason stays a [`BatchError::Conflict`]: retry later.
     async fn remove_nodes(
         &self,
         pool_id: &str,

@@ -5,7 +5,7 @@
 //! done" are named here.
 
 use bytes::Bytes;
-use diagnosis::wire::{BatchPool, ComputeNode, PoolNodeCounts};
+use diagnosis::wire::{BatchPool, ComputeNode, NodeState, PoolNodeCounts};
 use foundation::Deadline;
 use reqwest::Method;
 use time::format_description::well_known::Rfc3339;
@@ -24,6 +24,8 @@ const MAX_REMOVE_NODES: usize = 100;
 
 /// 409 codes meaning Remove Nodes has nothing left to do: the pool is going away with its nodes.
 const REMOVE_NODES_DONE: &[&str] = &["PoolBeingDeleted"];
+/// The 409 code of Remove Nodes on a pool that is not `steady`.
+const POOL_RESIZING: &str = "PoolBeingResized";
 /// 409 codes meaning Reimage Node has nothing left to do.
 const REIMAGE_DONE: &[&str] = &["NodeBeingReimaged"];
 
@@ -183,8 +185,36 @@ impl BatchClient {
                     code: "NodeNotFound".to_owned(),
                 })
             }
+            Err(BatchError::Conflict(info))
+                if info.code.as_deref() == Some(POOL_RESIZING)
+                    && self.all_leaving(pool_id, node_ids, deadline).await =>
+            {
+                // Our own earlier attempt (its answer lost), or someone else, is already
+                // removing exactly these nodes.
+                tracing::info!(operation = OP, "the nodes are already leaving the pool");
+                Ok(ActionOutcome::AlreadyInState {
+                    code: POOL_RESIZING.to_owned(),
+                })
+            }
             other => other,
         }
+    }
+
+    /// Whether every node named is leaving the pool or gone (read one by one; a removal names
+    /// few nodes). Any other answer, or an error, is "no".
+    async fn all_leaving(&self, pool_id: &str, node_ids: &[String], deadline: Deadline) -> bool {
+        let select = GetOptions {
+            select: Some("id,state".to_owned()),
+            expand: None,
+        };
+        for node_id in node_ids {
+            match self.op_get_node(pool_id, node_id, &select, deadline).await {
+                Ok(node) if node.state == Some(NodeState::LeavingPool) => {}
+                Err(error) if error.code() == Some("NodeNotFound") => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     pub(crate) async fn op_reimage_node(

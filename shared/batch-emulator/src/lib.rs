@@ -28,7 +28,7 @@
 //! - `state`: the live account built from a scenario; job/task state machines.
 //! - `server` (re-exported [`router`], [`serve`]): the per-request pipeline: api-version,
 //!   auth, faults, routing; `route` maps paths to operations.
-//! - `api`, `file_api`: the operations; `render`, `paging`, `filter`, `select`: response
+//! - `api`, `file_api`, `pool_api`, `agent_logs`: the operations; `render`, `paging`, `filter`, `select`: response
 //!   bodies, `odata.nextLink`, OData `$filter` and `$select`.
 //! - `auth`: Shared Key verification (docs/batch-facts.md) and bearer tokens.
 //! - `files`: node file systems, generated content, byte ranges.
@@ -49,8 +49,11 @@
 //!   "auth": {"required": true, "sharedKey": true, "bearerTokens": ["dev-token"]},
 //!   "transitions": {"afterReads": 1, "afterMillis": 2000},
 //!   "baseUrl": "http://127.0.0.1:8080",
-//!   "pools": [{"id": "linux", "nodes": [
-//!     {"id": "tvm-01", "state": "available", "files": {"startup/stdout.txt": "ok"}}]}],
+//!   "pools": [{"id": "linux", "pool": {"vmSize": "standard_d2s_v3"}, "nodes": [
+//!     {"id": "tvm-01", "state": "available", "files": {"startup/stdout.txt": "ok"}},
+//!     {"id": "tvm-02", "node": {"state": "unusable",
+//!       "errors": [{"code": "DiskFull", "message": "…", "errorDetails": []}]}}]}],
+//!   "agentLogs": {"delayMillis": 200},
 //!   "jobs": [{
 //!     "job": {"id": "etl", "poolInfo": {"poolId": "linux"}, "creationTime": "now-3h"},
 //!     "tasks": [{
@@ -93,6 +96,24 @@
 //!   (409 `NodeNotReady`), `removed` (404 `NodeNotFound`).
 //! - Task counts are derived from the tasks. A job with neither `jobPreparationTask` nor
 //!   `jobReleaseTask` answers the prep/release status with 409 `JobPreparationTaskNotSpecified`.
+//! - `pool` / `node` are the wire JSON of a pool and a node (`state`, `allocationState`,
+//!   `resizeErrors`, `autoScaleRun`, node `errors`, `startTask`, `startTaskInfo`, `isDedicated`, …).
+//!   Filled in when absent: pool `eTag`, `lastModified`, times, `state` (`active`),
+//!   `allocationState` (`steady`), `vmSize`, a VM configuration, and the node counts (current from
+//!   the live nodes, target equal to current); node `state` (`idle`, or `leavingpool` for a
+//!   `notReady` node), times (no `lastBootTime` on an `unusable` node), `ipAddress`, `affinityId`,
+//!   `vmSize` and `startTask` from the pool, a succeeded `startTaskInfo` when a start task ran, and
+//!   `nodeAgentInfo`. Remove Nodes makes nodes `leavingpool` and the pool `resizing`; Reimage Node
+//!   makes a node `reimaging`, then `idle` with no errors and an empty disk. Both complete like job
+//!   transitions (below), on reads of the pool or node, and are recorded
+//!   ([`Emulator::node_actions`]).
+//! - `generateNodes` (per pool): `{"count": 5000, "idPrefix": "tvm-", "node": {…},
+//!   "unusableEvery": 250}` adds `count` copies of `node`, every n-th one `unusable` with
+//!   `DiskFull`, for sweeps over many nodes.
+//! - `agentLogs.delayMillis`: how long after `uploadbatchservicelogs` answers its files arrive
+//!   (default 200 ms; [`Emulator::set_agent_log_delay`]). The container URL is a SAS URL (Blob or
+//!   Azurite), or, an emulator-only extension, a `file://` directory URL. Uploads are recorded
+//!   without the SAS query ([`Emulator::agent_log_uploads`]).
 //! - `transitions`: terminate → `terminating` → `completed` (with `executionInfo.endTime` and
 //!   `terminateReason`), disable → `disabling` → `disabled`, enable → `enabling` → `active`.
 //!   The intermediate state is seen by `afterReads` reads of the job (default 1), or until
@@ -128,7 +149,7 @@ pub use emulator::Emulator;
 pub use faults::{Fault, FaultRule, FaultStatus};
 pub use log::RequestRecord;
 pub use scenario::{
-    AgentLogsConfig, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
+    AgentLogsConfig, NodeGenerator, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
     WELL_KNOWN_ACCOUNT_NAME,
 };
 pub use server::{router, serve};

@@ -24,6 +24,9 @@ pub const WELL_KNOWN_ACCOUNT_KEY: &str =
 /// Largest number of tasks one `generateTasks` entry may create, so a typo cannot exhaust memory.
 const MAX_GENERATED_TASKS: u64 = 1_000_000;
 
+/// Largest number of nodes one `generateNodes` entry may create.
+const MAX_GENERATED_NODES: u64 = 100_000;
+
 /// Everything the emulator starts with. Build one with [`Scenario::from_json_str`],
 /// [`Scenario::from_json_file`] or [`Scenario::builtin`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,6 +170,26 @@ pub struct PoolSpec {
     /// Nodes of the pool.
     #[serde(default)]
     pub nodes: Vec<NodeSpec>,
+    /// Bulk nodes made from a template (for sweep benchmarks over thousands of nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generate_nodes: Vec<NodeGenerator>,
+}
+
+/// Many nodes from one template: ids are `idPrefix` followed by a zero-padded index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeGenerator {
+    /// How many nodes.
+    pub count: u64,
+    /// Id prefix, e.g. `tvm-` gives `tvm-00000`, `tvm-00001`, ….
+    pub id_prefix: String,
+    /// Node JSON copied into every generated node (its `id` is replaced).
+    #[serde(default)]
+    pub node: Map<String, Value>,
+    /// Every n-th node (index % n == n-1) is made `unusable` with a `DiskFull` error, so a sweep
+    /// has something to find among many nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable_every: Option<u64>,
 }
 
 /// A compute node.
@@ -479,6 +502,7 @@ impl Scenario {
                 &Value::Object(pool.pool.clone()),
                 &format!("pool {}", pool.id),
             )?;
+            check_node_generators(pool)?;
             let mut node_ids = std::collections::BTreeSet::new();
             for node in &pool.nodes {
                 if !node_ids.insert(node.id.to_lowercase()) {
@@ -574,6 +598,32 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Checks a pool's `generateNodes`: bounded, and making valid ids.
+fn check_node_generators(pool: &PoolSpec) -> Result<(), ScenarioError> {
+    let invalid = |message: String| Err(ScenarioError::Invalid(message));
+    for generator in &pool.generate_nodes {
+        if generator.count > MAX_GENERATED_NODES {
+            return invalid(format!(
+                "pool {:?} generates {} nodes; the limit is {MAX_GENERATED_NODES}",
+                pool.id, generator.count
+            ));
+        }
+        if generator.unusable_every == Some(0) {
+            return invalid(format!(
+                "pool {:?}: unusableEvery must be at least 1",
+                pool.id
+            ));
+        }
+        if !valid_id(&format!("{}0", generator.id_prefix)) {
+            return invalid(format!(
+                "pool {:?}: idPrefix {:?} does not make valid ids",
+                pool.id, generator.id_prefix
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Batch ids: letters, digits, hyphens and underscores, 1..=64 characters.

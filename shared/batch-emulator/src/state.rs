@@ -159,6 +159,9 @@ impl State {
                     }
                 }
             }
+            for generator in &pool.generate_nodes {
+                state.generate_nodes(&pool.id, generator, now);
+            }
         }
         for spec in &scenario.jobs {
             state.add_job(spec, now)?;

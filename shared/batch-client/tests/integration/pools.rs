@@ -304,14 +304,34 @@ async fn remove_nodes_is_idempotent_and_says_when_to_wait() {
         .await
         .unwrap();
     assert_eq!(outcome, ActionOutcome::Accepted);
-    // The pool resizes: a second removal must wait (a conflict, not retried).
+    // The same removal again (a retry whose answer was lost): the node is already leaving.
+    run.emulator.clear_requests();
+    let repeat = client
+        .remove_nodes("workers", &[DISK_FULL.to_owned()], &requeue, deadline())
+        .await
+        .unwrap();
+    assert_eq!(
+        repeat,
+        ActionOutcome::AlreadyInState {
+            code: "PoolBeingResized".into()
+        }
+    );
+    assert_eq!(run.emulator.node_actions().len(), 1, "not removed twice");
+    // The pool resizes: a second removal of another node must wait (a conflict, not retried).
     run.emulator.clear_requests();
     let busy = client
         .remove_nodes("workers", &[LOST.to_owned()], &requeue, deadline())
         .await
         .unwrap_err();
     assert!(matches!(busy, BatchError::Conflict(_)) && busy.code() == Some("PoolBeingResized"));
-    assert_eq!(run.emulator.requests().len(), 1);
+    // The POST, then one read of the node: not leaving, so a conflict.
+    let methods: Vec<_> = run
+        .emulator
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["POST", "GET"]);
     run.emulator.settle();
     // Gone now: removing it again is done already.
     let again = client

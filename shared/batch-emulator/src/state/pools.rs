@@ -12,7 +12,7 @@ use super::{Node, State, end_task, key};
 use crate::clock;
 use crate::error::ApiError;
 use crate::files::NodeFiles;
-use crate::scenario::{NodeState, TransitionConfig};
+use crate::scenario::{NodeGenerator, NodeState, TransitionConfig};
 
 /// Node agent version the emulator reports (a real release of the Batch node agent).
 const AGENT_VERSION: &str = "1.11.16";
@@ -67,7 +67,8 @@ impl Countdown {
 }
 
 /// Which node action was carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum NodeActionKind {
     /// `POST /pools/{pool}/removenodes`.
     Remove,
@@ -76,7 +77,8 @@ pub enum NodeActionKind {
 }
 
 /// A node action the emulator carried out, so tests can assert what was done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeAction {
     /// The pool, as the request named it.
     pub pool_id: String,
@@ -89,7 +91,8 @@ pub struct NodeAction {
 }
 
 /// An `uploadbatchservicelogs` request the emulator answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AgentLogUpload {
     /// The pool.
     pub pool_id: String,
@@ -161,6 +164,32 @@ impl State {
             json: id_map(id),
             removing: None,
         })
+    }
+
+    /// Adds a generator's nodes to a pool: `count` copies of its template, every
+    /// `unusable_every`-th one `unusable` with `DiskFull`.
+    pub(super) fn generate_nodes(
+        &mut self,
+        pool_id: &str,
+        generator: &NodeGenerator,
+        now: OffsetDateTime,
+    ) {
+        let width = generator.count.saturating_sub(1).to_string().len().max(5);
+        let template = super::json_map::resolve_map(generator.node.clone(), now);
+        for index in 0..generator.count {
+            let node_id = format!("{}{index:0width$}", generator.id_prefix);
+            let mut json = template.clone();
+            json.insert("id".into(), Value::String(node_id.clone()));
+            if generator.unusable_every.is_some_and(|n| index % n == n - 1) {
+                json.insert("state".into(), json!("unusable"));
+                json.insert(
+                    "errors".into(),
+                    json!([{"code": "DiskFull", "message": "There is not enough space on the disk of the node.",
+                            "errorDetails": [{"name": "Message", "value": "The temporary disk is full"}]}]),
+                );
+            }
+            self.node_entry(pool_id, &node_id).json = json;
+        }
     }
 
     /// Fills in what the scenario left out of pools and nodes, once every node is known.

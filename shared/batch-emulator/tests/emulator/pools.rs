@@ -363,6 +363,17 @@ async fn remove_nodes_requeues_leaves_and_is_recorded() {
     .await;
     let actions = server.emulator.node_actions();
     assert_eq!(actions.len(), 2, "{actions:?}");
+    // A separate process reads the same record through the admin API.
+    let admin: Value = reqwest::get(format!("{}/_emulator/node-actions", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        admin[0],
+        json!({"poolId": "p", "nodeId": "n1", "kind": "remove", "option": "requeue"})
+    );
     assert_eq!(
         (actions[0].node_id.as_str(), actions[0].kind),
         ("n1", NodeActionKind::Remove)
@@ -637,6 +648,17 @@ async fn agent_log_requests_are_checked_and_never_echo_the_sas() {
         Some("/subscriptions/s/uami")
     );
     assert!(!format!("{uploads:?}").contains("SECRET"));
+    let admin = reqwest::get(format!("{}/_emulator/agent-log-uploads", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        admin.contains("\"destination\":\"https://acct.blob.core.windows.net/logs\""),
+        "{admin}"
+    );
+    assert!(!admin.contains("SECRET"), "{admin}");
     assert!(
         server
             .emulator
@@ -763,4 +785,96 @@ async fn faults_and_auth_apply_to_the_new_routes() {
     }
     assert!(server.emulator.node_actions().is_empty());
     assert!(server.emulator.agent_log_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_requests_on_the_new_routes_are_refused_cleanly() {
+    let server = Server::builtin().await;
+    // An encoded slash stays inside one id. (An encoded `..` segment is resolved by the
+    // test's HTTP client before sending, so it is not tried here.)
+    for path in [
+        "/pools/a%2Fb/nodes",
+        "/pools/..%2Fjobs",
+        "/pools/a%2F..%2F..%2Fjobs/nodes",
+    ] {
+        expect_error(
+            server.get(&format!("{path}?{API}")).await,
+            404,
+            "PoolNotFound",
+        )
+        .await;
+    }
+    // A deeply nested body, a body that is not an object, a huge body.
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let response = server
+        .request(Method::POST, &format!("/pools/workers/removenodes?{API}"))
+        .raw_body(nested.into_bytes())
+        .header("content-type", "application/json")
+        .send()
+        .await;
+    expect_error(response, 400, "InvalidRequestBody").await;
+    let response = server
+        .request(
+            Method::POST,
+            &format!("/pools/workers/nodes/{LOST}/reimage?{API}"),
+        )
+        .raw_body(b"\"requeue\"".to_vec())
+        .header("content-type", "application/json")
+        .send()
+        .await;
+    expect_error(response, 400, "InvalidRequestBody").await;
+    let huge = json!({"nodeList": ["x"], "pad": "y".repeat(100_000)});
+    let response = server
+        .post(&format!("/pools/workers/removenodes?{API}"), Some(huge))
+        .await;
+    assert_eq!(response.status(), 413);
+    // Node ids of every kind in a removal: a number is refused, not coerced.
+    expect_error(
+        server
+            .post(
+                &format!("/pools/workers/removenodes?{API}"),
+                Some(json!({"nodeList": [7]})),
+            )
+            .await,
+        400,
+        "InvalidPropertyValue",
+    )
+    .await;
+    assert!(server.emulator.node_actions().is_empty());
+    // The server is still fine.
+    assert_eq!(server.get(&format!("/pools?{API}")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn generated_nodes_hide_a_few_in_trouble_among_thousands() {
+    let scenario = Scenario::from_json_str(
+        r#"{"pools": [{"id": "big", "generateNodes": [
+              {"count": 5000, "idPrefix": "tvm-", "node": {"state": "running"}, "unusableEvery": 250}]}]}"#,
+    )
+    .unwrap();
+    let server = Server::start(scenario).await;
+    let (_, counts) = server.get_json(&format!("/nodecounts?{API}")).await;
+    assert_eq!(counts["value"][0]["dedicated"]["unusable"], 20);
+    assert_eq!(counts["value"][0]["dedicated"]["running"], 4980);
+    assert_eq!(counts["value"][0]["dedicated"]["total"], 5000);
+    let (status, trouble) = server
+        .get_json(&format!(
+            "/pools/big/nodes?{API}&$filter={}&$select=id,state,errors",
+            q(TROUBLE)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let found = ids(&trouble);
+    assert_eq!(found.len(), 20, "one page holds them all");
+    assert_eq!(found[0], "tvm-00249");
+    assert!(trouble.get("odata.nextLink").is_none());
+    let (_, pool) = server.get_json(&format!("/pools/big?{API}")).await;
+    assert_eq!(pool["currentDedicatedNodes"], 5000);
+    for bad in [
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 1, "idPrefix": "a/", "node": {}}]}]}"#,
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 1, "idPrefix": "a", "unusableEvery": 0}]}]}"#,
+        r#"{"pools": [{"id": "p", "generateNodes": [{"count": 100001, "idPrefix": "a"}]}]}"#,
+    ] {
+        assert!(Scenario::from_json_str(bad).is_err(), "{bad}");
+    }
 }
