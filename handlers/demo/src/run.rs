@@ -198,6 +198,8 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
         store: store.to_owned(),
         dead_letter_store: Some(dead_letter_dir(out).to_string_lossy().into_owned()),
+        // A local store: Batch (the emulator) writes agent logs into a staging directory.
+        agent_logs_identity: None,
         policy,
         receivers,
         allowlist: Allowlist::default().allow_loopback(),
