@@ -178,6 +178,7 @@ mod tests {
             outboxed: Vec::new(),
             waiting: 0,
             action: None,
+            agent_logs: None,
             outcome: Outcome::Done,
         };
         subject.outcome = outcome;

@@ -338,6 +338,8 @@ fn a_failed_start_task_is_fed_diagnosed_preserved_alerted_and_shown_under_its_po
         .filter(|a| a["receiver"] == "siem")
         .map(|a| read_json(&run.out.join(a["file"].as_str().unwrap())))
         .filter(|body| body["diagnosis"]["class"] == "node.start_task_failed")
+        // The pool sweep finds the built-in `workers` pool's start task failures too.
+        .filter(|body| body["diagnosis"]["subject"]["nodeId"] == "tvm-05")
         .collect();
     assert_eq!(webhooks.len(), 1, "one webhook alert for the start task");
     assert_eq!(webhooks[0]["diagnosis"]["subject"]["nodeId"], "tvm-05");
@@ -584,7 +586,8 @@ fn a_rerun_replaces_the_previous_demo_directory() {
     // Every class is shown, the start task counted under its pool.
     assert!(
         text.lines()
-            .any(|l| l.split_whitespace().eq(["node.start_task_failed", "1"])),
+            // tvm-05's event, and the two the pool sweep finds in the built-in `workers` pool.
+            .any(|l| l.split_whitespace().eq(["node.start_task_failed", "3"])),
         "{text}"
     );
     assert!(
@@ -638,4 +641,69 @@ fn a_file_in_the_way_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a directory"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}
+
+#[test]
+fn pools_and_nodes_are_found_by_the_sweep_with_agent_logs_kept_and_one_node_action_dry_run() {
+    let run = shared();
+    let report = &run.report;
+    for (subject, class) in [
+        ("devbatch1/_pools/quota-pool", "pool.resize_failed"),
+        ("devbatch1/_pools/gpu-pool", "pool.resize_failed"),
+        ("devbatch1/_pools/scaler", "pool.autoscale_failed"),
+        ("devbatch1/_pools/old-pool", "pool.delete_stuck"),
+        (
+            "devbatch1/_pools/workers/tvm-1695681911_1-20261204t080000z",
+            "node.unusable",
+        ),
+        (
+            "devbatch1/_pools/workers/tvm-1695681911_2-20261204t080000z",
+            "node.unusable",
+        ),
+    ] {
+        let finding = failure(report, subject);
+        assert_eq!(finding["class"], class, "{finding:#}");
+        assert_eq!(finding["problems"], serde_json::json!([]), "{finding:#}");
+        assert!(run.html.contains(subject), "report.html shows {subject}");
+    }
+    // The unusable node with DiskFull: its agent logs kept once, the folder linked, and the
+    // policy's removal only pretended.
+    let disk_full = failure(
+        report,
+        "devbatch1/_pools/workers/tvm-1695681911_1-20261204t080000z",
+    );
+    assert_eq!(disk_full["agentLogs"], "complete", "{disk_full:#}");
+    assert_eq!(disk_full["copies"], 1, "{disk_full:#}");
+    let folder = disk_full["preserved"][0].as_str().unwrap();
+    assert!(folder.contains("/_agentlogs/"), "{folder}");
+    let manifest = read_json(&run.out.join(folder).join("manifest.json"));
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["kind"], "agentlogs");
+    let files = manifest["files"].as_array().unwrap();
+    assert!(!files.is_empty());
+    for file in files {
+        let key = file["key"].as_str().unwrap();
+        assert!(run.out.join("store").join(key).is_file(), "{key} is kept");
+    }
+    let action = disk_full["action"].as_str().unwrap();
+    assert!(action.starts_with("DryRun"), "{action}");
+    assert!(
+        action.contains("nodeDeallocationOption=requeue"),
+        "{action}"
+    );
+    assert!(run.html.contains("Node agent&#39;s logs") || run.html.contains("Node agent's logs"));
+    // The cards: pool and node alerts reached Teams and the SIEM.
+    for class in ["pool.resize_failed", "node.unusable"] {
+        for receiver in ["siem", "ops-teams"] {
+            assert!(
+                report["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["receiver"] == receiver
+                        && a["headline"].as_str().unwrap_or_default().contains(class)),
+                "{receiver} got a {class} alert"
+            );
+        }
+    }
 }

@@ -208,6 +208,8 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
         store: store.to_owned(),
         dead_letter_store: Some(dead_letter_dir(out).to_string_lossy().into_owned()),
+        // A local store: Batch (the emulator) writes agent logs into a staging directory.
+        agent_logs_identity: None,
         policy,
         receivers,
         allowlist: Allowlist::default().allow_loopback(),
@@ -399,7 +401,7 @@ impl Triggers<'_> {
         for (name, trigger) in [
             (
                 "sweep",
-                "Timer sweep: failed tasks since the cursor, ended and stuck jobs, prep/release failures",
+                "Timer sweep: failed tasks since the cursor, ended and stuck jobs, prep/release failures, pools and nodes in trouble",
             ),
             (
                 "sweep-again",
@@ -426,11 +428,13 @@ impl Triggers<'_> {
                 at += DiagnosisGrouping::default().group_interval + Duration::from_secs(1);
             }
             let tick = self.triage.tick(at, self.deadline(), &options).await?;
+            let mut subjects = tick.sweep.subjects;
+            subjects.extend(tick.pools.subjects);
             runs.push(Run {
                 trigger: trigger.to_owned(),
                 name,
                 payload_file: None,
-                subjects: tick.sweep.subjects,
+                subjects,
                 ignored: 0,
                 flushed: tick.flushed,
                 at,
@@ -480,8 +484,12 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
             }
             // Batch keeps no object for a start task to re-read: its diagnosis came from the
             // event, and the report takes it from the alert or the preserved diagnosis.json.
-            // A delivery kept as poison is not Batch's: its diagnosis is the alert's.
-            SubjectKey::StartTask { .. } | SubjectKey::Delivery { .. } => continue,
+            // A delivery kept as poison is not Batch's: its diagnosis is the alert's; so are
+            // those of pools and nodes.
+            SubjectKey::StartTask { .. }
+            | SubjectKey::Delivery { .. }
+            | SubjectKey::Pool { .. }
+            | SubjectKey::Node { .. } => continue,
         };
         // A subject that cannot be read back still appears in the report, from the runs.
         diagnoses.extend(found.unwrap_or_default());
@@ -520,6 +528,16 @@ async fn subject_times(
             }),
             SubjectKey::PrepNode { job, node, .. } => node_times(batch, job, node, false).await,
             SubjectKey::ReleaseNode { job, node, .. } => node_times(batch, job, node, true).await,
+            SubjectKey::Pool { pool, .. } => emulator.pool(pool).map(|p| {
+                (
+                    text(&p["allocationStateTransitionTime"])
+                        .or_else(|| text(&p["stateTransitionTime"])),
+                    None,
+                )
+            }),
+            SubjectKey::Node { pool, node, .. } => emulator
+                .node(pool, node)
+                .map(|n| (text(&n["stateTransitionTime"]), None)),
             SubjectKey::StartTask { pool, node, .. } => feed::START_TASK_FAILURES
                 .iter()
                 .find(|f| f.pool == pool && f.node == node)

@@ -49,11 +49,11 @@ pub(crate) const SLACK_URL_SETTING: &str = "DEMO_SLACK_URL";
 pub(crate) const PAGERDUTY_KEY_SETTING: &str = "DEMO_PAGERDUTY_ROUTING_KEY";
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams and Slack;
-/// critical ones by email and to PagerDuty as well, and a job whose preparation failed disabled
-/// (as a dry run, so the job is left alone). The `shards` job's out-of-memory kills escalate to
-/// critical once more than half of the job failed, so the page follows the Teams message.
-/// Teams, the SIEM, PagerDuty and Slack hear when a group resolves. `pagerduty_url` is the
-/// loopback Events API.
+/// critical ones by email and to PagerDuty as well, a stuck job disabled and an unusable node
+/// removed (both as dry runs, so the job and the node are left alone; unusable nodes' agent logs
+/// are kept by default). The `shards` job's out-of-memory kills escalate to critical once more
+/// than half of the job failed, so the page follows the Teams message. Teams, the SIEM,
+/// PagerDuty and Slack hear when a group resolves. `pagerduty_url` is the loopback Events API.
 pub fn demo_policy(smtp_port: u16, pagerduty_url: &str) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
@@ -62,6 +62,11 @@ group_by = ["account", "job", "class", "fingerprint"]
 group_wait = "0s"
 
 [actions]
+enabled = true
+dry_run = true
+max_per_hour = 5
+
+[node_actions]
 enabled = true
 dry_run = true
 max_per_hour = 5
@@ -99,6 +104,12 @@ name = "{slack}"
 kind = "slack"
 url_env = "{SLACK_URL_SETTING}"
 send_resolved = true
+
+[[rules]]
+name = "drain-unusable-nodes"
+match = {{ class = "node.unusable" }}
+node_action = {{ kind = "remove" }}
+continue = true
 
 [[rules]]
 name = "everything-to-siem"
@@ -215,6 +226,10 @@ mod tests {
         assert!(
             policy.actions.dry_run,
             "the demo never disables a job for real"
+        );
+        assert!(
+            policy.node_actions.dry_run,
+            "the demo never removes a node for real"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The subjects the pipeline reports, typed. The pipeline labels each subject with the path its
 //! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
-//! `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
-//! `account/_pools/pool/node/_starttask`; a delivery kept as poison is labelled
+//! `account/job/_jobprep/node`, `account/job/_jobrelease/node`,
+//! `account/_pools/pool/node/_starttask`, or, from the pool sweep, `account/_pools/pool` and
+//! `account/_pools/pool/node`; a delivery kept as poison is labelled
 //! `account/_poisoned/{key under poisoned/}`. The demo parses each label once, into a
 //! [`SubjectKey`], and works with that.
 
@@ -43,6 +44,23 @@ pub enum SubjectKey {
         account: String,
         /// The job.
         job: String,
+        /// The compute node.
+        node: String,
+    },
+    /// A pool in trouble (its resize or autoscale failed, or its deletion is stuck), found by
+    /// the pool sweep. It belongs to no job.
+    Pool {
+        /// The Batch account.
+        account: String,
+        /// The pool.
+        pool: String,
+    },
+    /// A node in trouble (`unusable`, or its start task failed), found by the pool sweep.
+    Node {
+        /// The Batch account.
+        account: String,
+        /// The pool.
+        pool: String,
         /// The compute node.
         node: String,
     },
@@ -89,6 +107,15 @@ impl FromStr for SubjectKey {
                 pool: owned(pool),
                 node: owned(node),
             },
+            [account, "_pools", pool, node] => Self::Node {
+                account: owned(account),
+                pool: owned(pool),
+                node: owned(node),
+            },
+            [account, "_pools", pool] => Self::Pool {
+                account: owned(account),
+                pool: owned(pool),
+            },
             [account, job, "_jobprep", node] => Self::PrepNode {
                 account: owned(account),
                 job: owned(job),
@@ -128,6 +155,12 @@ impl fmt::Display for SubjectKey {
                 pool,
                 node,
             } => write!(f, "{account}/_pools/{pool}/{node}/_starttask"),
+            Self::Pool { account, pool } => write!(f, "{account}/_pools/{pool}"),
+            Self::Node {
+                account,
+                pool,
+                node,
+            } => write!(f, "{account}/_pools/{pool}/{node}"),
             Self::Delivery { account, key } => write!(f, "{account}/_poisoned/{key}"),
         }
     }
@@ -163,14 +196,19 @@ impl SubjectKey {
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
             | Self::ReleaseNode { job, .. } => Some(job),
-            Self::StartTask { .. } | Self::Delivery { .. } => None,
+            Self::StartTask { .. }
+            | Self::Pool { .. }
+            | Self::Node { .. }
+            | Self::Delivery { .. } => None,
         }
     }
 
     /// The job, or the pool of a start task.
     pub fn owner(&self) -> Owner {
         match self {
-            Self::StartTask { pool, .. } => Owner::Pool(pool.clone()),
+            Self::StartTask { pool, .. } | Self::Pool { pool, .. } | Self::Node { pool, .. } => {
+                Owner::Pool(pool.clone())
+            }
             Self::Delivery { .. } => Owner::Deliveries,
             Self::Job { job, .. }
             | Self::Task { job, .. }
@@ -191,10 +229,13 @@ impl SubjectKey {
             Self::PrepNode { node, .. } | Self::ReleaseNode { node, .. } => {
                 s.task_id.is_none() && s.node_id.as_deref() == Some(node)
             }
-            Self::StartTask { pool, node, .. } => {
+            Self::StartTask { pool, node, .. } | Self::Node { pool, node, .. } => {
                 s.task_id.is_none()
                     && s.pool_id.as_deref() == Some(pool)
                     && s.node_id.as_deref() == Some(node)
+            }
+            Self::Pool { pool, .. } => {
+                s.task_id.is_none() && s.node_id.is_none() && s.pool_id.as_deref() == Some(pool)
             }
             Self::Delivery { .. } => {
                 s.task_id.is_none() && s.pool_id.is_none() && s.node_id.is_none()
@@ -253,6 +294,21 @@ mod tests {
                     node: "tvm-05".into(),
                 },
             ),
+            (
+                "devbatch1/_pools/quota-pool",
+                SubjectKey::Pool {
+                    account: "devbatch1".into(),
+                    pool: "quota-pool".into(),
+                },
+            ),
+            (
+                "devbatch1/_pools/workers/tvm-1",
+                SubjectKey::Node {
+                    account: "devbatch1".into(),
+                    pool: "workers".into(),
+                    node: "tvm-1".into(),
+                },
+            ),
         ] {
             let parsed = key(label);
             assert_eq!(parsed, expected);
@@ -263,6 +319,8 @@ mod tests {
         assert_eq!(start_task.owner().to_string(), "pool linux");
         assert_eq!(key("devbatch1/etl/oom").owner(), Owner::Job("etl".into()));
         assert_eq!(key("devbatch1/j/_jobrelease/n").job(), Some("j"));
+        assert_eq!(key("devbatch1/_pools/p").owner().to_string(), "pool p");
+        assert_eq!(key("devbatch1/_pools/p/n").job(), None);
     }
 
     #[test]
@@ -308,6 +366,9 @@ mod tests {
         let prep = key("devbatch1/prep/_jobprep/tvm-05");
         assert!(!prep.matches(&diagnosis(None, "linux", "tvm-05")));
         assert!(prep.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
+        // A node found by the pool sweep matches its node; its pool matches no node.
+        assert!(key("devbatch1/_pools/linux/tvm-05").matches(&diagnosis(None, "linux", "tvm-05")));
+        assert!(!key("devbatch1/_pools/linux").matches(&diagnosis(None, "linux", "tvm-05")));
         let release = key("devbatch1/prep/_jobrelease/tvm-05");
         assert!(release.matches(&diagnosis(Some("prep"), "linux", "tvm-05")));
         assert!(!release.matches(&diagnosis(Some("other"), "linux", "tvm-05")));

@@ -692,6 +692,48 @@ impl ArtifactStore for BlobStore {
         url.path_segments_mut().ok()?.extend(key.segments());
         Some(url.to_string())
     }
+
+    fn upload_target(
+        &self,
+        _prefix: &ObjectKey,
+        lifetime: Duration,
+    ) -> Result<crate::UploadTarget, StoreError> {
+        // Batch writes under its own `virtualDirectoryName`, so the prefix does not change the
+        // URL; the SAS can only create and write (see `upload.rs`).
+        let container = self
+            .container_url
+            .path_segments()
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
+            .unwrap_or_default()
+            .to_owned();
+        match &self.auth {
+            BlobAuth::AccountKey { account, key } => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let sas = crate::container_service_sas(
+                    account,
+                    key,
+                    &container,
+                    crate::UPLOAD_SAS_PERMISSIONS,
+                    now,
+                    lifetime,
+                    self.container_url.scheme() == "http",
+                )?;
+                Ok(crate::UploadTarget::ContainerSas {
+                    url: foundation::Secret::new(format!(
+                        "{}?{}",
+                        self.container_url,
+                        sas.expose()
+                    )),
+                })
+            }
+            BlobAuth::Token(_) => Ok(crate::UploadTarget::Identity {
+                container_url: self.container_url.to_string(),
+            }),
+            BlobAuth::Sas(_) | BlobAuth::Anonymous => Ok(crate::UploadTarget::Unsupported {
+                reason: "a store opened with a SAS cannot sign a narrower one for Batch, and never hands its own out".to_owned(),
+            }),
+        }
+    }
 }
 
 /// Waits for one staging task: its error, or its buffer back into the pool.

@@ -18,6 +18,7 @@ mod open;
 mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upload;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -29,6 +30,10 @@ pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
 pub use local::LocalDirStore;
 pub use open::open;
 pub use retry::{RetryNotice, RetryObserver};
+pub use upload::{
+    MAX_UPLOAD_LIFETIME, MIN_UPLOAD_LIFETIME, UPLOAD_SAS_PERMISSIONS, UploadTarget,
+    container_service_sas,
+};
 
 /// An opaque version tag. It changes on every write, so it can be used for compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -207,4 +212,18 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
 
     /// Where people can find the object (a path or a URL), never with a SAS or any secret.
     fn link(&self, key: &ObjectKey) -> Option<String>;
+
+    /// How Batch may write files for `prefix` into this store, for `lifetime` (clamped to
+    /// [`MIN_UPLOAD_LIFETIME`]..=[`MAX_UPLOAD_LIFETIME`]): see [`UploadTarget`]. A store that
+    /// cannot give a write-only way in says so.
+    fn upload_target(
+        &self,
+        prefix: &ObjectKey,
+        lifetime: std::time::Duration,
+    ) -> Result<UploadTarget, StoreError> {
+        let _ = (prefix, lifetime);
+        Ok(UploadTarget::Unsupported {
+            reason: "this store cannot receive uploads from Batch".to_owned(),
+        })
+    }
 }

@@ -761,6 +761,24 @@ impl ArtifactStore for LocalDirStore {
     fn link(&self, key: &ObjectKey) -> Option<String> {
         Some(self.path_of(key).display().to_string())
     }
+
+    fn upload_target(
+        &self,
+        prefix: &ObjectKey,
+        _lifetime: std::time::Duration,
+    ) -> Result<crate::UploadTarget, StoreError> {
+        // A staging directory under the reserved directory, so nothing Batch (the emulator)
+        // writes is ever a key before the caller copies it in.
+        let mut path = self.root.join(RESERVED).join("uploads");
+        path.extend(prefix.segments());
+        fs::create_dir_all(&path).map_err(|e| StoreError::io(prefix.as_str(), e))?;
+        let url = url::Url::from_directory_path(&path)
+            .map_err(|()| StoreError::other("the staging directory is not an absolute path"))?;
+        Ok(crate::UploadTarget::Directory {
+            url: url.to_string(),
+            path,
+        })
+    }
 }
 
 #[cfg(test)]

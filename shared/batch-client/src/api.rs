@@ -9,9 +9,10 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use bytes::Bytes;
 use diagnosis::wire::{
-    BatchJob, BatchTask, DisableTasks, ListPage, NodeFile, PrepReleaseStatus, TaskCountsResult,
+    BatchJob, BatchPool, BatchTask, ComputeNode, DisableTasks, ListPage, NodeFile, PoolNodeCounts,
+    PrepReleaseStatus, TaskCountsResult,
 };
-use foundation::Deadline;
+use foundation::{Deadline, Secret};
 use futures::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
 use url::Url;
 
@@ -218,6 +219,78 @@ pub struct TerminateJobOptions {
     pub if_match: Option<String>,
 }
 
+/// The `$filter` of List Nodes that finds the nodes in trouble in one request per pool:
+/// `unusable`, `starttaskfailed`, and nodes whose start task failed without `waitForSuccess`
+/// (they stay `idle`). Node errors cannot be filtered on (docs/batch-facts.md).
+pub const NODES_IN_TROUBLE_FILTER: &str =
+    "state eq 'unusable' or state eq 'starttaskfailed' or startTaskInfo/result eq 'failure'";
+
+/// The `$select` that goes with [`NODES_IN_TROUBLE_FILTER`]: what a diagnosis of a node reads.
+pub const NODES_IN_TROUBLE_SELECT: &str = "id,url,state,stateTransitionTime,lastBootTime,allocationTime,vmSize,isDedicated,runningTasksCount,errors,startTask,startTaskInfo,nodeAgentInfo";
+
+/// What happens to the tasks running on a node that is removed or reimaged
+/// (`nodeDeallocationOption` / `nodeReimageOption`; Batch's default is `requeue`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NodeDeallocation {
+    /// Stop them and put them back in the queue, to run on another node.
+    #[default]
+    Requeue,
+    /// Stop them; they complete with a failure.
+    Terminate,
+    /// Let them finish first.
+    TaskCompletion,
+    /// Let them finish and wait for their retention time to expire.
+    RetainedData,
+}
+
+impl NodeDeallocation {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requeue => "requeue",
+            Self::Terminate => "terminate",
+            Self::TaskCompletion => "taskcompletion",
+            Self::RetainedData => "retaineddata",
+        }
+    }
+}
+
+/// Where Batch uploads a node agent's logs (Upload Batch Service Logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLogsOptions {
+    /// The Blob container URL: with a SAS granting write permission, or without one when
+    /// `identity_resource_id` names an identity that may write there. A secret: it never reaches
+    /// a log line or an error.
+    pub container_url: Secret,
+    /// Files holding a message from this time on are uploaded (whole).
+    pub start_time: time::OffsetDateTime,
+    /// Up to this time; everything after `start_time` when absent.
+    pub end_time: Option<time::OffsetDateTime>,
+    /// `identityReference.resourceId`: the ARM id of a user-assigned identity of the pool with
+    /// write access to the container, instead of a SAS.
+    pub identity_resource_id: Option<String>,
+}
+
+/// Batch's answer to Upload Batch Service Logs. The upload itself is asynchronous: the files
+/// arrive under `{container}/{virtual_directory_name}/` afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UploadLogsResult {
+    /// The directory in the container the files go to (`{pool}/{node}/{unique id}`).
+    pub virtual_directory_name: String,
+    /// How many files will be uploaded.
+    pub number_of_files_uploaded: u32,
+}
+
+/// Options of Remove Nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoveNodesOptions {
+    /// What happens to the tasks running on the nodes.
+    pub deallocation: NodeDeallocation,
+    /// Only act if the pool's ETag still matches.
+    pub if_match: Option<String>,
+}
+
 /// The result of a job or task action that did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -351,6 +424,78 @@ pub trait BatchApi: Send + Sync {
     /// Checks that a URL from a payload (an event's account URL, a `nodeUrl`) is same-origin with
     /// the configured endpoint; [`BatchError::Refused`] otherwise.
     fn check_url(&self, url: &str) -> Result<Url, BatchError>;
+
+    /// List Pools, page by page.
+    fn list_pools(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchPool>;
+
+    /// Get Pool.
+    async fn get_pool(
+        &self,
+        pool_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchPool, BatchError>;
+
+    /// List the nodes of a pool, page by page (e.g. with [`NODES_IN_TROUBLE_FILTER`] and
+    /// [`NODES_IN_TROUBLE_SELECT`]).
+    fn list_nodes(
+        &self,
+        pool_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<ComputeNode>;
+
+    /// Get Node.
+    async fn get_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<ComputeNode, BatchError>;
+
+    /// List Pool Node Counts (`/nodecounts`), page by page: at most 10 pools a page, and
+    /// `maxresults` above 10 is refused by the service. The only filter is `poolId eq '…'`.
+    /// The counts may lag behind the nodes.
+    fn list_pool_node_counts(
+        &self,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<PoolNodeCounts>;
+
+    /// Upload Batch Service Logs: asks Batch to upload the node agent's logs into a container.
+    /// A node that is gone is [`BatchError::NotFound`] (`NodeNotFound`). The container URL never
+    /// appears in a log line or in the error.
+    async fn upload_node_logs(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &UploadLogsOptions,
+        deadline: Deadline,
+    ) -> Result<UploadLogsResult, BatchError>;
+
+    /// Remove Nodes (at most 100). A single node that is already gone (404 `NodeNotFound`), a
+    /// pool being deleted (409 `PoolBeingDeleted`), or a pool resizing because these very nodes
+    /// are already leaving (409 `PoolBeingResized`, each node then read: `leavingpool` or gone;
+    /// e.g. a retry whose first answer was lost) is [`ActionOutcome::AlreadyInState`]. A pool
+    /// resizing for another reason stays a [`BatchError::Conflict`]: retry later.
+    async fn remove_nodes(
+        &self,
+        pool_id: &str,
+        node_ids: &[String],
+        options: &RemoveNodesOptions,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
+
+    /// Reimage Node. A node already being reimaged (409 `NodeBeingReimaged`) is
+    /// [`ActionOutcome::AlreadyInState`]; a node that is gone is [`BatchError::NotFound`].
+    async fn reimage_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        option: NodeDeallocation,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError>;
 }
 
 #[cfg(test)]

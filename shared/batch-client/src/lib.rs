@@ -7,13 +7,16 @@ mod config;
 mod download;
 mod error;
 mod operations;
+mod pool_operations;
 mod request;
 pub mod shared_key;
 mod token;
 
 pub use api::{
     ActionOutcome, BatchApi, DownloadOptions, FileDownload, FileInfo, FileListOptions, FileRef,
-    GetOptions, ListOptions, PageStream, TerminateJobOptions, items,
+    GetOptions, ListOptions, NODES_IN_TROUBLE_FILTER, NODES_IN_TROUBLE_SELECT, NodeDeallocation,
+    PageStream, RemoveNodesOptions, TerminateJobOptions, UploadLogsOptions, UploadLogsResult,
+    items,
 };
 pub use client::{BatchClient, MAX_ID_BYTES, id_problem};
 pub use config::{BATCH_SCOPE, BatchAuth, BatchConfig, DEFAULT_API_VERSION, EntraAuth};

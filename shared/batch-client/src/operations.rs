@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use diagnosis::wire::{
-    BatchJob, BatchTask, DisableTasks, NodeFile, PrepReleaseStatus, TaskCountsResult,
+    BatchJob, BatchPool, BatchTask, ComputeNode, DisableTasks, NodeFile, PoolNodeCounts,
+    PrepReleaseStatus, TaskCountsResult,
 };
 use foundation::Deadline;
 use reqwest::Method;
@@ -14,14 +15,18 @@ use url::Url;
 
 use crate::api::{
     ActionOutcome, BatchApi, DownloadOptions, FileDownload, FileInfo, FileListOptions, FileRef,
-    GetOptions, ListOptions, PageStream, TerminateJobOptions,
+    GetOptions, ListOptions, NodeDeallocation, PageStream, RemoveNodesOptions, TerminateJobOptions,
+    UploadLogsOptions, UploadLogsResult,
 };
 use crate::client::{BatchClient, check_id};
 use crate::error::BatchError;
 use crate::request::{Call, Expect};
 
 /// Query parameters of a list operation.
-fn list_query<'a>(options: &'a ListOptions, max_results: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn list_query<'a>(
+    options: &'a ListOptions,
+    max_results: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     let mut query = Vec::new();
     if let Some(filter) = options.filter.as_deref() {
         query.push(("$filter", filter));
@@ -39,7 +44,7 @@ fn list_query<'a>(options: &'a ListOptions, max_results: &'a str) -> Vec<(&'a st
 }
 
 /// Query parameters of a get operation.
-fn get_query(options: &GetOptions) -> Vec<(&str, &str)> {
+pub(crate) fn get_query(options: &GetOptions) -> Vec<(&str, &str)> {
     let mut query = Vec::new();
     if let Some(select) = options.select.as_deref() {
         query.push(("$select", select));
@@ -331,6 +336,79 @@ impl BatchApi for BatchClient {
 
     fn check_url(&self, url: &str) -> Result<Url, BatchError> {
         self.checked_url("check_url", url)
+    }
+
+    fn list_pools(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchPool> {
+        self.op_list_pools(options, deadline)
+    }
+
+    async fn get_pool(
+        &self,
+        pool_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<BatchPool, BatchError> {
+        self.op_get_pool(pool_id, options, deadline).await
+    }
+
+    fn list_nodes(
+        &self,
+        pool_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<ComputeNode> {
+        self.op_list_nodes(pool_id, options, deadline)
+    }
+
+    async fn get_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<ComputeNode, BatchError> {
+        self.op_get_node(pool_id, node_id, options, deadline).await
+    }
+
+    fn list_pool_node_counts(
+        &self,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<PoolNodeCounts> {
+        self.op_list_pool_node_counts(options, deadline)
+    }
+
+    async fn upload_node_logs(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &UploadLogsOptions,
+        deadline: Deadline,
+    ) -> Result<UploadLogsResult, BatchError> {
+        self.op_upload_node_logs(pool_id, node_id, options, deadline)
+            .await
+    }
+
+    async fn remove_nodes(
+        &self,
+        pool_id: &str,
+        node_ids: &[String],
+        options: &RemoveNodesOptions,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.op_remove_nodes(pool_id, node_ids, options, deadline)
+            .await
+    }
+
+    async fn reimage_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        option: NodeDeallocation,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.op_reimage_node(pool_id, node_id, option, deadline)
+            .await
     }
 }
 

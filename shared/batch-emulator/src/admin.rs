@@ -12,8 +12,10 @@
 //! | `DELETE /_emulator/faults` | remove all rules |
 //! | `POST /_emulator/nodes/{pool}/{node}/remove` | remove the node (files → 404 `NodeNotFound`) |
 //! | `POST /_emulator/nodes/{pool}/{node}/state` | body `{"state": "available"\|"notReady"\|"removed"}` |
-//! | `POST /_emulator/settle` | complete all pending job transitions |
+//! | `POST /_emulator/settle` | complete all pending job transitions, node removals and reimages |
 //! | `GET /_emulator/jobs/{job}` | the job now, without counting as a read |
+//! | `GET /_emulator/node-actions` | the node actions carried out (`poolId`, `nodeId`, `kind`: `remove`\|`reimage`, `option`) |
+//! | `GET /_emulator/agent-log-uploads` | the `uploadbatchservicelogs` answered (destinations without their SAS query) |
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
@@ -99,6 +101,14 @@ pub(crate) async fn handle(
             emulator.settle();
             empty_response(StatusCode::NO_CONTENT)
         }
+        ("GET", ["node-actions"]) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(emulator.node_actions()).unwrap_or(Value::Null),
+        ),
+        ("GET", ["agent-log-uploads"]) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(emulator.agent_log_uploads()).unwrap_or(Value::Null),
+        ),
         ("GET", ["jobs", job]) => match emulator.job(job) {
             Some(job) => json_response(StatusCode::OK, &job),
             None => problem(StatusCode::NOT_FOUND, "no such job"),

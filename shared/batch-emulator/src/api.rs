@@ -10,13 +10,13 @@ use time::OffsetDateTime;
 use crate::clock;
 use crate::emulator::Emulator;
 use crate::error::ApiError;
-use crate::file_api;
 use crate::filter::Target;
 use crate::paging::{ListParams, list_body, take_page};
 use crate::render;
 use crate::route::Route;
 use crate::server::{Ctx, empty_response, json_response, set_header};
 use crate::state::{DisableMode, key};
+use crate::{agent_logs, file_api, pool_api};
 
 /// Runs the operation a route names.
 pub(crate) fn dispatch(
@@ -43,6 +43,18 @@ pub(crate) fn dispatch(
         Route::NodeFiles(pool, node) => file_api::list_node_files(emulator, ctx, &pool, &node),
         Route::NodeFile(pool, node, path) => {
             file_api::get_node_file(emulator, ctx, &pool, &node, &path)
+        }
+        Route::Pools => pool_api::list_pools(emulator, ctx),
+        Route::Pool(pool) => pool_api::get_pool(emulator, ctx, &pool),
+        Route::Nodes(pool) => pool_api::list_nodes(emulator, ctx, &pool),
+        Route::Node(pool, node) => pool_api::get_node(emulator, ctx, &pool, &node),
+        Route::NodeCounts => pool_api::node_counts(emulator, ctx),
+        Route::RemoveNodes(pool) => pool_api::remove_nodes(emulator, ctx, &pool, &body),
+        Route::ReimageNode(pool, node) => {
+            pool_api::reimage_node(emulator, ctx, &pool, &node, &body)
+        }
+        Route::UploadLogs(pool, node) => {
+            agent_logs::upload_logs(emulator, ctx, &pool, &node, &body)
         }
     }
 }
@@ -121,7 +133,7 @@ fn last_modified_of(json: &Map<String, Value>) -> Option<OffsetDateTime> {
 }
 
 /// Adds `ETag` and `Last-Modified` for a job or task.
-fn entity_headers(response: &mut Response, json: &Map<String, Value>) {
+pub(crate) fn entity_headers(response: &mut Response, json: &Map<String, Value>) {
     set_header(response, "ETag", &etag_of(json));
     if let Some(modified) = last_modified_of(json) {
         set_header(response, "Last-Modified", &clock::http_date(modified));
@@ -216,7 +228,7 @@ fn check_job_write(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<(), A
 }
 
 /// Parses an optional JSON object body.
-fn body_object(body: &Bytes) -> Result<Option<Map<String, Value>>, ApiError> {
+pub(crate) fn body_object(body: &Bytes) -> Result<Option<Map<String, Value>>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -1,6 +1,7 @@
 //! [`Emulator`]: the cheap-clone handle shared by the HTTP server and by tests in-process.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -11,7 +12,10 @@ use crate::faults::{FaultRule, FaultSet, FaultStatus};
 use crate::log::{RequestLog, RequestRecord};
 use crate::render;
 use crate::scenario::{NodeState, Scenario, ScenarioError};
-use crate::state::{State, key};
+use crate::state::{AgentLogUpload, NodeAction, State, key};
+
+/// How long after `uploadbatchservicelogs` answers its files arrive, unless the scenario says.
+const DEFAULT_AGENT_LOG_DELAY: Duration = Duration::from_millis(200);
 
 /// Base URL used for `url` fields before any request has told us our own address.
 const FALLBACK_BASE: &str = "http://127.0.0.1";
@@ -37,6 +41,8 @@ struct Inner {
     base_url: Option<String>,
     /// Base URL of the latest request, for in-process reads.
     last_base: Mutex<String>,
+    /// How long after `uploadbatchservicelogs` answers the files arrive.
+    agent_log_delay: Mutex<Duration>,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it: the
@@ -81,6 +87,12 @@ impl Emulator {
                     tokens: scenario.auth.bearer_tokens.clone(),
                 },
                 last_base: Mutex::new(base_url.clone().unwrap_or_else(|| FALLBACK_BASE.to_owned())),
+                agent_log_delay: Mutex::new(
+                    scenario
+                        .agent_logs
+                        .delay_millis
+                        .map_or(DEFAULT_AGENT_LOG_DELAY, Duration::from_millis),
+                ),
                 base_url,
             }),
         })
@@ -159,6 +171,49 @@ impl Emulator {
     /// Sets a node's state (`notReady` gives 409 `NodeNotReady`). False when the node is unknown.
     pub fn set_node_state(&self, pool_id: &str, node_id: &str, node_state: NodeState) -> bool {
         lock(&self.inner.state).set_node_state(pool_id, node_id, node_state)
+    }
+
+    /// The pool as `GET /pools/{id}` would return it now (not counted as a read).
+    pub fn pool(&self, pool_id: &str) -> Option<Value> {
+        let base = self.last_base();
+        let mut state = lock(&self.inner.state);
+        state.tick_pools(OffsetDateTime::now_utc(), None);
+        let pool = state.pools.get(&key(pool_id))?;
+        Some(Value::Object(render::pool(&base, pool)))
+    }
+
+    /// The node as `GET /pools/{pool}/nodes/{id}` would return it now (not counted as a
+    /// read); `None` once it left the pool.
+    pub fn node(&self, pool_id: &str, node_id: &str) -> Option<Value> {
+        let base = self.last_base();
+        let mut state = lock(&self.inner.state);
+        state.tick_pools(OffsetDateTime::now_utc(), None);
+        let pool_key = key(pool_id);
+        let node = state
+            .pool_nodes(&pool_key)
+            .find(|(node_key, _)| *node_key == key(node_id))?
+            .1;
+        Some(Value::Object(render::node(&base, pool_id, node)))
+    }
+
+    /// The node actions (remove, reimage) carried out so far, oldest first.
+    pub fn node_actions(&self) -> Vec<NodeAction> {
+        lock(&self.inner.state).node_actions.clone()
+    }
+
+    /// The `uploadbatchservicelogs` requests answered so far, oldest first (destinations
+    /// without their SAS query).
+    pub fn agent_log_uploads(&self) -> Vec<AgentLogUpload> {
+        lock(&self.inner.state).agent_log_uploads.clone()
+    }
+
+    /// Sets how long after `uploadbatchservicelogs` answers its files arrive.
+    pub fn set_agent_log_delay(&self, delay: Duration) {
+        *lock(&self.inner.agent_log_delay) = delay;
+    }
+
+    pub(crate) fn agent_log_delay(&self) -> Duration {
+        *lock(&self.inner.agent_log_delay)
     }
 
     /// Completes every pending job transition now (terminating → completed, …).

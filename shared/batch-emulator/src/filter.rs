@@ -28,6 +28,12 @@ pub(crate) enum Target {
     PrepRelease,
     /// Task and node file lists.
     Files,
+    /// `GET /pools`.
+    Pools,
+    /// `GET /pools/{pool}/nodes`.
+    Nodes,
+    /// `GET /nodecounts`.
+    NodeCounts,
 }
 
 /// The kind of a filterable property, which decides the operators and literals it takes.
@@ -71,6 +77,9 @@ fn property(target: Target, name: &str) -> Option<(Kind, &'static [&'static str]
         (Target::PrepRelease, "nodeid") => (Kind::Enum, &["nodeId"]),
         (Target::PrepRelease, other) => return prep_release_property(other),
         (Target::Files, "name") => (Kind::Name, &["name"]),
+        (Target::Pools | Target::Nodes | Target::NodeCounts, other) => {
+            return pool_and_node_property(target, other);
+        }
         _ => return None,
     };
     Some(found)
@@ -106,6 +115,35 @@ fn prep_release_property(name: &str) -> Option<(Kind, &'static [&'static str])> 
         _ => &[RELEASE, "result"],
     };
     Some((kind, path))
+}
+
+/// The properties of List Pools, List Nodes and List Pool Node Counts (docs/batch-facts.md):
+/// node errors and `isDedicated` cannot be filtered on; node counts take only `poolId`.
+fn pool_and_node_property(target: Target, name: &str) -> Option<(Kind, &'static [&'static str])> {
+    let found: (Kind, &'static [&'static str]) = match (target, name) {
+        (Target::NodeCounts, "poolid") => (Kind::Enum, &["poolId"]),
+        (Target::Pools, "id") => (Kind::Text, &["id"]),
+        (Target::Pools, "state") => (Kind::Enum, &["state"]),
+        (Target::Pools, "allocationstate") => (Kind::Enum, &["allocationState"]),
+        (Target::Pools, "vmsize") => (Kind::Enum, &["vmSize"]),
+        (Target::Pools, "statetransitiontime") => (Kind::Time, &["stateTransitionTime"]),
+        (Target::Pools, "allocationstatetransitiontime") => {
+            (Kind::Time, &["allocationStateTransitionTime"])
+        }
+        (Target::Pools, "creationtime") => (Kind::Time, &["creationTime"]),
+        (Target::Pools, "lastmodified") => (Kind::Time, &["lastModified"]),
+        (Target::Nodes, "state") => (Kind::Enum, &["state"]),
+        (Target::Nodes, "statetransitiontime") => (Kind::Time, &["stateTransitionTime"]),
+        (Target::Nodes, "lastboottime") => (Kind::Time, &["lastBootTime"]),
+        (Target::Nodes, "allocationtime") => (Kind::Time, &["allocationTime"]),
+        (Target::Nodes, "starttaskinfo/state") => (Kind::Enum, &["startTaskInfo", "state"]),
+        (Target::Nodes, "starttaskinfo/result") => (Kind::Enum, &["startTaskInfo", "result"]),
+        (Target::Nodes, "starttaskinfo/exitcode") => (Kind::Int, &["startTaskInfo", "exitCode"]),
+        (Target::Nodes, "starttaskinfo/starttime") => (Kind::Time, &["startTaskInfo", "startTime"]),
+        (Target::Nodes, "starttaskinfo/endtime") => (Kind::Time, &["startTaskInfo", "endTime"]),
+        _ => return None,
+    };
+    Some(found)
 }
 
 /// A comparison operator.

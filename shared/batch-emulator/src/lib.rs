@@ -1,7 +1,8 @@
 //! A local Azure Batch REST emulator with failure scenarios, for tests and the demo.
 //!
 //! It answers the subset of the Batch data plane batch-triage uses (jobs, tasks, task counts,
-//! prep/release status, task and node files, job terminate/disable/enable, task terminate)
+//! prep/release status, task and node files, job terminate/disable/enable, task terminate,
+//! pools, nodes, pool node counts, Remove Nodes, Reimage Node, `uploadbatchservicelogs`)
 //! with bodies shaped like the REST spec examples, verifies Shared Key signatures like the
 //! service, and injects the failures real accounts produce (throttling, busy servers, dropped
 //! downloads, vanished nodes, expired retention). The official Python SDK (`azure-batch`
@@ -27,7 +28,7 @@
 //! - `state`: the live account built from a scenario; job/task state machines.
 //! - `server` (re-exported [`router`], [`serve`]): the per-request pipeline: api-version,
 //!   auth, faults, routing; `route` maps paths to operations.
-//! - `api`, `file_api`: the operations; `render`, `paging`, `filter`, `select`: response
+//! - `api`, `file_api`, `pool_api`, `agent_logs`: the operations; `render`, `paging`, `filter`, `select`: response
 //!   bodies, `odata.nextLink`, OData `$filter` and `$select`.
 //! - `auth`: Shared Key verification (docs/batch-facts.md) and bearer tokens.
 //! - `files`: node file systems, generated content, byte ranges.
@@ -48,8 +49,11 @@
 //!   "auth": {"required": true, "sharedKey": true, "bearerTokens": ["dev-token"]},
 //!   "transitions": {"afterReads": 1, "afterMillis": 2000},
 //!   "baseUrl": "http://127.0.0.1:8080",
-//!   "pools": [{"id": "linux", "nodes": [
-//!     {"id": "tvm-01", "state": "available", "files": {"startup/stdout.txt": "ok"}}]}],
+//!   "pools": [{"id": "linux", "pool": {"vmSize": "standard_d2s_v3"}, "nodes": [
+//!     {"id": "tvm-01", "state": "available", "files": {"startup/stdout.txt": "ok"}},
+//!     {"id": "tvm-02", "node": {"state": "unusable",
+//!       "errors": [{"code": "DiskFull", "message": "…", "errorDetails": []}]}}]}],
+//!   "agentLogs": {"delayMillis": 200},
 //!   "jobs": [{
 //!     "job": {"id": "etl", "poolInfo": {"poolId": "linux"}, "creationTime": "now-3h"},
 //!     "tasks": [{
@@ -92,6 +96,24 @@
 //!   (409 `NodeNotReady`), `removed` (404 `NodeNotFound`).
 //! - Task counts are derived from the tasks. A job with neither `jobPreparationTask` nor
 //!   `jobReleaseTask` answers the prep/release status with 409 `JobPreparationTaskNotSpecified`.
+//! - `pool` / `node` are the wire JSON of a pool and a node (`state`, `allocationState`,
+//!   `resizeErrors`, `autoScaleRun`, node `errors`, `startTask`, `startTaskInfo`, `isDedicated`, …).
+//!   Filled in when absent: pool `eTag`, `lastModified`, times, `state` (`active`),
+//!   `allocationState` (`steady`), `vmSize`, a VM configuration, and the node counts (current from
+//!   the live nodes, target equal to current); node `state` (`idle`, or `leavingpool` for a
+//!   `notReady` node), times (no `lastBootTime` on an `unusable` node), `ipAddress`, `affinityId`,
+//!   `vmSize` and `startTask` from the pool, a succeeded `startTaskInfo` when a start task ran, and
+//!   `nodeAgentInfo`. Remove Nodes makes nodes `leavingpool` and the pool `resizing`; Reimage Node
+//!   makes a node `reimaging`, then `idle` with no errors and an empty disk. Both complete like job
+//!   transitions (below), on reads of the pool or node, and are recorded
+//!   ([`Emulator::node_actions`]).
+//! - `generateNodes` (per pool): `{"count": 5000, "idPrefix": "tvm-", "node": {…},
+//!   "unusableEvery": 250}` adds `count` copies of `node`, every n-th one `unusable` with
+//!   `DiskFull`, for sweeps over many nodes.
+//! - `agentLogs.delayMillis`: how long after `uploadbatchservicelogs` answers its files arrive
+//!   (default 200 ms; [`Emulator::set_agent_log_delay`]). The container URL is a SAS URL (Blob or
+//!   Azurite), or, an emulator-only extension, a `file://` directory URL. Uploads are recorded
+//!   without the SAS query ([`Emulator::agent_log_uploads`]).
 //! - `transitions`: terminate → `terminating` → `completed` (with `executionInfo.endTime` and
 //!   `terminateReason`), disable → `disabling` → `disabled`, enable → `enabling` → `active`.
 //!   The intermediate state is seen by `afterReads` reads of the job (default 1), or until
@@ -103,6 +125,7 @@
 //! of docs/failure-classes.md; `scenarios/builtin.json` lists them with a `description` on each.
 
 mod admin;
+mod agent_logs;
 mod api;
 mod auth;
 mod clock;
@@ -114,6 +137,7 @@ mod files;
 mod filter;
 mod log;
 mod paging;
+mod pool_api;
 mod render;
 mod route;
 pub mod scenario;
@@ -125,9 +149,11 @@ pub use emulator::Emulator;
 pub use faults::{Fault, FaultRule, FaultStatus};
 pub use log::RequestRecord;
 pub use scenario::{
-    NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
+    AgentLogsConfig, NodeGenerator, NodeState, Scenario, ScenarioError, WELL_KNOWN_ACCOUNT_KEY,
+    WELL_KNOWN_ACCOUNT_NAME,
 };
 pub use server::{router, serve};
+pub use state::{AgentLogUpload, NodeAction, NodeActionKind};
 
 /// The address the emulator binds to by default: loopback only, because the admin API under
 /// `/_emulator/` is not authenticated.

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock;
 use crate::files::FileEntry;
-use crate::state::{Job, Task};
+use crate::state::{Job, Node, Pool, Task};
 
 /// Characters escaped inside one path segment of a URL we hand out.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -49,6 +49,28 @@ pub(crate) fn task_url(base: &str, job_id: &str, task_id: &str) -> String {
 /// `{base}/pools/{pool}/nodes/{node}`.
 pub(crate) fn node_url(base: &str, pool: &str, node: &str) -> String {
     format!("{base}/pools/{}/nodes/{}", segment(pool), segment(node))
+}
+
+/// `{base}/pools/{pool}`.
+pub(crate) fn pool_url(base: &str, pool: &str) -> String {
+    format!("{base}/pools/{}", segment(pool))
+}
+
+/// The pool as `GET /pools/{id}` returns it.
+pub(crate) fn pool(base: &str, pool: &Pool) -> Map<String, Value> {
+    let mut out = pool.json.clone();
+    out.insert("url".into(), Value::String(pool_url(base, id(&pool.json))));
+    out
+}
+
+/// The node as `GET /pools/{pool}/nodes/{id}` returns it.
+pub(crate) fn node(base: &str, pool_id: &str, node: &Node) -> Map<String, Value> {
+    let mut out = node.json.clone();
+    out.insert(
+        "url".into(),
+        Value::String(node_url(base, pool_id, id(&node.json))),
+    );
+    out
 }
 
 fn id(map: &Map<String, Value>) -> &str {

@@ -38,6 +38,22 @@ pub(crate) enum Route {
     TaskFile(String, String, String),
     /// `/pools/{pool}/nodes/{node}/files`
     NodeFiles(String, String),
+    /// `/pools`
+    Pools,
+    /// `/pools/{pool}`
+    Pool(String),
+    /// `/pools/{pool}/nodes`
+    Nodes(String),
+    /// `/pools/{pool}/nodes/{node}`
+    Node(String, String),
+    /// `/pools/{pool}/removenodes`
+    RemoveNodes(String),
+    /// `/pools/{pool}/nodes/{node}/reimage`
+    ReimageNode(String, String),
+    /// `/pools/{pool}/nodes/{node}/uploadbatchservicelogs`
+    UploadLogs(String, String),
+    /// `/nodecounts`
+    NodeCounts,
     /// `/pools/{pool}/nodes/{node}/files/{path}` (path normalized)
     NodeFile(String, String, String),
 }
@@ -49,7 +65,10 @@ impl Route {
             Route::TerminateJob(_)
             | Route::DisableJob(_)
             | Route::EnableJob(_)
-            | Route::TerminateTask(..) => &["POST"],
+            | Route::TerminateTask(..)
+            | Route::RemoveNodes(_)
+            | Route::ReimageNode(..)
+            | Route::UploadLogs(..) => &["POST"],
             Route::TaskFile(..) | Route::NodeFile(..) => &["GET", "HEAD"],
             _ => &["GET"],
         }
@@ -91,6 +110,16 @@ pub(crate) fn parse(raw_path: &str) -> Result<Route, ApiError> {
         ["jobs", _, "tasks", _, "files", ..] => {
             Route::TaskFile(s[1].to_owned(), s[3].to_owned(), file_path(&s[5..])?)
         }
+        ["pools"] => Route::Pools,
+        ["pools", _] => Route::Pool(s[1].to_owned()),
+        ["pools", _, "nodes"] => Route::Nodes(s[1].to_owned()),
+        ["pools", _, "removenodes"] => Route::RemoveNodes(s[1].to_owned()),
+        ["pools", _, "nodes", _] => Route::Node(s[1].to_owned(), s[3].to_owned()),
+        ["pools", _, "nodes", _, "reimage"] => Route::ReimageNode(s[1].to_owned(), s[3].to_owned()),
+        ["pools", _, "nodes", _, "uploadbatchservicelogs"] => {
+            Route::UploadLogs(s[1].to_owned(), s[3].to_owned())
+        }
+        ["nodecounts"] => Route::NodeCounts,
         ["pools", _, "nodes", _, "files"] => Route::NodeFiles(s[1].to_owned(), s[3].to_owned()),
         ["pools", _, "nodes", _, "files", ..] => {
             Route::NodeFile(s[1].to_owned(), s[3].to_owned(), file_path(&s[5..])?)
@@ -124,6 +153,24 @@ mod tests {
                 "n".into(),
                 "workitems/j/job-1/jobpreparation/stdout.txt".into()
             )
+        );
+        assert_eq!(parse("/pools").unwrap(), Route::Pools);
+        assert_eq!(parse("/nodecounts").unwrap(), Route::NodeCounts);
+        assert_eq!(
+            parse("/pools/P/nodes/tvm-1").unwrap(),
+            Route::Node("P".into(), "tvm-1".into())
+        );
+        assert_eq!(
+            parse("/pools/p/nodes/n/UploadBatchServiceLogs").unwrap(),
+            Route::UploadLogs("p".into(), "n".into())
+        );
+        assert_eq!(
+            parse("/pools/p/removenodes").unwrap(),
+            Route::RemoveNodes("p".into())
+        );
+        assert_eq!(
+            parse("/pools/p/nodes/n/reimage").unwrap(),
+            Route::ReimageNode("p".into(), "n".into())
         );
         assert_eq!(
             parse("/jobs/j1/tasks/t1/files/").unwrap(),

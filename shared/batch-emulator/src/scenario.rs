@@ -24,6 +24,9 @@ pub const WELL_KNOWN_ACCOUNT_KEY: &str =
 /// Largest number of tasks one `generateTasks` entry may create, so a typo cannot exhaust memory.
 const MAX_GENERATED_TASKS: u64 = 1_000_000;
 
+/// Largest number of nodes one `generateNodes` entry may create.
+const MAX_GENERATED_NODES: u64 = 100_000;
+
 /// Everything the emulator starts with. Build one with [`Scenario::from_json_str`],
 /// [`Scenario::from_json_file`] or [`Scenario::builtin`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -54,6 +57,19 @@ pub struct Scenario {
     /// Faults active from the start.
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// How `uploadbatchservicelogs` delivers the node agent's logs.
+    #[serde(default)]
+    pub agent_logs: AgentLogsConfig,
+}
+
+/// How the emulator answers `uploadbatchservicelogs`: Batch uploads asynchronously, so the
+/// files arrive a little after the 200.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentLogsConfig {
+    /// Milliseconds between the answer and the files' arrival (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_millis: Option<u64>,
 }
 
 /// The Batch account the emulator pretends to be.
@@ -145,9 +161,35 @@ pub struct TransitionConfig {
 pub struct PoolSpec {
     /// Pool id.
     pub id: String,
+    /// The pool in the wire shape of `GET /pools/{id}` (`state`, `allocationState`,
+    /// `resizeErrors`, `autoScaleRun`, `vmSize`, node counts, `startTask`, …). `id`, `eTag`,
+    /// `lastModified`, the times, the node counts (from the nodes) and a VM configuration are
+    /// filled in when absent.
+    #[serde(default)]
+    pub pool: Map<String, Value>,
     /// Nodes of the pool.
     #[serde(default)]
     pub nodes: Vec<NodeSpec>,
+    /// Bulk nodes made from a template (for sweep benchmarks over thousands of nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generate_nodes: Vec<NodeGenerator>,
+}
+
+/// Many nodes from one template: ids are `idPrefix` followed by a zero-padded index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeGenerator {
+    /// How many nodes.
+    pub count: u64,
+    /// Id prefix, e.g. `tvm-` gives `tvm-00000`, `tvm-00001`, ….
+    pub id_prefix: String,
+    /// Node JSON copied into every generated node (its `id` is replaced).
+    #[serde(default)]
+    pub node: Map<String, Value>,
+    /// Every n-th node (index % n == n-1) is made `unusable` with a `DiskFull` error, so a sweep
+    /// has something to find among many nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable_every: Option<u64>,
 }
 
 /// A compute node.
@@ -159,6 +201,11 @@ pub struct NodeSpec {
     /// Whether the node's files can be read.
     #[serde(default)]
     pub state: NodeState,
+    /// The node in the wire shape of `GET /pools/{pool}/nodes/{id}` (`state`, `errors`,
+    /// `startTask`, `startTaskInfo`, `isDedicated`, …). `id`, `state` (`idle`, or `leavingpool`
+    /// for a `notReady` node), the times, `vmSize` and `nodeAgentInfo` are filled in when absent.
+    #[serde(default)]
+    pub node: Map<String, Value>,
     /// Files at paths relative to the node root (e.g. `startup/stdout.txt`).
     #[serde(default)]
     pub files: BTreeMap<String, FileSpec>,
@@ -451,6 +498,11 @@ impl Scenario {
             if !pool_ids.insert(pool.id.to_lowercase()) {
                 return invalid(format!("pool {:?} is declared twice", pool.id));
             }
+            check_times(
+                &Value::Object(pool.pool.clone()),
+                &format!("pool {}", pool.id),
+            )?;
+            check_node_generators(pool)?;
             let mut node_ids = std::collections::BTreeSet::new();
             for node in &pool.nodes {
                 if !node_ids.insert(node.id.to_lowercase()) {
@@ -459,7 +511,9 @@ impl Scenario {
                         node.id, pool.id
                     ));
                 }
-                check_files(&node.files, &format!("node {}/{}", pool.id, node.id))?;
+                let where_ = format!("node {}/{}", pool.id, node.id);
+                check_files(&node.files, &where_)?;
+                check_times(&Value::Object(node.node.clone()), &where_)?;
             }
         }
         let mut job_ids = std::collections::BTreeSet::new();
@@ -544,6 +598,32 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Checks a pool's `generateNodes`: bounded, and making valid ids.
+fn check_node_generators(pool: &PoolSpec) -> Result<(), ScenarioError> {
+    let invalid = |message: String| Err(ScenarioError::Invalid(message));
+    for generator in &pool.generate_nodes {
+        if generator.count > MAX_GENERATED_NODES {
+            return invalid(format!(
+                "pool {:?} generates {} nodes; the limit is {MAX_GENERATED_NODES}",
+                pool.id, generator.count
+            ));
+        }
+        if generator.unusable_every == Some(0) {
+            return invalid(format!(
+                "pool {:?}: unusableEvery must be at least 1",
+                pool.id
+            ));
+        }
+        if !valid_id(&format!("{}0", generator.id_prefix)) {
+            return invalid(format!(
+                "pool {:?}: idPrefix {:?} does not make valid ids",
+                pool.id, generator.id_prefix
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Batch ids: letters, digits, hyphens and underscores, 1..=64 characters.

@@ -5,7 +5,7 @@
 //! lower-cased id while the JSON keeps the id as written. URLs are not stored: they are added
 //! when rendering, from the base URL of the request being answered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -21,8 +21,11 @@ use crate::scenario::{
 };
 
 mod json_map;
+mod pools;
 
 use json_map::{default_field, object_at, resolve_map, str_at};
+pub use pools::{AgentLogUpload, NodeAction, NodeActionKind};
+pub(crate) use pools::{Deallocation, MAX_REMOVE_NODES, Pool};
 
 /// How Batch renders an infinite duration (.NET `TimeSpan.MaxValue`).
 const INFINITE: &str = "P10675199DT2H48M5.4775807S";
@@ -56,6 +59,10 @@ pub(crate) struct Node {
     pub(crate) state: NodeState,
     /// Its files.
     pub(crate) files: NodeFiles,
+    /// The node JSON without `url`.
+    pub(crate) json: Map<String, Value>,
+    /// A reimage in progress.
+    pending: Option<pools::Countdown>,
 }
 
 /// A job state change that completes later (terminating → completed, …).
@@ -106,8 +113,12 @@ pub(crate) struct State {
     pub(crate) jobs: BTreeMap<String, Job>,
     /// Nodes by lower-cased `(pool, node)`.
     pub(crate) nodes: BTreeMap<(String, String), Node>,
-    /// Lower-cased ids of known pools.
-    pub(crate) pools: BTreeSet<String>,
+    /// Pools by lower-cased id.
+    pub(crate) pools: BTreeMap<String, Pool>,
+    /// Node actions carried out (remove, reimage), oldest first.
+    pub(crate) node_actions: Vec<NodeAction>,
+    /// Agent log uploads requested, oldest first.
+    pub(crate) agent_log_uploads: Vec<AgentLogUpload>,
     /// ETag source.
     etags: EtagClock,
     /// When transitions complete.
@@ -125,15 +136,21 @@ impl State {
         let mut state = State {
             jobs: BTreeMap::new(),
             nodes: BTreeMap::new(),
-            pools: BTreeSet::new(),
+            pools: BTreeMap::new(),
+            node_actions: Vec::new(),
+            agent_log_uploads: Vec::new(),
             etags: EtagClock::default(),
             transitions: scenario.transitions.clone(),
         };
         for pool in &scenario.pools {
-            state.pools.insert(key(&pool.id));
+            let entry = state.ensure_pool(&pool.id);
+            entry.json = resolve_map(pool.pool.clone(), now);
+            default_field(&mut entry.json, "id", Value::String(pool.id.clone()));
             for node in &pool.nodes {
                 let entry = state.node_entry(&pool.id, &node.id);
                 entry.state = node.state;
+                entry.json = resolve_map(node.node.clone(), now);
+                default_field(&mut entry.json, "id", Value::String(node.id.clone()));
                 for (path, spec) in &node.files {
                     let (created, modified) = (now, now);
                     let file = file_entry(spec, now, created, modified)?;
@@ -142,10 +159,14 @@ impl State {
                     }
                 }
             }
+            for generator in &pool.generate_nodes {
+                state.generate_nodes(&pool.id, generator, now);
+            }
         }
         for spec in &scenario.jobs {
             state.add_job(spec, now)?;
         }
+        state.fill_pool_and_node_defaults(now);
         Ok(state)
     }
 
@@ -159,8 +180,8 @@ impl State {
             .unwrap_or_default()
             .to_owned();
         self.fill_job_defaults(&mut json, now);
-        if let Some(pool) = str_at(&json, &["poolInfo", "poolId"]) {
-            self.pools.insert(key(pool));
+        if let Some(pool) = str_at(&json, &["poolInfo", "poolId"]).map(str::to_owned) {
+            self.ensure_pool(&pool);
         }
         let mut job = Job {
             json,
@@ -282,12 +303,14 @@ impl State {
 
     /// The node, created (available, no files) when the scenario did not declare it.
     fn node_entry(&mut self, pool: &str, node: &str) -> &mut Node {
-        self.pools.insert(key(pool));
+        self.ensure_pool(pool);
         self.nodes
             .entry((key(pool), key(node)))
             .or_insert_with(|| Node {
                 state: NodeState::Available,
                 files: NodeFiles::default(),
+                json: json_map::id_map(node),
+                pending: None,
             })
     }
 
@@ -432,6 +455,7 @@ impl State {
                 complete(job, pending.target, &mut self.etags, now);
             }
         }
+        self.settle_pools(now);
     }
 
     fn start(
@@ -541,7 +565,7 @@ impl State {
     /// The node named, or the error a file request gets for it.
     pub(crate) fn readable_node(&self, pool: &str, node: &str) -> Result<&Node, ApiError> {
         let Some(found) = self.nodes.get(&(key(pool), key(node))) else {
-            return Err(if self.pools.contains(&key(pool)) {
+            return Err(if self.pools.contains_key(&key(pool)) {
                 ApiError::node_not_found()
             } else {
                 ApiError::pool_not_found()

@@ -6,13 +6,23 @@ The emulator must serve the built-in scenario. Every check is an assert; the scr
 "sdk_check: OK" and exits 0 only when all of them pass. tests/emulator/sdk.rs runs it.
 """
 
+import datetime
+import os
 import sys
+import tempfile
+import time
 
 from azure.batch import BatchClient
-from azure.batch.models import BatchJobDisableOptions
+from azure.batch.models import (
+    BatchJobDisableOptions,
+    BatchNodeIdentityReference,
+    BatchNodeRemoveOptions,
+    UploadBatchServiceLogsOptions,
+)
 
-# begin_terminate_job takes this model, but 15.1.0 does not export it from azure.batch.models.
-from azure.batch.models._models import BatchJobTerminateOptions
+# begin_terminate_job and begin_reimage_node take these models, but 15.1.0 does not export them
+# from azure.batch.models.
+from azure.batch.models._models import BatchJobTerminateOptions, BatchNodeReimageOptions
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -133,6 +143,8 @@ def check(endpoint: str, name: str, key: str) -> None:
     client.terminate_task("etl", "running")
     assert client.get_task("etl", "running").state == "completed"
 
+    check_pools_and_nodes(client)
+
     # A wrong key is refused with the real error body.
     wrong = BatchClient(endpoint, AzureNamedKeyCredential(name, WRONG_KEY))
     try:
@@ -143,6 +155,91 @@ def check(endpoint: str, name: str, key: str) -> None:
         assert error.error.code == "AuthenticationFailed", error.error
         details = {d.code: d.message for d in error.error.details}
         assert "Server used following string to sign" in details["AuthenticationErrorDetail"], details
+
+
+DISK_FULL = "tvm-1695681911_1-20261204t080000z"
+LOST = "tvm-1695681911_2-20261204t080000z"
+START_FAILED = "tvm-1695681911_5-20261204t080000z"
+TROUBLE = "state eq 'unusable' or state eq 'starttaskfailed' or startTaskInfo/result eq 'failure'"
+
+
+def check_pools_and_nodes(client: BatchClient) -> None:
+    # Pools: resize errors with their values, autoscale errors, a stuck delete.
+    pools = {pool.id: pool for pool in client.list_pools(max_results=2)}
+    assert {"quota-pool", "gpu-pool", "scaler", "old-pool", "workers"} <= set(pools), list(pools)
+    quota = client.get_pool("quota-pool")
+    assert quota.resize_errors[0].code == "AccountCoreQuotaReached", quota.resize_errors
+    gpu = pools["gpu-pool"]
+    values = {v.name: v.value for v in gpu.resize_errors[0].error_values}
+    assert "insufficient capacity" in values["Reason"], values
+    assert values["Provider Error Json Truncated"] == "False", values
+    assert pools["scaler"].auto_scale_run.error.code == "InsufficientSampleData"
+    assert pools["old-pool"].state == "deleting"
+
+    # Nodes in trouble: one filtered list, paged.
+    nodes = list(
+        client.list_nodes("workers", filter=TROUBLE, select=["id", "state", "errors", "startTaskInfo"], max_results=2)
+    )
+    assert [n.id for n in nodes] == [
+        DISK_FULL,
+        LOST,
+        "tvm-1695681911_4-20261204t080000z",
+        START_FAILED,
+    ], [n.id for n in nodes]
+    assert nodes[0].state == "unusable"
+    assert nodes[0].errors[0].code == "DiskFull"
+    assert nodes[0].errors[0].error_details[0].name == "Message"
+    assert not nodes[1].errors
+    assert nodes[2].start_task_info.result == "failure"
+    node = client.get_node("workers", DISK_FULL)
+    assert node.vm_size == "standard_d4s_v5" and node.is_dedicated is True
+
+    counts = {c.pool_id: c for c in client.list_pool_node_counts()}
+    assert counts["workers"].dedicated.unusable == 2, counts["workers"]
+    assert counts["workers"].dedicated.start_task_failed == 1
+    assert counts["workers"].dedicated.total == 5
+
+    # Agent logs, into a local directory (the emulator's file:// extension); they arrive later.
+    with tempfile.TemporaryDirectory() as directory:
+        url = "file://" + directory + "/"
+        result = client.upload_node_logs(
+            "workers",
+            DISK_FULL,
+            UploadBatchServiceLogsOptions(
+                container_url=url,
+                start_time=datetime.datetime(2026, 12, 4, 8, 0, tzinfo=datetime.timezone.utc),
+                identity_reference=BatchNodeIdentityReference(resource_id="/subscriptions/s/uami"),
+            ),
+        )
+        assert result.number_of_files_uploaded == 4, result
+        assert result.virtual_directory_name.startswith("workers/tvm-1695681911-1-"), result
+        landed = os.path.join(directory, result.virtual_directory_name)
+        for _ in range(500):
+            found = sum(len(files) for _, _, files in os.walk(landed))
+            if found == 4:
+                break
+            time.sleep(0.02)
+        assert found == 4, found
+
+    # Node actions through the SDK's pollers: remove (polls the pool), reimage (polls the node).
+    client.begin_remove_nodes(
+        "workers", BatchNodeRemoveOptions(node_ids=[DISK_FULL], node_deallocation_option="requeue"), polling_interval=0
+    ).result()
+    assert client.get_pool("workers").allocation_state == "steady"
+    try:
+        client.get_node("workers", DISK_FULL)
+        raise AssertionError("expected NodeNotFound")
+    except ResourceNotFoundError as error:
+        assert error.error.code == "NodeNotFound", error.error
+    client.begin_reimage_node(
+        "workers", START_FAILED, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=0
+    ).result()
+    assert client.get_node("workers", START_FAILED).state == "idle"
+    try:
+        client.begin_remove_nodes("old-pool", BatchNodeRemoveOptions(node_ids=["x"]), polling_interval=0).result()
+        raise AssertionError("expected PoolBeingDeleted")
+    except ResourceExistsError as error:
+        assert error.error.code == "PoolBeingDeleted", error.error
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ fn new_record(request: ActionRequest<'_>, now: OffsetDateTime) -> AuditRecord {
         outcome: None,
         threshold: plan.threshold.describe().to_owned(),
         dry_run: request.policy.actions.dry_run || plan.dry_run,
+        pool_id: None,
+        node_id: None,
     }
 }
 

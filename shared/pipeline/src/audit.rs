@@ -46,7 +46,7 @@ pub struct AuditRecord {
     pub account: String,
     /// The job.
     pub job_id: String,
-    /// `disable` or `terminate`.
+    /// `disable` or `terminate`; `node.remove` or `node.reimage` for a node action.
     pub action: String,
     /// `disableTasks` for a disable.
     pub disable_tasks: Option<String>,
@@ -66,6 +66,12 @@ pub struct AuditRecord {
     pub threshold: String,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The pool, for a node action (`action` is then `node.remove` or `node.reimage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_id: Option<String>,
+    /// The node, for a node action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// Writes audit records to the store.

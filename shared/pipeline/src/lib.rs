@@ -6,7 +6,12 @@
 //!   create-only marker per notification so no alert is ever sent twice.
 //! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
 //!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
-//! - [`audit`]: a record in the store of every job action taken or skipped, and why.
+//! - [`audit`]: a record in the store of every job or node action taken or skipped, and why.
+//! - [`node_actions`]: guarded node actions (remove with requeue, reimage), after the node
+//!   agent's logs are kept, never the last healthy node of a working pool, budgeted per hour and
+//!   per pool, once per node and incident.
+//! - [`pool_sweep`]: the timer's look at pools and nodes: node counts first, one filtered node
+//!   list per pool with something to look at, within the deadline.
 //! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
@@ -25,7 +30,9 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod node_actions;
 pub mod parking;
+pub mod pool_sweep;
 pub mod settings;
 pub mod sweep;
 pub mod tick;

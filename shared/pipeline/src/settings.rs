@@ -26,6 +26,10 @@ pub struct Settings {
     /// `BATCH_TRIAGE_DEAD_LETTER_STORE`: Event Grid's dead-letter container (same forms as the
     /// store), drained into the parking area on every tick; absent means none.
     pub dead_letter_store: Option<String>,
+    /// `BATCH_TRIAGE_AGENT_LOGS_IDENTITY`: the ARM resource id of a user-assigned identity Batch
+    /// uploads node agent logs as (`identityReference`), for a store signed in with Entra ID,
+    /// which cannot sign a SAS for Batch; absent means none.
+    pub agent_logs_identity: Option<String>,
     /// `BATCH_TRIAGE_POLICY`: the policy file; absent means the default policy.
     pub policy: Policy,
     /// Receivers of the policy, resolved with their secrets from the settings.
@@ -140,6 +144,7 @@ impl Settings {
             hint: "set it to a blob container URL or a directory",
         })?;
         let dead_letter_store = get("BATCH_TRIAGE_DEAD_LETTER_STORE");
+        let agent_logs_identity = get("BATCH_TRIAGE_AGENT_LOGS_IDENTITY");
         let policy = match get("BATCH_TRIAGE_POLICY") {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::Invalid {
@@ -208,6 +213,7 @@ impl Settings {
             account,
             store,
             dead_letter_store,
+            agent_logs_identity,
             policy,
             receivers,
             allowlist,
@@ -244,7 +250,8 @@ impl Settings {
             self.receivers,
             egress,
         )
-        .with_redactor(self.redactor);
+        .with_redactor(self.redactor)
+        .with_agent_logs_identity(self.agent_logs_identity);
         Ok(match dead_letters {
             Some(dead_letters) => triage.with_dead_letter_store(dead_letters),
             None => triage,
@@ -282,6 +289,20 @@ mod tests {
         assert_eq!(s.invocation_budget, Duration::from_secs(240));
         assert_eq!(s.max_file_bytes, 4096 << 20);
         assert!(s.receivers.is_empty());
+        assert_eq!(s.agent_logs_identity, None);
+        let identity = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/batch-logs";
+        let s = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+            ("BATCH_TRIAGE_AGENT_LOGS_IDENTITY", identity),
+        ])
+        .unwrap();
+        assert_eq!(s.agent_logs_identity.as_deref(), Some(identity));
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
 //! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
-//! for failures no event announced, work the deliveries the platforms gave up on (parked ones
-//! and Event Grid's dead letters, `crate::parking`), send the alert groups that have waited long
-//! enough, tell receivers with `send_resolved` about groups whose failure state ended, and retry
-//! the notifications that failed earlier.
+//! for failures no event announced in jobs and tasks, then in pools and nodes (`pool_sweep.rs`),
+//! work the deliveries the platforms gave up on (parked ones and Event Grid's dead letters,
+//! `crate::parking`), send the alert groups that have waited long enough, tell receivers with
+//! `send_resolved` about groups whose failure state ended, and retry the notifications that
+//! failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
 
 use crate::parking::DrainReport;
+use crate::pool_sweep::PoolSweepReport;
 use crate::sweep::{SweepError, SweepOptions, SweepReport};
 use crate::triage::{RunReport, SubjectReport, Triage};
 
@@ -17,6 +19,8 @@ use crate::triage::{RunReport, SubjectReport, Triage};
 pub struct TickReport {
     /// The sweep.
     pub sweep: SweepReport,
+    /// The sweep of pools and nodes.
+    pub pools: PoolSweepReport,
     /// The parking area's drain.
     pub parked: DrainReport,
     /// Receivers a grouped alert went to.
@@ -55,6 +59,7 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep(now, deadline, options).await?;
+        let pools = self.sweep_pools(now, deadline, options).await?;
         // Before the flush, so the alerts of drained deliveries can go out in this tick.
         let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
@@ -62,6 +67,7 @@ impl Triage {
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
+            pools,
             parked,
             flushed,
             resolved,
@@ -90,6 +96,21 @@ impl TickReport {
                 }
             ));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
+        }
+        let pools = &self.pools;
+        if !pools.skipped_busy {
+            lines.push(format!(
+                "swept {} pools ({} node lists): {} subjects{}",
+                pools.pools_examined,
+                pools.pools_listed,
+                pools.subjects.len(),
+                if pools.completed {
+                    ""
+                } else {
+                    " (stopped at the deadline; the next run carries on)"
+                }
+            ));
+            lines.extend(pools.subjects.iter().map(SubjectReport::line));
         }
         if !self.parked.is_empty() {
             lines.push(self.parked.line());
@@ -134,6 +155,10 @@ impl SubjectReport {
                 .as_deref()
                 .map(|a| format!("; action: {a}"))
                 .unwrap_or_default(),
-        )
+        ) + &self
+            .agent_logs
+            .as_deref()
+            .map(|s| format!("; agent logs: {s}"))
+            .unwrap_or_default()
     }
 }

@@ -58,6 +58,7 @@
 //!   …) is recorded in the manifest as `missing` with that code.
 //! - Progress records are deleted (best effort) once the manifest exists.
 
+pub mod agent_logs;
 mod copy;
 mod folder;
 pub mod manifest;

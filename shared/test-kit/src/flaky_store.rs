@@ -123,4 +123,12 @@ impl ArtifactStore for FlakyStore {
     fn link(&self, key: &ObjectKey) -> Option<String> {
         self.inner.link(key)
     }
+
+    fn upload_target(
+        &self,
+        prefix: &ObjectKey,
+        lifetime: std::time::Duration,
+    ) -> Result<artifact_store::UploadTarget, StoreError> {
+        self.inner.upload_target(prefix, lifetime)
+    }
 }

@@ -9,6 +9,12 @@
 //! listed), get task, list a task's files (none), the job's prep/release status (none), and a
 //! 404 in Batch's error shape for everything else (task counts, a file). Every request path is
 //! recorded, so a test can assert that nothing was fetched for a refused subject.
+//!
+//! Pools ([`HostileBatch::with_pools`]): list pools, get pool, list a pool's nodes (the `$filter`
+//! is ignored: every node given is listed, `unusable` with a `DiskFull` error), get node, pool
+//! node counts (every node counted `unusable`), Remove Nodes and Reimage Node (202, nothing
+//! changes), and `uploadbatchservicelogs`, whose `virtualDirectoryName` is built from the raw
+//! ids (`{pool}/{node}/{guid}`), so a pool id `..` hands the caller a directory that climbs.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,10 +34,20 @@ pub struct HostileJob {
     pub tasks: Vec<String>,
 }
 
+/// One pool and the nodes the double lists for it.
+#[derive(Clone, Debug)]
+pub struct HostilePool {
+    /// The pool's id, as hostile as the test likes.
+    pub id: String,
+    /// Its nodes' ids; each is listed `unusable` with a `DiskFull` error.
+    pub nodes: Vec<String>,
+}
+
 #[derive(Default)]
 struct Shared {
     base: String,
     jobs: Vec<HostileJob>,
+    pools: Vec<HostilePool>,
     paths: Vec<String>,
 }
 
@@ -44,8 +60,13 @@ pub struct HostileBatch {
 }
 
 impl HostileBatch {
-    /// Serves `jobs` (all active) on a free loopback port.
+    /// Serves `jobs` (all active) on a free loopback port, with no pools.
     pub async fn start(jobs: Vec<HostileJob>) -> Self {
+        Self::with_pools(jobs, Vec::new()).await
+    }
+
+    /// Serves `jobs` (all active) and `pools` on a free loopback port.
+    pub async fn with_pools(jobs: Vec<HostileJob>, pools: Vec<HostilePool>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port for the hostile Batch double");
@@ -53,6 +74,7 @@ impl HostileBatch {
         let shared = Arc::new(Mutex::new(Shared {
             base: url.clone(),
             jobs,
+            pools,
             paths: Vec::new(),
         }));
         let app = axum::Router::new()
@@ -85,6 +107,9 @@ async fn answer(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let base = shared.base.clone();
+    if matches!(segments.first(), Some(&"pools" | &"nodecounts")) {
+        return pool_answer(&base, &shared.pools, &segments);
+    }
     let find = |id: &str| shared.jobs.iter().find(|j| j.id == id);
     let body = match segments.as_slice() {
         ["jobs"] => list(
@@ -114,11 +139,97 @@ async fn answer(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
         }
         _ => return not_found(&base, "ResourceNotFound"),
     };
-    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    json_ok(StatusCode::OK, &body)
+}
+
+fn json_ok(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response
+}
+
+/// The pool, node and node-count routes.
+fn pool_answer(base: &str, pools: &[HostilePool], segments: &[&str]) -> Response {
+    let find = |id: &str| pools.iter().find(|p| p.id == id);
+    let has_node =
+        |pool: &str, node: &str| find(pool).is_some_and(|p| p.nodes.iter().any(|n| n == node));
+    let body = match segments {
+        ["nodecounts"] => list(
+            base,
+            "poolnodecounts",
+            pools
+                .iter()
+                .map(|p| {
+                    let n = p.nodes.len();
+                    json!({"poolId": p.id,
+                           "dedicated": {"unusable": n, "idle": 0, "total": n},
+                           "lowPriority": {"unusable": 0, "total": 0}})
+                })
+                .collect(),
+        ),
+        ["pools"] => list(
+            base,
+            "pools",
+            pools.iter().map(|p| pool(base, &p.id)).collect(),
+        ),
+        ["pools", id] => match find(id) {
+            Some(p) => pool(base, &p.id),
+            None => return not_found(base, "PoolNotFound"),
+        },
+        ["pools", id, "nodes"] => match find(id) {
+            Some(p) => list(
+                base,
+                "nodes",
+                p.nodes.iter().map(|n| node(base, &p.id, n)).collect(),
+            ),
+            None => return not_found(base, "PoolNotFound"),
+        },
+        ["pools", id, "nodes", node_id] if has_node(id, node_id) => node(base, id, node_id),
+        ["pools", id, "removenodes"] if find(id).is_some() => {
+            return json_ok(StatusCode::ACCEPTED, &Value::Null);
+        }
+        ["pools", id, "nodes", node_id, "reimage"] if has_node(id, node_id) => {
+            return json_ok(StatusCode::ACCEPTED, &Value::Null);
+        }
+        ["pools", id, "nodes", node_id, "uploadbatchservicelogs"] if has_node(id, node_id) => {
+            json!({
+                "virtualDirectoryName": format!("{id}/{node_id}/0795539d-82fe-48e3-bbff-2964905b6de0"),
+                "numberOfFilesUploaded": 3,
+            })
+        }
+        ["pools", _, "nodes", ..] => return not_found(base, "NodeNotFound"),
+        _ => return not_found(base, "ResourceNotFound"),
+    };
+    json_ok(StatusCode::OK, &body)
+}
+
+fn pool(base: &str, id: &str) -> Value {
+    json!({
+        "id": id,
+        "url": format!("{base}/pools/{id}"),
+        "eTag": "0x8D0000000000003",
+        "state": "active",
+        "stateTransitionTime": now(),
+        "allocationState": "steady",
+        "allocationStateTransitionTime": now(),
+        "vmSize": "standard_d2s_v3",
+        "currentDedicatedNodes": 1,
+        "targetDedicatedNodes": 1,
+    })
+}
+
+fn node(base: &str, pool_id: &str, id: &str) -> Value {
+    json!({
+        "id": id,
+        "url": format!("{base}/pools/{pool_id}/nodes/{id}"),
+        "state": "unusable",
+        "stateTransitionTime": now(),
+        "isDedicated": true,
+        "errors": [{"code": "DiskFull", "message": "There is not enough space on the disk of the node.",
+                    "errorDetails": [{"name": "Message", "value": id}]}],
+    })
 }
 
 fn percent_decode(segment: &str) -> String {
@@ -197,4 +308,85 @@ fn not_found(base: &str, code: &str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use batch_client::{
+        BatchApi, BatchClient, BatchConfig, Deadline, ListOptions, NodeDeallocation, Secret,
+        UploadLogsOptions, items,
+    };
+    use futures::TryStreamExt;
+
+    use super::{HostileBatch, HostilePool};
+
+    const KEY: &str = "c2VjcmV0LWtleS10aGF0LWlzLW5vdC10aGUtYWNjb3VudC1rZXk=";
+
+    #[tokio::test]
+    async fn hostile_pool_and_node_ids_reach_the_caller_as_data() {
+        let climbing_node = "x/../../../etc";
+        let double = HostileBatch::with_pools(
+            Vec::new(),
+            vec![HostilePool {
+                id: "p\u{202e}..".into(),
+                nodes: vec![climbing_node.into()],
+            }],
+        )
+        .await;
+        let config = BatchConfig::shared_key(&double.url, "acct", Secret::new(KEY)).unwrap();
+        let client = BatchClient::new(config).unwrap();
+        let deadline = Deadline::after(Duration::from_secs(30));
+        let pools: Vec<_> = items(client.list_pools(&ListOptions::default(), deadline))
+            .try_collect()
+            .await
+            .unwrap();
+        let pool_id = pools[0].id.clone().unwrap();
+        assert_eq!(pool_id, "p\u{202e}..");
+        let nodes: Vec<_> = items(client.list_nodes(&pool_id, &ListOptions::default(), deadline))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(nodes[0].id.as_deref(), Some(climbing_node));
+        assert_eq!(
+            nodes[0].errors().next().unwrap().code.as_deref(),
+            Some("DiskFull")
+        );
+        let counts: Vec<_> = items(client.list_pool_node_counts(&ListOptions::default(), deadline))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(counts[0].in_trouble(), 1);
+        // Batch hands back a directory built from the ids: it climbs, and the caller must not
+        // trust it as a path.
+        let upload = client
+            .upload_node_logs(
+                &pool_id,
+                climbing_node,
+                &UploadLogsOptions {
+                    container_url: Secret::new("https://a.blob.core.windows.net/c?sig=s"),
+                    start_time: time::OffsetDateTime::UNIX_EPOCH,
+                    end_time: None,
+                    identity_resource_id: None,
+                },
+                deadline,
+            )
+            .await
+            .unwrap();
+        assert!(upload.virtual_directory_name.contains("/../../../"));
+        let outcome = client
+            .reimage_node(&pool_id, climbing_node, NodeDeallocation::Requeue, deadline)
+            .await
+            .unwrap();
+        assert_eq!(outcome, batch_client::ActionOutcome::Accepted);
+        // Each id travelled as one encoded path segment.
+        let paths = double.paths();
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.contains("/nodes/x%2F..%2F..%2F..%2Fetc/reimage")),
+            "{paths:?}"
+        );
+    }
 }

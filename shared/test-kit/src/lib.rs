@@ -19,7 +19,7 @@ use axum::routing::post;
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use serde_json::Value;
 
-pub use hostile_batch::{HostileBatch, HostileJob};
+pub use hostile_batch::{HostileBatch, HostileJob, HostilePool};
 pub use process::{KillOnDrop, spawn_announced, start_emulator};
 
 /// The webhook secret the policy's receiver signs with.

@@ -356,7 +356,9 @@ fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
             let nodes: Vec<&str> = findings
                 .iter()
                 .filter_map(|f| match &f.subject {
-                    SubjectKey::StartTask { node, .. } => Some(node.as_str()),
+                    SubjectKey::StartTask { node, .. } | SubjectKey::Node { node, .. } => {
+                        Some(node.as_str())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -395,6 +397,15 @@ fn finding_html(f: &Finding, anchor: Option<&str>) -> Markup {
                     ": the pool's start task, which belongs to no job."
                 }
             }
+            @if let SubjectKey::Node { pool, node, .. } = &f.subject {
+                p {
+                    b { "Where" } " pool " code { (pool) } ", node " code { (node) }
+                    ": found by the pool sweep (no event exists for a node)."
+                }
+            }
+            @if let Some(status) = &f.agent_logs {
+                p { b { "Node agent's logs" } " " code { (status) } }
+            }
             (diagnosis_html(f))
             @if let Some(tail) = &f.stderr_tail {
                 details {
@@ -417,7 +428,7 @@ fn finding_html(f: &Finding, anchor: Option<&str>) -> Markup {
                 } @else {
                     (f.notified.join(", "))
                 }
-                @if let Some(action) = &f.action { "; job action: " (action) }
+                @if let Some(action) = &f.action { "; action: " (action) }
                 @if !f.problems.is_empty() {
                     "; " span.bad { "problems: " (f.problems.join("; ")) }
                 }

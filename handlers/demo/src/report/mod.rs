@@ -45,8 +45,10 @@ pub(crate) struct Finding {
     notified: Vec<String>,
     /// Receivers whose delivery went to the outbox.
     outboxed: Vec<String>,
-    /// The job action decision.
+    /// The job or node action decision.
     action: Option<String>,
+    /// Where the node agent's logs stand (`complete`, `node_gone`, …), when asked for.
+    pub(crate) agent_logs: Option<String>,
     /// Failed or refused outcomes.
     problems: Vec<String>,
     /// The end of the preserved stderr, redacted.
@@ -229,6 +231,7 @@ impl Report {
                     "notified": f.notified,
                     "outboxed": f.outboxed,
                     "action": f.action,
+                    "agentLogs": f.agent_logs,
                     "problems": f.problems,
                     "stderrTail": f.stderr_tail,
                     "manifests": f.manifests.iter().map(|p| json!({"folder": p.folder, "manifest": p.manifest})).collect::<Vec<_>>(),
@@ -255,6 +258,7 @@ impl Report {
                         "alreadyPreserved": s.already_preserved,
                         "notified": s.notified,
                         "action": s.action,
+                        "agentLogs": s.agent_logs,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -470,6 +474,9 @@ fn fold_runs(out: &Path, runs: &[Run]) -> (Vec<Finding>, Vec<String>) {
             if subject.action.is_some() {
                 finding.action.clone_from(&subject.action);
             }
+            if subject.agent_logs.is_some() {
+                finding.agent_logs.clone_from(&subject.agent_logs);
+            }
             match &subject.outcome {
                 Outcome::Done | Outcome::Skipped(_) => {}
                 Outcome::Refused(reason) => finding.problems.push(format!("refused: {reason}")),
@@ -492,6 +499,7 @@ impl Finding {
             notified: Vec::new(),
             outboxed: Vec::new(),
             action: None,
+            agent_logs: None,
             problems: Vec::new(),
             stderr_tail: None,
             manifests: Vec::new(),

@@ -11,5 +11,7 @@ mod shared_key_python;
 mod behaviour;
 // Every operation against the Batch emulator over HTTP.
 mod emulator;
+// The pool and node operations against the emulator's built-in scenario.
+mod pools;
 // Managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER) end to end, in a child process.
 mod managed_identity;

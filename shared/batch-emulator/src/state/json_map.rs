@@ -56,3 +56,10 @@ pub(super) fn object_at<'a>(
 pub(super) fn default_field(map: &mut Map<String, Value>, name: &str, value: Value) {
     map.entry(name.to_owned()).or_insert(value);
 }
+
+/// A JSON object holding only `{"id": id}`.
+pub(super) fn id_map(id: &str) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("id".into(), Value::String(id.to_owned()));
+    map
+}

@@ -6,6 +6,7 @@
 //! - `files`: listings, downloads, HEAD, ranges, node files, file errors.
 //! - `faults`: throttling, busy, timeouts, delays, dropped connections, the admin API.
 //! - `actions`: job terminate/disable/enable state machines, task terminate, `If-Match`.
+//! - `pools`: pools, nodes, node counts, node actions and agent logs (local directory, Azurite).
 //! - `hostile`: malformed requests that must not break the server.
 //! - `sdk`: the official Python SDK (`tests/sdk_check.py`) against the emulator.
 
@@ -16,4 +17,5 @@ mod common;
 mod faults;
 mod files;
 mod hostile;
+mod pools;
 mod sdk;

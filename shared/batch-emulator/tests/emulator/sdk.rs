@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use batch_emulator::{WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use batch_emulator::{NodeActionKind, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 
 use crate::common::Server;
 
@@ -72,5 +72,33 @@ async fn official_python_sdk_works_against_the_emulator() {
         log.iter()
             .filter(|r| r.status < 400)
             .all(|r| r.auth_scheme.as_deref() == Some("SharedKey"))
+    );
+    // The SDK's node actions were carried out, and its agent log upload answered.
+    let actions: Vec<_> = server
+        .emulator
+        .node_actions()
+        .into_iter()
+        .map(|a| (a.kind, a.node_id, a.option))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (
+                NodeActionKind::Remove,
+                "tvm-1695681911_1-20261204t080000z".to_owned(),
+                "requeue".to_owned()
+            ),
+            (
+                NodeActionKind::Reimage,
+                "tvm-1695681911_5-20261204t080000z".to_owned(),
+                "requeue".to_owned()
+            ),
+        ]
+    );
+    let uploads = server.emulator.agent_log_uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        uploads[0].identity_reference.as_deref(),
+        Some("/subscriptions/s/uami")
     );
 }

@@ -32,6 +32,9 @@ mod escalate;
 mod group;
 #[cfg(test)]
 mod growth_tests;
+#[cfg(test)]
+mod node_action_tests;
+mod node_actions;
 mod parse;
 mod parse_escalate;
 mod plan;
@@ -55,6 +58,11 @@ pub use group::{
     AlertFacts, Decision, FingerprintSeen, GROUP_STATE_VERSION, GroupState, MAX_EXAMPLES,
     MAX_FINGERPRINTS, MAX_RECENT, Notification, decide, decide_in_place, tick,
 };
+pub use node_actions::{
+    DEFAULT_NODE_ACTIONS_PER_POOL_PER_HOUR, NODE_START_TASK_FAILED, NODE_UNUSABLE, NodeActionKind,
+    NodeActionPlan, NodeActionsConfig, RuleNodeAction, agent_logs_apply,
+    keeps_agent_logs_by_default, node_action_reason,
+};
 pub use plan::{
     ActionPlan, Plan, PlanContext, PlannedReceiver, TERMINATE_REASON_MAX, Threshold, action_reason,
     evaluate_threshold, group_key, plan, terminate_reason,
@@ -75,6 +83,8 @@ pub struct Policy {
     pub silences: Vec<Silence>,
     /// The global switch, dry-run and budget of job actions.
     pub actions: ActionsConfig,
+    /// The global switch, dry-run and budgets of node actions.
+    pub node_actions: NodeActionsConfig,
     /// Print every diagnosis to the console (stdout/log) as well; the default with no policy.
     pub console: bool,
 }
@@ -87,6 +97,7 @@ impl Default for Policy {
             grouping: Grouping::default(),
             silences: Vec::new(),
             actions: ActionsConfig::default(),
+            node_actions: NodeActionsConfig::default(),
             console: true,
         }
     }
@@ -135,6 +146,11 @@ pub struct Rule {
     pub continue_matching: bool,
     /// Grouping for this rule's alerts (the defaults with this rule's overrides applied).
     pub grouping: Grouping,
+    /// What to do to the node (node classes only; see [`NodeActionKind::classes`]).
+    pub node_action: Option<RuleNodeAction>,
+    /// Keep the node agent's logs (`uploadbatchservicelogs`); `None` leaves it to the class
+    /// default ([`keeps_agent_logs_by_default`]).
+    pub keep_agent_logs: Option<bool>,
 }
 
 /// Conditions on a diagnosis; all that are set must hold. Shared by rules and silences.

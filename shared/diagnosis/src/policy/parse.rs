@@ -10,10 +10,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use toml::Spanned;
 
+use super::node_actions::{
+    RawNodeAction, RawNodeActions, check_node_actions, check_rule_node_action,
+};
 use super::{
     ActionKind, ActionsConfig, DEFAULT_PRESERVE_MAX_BYTES, GROUP_LABELS, Grouping, Matchers,
-    Pattern, Policy, PolicyError, PolicyErrors, PreserveGlob, Receiver, Rule, RuleAction, Silence,
-    parse_duration, pattern_matches_some_class,
+    NodeActionsConfig, Pattern, Policy, PolicyError, PolicyErrors, PreserveGlob, Receiver, Rule,
+    RuleAction, Silence, parse_duration, pattern_matches_some_class,
 };
 use crate::classes::{ExitMeaning, Severity};
 use crate::wire::DisableTasks;
@@ -52,6 +55,8 @@ struct RawPolicy {
     silences: Vec<Spanned<RawSilence>>,
     #[serde(default)]
     actions: Option<Spanned<RawActions>>,
+    #[serde(default)]
+    node_actions: Option<Spanned<RawNodeActions>>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +85,10 @@ struct RawRule {
     continue_matching: bool,
     #[serde(default)]
     grouping: Option<Spanned<RawGrouping>>,
+    #[serde(default)]
+    node_action: Option<Spanned<RawNodeAction>>,
+    #[serde(default)]
+    keep_agent_logs: Option<Spanned<bool>>,
     #[serde(default)]
     escalate: Option<Spanned<super::parse_escalate::RawEscalate>>,
 }
@@ -203,6 +212,10 @@ fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
         None => ActionsConfig::default(),
         Some(spanned) => check_actions(spanned, errors),
     };
+    let node_actions = match raw.node_actions {
+        None => NodeActionsConfig::default(),
+        Some(spanned) => check_node_actions(spanned, errors),
+    };
     let mut rules: Vec<Rule> = Vec::new();
     for spanned in raw.rules {
         let rule = check_rule(spanned.into_inner(), &rules, &receivers, &grouping, errors);
@@ -219,6 +232,7 @@ fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
         grouping,
         silences,
         actions,
+        node_actions,
         console: raw.console.unwrap_or(true),
     }
 }
@@ -331,10 +345,18 @@ fn check_rule(
             format!("rule name {name:?} must not contain quotes or control characters"),
         );
     }
+    let class_span = rule
+        .matchers
+        .as_ref()
+        .and_then(|m| m.get_ref().class.as_ref().map(Spanned::span));
     let matchers = match rule.matchers {
         Some(m) => matchers(m.into_inner(), errors),
         None => Matchers::default(),
     };
+    let node_action = rule.node_action.and_then(|action| {
+        let class = matchers.class.as_ref().zip(class_span);
+        check_rule_node_action(action, class, rule.keep_agent_logs.as_ref(), errors)
+    });
     let mut rule_receivers = Vec::new();
     for receiver in rule.receivers {
         let wanted = receiver.get_ref().trim();
@@ -381,6 +403,8 @@ fn check_rule(
         action,
         continue_matching: rule.continue_matching,
         grouping,
+        node_action,
+        keep_agent_logs: rule.keep_agent_logs.map(Spanned::into_inner),
     }
 }
 

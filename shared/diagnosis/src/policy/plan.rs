@@ -3,7 +3,11 @@
 
 use time::OffsetDateTime;
 
-use super::{ActionKind, Grouping, Matchers, Policy, PreserveGlob, Rule, RuleAction};
+use super::node_actions::node_action_applies;
+use super::{
+    ActionKind, Grouping, Matchers, NodeActionPlan, Policy, PreserveGlob, Rule, RuleAction,
+    agent_logs_apply, keeps_agent_logs_by_default, node_action_reason,
+};
 use crate::classes::FailureClass;
 use crate::redact::redact;
 use crate::report::Diagnosis;
@@ -36,6 +40,12 @@ pub struct Plan {
     pub preserve: Vec<PreserveGlob>,
     /// The job action of the first taken rule that has one, with its guards evaluated.
     pub action: Option<ActionPlan>,
+    /// Ask Batch to upload the node agent's logs and keep them (node classes and `servererror`
+    /// task failures on a known node only).
+    pub keep_agent_logs: bool,
+    /// The node action of the first taken rule that has one for this class, with the guards known
+    /// at planning time.
+    pub node_action: Option<NodeActionPlan>,
     /// The comment of the silence that muted notifications, if one did.
     pub silenced_by: Option<String>,
     /// Print the diagnosis to the console as well.
@@ -295,8 +305,29 @@ pub fn plan(
                 threshold,
             }
         });
+    let node_action = taken.iter().find_map(|rule| {
+        let action = rule.node_action?;
+        node_action_applies(action.kind, diagnosis).then(|| NodeActionPlan {
+            kind: action.kind,
+            rule: rule.name.clone(),
+            reason: node_action_reason(&rule.name, diagnosis),
+            dry_run: policy.node_actions.dry_run || action.dry_run,
+            globally_enabled: policy.node_actions.enabled,
+            max_per_hour: policy.node_actions.max_per_hour,
+            max_per_pool_per_hour: policy.node_actions.max_per_pool_per_hour,
+        })
+    });
+    // A node action waits for the agent's logs, so asking for one asks for them too.
+    let keep_agent_logs = agent_logs_apply(diagnosis)
+        && (node_action.is_some()
+            || taken
+                .iter()
+                .find_map(|r| r.keep_agent_logs)
+                .unwrap_or_else(|| keeps_agent_logs_by_default(diagnosis.class)));
     Plan {
         matched_rules: taken.iter().map(|r| r.name.clone()).collect(),
+        keep_agent_logs,
+        node_action,
         receivers,
         silenced_receivers,
         preserve_logs: diagnosis.class.is_failure() || !taken.is_empty(),

@@ -6,13 +6,15 @@
 //!
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
-//! sequence), grouping and delivering alerts (`alert`), resolved messages for failure states that ended
-//! (`resolve`), the per-payload job cache (`jobs`) and
-//! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
+//! sequence), grouping and delivering alerts (`alert`), resolved messages for failure states that
+//! ended (`resolve`), the per-payload job cache (`jobs`), refusing, once, subjects whose ids can
+//! never be read from Batch (`refuse`), and pools and nodes with the node agent's logs and node
+//! actions (`pools`).
 
 mod alert;
 mod escalate;
 mod jobs;
+mod pools;
 mod refuse;
 mod report;
 mod resolve;
@@ -37,6 +39,7 @@ use time::OffsetDateTime;
 
 use crate::actions::JobActions;
 use crate::grouping::GroupStore;
+use crate::node_actions::NodeActions;
 
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
@@ -68,6 +71,10 @@ pub struct Triage {
     egress: Egress,
     groups: GroupStore,
     actions: JobActions,
+    node_actions: NodeActions,
+    /// The user-assigned identity (resource id) Batch uploads node agent logs as, for a store
+    /// signed in with Entra ID (see [`Triage::with_agent_logs_identity`]).
+    agent_logs_identity: Option<String>,
     outbox: Outbox,
     /// Subjects worked on at once: bounds the concurrent calls to Batch, the store and the
     /// receivers that one payload or one sweep makes.
@@ -108,6 +115,8 @@ impl Triage {
         egress: Egress,
     ) -> Self {
         let actions = JobActions::new(store.clone(), batch.clone(), config.action_call_timeout);
+        let node_actions =
+            NodeActions::new(store.clone(), batch.clone(), config.action_call_timeout);
         Self {
             groups: GroupStore::new(store.clone()),
             outbox: Outbox::new(store.clone()),
@@ -121,6 +130,8 @@ impl Triage {
             receivers,
             egress,
             actions,
+            node_actions,
+            agent_logs_identity: None,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
             redactor: Redactor::default(),
             dead_letters: None,
@@ -150,6 +161,14 @@ impl Triage {
     /// A stderr tail as it may be stored or sent.
     pub(super) fn redacted_tail(&self, tail: &str) -> String {
         self.redactor.redact(tail)
+    }
+
+    /// Batch uploads node agent logs as this user-assigned identity (its ARM resource id),
+    /// given as `identityReference`, when the store signs in with Entra ID and so cannot sign
+    /// a SAS for Batch (`docs/preserved-layout.md`).
+    pub fn with_agent_logs_identity(mut self, resource_id: Option<String>) -> Self {
+        self.agent_logs_identity = resource_id.filter(|id| !id.trim().is_empty());
+        self
     }
 
     /// Works on at most `n` subjects at once (at least one).

@@ -36,6 +36,8 @@ enum Kind {
     Job,
     PrepRelease,
     StartTask,
+    Pool,
+    Node,
 }
 
 impl<'a> StoredIds<'a> {
@@ -49,6 +51,24 @@ impl<'a> StoredIds<'a> {
                 kind: Kind::StartTask,
                 ids: vec![("account", account), ("pool id", pool), ("node id", node)],
             },
+            Target::Pool { pool } => Self::pool(account, pool),
+            Target::Node { pool, node } => Self::node(account, pool, node),
+        }
+    }
+
+    /// The ids of a pool.
+    pub(crate) fn pool(account: &'a str, pool: &'a str) -> Self {
+        StoredIds {
+            kind: Kind::Pool,
+            ids: vec![("account", account), ("pool id", pool)],
+        }
+    }
+
+    /// The ids of a node.
+    pub(crate) fn node(account: &'a str, pool: &'a str, node: &'a str) -> Self {
+        StoredIds {
+            kind: Kind::Node,
+            ids: vec![("account", account), ("pool id", pool), ("node id", node)],
         }
     }
 
@@ -93,6 +113,8 @@ impl<'a> StoredIds<'a> {
         let ids: Vec<String> = self.ids.iter().map(|(_, id)| shown(id)).collect();
         match self.kind {
             Kind::StartTask => format!("{}/_pools/{}/{}/_starttask", ids[0], ids[1], ids[2]),
+            Kind::Pool => format!("{}/_pools/{}", ids[0], ids[1]),
+            Kind::Node => format!("{}/_pools/{}/{}", ids[0], ids[1], ids[2]),
             Kind::PrepRelease => format!("{}/{}/_jobprep/{}", ids[0], ids[1], ids[2]),
             _ => ids.join("/"),
         }
@@ -106,6 +128,8 @@ impl<'a> StoredIds<'a> {
             Kind::Job => "job",
             Kind::PrepRelease => "preprelease",
             Kind::StartTask => "starttask",
+            Kind::Pool => "pool",
+            Kind::Node => "node",
         });
         for (_, id) in &self.ids {
             // Length-prefixed, so ("a", "bc") and ("ab", "c") differ.
@@ -224,6 +248,8 @@ impl Triage {
             outcome: None,
             threshold: String::new(),
             dry_run: false,
+            pool_id: None,
+            node_id: None,
         };
         AuditLog::new(self.store.clone()).write(now, &record).await
     }
@@ -273,6 +299,10 @@ impl Triage {
                     Kind::Job => FailureClass::JobUnknown,
                     Kind::PrepRelease => FailureClass::JobPrepFailed,
                     Kind::StartTask => FailureClass::NodeStartTaskFailed,
+                    // There is no "unknown" pool or node class: a pool or node is only looked
+                    // at because something reported it in trouble.
+                    Kind::Pool => FailureClass::PoolResizeFailed,
+                    Kind::Node => FailureClass::NodeUnusable,
                 };
                 Diagnosis {
                     subject,

@@ -42,8 +42,11 @@ pub struct SubjectReport {
     pub outboxed: Vec<String>,
     /// Alerts waiting for their group (`group_wait`); the sweep sends them.
     pub waiting: usize,
-    /// The job action decision, when a rule asked for one.
+    /// The job or node action decision, when a rule asked for one.
     pub action: Option<String>,
+    /// Where the node agent's logs stand (`requested`, `uploading`, `complete`, `incomplete`,
+    /// `node_gone`, `unavailable`), when they were asked for.
+    pub agent_logs: Option<String>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -77,6 +80,7 @@ impl SubjectReport {
             outboxed: Vec::new(),
             waiting: 0,
             action: None,
+            agent_logs: None,
             outcome: Outcome::Done,
         }
     }

@@ -241,6 +241,14 @@ impl Triage {
                 .process_start_task(pool, node, &event.0, now, deadline)
                 .await
                 .map(|r| vec![r]),
+            Target::Pool { pool } => self
+                .process_pool(pool, now, deadline)
+                .await
+                .map(|r| vec![r]),
+            Target::Node { pool, node } => self
+                .process_node(pool, node, now, deadline)
+                .await
+                .map(|r| vec![r]),
         };
         result.unwrap_or_else(|outcome| {
             let mut report = SubjectReport::new(label);
@@ -506,6 +514,23 @@ impl Triage {
         } else {
             first_plan
         };
+        // A task Batch failed itself (`servererror`): the node agent's logs, once per task
+        // attempt, when a rule asks (nodes themselves get theirs from the pool sweep).
+        if plan.keep_agent_logs
+            && let (Some(job), Some(task)) = (
+                diagnosis.subject.job_id.as_deref(),
+                diagnosis.subject.task_id.as_deref(),
+            )
+        {
+            let attempt = diagnosis.subject.attempt.unwrap_or(0);
+            let incident = format!(
+                "task-{}",
+                crate::digest(&format!("{job}\n{task}\n{attempt}"))
+            );
+            let since = now - time::Duration::hours(1);
+            self.keep_node_agent_logs(&diagnosis, &plan, &incident, since, &mut report, deadline)
+                .await;
+        }
         let links = report.preserved.clone();
         self.act(diagnosis, plan, tail, links, now, report).await
     }

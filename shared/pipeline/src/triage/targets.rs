@@ -26,6 +26,16 @@ pub(super) enum Target {
         node: String,
         event: StartTaskEvent,
     },
+    /// A pool: a REST body, or a resize or autoscale event that reports a failure. The pool is
+    /// re-read before anything is decided.
+    Pool {
+        pool: String,
+    },
+    /// A node (a REST body): re-read before anything is decided.
+    Node {
+        pool: String,
+        node: String,
+    },
 }
 
 /// The event of a [`Target::StartTask`]. Two events about one node are the same subject, so
@@ -155,10 +165,36 @@ impl Triage {
                     job: job.id.clone()?,
                 },
             ),
-            // Pools and nodes are not triage targets yet: the pool/node sweep will handle them.
-            Item::Pool(_) | Item::Node(_) | Item::PoolEvent { .. } | Item::PoolNodeCounts(_) => {
+            // A pool event that reports no failure costs nothing, like a task start.
+            Item::PoolEvent { body, .. }
+                if body.resize_failure().is_none() && body.auto_scale_failure().is_none() =>
+            {
                 return None;
             }
+            Item::PoolEvent { body, account, .. } => (
+                account.clone(),
+                Target::Pool {
+                    pool: body.id.clone()?,
+                },
+            ),
+            Item::Pool(pool) => (
+                pool.url
+                    .as_deref()
+                    .and_then(diagnosis::wire::account_from_url),
+                Target::Pool {
+                    pool: pool.id.clone()?,
+                },
+            ),
+            Item::Node(node) => (
+                node.url
+                    .as_deref()
+                    .and_then(diagnosis::wire::account_from_url),
+                Target::Node {
+                    pool: node.pool_id()?,
+                    node: node.id.clone()?,
+                },
+            ),
+            Item::PoolNodeCounts(_) => return None,
             Item::PrepReleaseStatus(_)
             | Item::File(_)
             | Item::TaskCounts(_)
@@ -182,5 +218,7 @@ pub(super) fn target_label(target: &Target) -> String {
         Target::Task { job, task } => format!("{job}/{task}"),
         Target::Job { job } => job.clone(),
         Target::StartTask { pool, node, .. } => format!("_pools/{pool}/{node}/_starttask"),
+        Target::Pool { pool } => format!("_pools/{pool}"),
+        Target::Node { pool, node } => format!("_pools/{pool}/{node}"),
     }
 }

@@ -371,6 +371,80 @@ impl BatchApi for Meddler {
     fn check_url(&self, url: &str) -> Result<url::Url, BatchError> {
         self.inner.check_url(url)
     }
+    fn list_pools(
+        &self,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<diagnosis::wire::BatchPool> {
+        self.inner.list_pools(options, deadline)
+    }
+    async fn get_pool(
+        &self,
+        pool_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<diagnosis::wire::BatchPool, BatchError> {
+        self.inner.get_pool(pool_id, options, deadline).await
+    }
+    fn list_nodes(
+        &self,
+        pool_id: &str,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<diagnosis::wire::ComputeNode> {
+        self.inner.list_nodes(pool_id, options, deadline)
+    }
+    async fn get_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &GetOptions,
+        deadline: Deadline,
+    ) -> Result<diagnosis::wire::ComputeNode, BatchError> {
+        self.inner
+            .get_node(pool_id, node_id, options, deadline)
+            .await
+    }
+    fn list_pool_node_counts(
+        &self,
+        options: &ListOptions,
+        deadline: Deadline,
+    ) -> PageStream<diagnosis::wire::PoolNodeCounts> {
+        self.inner.list_pool_node_counts(options, deadline)
+    }
+    async fn upload_node_logs(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        options: &batch_client::UploadLogsOptions,
+        deadline: Deadline,
+    ) -> Result<batch_client::UploadLogsResult, BatchError> {
+        self.inner
+            .upload_node_logs(pool_id, node_id, options, deadline)
+            .await
+    }
+    async fn remove_nodes(
+        &self,
+        pool_id: &str,
+        node_ids: &[String],
+        options: &batch_client::RemoveNodesOptions,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.inner
+            .remove_nodes(pool_id, node_ids, options, deadline)
+            .await
+    }
+    async fn reimage_node(
+        &self,
+        pool_id: &str,
+        node_id: &str,
+        option: batch_client::NodeDeallocation,
+        deadline: Deadline,
+    ) -> Result<ActionOutcome, BatchError> {
+        self.inner
+            .reimage_node(pool_id, node_id, option, deadline)
+            .await
+    }
 }
 
 fn meddler(run: &Running, re_enable: bool) -> Arc<Meddler> {

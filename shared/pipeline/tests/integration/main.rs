@@ -5,6 +5,7 @@ mod actions;
 mod grouping;
 mod growth;
 mod parking;
+mod pools;
 mod refused;
 mod resolved;
 mod triage;
