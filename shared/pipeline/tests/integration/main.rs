@@ -4,4 +4,5 @@
 mod actions;
 mod grouping;
 mod refused;
+mod sweep_cost;
 mod triage;
