@@ -71,7 +71,8 @@ pub struct SweepOptions {
     /// not missed (it is seen twice instead, harmlessly).
     pub overlap: Duration,
     /// When set, this run looks back this far whatever the cursor says (an operator's
-    /// `--since`). The cursor still advances when the run completes.
+    /// `--since`), and lists the failed tasks of every job, whatever their counts. The cursor
+    /// still advances when the run completes.
     pub look_back: Option<Duration>,
 }
 
@@ -310,8 +311,10 @@ impl Triage {
         let counts = counts.ok().map(|c| c.task_counts);
         // Listed when the failed count rose since the last run saw it, when the job was never
         // seen, or when either the counts or what was seen cannot be read: a failure is never
-        // skipped on a guess.
+        // skipped on a guess. An operator's look-back (`--since`) lists every job: it asks for
+        // what the records say was already seen.
         let must_list = match (&counts, &seen) {
+            _ if options.look_back.is_some() => true,
             (Some(counts), Ok(Some((seen, _)))) => counts.failed > seen.failed,
             _ => true,
         };
