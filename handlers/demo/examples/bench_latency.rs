@@ -11,7 +11,8 @@
 //! pipeline with a policy that sends every task failure to Teams and by email. Each sample is
 //! one `TaskFailEvent` record in the Event Hubs body shape, given to the pipeline as the
 //! handler gives it; the clock starts when the record is handed over and stops when the
-//! receiver has the message (the receivers are polled every 100 µs).
+//! receiver has the message (the receivers are polled every 100 µs). With `group_wait` 0 both
+//! are delivered before the invocation returns, so both figures are the invocation's time.
 //!
 //! - `group_wait = "0s"`: samples one after another; the alert goes out within the
 //!   invocation (re-read the task, copy both logs, diagnose, deliver).
@@ -89,9 +90,11 @@ fn triage(
     teams_url: &str,
     smtp_port: u16,
 ) -> Triage {
-    let grouping = group_wait.map_or_else(String::new, |wait| {
-        format!("[grouping]\ngroup_by = [\"account\", \"job\", \"class\", \"fingerprint\"]\ngroup_wait = \"{wait}\"\n")
-    });
+    // One group per job, so each sample is its own alert; the default group_wait when none.
+    let wait = group_wait.map_or_else(String::new, |wait| format!("group_wait = \"{wait}\"\n"));
+    let grouping = format!(
+        "[grouping]\ngroup_by = [\"account\", \"job\", \"class\", \"fingerprint\"]\n{wait}"
+    );
     let policy = Policy::parse(&format!(
         r#"{grouping}
 [[receivers]]
