@@ -3,6 +3,8 @@
 
 mod actions;
 mod grouping;
+mod growth;
+mod parking;
 mod refused;
 mod sweep_cost;
 mod triage;
