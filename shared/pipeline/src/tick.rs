@@ -85,14 +85,15 @@ impl TickReport {
             lines.push("another sweep holds the lease; skipped".to_owned());
         } else {
             lines.push(format!(
-                "swept {} jobs since {}: {} subjects{}",
+                "swept {} jobs since {} (failed tasks listed for {}): {} subjects{}",
                 sweep.jobs_examined,
                 sweep.since,
+                sweep.failed_task_lists,
                 sweep.subjects.len(),
                 if sweep.completed {
                     ""
                 } else {
-                    " (stopped at the deadline; the next run carries on)"
+                    " (not finished: out of time, or a job's failed tasks left for the next run, which starts from the same cursor)"
                 }
             ));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));

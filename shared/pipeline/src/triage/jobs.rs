@@ -18,6 +18,15 @@ pub(crate) struct JobCache {
 type JobSlot = futures::lock::Mutex<Option<Option<BatchJob>>>;
 
 impl JobCache {
+    /// Holds a job already read (a sweep's job listing), so its subjects do not read it again.
+    pub(crate) fn insert(&self, job_id: &str, job: BatchJob) {
+        let slot = Arc::new(futures::lock::Mutex::new(Some(Some(job))));
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job_id.to_owned(), slot);
+    }
+
     pub(crate) async fn get(
         &self,
         batch: &dyn BatchApi,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use batch_client::{BatchError, Deadline, GetOptions, ListOptions, items};
 use diagnosis::policy::{Plan, PlanContext, plan};
-use diagnosis::wire::{BatchTask, PrepReleaseStatus, SpecialTaskEventBody, TaskState};
+use diagnosis::wire::{
+    BatchJob, BatchTask, PrepReleaseStatus, SpecialTaskEventBody, TaskCounts, TaskState,
+};
 use diagnosis::{
     Diagnosis, Evidence, FailureClass, diagnose_job, diagnose_prep_release, diagnose_task,
     prep_failed_nodes,
@@ -362,20 +364,40 @@ impl Triage {
         else {
             return Err(Outcome::Skipped(format!("job {job_id} no longer exists")));
         };
-        let statuses = self
-            .prep_statuses(job_id, deadline)
-            .await
-            .map_err(|e| batch_failure(&e))?;
-        let failed_nodes = prep_failed_nodes(&statuses);
         let counts = self
             .batch
             .get_task_counts(job_id, deadline)
             .await
             .ok()
             .map(|c| c.task_counts);
+        self.work_job(job_id, &job, counts, now, stuck_after, deadline)
+            .await
+    }
+
+    /// Diagnoses a job already read, with its task counts when they could be read: the job
+    /// itself, then each node whose preparation or release task failed. The preparation and
+    /// release status is read only for a job that has one of those tasks: Batch answers 409
+    /// for any other, so asking would cost a request and tell nothing.
+    pub(crate) async fn work_job(
+        &self,
+        job_id: &str,
+        job: &BatchJob,
+        counts: Option<TaskCounts>,
+        now: OffsetDateTime,
+        stuck_after: Option<Duration>,
+        deadline: Deadline,
+    ) -> Result<Vec<Worked>, Outcome> {
+        let statuses = if job.job_preparation_task.is_some() || job.job_release_task.is_some() {
+            self.prep_statuses(job_id, deadline)
+                .await
+                .map_err(|e| batch_failure(&e))?
+        } else {
+            Vec::new()
+        };
+        let failed_nodes = prep_failed_nodes(&statuses);
         let evidence = Evidence {
             account: Some(&self.config.account),
-            job: Some(&job),
+            job: Some(job),
             job_id: Some(job_id),
             prep_failed_nodes: &failed_nodes,
             task_counts: counts,
@@ -384,7 +406,7 @@ impl Triage {
             ..Evidence::default()
         };
         let mut reports = Vec::new();
-        let diagnosis = diagnose_job(&job, &evidence);
+        let diagnosis = diagnose_job(job, &evidence);
         let mut report = SubjectReport::new(format!("{}/{job_id}", self.config.account));
         report.class = Some(diagnosis.class);
         if diagnosis.class.is_failure() {

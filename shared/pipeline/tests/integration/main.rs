@@ -8,4 +8,5 @@ mod parking;
 mod pools;
 mod refused;
 mod resolved;
+mod sweep_cost;
 mod triage;
