@@ -38,6 +38,8 @@ pub struct Plan {
     pub action: Option<ActionPlan>,
     /// The comment of the silence that muted notifications, if one did.
     pub silenced_by: Option<String>,
+    /// The id of that silence ([`super::Silence::id`]), so what it muted can be counted.
+    pub silence_id: Option<String>,
     /// Print the diagnosis to the console as well.
     pub console: bool,
 }
@@ -303,6 +305,7 @@ pub fn plan(
         preserve,
         action,
         silenced_by: silence.map(|s| s.comment.clone()),
+        silence_id: silence.map(|s| s.id.clone()),
         console: policy.console,
     }
 }
