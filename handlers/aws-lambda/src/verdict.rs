@@ -165,17 +165,7 @@ mod tests {
     use super::*;
 
     fn report(outcome: Outcome) -> RunReport {
-        let mut subject = SubjectReport {
-            subject: "devbatch1/etl/oom".to_owned(),
-            class: None,
-            preserved: Vec::new(),
-            already_preserved: false,
-            notified: Vec::new(),
-            outboxed: Vec::new(),
-            waiting: 0,
-            action: None,
-            outcome: Outcome::Done,
-        };
+        let mut subject = SubjectReport::new("devbatch1/etl/oom".to_owned());
         subject.outcome = outcome;
         RunReport {
             subjects: vec![subject],

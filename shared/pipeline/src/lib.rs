@@ -9,6 +9,8 @@
 //! - [`audit`]: a record in the store of every job action taken or skipped, and why.
 //! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
+//! - [`silences`]: silences kept in the store (added at the CLI, shared by every instance),
+//!   read with the policy's, and the count of what each muted.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
@@ -26,6 +28,7 @@ pub mod actions;
 pub mod audit;
 pub mod grouping;
 pub mod settings;
+pub mod silences;
 pub mod sweep;
 pub mod tick;
 pub mod triage;

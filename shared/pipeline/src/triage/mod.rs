@@ -34,6 +34,7 @@ use time::OffsetDateTime;
 
 use crate::actions::JobActions;
 use crate::grouping::GroupStore;
+use crate::silences::{SILENCE_CACHE_TTL, SilenceCache, SilenceStore};
 
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
@@ -60,6 +61,8 @@ pub struct Triage {
     pub(crate) batch: Arc<dyn BatchApi>,
     pub(crate) store: Arc<dyn ArtifactStore>,
     policy: Arc<Policy>,
+    /// The policy with the store's silences, re-read at most every [`SILENCE_CACHE_TTL`].
+    silences: SilenceCache,
     receivers: BTreeMap<String, Receiver>,
     egress: Egress,
     groups: GroupStore,
@@ -103,6 +106,11 @@ impl Triage {
         let actions = JobActions::new(store.clone(), batch.clone(), config.action_call_timeout);
         Self {
             groups: GroupStore::new(store.clone()),
+            silences: SilenceCache::new(
+                SilenceStore::new(store.clone()),
+                policy.clone(),
+                SILENCE_CACHE_TTL,
+            ),
             outbox: Outbox::new(store.clone()),
             config: TriageConfig {
                 account: config.account.to_ascii_lowercase(),
@@ -125,6 +133,12 @@ impl Triage {
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
         self
+    }
+
+    /// The policy to plan with at `now`: the policy's silences and the store's (read at most
+    /// once per [`SILENCE_CACHE_TTL`], so one added at the CLI mutes every instance soon).
+    pub(super) async fn planning_policy(&self, now: OffsetDateTime) -> Arc<Policy> {
+        self.silences.policy(now).await
     }
 
     /// A diagnosis as it may be stored or sent.

@@ -296,7 +296,8 @@ impl Triage {
             }
         };
         let diagnosis = self.redacted(diagnosis);
-        let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+        let policy = self.planning_policy(now).await;
+        let planned = plan(&diagnosis, &policy, now, &PlanContext::default());
         for to in &planned.receivers {
             let Some(receiver) = self.receivers.get(&to.receiver) else {
                 continue;

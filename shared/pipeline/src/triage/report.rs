@@ -44,6 +44,8 @@ pub struct SubjectReport {
     pub waiting: usize,
     /// The job action decision, when a rule asked for one.
     pub action: Option<String>,
+    /// The silence that muted this subject's alert, if one did (policy `policy:N` or a store id).
+    pub muted_by: Option<String>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -77,6 +79,7 @@ impl SubjectReport {
             outboxed: Vec::new(),
             waiting: 0,
             action: None,
+            muted_by: None,
             outcome: Outcome::Done,
         }
     }

@@ -466,7 +466,8 @@ impl Triage {
     ) -> Worked {
         let first = self.redacted(first);
         report.class = Some(first.class);
-        let first_plan = plan(&first, &self.policy, now, &PlanContext::default());
+        let policy = self.planning_policy(now).await;
+        let first_plan = plan(&first, &policy, now, &PlanContext::default());
         let mut tail = None;
         if first_plan.preserve_logs {
             match logs.preserve(self, &first, &first_plan, deadline).await {
@@ -496,7 +497,7 @@ impl Triage {
         let plan = if L::REPLANS_WITH_TAIL {
             plan(
                 &diagnosis,
-                &self.policy,
+                &policy,
                 now,
                 &PlanContext {
                     stderr_tail: tail.as_deref(),
@@ -555,6 +556,23 @@ impl Triage {
                         retryable: true,
                     }
                 }
+            }
+        }
+        if let Some(silence) = &plan.silence_id {
+            report.muted_by = Some(silence.clone());
+            let receivers = plan
+                .silenced_receivers
+                .iter()
+                .map(|r| r.receiver.clone())
+                .collect();
+            // Counting is not worth failing the subject over: a lost count is logged.
+            if let Err(error) = self
+                .silences
+                .store()
+                .record_muted(silence, &report.subject, &diagnosis, receivers, now)
+                .await
+            {
+                tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
             }
         }
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {

@@ -4,4 +4,5 @@
 mod actions;
 mod grouping;
 mod refused;
+mod silences;
 mod triage;
