@@ -11,6 +11,7 @@ mod policy;
 mod preserve;
 mod render;
 mod serve;
+mod silence;
 mod sweep;
 
 use std::process::ExitCode;
@@ -67,6 +68,11 @@ enum Command {
     /// handshakes), diagnostic-log records, the sweep and on-demand diagnosis, behind a shared key.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::Args),
+
+    /// Mute alerts from the command line, for every instance at once: silences kept in the
+    /// store (BATCH_TRIAGE_STORE), listed with what they muted, and ended early.
+    #[command(after_help = silence::EXAMPLES)]
+    Silence(silence::Args),
 
     /// Sweep for failures no event announced (failed tasks since the store's cursor, ended and
     /// stuck jobs, prep failures), send due alert groups and retry the outbox; once or repeatedly.
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Silence(args) => silence::run(&args),
         Command::Sweep(args) => sweep::run(&args),
     };
     match result {

@@ -284,6 +284,14 @@ fn card(alert: &Alert, caps: Caps) -> Value {
             );
         }
     }
+    if alert.state != AlertState::Resolved {
+        // Last, so the operator finds it at the end: one command, its values sanitised and
+        // single-quoted by `silence_command`, in a TextRun (never markdown).
+        body.push(heading("Mute this group"));
+        body.push(plain_block(vec![json!({"type": "TextRun",
+            "text": diagnosis::policy::silence_command(d),
+            "fontType": "monospace", "size": "small"})]));
+    }
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -440,6 +448,31 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_card_ends_with_the_command_that_mutes_the_group_and_resolved_has_none() {
+        let mut alert = alert(10, "x");
+        alert.diagnosis.subject.job_id = Some("etl'; rm -rf ~ #[x](https://evil)".into());
+        let card: Value = serde_json::from_slice(&render(&alert)).unwrap();
+        let body = card["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
+        let last = &body[body.len() - 1];
+        assert_eq!(body[body.len() - 2]["text"], "Mute this group");
+        assert_eq!(last["type"], "RichTextBlock");
+        let command = last["inlines"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            command,
+            diagnosis::policy::silence_command(&alert.diagnosis)
+        );
+        assert!(
+            command.contains("--match 'job=etl???rm?-rf?????x??https://evil?'"),
+            "{command}"
+        );
+        alert.state = AlertState::Resolved;
+        let card = String::from_utf8(render(&alert)).unwrap();
+        assert!(!card.contains("silence add"), "{card}");
     }
 
     #[test]

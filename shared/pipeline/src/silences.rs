@@ -109,10 +109,10 @@ pub struct MutedAlert {
 #[derive(Debug, thiserror::Error)]
 pub enum SilenceError {
     /// The store failed.
-    #[error("silence store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// A matcher is wrong (each message names its `--match`).
-    #[error("{0}")]
+    #[error(transparent)]
     Matchers(#[from] MatcherErrors),
     /// The silence would not mute anything, or for too long.
     #[error("{0}")]
@@ -416,10 +416,11 @@ impl SilenceCache {
     /// The policy to plan with at `now`. Concurrent callers wait for one read.
     pub async fn policy(&self, now: OffsetDateTime) -> Arc<Policy> {
         let mut cached = self.cached.lock().await;
-        if let Some((read_at, policy)) = cached.as_ref() {
-            if read_at.elapsed() < self.ttl {
-                return policy.clone();
-            }
+        if let Some((_, policy)) = cached
+            .as_ref()
+            .filter(|(read_at, _)| read_at.elapsed() < self.ttl)
+        {
+            return policy.clone();
         }
         let merged = match self.silences.active(now).await {
             Ok(stored) => {

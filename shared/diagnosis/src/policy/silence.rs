@@ -124,8 +124,9 @@ pub fn silence_command(diagnosis: &Diagnosis) -> String {
     command
 }
 
-/// `value` as a glob matching it: glob characters, quotes, backslashes and ASCII control
-/// characters become `?` (any one character), other characters `*`. At most 200 characters are kept (then `*`),
+/// `value` as a glob matching it: letters, digits and `._-:/@+,=` are kept, other ASCII
+/// characters (glob characters, quotes, shell and markup characters, controls) become `?` (any
+/// one character), other characters `*`. At most 200 characters are kept (then `*`),
 /// so a hostile id cannot make the command unbounded.
 fn glob_literal(value: &str) -> String {
     let mut out = String::new();
@@ -134,11 +135,9 @@ fn glob_literal(value: &str) -> String {
             out.push('*');
             break;
         }
-        let plain = c.is_ascii_graphic()
-            && !matches!(
-                c,
-                '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '\'' | '"' | '!'
-            );
+        // Batch ids are letters, digits, `-` and `_`; anything else is kept out of the shell and
+        // out of any markup, even quoted.
+        let plain = c.is_ascii_alphanumeric() || "._-:/@+,=".contains(c);
         if plain {
             out.push(c);
         } else if c.is_ascii() {
@@ -271,7 +270,9 @@ mod tests {
                     );
                 } else {
                     assert!(
-                        piece.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                        piece
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-:/@+,=?* ".contains(c)),
                         "{command:?}"
                     );
                 }
