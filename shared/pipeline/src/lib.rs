@@ -7,6 +7,8 @@
 //! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
 //!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
 //! - [`audit`]: a record in the store of every job action taken or skipped, and why.
+//! - [`history`]: one small record per failed subject, keyed by hour, account and class, so a
+//!   report counts from a listing and reads only what it shows.
 //! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
 //! - [`silences`]: silences kept in the store (added at the CLI, shared by every instance),
@@ -27,6 +29,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod history;
 pub mod settings;
 pub mod silences;
 pub mod sweep;

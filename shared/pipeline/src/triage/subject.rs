@@ -575,6 +575,20 @@ impl Triage {
                 tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
             }
         }
+        if diagnosis.class.is_failure() {
+            let record = crate::history::FailureRecord {
+                time: crate::history::rfc3339(now),
+                subject: report.subject.clone(),
+                preserved: report.preserved.clone(),
+                muted_by: report.muted_by.clone(),
+                action: report.action.clone(),
+                diagnosis: diagnosis.clone(),
+            };
+            // The index serves the report only: a lost record is logged, never a retry.
+            if let Err(error) = crate::history::record_failure(&self.store, &record, now).await {
+                tracing::warn!(subject = %report.subject, error = %error, "failure not indexed for the report");
+            }
+        }
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {
             diagnosis,
             plan,
