@@ -258,7 +258,7 @@ impl GroupStore {
                 state: record.state,
             });
         }
-        out.sort_by(|a, b| b.state.last_seen.cmp(&a.state.last_seen));
+        out.sort_by_key(|g| std::cmp::Reverse(g.state.last_seen));
         Ok((out, total))
     }
 

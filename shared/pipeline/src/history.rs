@@ -81,7 +81,10 @@ pub async fn record_failure(
         &digest(&record.subject)[..16],
     ))?;
     let body = serde_json::to_vec(record).unwrap_or_default();
-    match store.put(&key, Bytes::from(body), Condition::IfAbsent).await {
+    match store
+        .put(&key, Bytes::from(body), Condition::IfAbsent)
+        .await
+    {
         Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
         Err(error) => Err(error),
     }
@@ -137,7 +140,10 @@ mod tests {
 
     #[test]
     fn keys_read_back() {
-        assert_eq!(hour_segment(datetime!(2026-12-05 03:59:59 UTC)), "2026-12-05T03");
+        assert_eq!(
+            hour_segment(datetime!(2026-12-05 03:59:59 UTC)),
+            "2026-12-05T03"
+        );
         let key = HistoryKey::parse(
             "history/2026-12-05T03/devbatch1/task.exit_code/0123456789abcdef-fedcba9876543210.json",
         )

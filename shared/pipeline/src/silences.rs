@@ -346,7 +346,7 @@ impl SilenceStore {
         };
         let key = ObjectKey::new(format!(
             "{MUTED_PREFIX}{}/{}.json",
-            digest(silence),
+            muted_folder(silence),
             digest(&format!("{subject}\n{}", muted.class))
         ))?;
         let body = serde_json::to_vec(&muted).unwrap_or_default();
@@ -364,10 +364,15 @@ impl SilenceStore {
     pub async fn muted_count(&self, silence: &str) -> Result<usize, StoreError> {
         Ok(self
             .store
-            .list(&format!("{MUTED_PREFIX}{}/", digest(silence)))
+            .list(&format!("{MUTED_PREFIX}{}/", muted_folder(silence)))
             .await?
             .len())
     }
+}
+
+/// The folder under [`MUTED_PREFIX`] that counts what `silence` muted.
+pub fn muted_folder(silence: &str) -> String {
+    digest(silence)
 }
 
 /// The key of a silence, refusing ids that are not ours (an id typed at the CLI is input).
