@@ -10,6 +10,7 @@ mod notify;
 mod policy;
 mod preserve;
 mod render;
+mod report;
 mod serve;
 mod silence;
 mod sweep;
@@ -63,6 +64,12 @@ enum Command {
     /// directory or a blob container, before the nodes that hold them go away.
     #[command(after_help = preserve::EXAMPLES)]
     Preserve(preserve::Args),
+
+    /// Report what the store holds over a window: failures by class, job and hour with their
+    /// causes, hints and logs, alerts sent, muted or queued, job actions, silences; on the
+    /// console, as JSON, or as a self-contained HTML page.
+    #[command(after_help = report::EXAMPLES)]
+    Report(report::Args),
 
     /// Serve the pipeline over HTTP: an Event Grid / CloudEvents webhook (with both validation
     /// handshakes), diagnostic-log records, the sweep and on-demand diagnosis, behind a shared key.
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Silence(args) => silence::run(&args),
         Command::Sweep(args) => sweep::run(&args),
