@@ -215,6 +215,7 @@ async fn a_silence_added_by_one_process_mutes_another_serving_the_pipeline() {
     let (_child, base, _) = tokio::task::spawn_blocking(move || spawn_announced(&mut command))
         .await
         .unwrap();
+    let base2 = base.clone();
     let post = |task: &'static str| {
         let url = format!("{base}/api/events?key={KEY}");
         async move {
@@ -252,6 +253,50 @@ async fn a_silence_added_by_one_process_mutes_another_serving_the_pipeline() {
     let alerts = backends.hook.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["diagnosis"]["subject"]["taskId"], "exit-127");
+
+    // The report is served behind the same key: the page, and JSON with what was muted.
+    let client = reqwest::Client::new();
+    let refused = client.get(format!("{base2}/report")).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let page = client
+        .get(format!("{base2}/report?since=1h"))
+        .header("x-batch-triage-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("devbatch1/etl/exit-127") && html.contains("oom known"),
+        "{html}"
+    );
+    let json: Value = client
+        .get(format!("{base2}/report?format=json&key={KEY}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["silences"][0]["muted"], 1, "{json}");
+    assert_eq!(json["muted"][0]["subject"], "devbatch1/etl/oom");
+    let bad = client
+        .get(format!("{base2}/report?since=forever&key={KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
 
     let listed = tokio::task::spawn_blocking(move || {
         ok_json(&silence(&store, &["list", "--output", "json"]))

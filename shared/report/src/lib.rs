@@ -131,3 +131,44 @@ pub struct OutboxRow {
     /// Why its last delivery failed.
     pub last_error: String,
 }
+
+/// The `Content-Security-Policy` every handler serves the page with: nothing may load, only the
+/// inline style applies (the page has no script, and untrusted text in it is escaped anyway).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// What an HTTP request asks for: `?since=6h&account=prod&format=json` (all optional).
+#[derive(Debug, Clone)]
+pub struct ReportQuery {
+    /// The report's options (the window, the account, `now`).
+    pub options: ReportOptions,
+    /// JSON rather than the page.
+    pub json: bool,
+}
+
+/// Reads a report request's query string (the `key` parameter, checked by the handler, is
+/// ignored here). Errors say which parameter is wrong, for a 400.
+pub fn parse_query(query: Option<&str>, now: time::OffsetDateTime) -> Result<ReportQuery, String> {
+    let mut options = ReportOptions {
+        since: std::time::Duration::from_secs(24 * 3600),
+        account: None,
+        now,
+        limits: Limits::default(),
+    };
+    let mut json = false;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "since" => {
+                options.since =
+                    diagnosis::policy::parse_duration(&value).map_err(|e| format!("since: {e}"))?;
+            }
+            "account" if !value.is_empty() => options.account = Some(value.into_owned()),
+            "format" => match value.as_ref() {
+                "json" => json = true,
+                "html" => json = false,
+                _ => return Err("format: html or json".to_owned()),
+            },
+            _ => {}
+        }
+    }
+    Ok(ReportQuery { options, json })
+}

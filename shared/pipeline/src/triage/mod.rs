@@ -152,6 +152,11 @@ impl Triage {
         self.redactor.redact(tail)
     }
 
+    /// The store this pipeline keeps logs and state in (what a report reads).
+    pub fn store(&self) -> Arc<dyn ArtifactStore> {
+        self.store.clone()
+    }
+
     /// Works on at most `n` subjects at once (at least one).
     pub fn with_subject_concurrency(mut self, n: usize) -> Self {
         self.subject_concurrency = n.max(1);
