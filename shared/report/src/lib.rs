@@ -148,6 +148,19 @@ pub struct ReportQuery {
 /// Reads a report request's query string (the `key` parameter, checked by the handler, is
 /// ignored here). Errors say which parameter is wrong, for a 400.
 pub fn parse_query(query: Option<&str>, now: time::OffsetDateTime) -> Result<ReportQuery, String> {
+    parse_params(
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned())),
+        now,
+    )
+}
+
+/// As [`parse_query`], from parameters already decoded (the Functions host's `Query` map, a
+/// Lambda event's `queryStringParameters`).
+pub fn parse_params(
+    params: impl IntoIterator<Item = (String, String)>,
+    now: time::OffsetDateTime,
+) -> Result<ReportQuery, String> {
     let mut options = ReportOptions {
         since: std::time::Duration::from_secs(24 * 3600),
         account: None,
@@ -155,14 +168,14 @@ pub fn parse_query(query: Option<&str>, now: time::OffsetDateTime) -> Result<Rep
         limits: Limits::default(),
     };
     let mut json = false;
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match name.as_ref() {
+    for (name, value) in params {
+        match name.as_str() {
             "since" => {
                 options.since =
                     diagnosis::policy::parse_duration(&value).map_err(|e| format!("since: {e}"))?;
             }
-            "account" if !value.is_empty() => options.account = Some(value.into_owned()),
-            "format" => match value.as_ref() {
+            "account" if !value.is_empty() => options.account = Some(value),
+            "format" => match value.as_str() {
                 "json" => json = true,
                 "html" => json = false,
                 _ => return Err("format: html or json".to_owned()),
