@@ -181,6 +181,21 @@ fn heading(text: &'static str) -> Value {
     json!({"type": "TextBlock", "text": text, "weight": "bolder", "wrap": true, "spacing": "medium"})
 }
 
+/// The card's last blocks: the command that mutes this group (none for a resolved alert). Last,
+/// so the operator finds it at the end; its values are sanitised and single-quoted by
+/// `silence_command`, and it is a TextRun (never markdown).
+fn mute_blocks(alert: &Alert) -> Vec<Value> {
+    if alert.state == AlertState::Resolved {
+        return Vec::new();
+    }
+    vec![
+        heading("Mute this group"),
+        plain_block(vec![json!({"type": "TextRun",
+            "text": diagnosis::policy::silence_command(&alert.diagnosis),
+            "fontType": "monospace", "size": "small"})]),
+    ]
+}
+
 /// The card itself, with every field under `caps`. Everything that comes from Batch, the task or
 /// the policy is in a `TextRun`; `TextBlock`s hold only our own words.
 fn card(alert: &Alert, caps: Caps) -> Value {
@@ -284,14 +299,7 @@ fn card(alert: &Alert, caps: Caps) -> Value {
             );
         }
     }
-    if alert.state != AlertState::Resolved {
-        // Last, so the operator finds it at the end: one command, its values sanitised and
-        // single-quoted by `silence_command`, in a TextRun (never markdown).
-        body.push(heading("Mute this group"));
-        body.push(plain_block(vec![json!({"type": "TextRun",
-            "text": diagnosis::policy::silence_command(d),
-            "fontType": "monospace", "size": "small"})]));
-    }
+    body.extend(mute_blocks(alert));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
