@@ -36,7 +36,7 @@ pub struct Run {
     /// How the platform delivered it, for people.
     pub trigger: String,
     /// A short stable name: `event-hubs`, `event-hubs-redelivery`, `event-grid`,
-    /// `cloudevents`, `sweep`, `sweep-again`.
+    /// `cloudevents`, `sweep`, `dead-letters`, `sweep-again`.
     pub name: &'static str,
     /// The input, kept under `triggers/` so people can see the shapes.
     pub payload_file: Option<String>,
@@ -194,6 +194,7 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         batch: services.batch_config()?,
         account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
         store: store.to_owned(),
+        dead_letter_store: Some(dead_letter_dir(out).to_string_lossy().into_owned()),
         policy,
         receivers,
         allowlist: Allowlist::default().allow_loopback(),
@@ -202,6 +203,11 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         // The emulator's key is public, but it is the configured key: redacted as a real one is.
         redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY]),
     })
+}
+
+/// Where the demo keeps the Event Grid dead-letter container its sweep drains.
+fn dead_letter_dir(out: &Path) -> PathBuf {
+    out.join("dead-letters")
 }
 
 /// Runs the demo in `out` (made by [`prepare_out_dir`]): every trigger, then the read-back.
@@ -225,6 +231,7 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     )))?;
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
+    triggers.dead_letters(out, &services.batch_url, events_at)?;
     runs.extend(triggers.sweeps().await?);
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
@@ -333,7 +340,30 @@ impl Triggers<'_> {
         Ok(runs)
     }
 
-    /// The timer's job, twice: the second finds everything handled.
+    /// Puts Event Grid's dead letters where the sweep finds them, and a copy under `triggers/`.
+    fn dead_letters(
+        &self,
+        out: &Path,
+        batch_url: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), DemoError> {
+        for (index, (key, blob)) in feed::dead_letter_blobs(batch_url, at).iter().enumerate() {
+            let path = dead_letter_dir(out).join(key);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(DemoError::io(format!("creating {}", parent.display())))?;
+            }
+            std::fs::write(&path, blob)
+                .map_err(DemoError::io(format!("writing {}", path.display())))?;
+            let copy = self.dir.join(format!("dead-letter-{}.json", index + 1));
+            std::fs::write(&copy, blob)
+                .map_err(DemoError::io(format!("writing {}", copy.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The timer's job, twice: the second finds everything handled. The first also takes in
+    /// Event Grid's dead letters, reported as a run of their own.
     async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
         // The timer's sweep finds what no event announced; a first run looks back a day so
         // every failure of the scenario (the oldest ended hours ago) is in reach.
@@ -362,6 +392,16 @@ impl Triggers<'_> {
                 ignored: 0,
                 at,
             });
+            if !tick.parked.is_empty() {
+                runs.push(Run {
+                    trigger: "Event Grid dead letters, taken in by the sweep: an event Event Grid gave up on (already handled), and a blob cut short (kept as poison, alerted once)".to_owned(),
+                    name: "dead-letters",
+                    payload_file: Some("triggers/dead-letter-1.json".to_owned()),
+                    subjects: tick.parked.subjects,
+                    ignored: 0,
+                    at,
+                });
+            }
         }
         Ok(runs)
     }
@@ -396,7 +436,8 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
             }
             // Batch keeps no object for a start task to re-read: its diagnosis came from the
             // event, and the report takes it from the alert or the preserved diagnosis.json.
-            SubjectKey::StartTask { .. } => continue,
+            // A delivery kept as poison is not Batch's: its diagnosis is the alert's.
+            SubjectKey::StartTask { .. } | SubjectKey::Delivery { .. } => continue,
         };
         // A subject that cannot be read back still appears in the report, from the runs.
         diagnoses.extend(found.unwrap_or_default());
@@ -442,6 +483,7 @@ async fn subject_times(
                     let (start, end) = f.times(events_at);
                     (rfc3339(start), rfc3339(end))
                 }),
+            SubjectKey::Delivery { .. } => None,
         };
         if let Some(found) = found {
             times.insert(subject, found);

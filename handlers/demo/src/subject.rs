@@ -1,7 +1,8 @@
 //! The subjects the pipeline reports, typed. The pipeline labels each subject with the path its
 //! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
 //! `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
-//! `account/_pools/pool/node/_starttask`. The demo parses each label once, into a
+//! `account/_pools/pool/node/_starttask`; a delivery kept as poison is labelled
+//! `account/_poisoned/{key under poisoned/}`. The demo parses each label once, into a
 //! [`SubjectKey`], and works with that.
 
 use std::fmt;
@@ -54,6 +55,13 @@ pub enum SubjectKey {
         /// The compute node.
         node: String,
     },
+    /// A delivery that could not be processed, kept under `poisoned/` in the store.
+    Delivery {
+        /// The Batch account.
+        account: String,
+        /// Its key under `poisoned/`.
+        key: String,
+    },
 }
 
 /// A label of no shape the pipeline gives a failed subject (its sweep also reports lines such
@@ -72,6 +80,10 @@ impl FromStr for SubjectKey {
             return Err(NotASubject(label.to_owned()));
         }
         let key = match parts.as_slice() {
+            [account, "_poisoned", key @ ..] if !key.is_empty() => Self::Delivery {
+                account: owned(account),
+                key: key.join("/"),
+            },
             [account, "_pools", pool, node, "_starttask"] => Self::StartTask {
                 account: owned(account),
                 pool: owned(pool),
@@ -116,6 +128,7 @@ impl fmt::Display for SubjectKey {
                 pool,
                 node,
             } => write!(f, "{account}/_pools/{pool}/{node}/_starttask"),
+            Self::Delivery { account, key } => write!(f, "{account}/_poisoned/{key}"),
         }
     }
 }
@@ -127,6 +140,8 @@ pub enum Owner {
     Job(String),
     /// A pool (a start task belongs to no job).
     Pool(String),
+    /// The platform's deliveries (a delivery kept as poison belongs to no job).
+    Deliveries,
 }
 
 impl fmt::Display for Owner {
@@ -135,6 +150,7 @@ impl fmt::Display for Owner {
         match self {
             Self::Job(job) => f.write_str(job),
             Self::Pool(pool) => write!(f, "pool {pool}"),
+            Self::Deliveries => f.write_str("deliveries"),
         }
     }
 }
@@ -147,7 +163,7 @@ impl SubjectKey {
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
             | Self::ReleaseNode { job, .. } => Some(job),
-            Self::StartTask { .. } => None,
+            Self::StartTask { .. } | Self::Delivery { .. } => None,
         }
     }
 
@@ -155,6 +171,7 @@ impl SubjectKey {
     pub fn owner(&self) -> Owner {
         match self {
             Self::StartTask { pool, .. } => Owner::Pool(pool.clone()),
+            Self::Delivery { .. } => Owner::Deliveries,
             Self::Job { job, .. }
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
@@ -178,6 +195,9 @@ impl SubjectKey {
                 s.task_id.is_none()
                     && s.pool_id.as_deref() == Some(pool)
                     && s.node_id.as_deref() == Some(node)
+            }
+            Self::Delivery { .. } => {
+                s.task_id.is_none() && s.pool_id.is_none() && s.node_id.is_none()
             }
         }
     }

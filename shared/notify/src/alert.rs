@@ -214,6 +214,14 @@ impl Alert {
             line.push_str(" node ");
             line.push_str(node);
         }
+        // Nothing of a job's: a pool's failure, or a delivery kept as poison (account only).
+        if line.trim().is_empty() {
+            if let Some(pool) = &s.pool_id {
+                line = format!("pool {pool}");
+            } else if let Some(account) = &s.account {
+                line = format!("account {account}");
+            }
+        }
         line.trim().to_owned()
     }
 

@@ -30,6 +30,7 @@ pub mod actions;
 pub mod audit;
 pub mod grouping;
 pub mod history;
+pub mod parking;
 pub mod settings;
 pub mod silences;
 pub mod sweep;

@@ -23,6 +23,9 @@ pub struct Settings {
     pub account: String,
     /// `BATCH_TRIAGE_STORE`: a local directory or a blob container URL.
     pub store: String,
+    /// `BATCH_TRIAGE_DEAD_LETTER_STORE`: Event Grid's dead-letter container (same forms as the
+    /// store), drained into the parking area on every tick; absent means none.
+    pub dead_letter_store: Option<String>,
     /// `BATCH_TRIAGE_POLICY`: the policy file; absent means the default policy.
     pub policy: Policy,
     /// Receivers of the policy, resolved with their secrets from the settings.
@@ -78,6 +81,9 @@ pub enum SettingsError {
     /// and a report walking the chain would say it twice.)
     #[error("BATCH_TRIAGE_STORE: {0}")]
     Store(artifact_store::StoreError),
+    /// `BATCH_TRIAGE_DEAD_LETTER_STORE` cannot be opened.
+    #[error("BATCH_TRIAGE_DEAD_LETTER_STORE: {0}")]
+    DeadLetterStore(artifact_store::StoreError),
     /// The HTTP client for notifications cannot be built.
     #[error("notification egress: {0}")]
     Egress(notify::NotifyError),
@@ -133,6 +139,7 @@ impl Settings {
             name: "BATCH_TRIAGE_STORE",
             hint: "set it to a blob container URL or a directory",
         })?;
+        let dead_letter_store = get("BATCH_TRIAGE_DEAD_LETTER_STORE");
         let policy = match get("BATCH_TRIAGE_POLICY") {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::Invalid {
@@ -200,6 +207,7 @@ impl Settings {
             batch,
             account,
             store,
+            dead_letter_store,
             policy,
             receivers,
             allowlist,
@@ -211,6 +219,12 @@ impl Settings {
     /// Builds the pipeline.
     pub fn build(self) -> Result<Triage, SettingsError> {
         let store = artifact_store::open(&self.store).map_err(SettingsError::Store)?;
+        let dead_letters = self
+            .dead_letter_store
+            .as_deref()
+            .map(artifact_store::open)
+            .transpose()
+            .map_err(SettingsError::DeadLetterStore)?;
         let batch = Arc::new(BatchClient::new(self.batch)?);
         let egress =
             Egress::new(self.allowlist, RetryPolicy::standard()).map_err(SettingsError::Egress)?;
@@ -222,7 +236,7 @@ impl Settings {
             },
             action_call_timeout: Duration::from_secs(30),
         };
-        Ok(Triage::new(
+        let triage = Triage::new(
             config,
             batch,
             store,
@@ -230,7 +244,11 @@ impl Settings {
             self.receivers,
             egress,
         )
-        .with_redactor(self.redactor))
+        .with_redactor(self.redactor);
+        Ok(match dead_letters {
+            Some(dead_letters) => triage.with_dead_letter_store(dead_letters),
+            None => triage,
+        })
     }
 }
 
@@ -264,6 +282,41 @@ mod tests {
         assert_eq!(s.invocation_budget, Duration::from_secs(240));
         assert_eq!(s.max_file_bytes, 4096 << 20);
         assert!(s.receivers.is_empty());
+    }
+
+    #[test]
+    fn a_dead_letter_store_that_cannot_be_opened_names_its_setting_and_not_its_key() {
+        let secret = "c2VjcmV0LWRlYWQtbGV0dGVyLWtleQ==";
+        let error = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+            (
+                "BATCH_TRIAGE_DEAD_LETTER_STORE",
+                &format!("DefaultEndpointsProtocol=https;AccountName=a;AccountKey={secret};BlobEndpoint=not a url;Container=dl"),
+            ),
+        ])
+        .unwrap()
+        .build()
+        .expect_err("an unusable dead-letter store is a start-up error");
+        let text = error.to_string();
+        assert!(text.contains("BATCH_TRIAGE_DEAD_LETTER_STORE"), "{text}");
+        assert!(!text.contains(secret), "{text}");
+        let unset = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+        ])
+        .unwrap();
+        assert_eq!(unset.dead_letter_store, None);
     }
 
     #[test]

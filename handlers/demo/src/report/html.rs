@@ -347,6 +347,7 @@ fn severity_badge(class: FailureClass) -> Markup {
 fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
     match owner {
         Owner::Job(job) => html! { code { (job) } },
+        Owner::Deliveries => html! { "deliveries kept as poison" },
         Owner::Pool(pool) => {
             let nodes: Vec<&str> = findings
                 .iter()

@@ -745,3 +745,34 @@ fn line_column_is_robust() {
     assert_eq!(parse::line_column("é\nx", 1), (1, 1));
     assert_eq!(parse::line_column("a", 99), (1, 2));
 }
+
+#[test]
+fn pool_and_node_classes_are_known_to_rules() {
+    for class in [
+        "pool.*",
+        "pool.resize_failed",
+        "pool.autoscale_failed",
+        "pool.delete_stuck",
+        "node.*",
+        "node.unusable",
+        "node.start_task_failed",
+    ] {
+        let body = format!(
+            "\n[[rules]]\nname = \"r\"\nmatch = {{ class = \"{class}\" }}\nreceivers = [\"ops\"]\n"
+        );
+        let parsed = Policy::parse(&format!("{RECEIVERS}{body}"));
+        assert!(
+            parsed.is_ok(),
+            "{class}: {:?}",
+            parsed.err().map(|e| e.to_string())
+        );
+    }
+    let typo = format!(
+        "{RECEIVERS}\n[[rules]]\nname = \"r\"\nmatch = {{ class = \"pool.resize_fail\" }}\nreceivers = [\"ops\"]\n"
+    );
+    assert!(
+        errors(&typo)
+            .iter()
+            .any(|e| e.contains("matches no failure class"))
+    );
+}

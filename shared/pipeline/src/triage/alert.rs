@@ -3,7 +3,7 @@
 
 use batch_client::Deadline;
 use diagnosis::Diagnosis;
-use diagnosis::policy::Plan;
+use diagnosis::policy::{Plan, PlanContext, plan};
 use notify::{Alert, AlertState, Group, Links, Receiver};
 use time::OffsetDateTime;
 
@@ -172,4 +172,53 @@ fn subject_label(subject: &diagnosis::Subject) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join("/")
+}
+
+impl Triage {
+    /// One alert to every receiver the policy routes `diagnosis` to, sent now, not grouped: for
+    /// what is said once, ever (a refused subject, a delivery declared poison), guarded by the
+    /// caller's create-only marker. A failed delivery goes to the outbox like any other alert.
+    /// `example` names the subject in the alert. Returns the receivers notified and outboxed.
+    pub(crate) async fn alert_now(
+        &self,
+        diagnosis: &Diagnosis,
+        example: &str,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> (Vec<String>, Vec<String>) {
+        let diagnosis = self.redacted(diagnosis.clone());
+        let policy = self.planning_policy(now).await;
+        let planned = plan(&diagnosis, &policy, now, &PlanContext::default());
+        let (mut notified, mut outboxed) = (Vec::new(), Vec::new());
+        for to in &planned.receivers {
+            let Some(receiver) = self.receivers.get(&to.receiver) else {
+                continue;
+            };
+            let alert = Alert {
+                diagnosis: diagnosis.clone(),
+                group: Group {
+                    key: to.group_key.clone(),
+                    count: 1,
+                    examples: vec![example.to_owned()],
+                },
+                stderr_tail: None,
+                links: Links::new(std::iter::empty::<&str>(), None),
+                rule: Some(to.rule.clone()),
+                state: AlertState::Firing,
+                sequence: 0,
+            };
+            match notify::send(&self.egress, receiver, &alert, deadline).await {
+                Ok(_) => notified.push(to.receiver.clone()),
+                Err(error) => match self.outbox.put(&to.receiver, &alert, &error).await {
+                    Ok(_) => outboxed.push(to.receiver.clone()),
+                    Err(store_error) => {
+                        // The caller's marker stands, so this alert is lost: say so loudly; a
+                        // retry would not send it either.
+                        tracing::error!(receiver = %to.receiver, error = %store_error, "a once-only alert failed and could not be kept");
+                    }
+                },
+            }
+        }
+        (notified, outboxed)
+    }
 }

@@ -155,6 +155,10 @@ impl Triage {
                     job: job.id.clone()?,
                 },
             ),
+            // Pools and nodes are not triage targets yet: the pool/node sweep will handle them.
+            Item::Pool(_) | Item::Node(_) | Item::PoolEvent { .. } | Item::PoolNodeCounts(_) => {
+                return None;
+            }
             Item::PrepReleaseStatus(_)
             | Item::File(_)
             | Item::TaskCounts(_)

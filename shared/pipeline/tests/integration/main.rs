@@ -3,6 +3,7 @@
 
 mod actions;
 mod grouping;
+mod parking;
 mod refused;
 mod silences;
 mod triage;
