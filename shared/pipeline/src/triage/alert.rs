@@ -44,7 +44,34 @@ impl Triage {
     ) -> Result<Vec<String>, crate::grouping::GroupError> {
         let due = self.groups.due(now).await?;
         let mut report = SubjectReport::new("due alerts".to_owned());
+        // A silence added while the group waited mutes it too (as Alertmanager checks silences
+        // when it notifies, not only when an alert arrives).
+        let policy = self.planning_policy(now).await;
         for alert in due {
+            let muted_by = plan(&alert.example, &policy, now, &PlanContext::default()).silence_id;
+            if let Some(silence) = muted_by {
+                let subject = alert
+                    .notification
+                    .examples
+                    .first()
+                    .map(subject_label)
+                    .unwrap_or_else(|| alert.notification.group_key.clone());
+                if let Err(error) = self
+                    .silences
+                    .store()
+                    .record_muted(
+                        &silence,
+                        &subject,
+                        &alert.example,
+                        vec![alert.receiver.clone()],
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
+                }
+                continue;
+            }
             self.deliver(&alert, None, &[], &mut report, deadline).await;
         }
         Ok(report.notified)

@@ -167,6 +167,13 @@ impl Triage {
         self.store.clone()
     }
 
+    /// Re-reads the store's silences at most every `ttl` (default [`SILENCE_CACHE_TTL`]; a test
+    /// that adds a silence between two payloads takes zero).
+    pub fn with_silence_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.silences = SilenceCache::new(self.silences.store().clone(), self.policy.clone(), ttl);
+        self
+    }
+
     /// Works on at most `n` subjects at once (at least one).
     pub fn with_subject_concurrency(mut self, n: usize) -> Self {
         self.subject_concurrency = n.max(1);

@@ -153,3 +153,57 @@ async fn a_silence_written_elsewhere_mutes_the_alert_and_counts_it_but_keeps_the
         .unwrap();
     assert_eq!(listed[0].muted, 1, "one subject muted, counted once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silence_added_while_a_group_waits_mutes_its_flush() {
+    let emulator = batch_emulator::Emulator::new(batch_emulator::Scenario::builtin()).unwrap();
+    let batch_url = test_kit::serve_emulator(emulator.clone()).await;
+    let (triage, store, hook, _dir) = crate::triage::pipeline_with_group_wait(&batch_url).await;
+    let triage = triage.with_silence_cache_ttl(Duration::ZERO);
+    let now = OffsetDateTime::now_utc();
+    let report = triage
+        .handle_payload(
+            fail_record("devbatch1", "etl", "oom").as_bytes(),
+            now,
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.subjects[0].waiting, 1, "{report:#?}");
+    let silence = SilenceStore::new(store.clone())
+        .add(new(&["job=etl"], 1), now)
+        .await
+        .unwrap();
+    let later = now + Duration::from_secs(120);
+    let sent = triage.flush_due(later, deadline()).await.unwrap();
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(hook.bodies().is_empty());
+    let listed = SilenceStore::new(store)
+        .list(later, false, true)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].silence.id, silence.id);
+    assert_eq!(listed[0].muted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_silence_the_waiting_group_is_sent() {
+    let emulator = batch_emulator::Emulator::new(batch_emulator::Scenario::builtin()).unwrap();
+    let batch_url = test_kit::serve_emulator(emulator.clone()).await;
+    let (triage, _store, hook, _dir) = crate::triage::pipeline_with_group_wait(&batch_url).await;
+    let now = OffsetDateTime::now_utc();
+    triage
+        .handle_payload(
+            fail_record("devbatch1", "etl", "oom").as_bytes(),
+            now,
+            deadline(),
+        )
+        .await
+        .unwrap();
+    let sent = triage
+        .flush_due(now + Duration::from_secs(120), deadline())
+        .await
+        .unwrap();
+    assert_eq!(sent, ["hook"]);
+    assert_eq!(hook.bodies().len(), 1);
+}
