@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, Secret};
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use diagnosis::policy::Grouping as DiagnosisGrouping;
 use diagnosis::policy::Policy;
 use notify::{Allowlist, ReceiverConfig};
 use pipeline::settings::Settings;
@@ -36,7 +37,7 @@ pub struct Run {
     /// How the platform delivered it, for people.
     pub trigger: String,
     /// A short stable name: `event-hubs`, `event-hubs-redelivery`, `event-grid`,
-    /// `cloudevents`, `sweep`, `dead-letters`, `sweep-again`.
+    /// `cloudevents`, `sweep`, `dead-letters`, `sweep-again`, `tick-later`.
     pub name: &'static str,
     /// The input, kept under `triggers/` so people can see the shapes.
     pub payload_file: Option<String>,
@@ -44,6 +45,8 @@ pub struct Run {
     pub subjects: Vec<SubjectReport>,
     /// Items the pipeline skipped on purpose (pool events).
     pub ignored: usize,
+    /// Receivers the timer's grouped alerts went to (groups that waited, grew or escalated).
+    pub flushed: Vec<String>,
     /// When it ran.
     pub at: OffsetDateTime,
 }
@@ -283,6 +286,7 @@ impl Triggers<'_> {
             payload_file: Some(format!("triggers/{file}")),
             subjects: report.subjects,
             ignored: report.ignored_items,
+            flushed: Vec::new(),
             at,
         })
     }
@@ -363,7 +367,10 @@ impl Triggers<'_> {
     }
 
     /// The timer's job, twice: the second finds everything handled. The first also takes in
-    /// Event Grid's dead letters, reported as a run of their own.
+    /// Event Grid's dead letters, reported as a run of their own. Then a third tick, one
+    /// `group_interval` later (time is an argument of `tick`, so the demo does not wait): the
+    /// groups that grew since their first message are announced again, and the one that
+    /// escalated pages.
     async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
         // The timer's sweep finds what no event announced; a first run looks back a day so
         // every failure of the scenario (the oldest ended hours ago) is in reach.
@@ -381,8 +388,15 @@ impl Triggers<'_> {
                 "sweep-again",
                 "Timer sweep, next tick: everything is already handled",
             ),
+            (
+                "tick-later",
+                "Timer tick one group_interval later: groups that grew are announced again (now N, was M); an escalated one pages",
+            ),
         ] {
-            let at = OffsetDateTime::now_utc();
+            let mut at = OffsetDateTime::now_utc();
+            if name == "tick-later" {
+                at += DiagnosisGrouping::default().group_interval + Duration::from_secs(1);
+            }
             let tick = self.triage.tick(at, self.deadline(), &options).await?;
             runs.push(Run {
                 trigger: trigger.to_owned(),
@@ -390,6 +404,7 @@ impl Triggers<'_> {
                 payload_file: None,
                 subjects: tick.sweep.subjects,
                 ignored: 0,
+                flushed: tick.flushed,
                 at,
             });
             if !tick.parked.is_empty() {
@@ -399,6 +414,7 @@ impl Triggers<'_> {
                     payload_file: Some("triggers/dead-letter-1.json".to_owned()),
                     subjects: tick.parked.subjects,
                     ignored: 0,
+                    flushed: Vec::new(),
                     at,
                 });
             }

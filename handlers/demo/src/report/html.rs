@@ -304,6 +304,10 @@ impl Report {
                                     br;
                                     span.muted { (run.ignored) " item(s) skipped by design (pool events)" }
                                 }
+                                @if !run.flushed.is_empty() {
+                                    br;
+                                    "grouped alerts (grown, escalated or due) → " (run.flushed.join(", "))
+                                }
                             }
                         }
                     }

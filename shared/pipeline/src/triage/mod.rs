@@ -10,6 +10,7 @@
 //! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
 mod alert;
+mod escalate;
 mod jobs;
 mod refuse;
 mod report;

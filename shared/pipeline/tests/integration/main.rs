@@ -3,6 +3,7 @@
 
 mod actions;
 mod grouping;
+mod growth;
 mod parking;
 mod refused;
 mod silences;
