@@ -197,6 +197,7 @@ fn the_functions_zip_has_host_json_the_handler_and_one_folder_per_function() {
         "host.json",
         FUNCTIONS_BIN,
         "Diagnose/function.json",
+        "Report/function.json",
         "Sweep/function.json",
         "TaskEventGrid/function.json",
         "TaskEvents/function.json",
@@ -257,6 +258,20 @@ fn the_functions_zip_has_host_json_the_handler_and_one_folder_per_function() {
             binding("http", "out", "res")
         ]
     );
+
+    assert_eq!(
+        function("Report"),
+        [
+            binding("httpTrigger", "in", "req"),
+            binding("http", "out", "res")
+        ]
+    );
+    let report = zip["Report/function.json"].json.as_ref().unwrap();
+    assert_eq!(
+        report["bindings"][0]["authLevel"], "function",
+        "the report is behind the function key"
+    );
+    assert_eq!(report["bindings"][0]["methods"], serde_json::json!(["get"]));
 
     let lambda_zip = out.join("batch-triage-lambda.zip");
     if has_lambda_crate() {

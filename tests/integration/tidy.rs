@@ -53,6 +53,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("batch-triage-test-kit", 3),
     ("batch-triage-notify", 3),
     ("batch-triage-pipeline", 4),
+    // The report from the store (gathering, bounded, and its HTML), served by every handler.
+    ("batch-triage-report", 5),
     // The demo: the emulator, the pipeline and loopback receivers in one process, and its
     // report. A library the CLI calls, so it sits just below the handlers.
     ("batch-triage-demo", 5),

@@ -51,6 +51,10 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// The `key` query parameter, percent-decoded.
     pub key_param: Option<String>,
+    /// The path (`/report`); empty when the event has none.
+    pub path: String,
+    /// Every query parameter, percent-decoded, in order.
+    pub query: Vec<(String, String)>,
     /// The body, base64-decoded when the platform encoded it.
     pub body: Vec<u8>,
 }
@@ -123,17 +127,27 @@ fn http_v2(event: &Map<String, Value>) -> Result<HttpRequest, String> {
         .unwrap_or_default()
         .to_ascii_uppercase();
     let headers = string_map(event.get("headers"), "headers")?;
-    let key_param = match event.get("rawQueryString") {
+    let query: Vec<(String, String)> = match event.get("rawQueryString") {
         Some(Value::String(raw)) => url::form_urlencoded::parse(raw.as_bytes())
-            .find(|(name, _)| name == "key")
-            .map(|(_, value)| value.into_owned()),
-        None | Some(Value::Null) => None,
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect(),
+        None | Some(Value::Null) => Vec::new(),
         Some(_) => return Err("rawQueryString is not a string".to_owned()),
     };
+    let key_param = query
+        .iter()
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| value.clone());
     Ok(HttpRequest {
         method,
         headers,
         key_param,
+        path: event
+            .get("rawPath")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        query,
         body: body(event)?,
     })
 }
@@ -155,13 +169,19 @@ fn http_v1(event: &Map<String, Value>) -> Result<HttpRequest, String> {
         _ => string_map(event.get("queryStringParameters"), "queryStringParameters")?,
     };
     let key_param = query
-        .into_iter()
+        .iter()
         .find(|(name, _)| name == "key")
-        .map(|(_, value)| value);
+        .map(|(_, value)| value.clone());
     Ok(HttpRequest {
         method,
         headers,
         key_param,
+        path: event
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        query,
         body: body(event)?,
     })
 }

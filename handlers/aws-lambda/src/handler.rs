@@ -88,6 +88,7 @@ impl Handler {
             Invocation::Schedule => self.tick(deadline).await,
             Invocation::Http(format, request) => {
                 let response = match request {
+                    Ok(request) if is_report(&request) => self.report(&request).await,
                     Ok(request) => self.webhook(&request, deadline).await,
                     Err(reason) => {
                         tracing::warn!(%reason, "unusable HTTP request answered 400");
@@ -125,6 +126,35 @@ impl Handler {
             tracing::info!(?line, "tick");
         }
         Ok(json!({ "tick": lines }))
+    }
+
+    /// `GET …/report?since=6h&format=json` on the Function URL, behind the webhook's key: the
+    /// store's report page (with a policy that lets nothing load) or JSON.
+    async fn report(&self, request: &HttpRequest) -> HttpResponse {
+        let Some(key) = &self.webhook_key else {
+            return HttpResponse::json(
+                503,
+                &json!({"error": format!("the report is not configured: set {KEY_SETTING}")}),
+            );
+        };
+        if let Err(refused) = key.authorize(&request.header_pairs(), request.key_param.as_deref()) {
+            tracing::warn!("report request without the right key refused");
+            return refused.into();
+        }
+        let query = match report::parse_params(request.query.clone(), OffsetDateTime::now_utc()) {
+            Ok(query) => query,
+            Err(error) => return HttpResponse::json(400, &json!({"error": error})),
+        };
+        match report::build(self.triage.store(), &query.options).await {
+            Ok(built) if query.json => {
+                HttpResponse::json(200, &serde_json::to_value(&built).unwrap_or(Value::Null))
+            }
+            Ok(built) => HttpResponse::page(200, built.html(), report::CONTENT_SECURITY_POLICY),
+            Err(error) => {
+                tracing::warn!(%error, "report failed");
+                HttpResponse::json(503, &json!({"error": error.to_string()}))
+            }
+        }
     }
 
     async fn webhook(&self, request: &HttpRequest, deadline: Deadline) -> HttpResponse {
@@ -186,6 +216,11 @@ impl Handler {
             InvocationError::non_retryable(format!("the diagnosis cannot be serialised: {error}"))
         })
     }
+}
+
+/// Whether a request asks for the report: `GET` on a path ending in `/report`.
+fn is_report(request: &HttpRequest) -> bool {
+    request.method == "GET" && request.path.trim_end_matches('/').ends_with("/report")
 }
 
 /// Lambda never runs an invocation longer than this, so a deadline further in the past than

@@ -93,7 +93,7 @@ pub struct HttpResponse {
     pub headers: BTreeMap<String, String>,
     /// The body, as text.
     pub body: String,
-    /// Always false: bodies are JSON text.
+    /// Always false: bodies are text (JSON, or the report page).
     pub is_base64_encoded: bool,
     /// Payload format 2.0 only (absent for REST APIs, which take no such field). Always empty;
     /// sent because `cargo lambda watch` refuses a 2.0 response without it.
@@ -108,6 +108,27 @@ impl HttpResponse {
             status_code,
             headers: BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]),
             body: body.to_string(),
+            is_base64_encoded: false,
+            cookies: None,
+        }
+    }
+
+    /// An HTML page with its content security policy.
+    pub fn page(status_code: u16, body: String, content_security_policy: &str) -> Self {
+        Self {
+            status_code,
+            headers: BTreeMap::from([
+                (
+                    "content-type".to_owned(),
+                    "text/html; charset=utf-8".to_owned(),
+                ),
+                (
+                    "content-security-policy".to_owned(),
+                    content_security_policy.to_owned(),
+                ),
+                ("cache-control".to_owned(), "no-store".to_owned()),
+            ]),
+            body,
             is_base64_encoded: false,
             cookies: None,
         }
@@ -169,18 +190,7 @@ mod tests {
     use super::*;
 
     fn report(outcome: Outcome) -> RunReport {
-        let mut subject = SubjectReport {
-            subject: "devbatch1/etl/oom".to_owned(),
-            class: None,
-            preserved: Vec::new(),
-            already_preserved: false,
-            notified: Vec::new(),
-            outboxed: Vec::new(),
-            waiting: 0,
-            action: None,
-            agent_logs: None,
-            outcome: Outcome::Done,
-        };
+        let mut subject = SubjectReport::new("devbatch1/etl/oom".to_owned());
         subject.outcome = outcome;
         RunReport {
             subjects: vec![subject],

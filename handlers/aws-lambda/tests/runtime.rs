@@ -751,3 +751,53 @@ async fn a_poison_delivery_is_400_so_event_grid_drops_it() {
     assert!(!function.backends.store.path().join("devbatch1").exists());
     assert!(function.alerts().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_is_served_on_the_function_url_behind_the_key() {
+    let function = start().await;
+    let delivered = function
+        .runtime
+        .invoke(&event_grid_delivery("oom", "e-oom", 0))
+        .await
+        .response();
+    assert_eq!(status(&delivered), 200, "{delivered}");
+    let get = |query: &str| {
+        let mut event = fixture("function-url-event-grid.json");
+        event["rawPath"] = json!("/report");
+        event["requestContext"]["http"]["method"] = json!("GET");
+        event["requestContext"]["http"]["path"] = json!("/report");
+        event["rawQueryString"] = json!(query);
+        event["body"] = Value::Null;
+        event["isBase64Encoded"] = json!(false);
+        event
+    };
+    let refused = function.runtime.invoke(&get("since=1h")).await.response();
+    assert_eq!(status(&refused), 401, "{refused}");
+    let page = function
+        .runtime
+        .invoke(&get(&format!("since=2h&key={KEY}")))
+        .await
+        .response();
+    assert_eq!(status(&page), 200, "{page}");
+    assert_eq!(page["headers"]["content-type"], "text/html; charset=utf-8");
+    assert!(
+        page["headers"]["content-security-policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let html = page["body"].as_str().unwrap();
+    assert!(html.contains("devbatch1/etl/oom"), "{html}");
+    let json = function
+        .runtime
+        .invoke(&get(&format!("format=json&key={KEY}")))
+        .await
+        .response();
+    assert_eq!(body(&json)["totalFailures"], 1, "{json}");
+    let bad = function
+        .runtime
+        .invoke(&get(&format!("since=soon&key={KEY}")))
+        .await
+        .response();
+    assert_eq!(status(&bad), 400, "{bad}");
+}

@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .route("/TaskEventGrid", post(task_event_grid))
         .route("/Sweep", post(sweep))
         .route("/Diagnose", post(diagnose))
+        .route("/Report", post(report_page))
         .route_layer(middleware::from_fn(log_invocation))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -365,6 +366,55 @@ async fn sweep(State(state): State<AppState>, body: String) -> Response {
             counted(ok(logs), counts)
         }
         Err(error) => retry(vec![error.to_string()]),
+    }
+}
+
+/// The `Report` HTTP function (function-key auth, checked by the host): the store's report
+/// page, or JSON with `?format=json`.
+async fn report_page(State(state): State<AppState>, body: String) -> Response {
+    let answer = |response: InvokeResponse| (StatusCode::OK, axum::Json(response)).into_response();
+    let request = match envelope(&body) {
+        Ok(request) => request,
+        Err(log) => return ok(vec![log]),
+    };
+    let params: Vec<(String, String)> = http_request(&request, "req")
+        .map(|r| {
+            r.query
+                .into_iter()
+                .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let query = match report::parse_params(params, time::OffsetDateTime::now_utc()) {
+        Ok(query) => query,
+        Err(error) => {
+            return answer(InvokeResponse::http(
+                400,
+                &json!({"error": error}),
+                Vec::new(),
+            ));
+        }
+    };
+    match report::build(state.triage.store(), &query.options).await {
+        Ok(built) if query.json => answer(InvokeResponse::http(
+            200,
+            &serde_json::to_value(&built).unwrap_or(Value::Null),
+            Vec::new(),
+        )),
+        Ok(built) => answer(InvokeResponse::http_text(
+            200,
+            built.html(),
+            &[
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Security-Policy", report::CONTENT_SECURITY_POLICY),
+                ("Cache-Control", "no-store"),
+            ],
+        )),
+        Err(error) => answer(InvokeResponse::http(
+            503,
+            &json!({"error": error.to_string()}),
+            vec![format!("report failed (retry later): {error}")],
+        )),
     }
 }
 

@@ -154,6 +154,27 @@ impl InvokeResponse {
     }
 }
 
+impl InvokeResponse {
+    /// A response carrying the HTTP output binding `res` with a text body and its headers (the
+    /// report page).
+    pub fn http_text(status: u16, body: String, headers: &[(&str, &str)]) -> Self {
+        let headers: Map<String, Value> = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
+            .collect();
+        let mut outputs = Map::new();
+        outputs.insert(
+            "res".to_owned(),
+            serde_json::json!({"statusCode": status, "body": body, "headers": headers}),
+        );
+        Self {
+            outputs,
+            logs: Vec::new(),
+            return_value: Value::Null,
+        }
+    }
+}
+
 /// Why an invocation's input could not be decoded. Such input is logged and acknowledged, never
 /// retried forever: retrying cannot make it readable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

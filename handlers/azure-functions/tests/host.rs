@@ -467,3 +467,36 @@ action = { kind = "disable", disable_tasks = "wait" }
         .count();
     assert_eq!(disables, 1, "the job was disabled once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_function_serves_the_page_from_the_store() {
+    let host = start().await;
+    let events = serde_json::to_string(&vec![records("etl", "oom")]).unwrap();
+    let (status, _) = invoke(&host, "TaskEvents", &json!({"Data": {"events": events}})).await;
+    assert_eq!(status, 200);
+    let request = |query: Value| {
+        json!({"Data": {"req": {"Url": "https://app.azurewebsites.net/api/Report", "Method": "GET",
+        "Query": query, "Headers": {}, "Params": {}, "Identities": []}}, "Metadata": {"sys": {}}})
+    };
+    let (status, response) = invoke(&host, "Report", &request(json!({"since": "2h"}))).await;
+    assert_eq!(status, 200);
+    let res = &response["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200, "{response}");
+    assert_eq!(res["headers"]["Content-Type"], "text/html; charset=utf-8");
+    assert!(
+        res["headers"]["Content-Security-Policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let html = res["body"].as_str().unwrap();
+    assert!(html.contains("devbatch1/etl/oom"), "{html}");
+    assert!(html.contains("task.exit_code"));
+
+    let (_, response) = invoke(&host, "Report", &request(json!({"format": "json"}))).await;
+    let res = &response["Outputs"]["res"];
+    let report: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    assert_eq!(report["totalFailures"], 1, "{report}");
+    let (_, response) = invoke(&host, "Report", &request(json!({"since": "soon"}))).await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+}

@@ -10,7 +10,9 @@ mod notify;
 mod policy;
 mod preserve;
 mod render;
+mod report;
 mod serve;
+mod silence;
 mod sweep;
 
 use std::process::ExitCode;
@@ -63,10 +65,21 @@ enum Command {
     #[command(after_help = preserve::EXAMPLES)]
     Preserve(preserve::Args),
 
+    /// Report what the store holds over a window: failures by class, job and hour with their
+    /// causes, hints and logs, alerts sent, muted or queued, job actions, silences; on the
+    /// console, as JSON, or as a self-contained HTML page.
+    #[command(after_help = report::EXAMPLES)]
+    Report(report::Args),
+
     /// Serve the pipeline over HTTP: an Event Grid / CloudEvents webhook (with both validation
     /// handshakes), diagnostic-log records, the sweep and on-demand diagnosis, behind a shared key.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::Args),
+
+    /// Mute alerts from the command line, for every instance at once: silences kept in the
+    /// store (BATCH_TRIAGE_STORE), listed with what they muted, and ended early.
+    #[command(after_help = silence::EXAMPLES)]
+    Silence(silence::Args),
 
     /// Sweep for failures no event announced (failed tasks since the store's cursor, ended and
     /// stuck jobs, prep failures), send due alert groups and retry the outbox; once or repeatedly.
@@ -127,7 +140,9 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Preserve(args) => preserve::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Silence(args) => silence::run(&args),
         Command::Sweep(args) => sweep::run(&args),
     };
     match result {

@@ -49,12 +49,14 @@ Examples:
 
 Routes:
   GET  /               readiness (no key)
+  GET  /report         the store's report page (?since=24h&account=…&format=json)
   POST /api/events     Event Grid or CloudEvents webhook; answers both validation handshakes
   POST /api/records    diagnostic-log records, e.g. what an Event Hubs consumer forwards
   POST /api/sweep      one timer tick: sweep, due alert groups, outbox
   POST /api/diagnose   {\"jobId\": \"…\", \"taskId\": \"…\"} → the diagnosis JSON, no side effects
 
-Every /api route needs BATCH_TRIAGE_WEBHOOK_KEY, as ?key=… or the x-batch-triage-key header.
+Every /api route and /report need BATCH_TRIAGE_WEBHOOK_KEY, as ?key=… or the
+x-batch-triage-key header.
 Give Event Grid the endpoint URL with ?key=…: it sends the URL on the handshakes too.
 Event Grid only delivers to https: put serve behind a TLS-terminating proxy.
 
@@ -231,6 +233,7 @@ fn app(state: AppState) -> Router {
         .route("/api/records", post(records))
         .route("/api/sweep", post(sweep))
         .route("/api/diagnose", post(diagnose))
+        .route("/report", get(report_page))
         // Layers run outside in: the key is checked first, then a place is taken, and only then
         // is the body read (by the handler). A stranger's body is never read.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), limit))
@@ -579,6 +582,46 @@ async fn sweep(State(state): State<AppState>) -> Response {
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "the sweep could not finish: Batch or the store is unavailable; retry later", "retryable": true}),
+            )
+        }
+    }
+}
+
+/// `GET /report?since=6h&account=…&format=json`: the store's report, as the page (with a
+/// policy that lets nothing load) or JSON.
+async fn report_page(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let query = match report::parse_query(uri.query(), OffsetDateTime::now_utc()) {
+        Ok(query) => query,
+        Err(error) => return json_response(StatusCode::BAD_REQUEST, json!({"error": error})),
+    };
+    let store = state.triage.store();
+    let Some(built) = detached(async move { report::build(store, &query.options).await }).await
+    else {
+        return stopped();
+    };
+    match built {
+        Ok(built) if query.json => json_response(StatusCode::OK, json!(built)),
+        Ok(built) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    report::CONTENT_SECURITY_POLICY,
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            built.html(),
+        )
+            .into_response(),
+        Err(error) => {
+            eprintln!(
+                "batch-triage serve: /report failed (retry later): {}",
+                inert(&error.to_string())
+            );
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": error.to_string()}),
             )
         }
     }

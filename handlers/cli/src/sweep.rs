@@ -225,6 +225,7 @@ fn subject_json(s: &SubjectReport) -> Value {
         "preserved": s.preserved,
         "alreadyPreserved": s.already_preserved,
         "notified": s.notified,
+        "mutedBy": s.muted_by,
         "outboxed": s.outboxed,
         "waiting": s.waiting,
         "action": s.action,

@@ -118,6 +118,12 @@ pub fn render(alert: &Alert) -> EmailMessage {
     if let Some(portal) = &portal {
         text.push_str(&format!("\nAzure portal: {}\n", line(portal)));
     }
+    // Built from sanitised, single-quoted values (`silence_command`): safe to paste in a shell.
+    let mute = (alert.state != AlertState::Resolved)
+        .then(|| diagnosis::policy::silence_command(&alert.diagnosis));
+    if let Some(mute) = &mute {
+        text.push_str(&format!("\nTo mute this group:\n  {}\n", line(mute)));
+    }
     text.push_str(&format!(
         "\n-- \nbatch-triage · group {} · alert {}\n",
         line(&alert.group.key),
@@ -134,6 +140,7 @@ pub fn render(alert: &Alert) -> EmailMessage {
         portal: portal.as_deref(),
         group: &alert.group.key,
         alert_id: &alert.idempotency_key(),
+        mute: mute.as_deref(),
     });
 
     let in_reply_to = (alert.state != AlertState::Firing || alert.sequence > 0)
@@ -158,6 +165,8 @@ struct HtmlBody<'a> {
     portal: Option<&'a str>,
     group: &'a str,
     alert_id: &'a str,
+    /// The `batch-triage silence add` command that mutes this group.
+    mute: Option<&'a str>,
 }
 
 /// The HTML body. `maud` escapes every interpolated value at compile time, so no untrusted text
@@ -201,6 +210,10 @@ fn html_body(b: &HtmlBody<'_>) -> String {
                 }
                 @if let Some(portal) = b.portal.filter(|p| p.starts_with("https://")) {
                     p { a href=(portal) { "Open the job in the Azure portal" } }
+                }
+                @if let Some(mute) = b.mute {
+                    h3 { "Mute this group" }
+                    pre { code { (mute) } }
                 }
                 hr;
                 p style="color:#666" { "batch-triage · group " (b.group) " · alert " (b.alert_id) }
@@ -580,6 +593,39 @@ mod tests {
             Some("javascript:alert(2)".into()),
         );
         alert
+    }
+
+    #[test]
+    fn the_email_ends_with_a_safe_command_that_mutes_the_group() {
+        let email = render(&hostile_alert());
+        let command = diagnosis::policy::silence_command(&hostile_alert().diagnosis);
+        assert!(
+            command.starts_with("batch-triage silence add --match 'account=acct' --match 'job=")
+        );
+        // No hostile character survives into the command: no markup, quote, control or bidi.
+        assert!(
+            !command.contains(['<', '>', '"', '\u{1b}', '\u{7}', '\u{202e}', '\r']),
+            "{command}"
+        );
+        // The text body's last section before the signature is the command, verbatim.
+        let before_signature = email.text.split("\n-- \n").next().unwrap();
+        assert!(
+            before_signature
+                .trim_end()
+                .ends_with(&format!("To mute this group:\n  {command}")),
+            "{}",
+            email.text
+        );
+        // In HTML, as escaped text in a <pre>, last before the footer.
+        let escaped = command.replace('&', "&amp;").replace('\'', "&#39;");
+        let at = email.html.find("Mute this group").expect("the section");
+        assert!(email.html[at..].contains("<pre><code>"), "{}", email.html);
+        assert!(
+            email.html[at..].contains(&escaped) || email.html[at..].contains(&command),
+            "{}",
+            email.html
+        );
+        assert!(email.html[at..].find("<hr>").is_some());
     }
 
     #[test]

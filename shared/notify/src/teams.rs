@@ -181,6 +181,21 @@ fn heading(text: &'static str) -> Value {
     json!({"type": "TextBlock", "text": text, "weight": "bolder", "wrap": true, "spacing": "medium"})
 }
 
+/// The card's last blocks: the command that mutes this group (none for a resolved alert). Last,
+/// so the operator finds it at the end; its values are sanitised and single-quoted by
+/// `silence_command`, and it is a TextRun (never markdown).
+fn mute_blocks(alert: &Alert) -> Vec<Value> {
+    if alert.state == AlertState::Resolved {
+        return Vec::new();
+    }
+    vec![
+        heading("Mute this group"),
+        plain_block(vec![json!({"type": "TextRun",
+            "text": diagnosis::policy::silence_command(&alert.diagnosis),
+            "fontType": "monospace", "size": "small"})]),
+    ]
+}
+
 /// The card itself, with every field under `caps`. Everything that comes from Batch, the task or
 /// the policy is in a `TextRun`; `TextBlock`s hold only our own words.
 fn card(alert: &Alert, caps: Caps) -> Value {
@@ -284,6 +299,7 @@ fn card(alert: &Alert, caps: Caps) -> Value {
             );
         }
     }
+    body.extend(mute_blocks(alert));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -470,6 +486,31 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_card_ends_with_the_command_that_mutes_the_group_and_resolved_has_none() {
+        let mut alert = alert(10, "x");
+        alert.diagnosis.subject.job_id = Some("etl'; rm -rf ~ #[x](https://evil)".into());
+        let card: Value = serde_json::from_slice(&render(&alert)).unwrap();
+        let body = card["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
+        let last = &body[body.len() - 1];
+        assert_eq!(body[body.len() - 2]["text"], "Mute this group");
+        assert_eq!(last["type"], "RichTextBlock");
+        let command = last["inlines"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            command,
+            diagnosis::policy::silence_command(&alert.diagnosis)
+        );
+        assert!(
+            command.contains("--match 'job=etl???rm?-rf?????x??https://evil?'"),
+            "{command}"
+        );
+        alert.state = AlertState::Resolved;
+        let card = String::from_utf8(render(&alert)).unwrap();
+        assert!(!card.contains("silence add"), "{card}");
     }
 
     #[test]

@@ -142,6 +142,19 @@ struct SentMarker<'a> {
     claimed_at: String,
 }
 
+/// A group as a report shows it.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    /// The receiver.
+    pub receiver: String,
+    /// The rule that routed to it.
+    pub rule: String,
+    /// The first alert's diagnosis.
+    pub example: Diagnosis,
+    /// Counts, times and sends.
+    pub state: GroupState,
+}
+
 /// Alert groups in an [`ArtifactStore`].
 #[derive(Debug, Clone)]
 pub struct GroupStore {
@@ -247,6 +260,37 @@ impl GroupStore {
             }
         }
         batch
+    }
+
+    /// The groups seen since `since`, most recently seen first, at most `limit` of them read (a
+    /// report's bound), with how many groups the store holds in all.
+    pub async fn summaries(
+        &self,
+        since: OffsetDateTime,
+        limit: usize,
+    ) -> Result<(Vec<GroupSummary>, usize), GroupError> {
+        let listed = self.store.list("groups/").await?;
+        let total = listed.len();
+        let mut out = Vec::new();
+        for info in listed.into_iter().take(limit) {
+            let Some(current) = self.store.get(&info.key).await? else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<GroupRecord>(&current.bytes) else {
+                continue;
+            };
+            if record.state.last_seen < since {
+                continue;
+            }
+            out.push(GroupSummary {
+                receiver: record.receiver,
+                rule: record.rule,
+                example: record.example,
+                state: record.state,
+            });
+        }
+        out.sort_by_key(|g| std::cmp::Reverse(g.state.last_seen));
+        Ok((out, total))
     }
 
     /// The timer sweep: flushes every group whose pending notification is due at `now`, and

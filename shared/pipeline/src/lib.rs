@@ -12,8 +12,12 @@
 //!   per pool, once per node and incident.
 //! - [`pool_sweep`]: the timer's look at pools and nodes: node counts first, one filtered node
 //!   list per pool with something to look at, within the deadline.
+//! - [`history`]: one small record per failed subject, keyed by hour, account and class, so a
+//!   report counts from a listing and reads only what it shows.
 //! - [`triage`]: the pipeline itself: payload → subjects re-read from the configured account →
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
+//! - [`silences`]: silences kept in the store (added at the CLI, shared by every instance),
+//!   read with the policy's, and the count of what each muted.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
@@ -30,10 +34,12 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod history;
 pub mod node_actions;
 pub mod parking;
 pub mod pool_sweep;
 pub mod settings;
+pub mod silences;
 pub mod sweep;
 pub mod tick;
 pub mod triage;

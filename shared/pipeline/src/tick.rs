@@ -138,7 +138,7 @@ impl SubjectReport {
     /// The subject, its class and what became of it, on one line (no secrets: reports hold none).
     pub fn line(&self) -> String {
         format!(
-            "{}: {} — {:?}{}{}{}",
+            "{}: {} — {:?}{}{}{}{}",
             self.subject,
             self.class.map_or("not diagnosed", |c| c.as_str()),
             self.outcome,
@@ -147,6 +147,10 @@ impl SubjectReport {
             } else {
                 format!("; notified {}", self.notified.join(", "))
             },
+            self.muted_by
+                .as_deref()
+                .map(|s| format!("; muted by silence {s}"))
+                .unwrap_or_default(),
             if self.already_preserved {
                 "; logs already preserved"
             } else {

@@ -39,6 +39,7 @@ mod parse;
 mod parse_escalate;
 mod plan;
 mod preserve_glob;
+mod silence;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +69,7 @@ pub use plan::{
     evaluate_threshold, group_key, plan, terminate_reason,
 };
 pub use preserve_glob::{WORKING_DIR, preserve_glob, task_relative};
+pub use silence::{MATCHER_KEYS, MatcherErrors, parse_matchers, silence_command};
 
 /// A checked policy. Build one with [`Policy::parse`], or take [`Policy::default`] (no file): keep
 /// the logs of every failure, notify nobody, act on nothing, print to the console.
@@ -299,8 +301,13 @@ impl Default for Grouping {
 /// (as in Alertmanager): logs are still kept and job actions still planned.
 #[derive(Debug, Clone)]
 pub struct Silence {
+    /// Names the silence in plans, counts and the report: `policy:N` for the N-th silence of the
+    /// policy file, the store's id for one added with `batch-triage silence add`.
+    pub id: String,
     /// What it mutes.
     pub matchers: Matchers,
+    /// When it starts muting (`None`: it always has).
+    pub starts: Option<OffsetDateTime>,
     /// When it stops muting.
     pub expires: OffsetDateTime,
     /// Who and why; shown in plans.
@@ -310,7 +317,7 @@ pub struct Silence {
 impl Silence {
     /// Whether the silence is in force at `now`.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
-        now < self.expires
+        self.starts.is_none_or(|starts| starts <= now) && now < self.expires
     }
 }
 

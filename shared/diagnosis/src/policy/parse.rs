@@ -224,7 +224,8 @@ fn check(raw: RawPolicy, errors: &mut Errors<'_>) -> Policy {
     let silences = raw
         .silences
         .into_iter()
-        .map(|spanned| check_silence(spanned.into_inner(), errors))
+        .enumerate()
+        .map(|(i, spanned)| check_silence(i + 1, spanned.into_inner(), errors))
         .collect();
     Policy {
         receivers,
@@ -431,7 +432,7 @@ fn preserve_globs(
 }
 
 /// A silence: some matcher, an RFC 3339 expiry and a comment.
-fn check_silence(silence: RawSilence, errors: &mut Errors<'_>) -> Silence {
+fn check_silence(number: usize, silence: RawSilence, errors: &mut Errors<'_>) -> Silence {
     let matchers_span = silence.matchers.span();
     let matchers = matchers(silence.matchers.into_inner(), errors);
     if is_empty(&matchers) {
@@ -460,7 +461,9 @@ fn check_silence(silence: RawSilence, errors: &mut Errors<'_>) -> Silence {
         );
     }
     Silence {
+        id: format!("policy:{number}"),
         matchers,
+        starts: None,
         expires: expires.unwrap_or(OffsetDateTime::UNIX_EPOCH),
         comment: silence.comment.into_inner(),
     }
@@ -721,4 +724,33 @@ fn grouping_over(
         );
     }
     grouping
+}
+
+/// Matchers from a TOML table of them (the body of a rule's `match`), with every problem. The
+/// CLI's `--match key=value` silences come through here, so they mean what the policy's do.
+pub(super) fn matchers_from_toml(text: &str) -> Result<Matchers, PolicyErrors> {
+    let mut errors = Errors {
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawMatchers = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            errors.at(
+                error.span().unwrap_or(0..0),
+                error.message().trim().to_owned(),
+            );
+            return Err(PolicyErrors {
+                errors: errors.errors,
+            });
+        }
+    };
+    let matchers = matchers(raw, &mut errors);
+    if errors.errors.is_empty() {
+        Ok(matchers)
+    } else {
+        Err(PolicyErrors {
+            errors: errors.errors,
+        })
+    }
 }

@@ -48,6 +48,8 @@ pub struct Plan {
     pub node_action: Option<NodeActionPlan>,
     /// The comment of the silence that muted notifications, if one did.
     pub silenced_by: Option<String>,
+    /// The id of that silence ([`super::Silence::id`]), so what it muted can be counted.
+    pub silence_id: Option<String>,
     /// Print the diagnosis to the console as well.
     pub console: bool,
 }
@@ -334,6 +336,7 @@ pub fn plan(
         preserve,
         action,
         silenced_by: silence.map(|s| s.comment.clone()),
+        silence_id: silence.map(|s| s.id.clone()),
         console: policy.console,
     }
 }

@@ -45,7 +45,34 @@ impl Triage {
     ) -> Result<Vec<String>, crate::grouping::GroupError> {
         let due = self.groups.due(now).await?;
         let mut report = SubjectReport::new("due alerts".to_owned());
+        // A silence added while the group waited mutes it too (as Alertmanager checks silences
+        // when it notifies, not only when an alert arrives).
+        let policy = self.planning_policy(now).await;
         for alert in due {
+            let muted_by = plan(&alert.example, &policy, now, &PlanContext::default()).silence_id;
+            if let Some(silence) = muted_by {
+                let subject = alert
+                    .notification
+                    .examples
+                    .first()
+                    .map(subject_label)
+                    .unwrap_or_else(|| alert.notification.group_key.clone());
+                if let Err(error) = self
+                    .silences
+                    .store()
+                    .record_muted(
+                        &silence,
+                        &subject,
+                        &alert.example,
+                        vec![alert.receiver.clone()],
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
+                }
+                continue;
+            }
             self.deliver(&alert, None, &[], &mut report, now, deadline)
                 .await;
         }
@@ -228,7 +255,8 @@ impl Triage {
         deadline: Deadline,
     ) -> (Vec<String>, Vec<String>) {
         let diagnosis = self.redacted(diagnosis.clone());
-        let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+        let policy = self.planning_policy(now).await;
+        let planned = plan(&diagnosis, &policy, now, &PlanContext::default());
         let (mut notified, mut outboxed) = (Vec::new(), Vec::new());
         for to in &planned.receivers {
             let Some(receiver) = self.receivers.get(&to.receiver) else {

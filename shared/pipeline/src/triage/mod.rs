@@ -40,6 +40,7 @@ use time::OffsetDateTime;
 use crate::actions::JobActions;
 use crate::grouping::GroupStore;
 use crate::node_actions::NodeActions;
+use crate::silences::{SILENCE_CACHE_TTL, SilenceCache, SilenceStore};
 
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
@@ -67,6 +68,8 @@ pub struct Triage {
     pub(crate) batch: Arc<dyn BatchApi>,
     pub(crate) store: Arc<dyn ArtifactStore>,
     policy: Arc<Policy>,
+    /// The policy with the store's silences, re-read at most every [`SILENCE_CACHE_TTL`].
+    silences: SilenceCache,
     receivers: BTreeMap<String, Receiver>,
     egress: Egress,
     groups: GroupStore,
@@ -119,6 +122,11 @@ impl Triage {
             NodeActions::new(store.clone(), batch.clone(), config.action_call_timeout);
         Self {
             groups: GroupStore::new(store.clone()),
+            silences: SilenceCache::new(
+                SilenceStore::new(store.clone()),
+                policy.clone(),
+                SILENCE_CACHE_TTL,
+            ),
             outbox: Outbox::new(store.clone()),
             config: TriageConfig {
                 account: config.account.to_ascii_lowercase(),
@@ -152,6 +160,12 @@ impl Triage {
         self
     }
 
+    /// The policy to plan with at `now`: the policy's silences and the store's (read at most
+    /// once per [`SILENCE_CACHE_TTL`], so one added at the CLI mutes every instance soon).
+    pub(super) async fn planning_policy(&self, now: OffsetDateTime) -> Arc<Policy> {
+        self.silences.policy(now).await
+    }
+
     /// A diagnosis as it may be stored or sent.
     pub(super) fn redacted(&self, mut diagnosis: Diagnosis) -> Diagnosis {
         self.redactor.redact_diagnosis(&mut diagnosis);
@@ -168,6 +182,18 @@ impl Triage {
     /// a SAS for Batch (`docs/preserved-layout.md`).
     pub fn with_agent_logs_identity(mut self, resource_id: Option<String>) -> Self {
         self.agent_logs_identity = resource_id.filter(|id| !id.trim().is_empty());
+        self
+    }
+
+    /// The store this pipeline keeps logs and state in (what a report reads).
+    pub fn store(&self) -> Arc<dyn ArtifactStore> {
+        self.store.clone()
+    }
+
+    /// Re-reads the store's silences at most every `ttl` (default [`SILENCE_CACHE_TTL`]; a test
+    /// that adds a silence between two payloads takes zero).
+    pub fn with_silence_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.silences = SilenceCache::new(self.silences.store().clone(), self.policy.clone(), ttl);
         self
     }
 

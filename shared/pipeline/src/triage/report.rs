@@ -47,6 +47,8 @@ pub struct SubjectReport {
     /// Where the node agent's logs stand (`requested`, `uploading`, `complete`, `incomplete`,
     /// `node_gone`, `unavailable`), when they were asked for.
     pub agent_logs: Option<String>,
+    /// The silence that muted this subject's alert, if one did (policy `policy:N` or a store id).
+    pub muted_by: Option<String>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -81,6 +83,7 @@ impl SubjectReport {
             waiting: 0,
             action: None,
             agent_logs: None,
+            muted_by: None,
             outcome: Outcome::Done,
         }
     }

@@ -496,7 +496,8 @@ impl Triage {
     ) -> Worked {
         let first = self.redacted(first);
         report.class = Some(first.class);
-        let first_plan = plan(&first, &self.policy, now, &PlanContext::default());
+        let policy = self.planning_policy(now).await;
+        let first_plan = plan(&first, &policy, now, &PlanContext::default());
         let mut tail = None;
         if first_plan.preserve_logs {
             match logs.preserve(self, &first, &first_plan, deadline).await {
@@ -526,7 +527,7 @@ impl Triage {
         let plan = if L::REPLANS_WITH_TAIL {
             plan(
                 &diagnosis,
-                &self.policy,
+                &policy,
                 now,
                 &PlanContext {
                     stderr_tail: tail.as_deref(),
@@ -602,6 +603,37 @@ impl Triage {
                         retryable: true,
                     }
                 }
+            }
+        }
+        if let Some(silence) = &plan.silence_id {
+            report.muted_by = Some(silence.clone());
+            let receivers = plan
+                .silenced_receivers
+                .iter()
+                .map(|r| r.receiver.clone())
+                .collect();
+            // Counting is not worth failing the subject over: a lost count is logged.
+            if let Err(error) = self
+                .silences
+                .store()
+                .record_muted(silence, &report.subject, &diagnosis, receivers, now)
+                .await
+            {
+                tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
+            }
+        }
+        if diagnosis.class.is_failure() {
+            let record = crate::history::FailureRecord {
+                time: crate::history::rfc3339(now),
+                subject: report.subject.clone(),
+                preserved: report.preserved.clone(),
+                muted_by: report.muted_by.clone(),
+                action: report.action.clone(),
+                diagnosis: diagnosis.clone(),
+            };
+            // The index serves the report only: a lost record is logged, never a retry.
+            if let Err(error) = crate::history::record_failure(&self.store, &record, now).await {
+                tracing::warn!(subject = %report.subject, error = %error, "failure not indexed for the report");
             }
         }
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {

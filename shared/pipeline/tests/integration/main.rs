@@ -8,5 +8,6 @@ mod parking;
 mod pools;
 mod refused;
 mod resolved;
+mod silences;
 mod sweep_cost;
 mod triage;

@@ -42,11 +42,25 @@ pub(crate) async fn world() -> World {
 pub(crate) async fn pipeline_over(
     batch_url: &str,
 ) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
+    pipeline_waiting(batch_url, "0s").await
+}
+
+/// As [`pipeline_over`], with alerts waiting a minute for their group.
+pub(crate) async fn pipeline_with_group_wait(
+    batch_url: &str,
+) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
+    pipeline_waiting(batch_url, "1m").await
+}
+
+async fn pipeline_waiting(
+    batch_url: &str,
+    group_wait: &str,
+) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
     let hook = Recorder::start().await;
     let hook_url = hook.url.clone();
 
     let policy = Policy::parse(
-        r#"
+        &r#"
 [grouping]
 group_by = ["account", "job", "class", "fingerprint"]
 group_wait = "0s"
@@ -66,7 +80,11 @@ receivers = ["hook"]
 name = "deliveries-kept-as-poison"
 match = { class = "delivery.*" }
 receivers = ["hook"]
-"#,
+"#
+        .replace(
+            "group_wait = \"0s\"",
+            &format!("group_wait = \"{group_wait}\""),
+        ),
     )
     .unwrap();
     let env: BTreeMap<&str, String> = [
