@@ -73,6 +73,20 @@ pub fn diagnose_node(node: &ComputeNode, evidence: &Evidence<'_>) -> Option<Diag
     Some(diagnosis)
 }
 
+/// The node's other errors (after the first), bounded, as hints.
+fn more_errors<'a>(errors: &'a [&NodeError]) -> impl Iterator<Item = String> + 'a {
+    errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
+        format!(
+            "Also: {}{}",
+            bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
+            more.message
+                .as_deref()
+                .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), 1_000)))
+                .unwrap_or_default()
+        )
+    })
+}
+
 fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>) -> Diagnosis {
     let class = FailureClass::NodeUnusable;
     let errors: Vec<&NodeError> = node.errors().collect();
@@ -131,16 +145,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
             if !recovers {
                 cause.push_str(" Batch does not recover the node from this by itself.");
             }
-            for more in errors.iter().skip(1).take(MAX_MORE_ERRORS) {
-                hints.push(format!(
-                    "Also: {}{}",
-                    bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
-                    more.message
-                        .as_deref()
-                        .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), 1_000)))
-                        .unwrap_or_default()
-                ));
-            }
+            hints.extend(more_errors(&errors));
             let shown = code.map_or_else(
                 || "an error without a code".to_owned(),
                 |c| bounded(&redact(c), 200),

@@ -154,6 +154,35 @@ fn delete_stuck(pool: &BatchPool, subject: &Subject, evidence: &Evidence<'_>) ->
     })
 }
 
+/// What a pool without any node means for its jobs, when that is known.
+fn no_node_note(evidence: &Evidence<'_>, cause: &mut String, hints: &mut Vec<String>) {
+    match evidence.pool_active_jobs {
+        Some(jobs) if jobs > 0 => cause.push_str(&format!(
+            " The pool has no node, and {jobs} active {} on it: {} tasks cannot run.",
+            if jobs == 1 { "job waits" } else { "jobs wait" },
+            if jobs == 1 { "its" } else { "their" }
+        )),
+        Some(_) => {}
+        None => hints.push(
+            "The pool has no node: any job that runs on it waits until the pool grows.".to_owned(),
+        ),
+    }
+}
+
+/// The pool's other resize errors (after the first), bounded, as hints.
+fn more_resize_errors<'a>(errors: &'a [&ResizeError]) -> impl Iterator<Item = String> + 'a {
+    errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
+        format!(
+            "Also: {}{}",
+            bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
+            more.message
+                .as_deref()
+                .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), MAX_TEXT)))
+                .unwrap_or_default()
+        )
+    })
+}
+
 fn resize_failed(
     subject: &Subject,
     errors: &[&ResizeError],
@@ -230,29 +259,9 @@ fn resize_failed(
         }
     }
     if sizes.current == Some(0) {
-        match evidence.pool_active_jobs {
-            Some(jobs) if jobs > 0 => cause.push_str(&format!(
-                " The pool has no node, and {jobs} active {} on it: {} tasks cannot run.",
-                if jobs == 1 { "job waits" } else { "jobs wait" },
-                if jobs == 1 { "its" } else { "their" }
-            )),
-            Some(_) => {}
-            None => hints.push(
-                "The pool has no node: any job that runs on it waits until the pool grows."
-                    .to_owned(),
-            ),
-        }
+        no_node_note(evidence, &mut cause, &mut hints);
     }
-    for more in errors.iter().skip(1).take(MAX_MORE_ERRORS) {
-        hints.push(format!(
-            "Also: {}{}",
-            bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
-            more.message
-                .as_deref()
-                .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), MAX_TEXT)))
-                .unwrap_or_default()
-        ));
-    }
+    hints.extend(more_resize_errors(errors));
     let severity = if sizes.current == Some(0) && evidence.pool_active_jobs.is_some_and(|j| j > 0) {
         Severity::Critical
     } else {

@@ -174,6 +174,70 @@ fn first_element(list: &RawValue) -> Result<Option<Value>, String> {
     serde::Deserializer::deserialize_seq(&mut de, First).map_err(|e| e.to_string())
 }
 
+// Keys that only one kind of object has, checked in `element_of` in this order.
+const TASK_KEYS: &[&str] = &[
+    "commandLine",
+    "exitConditions",
+    "nodeInfo",
+    "requiredSlots",
+    "multiInstanceSettings",
+    "resourceFiles",
+    "outputFiles",
+    "dependsOn",
+    "affinityInfo",
+];
+const JOB_KEYS: &[&str] = &[
+    "poolInfo",
+    "onTaskFailure",
+    "onAllTasksComplete",
+    "jobPreparationTask",
+    "jobReleaseTask",
+    "jobManagerTask",
+    "priority",
+    "usesTaskDependencies",
+    "maxParallelTasks",
+];
+// Nodes before pools: both have `vmSize` and `startTask`, only nodes have these.
+const NODE_KEYS: &[&str] = &[
+    "startTaskInfo",
+    "nodeAgentInfo",
+    "isDedicated",
+    "schedulingState",
+    "lastBootTime",
+    "allocationTime",
+    "totalTasksRun",
+    "totalTasksSucceeded",
+    "runningTasksCount",
+    "runningTaskSlotsCount",
+    "recentTasks",
+    "ipAddress",
+    "affinityId",
+    "virtualMachineInfo",
+    "endpointConfiguration",
+    "errors",
+];
+const POOL_KEYS: &[&str] = &[
+    "allocationState",
+    "allocationStateTransitionTime",
+    "resizeErrors",
+    "resizeError",
+    "resizeTimeout",
+    "autoScaleRun",
+    "autoScaleFormula",
+    "enableAutoScale",
+    "currentDedicatedNodes",
+    "targetDedicatedNodes",
+    "currentLowPriorityNodes",
+    "targetLowPriorityNodes",
+    "currentDedicated",
+    "targetDedicated",
+    "taskSlotsPerNode",
+    "maxTasksPerNode",
+    "enableInterNodeCommunication",
+    "cloudServiceConfiguration",
+    "virtualMachineConfiguration",
+];
+
 pub(super) fn element_of(map: &Map<String, Value>) -> Option<Element> {
     let has = |key: &str| map.contains_key(key);
     if has("jobPreparationTaskExecutionInfo") || has("jobReleaseTaskExecutionInfo") {
@@ -201,74 +265,12 @@ pub(super) fn element_of(map: &Map<String, Value>) -> Option<Element> {
             return Some(Element::Job);
         }
     }
-    const TASK_KEYS: &[&str] = &[
-        "commandLine",
-        "exitConditions",
-        "nodeInfo",
-        "requiredSlots",
-        "multiInstanceSettings",
-        "resourceFiles",
-        "outputFiles",
-        "dependsOn",
-        "affinityInfo",
-    ];
-    const JOB_KEYS: &[&str] = &[
-        "poolInfo",
-        "onTaskFailure",
-        "onAllTasksComplete",
-        "jobPreparationTask",
-        "jobReleaseTask",
-        "jobManagerTask",
-        "priority",
-        "usesTaskDependencies",
-        "maxParallelTasks",
-    ];
     if TASK_KEYS.iter().any(|k| has(k)) {
         return Some(Element::Task);
     }
     if JOB_KEYS.iter().any(|k| has(k)) {
         return Some(Element::Job);
     }
-    // Nodes before pools: both have `vmSize` and `startTask`, only nodes have these.
-    const NODE_KEYS: &[&str] = &[
-        "startTaskInfo",
-        "nodeAgentInfo",
-        "isDedicated",
-        "schedulingState",
-        "lastBootTime",
-        "allocationTime",
-        "totalTasksRun",
-        "totalTasksSucceeded",
-        "runningTasksCount",
-        "runningTaskSlotsCount",
-        "recentTasks",
-        "ipAddress",
-        "affinityId",
-        "virtualMachineInfo",
-        "endpointConfiguration",
-        "errors",
-    ];
-    const POOL_KEYS: &[&str] = &[
-        "allocationState",
-        "allocationStateTransitionTime",
-        "resizeErrors",
-        "resizeError",
-        "resizeTimeout",
-        "autoScaleRun",
-        "autoScaleFormula",
-        "enableAutoScale",
-        "currentDedicatedNodes",
-        "targetDedicatedNodes",
-        "currentLowPriorityNodes",
-        "targetLowPriorityNodes",
-        "currentDedicated",
-        "targetDedicated",
-        "taskSlotsPerNode",
-        "maxTasksPerNode",
-        "enableInterNodeCommunication",
-        "cloudServiceConfiguration",
-        "virtualMachineConfiguration",
-    ];
     let node_only_state = map.get("state").and_then(Value::as_str).is_some_and(|s| {
         !matches!(
             crate::wire::NodeState::from_wire(s),
