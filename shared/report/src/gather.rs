@@ -140,6 +140,8 @@ pub async fn build(
         }
     }
     let dead_letters = store.list(DEAD_PREFIX).await?.len();
+    let parked = store.list(pipeline::parking::PARKED_PREFIX).await?.len();
+    let poisoned = store.list(pipeline::parking::POISONED_PREFIX).await?.len();
 
     let (actions, actions_total) =
         actions(&store, since, options.now, &limits, &mut truncated).await?;
@@ -189,6 +191,8 @@ pub async fn build(
         outbox,
         outbox_total,
         dead_letters,
+        parked,
+        poisoned,
         actions,
         actions_total,
         silences,

@@ -125,6 +125,10 @@ impl StoreReport {
                 (muted) " muted · " (self.outbox_total) " queued for a retry · "
                 (self.dead_letters) " undeliverable"
             }
+            p {
+                "Deliveries the platforms gave up on: " (self.parked) " parked for the next sweep · "
+                (self.poisoned) " kept as poison (under " code { "poisoned/" } ")"
+            }
             table {
                 tr { th { "receiver" } th { "rule" } th { "group" } th { "alerts" } th { "sent" } th { "last seen" } th { "waiting until" } }
                 @for g in &self.groups {

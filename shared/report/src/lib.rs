@@ -50,6 +50,11 @@ pub struct StoreReport {
     pub outbox_total: usize,
     /// Entries moved aside as undeliverable.
     pub dead_letters: usize,
+    /// Platform deliveries parked for the next sweep (an Event Hubs batch at its last retry,
+    /// an Event Grid dead letter taken in).
+    pub parked: usize,
+    /// Deliveries kept as poison under `poisoned/` (alerted once as `delivery.unprocessable`).
+    pub poisoned: usize,
     /// Job actions taken or skipped, newest first.
     pub actions: Vec<AuditRecord>,
     /// Audit records in the window's days in all.

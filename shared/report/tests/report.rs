@@ -227,10 +227,31 @@ async fn counts_by_class_job_and_hour_and_shows_the_newest() {
         .await
         .unwrap();
 
+    for (key, n) in [
+        ("parked/eventhubs/hub/0/1.json", 2),
+        ("poisoned/lambda/x.json", 1),
+    ] {
+        for i in 0..n {
+            store
+                .put(
+                    &ObjectKey::new(key.replace(".json", &format!("{i}.json"))).unwrap(),
+                    Bytes::from_static(b"{}"),
+                    Condition::IfAbsent,
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     let mut opts = options(24);
     opts.now = NOW + Duration::from_secs(1800);
     let report = build(store, &opts).await.unwrap();
     assert_eq!(report.total_failures, 16, "{report:#?}");
+    assert_eq!(
+        (report.parked, report.poisoned),
+        (2, 1),
+        "the parking area is counted"
+    );
     let etl = report
         .classes
         .iter()
@@ -245,6 +266,7 @@ async fn counts_by_class_job_and_hour_and_shows_the_newest() {
 
     let html = report.html();
     assert!(html.contains("task.exit_code"));
+    assert!(html.contains("2 parked for the next sweep"), "{html}");
     assert!(!html.contains("SECRET"), "links lose their query");
     assert!(
         html.contains("href=\"https://acct.blob.core.windows.net/c/devbatch1/etl/t00/attempt-0\"")
