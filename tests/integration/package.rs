@@ -318,7 +318,11 @@ fn a_policy_file_goes_into_both_zips_as_policy_toml() {
     let functions = read_zip(&out.join("batch-triage-functions.zip"));
     assert_eq!(functions["policy.toml"].size, policy_size);
     assert_eq!(functions["policy.toml"].mode, READABLE);
-    assert_eq!(functions.len(), 7, "six entries plus the policy");
+    assert_eq!(
+        functions.len(),
+        8,
+        "host.json, the handler, five function.json files, and the policy"
+    );
     if has_lambda_crate() {
         let lambda = read_zip(&out.join("batch-triage-lambda.zip"));
         let names: Vec<&str> = lambda.keys().map(String::as_str).collect();

@@ -140,8 +140,7 @@ pub async fn build(
         }
     }
     let dead_letters = store.list(DEAD_PREFIX).await?.len();
-    let parked = store.list(pipeline::parking::PARKED_PREFIX).await?.len();
-    let poisoned = store.list(pipeline::parking::POISONED_PREFIX).await?.len();
+    let (parked, poisoned) = parking_counts(&store).await?;
 
     let (actions, actions_total) =
         actions(&store, since, options.now, &limits, &mut truncated).await?;
@@ -199,6 +198,14 @@ pub async fn build(
         muted,
         truncated,
     })
+}
+
+/// How many deliveries wait in the parking area, and how many are kept as poison.
+async fn parking_counts(store: &Arc<dyn ArtifactStore>) -> Result<(usize, usize), StoreError> {
+    Ok((
+        store.list(pipeline::parking::PARKED_PREFIX).await?.len(),
+        store.list(pipeline::parking::POISONED_PREFIX).await?.len(),
+    ))
 }
 
 /// The failure part of a report.
