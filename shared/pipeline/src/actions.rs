@@ -253,13 +253,9 @@ impl JobActions {
 
     /// The budget key of the clock hour containing `now`.
     pub fn budget_key(now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
-        let now = now.to_offset(time::UtcOffset::UTC);
         ObjectKey::new(format!(
-            "actions/budget/{:04}-{:02}-{:02}T{:02}.json",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour()
+            "actions/budget/{}.json",
+            crate::history::hour_segment(now)
         ))
     }
 

@@ -40,6 +40,7 @@ pub struct FailureRecord {
 
 /// The hour segment of a key: `2026-12-05T03`.
 pub fn hour_segment(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}",
         t.year(),

@@ -123,14 +123,7 @@ impl std::fmt::Debug for NodeActions {
 }
 
 fn hour(now: OffsetDateTime) -> String {
-    let now = now.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour()
-    )
+    crate::history::hour_segment(now)
 }
 
 /// Whether the node, as read now, is still in the trouble `class` is about.
