@@ -8,7 +8,9 @@
 //! 4. the rule's thresholds hold with fresh task counts (Get Job Task Counts);
 //! 5. dry run (global or per rule) stops here: audited, nothing sent to Batch;
 //! 6. the once-marker is created with `IfAbsent` (only one instance goes on);
-//! 7. the hourly budget (`actions/budget/{yyyy-mm-ddThh}.json`, compare-and-swap) has room;
+//! 7. the account's hourly budget (`actions/budget/{account}/{yyyy-mm-ddThh}.json`,
+//!    compare-and-swap) has room: each account of a deployment has its own, so a storm in one
+//!    account cannot spend another's;
 //! 8. the action is sent with `If-Match` on the ETag read in step 3. A 412 means someone changed
 //!    the job: it is read again and every guard re-evaluated, never retried blindly.
 
@@ -249,11 +251,18 @@ impl JobActions {
         ))
     }
 
-    /// The budget key of the clock hour containing `now`.
-    pub fn budget_key(now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
+    /// The budget key of `account` for the clock hour containing `now`.
+    pub fn budget_key(account: &str, now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
         let now = now.to_offset(time::UtcOffset::UTC);
+        // Batch account names are lower-case letters and digits; anything else is digested so
+        // that the key never depends on untrusted text.
+        let account = if !account.is_empty() && account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            account.to_ascii_lowercase()
+        } else {
+            digest(account)
+        };
         ObjectKey::new(format!(
-            "actions/budget/{:04}-{:02}-{:02}T{:02}.json",
+            "actions/budget/{account}/{:04}-{:02}-{:02}T{:02}.json",
             now.year(),
             u8::from(now.month()),
             now.day(),
@@ -430,7 +439,10 @@ impl JobActions {
                     ));
                 }
             }
-            if !self.spend_budget(now, guards.budget, &record.id).await? {
+            if !self
+                .spend_budget(now, guards.budget, &record.account, &record.id)
+                .await?
+            {
                 return Ok(Round::Skip(format!(
                     "hourly action budget exhausted ({} per hour)",
                     guards.budget
@@ -617,14 +629,15 @@ impl JobActions {
         }
     }
 
-    /// Takes one unit of the hour's budget; `false` when it is used up.
+    /// Takes one unit of the account's budget for the hour; `false` when it is used up.
     async fn spend_budget(
         &self,
         now: OffsetDateTime,
         max: u32,
+        account: &str,
         audit_id: &str,
     ) -> Result<bool, ActionError> {
-        let key = Self::budget_key(now)?;
+        let key = Self::budget_key(account, now)?;
         for _ in 0..MAX_BUDGET_ATTEMPTS {
             let current = self.store.get(&key).await?;
             let (mut budget, condition) = match &current {

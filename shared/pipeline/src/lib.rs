@@ -11,6 +11,8 @@
 //!   diagnosis → plan → preserved logs, grouped alerts, job actions, with a report per subject.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
+//! - [`sweep_accounts`]: the sweep of a deployment that watches several accounts: a cursor and
+//!   a lease each, swept concurrently within a fair share of the deadline.
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
 //! - [`settings`]: the configuration every handler reads from its environment, and the pipeline
 //!   built from it.
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod grouping;
 pub mod settings;
 pub mod sweep;
+pub mod sweep_accounts;
 pub mod tick;
 pub mod triage;
 pub mod verdict;

@@ -21,10 +21,11 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::triage::{JobCache, Outcome, StoredIds, SubjectReport, Triage, Worked, batch_failure};
 
-/// The cursor: failures that ended before it were handled by an earlier run.
-const CURSOR_KEY: &str = "sweep/cursor.json";
+/// The cursor: failures that ended before it were handled by an earlier run. Per account
+/// ([`Triage::sweep_state_key`]).
+const CURSOR_KEY: &str = "cursor.json";
 /// Held while a run works.
-const LEASE_KEY: &str = "sweep/lease.json";
+const LEASE_KEY: &str = "lease.json";
 
 /// How a sweep runs.
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct SweepReport {
     pub skipped_busy: bool,
     /// Jobs looked at.
     pub jobs_examined: usize,
+    /// In a deployment of several accounts, what each account's sweep did (the fields above
+    /// add them up); empty for one account.
+    pub accounts: Vec<crate::sweep_accounts::AccountSweep>,
     /// Subjects triaged (failed tasks, jobs, prep/release nodes).
     pub subjects: Vec<SubjectReport>,
     /// The run finished within its deadline and advanced the cursor.
@@ -111,14 +115,14 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<SweepReport, SweepError> {
         let store = self.store.as_ref();
-        let lease_key = ObjectKey::new(LEASE_KEY)?;
+        let lease_key = self.sweep_state_key(LEASE_KEY)?;
         let Some(lease_etag) = self.take_lease(&lease_key, now, options).await? else {
             return Ok(SweepReport {
                 skipped_busy: true,
                 ..SweepReport::default()
             });
         };
-        let cursor_key = ObjectKey::new(CURSOR_KEY)?;
+        let cursor_key = self.sweep_state_key(CURSOR_KEY)?;
         let stored = store.get(&cursor_key).await?;
         let cursor = stored
             .as_ref()

@@ -1,4 +1,4 @@
-//! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
+//! The timer's whole job in one call (every account's sweep: `sweep_accounts.rs`), so every handler (the Functions timer, the Lambda schedule,
 //! `batch-triage serve`, `batch-triage sweep`) does the same three things in the same order:
 //! sweep for failures no event announced, send the alert groups that have waited long enough,
 //! and retry the deliveries that failed earlier.
@@ -44,7 +44,7 @@ impl Triage {
         deadline: Deadline,
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
-        let sweep = self.sweep(now, deadline, options).await?;
+        let sweep = self.sweep_accounts(now, deadline, options).await?;
         let flushed = self.flush_due(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
@@ -74,6 +74,27 @@ impl TickReport {
                     " (stopped at the deadline; the next run carries on)"
                 }
             ));
+            lines.extend(sweep.accounts.iter().map(|a| match &a.error {
+                Some(error) => format!("account {}: sweep failed: {error}", a.account),
+                None if a.skipped_busy => {
+                    format!(
+                        "account {}: another sweep holds its lease; skipped",
+                        a.account
+                    )
+                }
+                None => format!(
+                    "account {}: {} jobs since {}: {} subjects{}",
+                    a.account,
+                    a.jobs_examined,
+                    a.since,
+                    a.subjects,
+                    if a.completed {
+                        ""
+                    } else {
+                        " (stopped; the next run carries on)"
+                    }
+                ),
+            }));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));

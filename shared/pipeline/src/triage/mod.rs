@@ -9,6 +9,7 @@
 //! sequence), grouping and delivering alerts (`alert`), the per-payload job cache (`jobs`) and
 //! refusing, once, subjects whose ids can never be read from Batch (`refuse`).
 
+mod accounts;
 mod alert;
 mod jobs;
 mod refuse;
@@ -35,6 +36,7 @@ use time::OffsetDateTime;
 use crate::actions::JobActions;
 use crate::grouping::GroupStore;
 
+pub use accounts::AccountError;
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
 pub(crate) use refuse::StoredIds;
@@ -71,6 +73,13 @@ pub struct Triage {
     /// Removes the configured secrets (and every shape of secret) from diagnoses and stderr
     /// tails before they are stored, alerted or reported.
     redactor: Redactor,
+    /// The deployment's other accounts (none when it watches one): a pipeline each, sharing this
+    /// one's store, policy, receivers and egress. Payloads are routed to them by the account
+    /// they name, and the timer sweeps every one (`triage/accounts.rs`).
+    others: Vec<Triage>,
+    /// Where this account's sweep state lives in the store: `None` keeps the single-account
+    /// keys (`sweep/cursor.json`), `Some(account)` puts them under `sweep/accounts/{account}/`.
+    pub(crate) sweep_namespace: Option<String>,
 }
 
 /// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
@@ -116,6 +125,8 @@ impl Triage {
             actions,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
             redactor: Redactor::default(),
+            others: Vec::new(),
+            sweep_namespace: None,
         }
     }
 
@@ -123,6 +134,9 @@ impl Triage {
     /// [`crate::settings::Settings::redactor`]) from everything it stores or sends, on top of the
     /// shapes of secrets that are always redacted.
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        for other in &mut self.others {
+            other.redactor = redactor.clone();
+        }
         self.redactor = redactor;
         self
     }
@@ -141,6 +155,9 @@ impl Triage {
     /// Works on at most `n` subjects at once (at least one).
     pub fn with_subject_concurrency(mut self, n: usize) -> Self {
         self.subject_concurrency = n.max(1);
+        for other in &mut self.others {
+            other.subject_concurrency = n.max(1);
+        }
         self
     }
 
@@ -186,7 +203,7 @@ impl Triage {
 
     async fn process_targets(
         &self,
-        targets: Vec<Result<Target, (String, Outcome)>>,
+        targets: Vec<Result<(usize, Target), (String, Outcome)>>,
         ignored: usize,
         now: OffsetDateTime,
         deadline: Deadline,
@@ -204,12 +221,18 @@ impl Triage {
                 Err(_) => true,
             })
             .collect();
-        let jobs = JobCache::default();
-        let jobs = &jobs;
+        // One job cache per account: job ids are unique only within an account.
+        let accounts = self.accounts();
+        let caches: Vec<JobCache> = accounts.iter().map(|_| JobCache::default()).collect();
+        let (accounts, caches) = (&accounts, &caches);
         let mut processed = futures::stream::iter(targets)
             .map(|target| async move {
                 match target {
-                    Ok(target) => self.process(&target, jobs, now, deadline).await,
+                    Ok((account, target)) => {
+                        accounts[account]
+                            .process(&target, &caches[account], now, deadline)
+                            .await
+                    }
                     Err((subject, outcome)) => {
                         let mut refused = SubjectReport::new(subject);
                         refused.outcome = outcome;

@@ -59,7 +59,7 @@ impl Triage {
     pub(super) fn read_targets(
         &self,
         payload: &[u8],
-        targets: &mut Vec<Result<Target, (String, Outcome)>>,
+        targets: &mut Vec<Result<(usize, Target), (String, Outcome)>>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
         // Duplicates are dropped as they are read, not after: a batch repeating one subject a
@@ -82,12 +82,17 @@ impl Triage {
         Ok(ignored)
     }
 
-    /// Maps an item to what to look at, refusing other accounts. `None` for items that are
-    /// about nothing to triage.
-    fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {
+    /// Maps an item to what to look at and the account (its index in [`Triage::accounts`]) it
+    /// belongs to, refusing accounts that are not configured. `None` for items that are about
+    /// nothing to triage.
+    fn target_of(&self, item: &Item) -> Option<Result<(usize, Target), (String, Outcome)>> {
+        // The URL that names the account, when the item carries one: matched against each
+        // account's endpoint first (an emulator's loopback URL names no account by its host).
+        let mut origin: Option<&str> = None;
         let (account, target) = match item {
             Item::Task(task) => {
                 let url = task.url.as_deref();
+                origin = url;
                 let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
                 (
                     url.and_then(diagnosis::wire::account_from_url),
@@ -109,6 +114,7 @@ impl Triage {
             Item::TaskReference(reference) => {
                 if let Some(url) = &reference.account_url
                     && let Err(error) = self.batch.check_url(url)
+                    && !self.others.iter().any(|o| o.batch.check_url(url).is_ok())
                 {
                     // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
                     let shown = diagnosis::redact::strip_query(url);
@@ -126,6 +132,7 @@ impl Triage {
                         job: reference.job_id.clone(),
                     },
                 };
+                origin = reference.account_url.as_deref();
                 (None, target)
             }
             Item::SpecialTaskEvent { body, account }
@@ -147,28 +154,37 @@ impl Triage {
                     job: body.job_id.clone()?,
                 },
             ),
-            Item::Job(job) => (
-                job.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Job {
-                    job: job.id.clone()?,
-                },
-            ),
+            Item::Job(job) => {
+                origin = job.url.as_deref();
+                (
+                    job.url
+                        .as_deref()
+                        .and_then(diagnosis::wire::account_from_url),
+                    Target::Job {
+                        job: job.id.clone()?,
+                    },
+                )
+            }
             Item::PrepReleaseStatus(_)
             | Item::File(_)
             | Item::TaskCounts(_)
             | Item::Error(_)
             | Item::Skipped { .. } => return None,
         };
-        match account {
-            Some(account) if !account.eq_ignore_ascii_case(&self.config.account) => Some(Err((
-                format!("{account}/{}", target_label(&target)),
-                Outcome::Refused(format!(
-                    "account {account:?} is not the configured account; nothing was fetched"
-                )),
-            ))),
-            _ => Some(Ok(target)),
+        match self.route(account.as_deref(), origin) {
+            Some(index) => Some(Ok((index, target))),
+            None => {
+                // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+                let account = account
+                    .or_else(|| origin.map(|url| diagnosis::redact::strip_query(url).to_string()))
+                    .unwrap_or_default();
+                Some(Err((
+                    format!("{account}/{}", target_label(&target)),
+                    Outcome::Refused(format!(
+                        "account {account:?} is not a configured account; nothing was fetched"
+                    )),
+                )))
+            }
         }
     }
 }

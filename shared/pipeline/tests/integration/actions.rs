@@ -487,7 +487,7 @@ async fn the_hourly_budget_skips_and_audits_the_next_action() {
     assert_eq!(audit.len(), 4);
     assert!(
         store
-            .head(&JobActions::budget_key(T0).unwrap())
+            .head(&JobActions::budget_key(ACCOUNT, T0).unwrap())
             .await
             .unwrap()
             .is_some()
