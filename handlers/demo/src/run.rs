@@ -10,7 +10,7 @@ use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, Secret};
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use diagnosis::policy::Policy;
 use notify::{Allowlist, ReceiverConfig};
-use pipeline::settings::Settings;
+use pipeline::settings::{AccountSettings, Settings};
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::{SubjectReport, Triage};
 use time::OffsetDateTime;
@@ -191,8 +191,10 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         ))
     })?;
     Ok(Settings {
-        batch: services.batch_config()?,
-        account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+        accounts: vec![AccountSettings {
+            name: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+            batch: services.batch_config()?,
+        }],
         store: store.to_owned(),
         policy,
         receivers,

@@ -71,13 +71,20 @@ impl Triage {
         let total = accounts.len();
         let started = std::sync::atomic::AtomicUsize::new(0);
         let started = &started;
+        // Futures do nothing until polled, so each account's share is taken when it starts.
+        // (Built into a Vec first: a closure in the stream would not be `Send` for every
+        // lifetime, which a handler's future must be.)
+        let sweeps: Vec<_> = accounts
+            .iter()
+            .enumerate()
+            .map(|(index, account)| async move {
+                let nth = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let share = fair_share(deadline, total - nth);
+                (index, account.sweep(now, share, options).await)
+            })
+            .collect();
         let mut results: Vec<(usize, Result<SweepReport, SweepError>)> =
-            futures::stream::iter(accounts.iter().enumerate())
-                .map(|(index, account)| async move {
-                    let nth = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let share = fair_share(deadline, total - nth);
-                    (index, account.sweep(now, share, options).await)
-                })
+            futures::stream::iter(sweeps)
                 .buffer_unordered(ACCOUNT_CONCURRENCY)
                 .collect()
                 .await;
