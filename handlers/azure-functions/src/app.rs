@@ -274,15 +274,22 @@ async fn diagnose(State(state): State<AppState>, body: String) -> Response {
     else {
         return http(
             400,
-            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\"} (taskId optional)"}),
+            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\", \"account\": \"…\"} (taskId and account optional)"}),
         );
     };
     let Some(job_id) = query.get("jobId").and_then(Value::as_str) else {
         return http(400, json!({"error": "jobId is required"}));
     };
     let task_id = query.get("taskId").and_then(Value::as_str);
-    match state
-        .triage
+    // `account` picks one of the deployment's accounts; without it, the first.
+    let triage = match query.get("account").and_then(Value::as_str) {
+        None => state.triage.as_ref(),
+        Some(name) => match state.triage.account(name) {
+            Some(triage) => triage,
+            None => return http(404, json!({"error": "account is not a configured account"})),
+        },
+    };
+    match triage
         .diagnose(job_id, task_id, Deadline::after(state.budget))
         .await
     {
