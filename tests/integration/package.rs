@@ -200,6 +200,9 @@ fn the_functions_zip_has_host_json_the_handler_and_one_folder_per_function() {
         "Sweep/function.json",
         "TaskEventGrid/function.json",
         "TaskEvents/function.json",
+        "TaskEvents2/function.json",
+        "TaskEvents3/function.json",
+        "TaskEvents4/function.json",
     ]
     .into();
     assert_eq!(names, expected, "the entries of the Functions zip");
@@ -303,7 +306,7 @@ fn a_policy_file_goes_into_both_zips_as_policy_toml() {
     let functions = read_zip(&out.join("batch-triage-functions.zip"));
     assert_eq!(functions["policy.toml"].size, policy_size);
     assert_eq!(functions["policy.toml"].mode, READABLE);
-    assert_eq!(functions.len(), 7, "six entries plus the policy");
+    assert_eq!(functions.len(), 10, "nine entries plus the policy");
     if has_lambda_crate() {
         let lambda = read_zip(&out.join("batch-triage-lambda.zip"));
         let names: Vec<&str> = lambda.keys().map(String::as_str).collect();
@@ -435,12 +438,23 @@ fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
         assert!(!settings.contains(name), "Flex Consumption rejects {name}");
     }
 
-    // What the handler cannot start without (the managed identity replaces the access key).
-    for name in [
-        "AZURE_BATCH_ENDPOINT",
-        "AZURE_BATCH_ACCOUNT",
-        "BATCH_TRIAGE_STORE",
-    ] {
+    // What the handler cannot start without (the managed identity replaces the access key): the
+    // accounts are the numbered settings, built by a loop over the accounts and merged in.
+    assert!(
+        properties.contains("accountAppSettings"),
+        "the appsettings object includes the accounts: {properties}"
+    );
+    let accounts = bicep
+        .split_once("var accountAppSettings = ")
+        .expect("main.bicep declares accountAppSettings")
+        .1;
+    for field in ["NAME", "ENDPOINT"] {
+        assert!(
+            accounts.contains(&format!("'BATCH_TRIAGE_ACCOUNTS__${{i}}__{field}'")),
+            "accountAppSettings sets BATCH_TRIAGE_ACCOUNTS__<n>__{field}"
+        );
+    }
+    for name in ["BATCH_TRIAGE_STORE"] {
         assert!(
             settings.contains(name),
             "main.bicep sets {name}: {settings:?}"

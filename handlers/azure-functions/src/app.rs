@@ -39,6 +39,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { "batch-triage ready" }))
         .route("/TaskEvents", post(task_events))
+        // The Event Hubs triggers of the accounts' other regions (infra/README.md, "Several
+        // accounts"): the same work, from another namespace.
+        .route("/TaskEvents2", post(task_events))
+        .route("/TaskEvents3", post(task_events))
+        .route("/TaskEvents4", post(task_events))
         .route("/TaskEventGrid", post(task_event_grid))
         .route("/Sweep", post(sweep))
         .route("/Diagnose", post(diagnose))
