@@ -42,7 +42,6 @@ pub(crate) use jobs::JobCache;
 pub(crate) use refuse::StoredIds;
 pub(crate) use report::batch_failure;
 pub use report::{Outcome, RunReport, SubjectReport, TriageError};
-use targets::Target;
 
 /// What the pipeline needs besides its collaborators.
 #[derive(Debug, Clone)]
@@ -203,7 +202,7 @@ impl Triage {
 
     async fn process_targets(
         &self,
-        targets: Vec<Result<(usize, Target), (String, Outcome)>>,
+        targets: Vec<targets::Routed>,
         ignored: usize,
         now: OffsetDateTime,
         deadline: Deadline,

@@ -53,13 +53,17 @@ impl Ord for StartTaskEvent {
     }
 }
 
+/// A target and the index of its account in [`Triage::accounts`], or the label and outcome of
+/// an item refused before anything was fetched.
+pub(super) type Routed = Result<(usize, Target), (String, Outcome)>;
+
 impl Triage {
     /// Reads a payload's items into targets; returns how many items were about nothing to
     /// triage.
     pub(super) fn read_targets(
         &self,
         payload: &[u8],
-        targets: &mut Vec<Result<(usize, Target), (String, Outcome)>>,
+        targets: &mut Vec<Routed>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
         // Duplicates are dropped as they are read, not after: a batch repeating one subject a
@@ -85,7 +89,7 @@ impl Triage {
     /// Maps an item to what to look at and the account (its index in [`Triage::accounts`]) it
     /// belongs to, refusing accounts that are not configured. `None` for items that are about
     /// nothing to triage.
-    fn target_of(&self, item: &Item) -> Option<Result<(usize, Target), (String, Outcome)>> {
+    fn target_of(&self, item: &Item) -> Option<Routed> {
         // The URL that names the account, when the item carries one: matched against each
         // account's endpoint first (an emulator's loopback URL names no account by its host).
         let mut origin: Option<&str> = None;
