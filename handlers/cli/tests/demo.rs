@@ -355,7 +355,11 @@ fn a_failed_start_task_is_fed_diagnosed_preserved_alerted_and_shown_under_its_po
     );
 
     // A start task has no job: "by job" counts it under its pool.
-    assert_eq!(report["byJob"]["pool linux"], 1, "{}", report["byJob"]);
+    assert_eq!(
+        report["byJob"]["pool devbatch1/linux"], 1,
+        "{}",
+        report["byJob"]
+    );
     assert!(report["byJob"].get("").is_none(), "{}", report["byJob"]);
 
     // The HTML shows it under its pool, with its cause, its stderr and links to its files.
