@@ -434,6 +434,23 @@ async fn the_schedule_sweeps_every_account_of_the_settings_each_with_its_cursor(
             "{cursor}"
         );
     }
+    // A direct invocation names its account; one not configured is refused, not retried.
+    let diagnoses = function
+        .runtime
+        .invoke(&json!({"jobId": "etl", "taskId": "oom", "account": "DevBatch2"}))
+        .await
+        .response();
+    assert_eq!(
+        diagnoses[0]["subject"]["account"], "devbatch2",
+        "{diagnoses}"
+    );
+    let (error_type, message) = function
+        .runtime
+        .invoke(&json!({"jobId": "etl", "account": "devbatch3"}))
+        .await
+        .error();
+    assert_eq!(error_type, "NonRetryable", "{message}");
+    assert!(message.contains("not a configured account"), "{message}");
     // Each account was read with its own key: the second emulator refused no signature (its
     // scenario's files that are gone answer 404 or 409, as Batch does).
     let second = &function.backends.second.as_ref().unwrap().emulator;

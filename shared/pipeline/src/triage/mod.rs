@@ -91,6 +91,14 @@ impl std::fmt::Debug for Triage {
         // Receivers hold secrets; only their names are shown.
         f.debug_struct("Triage")
             .field("account", &self.config.account)
+            .field(
+                "other_accounts",
+                &self
+                    .others
+                    .iter()
+                    .map(|o| &o.config.account)
+                    .collect::<Vec<_>>(),
+            )
             .field("store", &self.store)
             .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
