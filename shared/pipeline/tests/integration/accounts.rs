@@ -264,14 +264,17 @@ async fn an_account_that_fails_does_not_stop_the_other() {
     let backends = Backends::start_two_accounts().await;
     let triage = pipeline(&backends);
     // Every request to the second account fails for good (a role not granted there, say).
-    second(&backends).set_faults(vec![batch_emulator::FaultRule::new(
-        batch_emulator::Fault::Error {
-            status: 403,
-            code: "AuthorizationFailure".to_owned(),
-            message: "This request is not authorized to perform this operation.".to_owned(),
-            retry_after_seconds: None,
-        },
-    )]);
+    let refused = || {
+        vec![batch_emulator::FaultRule::new(
+            batch_emulator::Fault::Error {
+                status: 403,
+                code: "AuthorizationFailure".to_owned(),
+                message: "This request is not authorized to perform this operation.".to_owned(),
+                retry_after_seconds: None,
+            },
+        )]
+    };
+    second(&backends).set_faults(refused());
     let tick = triage
         .tick(
             OffsetDateTime::now_utc(),
@@ -306,6 +309,18 @@ async fn an_account_that_fails_does_not_stop_the_other() {
         !stored.contains(&format!("sweep/accounts/{SECOND_ACCOUNT_NAME}/cursor.json")),
         "the failed account's cursor did not move: {stored:#?}"
     );
+    // Every account failing is the tick failing, so the platform retries it.
+    backends.emulator.set_faults(refused());
+    let error = triage
+        .tick(
+            OffsetDateTime::now_utc(),
+            deadline(),
+            &SweepOptions::default(),
+        )
+        .await
+        .err()
+        .expect("no account could be swept");
+    assert!(error.to_string().contains("sweep"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
