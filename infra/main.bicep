@@ -121,6 +121,11 @@ param hostStorageSku string = 'Standard_LRS'
 ])
 param logStorageSku string = 'Standard_LRS'
 
+@description('Blob container Event Grid writes the events it gave up on to (BATCH_TRIAGE_DEAD_LETTER_STORE); each Sweep works them again.')
+@minLength(3)
+@maxLength(63)
+param deadLetterContainerName string = 'eventgrid-deadletter'
+
 @description('Blob container that holds preserved logs and batch-triage\'s state (BATCH_TRIAGE_STORE).')
 @minLength(3)
 @maxLength(63)
@@ -341,6 +346,17 @@ resource logContainer 'Microsoft.Storage/storageAccounts/blobServices/containers
   }
 }
 
+// Event Grid's dead letters (events it gave up on), which every Sweep takes into the parking
+// area of the store and works again. Created with or without the topic, so the setting below
+// never points at nothing; empty, it costs one list per Sweep.
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: logBlobService
+  name: deadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Event Hubs: the Batch account's ServiceLog diagnostic setting sends here; TaskEvents reads.
 // ---------------------------------------------------------------------------------------------
@@ -513,6 +529,8 @@ var baseAppSettings = {
   // identity (no key).
   // A bare container URL: the handler uses the managed identity.
   BATCH_TRIAGE_STORE: '${logStorage.properties.primaryEndpoints.blob}${logContainerName}'
+  // Event Grid's dead letters, drained into the store's parking area by every Sweep.
+  BATCH_TRIAGE_DEAD_LETTER_STORE: '${logStorage.properties.primaryEndpoints.blob}${deadLetterContainerName}'
   BATCH_TRIAGE_INVOCATION_SECONDS: string(invocationSeconds)
   BATCH_TRIAGE_MAX_FILE_MIB: string(maxFileMiB)
   BATCH_TRIAGE_SWEEP_SCHEDULE: sweepSchedule
@@ -681,6 +699,19 @@ resource logContainerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+// Event Grid's dead letters: read, and deleted once parked in the store (a blob left behind
+// would be taken in again on every Sweep). Nothing else in that container.
+resource deadLetterContainerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetterContainer.id, functionApp.id, storageBlobDataContributorRoleId)
+  scope: deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: take in Event Grid dead letters'
+  }
+}
+
 // TaskEvents reads the ServiceLog hub.
 resource eventHubRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(eventHub.id, functionApp.id, eventHubsDataReceiverRoleId)
@@ -751,6 +782,8 @@ module eventGrid 'modules/event-grid.bicep' = if (deployEventGridTopic) {
     topicName: topicName
     functionAppId: functionApp.id
     tags: tags
+    deadLetterStorageName: logStorage.name
+    deadLetterContainerName: deadLetterContainer.name
   }
 }
 

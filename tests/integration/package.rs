@@ -513,6 +513,35 @@ fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
 }
 
 /// Removes `//` comments, keeping `//` inside single-quoted Bicep strings (`'https://…'`).
+#[test]
+fn event_grid_dead_letters_go_to_a_container_the_sweep_drains() {
+    let root = workspace_root();
+    let main =
+        strip_bicep_comments(&std::fs::read_to_string(root.join("infra/main.bicep")).unwrap());
+    let event_grid = strip_bicep_comments(
+        &std::fs::read_to_string(root.join("infra/modules/event-grid.bicep")).unwrap(),
+    );
+    // Without a dead-letter destination Event Grid drops what it gives up on.
+    for needle in [
+        "deadLetterWithResourceIdentity",
+        "endpointType: 'StorageBlob'",
+        "blobContainerName: deadLetterContainerName",
+        "scope: deadLetterContainer",
+    ] {
+        assert!(event_grid.contains(needle), "event-grid.bicep: {needle}");
+    }
+    // The handler is told where they are, and may read and delete them there.
+    assert!(
+        bicep_object_keys(&main, "baseAppSettings").contains("BATCH_TRIAGE_DEAD_LETTER_STORE"),
+        "main.bicep sets BATCH_TRIAGE_DEAD_LETTER_STORE"
+    );
+    assert!(
+        main.contains("resource deadLetterContainerRole"),
+        "the app's role on the container"
+    );
+    assert!(main.contains("deadLetterContainerName: deadLetterContainer.name"));
+}
+
 fn strip_bicep_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use batch_client::Deadline;
+use pipeline::parking::{ParkKey, ParkedDelivery};
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::Triage;
 use pipeline::webhook::{Gate, KEY_SETTING, Request, WebhookKey};
@@ -50,6 +51,39 @@ impl Handler {
     ) -> Result<Value, InvocationError> {
         let deadline =
             Deadline::after(work_budget(self.budget, lambda_deadline, SystemTime::now()));
+        let result = self.dispatch(event, deadline).await;
+        if let Err(error) = &result
+            && !error.retryable
+        {
+            self.keep_unprocessable(event, error).await;
+        }
+        result
+    }
+
+    /// Keeps a payload no retry can help in the store (`poisoned/lambda/…`) before Lambda is
+    /// told, so it survives even without an on-failure destination or dead-letter queue. A
+    /// store failure is logged: the error still goes back to Lambda.
+    async fn keep_unprocessable(&self, event: &Value, error: &InvocationError) {
+        let payload = event.to_string();
+        let key = ParkKey::by_content("lambda", payload.as_bytes());
+        let delivery = ParkedDelivery::new(
+            "lambda",
+            "a Lambda invocation answered NonRetryable",
+            error.message.clone(),
+            payload,
+            OffsetDateTime::now_utc(),
+        );
+        match self.triage.keep_unprocessable(&key, &delivery).await {
+            Ok(()) => {
+                tracing::warn!(key = %key.as_str(), "NonRetryable payload kept under poisoned/")
+            }
+            Err(store_error) => {
+                tracing::error!(error = %store_error, "NonRetryable payload could not be kept")
+            }
+        }
+    }
+
+    async fn dispatch(&self, event: &Value, deadline: Deadline) -> Result<Value, InvocationError> {
         match classify(event) {
             Invocation::Schedule => self.tick(deadline).await,
             Invocation::Http(format, request) => {

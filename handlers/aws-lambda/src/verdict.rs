@@ -147,8 +147,12 @@ pub fn delivery_response(result: &Result<RunReport, TriageError>) -> HttpRespons
     let verdict = Verdict::of_payload(result);
     let status = verdict.http_status();
     match (result, verdict) {
-        (Ok(report), Verdict::Retry { .. }) => {
-            HttpResponse::json(status, &json!({"retry": true, "subjects": report.lines()}))
+        // The lines name Batch endpoints and request ids: the handler logs them; the caller is
+        // told only that it may retry.
+        (Ok(_), verdict @ Verdict::Retry { .. }) => {
+            let mut body = verdict.public_body();
+            body["retry"] = json!(true);
+            HttpResponse::json(status, &body)
         }
         (Ok(report), _) => HttpResponse::json(
             status,
@@ -190,11 +194,21 @@ mod tests {
     #[test]
     fn a_transient_failure_asks_event_grid_to_retry() {
         let response = delivery_response(&Ok(report(Outcome::Failed {
-            reason: "throttled".to_owned(),
+            reason: "throttled: get task https://devbatch1.westeurope.batch.azure.com (client-request-id 42)".to_owned(),
             retryable: true,
         })));
         assert_eq!(response.status_code, 503);
         assert_eq!(body(&response)["retry"], true);
+        assert!(
+            !response.body.contains("batch.azure.com"),
+            "{}",
+            response.body
+        );
+        assert!(
+            !response.body.contains("client-request-id"),
+            "{}",
+            response.body
+        );
     }
 
     #[test]

@@ -602,6 +602,20 @@ async fn a_direct_invocation_diagnoses_and_errors_say_whether_to_retry() {
         .error();
     assert_eq!(error_type, "NonRetryable", "{message}");
     assert!(message.contains("not found"), "{message}");
+    // Kept in the store before Lambda was told, so no dead-letter queue is needed.
+    let kept = function.backends.store.path().join("poisoned/lambda");
+    let files: Vec<_> = std::fs::read_dir(&kept).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{kept:?}");
+    let record: Value = serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+    assert_eq!(record["source"], "lambda");
+    assert!(
+        record["payload"].as_str().unwrap().contains("no-such-job"),
+        "{record}"
+    );
+    assert!(
+        record["reason"].as_str().unwrap().contains("not found"),
+        "{record}"
+    );
 
     // Garbage of every kind fails the one invocation, and the runtime carries on.
     for garbage in [
@@ -613,6 +627,11 @@ async fn a_direct_invocation_diagnoses_and_errors_say_whether_to_retry() {
         let (error_type, message) = function.runtime.invoke(&garbage).await.error();
         assert_eq!(error_type, "NonRetryable", "{garbage}: {message}");
     }
+    assert_eq!(
+        std::fs::read_dir(&kept).unwrap().count(),
+        5,
+        "every NonRetryable payload is kept once"
+    );
     // Not even JSON: lambda_runtime refuses it before the handler runs.
     let outcome = function
         .runtime

@@ -1,7 +1,9 @@
 //! The routes the Functions host calls, one per function, and where a pipeline result becomes a
 //! platform verdict: a transient failure answers 500 so the host (Event Hubs retry policy, Event
 //! Grid redelivery) tries again; unreadable input is logged and acknowledged, never retried
-//! forever, because retrying cannot make it readable.
+//! forever, because retrying cannot make it readable. On the last attempt of an Event Hubs
+//! batch, after which the host checkpoints it whatever the answer, the batch is parked in the
+//! store and acknowledged instead; the next `Sweep` works it (`pipeline::parking`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use batch_client::Deadline;
 use pipeline::Verdict;
-use pipeline::triage::{Outcome, SubjectReport, Triage};
+use pipeline::parking::{ParkKey, ParkedDelivery, retry_reasons};
+use pipeline::triage::{Outcome, RunReport, SubjectReport, Triage};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::protocol::{
-    InvokeRequest, InvokeResponse, event_grid_event, event_hub_bodies, http_request, timer_info,
+    EventHubPositions, InvokeRequest, InvokeResponse, event_grid_event, event_hub_bodies,
+    http_request, timer_info,
 };
 
 /// The largest invocation accepted: an Event Hubs batch of 100 events of 1 MB, with room.
@@ -72,6 +76,15 @@ pub struct OutcomeCounts {
     pub ignored: usize,
     /// Payloads that could not be read at all (acknowledged).
     pub unreadable: usize,
+    /// `TaskEvents`: bodies parked on the last attempt. `Sweep`: parked deliveries still
+    /// waiting after its drain.
+    pub parked: usize,
+    /// `Sweep`: parked deliveries worked and removed.
+    pub drained: usize,
+    /// `Sweep`: deliveries declared poison (kept, alerted once).
+    pub poisoned: usize,
+    /// `Sweep`: dead-lettered Event Grid events taken into the parking area.
+    pub dead_lettered: usize,
 }
 
 impl OutcomeCounts {
@@ -102,6 +115,10 @@ const UNREADABLE: OutcomeCounts = OutcomeCounts {
     failed: 0,
     ignored: 0,
     unreadable: 1,
+    parked: 0,
+    drained: 0,
+    poisoned: 0,
+    dead_lettered: 0,
 };
 
 /// Attaches an invocation's counts to its response, for [`log_invocation`].
@@ -162,6 +179,10 @@ async fn log_invocation(request: Request, next: Next) -> Response {
         failed = counts.failed,
         ignored = counts.ignored,
         unreadable = counts.unreadable,
+        parked = counts.parked,
+        drained = counts.drained,
+        poisoned = counts.poisoned,
+        dead_lettered = counts.dead_lettered,
         duration_ms = started.elapsed().as_millis() as u64,
         "invocation"
     );
@@ -189,8 +210,14 @@ fn retry(logs: Vec<String>) -> Response {
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
-/// Runs an invocation's payloads through the pipeline together and decides the verdict.
-async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
+/// Runs an invocation's payloads through the pipeline together and decides the verdict. With
+/// `last_attempt`, a run that wants a retry parks its readable payloads and is acknowledged,
+/// because the host will not deliver them again (see the module docs).
+async fn run_payloads(
+    state: &AppState,
+    payloads: Vec<String>,
+    last_attempt: Option<LastAttempt>,
+) -> Response {
     let (report, unreadable) = state
         .triage
         .handle_payloads(
@@ -199,23 +226,96 @@ async fn run_payloads(state: &AppState, payloads: Vec<String>) -> Response {
             Deadline::after(state.budget),
         )
         .await;
-    let counts = OutcomeCounts {
+    let mut counts = OutcomeCounts {
         ignored: report.ignored_items,
         unreadable: unreadable.len(),
         ..OutcomeCounts::of(&report.subjects)
     };
     let mut logs = report.lines();
-    for error in unreadable {
+    for (_, error) in &unreadable {
         tracing::error!(error = %error, "unreadable payload acknowledged");
         logs.push(format!("ignored an unreadable payload: {error}"));
     }
-    // The host retries a failed invocation; anything else is acknowledged.
-    let response = if Verdict::of_run(&report).is_retry() {
-        retry(logs)
-    } else {
-        ok(logs)
+    if !Verdict::of_run(&report).is_retry() {
+        return counted(ok(logs), counts);
+    }
+    let Some(last_attempt) = last_attempt else {
+        return counted(retry(logs), counts);
     };
-    counted(response, counts)
+    let unreadable: Vec<usize> = unreadable.iter().map(|(index, _)| *index).collect();
+    match park(state, &payloads, &unreadable, &report, &last_attempt).await {
+        Ok(parked) => {
+            tracing::warn!(
+                parked,
+                "last attempt failed; its payloads are parked for the next Sweep"
+            );
+            logs.push(format!(
+                "the last attempt failed: {parked} payloads parked in the store; the next Sweep \
+                 works them"
+            ));
+            counts.parked = parked;
+            counted(ok(logs), counts)
+        }
+        Err(error) => {
+            // Nothing else can keep them: the host checkpoints after this answer either way.
+            tracing::error!(error = %error, "last attempt failed and its payloads could not be parked; they may be lost");
+            counted(retry(logs), counts)
+        }
+    }
+}
+
+/// What a last attempt needs to park its payloads.
+struct LastAttempt {
+    /// Where the host had the events, when its metadata says.
+    positions: Option<EventHubPositions>,
+    /// The attempt, for the record.
+    retry_count: u32,
+}
+
+/// Parks the readable payloads of a failed last attempt, each under its partition and sequence
+/// number (or its hash, when the metadata does not give them), so a replay parks nothing twice.
+/// Payloads already done are parked too: working them again finds every effect done.
+async fn park(
+    state: &AppState,
+    payloads: &[String],
+    unreadable: &[usize],
+    report: &RunReport,
+    last_attempt: &LastAttempt,
+) -> Result<usize, pipeline::parking::StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let reason = format!(
+        "the last attempt (retry {}) failed: {}",
+        last_attempt.retry_count,
+        retry_reasons(report)
+    );
+    let positions = last_attempt
+        .positions
+        .as_ref()
+        .filter(|p| p.sequences.len() == payloads.len());
+    let mut parked = 0;
+    for (index, payload) in payloads.iter().enumerate() {
+        if unreadable.contains(&index) {
+            continue;
+        }
+        let (key, origin) = match positions {
+            Some(p) => (
+                ParkKey::event_hubs(&p.hub, &p.partition, p.sequences[index]),
+                format!(
+                    "event hub {:?}, partition {:?}, sequence number {}",
+                    p.hub, p.partition, p.sequences[index]
+                ),
+            ),
+            None => (
+                ParkKey::by_content("eventhubs", payload.as_bytes()),
+                "an Event Hubs event without position metadata".to_owned(),
+            ),
+        };
+        let delivery =
+            ParkedDelivery::new("eventhubs", origin, reason.clone(), payload.clone(), now);
+        state.triage.park(&key, &delivery).await?;
+        parked += 1;
+    }
+    Ok(parked)
 }
 
 async fn task_events(State(state): State<AppState>, body: String) -> Response {
@@ -223,8 +323,12 @@ async fn task_events(State(state): State<AppState>, body: String) -> Response {
         Ok(request) => request,
         Err(log) => return counted(ok(vec![log]), UNREADABLE),
     };
+    let last_attempt = request.is_last_attempt().then(|| LastAttempt {
+        positions: request.event_hub_positions(),
+        retry_count: request.retry_count(),
+    });
     match event_hub_bodies(&request, "events") {
-        Ok(bodies) => run_payloads(&state, bodies).await,
+        Ok(bodies) => run_payloads(&state, bodies, last_attempt).await,
         Err(error) => counted(ok(vec![format!("ignored: {error}")]), UNREADABLE),
     }
 }
@@ -235,7 +339,8 @@ async fn task_event_grid(State(state): State<AppState>, body: String) -> Respons
         Err(log) => return counted(ok(vec![log]), UNREADABLE),
     };
     match event_grid_event(&request, "event") {
-        Ok(event) => run_payloads(&state, vec![event]).await,
+        // Event Grid retries for a day and then dead-letters: nothing to park here.
+        Ok(event) => run_payloads(&state, vec![event], None).await,
         Err(error) => counted(ok(vec![format!("ignored: {error}")]), UNREADABLE),
     }
 }
@@ -255,7 +360,14 @@ async fn sweep(State(state): State<AppState>, body: String) -> Response {
     {
         Ok(report) => {
             logs.extend(report.lines());
-            counted(ok(logs), OutcomeCounts::of(&report.sweep.subjects))
+            let counts = OutcomeCounts {
+                parked: report.parked.still_parked + report.parked.left_for_next_tick,
+                drained: report.parked.drained,
+                poisoned: report.parked.poisoned,
+                dead_lettered: report.parked.dead_lettered,
+                ..OutcomeCounts::of(&report.sweep.subjects)
+            };
+            counted(ok(logs), counts)
         }
         Err(error) => retry(vec![error.to_string()]),
     }
@@ -279,7 +391,7 @@ async fn diagnose(State(state): State<AppState>, body: String) -> Response {
     else {
         return http(
             400,
-            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\", \"account\": \"…\"} (taskId and account optional)"}),
+            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\", \"account\": \"…\"} (taskId and account optional) with Content-Type: application/json; other content types reach the function base64-encoded and are not read"}),
         );
     };
     let Some(job_id) = query.get("jobId").and_then(Value::as_str) else {
@@ -299,9 +411,12 @@ async fn diagnose(State(state): State<AppState>, body: String) -> Response {
         .await
     {
         Ok(diagnoses) => http(200, serde_json::to_value(diagnoses).unwrap_or(Value::Null)),
-        Err(error) => http(
-            Verdict::of_batch_error(&error).http_status(),
-            json!({"error": error.to_string()}),
-        ),
+        Err(error) => {
+            // The error names the Batch endpoint and the request id: the log keeps them, the
+            // caller is told only what kind of failure it was.
+            tracing::warn!(error = %error, "Diagnose failed");
+            let verdict = Verdict::of_batch_error(&error);
+            http(verdict.http_status(), verdict.public_body())
+        }
     }
 }

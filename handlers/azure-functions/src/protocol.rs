@@ -43,6 +43,72 @@ impl InvokeRequest {
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0)
     }
+
+    /// Whether the host gives up on this invocation if it fails: the Event Hubs extension then
+    /// checkpoints the batch anyway, and it is never delivered again (docs/delivery.md). That
+    /// is the case when `RetryCount` has reached `MaxRetryCount`, and when there is no
+    /// `RetryContext` at all (no retry policy: the first failure is the last). A
+    /// `MaxRetryCount` of -1 retries forever.
+    pub fn is_last_attempt(&self) -> bool {
+        let Some(context) = self.metadata.get("RetryContext").map(decode_binding) else {
+            return true;
+        };
+        let number = |name: &str| {
+            context.get(name).and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+        };
+        match (number("RetryCount"), number("MaxRetryCount")) {
+            (_, Some(max)) if max < 0 => false,
+            (Some(count), Some(max)) => count >= max,
+            // A context without its counts: assume the worst, so nothing is lost.
+            _ => true,
+        }
+    }
+
+    /// Where the host had the events of an Event Hubs invocation: the hub and partition from
+    /// `PartitionContext`, and one sequence number per event from `SequenceNumberArray`, in
+    /// the order of the bodies. `None` when the metadata does not say.
+    pub fn event_hub_positions(&self) -> Option<EventHubPositions> {
+        let context = decode_binding(self.metadata.get("PartitionContext")?);
+        let text = |name: &str| {
+            context
+                .get(name)
+                .and_then(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| Some(v.to_string()))
+                })
+                .filter(|s| !s.is_empty() && s != "null")
+        };
+        let sequences = match decode_binding(self.metadata.get("SequenceNumberArray")?) {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_i64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                })
+                .collect::<Option<Vec<i64>>>()?,
+            _ => return None,
+        };
+        Some(EventHubPositions {
+            hub: text("EventHubName")?,
+            partition: text("PartitionId")?,
+            sequences,
+        })
+    }
+}
+
+/// Where an Event Hubs batch sat in its hub, from the invocation's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHubPositions {
+    /// The event hub's name.
+    pub hub: String,
+    /// The partition id.
+    pub partition: String,
+    /// Each event's sequence number, in the order of the bodies.
+    pub sequences: Vec<i64>,
 }
 
 /// What the handler answers (always HTTP 200 for a handled invocation; a non-2xx status makes
@@ -146,9 +212,13 @@ fn type_name(value: &Value) -> String {
 /// The event bodies of a `TaskEvents` invocation (Event Hubs, `cardinality: many`), each as JSON
 /// text ready for `diagnosis::payload::read_slice` (normally `{"records": [...]}`).
 ///
-/// Accepts the `dataType: string` form (a string holding an array of strings), the no-dataType
-/// form (an array of objects), a single event, and any mix. Bodies that are not JSON are returned
-/// as they are, so the payload reader reports them with a position.
+/// `TaskEvents/function.json` sets `dataType: "string"`, so the host hands over each event body
+/// as the text the publisher wrote, in one string holding a JSON array of strings; that is the
+/// form its code builds for this binding, and the one the handler relies on. (`binary` would
+/// arrive base64-encoded, and without a `dataType` the extension chooses the conversion.) An
+/// array of objects or a single object is accepted too, because reading them costs nothing and a
+/// local test may send them, not because the host does. Bodies that are not JSON are returned as
+/// they are, so the payload reader reports them with a position.
 pub fn event_hub_bodies(
     request: &InvokeRequest,
     binding: &str,

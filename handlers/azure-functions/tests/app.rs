@@ -46,10 +46,19 @@ async fn invoke(state: &AppState, function: &str, body: &Value) -> (StatusCode, 
     call(state, request).await
 }
 
-/// An Event Hubs invocation (dataType string, cardinality many) of one body.
+/// An Event Hubs invocation (dataType string, cardinality many) of one body, on a first
+/// attempt of five retries.
 fn event_hubs(body: &str) -> Value {
+    event_hubs_at(body, 0, 5)
+}
+
+/// The same at retry `retry` of `max`.
+fn event_hubs_at(body: &str, retry: i64, max: i64) -> Value {
     json!({"Data": {"events": serde_json::to_string(&[body]).unwrap()},
-        "Metadata": {"sys": {"MethodName": "TaskEvents"}}})
+        "Metadata": {"sys": {"MethodName": "TaskEvents"},
+            "PartitionContext": {"EventHubName": "batch-logs", "PartitionId": "0"},
+            "SequenceNumberArray": "[41]",
+            "RetryContext": {"RetryCount": retry, "MaxRetryCount": max}}})
 }
 
 fn task_failed(job: &str, task: &str) -> String {
@@ -109,6 +118,51 @@ async fn a_transient_batch_failure_is_500_so_the_host_retries() {
         backends.hook.is_empty(),
         "nothing is alerted before the task is read"
     );
+}
+
+#[tokio::test]
+async fn only_the_last_attempt_parks_and_forever_never_does() {
+    let (state, backends) = state().await;
+    backends
+        .emulator
+        .add_fault(FaultRule::new(Fault::InternalError).path_prefix("/jobs/etl/tasks/oom"));
+    let parked = || {
+        backends
+            .stored_files()
+            .into_iter()
+            .filter(|f| f.starts_with("parked/"))
+            .collect::<Vec<_>>()
+    };
+    for (retry, max) in [(4, 5), (9, -1)] {
+        let (status, _) = invoke(
+            &state,
+            "TaskEvents",
+            &event_hubs_at(&task_failed("etl", "oom"), retry, max),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{retry}/{max}");
+        assert!(parked().is_empty(), "{retry}/{max}");
+    }
+    let (status, body) = invoke(
+        &state,
+        "TaskEvents",
+        &event_hubs_at(&task_failed("etl", "oom"), 5, 5),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        parked(),
+        ["parked/eventhubs/batch-logs/0/00000000000000000041.json"]
+    );
+    // Without a retry policy the first failure is the last: parked too, by its hash.
+    let no_policy = json!({"Data": {"events": serde_json::to_string(&[task_failed("etl", "sigkill").replace("137", "9")]).unwrap()}});
+    backends
+        .emulator
+        .add_fault(FaultRule::new(Fault::InternalError).path_prefix("/jobs/etl/tasks/sigkill"));
+    let (status, body) = invoke(&state, "TaskEvents", &no_policy).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(parked().len(), 2, "{:?}", parked());
+    assert!(backends.hook.is_empty());
 }
 
 #[tokio::test]

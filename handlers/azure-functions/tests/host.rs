@@ -21,7 +21,11 @@ async fn start() -> Host {
 
 /// Starts the handler with the backends' settings, `overrides` replacing some of them.
 async fn start_with(overrides: Vec<(&'static str, String)>) -> Host {
-    let backends = Backends::start().await;
+    spawn(Backends::start().await, overrides).await
+}
+
+/// Starts the handler binary over `backends` and waits until it answers.
+async fn spawn(backends: Backends, overrides: Vec<(&'static str, String)>) -> Host {
     let port = free_port();
     let child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_batch-triage-functions"))
@@ -110,6 +114,119 @@ async fn task_events_from_event_hubs_are_preserved_and_alerted_once() {
         "logs preserved"
     );
     assert_eq!(host.backends.hook.len(), 1, "five deliveries, one alert");
+}
+
+/// An Event Hubs invocation as the host builds it at retry `retry` of `max`: the bodies as one
+/// string holding a JSON array of strings (`dataType: string`), `PartitionContext` an object,
+/// `SequenceNumberArray` a string, `RetryContext` an object with the exception's message.
+fn event_hubs_invocation(bodies: &[String], first_sequence: i64, retry: u32, max: u32) -> Value {
+    let sequences: Vec<i64> = (0..bodies.len() as i64)
+        .map(|i| first_sequence + i)
+        .collect();
+    json!({"Data": {"events": serde_json::to_string(bodies).unwrap()}, "Metadata": {
+        "PartitionContext": {"FullyQualifiedNamespace": "ns.servicebus.windows.net", "EventHubName": "insights-logs-servicelog",
+            "ConsumerGroup": "$Default", "PartitionId": "1", "IsCheckpointingAfterInvocation": true},
+        "SequenceNumberArray": serde_json::to_string(&sequences).unwrap(),
+        "OffsetArray": "[\"4294967296\"]",
+        "EnqueuedTimeUtcArray": "[\"2026-12-05T03:00:00.123\"]",
+        "RetryContext": {"RetryCount": retry, "MaxRetryCount": max,
+            "Exception": {"Message": "Exception while executing function: Functions.TaskEvents"}},
+        "sys": {"MethodName": "TaskEvents", "UtcNow": "2026-12-05T03:00:01Z", "RandGuid": "5b0d"}}})
+}
+
+/// Issue 18's promise, end to end through the binary: at its last retry, with Batch unreachable,
+/// a `TaskEvents` batch is parked and acknowledged (the host would checkpoint it anyway); a
+/// later `Sweep`, with Batch back, works it: the logs are kept and the alert is sent once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_retry_parks_the_batch_and_the_next_sweep_works_it() {
+    // Batch unreachable: nothing listens on its port. A short budget, so the client's retries
+    // end within the test.
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let host = start_with(vec![
+        ("AZURE_BATCH_ENDPOINT", unreachable),
+        ("BATCH_TRIAGE_INVOCATION_SECONDS", "4".to_owned()),
+    ])
+    .await;
+    let bodies = vec![records("etl", "oom")];
+
+    // An earlier attempt fails, so the host retries it.
+    let (status, _) = invoke(
+        &host,
+        "TaskEvents",
+        &event_hubs_invocation(&bodies, 17, 2, 5),
+    )
+    .await;
+    assert_eq!(status, 500, "not the last attempt: the host retries");
+    let parked = host.backends.store.path().join("parked");
+    assert!(!parked.exists(), "nothing parked before the last attempt");
+
+    // The last attempt: acknowledged, and parked under partition and sequence number.
+    let last = event_hubs_invocation(&bodies, 17, 5, 5);
+    for _ in 0..2 {
+        let (status, response) = invoke(&host, "TaskEvents", &last).await;
+        assert_eq!(status, 200, "{response}");
+        assert!(
+            response["Logs"].to_string().contains("parked"),
+            "{response}"
+        );
+    }
+    let parked_file = parked.join("eventhubs/insights-logs-servicelog/1/00000000000000000017.json");
+    assert!(parked_file.exists(), "{:?}", host.backends.stored_files());
+    assert_eq!(
+        host.backends
+            .stored_files()
+            .iter()
+            .filter(|f| f.starts_with("parked/"))
+            .count(),
+        1,
+        "a replay of the last attempt parks nothing twice"
+    );
+    let record: Value = serde_json::from_slice(&std::fs::read(&parked_file).unwrap()).unwrap();
+    assert_eq!(record["source"], "eventhubs");
+    assert!(
+        record["reason"].as_str().unwrap().contains("retry 5"),
+        "{record}"
+    );
+    assert!(host.backends.hook.is_empty());
+
+    // Batch is back (the instance restarted with it reachable); the timer fires.
+    let Host { backends, .. } = host;
+    let host = spawn(backends, Vec::new()).await;
+    let parked_file = host
+        .backends
+        .store
+        .path()
+        .join("parked/eventhubs/insights-logs-servicelog/1/00000000000000000017.json");
+    assert!(parked_file.exists(), "parked across the restart");
+    let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
+        "Metadata": {"sys": {"MethodName": "Sweep"}}});
+    let (status, response) = invoke(&host, "Sweep", &timer).await;
+    assert_eq!(status, 200, "{response}");
+    assert!(
+        response["Logs"]
+            .to_string()
+            .contains("parked deliveries: 1 drained"),
+        "{response}"
+    );
+    assert!(!parked_file.exists(), "drained");
+    assert!(
+        host.backends
+            .store
+            .path()
+            .join("devbatch1/etl/oom/attempt-0/manifest.json")
+            .exists(),
+        "the task's logs are kept"
+    );
+    let oom_alerts = host
+        .backends
+        .hook
+        .alerts()
+        .iter()
+        .filter(|a| a["diagnosis"]["subject"]["taskId"] == "oom")
+        .count();
+    assert_eq!(oom_alerts, 1, "alerted once");
+    let (_, again) = invoke(&host, "Sweep", &timer).await;
+    assert!(!again["Logs"].to_string().contains("drained"), "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,6 +325,16 @@ async fn diagnose_over_http_and_the_timer() {
     assert_eq!(response["Outputs"]["res"]["statusCode"], 404, "{response}");
     let (_, response) = invoke(&host, "Diagnose", &request("not json")).await;
     assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+    // What the host sends for an octet-stream body: base64. JSON only, and the answer says so.
+    let (_, response) = invoke(&host, "Diagnose", &request("eyJqb2JJZCI6ImV0bCJ9")).await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 400, "{response}");
+    let said = response["Outputs"]["res"]["body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("application/json") && said.contains("base64"),
+        "{said}"
+    );
     let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
         "Metadata": {"sys": {"MethodName": "Sweep"}}});
     let (status, response) = invoke(&host, "Sweep", &timer).await;

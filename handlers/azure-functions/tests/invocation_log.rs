@@ -131,6 +131,7 @@ async fn every_invocation_logs_one_line_with_its_id_function_outcomes_and_durati
     assert_eq!(field(&task_events, "refused"), "1", "{task_events:?}");
     assert_eq!(field(&task_events, "failed_retryable"), "0");
     assert_eq!(field(&task_events, "unreadable"), "0");
+    assert_eq!(field(&task_events, "parked"), "0", "{task_events:?}");
     assert!(field(&task_events, "duration_ms").parse::<u64>().is_ok());
 
     let poison = fields_of(&stdout, "invalid");
@@ -148,4 +149,8 @@ async fn every_invocation_logs_one_line_with_its_id_function_outcomes_and_durati
         field(&sweep, "done").parse::<usize>().unwrap() >= 1,
         "the sweep finds the built-in account's failures: {sweep:?}"
     );
+    // The parking area's counts are in the Sweep's line too.
+    for count in ["parked", "drained", "poisoned", "dead_lettered"] {
+        assert_eq!(field(&sweep, count), "0", "{count}: {sweep:?}");
+    }
 }

@@ -1,5 +1,6 @@
 //! `batch-triage diagnose`: reads payloads from files or stdin and prints one diagnosis per task,
-//! job or failed node, as text for a person or as a JSON array for scripts.
+//! job or failed node, and one per problem of a pool (resize, autoscale, a stuck delete), as text
+//! for a person or as a JSON array for scripts.
 //!
 //! Inputs are streamed: a List Tasks response of any size is read one task at a time and each
 //! diagnosis is printed as soon as it is made.
@@ -12,8 +13,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use diagnosis::payload::{PayloadKind, read_payload};
 use diagnosis::redact::Redactor;
-use diagnosis::wire::BatchJob;
-use diagnosis::{Diagnosis, Evidence, Item, diagnose_item};
+use diagnosis::wire::{BatchJob, Timestamp};
+use diagnosis::{Diagnosis, Evidence, Item, diagnose_item, diagnose_pool};
 
 use crate::render::{Output, Style, Summary, inert, inert_block, render_diagnosis, render_note};
 
@@ -23,6 +24,8 @@ Examples:
   batch-triage diagnose --job job.json --output json tasks.json > diagnoses.json
   az batch task show --job-id j1 --task-id t1 | batch-triage diagnose -
   batch-triage diagnose --prep-status prep.json tasks.json
+  az batch pool show --pool-id render | batch-triage diagnose -
+  az batch node list --pool-id render | batch-triage diagnose -
 
 Exit status: 0 when every input was diagnosed (whatever it found), 1 when some input could not
 be read (the others are still diagnosed), 2 on a usage error.";
@@ -68,6 +71,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         job: job.as_ref(),
         job_id: job.as_ref().and_then(|j| j.id.as_deref()),
         prep_failed_nodes: &prep_failed_nodes,
+        // How long a pool has been deleting is measured against now (the core reads no clock).
+        now: Some(Timestamp(time::OffsetDateTime::now_utc())),
         ..Evidence::default()
     };
 
@@ -209,16 +214,21 @@ impl<W: Write> Sink<'_, W> {
         evidence: &Evidence<'_>,
         redactor: &Redactor,
     ) -> io::Result<()> {
-        let diagnosis = diagnose_item(item, evidence).map(|mut d| {
-            redactor.redact_diagnosis(&mut d);
-            d
-        });
+        // A pool can have several problems at once (a stuck delete, resize errors, a failing
+        // autoscale formula): each is shown.
+        let mut diagnoses = match item {
+            Item::Pool(pool) => diagnose_pool(pool, evidence),
+            _ => diagnose_item(item, evidence).into_iter().collect(),
+        };
+        for d in &mut diagnoses {
+            redactor.redact_diagnosis(d);
+        }
         match self {
             Sink::Json { out, first } => {
-                if let Some(d) = diagnosis {
+                for d in &diagnoses {
                     out.write_all(if *first { b"\n" } else { b",\n" })?;
                     *first = false;
-                    write_json(out, &d)?;
+                    write_json(out, d)?;
                 }
                 Ok(())
             }
@@ -226,13 +236,16 @@ impl<W: Write> Sink<'_, W> {
                 out,
                 style,
                 summary,
-            } => match diagnosis {
-                Some(d) => {
-                    summary.add(&d);
-                    render_diagnosis(out, &d, *style)
+            } => {
+                if diagnoses.is_empty() {
+                    return render_note(out, item, *style);
                 }
-                None => render_note(out, item, *style),
-            },
+                for d in &diagnoses {
+                    summary.add(d);
+                    render_diagnosis(out, d, *style)?;
+                }
+                Ok(())
+            }
         }
     }
 

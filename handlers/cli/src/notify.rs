@@ -141,6 +141,7 @@ fn sample_alert() -> anyhow::Result<Alert> {
                 "align-0018".into(),
                 "align-0042".into(),
             ],
+            ..Group::default()
         },
         stderr_tail: Some(
             "Loading reference genome (3.1 GB)...\nAllocating index buffers\n\

@@ -329,7 +329,7 @@ fn summary(policy: &Policy) -> String {
         )
     };
     format!(
-        "{} receivers, {} rules, {} silences; {actions}; default grouping by [{}], wait {}, interval {}, repeat {}",
+        "{} receivers, {} rules, {} silences; {actions}; default grouping by [{}], wait {}, interval {}, repeat {}; {}",
         policy.receivers.len(),
         policy.rules.len(),
         policy.silences.len(),
@@ -337,7 +337,62 @@ fn summary(policy: &Policy) -> String {
         format_duration(policy.grouping.group_wait),
         format_duration(policy.grouping.group_interval),
         format_duration(policy.grouping.repeat_interval),
+        growth(&policy.grouping),
     )
+}
+
+/// How a notified group's growth is announced, for people.
+fn growth(grouping: &diagnosis::policy::Grouping) -> String {
+    match grouping.renotify_on_growth {
+        Some(factor) => format!(
+            "a notified group that grew ×{factor} (or past 10, 100, 1,000…) is announced again after the interval"
+        ),
+        None => "growth is announced only at repeat".to_owned(),
+    }
+}
+
+/// What a rule's escalation does for a diagnosis: the threshold, and where the raised severity
+/// routes it besides where it already goes.
+fn escalation(
+    d: &Diagnosis,
+    receiver: &diagnosis::policy::PlannedReceiver,
+    planned: &Plan,
+    policy: &Policy,
+) -> Option<String> {
+    let rule = receiver.grouping.escalate.as_ref()?;
+    let mut when = Vec::new();
+    if let Some(n) = rule.min_count {
+        when.push(format!("{n} failures"));
+    }
+    if let Some(p) = rule.min_job_percent {
+        when.push(format!(
+            "more than {p}% of the job's tasks (from live task counts)"
+        ));
+    }
+    let mut raised = d.clone();
+    raised.severity = raised.severity.max(rule.severity);
+    let now = time::OffsetDateTime::now_utc();
+    let then = plan(&raised, policy, now, &PlanContext::default());
+    let added: Vec<&str> = then
+        .receivers
+        .iter()
+        .filter(|r| {
+            r.receiver != receiver.receiver
+                && !planned.receivers.iter().any(|p| p.group_key == r.group_key)
+        })
+        .map(|r| r.receiver.as_str())
+        .collect();
+    Some(format!(
+        "  escalate: group {} → {} once it reaches {}; then also {}\n",
+        receiver.receiver,
+        rule.severity,
+        when.join(" or "),
+        if added.is_empty() {
+            "nobody new".to_owned()
+        } else {
+            added.join(", ")
+        }
+    ))
 }
 
 fn describe(name: &str, d: &Diagnosis, planned: &Plan, policy: &Policy) -> String {
@@ -369,6 +424,7 @@ fn describe(name: &str, d: &Diagnosis, planned: &Plan, policy: &Policy) -> Strin
             format_duration(r.grouping.group_wait),
             r.group_key
         ));
+        out.push_str(&escalation(d, r, planned, policy).unwrap_or_default());
     }
     if let Some(comment) = &planned.silenced_by {
         let muted: Vec<&str> = planned
@@ -485,6 +541,10 @@ mod tests {
                 assert!(text.contains("terminate — "), "{text}");
                 assert!(text.contains("threshold ≥20 failed tasks and ≥10% of the job checked against live task counts"), "{text}");
                 assert!(text.contains("wd/logs/*.log"), "{text}");
+                assert!(
+                    text.contains("escalate: group ml-mail → critical once it reaches 1000 failures or more than 20% of the job's tasks"),
+                    "{text}"
+                );
             }
         }
     }

@@ -202,6 +202,25 @@ pub(crate) fn render_note<W: Write>(out: &mut W, item: &Item, style: Style) -> i
                 .and_then(|n| n.node_id.as_deref())
                 .unwrap_or("(unknown)")
         ),
+        Item::Pool(p) => format!(
+            "pool {}: no resize, autoscale or delete failure",
+            p.id.as_deref().unwrap_or("(unnamed)")
+        ),
+        Item::Node(n) => format!(
+            "node {}: {}, no failure",
+            n.id.as_deref().unwrap_or("(unnamed)"),
+            n.state.as_ref().map_or("state unknown", |s| s.as_str())
+        ),
+        Item::PoolEvent { kind, body, .. } => format!(
+            "{} of pool {}: no failure",
+            kind.operation_name(),
+            body.id.as_deref().unwrap_or("(unnamed)")
+        ),
+        Item::PoolNodeCounts(c) => format!(
+            "node counts of pool {}: {} unusable or start task failed",
+            c.pool_id.as_deref().unwrap_or("(unnamed)"),
+            c.in_trouble()
+        ),
         Item::Task(_) | Item::Job(_) | Item::TaskEvent { .. } => return Ok(()),
     };
     writeln!(out, "{}", style.dim(&format!("· {}", inert(&text))))

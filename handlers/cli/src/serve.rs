@@ -520,7 +520,10 @@ async fn run_payload(
                 eprintln!("batch-triage serve: {route}: {}", inert(line));
             }
             if verdict.is_retry() {
-                json_response(status, json!({"status": "retry", "subjects": lines}))
+                // The lines name Batch endpoints and request ids: they stay in the log above.
+                let mut body = verdict.public_body();
+                body["status"] = json!("retry");
+                json_response(status, body)
             } else {
                 json_response(
                     status,
@@ -572,9 +575,10 @@ async fn sweep(State(state): State<AppState>) -> Response {
                 "batch-triage serve: /api/sweep failed (retry later): {}",
                 inert(&error.to_string())
             );
+            // The log line above has the error; the answer says only what kind it was.
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": error.to_string()}),
+                json!({"error": "the sweep could not finish: Batch or the store is unavailable; retry later", "retryable": true}),
             )
         }
     }
@@ -621,11 +625,19 @@ async fn diagnose(State(state): State<AppState>, payload: Payload) -> Response {
                 json!({"error": error.to_string()}),
             ),
         },
-        Err(error) => json_response(
-            StatusCode::from_u16(Verdict::of_batch_error(&error).http_status())
-                .unwrap_or(StatusCode::BAD_GATEWAY),
-            json!({"error": error.to_string()}),
-        ),
+        Err(error) => {
+            // The error names the Batch endpoint and the request id: the log keeps them, the
+            // caller is told only what kind of failure it was.
+            eprintln!(
+                "batch-triage serve: /api/diagnose failed: {}",
+                inert(&error.to_string())
+            );
+            let verdict = Verdict::of_batch_error(&error);
+            json_response(
+                StatusCode::from_u16(verdict.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                verdict.public_body(),
+            )
+        }
     }
 }
 

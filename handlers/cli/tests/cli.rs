@@ -141,7 +141,7 @@ fn text_output_reads_like_a_report() {
         "{text}"
     );
     assert!(
-        text.contains("skipped PoolResizeCompleteEvent: not about tasks or jobs"),
+        text.contains("PoolResizeCompleteEvent of pool gpu-pool: no failure"),
         "{text}"
     );
     assert!(
@@ -151,6 +151,78 @@ fn text_output_reads_like_a_report() {
     assert!(
         !text.contains("\x1b["),
         "no colour when NO_COLOR is set or stdout is not a terminal"
+    );
+}
+
+#[test]
+fn pool_and_node_bodies_lists_and_events_are_diagnosed() {
+    let files = [
+        "tests/corpus/real-payloads/18-msdocs-support-pool-allocation-failed-provider-error-json.json",
+        "tests/corpus/real-payloads/21-msdocs-support-node-unusable-diskfull.json",
+        "shared/diagnosis/test_data/pool-resize-lowpri-quota-list.json",
+        "shared/diagnosis/test_data/node-unusable-diskfull-list.json",
+        "shared/diagnosis/test_data/pool-events-resize-and-autoscale.json",
+        "shared/diagnosis/test_data/pool-delete-stuck.json",
+        "shared/diagnosis/test_data/node-start-task-failed-no-wait.json",
+    ];
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| repo(f).to_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec!["diagnose", "--output", "json"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classes: Vec<String> = json_diagnoses(&out)
+        .iter()
+        .map(|d| d["class"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            "pool.resize_failed",
+            "node.unusable",
+            "pool.resize_failed",
+            "pool.resize_failed",
+            "node.unusable",
+            "node.unusable",
+            "pool.resize_failed",
+            "pool.autoscale_failed",
+            // The pool has been deleting since 2026-12-04, measured against the clock now.
+            "pool.delete_stuck",
+            "node.start_task_failed",
+        ]
+    );
+
+    // A pool with two problems shows both, and text output names them and what was healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool.json");
+    std::fs::write(
+        &pool,
+        r#"{"value": [{"id": "p", "url": "https://acct.westeurope.batch.azure.com/pools/p",
+            "resizeErrors": [{"code": "AllocationTimedout", "message": "timed out \u001b[2J<b>bold</b>"}],
+            "enableAutoScale": true,
+            "autoScaleRun": {"error": {"code": "AutoScalingFormulaEvaluationError", "message": "bad"}}},
+           {"id": "q", "url": "https://acct.westeurope.batch.azure.com/pools/q", "state": "active"}]}"#,
+    )
+    .unwrap();
+    let out = run(&["diagnose", pool.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("pool.resize_failed"), "{text}");
+    assert!(text.contains("pool.autoscale_failed"), "{text}");
+    assert!(
+        text.contains("pool q: no resize, autoscale or delete failure"),
+        "{text}"
+    );
+    assert!(text.contains("a List Pools response"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "control characters are made inert: {text}"
     );
 }
 

@@ -443,6 +443,70 @@ fn alert_files_hold_what_each_receiver_got() {
 }
 
 #[test]
+fn a_growing_group_is_announced_again_and_its_escalation_pages_once() {
+    let run = shared();
+    let alerts = run.report["alerts"].as_array().unwrap();
+    let read =
+        |a: &Value| std::fs::read_to_string(run.out.join(a["file"].as_str().unwrap())).unwrap();
+    // The shards job: twelve tasks killed the same way. Teams heard of the first, then, one
+    // group_interval later, of all twelve, escalated (more than half of the job failed).
+    let teams: Vec<String> = alerts
+        .iter()
+        .filter(|a| a["receiver"] == "ops-teams")
+        .map(read)
+        .filter(|card| card.contains("job shards"))
+        .collect();
+    assert_eq!(teams.len(), 2, "{teams:#?}");
+    assert!(teams[0].contains("job shards task shard-00000") && !teams[0].contains("Escalated"));
+    assert!(
+        teams[1].contains("job shards (now 12 tasks, was 1)"),
+        "{}",
+        teams[1]
+    );
+    assert!(teams[1].contains("7 of the job's 12 tasks failed this way (58.3%, more than 50%)"));
+    // The page: the critical rule's email, once.
+    let mails: Vec<String> = alerts
+        .iter()
+        .filter(|a| a["receiver"] == "ops-mail")
+        .map(read)
+        .filter(|mail| mail.contains("job shards"))
+        .collect();
+    assert_eq!(mails.len(), 1, "paged once");
+    assert!(
+        mails[0].contains("Subject: [CRITICAL] task.exit_code: job shards (now 12 tasks, was 1)")
+    );
+    // The SIEM webhook hears the growth with previousCount.
+    let hooks: Vec<Value> = alerts
+        .iter()
+        .filter(|a| a["receiver"] == "siem")
+        .map(|a| read_json(&run.out.join(a["file"].as_str().unwrap())))
+        .filter(|body| body["diagnosis"]["subject"]["jobId"] == "shards")
+        .collect();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[0]["previousCount"], Value::Null);
+    assert_eq!(
+        (&hooks[1]["group"]["count"], &hooks[1]["previousCount"]),
+        (&12.into(), &1.into())
+    );
+    // The tick that sent them is in the report, with the receivers it told.
+    let later = run.report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "tick-later")
+        .unwrap();
+    let flushed: Vec<&str> = later["flushed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for receiver in ["ops-teams", "ops-mail", "siem"] {
+        assert!(flushed.contains(&receiver), "{flushed:?}");
+    }
+}
+
+#[test]
 fn duplicates_converge_each_failure_is_copied_once_and_told_once() {
     let report = &shared().report;
     assert_eq!(report["converged"], true);

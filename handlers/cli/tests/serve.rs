@@ -365,6 +365,11 @@ async fn a_transient_batch_failure_is_503_and_the_redelivery_alerts_once() {
     let (status, body) = post_events(&server, Some(KEY), &event).await;
     assert_eq!(status, 503, "Event Grid must redeliver: {body}");
     assert_eq!(body["status"], "retry", "{body}");
+    assert_eq!(body["retryable"], true, "{body}");
+    // The Batch endpoint and the request ids stay in the log.
+    for internal in ["127.0.0.1", "request-id", "/jobs/etl"] {
+        assert!(!body.to_string().contains(internal), "{internal}: {body}");
+    }
     assert!(server.alerts().is_empty());
 
     server.backends.emulator.set_faults(Vec::new());

@@ -247,6 +247,37 @@ pub(crate) fn event_grid_body(
     serde_json::to_vec_pretty(&Value::Array(events)).unwrap_or_default()
 }
 
+/// Event Grid's dead-letter container as the demo's sweep finds it: `(key, blob)` pairs. One
+/// blob as Event Grid writes it (the delivery's events in one JSON array, each with Event Grid's
+/// dead-letter fields), about a failure the events above already handled; and one cut short,
+/// which cannot be read and is kept as poison.
+pub(crate) fn dead_letter_blobs(batch_url: &str, now: OffsetDateTime) -> Vec<(String, Vec<u8>)> {
+    let time = now.format(&Rfc3339).unwrap_or_default();
+    let events = json!([{
+        "id": "demo-eg-dead-1",
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/batch-demo/providers/Microsoft.EventGrid/topics/batch-triage",
+        "subject": "jobs/ingest/tasks/blob-denied",
+        "eventType": "Contoso.Batch.TaskFailed", "eventTime": time,
+        "dataVersion": "1.0", "metadataVersion": "1",
+        "data": {"accountUrl": batch_url, "jobId": "ingest", "taskId": "blob-denied"},
+        "deadLetterReason": "MaxDeliveryAttemptsExceeded", "deliveryAttempts": 30,
+        "lastDeliveryOutcome": "Probation", "publishTime": time, "lastDeliveryAttemptTime": time
+    }]);
+    let blob = serde_json::to_vec_pretty(&events).unwrap_or_default();
+    let cut_short = blob[..blob.len() / 3].to_vec();
+    let folder = "BATCH-TRIAGE/BATCH-TRIAGE/2026/12/5/10";
+    vec![
+        (
+            format!("{folder}/4d1c2a57-6f0b-4c39-9f2e-0a8d3b6e5c11.json"),
+            blob,
+        ),
+        (
+            format!("{folder}/9b7e0c3d-2a41-4e8f-b6d5-7c1f3e2a9d04.json"),
+            cut_short,
+        ),
+    ]
+}
+
 /// A CloudEvents 1.0 batch: a reference to a task that waits on a node whose job preparation
 /// failed (only an event about it, or a person asking, leads to it: it has not failed), and the
 /// task whose stderr holds HTML.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use batch_client::{BatchApi, BatchClient, BatchConfig, Deadline, Secret};
 use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use diagnosis::policy::Grouping as DiagnosisGrouping;
 use diagnosis::policy::Policy;
 use notify::{Allowlist, ReceiverConfig};
 use pipeline::settings::{AccountSettings, Settings};
@@ -46,7 +47,7 @@ pub struct Run {
     /// How the platform delivered it, for people.
     pub trigger: String,
     /// A short stable name: `event-hubs`, `event-hubs-redelivery`, `event-grid`,
-    /// `cloudevents`, `sweep`, `sweep-again`.
+    /// `cloudevents`, `sweep`, `dead-letters`, `sweep-again`, `tick-later`.
     pub name: &'static str,
     /// The input, kept under `triggers/` so people can see the shapes.
     pub payload_file: Option<String>,
@@ -54,6 +55,8 @@ pub struct Run {
     pub subjects: Vec<SubjectReport>,
     /// Items the pipeline skipped on purpose (pool events).
     pub ignored: usize,
+    /// Receivers the timer's grouped alerts went to (groups that waited, grew or escalated).
+    pub flushed: Vec<String>,
     /// When it ran.
     pub at: OffsetDateTime,
 }
@@ -243,6 +246,7 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
             },
         ],
         store: store.to_owned(),
+        dead_letter_store: Some(dead_letter_dir(out).to_string_lossy().into_owned()),
         policy,
         receivers,
         allowlist: Allowlist::default().allow_loopback(),
@@ -251,6 +255,11 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         // The emulator's key is public, but it is the configured key: redacted as a real one is.
         redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY, SECOND_ACCOUNT_KEY]),
     })
+}
+
+/// Where the demo keeps the Event Grid dead-letter container its sweep drains.
+fn dead_letter_dir(out: &Path) -> PathBuf {
+    out.join("dead-letters")
 }
 
 /// Runs the demo in `out` (made by [`prepare_out_dir`]): every trigger, then the read-back.
@@ -285,6 +294,7 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     )))?;
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
+    triggers.dead_letters(out, &services.batch_url, events_at)?;
     runs.extend(triggers.sweeps().await?);
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
@@ -340,6 +350,7 @@ impl Triggers<'_> {
             payload_file: Some(format!("triggers/{file}")),
             subjects: report.subjects,
             ignored: report.ignored_items,
+            flushed: Vec::new(),
             at,
         })
     }
@@ -404,7 +415,33 @@ impl Triggers<'_> {
         Ok(runs)
     }
 
-    /// The timer's job, twice: the second finds everything handled.
+    /// Puts Event Grid's dead letters where the sweep finds them, and a copy under `triggers/`.
+    fn dead_letters(
+        &self,
+        out: &Path,
+        batch_url: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), DemoError> {
+        for (index, (key, blob)) in feed::dead_letter_blobs(batch_url, at).iter().enumerate() {
+            let path = dead_letter_dir(out).join(key);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(DemoError::io(format!("creating {}", parent.display())))?;
+            }
+            std::fs::write(&path, blob)
+                .map_err(DemoError::io(format!("writing {}", path.display())))?;
+            let copy = self.dir.join(format!("dead-letter-{}.json", index + 1));
+            std::fs::write(&copy, blob)
+                .map_err(DemoError::io(format!("writing {}", copy.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The timer's job, twice: the second finds everything handled. The first also takes in
+    /// Event Grid's dead letters, reported as a run of their own. Then a third tick, one
+    /// `group_interval` later (time is an argument of `tick`, so the demo does not wait): the
+    /// groups that grew since their first message are announced again, and the one that
+    /// escalated pages.
     async fn sweeps(&self) -> Result<Vec<Run>, DemoError> {
         // The timer's sweep finds what no event announced; a first run looks back a day so
         // every failure of the scenario (the oldest ended hours ago) is in reach.
@@ -422,8 +459,15 @@ impl Triggers<'_> {
                 "sweep-again",
                 "Timer sweep, next tick: everything is already handled",
             ),
+            (
+                "tick-later",
+                "Timer tick one group_interval later: groups that grew are announced again (now N, was M); an escalated one pages",
+            ),
         ] {
-            let at = OffsetDateTime::now_utc();
+            let mut at = OffsetDateTime::now_utc();
+            if name == "tick-later" {
+                at += DiagnosisGrouping::default().group_interval + Duration::from_secs(1);
+            }
             let tick = self.triage.tick(at, self.deadline(), &options).await?;
             runs.push(Run {
                 trigger: trigger.to_owned(),
@@ -431,8 +475,20 @@ impl Triggers<'_> {
                 payload_file: None,
                 subjects: tick.sweep.subjects,
                 ignored: 0,
+                flushed: tick.flushed,
                 at,
             });
+            if !tick.parked.is_empty() {
+                runs.push(Run {
+                    trigger: "Event Grid dead letters, taken in by the sweep: an event Event Grid gave up on (already handled), and a blob cut short (kept as poison, alerted once)".to_owned(),
+                    name: "dead-letters",
+                    payload_file: Some("triggers/dead-letter-1.json".to_owned()),
+                    subjects: tick.parked.subjects,
+                    ignored: 0,
+                    flushed: Vec::new(),
+                    at,
+                });
+            }
         }
         Ok(runs)
     }
@@ -471,7 +527,8 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
             }
             // Batch keeps no object for a start task to re-read: its diagnosis came from the
             // event, and the report takes it from the alert or the preserved diagnosis.json.
-            SubjectKey::StartTask { .. } => continue,
+            // A delivery kept as poison is not Batch's: its diagnosis is the alert's.
+            SubjectKey::StartTask { .. } | SubjectKey::Delivery { .. } => continue,
         };
         // A subject that cannot be read back still appears in the report, from the runs.
         diagnoses.extend(found.unwrap_or_default());
@@ -523,6 +580,7 @@ async fn subject_times(
                     let (start, end) = f.times(events_at);
                     (rfc3339(start), rfc3339(end))
                 }),
+            SubjectKey::Delivery { .. } => None,
         };
         if let Some(found) = found {
             times.insert(subject, found);

@@ -48,6 +48,8 @@ pub(crate) const WEBHOOK_KEY_SETTING: &str = "DEMO_WEBHOOK_KEY";
 
 /// The demo's policy: every failure to the SIEM webhook; errors and worse to Teams; critical
 /// ones by email as well, and a stuck job disabled (as a dry run, so the job is left alone).
+/// The `shards` job's out-of-memory kills escalate to critical once more than half of the job
+/// failed, so the page by email follows the Teams message.
 pub fn demo_policy(smtp_port: u16) -> Result<Policy, DemoError> {
     let text = format!(
         r#"
@@ -98,6 +100,12 @@ match = {{ severity = "critical" }}
 receivers = ["{teams}", "{mail}"]
 
 [[rules]]
+name = "shard-ooms"
+match = {{ job = "shards", class = "task.exit_code" }}
+receivers = ["{teams}"]
+escalate = {{ min_job_percent = 50 }}
+
+[[rules]]
 name = "errors"
 match = {{ severity = "error" }}
 receivers = ["{teams}"]
@@ -144,7 +152,11 @@ mod tests {
             builtin.pools.len(),
             "no pool is doubled"
         );
-        assert_eq!(merged.jobs.len(), builtin.jobs.len() + 1, "webapp is added");
+        assert_eq!(
+            merged.jobs.len(),
+            builtin.jobs.len() + 2,
+            "webapp and shards are added"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The subjects the pipeline reports, typed. The pipeline labels each subject with the path its
 //! logs are preserved under (docs/preserved-layout.md): `account/job`, `account/job/task`,
 //! `account/job/_jobprep/node`, `account/job/_jobrelease/node` or
-//! `account/_pools/pool/node/_starttask`. The demo parses each label once, into a
+//! `account/_pools/pool/node/_starttask`; a delivery kept as poison is labelled
+//! `account/_poisoned/{key under poisoned/}`. The demo parses each label once, into a
 //! [`SubjectKey`], and works with that.
 
 use std::fmt;
@@ -54,6 +55,13 @@ pub enum SubjectKey {
         /// The compute node.
         node: String,
     },
+    /// A delivery that could not be processed, kept under `poisoned/` in the store.
+    Delivery {
+        /// The Batch account.
+        account: String,
+        /// Its key under `poisoned/`.
+        key: String,
+    },
 }
 
 /// A label of no shape the pipeline gives a failed subject (its sweep also reports lines such
@@ -72,6 +80,10 @@ impl FromStr for SubjectKey {
             return Err(NotASubject(label.to_owned()));
         }
         let key = match parts.as_slice() {
+            [account, "_poisoned", key @ ..] if !key.is_empty() => Self::Delivery {
+                account: owned(account),
+                key: key.join("/"),
+            },
             [account, "_pools", pool, node, "_starttask"] => Self::StartTask {
                 account: owned(account),
                 pool: owned(pool),
@@ -116,6 +128,7 @@ impl fmt::Display for SubjectKey {
                 pool,
                 node,
             } => write!(f, "{account}/_pools/{pool}/{node}/_starttask"),
+            Self::Delivery { account, key } => write!(f, "{account}/_poisoned/{key}"),
         }
     }
 }
@@ -128,6 +141,8 @@ pub enum Owner {
     Job(String, String),
     /// A pool (a start task belongs to no job): account and pool id.
     Pool(String, String),
+    /// The platform's deliveries (a delivery kept as poison belongs to no job).
+    Deliveries,
 }
 
 impl fmt::Display for Owner {
@@ -137,6 +152,7 @@ impl fmt::Display for Owner {
         match self {
             Self::Job(account, job) => write!(f, "{account}/{job}"),
             Self::Pool(account, pool) => write!(f, "pool {account}/{pool}"),
+            Self::Deliveries => f.write_str("deliveries"),
         }
     }
 }
@@ -149,7 +165,8 @@ impl SubjectKey {
             | Self::Task { account, .. }
             | Self::PrepNode { account, .. }
             | Self::ReleaseNode { account, .. }
-            | Self::StartTask { account, .. } => account,
+            | Self::StartTask { account, .. }
+            | Self::Delivery { account, .. } => account,
         }
     }
 
@@ -160,7 +177,7 @@ impl SubjectKey {
             | Self::Task { job, .. }
             | Self::PrepNode { job, .. }
             | Self::ReleaseNode { job, .. } => Some(job),
-            Self::StartTask { .. } => None,
+            Self::StartTask { .. } | Self::Delivery { .. } => None,
         }
     }
 
@@ -168,6 +185,7 @@ impl SubjectKey {
     pub fn owner(&self) -> Owner {
         match self {
             Self::StartTask { account, pool, .. } => Owner::Pool(account.clone(), pool.clone()),
+            Self::Delivery { .. } => Owner::Deliveries,
             Self::Job { account, job }
             | Self::Task { account, job, .. }
             | Self::PrepNode { account, job, .. }
@@ -195,6 +213,9 @@ impl SubjectKey {
                 s.task_id.is_none()
                     && s.pool_id.as_deref() == Some(pool)
                     && s.node_id.as_deref() == Some(node)
+            }
+            Self::Delivery { .. } => {
+                s.task_id.is_none() && s.pool_id.is_none() && s.node_id.is_none()
             }
         }
     }

@@ -72,6 +72,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
             payload_file: Some("../../outside.json".to_owned()),
             subjects: vec![subject, refused],
             ignored: 0,
+            flushed: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: vec![
@@ -188,6 +189,7 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
             payload_file: None,
             subjects: vec![odd, fine],
             ignored: 0,
+            flushed: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: Vec::new(),

@@ -18,7 +18,8 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
             "event-grid",
             "cloudevents",
             "sweep",
-            "sweep-again"
+            "sweep-again",
+            "tick-later"
         ]
     );
     // Every failed subject the pipeline reported is a subject the demo can place.

@@ -99,6 +99,11 @@ failure_classes! {
     JobInProgress => "job.in_progress", Info, "The job is active (or being disabled, enabled or terminated).";
     JobUnknown => "job.unknown", Info, "The job is in a state batch-triage does not recognise.";
     NodeStartTaskFailed => "node.start_task_failed", Error, "The pool's start task failed on a node.";
+    PoolResizeFailed => "pool.resize_failed", Error, "The pool could not reach its target size (quota, capacity, an Azure Policy, a stopped resize).";
+    PoolAutoScaleFailed => "pool.autoscale_failed", Error, "The pool's autoscale formula could not be evaluated.";
+    PoolDeleteStuck => "pool.delete_stuck", Warning, "The pool has been deleting for longer than a deletion should take.";
+    NodeUnusable => "node.unusable", Error, "A node is unusable: it cannot run tasks (its errors say why, or Batch lost contact).";
+    DeliveryUnprocessable => "delivery.unprocessable", Error, "A delivery (an Event Hubs batch, a dead-lettered Event Grid event) kept failing; batch-triage keeps it in the store.";
 }
 
 impl FailureClass {
@@ -434,6 +439,242 @@ pub const JOB_SCHEDULING_ADVICE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Resize error codes (`resizeErrors[].code`, `PoolResizeCompleteEvent.resultCode`) → cause and
+/// advice. Patterns as in [`TASK_FAILURE_CODES`] (case-insensitive, `*` for any run); the first
+/// match wins. Codes not listed get the generic resize text and Batch's own message.
+/// `AllocationFailed` is refined further by the relayed provider error ([`ALLOCATION_CAUSES`]).
+pub const POOL_RESIZE_ADVICE: &[(&str, &str, &str)] = &[
+    (
+        "AccountCoreQuotaReached",
+        "The Batch account's dedicated vCPU quota is reached.",
+        "Request more dedicated vCPUs for the Batch account (Azure portal: the Batch account, Quotas, Request quota increase; or a support request of type Service and subscription limits, Batch), use low-priority/Spot nodes, or free quota by shrinking or deleting other pools of the account.",
+    ),
+    (
+        "AccountLowPriorityCoreQuotaReached",
+        "The Batch account's low-priority (Spot) vCPU quota is reached.",
+        "Request more low-priority vCPUs for the Batch account (Azure portal: the Batch account, Quotas, Request quota increase), use dedicated nodes, or shrink other pools' low-priority nodes.",
+    ),
+    (
+        "AccountSpotCoreQuotaReached",
+        "The Batch account's Spot vCPU quota is reached.",
+        "Request more Spot vCPUs for the Batch account (Azure portal: the Batch account, Quotas, Request quota increase), use dedicated nodes, or shrink other pools' Spot nodes.",
+    ),
+    (
+        "AccountVMSeriesCoreQuotaReached",
+        "The Batch account's dedicated vCPU quota for this VM series is reached (a per-family limit besides the total).",
+        "Request more vCPUs for this VM family on the Batch account (Azure portal: the Batch account, Quotas, filter by the VM series, Request quota increase), or choose a VM size from a family with quota left.",
+    ),
+    (
+        "AllocationFailed",
+        "Azure could not allocate the nodes; the reason is relayed from the compute provider.",
+        "Read the reason Batch relays from the compute provider (in the cause, and in the values of the pool's resize error): it names the obstacle; an internal error is transient, so resize again.",
+    ),
+    (
+        "AllocationTimedOut",
+        "The nodes were not allocated within the pool's resizeTimeout.",
+        "Resize again, or raise resizeTimeout (default 15 minutes) for large pools; capacity in the region may be short. A resize error stays until the next resize, so on an idle autoscale pool it can be old.",
+    ),
+    (
+        "ResizeStopped",
+        "The resize was stopped by a Stop Resize request (a user or a tool) before the pool reached its target.",
+        "Nothing is broken: resize the pool again if the nodes are still wanted.",
+    ),
+    (
+        "RemoveNodesFailed",
+        "Removing nodes from the pool failed.",
+        "Retry the Remove Nodes call or resize again; nodes that run tasks are removed according to nodeDeallocationOption.",
+    ),
+    (
+        "Operations*RestrictedByPolicy",
+        "An Azure Policy assignment blocked an operation Batch needed to grow the pool.",
+        "Find the policy assignment that denies it (Azure portal: Policy, Compliance, or the subscription's activity log) and exempt the Batch resources or change the pool's configuration to comply.",
+    ),
+    (
+        "CommunicationEnabledPoolReachedMaxVMCount",
+        "A pool with inter-node communication cannot grow past its maximum node count.",
+        "Lower the target, or turn off enableInterNodeCommunication if the tasks do not need it.",
+    ),
+    (
+        "OverconstrainedAllocationRequestError",
+        "No capacity matches all of the pool's constraints (VM size, zones, placement).",
+        "Relax the constraints: another VM size, no zone pinning, or another region.",
+    ),
+    (
+        "IncompatibleVMSize",
+        "The VM size does not fit the pool's image or configuration.",
+        "Choose a VM size the image supports (generation, architecture, features).",
+    ),
+    (
+        "UnsupportedVMSize",
+        "The VM size is not supported for Batch pools in this region.",
+        "Choose another VM size (the Batch account's supported VM SKUs list them).",
+    ),
+    (
+        "MissingPublisherPropertyInMarketPlacePlan",
+        "The marketplace image's plan is missing or not accepted.",
+        "Accept the image's marketplace terms for the subscription and check the image reference.",
+    ),
+    (
+        "FailedIdentityOperation",
+        "Assigning the pool's managed identity to the nodes failed.",
+        "Check the user-assigned identity still exists and Batch may use it.",
+    ),
+    (
+        "DiskEncryptionFailure",
+        "Disk encryption could not be set up on the nodes.",
+        "Check the pool's diskEncryptionConfiguration and the VM size's support for it.",
+    ),
+    (
+        "DependentResourceNotFound",
+        "A resource the pool depends on (subnet, image, identity) does not exist.",
+        "Check the pool's subnet, image and identity references.",
+    ),
+];
+
+/// What the relayed provider error of an `AllocationFailed` means: a case-insensitive
+/// fragment of its `Reason`, its provider code or its provider message → a short name, the cause,
+/// the advice. The first match wins.
+pub const ALLOCATION_CAUSES: &[(&str, &str, &str, &str)] = &[
+    (
+        "insufficient capacity",
+        "capacity",
+        "The region has no capacity left for this VM size right now.",
+        "Retry later, or choose another VM size or region; Spot capacity and dedicated capacity differ, so the other kind may be available.",
+    ),
+    (
+        "delegation",
+        "subnet_delegation",
+        "The pool's subnet is delegated to another service, and Batch cannot place nodes in it.",
+        "Remove the delegation from the subnet, or give the pool a subnet without delegation.",
+    ),
+    (
+        "key vault",
+        "key_vault_permission",
+        "Batch is not authorized to access the Key Vault of the account (user subscription mode).",
+        "Grant the Microsoft Azure Batch service principal Get, List, Set and Delete secret permissions on the Key Vault (access policy or the Key Vault Secrets Officer role), and check the vault's firewall.",
+    ),
+    (
+        "hypervisor generation",
+        "hyperv_generation",
+        "The VM size cannot boot the image's Hyper-V generation (a Gen2 image on a Gen1-only size, or the reverse).",
+        "Choose a VM size that supports the image's generation, or an image of the generation the size supports.",
+    ),
+    (
+        "desired permissions",
+        "batch_permission",
+        "The Batch service lacks the permissions it needs in the subscription (user subscription mode).",
+        "Give Microsoft Azure Batch the Contributor or Owner role on the subscription (or the custom role it needs), and check the Microsoft.Batch resource provider is registered.",
+    ),
+    (
+        "quota",
+        "subscription_quota",
+        "A subscription quota (vCPUs, public IPs, or another resource) is exhausted.",
+        "Raise the subscription's quota for the resource named in the provider's message, or free some.",
+    ),
+    (
+        "internal error",
+        "transient",
+        "Azure reported an internal error while allocating the nodes; this is usually transient.",
+        "Resize again; if it keeps failing, open a support request with the pool id and the time.",
+    ),
+    (
+        "InternalServerError",
+        "transient",
+        "Azure reported an internal error while allocating the nodes; this is usually transient.",
+        "Resize again; if it keeps failing, open a support request with the pool id and the time.",
+    ),
+    (
+        "NetworkingInternalOperationError",
+        "transient",
+        "Azure networking reported an internal error while allocating the nodes; this is usually transient.",
+        "Resize again; if it keeps failing, open a support request with the pool id and the time.",
+    ),
+];
+
+/// Autoscale error codes (`autoScaleRun.error.code`) → cause and advice.
+pub const AUTOSCALE_ADVICE: &[(&str, &str, &str)] = &[
+    (
+        "AutoScalingFormulaEvaluationError",
+        "The autoscale formula has an evaluation error (an undefined symbol, a type error).",
+        "Fix the formula at the line and column given below; test it with the Evaluate Autoscale API (az batch pool autoscale evaluate) before enabling it.",
+    ),
+    (
+        "InsufficientSampleData",
+        "The formula asked for more samples of a metric than Batch has.",
+        "Guard the formula with $Metric.GetSamplePercent(interval) and a fallback, or ask for a shorter interval or a lower percentage.",
+    ),
+    (
+        "AutoScal*FormulaSyntaxError",
+        "The autoscale formula does not parse.",
+        "Fix the syntax at the position given; test the formula with the Evaluate Autoscale API.",
+    ),
+];
+
+/// Node error codes (`errors[].code` of an `unusable` node) → cause, advice, and whether Batch
+/// recovers the node by itself. Patterns as in [`TASK_FAILURE_CODES`].
+pub const NODE_ERROR_ADVICE: &[(&str, &str, &str, bool)] = &[
+    (
+        "DiskFull",
+        "The node's disk (temporary or OS disk) is full.",
+        "Free space: delete old jobs or tasks (their directories stay for retentionTime, 7 days by default, so shorten it), or choose a VM size with a larger temporary disk; then reboot or reimage the node. Keep the node agent logs first if support should look.",
+        false,
+    ),
+    (
+        "ApplicationPackage*",
+        "An application package of the pool could not be downloaded or installed on the node.",
+        "Check the package id and version exist in the Batch account and are referenced correctly by the pool, and that the node can reach the account's storage; Batch does not recover the node by itself: reimage it or remove it once fixed.",
+        false,
+    ),
+    (
+        "Container*",
+        "The pool's container images could not be pulled onto the node.",
+        "Check the image names, tags and registry credentials of the pool's containerConfiguration, and that the node can reach the registry; Batch does not recover the node by itself: reimage it or remove it once fixed.",
+        false,
+    ),
+    (
+        "*Download*",
+        "Something the node needs could not be downloaded.",
+        "Check the node's outbound access (storage, registry, DNS) from the pool's subnet; Batch does not recover the node by itself: reimage it or remove it once fixed.",
+        false,
+    ),
+    (
+        "BatchAgentInstallationFailure",
+        "The Batch node agent could not be installed on the VM.",
+        "Check the image is supported by Batch (a custom image must not be generalised wrongly), and that the subnet allows Batch's ports and outbound access; remove the node, and recreate the pool if it keeps happening.",
+        false,
+    ),
+];
+
+/// The advice for a resize error code, if the code is known.
+pub fn resize_advice(code: &str) -> Option<(&'static str, &'static str)> {
+    POOL_RESIZE_ADVICE
+        .iter()
+        .find(|(pattern, _, _)| code_matches(pattern, code))
+        .map(|(_, cause, hint)| (*cause, *hint))
+}
+
+/// The advice for an autoscale error code, if the code is known.
+pub fn autoscale_advice(code: &str) -> Option<(&'static str, &'static str)> {
+    AUTOSCALE_ADVICE
+        .iter()
+        .find(|(pattern, _, _)| code_matches(pattern, code))
+        .map(|(_, cause, hint)| (*cause, *hint))
+}
+
+/// The advice for a node error code, if the code is known: cause, hint, whether Batch recovers
+/// the node by itself.
+pub fn node_error_advice(code: &str) -> Option<(&'static str, &'static str, bool)> {
+    NODE_ERROR_ADVICE
+        .iter()
+        .find(|(pattern, _, _, _)| code_matches(pattern, code))
+        .map(|(_, cause, hint, recovers)| (*cause, *hint, *recovers))
+}
+
+/// Whether a resize error code is one of the account quota codes.
+pub fn is_quota_code(code: &str) -> bool {
+    code_matches("Account*CoreQuotaReached", code)
+}
+
 /// Serialises any `as_str` type as a string.
 macro_rules! string_serde {
     ($ty:ty, $what:literal) => {
@@ -483,6 +724,50 @@ mod tests {
             Some(FailureClass::TaskContainer)
         );
         assert_eq!(task_class_for_code("SomethingNew"), None);
+    }
+
+    #[test]
+    fn pool_and_node_codes_in_any_casing() {
+        // Java and the old .NET compare against `AllocationTimedout`, the new .NET has
+        // `AllocationTimedOut`: both are the same code.
+        for code in [
+            "AllocationTimedout",
+            "AllocationTimedOut",
+            "ALLOCATIONTIMEDOUT",
+        ] {
+            assert!(
+                resize_advice(code).unwrap().0.contains("resizeTimeout"),
+                "{code}"
+            );
+        }
+        assert!(
+            resize_advice("accountcorequotareached")
+                .unwrap()
+                .0
+                .contains("dedicated")
+        );
+        assert!(
+            resize_advice("AccountVMSeriesCoreQuotaReached")
+                .unwrap()
+                .0
+                .contains("VM series")
+        );
+        assert!(is_quota_code("AccountLowPriorityCoreQuotaReached"));
+        assert!(is_quota_code("AccountSpotCoreQuotaReached"));
+        assert!(!is_quota_code("AllocationFailed"));
+        for code in [
+            "OperationsRestrictedByPolicy",
+            "OperationsOnPublicIPRestrictedByPolicy",
+            "operationsonprivateendpointrestrictedbypolicy",
+        ] {
+            assert!(resize_advice(code).unwrap().0.contains("Policy"), "{code}");
+        }
+        assert_eq!(resize_advice("SomethingNew"), None);
+        assert!(!node_error_advice("DiskFull").unwrap().2);
+        assert!(node_error_advice("ApplicationPackageError").is_some());
+        assert!(node_error_advice("ContainerImageDownloadFailed").is_some());
+        assert_eq!(node_error_advice("NodeWentAway"), None);
+        assert!(autoscale_advice("autoscalingformulaevaluationerror").is_some());
     }
 
     #[test]

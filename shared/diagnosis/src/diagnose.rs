@@ -1,10 +1,13 @@
 //! Turning Batch facts into a [`Diagnosis`]. Total and pure: every input gives a diagnosis (at
 //! worst `*.unknown`), nothing here reads a clock, a file or the network.
 //!
-//! Tasks are diagnosed here; jobs in `diagnose/job.rs`, and the special tasks on nodes (job
-//! preparation and release, start tasks) in `diagnose/special.rs`.
+//! Tasks are diagnosed here; jobs in `diagnose/job.rs`, the special tasks on nodes (job
+//! preparation and release, start tasks) in `diagnose/special.rs`, pools in `diagnose/pool.rs`
+//! and nodes in `diagnose/node.rs`.
 
 mod job;
+mod node;
+mod pool;
 mod special;
 
 use std::time::Duration;
@@ -25,6 +28,8 @@ use crate::wire::{
 };
 pub use job::diagnose_job;
 use job::job_pool_id;
+pub use node::diagnose_node;
+pub use pool::{DEFAULT_DELETE_STUCK_AFTER, diagnose_pool, diagnose_pool_event};
 pub use special::{diagnose_prep_release, diagnose_special_task_event, prep_failed_nodes};
 
 /// Everything known besides the subject itself. All optional: the more there is, the sharper the
@@ -47,6 +52,14 @@ pub struct Evidence<'a> {
     pub now: Option<Timestamp>,
     /// How long a job may stay active without progress before it counts as stuck.
     pub stuck_after: Option<Duration>,
+    /// The pool of a node, when its body does not say (a node list read with `$select`).
+    pub pool_id: Option<&'a str>,
+    /// How many active jobs wait on the pool being diagnosed: a pool that failed to grow, has no
+    /// node and has jobs waiting is critical. `None` when unknown.
+    pub pool_active_jobs: Option<u32>,
+    /// How long a pool may stay `deleting` before it counts as stuck; `None` means
+    /// [`DEFAULT_DELETE_STUCK_AFTER`]. Needs `now`.
+    pub delete_stuck_after: Option<Duration>,
 }
 
 /// Diagnoses one task.

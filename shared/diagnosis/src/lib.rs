@@ -45,14 +45,15 @@ pub mod wire;
 
 pub use classes::{ExitMeaning, FailureClass, Severity};
 pub use diagnose::{
-    Evidence, diagnose_job, diagnose_prep_release, diagnose_special_task_event, diagnose_task,
-    prep_failed_nodes,
+    Evidence, diagnose_job, diagnose_node, diagnose_pool, diagnose_pool_event,
+    diagnose_prep_release, diagnose_special_task_event, diagnose_task, prep_failed_nodes,
 };
 pub use payload::{Item, PayloadError, PayloadKind};
 pub use report::{Diagnosis, Failure, Impact, Subject};
 
-/// Diagnoses one payload item: at most one diagnosis (succeeded prep/release nodes, files, error
-/// bodies, references and skipped events give none).
+/// Diagnoses one payload item: at most one diagnosis (succeeded prep/release nodes, healthy pools
+/// and nodes, pool events without a failure, node counts, files, error bodies, references and
+/// skipped events give none).
 pub fn diagnose_item(item: &Item, evidence: &Evidence<'_>) -> Option<Diagnosis> {
     match item {
         Item::Task(task) => Some(diagnose_task(task, evidence)),
@@ -78,6 +79,22 @@ pub fn diagnose_item(item: &Item, evidence: &Evidence<'_>) -> Option<Diagnosis> 
             };
             diagnose_special_task_event(body, &evidence)
         }
+        // A pool may have several problems at once; the most urgent stands for it here, and
+        // `diagnose_pool` gives them all.
+        Item::Pool(pool) => diagnose_pool(pool, evidence).into_iter().next(),
+        Item::Node(node) => diagnose_node(node, evidence),
+        Item::PoolEvent {
+            kind,
+            body,
+            account,
+        } => {
+            let evidence = Evidence {
+                account: evidence.account.or(account.as_deref()),
+                ..*evidence
+            };
+            diagnose_pool_event(*kind, body, &evidence)
+        }
+        Item::PoolNodeCounts(_) => None,
         Item::TaskReference(_)
         | Item::File(_)
         | Item::TaskCounts(_)

@@ -38,6 +38,27 @@ pub struct Group {
     pub count: u64,
     /// A few example subjects (task ids, node ids), shown to the reader; keep it short.
     pub examples: Vec<String>,
+    /// The count the group's previous message announced, when this one says it grew: the
+    /// channels say "now 5,000 (was 1)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_count: Option<u64>,
+    /// When the group's first failure was recorded (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// When its latest failure was recorded (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Why the group's severity was raised above its diagnosis's (a rule's `escalate`), when it
+    /// was; the diagnosis's severity is then the raised one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
+}
+
+impl Group {
+    /// The count it had before, when the group grew since its previous message.
+    pub fn grew_from(&self) -> Option<u64> {
+        self.previous_count.filter(|&was| was < self.count)
+    }
 }
 
 /// Links shown with the alert. URLs here are shown to people, so they never carry a SAS token:
@@ -126,6 +147,7 @@ impl Alert {
                 key: diagnosis.fingerprint.clone(),
                 count: 1,
                 examples: example.into_iter().collect(),
+                ..Group::default()
             },
             diagnosis,
             stderr_tail: None,
@@ -204,7 +226,14 @@ impl Alert {
             line.push_str("job ");
             line.push_str(job);
         }
-        if self.group.count > 1 {
+        if let Some(was) = self.group.grew_from() {
+            let what = self.group_noun();
+            line.push_str(&format!(
+                " (now {} {what}, was {})",
+                text::thousands(self.group.count),
+                text::thousands(was)
+            ));
+        } else if self.group.count > 1 {
             let what = self.group_noun();
             line.push_str(&format!(" ({} {what})", text::thousands(self.group.count)));
         } else if let Some(task) = &s.task_id {
@@ -213,6 +242,14 @@ impl Alert {
         } else if let Some(node) = &s.node_id {
             line.push_str(" node ");
             line.push_str(node);
+        }
+        // Nothing of a job's: a pool's failure, or a delivery kept as poison (account only).
+        if line.trim().is_empty() {
+            if let Some(pool) = &s.pool_id {
+                line = format!("pool {pool}");
+            } else if let Some(account) = &s.account {
+                line = format!("account {account}");
+            }
         }
         line.trim().to_owned()
     }
@@ -279,7 +316,18 @@ impl Alert {
                 )
             }),
         );
-        if self.group.count > 1 {
+        push("Escalated", self.group.escalation.clone());
+        if let Some(was) = self.group.grew_from() {
+            push(
+                "Affected",
+                Some(format!(
+                    "now {} {} (was {}), same cause",
+                    text::thousands(self.group.count),
+                    self.group_noun(),
+                    text::thousands(was)
+                )),
+            );
+        } else if self.group.count > 1 {
             push(
                 "Affected",
                 Some(format!(
@@ -287,6 +335,16 @@ impl Alert {
                     text::thousands(self.group.count),
                     self.group_noun()
                 )),
+            );
+        }
+        if let (Some(first), Some(last)) = (&self.group.first_seen, &self.group.last_seen) {
+            push(
+                "Seen",
+                Some(if first == last {
+                    first.clone()
+                } else {
+                    format!("first {first}, latest {last}")
+                }),
             );
         }
         if !self.group.examples.is_empty() {

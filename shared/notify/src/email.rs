@@ -567,6 +567,9 @@ mod tests {
             fingerprint: "fp".into(),
         };
         let mut alert = Alert::single(diagnosis);
+        alert.group.first_seen = Some(HOSTILE.into());
+        alert.group.last_seen = Some("2026-11-20T10:00:00Z".into());
+        alert.group.escalation = Some(HOSTILE.into());
         alert.stderr_tail = Some(format!("line one\n{HOSTILE}\nlast"));
         alert.links = Links::new(
             [
@@ -615,5 +618,37 @@ mod tests {
             "{:?}",
             email.subject
         );
+    }
+
+    #[test]
+    fn a_growing_group_says_now_and_was_in_the_same_thread() {
+        let mut first = hostile_alert();
+        first.diagnosis.subject.job_id = Some("genomics".into());
+        let first_email = render(&first);
+        assert!(first_email.in_reply_to.is_none());
+        let mut grown = first.clone();
+        grown.group.count = 5000;
+        grown.group.previous_count = Some(1);
+        grown.sequence = 1;
+        let email = render(&grown);
+        assert!(
+            email
+                .subject
+                .contains("job genomics (now 5,000 tasks, was 1)"),
+            "{}",
+            email.subject
+        );
+        assert!(
+            email
+                .text
+                .contains("Affected: now 5,000 tasks (was 1), same cause")
+        );
+        assert!(email.html.contains("now 5,000 tasks (was 1), same cause"));
+        // The same thread: the reply names the first notice's Message-ID.
+        assert_eq!(email.in_reply_to.as_ref(), Some(&first_email.message_id));
+        assert_ne!(email.message_id, first_email.message_id);
+        // A count that did not grow is not called growth.
+        grown.group.previous_count = Some(5000);
+        assert!(!render(&grown).text.contains("was 5,000"));
     }
 }

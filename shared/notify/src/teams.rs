@@ -371,6 +371,10 @@ mod tests {
                 key: "k".into(),
                 count: 5,
                 examples: vec![big.clone(); 20],
+                previous_count: Some(1),
+                first_seen: Some(big.clone()),
+                last_seen: Some(big.clone()),
+                escalation: Some(big.clone()),
             },
             stderr_tail: Some(big.clone()),
             links: Links::new(
@@ -412,6 +416,22 @@ mod tests {
                 .unwrap()
                 .contains(crate::text::CUT)
         );
+    }
+
+    #[test]
+    fn a_growing_escalated_group_says_now_and_was_and_why() {
+        let mut grown = alert(10, "x");
+        grown.group.count = 5000;
+        grown.group.escalation = Some("5000 of the job's 5000 tasks failed this way".into());
+        grown.state = AlertState::Firing;
+        let card = String::from_utf8(render(&grown)).unwrap();
+        assert!(card.contains("now 5,000 tasks, was 1"), "{card}");
+        assert!(
+            card.contains("now 5,000 tasks (was 1), same cause"),
+            "{card}"
+        );
+        assert!(card.contains("Escalated: "), "{card}");
+        assert!(card.contains("5000 of the job's 5000 tasks failed this way"));
     }
 
     /// Every string of the card that contains `marker`, with the path of keys that led to it and

@@ -25,7 +25,9 @@
 //! ```
 //!
 //! # Body
-//! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples},
+//! `{"version": 1, "id", "state", "sequence", "rule", "group": {key, count, examples,
+//! previousCount?, firstSeen?, lastSeen?, escalation?}, "previousCount" (the count the group's
+//! previous message announced, or null), "escalation" (why its severity was raised, or null),
 //! "links": {logs, portal}, "stderrTail", "diagnosis": {…docs/diagnosis-json.md…}}`.
 
 use foundation::{Deadline, Secret};
@@ -53,6 +55,8 @@ pub fn body(alert: &Alert) -> Vec<u8> {
         "sequence": alert.sequence,
         "rule": alert.rule,
         "group": alert.group,
+        "previousCount": alert.group.previous_count,
+        "escalation": alert.group.escalation,
         "links": links,
         "stderrTail": alert.safe_stderr_tail().map(|t| crate::text::keep_end(&t, WEBHOOK_STDERR_BYTES)),
         "diagnosis": alert.diagnosis,

@@ -21,8 +21,8 @@ use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
-    AlertFacts, Decision, GroupState, Grouping, Notification, Plan, PlannedReceiver, decide,
-    decide_in_place, tick,
+    AlertFacts, Decision, Escalation, GroupState, Grouping, Notification, Plan, PlannedReceiver,
+    decide, decide_in_place, tick,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -95,6 +95,11 @@ struct GroupRecord {
     group_wait_ms: u64,
     group_interval_ms: u64,
     repeat_interval_ms: u64,
+    /// Missing in records stored before growth was announced: they take the default.
+    #[serde(default = "default_renotify_on_growth")]
+    renotify_on_growth: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    escalate: Option<Escalation>,
     example: Diagnosis,
     state: GroupState,
 }
@@ -106,8 +111,15 @@ impl GroupRecord {
             group_wait: Duration::from_millis(self.group_wait_ms),
             group_interval: Duration::from_millis(self.group_interval_ms),
             repeat_interval: Duration::from_millis(self.repeat_interval_ms),
+            renotify_on_growth: self.renotify_on_growth,
+            escalate: self.escalate.clone(),
         }
     }
+}
+
+#[allow(clippy::unnecessary_wraps)] // serde's default must return the field's type
+fn default_renotify_on_growth() -> Option<f64> {
+    Some(diagnosis::policy::DEFAULT_RENOTIFY_ON_GROWTH)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -168,12 +180,27 @@ impl GroupStore {
         alerts: &[(&Diagnosis, &Plan)],
         now: OffsetDateTime,
     ) -> BatchRecord {
+        self.record_batch_knowing(alerts, &HashMap::new(), now)
+            .await
+    }
+
+    /// [`GroupStore::record_batch`], knowing how many tasks some jobs have
+    /// ([`job_tasks_key`] → active + running + completed), for rules that escalate on a share of
+    /// the job's tasks.
+    pub async fn record_batch_knowing(
+        &self,
+        alerts: &[(&Diagnosis, &Plan)],
+        job_tasks: &HashMap<String, u64>,
+        now: OffsetDateTime,
+    ) -> BatchRecord {
         // Group key → its receiver and its alerts (index, facts), in first-seen order.
         let mut groups: Vec<(&PlannedReceiver, Vec<(usize, AlertFacts)>)> = Vec::new();
         let mut slot_of: HashMap<&str, usize> = HashMap::new();
         for (i, (diagnosis, plan)) in alerts.iter().enumerate() {
             for receiver in &plan.receivers {
-                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis);
+                let tasks = job_tasks_key(diagnosis).and_then(|k| job_tasks.get(&k));
+                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis)
+                    .with_job_tasks(tasks.copied());
                 let slot = *slot_of
                     .entry(receiver.group_key.as_str())
                     .or_insert_with(|| {
@@ -396,7 +423,60 @@ fn new_record(receiver: &PlannedReceiver, diagnosis: &Diagnosis, state: GroupSta
         group_wait_ms: millis(receiver.grouping.group_wait),
         group_interval_ms: millis(receiver.grouping.group_interval),
         repeat_interval_ms: millis(receiver.grouping.repeat_interval),
+        renotify_on_growth: receiver.grouping.renotify_on_growth,
+        escalate: receiver.grouping.escalate.clone(),
         example: diagnosis.clone(),
         state,
+    }
+}
+
+/// The key of a job's task count in [`GroupStore::record_batch_knowing`]: the account and the
+/// job, since two accounts of a deployment may both have a job of that id.
+pub fn job_tasks_key(diagnosis: &Diagnosis) -> Option<String> {
+    let job = diagnosis.subject.job_id.as_deref()?;
+    let account = diagnosis.subject.account.as_deref().unwrap_or_default();
+    Some(format!("{}\n{job}", account.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> serde_json::Value {
+        let json = include_bytes!("../../diagnosis/test_data/exit-137-oom.json");
+        let mut found = Vec::new();
+        diagnosis::payload::read_slice(json, &mut |item| {
+            found.extend(diagnosis::diagnose_item(
+                &item,
+                &diagnosis::Evidence::default(),
+            ));
+        })
+        .unwrap();
+        let diagnosis = found.remove(0);
+        let receiver = PlannedReceiver {
+            receiver: "ops".to_owned(),
+            rule: "r".to_owned(),
+            group_key: "k".to_owned(),
+            grouping: Grouping::default(),
+        };
+        let facts = AlertFacts::from_diagnosis("k", &diagnosis);
+        let (_, state) = decide(None, &facts, &receiver.grouping, OffsetDateTime::UNIX_EPOCH);
+        serde_json::to_value(new_record(&receiver, &diagnosis, state)).unwrap()
+    }
+
+    #[test]
+    fn a_group_stored_before_growth_existed_reads_with_the_default_growth() {
+        let mut old = record();
+        let object = old.as_object_mut().unwrap();
+        object.remove("renotifyOnGrowth");
+        object.remove("escalate");
+        let read: GroupRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(read.grouping().renotify_on_growth, Some(2.0));
+        assert_eq!(read.grouping().escalate, None);
+        // Growth switched off is stored as null and stays off.
+        let mut off = record();
+        off["renotifyOnGrowth"] = serde_json::Value::Null;
+        let read: GroupRecord = serde_json::from_value(off).unwrap();
+        assert_eq!(read.grouping().renotify_on_growth, None);
     }
 }

@@ -27,6 +27,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+pub mod parking;
 pub mod settings;
 pub mod sweep;
 pub mod sweep_accounts;

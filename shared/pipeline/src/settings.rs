@@ -27,6 +27,9 @@ pub struct Settings {
     pub accounts: Vec<AccountSettings>,
     /// `BATCH_TRIAGE_STORE`: a local directory or a blob container URL.
     pub store: String,
+    /// `BATCH_TRIAGE_DEAD_LETTER_STORE`: Event Grid's dead-letter container (same forms as the
+    /// store), drained into the parking area on every tick; absent means none.
+    pub dead_letter_store: Option<String>,
     /// `BATCH_TRIAGE_POLICY`: the policy file; absent means the default policy.
     pub policy: Policy,
     /// Receivers of the policy, resolved with their secrets from the settings.
@@ -93,6 +96,9 @@ pub enum SettingsError {
     /// and a report walking the chain would say it twice.)
     #[error("BATCH_TRIAGE_STORE: {0}")]
     Store(artifact_store::StoreError),
+    /// `BATCH_TRIAGE_DEAD_LETTER_STORE` cannot be opened.
+    #[error("BATCH_TRIAGE_DEAD_LETTER_STORE: {0}")]
+    DeadLetterStore(artifact_store::StoreError),
     /// The HTTP client for notifications cannot be built.
     #[error("notification egress: {0}")]
     Egress(notify::NotifyError),
@@ -141,6 +147,7 @@ impl Settings {
             name: "BATCH_TRIAGE_STORE",
             hint: "set it to a blob container URL or a directory",
         })?;
+        let dead_letter_store = get("BATCH_TRIAGE_DEAD_LETTER_STORE");
         let policy = match get("BATCH_TRIAGE_POLICY") {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::Invalid {
@@ -208,6 +215,7 @@ impl Settings {
             redactor: Redactor::new(secrets),
             accounts,
             store,
+            dead_letter_store,
             policy,
             receivers,
             allowlist,
@@ -219,6 +227,12 @@ impl Settings {
     /// Builds the pipeline: one per account, sharing the store, policy, receivers and egress.
     pub fn build(self) -> Result<Triage, SettingsError> {
         let store = artifact_store::open(&self.store).map_err(SettingsError::Store)?;
+        let dead_letters = self
+            .dead_letter_store
+            .as_deref()
+            .map(artifact_store::open)
+            .transpose()
+            .map_err(SettingsError::DeadLetterStore)?;
         let egress =
             Egress::new(self.allowlist, RetryPolicy::standard()).map_err(SettingsError::Egress)?;
         let max_file_bytes = self.max_file_bytes;
@@ -249,7 +263,13 @@ impl Settings {
                 Arc::new(BatchClient::new(account.batch)?),
             )?;
         }
-        Ok(triage.with_redactor(self.redactor))
+        let triage = triage.with_redactor(self.redactor);
+        // Parked and dead-lettered deliveries are payloads, drained once per tick by the first
+        // account's pipeline, which routes each item to its account.
+        Ok(match dead_letters {
+            Some(dead_letters) => triage.with_dead_letter_store(dead_letters),
+            None => triage,
+        })
     }
 }
 
@@ -284,6 +304,41 @@ mod tests {
         assert_eq!(s.invocation_budget, Duration::from_secs(240));
         assert_eq!(s.max_file_bytes, 4096 << 20);
         assert!(s.receivers.is_empty());
+    }
+
+    #[test]
+    fn a_dead_letter_store_that_cannot_be_opened_names_its_setting_and_not_its_key() {
+        let secret = "c2VjcmV0LWRlYWQtbGV0dGVyLWtleQ==";
+        let error = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+            (
+                "BATCH_TRIAGE_DEAD_LETTER_STORE",
+                &format!("DefaultEndpointsProtocol=https;AccountName=a;AccountKey={secret};BlobEndpoint=not a url;Container=dl"),
+            ),
+        ])
+        .unwrap()
+        .build()
+        .expect_err("an unusable dead-letter store is a start-up error");
+        let text = error.to_string();
+        assert!(text.contains("BATCH_TRIAGE_DEAD_LETTER_STORE"), "{text}");
+        assert!(!text.contains(secret), "{text}");
+        let unset = settings(&[
+            (
+                "AZURE_BATCH_ENDPOINT",
+                "https://acct.westeurope.batch.azure.com",
+            ),
+            ("AZURE_BATCH_ACCOUNT", "acct"),
+            ("AZURE_BATCH_ACCESS_KEY", KEY),
+            ("BATCH_TRIAGE_STORE", "/tmp/x"),
+        ])
+        .unwrap();
+        assert_eq!(unset.dead_letter_store, None);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The timer's whole job in one call (every account's sweep: `sweep_accounts.rs`), so every handler (the Functions timer, the Lambda schedule,
-//! `batch-triage serve`, `batch-triage sweep`) does the same three things in the same order:
-//! sweep for failures no event announced, send the alert groups that have waited long enough,
-//! and retry the deliveries that failed earlier.
+//! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
+//! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
+//! for failures no event announced (every account's: `sweep_accounts.rs`), work the deliveries
+//! the platforms gave up on (parked ones and Event Grid's dead letters, `crate::parking`), send
+//! the alert groups that have waited long enough, and retry the notifications that failed
+//! earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
 
+use crate::parking::DrainReport;
 use crate::sweep::{SweepError, SweepOptions, SweepReport};
 use crate::triage::{RunReport, SubjectReport, Triage};
 
@@ -14,6 +17,8 @@ use crate::triage::{RunReport, SubjectReport, Triage};
 pub struct TickReport {
     /// The sweep.
     pub sweep: SweepReport,
+    /// The parking area's drain.
+    pub parked: DrainReport,
     /// Receivers a grouped alert went to.
     pub flushed: Vec<String>,
     /// The outbox after the retries.
@@ -27,6 +32,9 @@ pub enum TickError {
     /// The sweep could not run.
     #[error("sweep: {0}")]
     Sweep(#[from] SweepError),
+    /// The parking area or the dead-letter container could not be read or written.
+    #[error("draining parked deliveries: {0}")]
+    Parked(#[from] artifact_store::StoreError),
     /// The alert groups could not be read.
     #[error("flushing alert groups: {0}")]
     Flush(#[from] crate::grouping::GroupError),
@@ -45,10 +53,13 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
         let sweep = self.sweep_accounts(now, deadline, options).await?;
+        // Before the flush, so the alerts of drained deliveries can go out in this tick.
+        let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,
+            parked,
             flushed,
             outbox,
         })
@@ -96,6 +107,10 @@ impl TickReport {
                 ),
             }));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
+        }
+        if !self.parked.is_empty() {
+            lines.push(self.parked.line());
+            lines.extend(self.parked.subjects.iter().map(SubjectReport::line));
         }
         lines.push(format!("grouped alerts sent: {}", self.flushed.len()));
         lines.push(format!(

@@ -85,6 +85,22 @@ impl Verdict {
         }
     }
 
+    /// What a caller over HTTP is told: the kind of failure and whether to retry, and nothing
+    /// more. The reason names the Batch endpoint and the request id, which belong in the log,
+    /// not in an answer to whoever asked.
+    pub fn public_body(&self) -> serde_json::Value {
+        let error = match self {
+            Verdict::Ok => return serde_json::json!({}),
+            Verdict::Retry { .. } => "Batch or the store is unavailable or throttling; retry later",
+            Verdict::Poison { .. } => "the request cannot be read",
+            Verdict::NotFound { .. } => "no such job or task in the configured Batch account",
+            Verdict::Upstream { .. } => {
+                "Batch refused the request; the function's log has the details"
+            }
+        };
+        serde_json::json!({"error": error, "retryable": self.is_retry()})
+    }
+
     /// Whether delivering the same work again may succeed.
     pub fn is_retry(&self) -> bool {
         matches!(self, Verdict::Retry { .. })
@@ -163,6 +179,42 @@ mod tests {
             operation: "get job",
             ..batch_client::ErrorInfo::default()
         })
+    }
+
+    #[test]
+    fn public_bodies_say_the_kind_and_never_the_reason() {
+        let secret_reason = "GET https://devbatch1.westeurope.batch.azure.com/jobs/etl \
+                             (client-request-id 1f0c…)";
+        for verdict in [
+            Verdict::Retry {
+                reason: secret_reason.to_owned(),
+            },
+            Verdict::NotFound {
+                reason: secret_reason.to_owned(),
+            },
+            Verdict::Upstream {
+                reason: secret_reason.to_owned(),
+            },
+            Verdict::Poison {
+                reason: secret_reason.to_owned(),
+            },
+        ] {
+            let body = verdict.public_body().to_string();
+            assert!(!body.contains("batch.azure.com"), "{body}");
+            assert!(!body.contains("client-request-id"), "{body}");
+            assert_eq!(
+                verdict.public_body()["retryable"],
+                serde_json::json!(verdict.is_retry())
+            );
+        }
+        assert!(
+            Verdict::Retry {
+                reason: String::new()
+            }
+            .public_body()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("retry later"))
+        );
     }
 
     #[test]

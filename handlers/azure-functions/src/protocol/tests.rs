@@ -223,3 +223,55 @@ fn an_event_hub_invocation_decodes_into_diagnosable_bodies() {
     assert_eq!(diagnoses[0].class.as_str(), "task.exit_code");
     assert_eq!(diagnoses[0].subject.account.as_deref(), Some("contoso"));
 }
+
+#[test]
+fn the_last_attempt_is_when_the_retries_are_used_up_or_there_is_no_policy() {
+    let at = |context: &str| {
+        request(&format!(
+            r#"{{"Data": {{}}, "Metadata": {{"RetryContext": {context}}}}}"#
+        ))
+    };
+    assert!(!at(r#"{"RetryCount": 0, "MaxRetryCount": 5}"#).is_last_attempt());
+    assert!(!at(r#"{"RetryCount": 4, "MaxRetryCount": 5}"#).is_last_attempt());
+    assert!(at(r#"{"RetryCount": 5, "MaxRetryCount": 5}"#).is_last_attempt());
+    // Encoded twice, as the host does with strings.
+    assert!(at(r#""{\"RetryCount\": \"5\", \"MaxRetryCount\": \"5\"}""#).is_last_attempt());
+    // -1 retries forever.
+    assert!(!at(r#"{"RetryCount": 500, "MaxRetryCount": -1}"#).is_last_attempt());
+    // No counts, or no policy at all: assume the worst, so nothing is lost.
+    assert!(at(r#"{"Exception": null}"#).is_last_attempt());
+    assert!(request(r#"{"Data": {}}"#).is_last_attempt());
+}
+
+#[test]
+fn event_hub_positions_come_from_the_partition_context_and_sequence_numbers() {
+    let positions = request(
+        r#"{"Data": {}, "Metadata": {
+            "PartitionContext": {"EventHubName": "insights-logs-servicelog", "PartitionId": "3", "ConsumerGroup": "$Default"},
+            "SequenceNumberArray": "[17,18]"}}"#,
+    )
+    .event_hub_positions()
+    .unwrap();
+    assert_eq!(positions.hub, "insights-logs-servicelog");
+    assert_eq!(positions.partition, "3");
+    assert_eq!(positions.sequences, [17, 18]);
+    // Numbers as strings, and the whole array encoded twice.
+    let strings = request(
+        r#"{"Data": {}, "Metadata": {"PartitionContext": {"EventHubName": "h", "PartitionId": 0},
+            "SequenceNumberArray": "\"[\\\"7\\\"]\""}}"#,
+    )
+    .event_hub_positions()
+    .unwrap();
+    assert_eq!(
+        (strings.partition.as_str(), strings.sequences.as_slice()),
+        ("0", &[7][..])
+    );
+    for broken in [
+        r#"{"Data": {}, "Metadata": {"SequenceNumberArray": "[1]"}}"#,
+        r#"{"Data": {}, "Metadata": {"PartitionContext": {"EventHubName": "h", "PartitionId": "0"}}}"#,
+        r#"{"Data": {}, "Metadata": {"PartitionContext": {"EventHubName": "h", "PartitionId": "0"}, "SequenceNumberArray": "[1, \"x\"]"}}"#,
+        r#"{"Data": {}, "Metadata": {"PartitionContext": {"PartitionId": "0"}, "SequenceNumberArray": "[1]"}}"#,
+    ] {
+        assert_eq!(request(broken).event_hub_positions(), None, "{broken}");
+    }
+}

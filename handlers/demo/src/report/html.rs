@@ -309,6 +309,10 @@ impl Report {
                                     br;
                                     span.muted { (run.ignored) " item(s) skipped by design (pool events)" }
                                 }
+                                @if !run.flushed.is_empty() {
+                                    br;
+                                    "grouped alerts (grown, escalated or due) → " (run.flushed.join(", "))
+                                }
                             }
                         }
                     }
@@ -352,6 +356,7 @@ fn severity_badge(class: FailureClass) -> Markup {
 fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
     match owner {
         Owner::Job(account, job) => html! { code { (account) "/" (job) } },
+        Owner::Deliveries => html! { "deliveries kept as poison" },
         Owner::Pool(account, pool) => {
             let nodes: Vec<&str> = findings
                 .iter()

@@ -238,6 +238,7 @@ impl Report {
                     "payload": r.payload_file,
                     "at": r.at.format(&Rfc3339).unwrap_or_default(),
                     "ignoredItems": r.ignored,
+                    "flushed": r.flushed,
                     "subjects": r.subjects.iter().map(|s| json!({
                         "subject": s.subject,
                         "class": s.class.map(|c| c.as_str()),
@@ -344,6 +345,7 @@ impl Report {
                 .count();
             // Nothing copied and nobody told: every failure in this run had been handled.
             let absorbed = failures > 0
+                && run.flushed.is_empty()
                 && run
                     .subjects
                     .iter()
@@ -355,7 +357,7 @@ impl Report {
                 text,
                 "  {:<22} {failures:>2} failures, {:>2} alerts sent  {}",
                 run.name,
-                run.subjects.iter().map(|s| s.notified.len()).sum::<usize>(),
+                run.subjects.iter().map(|s| s.notified.len()).sum::<usize>() + run.flushed.len(),
                 if absorbed {
                     "(all already handled: nothing copied or sent again)"
                 } else {

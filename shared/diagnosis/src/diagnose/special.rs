@@ -116,16 +116,16 @@ pub fn diagnose_special_task_event(
     ))
 }
 
-struct SpecialFacts<'a> {
-    exit_code: Option<i32>,
-    failure: Option<&'a FailureInfo>,
-    attempt: Option<i32>,
-    node_id: Option<String>,
-    pool_id: Option<String>,
-    task_root: Option<&'a str>,
+pub(super) struct SpecialFacts<'a> {
+    pub(super) exit_code: Option<i32>,
+    pub(super) failure: Option<&'a FailureInfo>,
+    pub(super) attempt: Option<i32>,
+    pub(super) node_id: Option<String>,
+    pub(super) pool_id: Option<String>,
+    pub(super) task_root: Option<&'a str>,
 }
 
-fn special_task_diagnosis(
+pub(super) fn special_task_diagnosis(
     class: FailureClass,
     facts: SpecialFacts<'_>,
     evidence: &Evidence<'_>,

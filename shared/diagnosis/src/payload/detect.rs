@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::PayloadKind;
+use crate::wire::PoolEventKind;
 
 /// The kinds [`detect`] tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub(super) enum Single {
     SpecialTaskEvent,
     TaskEvent,
     TaskReference,
+    PoolEvent(PoolEventKind),
+    /// A pool event body triage does not read (resize start): skipped, not refused.
+    SkippedPoolEvent(&'static str),
     Element(Element),
 }
 
@@ -41,6 +45,9 @@ pub(super) enum Element {
     Job,
     PrepReleaseStatus,
     File,
+    Pool,
+    Node,
+    PoolNodeCounts,
 }
 
 /// Decides what a fragment is from its keys, without building it: values stay raw, and only the
@@ -81,13 +88,19 @@ pub(super) fn detect(raw: &RawValue) -> Result<Shape, String> {
     if let Some(list) = map.get("value").filter(|_| is_array("value")) {
         return Ok(Shape::List(match first_element(list)? {
             None => None,
-            Some(first) => Some(first.as_object().and_then(element_of).ok_or_else(|| {
-                "a list whose items are not tasks, jobs, prep/release statuses or files".to_owned()
-            })?),
+            Some(first) => Some(
+                first
+                    .as_object()
+                    .and_then(element_of)
+                    .ok_or_else(|| format!("a list whose items are not {LIST_ITEMS}"))?,
+            ),
         }));
     }
     if has("taskCounts") || has("taskSlotCounts") {
         return Ok(Shape::Single(Single::TaskCounts));
+    }
+    if let Some(single) = pool_event_body(&has) {
+        return Ok(Shape::Single(single));
     }
     if has("code") && has("message") && !has("id") {
         return Ok(Shape::Single(Single::BatchError));
@@ -120,6 +133,29 @@ pub(super) fn detect(raw: &RawValue) -> Result<Shape, String> {
     })
 }
 
+/// What list pages may hold, for messages.
+pub(super) const LIST_ITEMS: &str =
+    "tasks, jobs, prep/release statuses, files, pools, nodes or pool node counts";
+
+/// A bare pool event body, told from the keys only those bodies have: `resultCode` (resize
+/// complete; `result` with `resizeError` in the 2017 shape), `nodeDeallocationOption` alone
+/// (resize start), `formula` (autoscale).
+fn pool_event_body(has: &dyn Fn(&str) -> bool) -> Option<Single> {
+    if has("url") || has("allocationState") {
+        return None;
+    }
+    if has("resultCode") || (has("result") && has("resizeError")) {
+        return Some(Single::PoolEvent(PoolEventKind::ResizeComplete));
+    }
+    if has("nodeDeallocationOption") && has("id") {
+        return Some(Single::SkippedPoolEvent("PoolResizeStartEvent"));
+    }
+    if has("formula") && (has("results") || has("error") || has("timestamp")) {
+        return Some(Single::PoolEvent(PoolEventKind::AutoScale));
+    }
+    None
+}
+
 /// The first element of a JSON array, built; the rest is skipped without being built.
 fn first_element(list: &RawValue) -> Result<Option<Value>, String> {
     struct First;
@@ -146,8 +182,18 @@ pub(super) fn element_of(map: &Map<String, Value>) -> Option<Element> {
     if has("isDirectory") || (has("name") && has("properties") && !has("id")) {
         return Some(Element::File);
     }
+    if has("poolId") && (has("dedicated") || has("lowPriority")) {
+        return Some(Element::PoolNodeCounts);
+    }
     if let Some(url) = map.get("url").and_then(Value::as_str) {
         let path = url.split(['?', '#']).next().unwrap_or_default();
+        if path.contains("/pools/") && !path.contains("/files/") {
+            return Some(if path.contains("/nodes/") {
+                Element::Node
+            } else {
+                Element::Pool
+            });
+        }
         if path.contains("/tasks/") && !path.contains("/files/") {
             return Some(Element::Task);
         }
@@ -183,6 +229,58 @@ pub(super) fn element_of(map: &Map<String, Value>) -> Option<Element> {
     if JOB_KEYS.iter().any(|k| has(k)) {
         return Some(Element::Job);
     }
+    // Nodes before pools: both have `vmSize` and `startTask`, only nodes have these.
+    const NODE_KEYS: &[&str] = &[
+        "startTaskInfo",
+        "nodeAgentInfo",
+        "isDedicated",
+        "schedulingState",
+        "lastBootTime",
+        "allocationTime",
+        "totalTasksRun",
+        "totalTasksSucceeded",
+        "runningTasksCount",
+        "runningTaskSlotsCount",
+        "recentTasks",
+        "ipAddress",
+        "affinityId",
+        "virtualMachineInfo",
+        "endpointConfiguration",
+        "errors",
+    ];
+    const POOL_KEYS: &[&str] = &[
+        "allocationState",
+        "allocationStateTransitionTime",
+        "resizeErrors",
+        "resizeError",
+        "resizeTimeout",
+        "autoScaleRun",
+        "autoScaleFormula",
+        "enableAutoScale",
+        "currentDedicatedNodes",
+        "targetDedicatedNodes",
+        "currentLowPriorityNodes",
+        "targetLowPriorityNodes",
+        "currentDedicated",
+        "targetDedicated",
+        "taskSlotsPerNode",
+        "maxTasksPerNode",
+        "enableInterNodeCommunication",
+        "cloudServiceConfiguration",
+        "virtualMachineConfiguration",
+    ];
+    let node_only_state = map.get("state").and_then(Value::as_str).is_some_and(|s| {
+        !matches!(
+            crate::wire::NodeState::from_wire(s),
+            crate::wire::NodeState::Running | crate::wire::NodeState::Other(_)
+        )
+    });
+    if NODE_KEYS.iter().any(|k| has(k)) || node_only_state {
+        return Some(Element::Node);
+    }
+    if POOL_KEYS.iter().any(|k| has(k)) {
+        return Some(Element::Pool);
+    }
     let exec = map.get("executionInfo").and_then(Value::as_object)?;
     if exec.contains_key("retryCount")
         || exec.contains_key("exitCode")
@@ -216,5 +314,8 @@ pub(super) fn list_kind(element: Element) -> PayloadKind {
         Element::Job => PayloadKind::JobList,
         Element::PrepReleaseStatus => PayloadKind::PrepReleaseStatusList,
         Element::File => PayloadKind::FileList,
+        Element::Pool => PayloadKind::PoolList,
+        Element::Node => PayloadKind::NodeList,
+        Element::PoolNodeCounts => PayloadKind::PoolNodeCountsList,
     }
 }

@@ -1,9 +1,9 @@
 //! Reading any Batch payload: detecting which kind a document is, then parsing it typed.
 //!
 //! Accepted kinds (their shapes are in `docs/batch-facts.md`): REST bodies (task, job,
-//! prep/release status, task counts, files, error bodies, and list pages of them), diagnostic-log
-//! records alone, in the `{records:[…]}` batch Event Hubs delivers or as JSON Lines
-//! (`PT1H.json`), bare event bodies, Event Grid events and CloudEvents (single or batched) whose
+//! prep/release status, task counts, files, error bodies, pool, node, pool node counts, and list
+//! pages of them), diagnostic-log records alone, in the `{records:[…]}` batch Event Hubs delivers
+//! or as JSON Lines (`PT1H.json`), bare event bodies (task, special task, pool), Event Grid events and CloudEvents (single or batched) whose
 //! `data` is any of those or a `{accountUrl?, jobId, taskId?}` reference, and REST-spec example
 //! files (their response body).
 //!
@@ -26,8 +26,9 @@ use std::io::{self, Read};
 use serde_json::value::RawValue;
 
 use crate::wire::{
-    BatchErrorBody, BatchJob, BatchTask, NodeFile, PrepReleaseStatus, SpecialTaskEventBody,
-    TaskCountsResult, TaskEventBody, TaskEventKind, TaskReference,
+    BatchErrorBody, BatchJob, BatchPool, BatchTask, ComputeNode, NodeFile, PoolEventBody,
+    PoolEventKind, PoolNodeCounts, PrepReleaseStatus, SpecialTaskEventBody, TaskCountsResult,
+    TaskEventBody, TaskEventKind, TaskReference,
 };
 use walk::Doc;
 
@@ -71,7 +72,23 @@ pub enum Item {
     TaskCounts(TaskCountsResult),
     /// A REST error body.
     Error(BatchErrorBody),
-    /// An event that is not about tasks or jobs (pool events): skipped by design.
+    /// A pool from the REST API.
+    Pool(Box<BatchPool>),
+    /// A compute node from the REST API.
+    Node(Box<ComputeNode>),
+    /// A pool diagnostic event that may report a failure (resize complete, autoscale). An event
+    /// is a hint: the pool is re-read before anything is acted on.
+    PoolEvent {
+        /// Which event.
+        kind: PoolEventKind,
+        /// Its body.
+        body: Box<PoolEventBody>,
+        /// The account named by the record's `resourceId`, if it came in a record.
+        account: Option<String>,
+    },
+    /// One pool's node counts by state (an item of List Pool Node Counts).
+    PoolNodeCounts(Box<PoolNodeCounts>),
+    /// An event triage does not read (pool create, resize start, delete): skipped by design.
     Skipped {
         /// What it was, e.g. `PoolResizeCompleteEvent`.
         what: String,
@@ -89,6 +106,12 @@ pub enum PayloadKind {
     PrepReleaseStatusList,
     /// A page of List Task Files / List Node Files.
     FileList,
+    /// A page of List Pools.
+    PoolList,
+    /// A page of List Nodes.
+    NodeList,
+    /// A page of List Pool Node Counts.
+    PoolNodeCountsList,
     /// A list page with no items.
     EmptyList,
     /// One task.
@@ -99,6 +122,14 @@ pub enum PayloadKind {
     PrepReleaseStatus,
     /// Get Job Task Counts.
     TaskCounts,
+    /// One pool.
+    Pool,
+    /// One compute node.
+    Node,
+    /// One pool's node counts.
+    PoolNodeCounts,
+    /// A bare pool event body (resize complete, autoscale).
+    PoolEvent,
     /// A REST error body.
     BatchError,
     /// `{records:[…]}` as Event Hubs delivers diagnostic logs.
@@ -131,11 +162,18 @@ impl PayloadKind {
             Self::JobList => "a List Jobs response",
             Self::PrepReleaseStatusList => "a job preparation/release status list",
             Self::FileList => "a file list",
+            Self::PoolList => "a List Pools response",
+            Self::NodeList => "a List Nodes response",
+            Self::PoolNodeCountsList => "a List Pool Node Counts response",
             Self::EmptyList => "an empty list response",
             Self::Task => "a task",
             Self::Job => "a job",
             Self::PrepReleaseStatus => "a job preparation/release status",
             Self::TaskCounts => "task counts",
+            Self::Pool => "a pool",
+            Self::Node => "a compute node",
+            Self::PoolNodeCounts => "a pool's node counts",
+            Self::PoolEvent => "a pool event body",
             Self::BatchError => "a Batch error response",
             Self::DiagnosticRecords => "a batch of diagnostic-log records",
             Self::DiagnosticRecord => "a diagnostic-log record",

@@ -5,7 +5,7 @@ use std::io::Read;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::detect::{Element, element_of, list_kind};
+use super::detect::{Element, LIST_ITEMS, element_of, list_kind};
 use super::scan::Scanner;
 use super::walk::Doc;
 use super::{IN_MEMORY_LIMIT, Item, PayloadError, PayloadKind, advance};
@@ -118,8 +118,7 @@ fn stream_list<R: Read>(
                 *element.insert(first.as_object().and_then(element_of).ok_or_else(|| {
                     PayloadError::Unrecognised {
                         path: path.clone(),
-                        reason: "list items are not tasks, jobs, prep/release statuses or files"
-                            .to_owned(),
+                        reason: format!("list items are not {LIST_ITEMS}"),
                     }
                 })?)
             }
@@ -131,6 +130,11 @@ fn stream_list<R: Read>(
                 doc.typed_str(text, &path)?,
             ))),
             Element::File => sink(Item::File(Box::new(doc.typed_str(text, &path)?))),
+            Element::Pool => sink(Item::Pool(Box::new(doc.typed_str(text, &path)?))),
+            Element::Node => sink(Item::Node(Box::new(doc.typed_str(text, &path)?))),
+            Element::PoolNodeCounts => {
+                sink(Item::PoolNodeCounts(Box::new(doc.typed_str(text, &path)?)))
+            }
         }
         Ok(())
     })?;

@@ -10,7 +10,8 @@ use serde_json::value::RawValue;
 use super::detect::{Element, Shape, Single, detect, list_kind};
 use super::{Item, MAX_DEPTH, PayloadError, PayloadKind, advance, strip_position};
 use crate::wire::{
-    BatchJob, BatchTask, CloudEvent, DiagnosticRecord, EventGridEvent, NodeFile, PrepReleaseStatus,
+    BatchJob, BatchPool, BatchTask, CloudEvent, ComputeNode, DiagnosticRecord, EventGridEvent,
+    NodeFile, PoolEventBody, PoolEventKind, PoolNodeCounts, PrepReleaseStatus,
     SpecialTaskEventBody, TaskEventBody, TaskEventKind, infer_event_kind,
     is_special_task_operation,
 };
@@ -193,6 +194,17 @@ impl<'a> Doc<'a> {
                     Element::File => {
                         self.page::<NodeFile>(raw, path, sink, |f| Item::File(Box::new(f)))?
                     }
+                    Element::Pool => {
+                        self.page::<BatchPool>(raw, path, sink, |p| Item::Pool(Box::new(p)))?
+                    }
+                    Element::Node => {
+                        self.page::<ComputeNode>(raw, path, sink, |n| Item::Node(Box::new(n)))?
+                    }
+                    Element::PoolNodeCounts => {
+                        self.page::<PoolNodeCounts>(raw, path, sink, |c| {
+                            Item::PoolNodeCounts(Box::new(c))
+                        })?
+                    }
                 }
                 list_kind(element)
             }
@@ -305,6 +317,33 @@ impl<'a> Doc<'a> {
                 sink(Item::File(Box::new(self.typed(raw, path)?)));
                 PayloadKind::FileList
             }
+            Single::Element(Element::Pool) => {
+                sink(Item::Pool(Box::new(self.typed(raw, path)?)));
+                PayloadKind::Pool
+            }
+            Single::Element(Element::Node) => {
+                sink(Item::Node(Box::new(self.typed(raw, path)?)));
+                PayloadKind::Node
+            }
+            Single::Element(Element::PoolNodeCounts) => {
+                sink(Item::PoolNodeCounts(Box::new(self.typed(raw, path)?)));
+                PayloadKind::PoolNodeCounts
+            }
+            Single::PoolEvent(kind) => {
+                let body: PoolEventBody = self.typed(raw, path)?;
+                sink(Item::PoolEvent {
+                    kind,
+                    body: Box::new(body),
+                    account: None,
+                });
+                PayloadKind::PoolEvent
+            }
+            Single::SkippedPoolEvent(what) => {
+                sink(Item::Skipped {
+                    what: what.to_owned(),
+                });
+                PayloadKind::PoolEvent
+            }
         })
     }
 
@@ -402,6 +441,17 @@ impl<'a> Doc<'a> {
         let name = record.operation_name.clone().unwrap_or_default();
         let account = record.account();
         let properties_path = join(path, "properties");
+        if let (Some(kind), Some(properties)) =
+            (PoolEventKind::from_operation_name(&name), record.properties)
+        {
+            let body: PoolEventBody = self.typed(properties, &properties_path)?;
+            sink(Item::PoolEvent {
+                kind,
+                body: Box::new(body),
+                account,
+            });
+            return Ok(());
+        }
         match (TaskEventKind::from_operation_name(&name), record.properties) {
             (Some(kind), Some(properties)) => {
                 let body: TaskEventBody = self.typed(properties, &properties_path)?;

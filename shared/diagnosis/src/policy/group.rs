@@ -4,7 +4,10 @@
 //! - The first alert of a group waits `group_wait`, then everything collected goes out at once.
 //! - A new cause (fingerprint) in a group that was already notified goes out `group_interval`
 //!   after the last notification.
-//! - More failures with known causes are re-sent only `repeat_interval` after the last one.
+//! - A group that has grown enough since its last notification (`renotify_on_growth`: doubled,
+//!   or crossed 10, 100, 1,000, …) goes out again `group_interval` after it, with the new count
+//!   and the one it had; so does a group that escalated (a rule's `escalate`, once per group).
+//! - Other growth with known causes is re-sent only `repeat_interval` after the last one.
 //! - A group quiet for `repeat_interval` starts over: its next failure waits `group_wait` again.
 //!
 //! [`decide`] folds one alert into the state; [`tick`] is the timer sweep's check of a group.
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Grouping;
+use super::escalate::{Escalated, grew_enough};
 use crate::report::{Diagnosis, Subject};
 
 /// The version of [`GroupState`]'s JSON; a stored state of another version is started afresh.
@@ -35,6 +39,9 @@ pub struct AlertFacts {
     pub fingerprint: String,
     /// What failed.
     pub subject: Subject,
+    /// How many tasks the job has (active + running + completed), when the caller read its task
+    /// counts: a rule's `escalate.min_job_percent` is a share of it.
+    pub job_tasks: Option<u64>,
 }
 
 impl AlertFacts {
@@ -55,11 +62,21 @@ impl AlertFacts {
             ),
             fingerprint: d.fingerprint.clone(),
             subject: s.clone(),
+            job_tasks: None,
         }
+    }
+
+    /// The same facts, knowing the job's number of tasks.
+    #[must_use]
+    pub fn with_job_tasks(self, job_tasks: Option<u64>) -> Self {
+        Self { job_tasks, ..self }
     }
 }
 
 /// What to do now about a group.
+// A decision lives for one alert and is matched at once; boxing the notification would only
+// add an allocation per send.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Send this notification now.
@@ -83,18 +100,28 @@ pub struct Notification {
     pub sequence: u64,
     /// Failures in the group so far.
     pub count: u64,
+    /// The count the previous notification announced (`None` for the first one), so a growing
+    /// group can say "now 5,000 (was 1)".
+    pub previous_count: Option<u64>,
     /// Failures since the previous notification.
     pub new_count: u64,
     /// Causes not notified before.
     pub new_fingerprints: Vec<String>,
     /// All causes seen (bounded) with their counts.
     pub fingerprints: Vec<FingerprintSeen>,
-    /// Example subjects (bounded).
+    /// Example subjects (bounded): those since the previous notification, so each message
+    /// shows fresh ones.
     pub examples: Vec<Subject>,
     /// When the group's first failure was recorded.
     pub first_seen: OffsetDateTime,
-    /// This repeats an unchanged group (no new cause).
+    /// When its latest failure was recorded.
+    pub last_seen: OffsetDateTime,
+    /// This repeats an unchanged group (no new cause, no growth that counts, no escalation).
     pub is_repeat: bool,
+    /// The group's escalation, if it escalated (later notifications keep its severity).
+    pub escalation: Option<Escalated>,
+    /// This notification is the one that announces the escalation (once per group).
+    pub escalated_now: bool,
 }
 
 /// A cause seen in a group.
@@ -149,6 +176,12 @@ pub struct GroupState {
     pub overflow_unnotified: bool,
     /// Occurrences counted recently (at most [`MAX_RECENT`], oldest first).
     pub recent: Vec<String>,
+    /// The job's number of tasks, as last read (for `escalate.min_job_percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_tasks: Option<u64>,
+    /// The group's escalation, once it happened (at most once per episode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalated>,
 }
 
 impl GroupState {
@@ -168,6 +201,40 @@ impl GroupState {
             fingerprints_overflow: 0,
             overflow_unnotified: false,
             recent: Vec::new(),
+            job_tasks: None,
+            escalation: None,
+        }
+    }
+
+    /// The group escalated and no notification has said so yet.
+    pub fn escalation_pending(&self) -> bool {
+        self.escalation.as_ref().is_some_and(|e| !e.announced)
+    }
+
+    /// The group has grown enough since its last notification to announce it again at
+    /// `group_interval` (never before a first notification).
+    pub fn has_grown(&self, grouping: &Grouping) -> bool {
+        self.last_sent.is_some()
+            && grouping
+                .renotify_on_growth
+                .is_some_and(|factor| grew_enough(self.count, self.count_at_last_send, factor))
+    }
+
+    /// Escalates the group (once) when its rule's threshold is crossed.
+    fn check_escalation(&mut self, grouping: &Grouping, now: OffsetDateTime) {
+        if self.escalation.is_some() {
+            return;
+        }
+        let Some(rule) = &grouping.escalate else {
+            return;
+        };
+        if let Some(reason) = rule.reason(self.count, self.job_tasks) {
+            self.escalation = Some(Escalated {
+                severity: rule.severity,
+                reason,
+                at: now,
+                announced: false,
+            });
         }
     }
 
@@ -179,6 +246,9 @@ impl GroupState {
     fn absorb(&mut self, facts: &AlertFacts, now: OffsetDateTime) {
         self.count += 1;
         self.last_seen = now;
+        if facts.job_tasks.is_some() {
+            self.job_tasks = facts.job_tasks;
+        }
         if self.examples.len() < MAX_EXAMPLES && !self.examples.contains(&facts.subject) {
             self.examples.push(facts.subject.clone());
         }
@@ -210,7 +280,13 @@ impl GroupState {
     fn due(&self, grouping: &Grouping) -> Option<OffsetDateTime> {
         match self.last_sent {
             None => Some(self.first_seen + grouping.group_wait),
-            Some(sent) if self.has_new_cause() => Some(sent + grouping.group_interval),
+            Some(sent)
+                if self.has_new_cause()
+                    || self.escalation_pending()
+                    || self.has_grown(grouping) =>
+            {
+                Some(sent + grouping.group_interval)
+            }
             Some(sent) if self.count > self.count_at_last_send => {
                 Some(sent + grouping.repeat_interval)
             }
@@ -224,30 +300,42 @@ impl GroupState {
         match self.flush_at {
             None => Decision::Suppress,
             Some(until) if now < until => Decision::Wait { until },
-            Some(_) => Decision::SendNow(self.mark_sent(now)),
+            Some(_) => Decision::SendNow(self.mark_sent(grouping, now)),
         }
     }
 
-    fn mark_sent(&mut self, now: OffsetDateTime) -> Notification {
+    fn mark_sent(&mut self, grouping: &Grouping, now: OffsetDateTime) -> Notification {
         let new_fingerprints: Vec<String> = self
             .fingerprints
             .iter()
             .filter(|f| !f.notified)
             .map(|f| f.fingerprint.clone())
             .collect();
-        let is_repeat = self.last_sent.is_some() && !self.has_new_cause();
+        let escalated_now = self.escalation_pending();
+        let is_repeat = self.last_sent.is_some()
+            && !self.has_new_cause()
+            && !escalated_now
+            && !self.has_grown(grouping);
         self.sends += 1;
         let notification = Notification {
             group_key: self.group_key.clone(),
             sequence: self.sends,
             count: self.count,
+            previous_count: self.last_sent.map(|_| self.count_at_last_send),
             new_count: self.count - self.count_at_last_send,
             new_fingerprints,
             fingerprints: self.fingerprints.clone(),
-            examples: self.examples.clone(),
+            // The next notification shows the examples that arrive after this one.
+            examples: std::mem::take(&mut self.examples),
             first_seen: self.first_seen,
+            last_seen: self.last_seen,
             is_repeat,
+            escalation: self.escalation.clone(),
+            escalated_now,
         };
+        if let Some(escalation) = &mut self.escalation {
+            escalation.announced = true;
+        }
         for f in &mut self.fingerprints {
             f.notified = true;
         }
@@ -308,6 +396,7 @@ pub fn decide_in_place(
         }
     }
     state.absorb(facts, now);
+    state.check_escalation(grouping, now);
     state.schedule(grouping, now)
 }
 
@@ -324,17 +413,22 @@ pub fn tick(
 
 /// RFC 3339 timestamps in stored JSON (the `time` crate's serde support is not enabled
 /// workspace-wide).
-mod rfc3339 {
+pub(super) mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;
     use time::format_description::well_known::Rfc3339;
 
-    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::policy) fn serialize<S: Serializer>(
+        t: &OffsetDateTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let text = t.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+    pub(in crate::policy) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<OffsetDateTime, D::Error> {
         let text = String::deserialize(d)?;
         OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
     }

@@ -28,8 +28,12 @@
 //! [`Diagnosis`]: crate::Diagnosis
 
 mod duration;
+mod escalate;
 mod group;
+#[cfg(test)]
+mod growth_tests;
 mod parse;
+mod parse_escalate;
 mod plan;
 mod preserve_glob;
 #[cfg(test)]
@@ -46,6 +50,7 @@ use crate::classes::{ExitMeaning, FailureClass, Severity};
 use crate::wire::DisableTasks;
 
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
+pub use escalate::{DEFAULT_RENOTIFY_ON_GROWTH, Escalated, Escalation, grew_enough};
 pub use group::{
     AlertFacts, Decision, FingerprintSeen, GROUP_STATE_VERSION, GroupState, MAX_EXAMPLES,
     MAX_FINGERPRINTS, MAX_RECENT, Notification, decide, decide_in_place, tick,
@@ -228,8 +233,8 @@ impl fmt::Display for ActionKind {
     }
 }
 
-/// Alertmanager-style grouping.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Alertmanager-style grouping, with growth and escalation.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grouping {
     /// Labels that make a group: `account`, `job`, `pool`, `class`, `fingerprint`,
     /// `exit_meaning`, `failure_code`, `severity`. Empty means one group per rule and receiver.
@@ -240,6 +245,11 @@ pub struct Grouping {
     pub group_interval: Duration,
     /// How long after a notification an unchanged group that keeps failing is re-sent.
     pub repeat_interval: Duration,
+    /// A notified group whose count grew by this factor (or crossed 10, 100, 1,000, …) is
+    /// notified again at `group_interval`; `None` leaves growth to `repeat_interval`.
+    pub renotify_on_growth: Option<f64>,
+    /// The rule's escalation (rules only; `None` in the policy-wide grouping).
+    pub escalate: Option<Escalation>,
 }
 
 /// The labels `group_by` may use.
@@ -263,6 +273,8 @@ impl Default for Grouping {
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
             repeat_interval: Duration::from_secs(4 * 3600),
+            renotify_on_growth: Some(DEFAULT_RENOTIFY_ON_GROWTH),
+            escalate: None,
         }
     }
 }

@@ -78,6 +78,8 @@ struct RawRule {
     continue_matching: bool,
     #[serde(default)]
     grouping: Option<Spanned<RawGrouping>>,
+    #[serde(default)]
+    escalate: Option<Spanned<super::parse_escalate::RawEscalate>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +112,7 @@ struct RawGrouping {
     group_wait: Option<Spanned<String>>,
     group_interval: Option<Spanned<String>>,
     repeat_interval: Option<Spanned<String>>,
+    renotify_on_growth: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -130,13 +133,13 @@ struct RawActions {
 }
 
 /// Collects errors with positions computed from byte offsets into the text.
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     text: &'a str,
     errors: Vec<PolicyError>,
 }
 
 impl Errors<'_> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.start);
         self.errors.push(PolicyError {
             line,
@@ -361,10 +364,13 @@ fn check_rule(
         None => RuleAction::default(),
         Some(action) => rule_action(action, errors),
     };
-    let grouping = match rule.grouping {
+    let mut grouping = match rule.grouping {
         Some(raw) => grouping_over(grouping, raw, errors),
         None => grouping.clone(),
     };
+    grouping.escalate = rule
+        .escalate
+        .and_then(|raw| super::parse_escalate::escalation(raw, errors));
     Rule {
         name,
         matchers,
@@ -671,6 +677,9 @@ fn grouping_over(
                 Err(message) => errors.at(text.span(), format!("{what}: {message}")),
             }
         }
+    }
+    if let Some(value) = raw.renotify_on_growth {
+        grouping.renotify_on_growth = super::parse_escalate::renotify_on_growth(value, errors);
     }
     if grouping.group_interval.is_zero() {
         errors.at(interval_span, "group_interval must be more than 0s");

@@ -43,7 +43,7 @@ pub struct Plan {
 }
 
 /// One receiver to notify, and how its alerts are grouped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlannedReceiver {
     /// The receiver's name.
     pub receiver: String,

@@ -462,6 +462,7 @@ fn grouping() -> Grouping {
         group_wait: secs(30),
         group_interval: secs(300),
         repeat_interval: secs(4 * 3600),
+        ..Grouping::default()
     }
 }
 
@@ -614,7 +615,11 @@ fn redelivered_occurrences_are_not_counted_twice() {
 
 #[test]
 fn a_new_cause_alerts_again_after_group_interval() {
-    let g = grouping();
+    // Growth off: only a new cause comes back at group_interval (growth_tests.rs has growth).
+    let g = Grouping {
+        renotify_on_growth: None,
+        ..grouping()
+    };
     let (_, state) = decide(None, &facts(&task("j", "t1", "f1")), &g, T0);
     let (Decision::SendNow(_), state) = tick(&state, &g, T0 + secs(30)) else {
         panic!()
@@ -666,7 +671,11 @@ fn a_new_cause_alerts_again_after_group_interval() {
 
 #[test]
 fn an_unchanged_group_repeats_only_after_repeat_interval() {
-    let g = grouping();
+    // Growth off: 1 → 101 would otherwise be announced at group_interval.
+    let g = Grouping {
+        renotify_on_growth: None,
+        ..grouping()
+    };
     let (_, state) = decide(None, &facts(&task("j", "t1", "f1")), &g, T0);
     let (Decision::SendNow(_), mut state) = tick(&state, &g, T0 + secs(30)) else {
         panic!()
@@ -744,4 +753,35 @@ fn line_column_is_robust() {
     assert_eq!(parse::line_column("ab\ncd", 4), (2, 2));
     assert_eq!(parse::line_column("é\nx", 1), (1, 1));
     assert_eq!(parse::line_column("a", 99), (1, 2));
+}
+
+#[test]
+fn pool_and_node_classes_are_known_to_rules() {
+    for class in [
+        "pool.*",
+        "pool.resize_failed",
+        "pool.autoscale_failed",
+        "pool.delete_stuck",
+        "node.*",
+        "node.unusable",
+        "node.start_task_failed",
+    ] {
+        let body = format!(
+            "\n[[rules]]\nname = \"r\"\nmatch = {{ class = \"{class}\" }}\nreceivers = [\"ops\"]\n"
+        );
+        let parsed = Policy::parse(&format!("{RECEIVERS}{body}"));
+        assert!(
+            parsed.is_ok(),
+            "{class}: {:?}",
+            parsed.err().map(|e| e.to_string())
+        );
+    }
+    let typo = format!(
+        "{RECEIVERS}\n[[rules]]\nname = \"r\"\nmatch = {{ class = \"pool.resize_fail\" }}\nreceivers = [\"ops\"]\n"
+    );
+    assert!(
+        errors(&typo)
+            .iter()
+            .any(|e| e.contains("matches no failure class"))
+    );
 }

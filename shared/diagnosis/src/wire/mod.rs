@@ -3,10 +3,14 @@
 
 pub mod events;
 pub mod lenient;
+pub mod node;
+pub mod pool;
 pub mod rest;
 
 pub use events::*;
 pub use lenient::{IsoDuration, Timestamp};
+pub use node::*;
+pub use pool::*;
 pub use rest::*;
 
 #[cfg(test)]

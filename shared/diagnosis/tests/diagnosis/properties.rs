@@ -1,5 +1,5 @@
 //! `diagnose` never panics on arbitrary task-shaped JSON: random values under the field names a
-//! task has, in every nesting Batch uses.
+//! task, a pool or a node has, in every nesting Batch uses.
 
 use batch_triage_diagnosis::payload::read_slice;
 use batch_triage_diagnosis::{Evidence, diagnose_item};
@@ -45,6 +45,24 @@ const KEYS: &[&str] = &[
     "schedulingError",
     "name",
     "value",
+    // Pools, nodes and pool events.
+    "resizeErrors",
+    "resizeError",
+    "values",
+    "autoScaleRun",
+    "error",
+    "allocationState",
+    "currentDedicatedNodes",
+    "targetDedicated",
+    "errors",
+    "errorDetails",
+    "startTask",
+    "startTaskInfo",
+    "waitForSuccess",
+    "resultCode",
+    "formula",
+    "dedicated",
+    "unusable",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -65,6 +83,11 @@ fn scalar() -> impl Strategy<Value = Value> {
             Just("P10675199DT2H48M5.4775807S".to_owned()),
             Just("137".to_owned()),
             Just("a && b $X".to_owned()),
+            Just("unusable".to_owned()),
+            Just("deleting".to_owned()),
+            Just("AllocationFailed".to_owned()),
+            Just("Provider Error Json".to_owned()),
+            Just("{\"error\": {\"code\": \"BadRequest\"".to_owned()),
             ".{0,12}",
         ]
         .prop_map(Value::String),
@@ -105,6 +128,33 @@ proptest! {
         let bytes = serde_json::to_vec(&doc).unwrap();
         let mut consistent = true;
         // Parse errors are fine (they are reported); panics and inconsistent diagnoses are not.
+        let _ = read_slice(&bytes, &mut |item| {
+            if let Some(d) = diagnose_item(&item, &Evidence::default()) {
+                consistent &= d.severity == d.class.severity() && d.fingerprint.len() == 32;
+                consistent &= serde_json::to_string(&d).is_ok();
+            }
+        });
+        prop_assert!(consistent, "a diagnosis whose severity does not follow its class, or that does not serialise");
+    }
+
+    #[test]
+    fn pools_nodes_and_pool_events_never_panic(mut value in task_shaped(), wrap in 0..5u8) {
+        // Make it a pool, a node or a pool event body often enough to reach their diagnosis.
+        if let Value::Object(map) = &mut value {
+            match wrap {
+                0 | 1 => { map.entry("allocationState").or_insert(json!("steady")); }
+                _ => { map.entry("state").or_insert(json!("unusable")); }
+            }
+        }
+        let doc = match wrap {
+            0 => value,
+            1 => json!({ "value": [value] }),
+            2 => json!({ "value": [value, value] }),
+            3 => json!({ "records": [{ "operationName": "PoolResizeCompleteEvent", "properties": value }] }),
+            _ => json!({ "records": [{ "operationName": "PoolAutoScaleEvent", "properties": value }] }),
+        };
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let mut consistent = true;
         let _ = read_slice(&bytes, &mut |item| {
             if let Some(d) = diagnose_item(&item, &Evidence::default()) {
                 consistent &= d.severity == d.class.severity() && d.fingerprint.len() == 32;

@@ -3,16 +3,16 @@
 //! diagnosed as it is and checked against `expect.json`: the class, the exit code and the failure
 //! code a diagnosis must surface. Case 15 is a negative control: nothing failed, so no diagnosis.
 //!
-//! The pool and node cases (16–22) expect classes (`pool.*`, `node.*`) that batch-triage does not
-//! have yet. Until they exist, those payloads are refused as an unknown kind, and this test pins
-//! that exact behaviour: when the pool and node classes land, it fails and must be updated to check
-//! them against `expect.json` like the rest.
+//! The pool and node cases (16–22) are pools and nodes; case 16 (`stretch`) is the pre-2017 pool
+//! shape, with a singular `resizeError` and `currentDedicated`/`targetDedicated`, read into the
+//! current fields.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use batch_triage_diagnosis::payload::read_slice;
-use batch_triage_diagnosis::{Diagnosis, Evidence, PayloadError, diagnose_item};
+use batch_triage_diagnosis::wire::{AllocationState, NodeState};
+use batch_triage_diagnosis::{Diagnosis, Evidence, Item, PayloadError, PayloadKind, diagnose_item};
 use serde::Deserialize;
 
 use crate::corpus::corpus_dir;
@@ -37,39 +37,6 @@ fn expectations() -> BTreeMap<String, Expected> {
     let bytes = std::fs::read(real_payloads_dir().join("expect.json")).expect("expect.json");
     serde_json::from_slice(&bytes).expect("expect.json maps file names to expectations")
 }
-
-/// Pending the pool and node classes: what today's core says about each pool or node payload.
-/// `keys` is the start of the key list the refusal names, which shows which object was looked at.
-const PENDING_POOL_NODE: &[(&str, &str)] = &[
-    (
-        "16-xplat-cli-old-api-pool-resize-stopped.json",
-        "an object with keys allocationState, allocationStateTransitionTime, cloudServiceConfiguration, creationTime, currentDedicated, eTag",
-    ),
-    (
-        "17-az-cli-pool-resize-stopped-lowpri.json",
-        "an object with keys allocationState, allocationStateTransitionTime, cloudServiceConfiguration, creationTime, currentDedicatedNodes, currentLowPriorityNodes",
-    ),
-    (
-        "18-msdocs-support-pool-allocation-failed-provider-error-json.json",
-        "an object with keys resizeErrors",
-    ),
-    (
-        "19-msdocs-support-pool-allocation-failed-capacity.json",
-        "an object with keys resizeErrors",
-    ),
-    (
-        "20-js-sdk-autoscale-formula-evaluation-error.json",
-        "an object with keys autoScaleRun, id, url",
-    ),
-    (
-        "21-msdocs-support-node-unusable-diskfull.json",
-        "an object with keys errors, state",
-    ),
-    (
-        "22-msdocs-support-node-unusable-app-package-error.json",
-        "an object with keys errors, state",
-    ),
-];
 
 fn diagnose_file(name: &str) -> Result<Vec<Diagnosis>, PayloadError> {
     let bytes = std::fs::read(real_payloads_dir().join(name))
@@ -98,15 +65,12 @@ fn every_payload_file_has_an_expectation_and_every_expectation_a_file() {
 }
 
 #[test]
-fn task_and_job_payloads_are_diagnosed_as_expected() {
+fn every_payload_is_diagnosed_as_expected() {
     let mut checked = 0;
     for (name, expected) in expectations() {
         let Some(class) = expected.class.as_deref() else {
             continue;
         };
-        if class.starts_with("pool.") || class.starts_with("node.") {
-            continue;
-        }
         let diagnoses = diagnose_file(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(diagnoses.len(), 1, "{name}: one subject, one diagnosis");
         let diagnosis = &diagnoses[0];
@@ -128,7 +92,7 @@ fn task_and_job_payloads_are_diagnosed_as_expected() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 15, "cases 01–14 and 23 are task or job payloads");
+    assert_eq!(checked, 22, "every case but the negative control 15");
 }
 
 #[test]
@@ -167,53 +131,143 @@ fn a_running_preparation_task_gives_no_diagnosis() {
     assert!(diagnoses.is_empty(), "nothing failed: {diagnoses:#?}");
 }
 
-/// PENDING the pool and node classes (`pool.resize_failed`, `pool.autoscale_failed`,
-/// `node.unusable`): today these payloads are refused as a kind batch-triage does not know. When
-/// those classes land this test fails on purpose; then check them against `expect.json` in
-/// `task_and_job_payloads_are_diagnosed_as_expected` and delete this one.
+/// The pool and node cases (16–22) parse into pool and node items carrying the expected code:
+/// the resize error, the autoscale error or the node error.
 #[test]
-fn pool_and_node_payloads_are_refused_until_their_classes_exist() {
+fn pool_and_node_payloads_parse_into_pool_and_node_items() {
     let expected = expectations();
-    let pending: Vec<&str> = expected
-        .iter()
-        .filter(|(_, e)| {
-            e.class
-                .as_deref()
-                .is_some_and(|c| c.starts_with("pool.") || c.starts_with("node."))
-        })
-        .map(|(name, _)| name.as_str())
-        .collect();
-    let listed: Vec<&str> = PENDING_POOL_NODE.iter().map(|(name, _)| *name).collect();
-    assert_eq!(
-        pending, listed,
-        "cases 16–22 are the pool and node payloads"
-    );
-    assert!(expected["16-xplat-cli-old-api-pool-resize-stopped.json"].stretch);
-
-    for (name, keys) in PENDING_POOL_NODE {
-        match diagnose_file(name) {
-            Err(PayloadError::Unrecognised { path, reason }) => {
-                assert_eq!(path, "", "{name}: the document itself is refused");
-                assert!(
-                    reason.starts_with(keys),
-                    "{name}: refused for another reason: {reason}"
-                );
-                let shown = PayloadError::Unrecognised { path, reason }.to_string();
-                assert!(
-                    shown.starts_with(
-                        "not a Batch payload batch-triage recognises: an object with keys "
-                    ),
-                    "{name}: {shown}"
-                );
-            }
-            other => panic!(
-                "{name}: pool and node payloads were refused until now, and this gives {other:?}. \
-                 If the pool and node classes have landed, check this case against expect.json \
-                 ({:?}) with the task and job cases and remove it from PENDING_POOL_NODE.",
-                expected[*name].class
-            ),
+    let mut checked = 0;
+    for (name, e) in &expected {
+        let Some(class) = e.class.as_deref() else {
+            continue;
+        };
+        if !(class.starts_with("pool.") || class.starts_with("node.")) {
+            continue;
         }
+        let bytes = std::fs::read(real_payloads_dir().join(name)).unwrap();
+        let mut items = Vec::new();
+        let kind = read_slice(&bytes, &mut |item| items.push(item))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(items.len(), 1, "{name}: one subject");
+        let code = match (&items[0], class) {
+            (Item::Pool(pool), "pool.resize_failed") => {
+                assert_eq!(kind, PayloadKind::Pool, "{name}");
+                pool.resize_errors[0].code.clone()
+            }
+            (Item::Pool(pool), "pool.autoscale_failed") => {
+                assert_eq!(kind, PayloadKind::Pool, "{name}");
+                pool.auto_scale_error().and_then(|e| e.code.clone())
+            }
+            (Item::Node(node), "node.unusable") => {
+                assert_eq!(kind, PayloadKind::Node, "{name}");
+                assert_eq!(node.state, Some(NodeState::Unusable), "{name}");
+                node.errors[0].code.clone()
+            }
+            (other, _) => panic!("{name}: expected a pool or node for {class}, got {other:?}"),
+        };
+        assert_eq!(code, e.code, "{name}: code");
+        checked += 1;
     }
+    assert_eq!(checked, 7, "cases 16–22 are the pool and node payloads");
+    assert!(expected["16-xplat-cli-old-api-pool-resize-stopped.json"].stretch);
+}
+
+#[test]
+fn the_2016_pool_shape_reads_into_the_current_fields() {
+    let bytes =
+        std::fs::read(real_payloads_dir().join("16-xplat-cli-old-api-pool-resize-stopped.json"))
+            .unwrap();
+    let mut items = Vec::new();
+    read_slice(&bytes, &mut |item| items.push(item)).unwrap();
+    let Item::Pool(pool) = &items[0] else {
+        panic!("a pool: {items:?}")
+    };
+    assert_eq!(pool.current_dedicated_nodes, Some(3));
+    assert_eq!(pool.target_dedicated_nodes, Some(5));
+    assert_eq!(pool.resize_errors.len(), 1);
+    assert_eq!(pool.allocation_state, Some(AllocationState::Steady));
+    assert_eq!(pool.current_nodes(), Some(3));
+    assert_eq!(pool.target_nodes(), Some(5));
+}
+
+#[test]
+fn pool_and_node_causes_say_what_the_payloads_say() {
+    let one = |name: &str| {
+        let mut diagnoses = diagnose_file(name).unwrap();
+        assert_eq!(diagnoses.len(), 1, "{name}");
+        diagnoses.remove(0)
+    };
+    // 16, 17: a user stopped the resize; no quota, no capacity is blamed.
+    for name in [
+        "16-xplat-cli-old-api-pool-resize-stopped.json",
+        "17-az-cli-pool-resize-stopped-lowpri.json",
+    ] {
+        let d = one(name);
+        assert!(d.cause.contains("Stop Resize"), "{name}: {}", d.cause);
+        let text = format!("{} {}", d.cause, d.hints.join(" ")).to_lowercase();
+        assert!(
+            !text.contains("quota") && !text.contains("capacity"),
+            "{name}: {text}"
+        );
+    }
+    let d = one("16-xplat-cli-old-api-pool-resize-stopped.json");
+    assert_eq!(d.subject.pool_id.as_deref(), Some("xplatTestPool"));
+    assert_eq!(d.subject.account.as_deref(), Some("jstesteastus2"));
+    assert!(d.summary.contains("3 of 5 nodes"), "{}", d.summary);
+    let d = one("17-az-cli-pool-resize-stopped-lowpri.json");
+    assert!(d.summary.contains("0 of 3 nodes"), "{}", d.summary);
+    // No evidence about waiting jobs: an error, not critical, and the empty pool is pointed out.
+    assert_eq!(d.severity.as_str(), "error");
+    assert!(
+        d.hints.iter().any(|h| h.contains("no node")),
+        "{:?}",
+        d.hints
+    );
+
+    // 18: the relayed provider error is a Hyper-V generation mismatch.
+    let d = one("18-msdocs-support-pool-allocation-failed-provider-error-json.json");
+    assert!(d.cause.contains("Hyper-V generation"), "{}", d.cause);
+    assert!(d.cause.contains("The compute provider says: BadRequest: \"The selected VM size 'STANDARD_A1_V2' cannot boot Hypervisor Generation '2'."), "{}", d.cause);
+    assert!(d.hints[0].contains("generation"), "{:?}", d.hints);
+    assert!(
+        !d.hints.iter().any(|h| h.contains("truncated")),
+        "not truncated: {:?}",
+        d.hints
+    );
+    // 19: regional capacity, not a quota.
+    let d = one("19-msdocs-support-pool-allocation-failed-capacity.json");
+    assert!(d.cause.contains("no capacity left"), "{}", d.cause);
+    assert!(
+        d.hints[0].contains("another VM size or region"),
+        "{:?}",
+        d.hints
+    );
+    assert!(!d.cause.to_lowercase().contains("quota"), "{}", d.cause);
+    // 20: the evaluation error and its position reach the reader.
+    let d = one("20-js-sdk-autoscale-formula-evaluation-error.json");
+    assert!(
+        d.cause
+            .contains("Line 1, Col 1: Undefined symbol: $something_useless"),
+        "{}",
+        d.cause
+    );
+    assert_eq!(d.subject.pool_id.as_deref(), Some("jssdkPool-Basic68e8"));
+    // 21: a full disk is not recovered by Batch; 22: neither is a package download failure.
+    let d = one("21-msdocs-support-node-unusable-diskfull.json");
+    assert!(
+        d.cause.contains("disk") && d.cause.contains("does not recover"),
+        "{}",
+        d.cause
+    );
+    assert!(d.cause.contains("The VM disk is full."), "{}", d.cause);
+    let d = one("22-msdocs-support-node-unusable-app-package-error.json");
+    assert!(d.cause.contains("application package"), "{}", d.cause);
+    assert!(
+        d.cause
+            .contains("ApplicationPackageReference: \"asdf:0.0.1\""),
+        "{}",
+        d.cause
+    );
 }
 
 fn diagnose_json(json: serde_json::Value) -> Diagnosis {

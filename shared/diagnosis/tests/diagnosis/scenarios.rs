@@ -325,6 +325,99 @@ const EXPECTATIONS: &[Expectation] = &[
         Some("ctrl_c_exit"),
         None,
     ),
+    (
+        "pool-resize-lowpri-quota-list",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-resize-lowpri-quota-list",
+        1,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-resize-allocation-failed-subnet-delegation",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-resize-allocation-failed-key-vault",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-resize-provider-json-truncated",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-resize-policy-restricted",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    ("pool-delete-stuck", 0, "pool.delete_stuck", None, None),
+    (
+        "pool-events-resize-and-autoscale",
+        0,
+        "pool.resize_failed",
+        None,
+        None,
+    ),
+    (
+        "pool-events-resize-and-autoscale",
+        1,
+        "pool.autoscale_failed",
+        None,
+        None,
+    ),
+    (
+        "node-unusable-diskfull-list",
+        0,
+        "node.unusable",
+        None,
+        None,
+    ),
+    (
+        "node-unusable-diskfull-list",
+        1,
+        "node.unusable",
+        None,
+        None,
+    ),
+    ("node-unusable-no-errors", 0, "node.unusable", None, None),
+    (
+        "node-unusable-container-image",
+        0,
+        "node.unusable",
+        None,
+        None,
+    ),
+    (
+        "node-start-task-failed",
+        0,
+        "node.start_task_failed",
+        Some("command_not_found"),
+        None,
+    ),
+    (
+        "node-start-task-failed-no-wait",
+        0,
+        "node.start_task_failed",
+        Some("application"),
+        None,
+    ),
 ];
 
 #[test]
@@ -374,10 +467,14 @@ fn every_class_and_exit_meaning_has_a_fixture() {
         }
     }
     // job.unknown needs a state Batch does not send; it is covered by a unit-style check below.
-    for class in FailureClass::ALL
-        .iter()
-        .filter(|c| **c != FailureClass::JobUnknown)
-    {
+    // delivery.unprocessable is about a delivery, not a Batch payload: the pipeline's parking
+    // tests produce it.
+    for class in FailureClass::ALL.iter().filter(|c| {
+        !matches!(
+            c,
+            FailureClass::JobUnknown | FailureClass::DeliveryUnprocessable
+        )
+    }) {
         assert!(classes.contains(class), "no fixture produces {class}");
     }
     for meaning in ExitMeaning::ALL {
@@ -386,6 +483,42 @@ fn every_class_and_exit_meaning_has_a_fixture() {
             "no fixture produces exit meaning {meaning}"
         );
     }
+}
+
+/// How many diagnoses each pool and node fixture gives: healthy pools and nodes, successful
+/// resizes and start tasks give none.
+#[test]
+fn pool_and_node_fixtures_give_one_diagnosis_per_problem() {
+    for (name, count) in [
+        ("pool-resize-lowpri-quota-list", 2),
+        ("pool-events-resize-and-autoscale", 2),
+        ("node-unusable-diskfull-list", 2),
+        ("node-start-task-failed-no-wait", 1),
+        ("pool-delete-stuck", 1),
+    ] {
+        assert_eq!(diagnose_fixture(name).len(), count, "{name}");
+    }
+}
+
+#[test]
+fn a_pool_without_nodes_and_with_jobs_waiting_is_critical() {
+    let d = &diagnose_fixture("pool-resize-quota-jobs-waiting")[0];
+    assert_eq!(d.class, FailureClass::PoolResizeFailed);
+    assert_eq!(d.severity, Severity::Critical);
+    assert!(d.cause.contains("dedicated vCPU quota"), "{}", d.cause);
+    assert!(d.cause.contains("2 active jobs wait on it"), "{}", d.cause);
+    assert!(
+        d.hints[0].contains("Request more dedicated vCPUs"),
+        "{:?}",
+        d.hints
+    );
+    assert!(
+        d.hints
+            .iter()
+            .any(|h| h.contains("20 nodes of standard_d16s_v5")),
+        "{:?}",
+        d.hints
+    );
 }
 
 #[test]
@@ -517,8 +650,8 @@ fn subjects_name_account_job_task_attempt_pool_and_node() {
 }
 
 #[test]
-fn pool_events_and_references_give_no_diagnosis() {
-    // 8 records: the pool event gives none; the prep and start-task events give one each.
+fn successful_pool_events_and_references_give_no_diagnosis() {
+    // 8 records: the successful pool resize event gives none; the prep and start-task events give one each.
     assert_eq!(diagnose_fixture("eventhub-records-batch").len(), 7);
     // The second Event Grid event is a bare reference.
     assert_eq!(diagnose_fixture("eventgrid-events").len(), 1);

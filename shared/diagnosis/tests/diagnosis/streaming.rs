@@ -170,3 +170,54 @@ fn eleven_million_empty_records_are_eleven_million_skipped_items() {
         "streamed"
     );
 }
+
+/// A node list larger than the limit is streamed like a task list; so is a pool list.
+#[test]
+fn node_and_pool_lists_larger_than_the_limit_are_streamed() {
+    let nodes = 60_000;
+    let mut out = String::from("{\"value\": [\n");
+    for i in 0..nodes {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        let state = if i % 100 == 0 { "unusable" } else { "idle" };
+        out.push_str(&format!(
+            "{{\"id\": \"tvm-{i}_1-20261204t000000z\", \"url\": \"https://acct.westeurope.batch.azure.com/pools/big/nodes/tvm-{i}_1-20261204t000000z\", \"state\": \"{state}\", \"vmSize\": \"standard_d2s_v3\", \"isDedicated\": true, \"startTask\": {{\"waitForSuccess\": true}}, \"startTaskInfo\": {{\"state\": \"completed\", \"exitCode\": 0, \"retryCount\": 0, \"result\": \"success\"}}, \"errors\": [{{\"code\": \"DiskFull\", \"message\": \"There is not enough disk space on the node\"}}]}}"
+        ));
+    }
+    out.push_str("\n]}");
+    let bytes = out.into_bytes();
+    assert!(bytes.len() > IN_MEMORY_LIMIT, "{} bytes", bytes.len());
+    let (mut count, mut unusable) = (0, 0);
+    let kind = read_payload(Cursor::new(bytes), &mut |item| {
+        if let Item::Node(node) = item {
+            count += 1;
+            unusable +=
+                usize::from(node.state == Some(batch_triage_diagnosis::wire::NodeState::Unusable));
+        }
+    })
+    .unwrap();
+    assert_eq!(kind, PayloadKind::NodeList);
+    assert_eq!((count, unusable), (nodes, nodes / 100));
+
+    let pools = 60_000;
+    let mut out = String::from("{\"value\": [\n");
+    for i in 0..pools {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str(&format!(
+            "{{\"id\": \"pool-{i}\", \"url\": \"https://acct.westeurope.batch.azure.com/pools/pool-{i}\", \"state\": \"active\", \"allocationState\": \"steady\", \"vmSize\": \"standard_d2s_v3\", \"currentDedicatedNodes\": 0, \"targetDedicatedNodes\": 2, \"resizeErrors\": [{{\"code\": \"AccountCoreQuotaReached\", \"message\": \"The specified account has reached its dedicated core quota\"}}]}}"
+        ));
+    }
+    out.push_str("\n]}");
+    let bytes = out.into_bytes();
+    assert!(bytes.len() > IN_MEMORY_LIMIT, "{} bytes", bytes.len());
+    let mut count = 0;
+    let kind = read_payload(Cursor::new(bytes), &mut |item| {
+        count += usize::from(matches!(item, Item::Pool(_)));
+    })
+    .unwrap();
+    assert_eq!(kind, PayloadKind::PoolList);
+    assert_eq!(count, pools);
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use batch_triage_diagnosis::payload::read_slice;
-use batch_triage_diagnosis::wire::BatchJob;
+use batch_triage_diagnosis::wire::{BatchJob, IsoDuration, Timestamp};
 use batch_triage_diagnosis::{Diagnosis, Evidence, Item, diagnose_item, prep_failed_nodes};
 
 pub(crate) fn test_data() -> PathBuf {
@@ -18,8 +18,20 @@ pub(crate) fn items(bytes: &[u8]) -> Vec<Item> {
     items
 }
 
+/// The facts of `NAME.evidence.json` that are not payloads: the time, and what is known about a
+/// pool.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct FixtureEvidence {
+    now: Option<String>,
+    pool_id: Option<String>,
+    pool_active_jobs: Option<u32>,
+    delete_stuck_after: Option<String>,
+}
+
 /// Diagnoses fixture `name` (test_data/NAME.json) with its evidence: `NAME.job.json` (the job),
-/// `NAME.prep.json` (prep/release status) and `NAME.stderr.txt` (stderr tail), when present.
+/// `NAME.prep.json` (prep/release status), `NAME.stderr.txt` (stderr tail) and
+/// `NAME.evidence.json` (time and pool facts), when present.
 pub(crate) fn diagnose_fixture(name: &str) -> Vec<Diagnosis> {
     let dir = test_data();
     let read = |suffix: &str| std::fs::read(dir.join(format!("{name}{suffix}"))).ok();
@@ -47,10 +59,24 @@ pub(crate) fn diagnose_fixture(name: &str) -> Vec<Diagnosis> {
     let failed_nodes = prep_failed_nodes(&statuses);
     let stderr =
         read(".stderr.txt").map(|b| String::from_utf8(b).expect("stderr fixture is UTF-8"));
+    let facts: FixtureEvidence = read(".evidence.json")
+        .map(|b| serde_json::from_slice(&b).expect("evidence fixture"))
+        .unwrap_or_default();
     let evidence = Evidence {
         job: job.as_ref(),
         prep_failed_nodes: &failed_nodes,
         stderr_tail: stderr.as_deref(),
+        now: facts
+            .now
+            .as_deref()
+            .map(|t| Timestamp::parse(t).expect("evidence now")),
+        pool_id: facts.pool_id.as_deref(),
+        pool_active_jobs: facts.pool_active_jobs,
+        delete_stuck_after: facts.delete_stuck_after.as_deref().map(|d| {
+            IsoDuration::parse(d)
+                .and_then(IsoDuration::finite)
+                .expect("evidence deleteStuckAfter")
+        }),
         ..Evidence::default()
     };
     items(&bytes)
@@ -65,7 +91,12 @@ pub(crate) fn fixture_names() -> Vec<String> {
         .expect("test_data exists")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json") && !n.ends_with(".job.json") && !n.ends_with(".prep.json"))
+        .filter(|n| {
+            n.ends_with(".json")
+                && !n.ends_with(".job.json")
+                && !n.ends_with(".prep.json")
+                && !n.ends_with(".evidence.json")
+        })
         .map(|n| n.trim_end_matches(".json").to_owned())
         .collect();
     names.sort();

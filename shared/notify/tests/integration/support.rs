@@ -32,6 +32,7 @@ pub(crate) fn sample_alert() -> Alert {
             key: format!("acct/genomics/{}", diagnosis.fingerprint),
             count: 4812,
             examples: vec!["t-17".into(), "t-18".into(), "t-912".into()],
+            ..Group::default()
         },
         stderr_tail: Some(
             "Traceback (most recent call last):\n  File \"train.py\", line 9\nMemoryError <&> \"q\"\n\

@@ -3,9 +3,10 @@
 
 use batch_client::Deadline;
 use diagnosis::Diagnosis;
-use diagnosis::policy::Plan;
+use diagnosis::policy::{Plan, PlanContext, plan};
 use notify::{Alert, AlertState, Group, Links, Receiver};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{Outcome, SubjectReport, Triage};
 use crate::grouping::AlertToSend;
@@ -45,7 +46,8 @@ impl Triage {
         let due = self.groups.due(now).await?;
         let mut report = SubjectReport::new("due alerts".to_owned());
         for alert in due {
-            self.deliver(&alert, None, &[], &mut report, deadline).await;
+            self.deliver(&alert, None, &[], &mut report, now, deadline)
+                .await;
         }
         Ok(report.notified)
     }
@@ -83,7 +85,11 @@ impl Triage {
             .iter()
             .map(|(_, alert)| (&alert.diagnosis, &alert.plan))
             .collect();
-        let recorded = self.groups.record_batch(&batch, now).await;
+        let job_tasks = self.job_tasks_for_escalation(&batch, deadline).await;
+        let recorded = self
+            .groups
+            .record_batch_knowing(&batch, &job_tasks, now)
+            .await;
         for (k, outcome) in recorded.outcomes.iter().enumerate() {
             let (i, alert) = pending[k];
             let report = &mut reports[i];
@@ -94,6 +100,7 @@ impl Triage {
                     alert.tail.as_deref(),
                     &alert.links,
                     report,
+                    now,
                     deadline,
                 )
                 .await;
@@ -116,42 +123,42 @@ impl Triage {
         tail: Option<&str>,
         links: &[String],
         report: &mut SubjectReport,
+        now: OffsetDateTime,
         deadline: Deadline,
     ) {
-        let Some(receiver) = self.receivers.get(&to_send.receiver) else {
-            tracing::warn!(receiver = %to_send.receiver, "alert for a receiver that is not configured; kept in the outbox");
+        let alert = alert_of(to_send, tail, links);
+        self.send_or_keep(&to_send.receiver, &alert, report, deadline)
+            .await;
+        if to_send.notification.escalated_now {
+            self.route_escalation(to_send, &alert, tail, report, now, deadline)
+                .await;
+        }
+    }
+
+    /// Sends `alert` to the receiver called `name`, or keeps it in the outbox when delivery
+    /// fails.
+    pub(super) async fn send_or_keep(
+        &self,
+        name: &str,
+        alert: &Alert,
+        report: &mut SubjectReport,
+        deadline: Deadline,
+    ) {
+        let Some(receiver) = self.receivers.get(name) else {
+            tracing::warn!(receiver = %name, "alert for a receiver that is not configured; not sent");
             return;
         };
-        let n = &to_send.notification;
-        let alert = Alert {
-            diagnosis: to_send.example.clone(),
-            group: Group {
-                key: n.group_key.clone(),
-                count: n.count,
-                examples: n.examples.iter().map(subject_label).collect(),
-            },
-            stderr_tail: tail.map(str::to_owned),
-            links: Links::new(links.iter().map(String::as_str), None),
-            rule: Some(to_send.rule.clone()),
-            state: if n.is_repeat {
-                AlertState::Repeat
-            } else {
-                AlertState::Firing
-            },
-            sequence: u32::try_from(n.sequence.saturating_sub(1)).unwrap_or(u32::MAX),
-        };
-        match notify::send(&self.egress, receiver, &alert, deadline).await {
-            Ok(_) => report.notified.push(to_send.receiver.clone()),
+        match notify::send(&self.egress, receiver, alert, deadline).await {
+            Ok(_) => report.notified.push(name.to_owned()),
             Err(error) => {
                 // Kept, never dropped: the outbox is drained by the sweep.
-                tracing::warn!(receiver = %to_send.receiver, error = %error, "alert delivery failed; kept in the outbox");
-                match self.outbox.put(&to_send.receiver, &alert, &error).await {
-                    Ok(_) => report.outboxed.push(to_send.receiver.clone()),
+                tracing::warn!(receiver = %name, error = %error, "alert delivery failed; kept in the outbox");
+                match self.outbox.put(name, alert, &error).await {
+                    Ok(_) => report.outboxed.push(name.to_owned()),
                     Err(store_error) => {
                         report.outcome = Outcome::Failed {
                             reason: format!(
-                                "alert to {} failed and could not be kept: {store_error}",
-                                to_send.receiver
+                                "alert to {name} failed and could not be kept: {store_error}"
                             ),
                             retryable: true,
                         };
@@ -159,6 +166,40 @@ impl Triage {
                 }
             }
         }
+    }
+}
+
+/// The message of a group's notification: its example diagnosis (at the escalated severity
+/// once the group escalated), the count and the one the previous message gave when it grew, the
+/// first and latest failures, and fresh examples.
+fn alert_of(to_send: &AlertToSend, tail: Option<&str>, links: &[String]) -> Alert {
+    let n = &to_send.notification;
+    let mut diagnosis = to_send.example.clone();
+    if let Some(escalation) = &n.escalation {
+        diagnosis.severity = diagnosis.severity.max(escalation.severity);
+    }
+    // Whole seconds: a person reads these.
+    let rfc3339 = |t: OffsetDateTime| t.replace_nanosecond(0).ok()?.format(&Rfc3339).ok();
+    Alert {
+        diagnosis,
+        group: Group {
+            key: n.group_key.clone(),
+            count: n.count,
+            examples: n.examples.iter().map(subject_label).collect(),
+            previous_count: n.previous_count.filter(|&was| was < n.count),
+            first_seen: rfc3339(n.first_seen),
+            last_seen: rfc3339(n.last_seen),
+            escalation: n.escalation.as_ref().map(|e| e.reason.clone()),
+        },
+        stderr_tail: tail.map(str::to_owned),
+        links: Links::new(links.iter().map(String::as_str), None),
+        rule: Some(to_send.rule.clone()),
+        state: if n.is_repeat {
+            AlertState::Repeat
+        } else {
+            AlertState::Firing
+        },
+        sequence: u32::try_from(n.sequence.saturating_sub(1)).unwrap_or(u32::MAX),
     }
 }
 
@@ -172,4 +213,53 @@ fn subject_label(subject: &diagnosis::Subject) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join("/")
+}
+
+impl Triage {
+    /// One alert to every receiver the policy routes `diagnosis` to, sent now, not grouped: for
+    /// what is said once, ever (a refused subject, a delivery declared poison), guarded by the
+    /// caller's create-only marker. A failed delivery goes to the outbox like any other alert.
+    /// `example` names the subject in the alert. Returns the receivers notified and outboxed.
+    pub(crate) async fn alert_now(
+        &self,
+        diagnosis: &Diagnosis,
+        example: &str,
+        now: OffsetDateTime,
+        deadline: Deadline,
+    ) -> (Vec<String>, Vec<String>) {
+        let diagnosis = self.redacted(diagnosis.clone());
+        let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());
+        let (mut notified, mut outboxed) = (Vec::new(), Vec::new());
+        for to in &planned.receivers {
+            let Some(receiver) = self.receivers.get(&to.receiver) else {
+                continue;
+            };
+            let alert = Alert {
+                diagnosis: diagnosis.clone(),
+                group: Group {
+                    key: to.group_key.clone(),
+                    count: 1,
+                    examples: vec![example.to_owned()],
+                    ..Group::default()
+                },
+                stderr_tail: None,
+                links: Links::new(std::iter::empty::<&str>(), None),
+                rule: Some(to.rule.clone()),
+                state: AlertState::Firing,
+                sequence: 0,
+            };
+            match notify::send(&self.egress, receiver, &alert, deadline).await {
+                Ok(_) => notified.push(to.receiver.clone()),
+                Err(error) => match self.outbox.put(&to.receiver, &alert, &error).await {
+                    Ok(_) => outboxed.push(to.receiver.clone()),
+                    Err(store_error) => {
+                        // The caller's marker stands, so this alert is lost: say so loudly; a
+                        // retry would not send it either.
+                        tracing::error!(receiver = %to.receiver, error = %store_error, "a once-only alert failed and could not be kept");
+                    }
+                },
+            }
+        }
+        (notified, outboxed)
+    }
 }

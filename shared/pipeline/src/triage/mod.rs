@@ -11,6 +11,7 @@
 
 mod accounts;
 mod alert;
+mod escalate;
 mod jobs;
 mod refuse;
 mod report;
@@ -79,6 +80,9 @@ pub struct Triage {
     /// Where this account's sweep state lives in the store: `None` keeps the single-account
     /// keys (`sweep/cursor.json`), `Some(account)` puts them under `sweep/accounts/{account}/`.
     pub(crate) sweep_namespace: Option<String>,
+    /// Where Event Grid writes the events it gave up on (`BATCH_TRIAGE_DEAD_LETTER_STORE`), if
+    /// configured: each tick moves them into the parking area (`crate::parking`).
+    pub(crate) dead_letters: Option<Arc<dyn ArtifactStore>>,
 }
 
 /// Subjects a payload or a sweep works on at once unless [`Triage::with_subject_concurrency`]
@@ -134,7 +138,14 @@ impl Triage {
             redactor: Redactor::default(),
             others: Vec::new(),
             sweep_namespace: None,
+            dead_letters: None,
         }
+    }
+
+    /// Drains Event Grid's dead-letter container (a store opened on it) on every tick.
+    pub fn with_dead_letter_store(mut self, dead_letters: Arc<dyn ArtifactStore>) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 
     /// Redacts the exact values of the secrets this process was configured with (see
@@ -183,17 +194,18 @@ impl Triage {
 
     /// Triages the payloads of one invocation together (an Event Hubs batch: one body per
     /// event), so their distinct subjects are worked concurrently and share job reads. An
-    /// unreadable payload is left out and returned with its error; the others are triaged.
+    /// unreadable payload is left out and returned with its index and error; the others are
+    /// triaged.
     pub async fn handle_payloads<P: AsRef<[u8]>>(
         &self,
         payloads: &[P],
         now: OffsetDateTime,
         deadline: Deadline,
-    ) -> (RunReport, Vec<TriageError>) {
+    ) -> (RunReport, Vec<(usize, TriageError)>) {
         let mut targets = Vec::new();
         let mut ignored = 0;
         let mut unreadable = Vec::new();
-        for payload in payloads {
+        for (index, payload) in payloads.iter().enumerate() {
             // A payload counts whole or not at all: items read before its error are dropped.
             let mut these = Vec::new();
             match self.read_targets(payload.as_ref(), &mut these) {
@@ -201,7 +213,7 @@ impl Triage {
                     ignored += n;
                     targets.append(&mut these);
                 }
-                Err(error) => unreadable.push(error),
+                Err(error) => unreadable.push((index, error)),
             }
         }
         let report = self.process_targets(targets, ignored, now, deadline).await;

@@ -9,9 +9,7 @@
 use artifact_store::{Condition, ObjectKey, StoreError};
 use batch_client::{Deadline, id_problem};
 use bytes::Bytes;
-use diagnosis::policy::{PlanContext, plan};
 use diagnosis::{Diagnosis, FailureClass, Subject};
-use notify::{Alert, AlertState, Group, Links};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -295,37 +293,11 @@ impl Triage {
                 }
             }
         };
-        let diagnosis = self.redacted(diagnosis);
-        let planned = plan(&diagnosis, &self.policy, now, &PlanContext::default());
-        for to in &planned.receivers {
-            let Some(receiver) = self.receivers.get(&to.receiver) else {
-                continue;
-            };
-            let alert = Alert {
-                diagnosis: diagnosis.clone(),
-                group: Group {
-                    key: to.group_key.clone(),
-                    count: 1,
-                    examples: vec![report.subject.clone()],
-                },
-                stderr_tail: None,
-                links: Links::new(std::iter::empty::<&str>(), None),
-                rule: Some(to.rule.clone()),
-                state: AlertState::Firing,
-                sequence: 0,
-            };
-            match notify::send(&self.egress, receiver, &alert, deadline).await {
-                Ok(_) => report.notified.push(to.receiver.clone()),
-                Err(error) => match self.outbox.put(&to.receiver, &alert, &error).await {
-                    Ok(_) => report.outboxed.push(to.receiver.clone()),
-                    Err(store_error) => {
-                        // The marker stands, so this alert is lost: say so loudly, but a retry
-                        // would not send it either.
-                        tracing::error!(receiver = %to.receiver, error = %store_error, "refusal alert failed and could not be kept");
-                    }
-                },
-            }
-        }
+        let (notified, outboxed) = self
+            .alert_now(&diagnosis, &report.subject, now, deadline)
+            .await;
+        report.notified.extend(notified);
+        report.outboxed.extend(outboxed);
     }
 }
 

@@ -169,6 +169,10 @@ impl Triage {
                     },
                 )
             }
+            // Pools and nodes are not triage targets yet: the pool/node sweep will handle them.
+            Item::Pool(_) | Item::Node(_) | Item::PoolEvent { .. } | Item::PoolNodeCounts(_) => {
+                return None;
+            }
             Item::PrepReleaseStatus(_)
             | Item::File(_)
             | Item::TaskCounts(_)

@@ -318,8 +318,7 @@ async fn an_account_that_fails_does_not_stop_the_other() {
             &SweepOptions::default(),
         )
         .await
-        .err()
-        .expect("no account could be swept");
+        .expect_err("no account could be swept");
     assert!(error.to_string().contains("sweep"), "{error}");
 }
 

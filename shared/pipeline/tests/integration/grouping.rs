@@ -189,7 +189,8 @@ async fn immediate_groups_send_once(a: &GroupStore, b: &GroupStore) {
         .map(|i| oom("etl", &format!("t{i}"), "same"))
         .collect();
     let sends = record_everywhere(a, b, &diagnoses, &p, T0).await;
-    // One per receiver, whoever recorded first; the other 99 wait for repeat_interval.
+    // One per receiver, whoever recorded first; the other 99 wait: 1 → 100 is growth that
+    // counts (renotify_on_growth), so for group_interval, not repeat_interval.
     assert_eq!(sends.len(), 2, "{sends:#?}");
     let mut ids: Vec<&str> = sends.iter().map(|s| s.alert_id.as_str()).collect();
     ids.dedup();
@@ -198,17 +199,20 @@ async fn immediate_groups_send_once(a: &GroupStore, b: &GroupStore) {
     let state = a.state(key).await.unwrap().unwrap();
     assert_eq!(state.count, 100);
     assert_eq!(state.sends, 1);
-    assert_eq!(state.flush_at, Some(T0 + Duration::from_secs(4 * 3600)));
-    // The repeat goes out once, from whichever sweep gets there.
-    let at = T0 + Duration::from_secs(4 * 3600);
+    assert_eq!(state.flush_at, Some(T0 + Duration::from_secs(300)));
+    // The growth goes out once per receiver, from whichever sweep gets there.
+    let at = T0 + Duration::from_secs(300);
     let (x, y) = tokio::join!(a.due(at), b.due(at));
-    let repeats: Vec<AlertToSend> = x.unwrap().into_iter().chain(y.unwrap()).collect();
-    assert_eq!(repeats.len(), 2);
-    assert!(
-        repeats
-            .iter()
-            .all(|r| r.notification.is_repeat && r.notification.new_count == 99)
-    );
+    let grown: Vec<AlertToSend> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    assert_eq!(grown.len(), 2);
+    assert!(grown.iter().all(|r| {
+        let n = &r.notification;
+        !n.is_repeat && n.new_count == 99 && (n.count, n.previous_count) == (100, Some(1))
+    }));
+    // Nothing grew since: nothing more, from either.
+    let later = T0 + Duration::from_secs(5 * 3600);
+    let (x, y) = tokio::join!(a.due(later), b.due(later));
+    assert!(x.unwrap().is_empty() && y.unwrap().is_empty());
 }
 
 #[tokio::test]

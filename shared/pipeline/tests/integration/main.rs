@@ -4,5 +4,7 @@
 mod accounts;
 mod actions;
 mod grouping;
+mod growth;
+mod parking;
 mod refused;
 mod triage;

@@ -16,15 +16,15 @@ use test_kit::{Recorder, serve_emulator};
 use time::OffsetDateTime;
 
 /// Everything a test needs, kept alive for its duration.
-struct World {
-    triage: Triage,
-    emulator: Emulator,
-    store: Arc<dyn ArtifactStore>,
-    hook: Recorder,
-    _dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) triage: Triage,
+    pub(crate) emulator: Emulator,
+    pub(crate) store: Arc<dyn ArtifactStore>,
+    pub(crate) hook: Recorder,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let emulator = Emulator::new(Scenario::builtin()).unwrap();
     let batch_url = serve_emulator(emulator.clone()).await;
     let (triage, store, hook, dir) = pipeline_over(&batch_url).await;
@@ -60,6 +60,11 @@ secret_env = "HOOK_SECRET"
 [[rules]]
 name = "all-task-failures"
 match = { class = "task.*" }
+receivers = ["hook"]
+
+[[rules]]
+name = "deliveries-kept-as-poison"
+match = { class = "delivery.*" }
 receivers = ["hook"]
 "#,
     )
@@ -620,7 +625,7 @@ async fn an_event_hubs_batch_is_triaged_together_and_a_poison_body_is_left_out()
         .handle_payloads(&bodies, OffsetDateTime::now_utc(), deadline())
         .await;
     assert_eq!(unreadable.len(), 1, "{unreadable:?}");
-    assert!(matches!(unreadable[0], TriageError::Payload(_)));
+    assert!(matches!(unreadable[0], (1, TriageError::Payload(_))));
     let subjects: Vec<&str> = report.subjects.iter().map(|s| s.subject.as_str()).collect();
     assert_eq!(
         subjects,
