@@ -355,3 +355,36 @@ async fn a_rule_whose_group_by_drops_the_account_groups_the_accounts_together() 
         backends.hook.alerts()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escalation_by_share_reads_each_job_from_its_own_account() {
+    let backends = Backends::start_two_accounts().await;
+    std::fs::write(
+        backends.policy.path(),
+        test_kit::HOOK_POLICY.replace(
+            "receivers = [\"hook\"]\n",
+            "receivers = [\"hook\"]\nescalate = { min_job_percent = 20 }\n",
+        ),
+    )
+    .unwrap();
+    let triage = pipeline(&backends);
+    triage
+        .handle_payload(
+            three_accounts_batch().as_bytes(),
+            OffsetDateTime::now_utc(),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    for (emulator, name) in [
+        (&backends.emulator, WELL_KNOWN_ACCOUNT_NAME),
+        (second(&backends), SECOND_ACCOUNT_NAME),
+    ] {
+        let counts = emulator
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.starts_with("/jobs/etl/taskcounts"))
+            .count();
+        assert!(counts >= 1, "{name}'s job etl counted in {name}");
+    }
+}
