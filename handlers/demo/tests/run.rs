@@ -18,6 +18,7 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
             "event-grid",
             "cloudevents",
             "sweep",
+            "dead-letters",
             "sweep-again",
             "tick-later"
         ]
