@@ -27,9 +27,8 @@ use azure_core::http::Etag;
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientStageBlockOptions,
-    BlockBlobClientUploadOptions, BlockLookupList,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -40,7 +39,8 @@ use url::Url;
 
 use crate::retry::{ConnectionRefused, FailFastOnRefused, RetryObserver, StoreRetry, was_refused};
 use crate::{
-    ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
+    ArtifactStore, ByteStream, Condition, ETag, ListCursor, ListPage, ObjectInfo, ObjectKey,
+    StoreError, Versioned,
 };
 
 /// Azurite's well-known development account.
@@ -444,7 +444,7 @@ impl ConnectionString {
 
 /// Maps an SDK error to a [`StoreError`] from its status and error code only: the SDK's own
 /// message can hold the request URL and so the SAS.
-fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
+pub(crate) fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
     let status = e.http_status().map(u16::from);
     let code = match e.kind() {
         ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
@@ -486,7 +486,7 @@ fn status_of(e: &azure_core::Error) -> Option<u16> {
     e.http_status().map(u16::from)
 }
 
-fn etag_of(etag: Option<Etag>) -> ETag {
+pub(crate) fn etag_of(etag: Option<Etag>) -> ETag {
     ETag(etag.map(|e| e.to_string()).unwrap_or_default())
 }
 
@@ -636,33 +636,13 @@ impl ArtifactStore for BlobStore {
         })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let client = self.client()?;
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
-            ..Default::default()
-        };
-        let mut pager = client
-            .list_blobs(Some(options))
-            .map_err(|e| map_err(prefix, &e))?;
-        let mut out = Vec::new();
-        while let Some(item) = pager.next().await {
-            let item = item.map_err(|e| map_err(prefix, &e))?;
-            let Some(name) = item.name.clone() else {
-                continue;
-            };
-            let Ok(key) = ObjectKey::new(name) else {
-                continue;
-            };
-            let properties = item.properties.as_ref();
-            out.push(ObjectInfo {
-                key,
-                size: properties.and_then(|p| p.content_length).unwrap_or(0),
-                etag: etag_of(properties.and_then(|p| p.etag.clone())),
-            });
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        crate::blob_list::page(&*self.client()?, prefix, from, max).await
     }
 
     async fn delete(&self, key: &ObjectKey, condition: Condition) -> Result<(), StoreError> {

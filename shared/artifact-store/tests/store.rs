@@ -1,6 +1,7 @@
 //! The behaviour suite against each backend.
 
 mod suite;
+mod suite_pages;
 
 use std::sync::Arc;
 
