@@ -312,11 +312,13 @@ impl ArtifactStore for WatchedStore {
     ) -> Result<artifact_store::ObjectInfo, artifact_store::StoreError> {
         self.inner.put_stream(key, body).await
     }
-    async fn list(
+    async fn list_page(
         &self,
         prefix: &str,
-    ) -> Result<Vec<artifact_store::ObjectInfo>, artifact_store::StoreError> {
-        self.inner.list(prefix).await
+        from: Option<&artifact_store::ListCursor>,
+        max: usize,
+    ) -> Result<artifact_store::ListPage, artifact_store::StoreError> {
+        self.inner.list_page(prefix, from, max).await
     }
     async fn delete(
         &self,
