@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use artifact_store::{ArtifactStore, Condition, DEFAULT_PAGE, Listing, ObjectKey, StoreError};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
@@ -270,10 +270,15 @@ impl GroupStore {
         since: OffsetDateTime,
         limit: usize,
     ) -> Result<(Vec<GroupSummary>, usize), GroupError> {
-        let listed = self.store.list("groups/").await?;
-        let total = listed.len();
+        // Counted a page at a time; only the first `limit` read.
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        let mut total = 0;
         let mut out = Vec::new();
-        for info in listed.into_iter().take(limit) {
+        while let Some(info) = listing.next().await? {
+            total += 1;
+            if total > limit {
+                continue;
+            }
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };
@@ -298,7 +303,8 @@ impl GroupStore {
     /// returns the notifications this instance claimed.
     pub async fn due(&self, now: OffsetDateTime) -> Result<Vec<AlertToSend>, GroupError> {
         let mut outcome = GroupOutcome::default();
-        for info in self.store.list("groups/").await? {
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };
@@ -509,7 +515,8 @@ impl GroupStore {
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<OpenGroup>, GroupError> {
         let mut open = Vec::new();
-        for info in self.store.list("groups/").await? {
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };

@@ -393,3 +393,39 @@ async fn a_100000_failure_store_gives_a_report_of_bounded_size() {
         "{sizes:?}"
     );
 }
+
+/// Past `Limits::distinct`, the report forgets subjects and stops ranking new jobs rather than
+/// grow, still counts every failure, and says what it did.
+#[tokio::test]
+async fn past_the_distinct_bound_the_report_counts_without_remembering_and_says_so() {
+    let store: Arc<dyn ArtifactStore> = Arc::new(MemoryStore::default());
+    let exit = class("task.exit_code");
+    // Five subjects of five jobs, each failing in two hours.
+    for job in 0..5 {
+        for at in [
+            NOW - Duration::from_secs(3 * 3600),
+            NOW - Duration::from_secs(600),
+        ] {
+            failure(&store, &format!("job-{job}"), "t", exit, at).await;
+        }
+    }
+    let mut options = options(24);
+    let exact = build(store.clone(), &options).await.unwrap();
+    assert_eq!(exact.total_failures, 5, "a subject counts once");
+    assert_eq!(exact.jobs.len(), 5);
+    assert!(exact.truncated.is_empty(), "{:?}", exact.truncated);
+
+    options.limits.distinct = 2;
+    let bounded = build(store, &options).await.unwrap();
+    assert_eq!(
+        bounded.total_failures, 8,
+        "the three subjects forgotten count in both hours"
+    );
+    assert_eq!(bounded.jobs.len(), 2, "only the jobs remembered are ranked");
+    let notes = bounded.truncated.join("\n");
+    assert!(
+        notes.contains("more than 2 distinct failed subjects"),
+        "{notes}"
+    );
+    assert!(notes.contains("more than 2 jobs failed"), "{notes}");
+}
