@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use artifact_store::{ArtifactStore, Condition, Listing, ObjectKey, PagedDrain, StoreError};
+use artifact_store::{
+    ArtifactStore, Condition, DEFAULT_PAGE, Listing, ObjectKey, PagedDrain, StoreError,
+};
 use bytes::Bytes;
 use foundation::Deadline;
 use serde::{Deserialize, Serialize};
@@ -141,10 +143,19 @@ impl Outbox {
         }
     }
 
-    /// The first `max` readable entries, by key (read a page at a time).
-    pub async fn pending(&self, max: usize) -> Result<Vec<(ObjectKey, OutboxEntry)>, NotifyError> {
+    /// Every queued entry, by key, collected: for tests and inspection (a drain reads a page at
+    /// a time, [`Outbox::pending_first`] at most what it is asked).
+    pub async fn pending(&self) -> Result<Vec<(ObjectKey, OutboxEntry)>, NotifyError> {
+        self.pending_first(usize::MAX).await
+    }
+
+    /// The first `max` readable entries, by key, read a page at a time.
+    pub async fn pending_first(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(ObjectKey, OutboxEntry)>, NotifyError> {
         let mut out = Vec::new();
-        let mut listing = Listing::new(self.store.as_ref(), OUTBOX_PREFIX, max);
+        let mut listing = Listing::new(self.store.as_ref(), OUTBOX_PREFIX, max.min(DEFAULT_PAGE));
         while out.len() < max
             && let Some(info) = listing.next().await.map_err(store_error)?
         {

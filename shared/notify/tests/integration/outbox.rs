@@ -43,7 +43,7 @@ async fn failed_alerts_are_queued_once_and_drained() {
         !outbox.put(&receiver.name, &alert, &error).await.unwrap(),
         "queued once"
     );
-    let pending = outbox.pending(100).await.unwrap();
+    let pending = outbox.pending().await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
         pending[0].0.as_str(),
@@ -92,7 +92,7 @@ async fn failed_alerts_are_queued_once_and_drained() {
         up.requests()[0].header("x-batch-triage-id"),
         Some(alert.idempotency_key().as_str())
     );
-    assert!(outbox.pending(100).await.unwrap().is_empty());
+    assert!(outbox.pending().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn permanent_failures_move_aside() {
         .await
         .unwrap();
     assert_eq!(report.dead, 1);
-    assert!(outbox.pending(100).await.unwrap().is_empty());
+    assert!(outbox.pending().await.unwrap().is_empty());
     let dead = store.list(DEAD_PREFIX).await.unwrap();
     assert_eq!(dead.len(), 1);
     let entry: notify::OutboxEntry =
@@ -165,9 +165,9 @@ async fn a_large_outbox_is_drained_a_page_at_a_time_without_starving_or_repeatin
     delivered.sort();
     delivered.dedup();
     assert_eq!(delivered.len(), 12, "each delivered once");
-    assert_eq!(outbox.pending(100).await.unwrap().len(), 4);
+    assert_eq!(outbox.pending().await.unwrap().len(), 4);
     assert_eq!(
-        outbox.pending(3).await.unwrap().len(),
+        outbox.pending_first(3).await.unwrap().len(),
         3,
         "at most what is asked"
     );
