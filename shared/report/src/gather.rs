@@ -130,23 +130,7 @@ pub async fn build(
         })
         .collect();
 
-    let mut outbox_keys = Listing::new(store.as_ref(), OUTBOX_PREFIX, DEFAULT_PAGE);
-    let mut outbox_total = 0;
-    let mut outbox = Vec::new();
-    while let Some(info) = outbox_keys.next().await? {
-        outbox_total += 1;
-        if outbox_total <= limits.outbox
-            && let Some(found) = store.get(&info.key).await?
-            && let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&found.bytes)
-            && wanted_account(entry.alert.diagnosis.subject.account.as_deref())
-        {
-            outbox.push(OutboxRow {
-                receiver: entry.receiver,
-                headline: entry.alert.headline(),
-                last_error: entry.last_error,
-            });
-        }
-    }
+    let (outbox, outbox_total) = outbox_rows(&store, limits.outbox, &wanted_account).await?;
     let dead_letters = artifact_store::count(store.as_ref(), DEAD_PREFIX).await?;
     let (parked, poisoned) = parking_counts(&store).await?;
 
@@ -205,6 +189,32 @@ pub async fn build(
         muted,
         truncated,
     })
+}
+
+/// The first `limit` outbox entries of the wanted accounts, and how many entries wait in all.
+async fn outbox_rows(
+    store: &Arc<dyn ArtifactStore>,
+    limit: usize,
+    wanted_account: &impl Fn(Option<&str>) -> bool,
+) -> Result<(Vec<OutboxRow>, usize), StoreError> {
+    let mut outbox_keys = Listing::new(store.as_ref(), OUTBOX_PREFIX, DEFAULT_PAGE);
+    let mut outbox_total = 0;
+    let mut outbox = Vec::new();
+    while let Some(info) = outbox_keys.next().await? {
+        outbox_total += 1;
+        if outbox_total <= limit
+            && let Some(found) = store.get(&info.key).await?
+            && let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&found.bytes)
+            && wanted_account(entry.alert.diagnosis.subject.account.as_deref())
+        {
+            outbox.push(OutboxRow {
+                receiver: entry.receiver,
+                headline: entry.alert.headline(),
+                last_error: entry.last_error,
+            });
+        }
+    }
+    Ok((outbox, outbox_total))
 }
 
 /// How many deliveries wait in the parking area, and how many are kept as poison.
