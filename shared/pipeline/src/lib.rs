@@ -36,6 +36,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+mod guard;
 pub mod history;
 pub mod node_actions;
 pub mod parking;
