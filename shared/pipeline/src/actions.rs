@@ -39,27 +39,11 @@ pub const MAX_PRECONDITION_ROUNDS: u32 = 3;
 
 /// Why an action could not even be audited (the store or Batch failed in a way the caller should
 /// retry later). Guards that stop an action are not errors: they are audited decisions.
+/// The store failed (marker, budget or audit record), or another instance changed a budget on
+/// every try.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
-    /// The artifact store failed (marker, budget or audit record).
-    #[error("job action store: {0}")]
-    Store(#[from] StoreError),
-    /// Another instance changed the budget on every try.
-    #[error("the action budget {key} kept changing; gave up")]
-    BudgetContended {
-        /// The budget object's key.
-        key: String,
-    },
-}
-
-impl From<GuardError> for ActionError {
-    fn from(error: GuardError) -> Self {
-        match error {
-            GuardError::Store(error) => Self::Store(error),
-            GuardError::BudgetContended { key } => Self::BudgetContended { key },
-        }
-    }
-}
+#[error("job action {0}")]
+pub struct ActionError(#[from] GuardError);
 
 /// What the once-marker of (account, job, action) says of its subject (its JSON stays as it
 /// was: the guard appends the audit id and key).
@@ -172,16 +156,10 @@ pub struct ActionRequest<'a> {
 }
 
 impl JobActions {
-    /// Actions on `batch`, state in `store`; each Batch call gets `call_timeout`.
-    pub fn new(
-        store: Arc<dyn ArtifactStore>,
-        batch: Arc<dyn BatchApi>,
-        call_timeout: Duration,
-    ) -> Self {
-        Self {
-            guard: ActionGuard::new(store),
-            batch: BatchCalls::new(batch, call_timeout),
-        }
+    /// Actions on `batch`, state in `store`; each Batch call gets `timeout`.
+    pub fn new(store: Arc<dyn ArtifactStore>, batch: Arc<dyn BatchApi>, timeout: Duration) -> Self {
+        let (guard, batch) = (ActionGuard::new(store), BatchCalls::new(batch, timeout));
+        Self { guard, batch }
     }
 
     /// The audit log the records go to.
@@ -220,7 +198,8 @@ impl JobActions {
         match guards(request, &record) {
             Err(reason) => record.skip(reason),
             Ok(guards) => {
-                let once = Self::once_key(&record.account, &record.job_id, &record.action)?;
+                let once = Self::once_key(&record.account, &record.job_id, &record.action)
+                    .map_err(GuardError::from)?;
                 // A marker its decision could not give back is removed here, and this one goes on.
                 if self.guard.marker_held(&once).await? {
                     record.skip(format!(
@@ -344,7 +323,7 @@ impl JobActions {
                 }
             }
             let budget = Budget {
-                key: Self::budget_key(&record.account, now)?,
+                key: Self::budget_key(&record.account, now).map_err(GuardError::from)?,
                 max: guards.budget,
             };
             if let Spend::Exhausted(_) = self.guard.spend(&[budget], &record.id).await? {

@@ -28,14 +28,15 @@ use crate::audit::{AuditDecision, AuditLog, AuditRecord};
 /// Compare-and-swap attempts on one budget object before giving up.
 const MAX_BUDGET_ATTEMPTS: u32 = 64;
 
-/// Why the mechanism could not do its part; each kind of action turns it into its own error.
+/// Why the mechanism could not do its part; each kind of action wraps it in its own error,
+/// whose message names the kind (`job action store: …`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GuardError {
     /// The artifact store failed (marker, budget or audit record).
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// Another instance changed a budget on every try.
-    #[error("the budget {key} kept changing; gave up")]
+    #[error("budget {key} kept changing; gave up")]
     BudgetContended {
         /// The budget object's key.
         key: String,

@@ -37,32 +37,16 @@ use diagnosis::wire::{ComputeNode, NodeState, PoolNodeCounts, TaskResult};
 use futures::TryStreamExt;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditDecision, AuditLog, AuditRecord};
+use crate::audit::{AuditDecision, AuditRecord};
 use crate::digest;
 use crate::guard::{ActionGuard, BatchCalls, Budget, GuardError, Spend};
 
 /// Why a node action could not even be audited (the store failed): the caller retries later.
+/// The store failed (marker, budget or audit record), or another instance changed a budget on
+/// every try.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeActionError {
-    /// The artifact store failed (marker, budget or audit record).
-    #[error("node action store: {0}")]
-    Store(#[from] StoreError),
-    /// Another instance changed a budget on every try.
-    #[error("the node action budget {key} kept changing; gave up")]
-    BudgetContended {
-        /// The budget object's key.
-        key: String,
-    },
-}
-
-impl From<GuardError> for NodeActionError {
-    fn from(error: GuardError) -> Self {
-        match error {
-            GuardError::Store(error) => Self::Store(error),
-            GuardError::BudgetContended { key } => Self::BudgetContended { key },
-        }
-    }
-}
+#[error("node action {0}")]
+pub struct NodeActionError(#[from] GuardError);
 
 /// What became of a planned node action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,21 +127,10 @@ fn health(counts: &PoolNodeCounts) -> (i64, i64) {
 }
 
 impl NodeActions {
-    /// Node actions on `batch`, state in `store`; each Batch call gets `call_timeout`.
-    pub fn new(
-        store: Arc<dyn ArtifactStore>,
-        batch: Arc<dyn BatchApi>,
-        call_timeout: Duration,
-    ) -> Self {
-        Self {
-            guard: ActionGuard::new(store),
-            batch: BatchCalls::new(batch, call_timeout),
-        }
-    }
-
-    /// The audit log the records go to.
-    pub fn audit_log(&self) -> &AuditLog {
-        self.guard.audit_log()
+    /// Node actions on `batch`, state in `store`; each Batch call gets `timeout`.
+    pub fn new(store: Arc<dyn ArtifactStore>, batch: Arc<dyn BatchApi>, timeout: Duration) -> Self {
+        let (guard, batch) = (ActionGuard::new(store), BatchCalls::new(batch, timeout));
+        Self { guard, batch }
     }
 
     /// The once-marker key of (account, pool, node, incident, action).
@@ -236,7 +209,8 @@ impl NodeActions {
             &node_id,
             request.incident,
             &record.action,
-        )?;
+        )
+        .map_err(GuardError::from)?;
         // A marker its decision could not give back is removed here, and this one goes on.
         if self.guard.marker_held(&once).await? {
             // Already decided for this incident: nothing new to audit.
@@ -370,11 +344,12 @@ impl NodeActions {
         let max_total = policy.max_per_hour.unwrap_or(0);
         let budgets = [
             Budget {
-                key: Self::budget_key(now, &record.account, None)?,
+                key: Self::budget_key(now, &record.account, None).map_err(GuardError::from)?,
                 max: max_total,
             },
             Budget {
-                key: Self::budget_key(now, &record.account, Some(pool_id))?,
+                key: Self::budget_key(now, &record.account, Some(pool_id))
+                    .map_err(GuardError::from)?,
                 max: policy.max_per_pool_per_hour,
             },
         ];
