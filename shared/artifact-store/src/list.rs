@@ -111,9 +111,12 @@ pub async fn count(store: &dyn ArtifactStore, prefix: &str) -> Result<usize, Sto
 
 /// A drain's position in a listing, kept in the store between ticks (see the module docs).
 ///
-/// The position is a hint, written unconditionally: two instances draining at once may work a
-/// page twice or skip one for a tick, which idempotent drains tolerate. It is written only when
-/// it changes, so an empty or one-page area costs one read of it per tick and no write.
+/// The first page is always listed: when it holds the whole area, it is the tick's page, and
+/// the position is neither read nor written (an empty or small area costs one listing, as a
+/// plain `list` did). Only a larger area reads the position, lists the page after it, and writes
+/// the next position, holding at most two pages. The position is a hint, written
+/// unconditionally: two instances draining at once may work a page twice or skip one for a
+/// tick, which idempotent drains tolerate, and a stale one only changes where a pass starts.
 #[derive(Debug, Clone)]
 pub struct PagedDrain {
     prefix: String,
@@ -127,7 +130,8 @@ pub struct DrainPage {
     pub objects: Vec<ObjectInfo>,
     /// Whether objects remain after this page (they wait for the next tick).
     pub more: bool,
-    started_at: Option<ListCursor>,
+    /// The position this page was listed from (`None`: the beginning), when it was read.
+    started_at: Option<Option<ListCursor>>,
     next: Option<ListCursor>,
 }
 
@@ -140,14 +144,22 @@ impl PagedDrain {
         }
     }
 
-    /// At most `max` objects: after the page the last tick worked whole, or from the beginning
-    /// when there is no position, the kept one cannot be used, or it was at the end (so a tick
-    /// never comes up empty while objects wait before the position).
+    /// At most `max` objects: the whole area when it fits in one page; otherwise the page after
+    /// the one the last tick worked whole, or the first page when there is no position, the kept
+    /// one cannot be used, or it was at the end (so a tick never comes up empty while objects
+    /// wait before the position).
     pub async fn page(
         &self,
         store: &dyn ArtifactStore,
         max: usize,
     ) -> Result<DrainPage, StoreError> {
+        let first = store.list_page(&self.prefix, None, max).await?;
+        if first.next.is_none() {
+            return Ok(DrainPage {
+                objects: first.objects,
+                ..DrainPage::default()
+            });
+        }
         let saved = match store.get(&self.state).await? {
             Some(found) => std::str::from_utf8(&found.bytes)
                 .ok()
@@ -161,7 +173,7 @@ impl PagedDrain {
                     return Ok(DrainPage {
                         more: page.next.is_some(),
                         objects: page.objects,
-                        started_at: saved,
+                        started_at: Some(saved),
                         next: page.next,
                     });
                 }
@@ -173,12 +185,11 @@ impl PagedDrain {
                 }
             }
         }
-        let page = store.list_page(&self.prefix, None, max).await?;
         Ok(DrainPage {
-            more: page.next.is_some(),
-            objects: page.objects,
-            started_at: saved,
-            next: page.next,
+            more: true,
+            objects: first.objects,
+            started_at: Some(saved),
+            next: first.next,
         })
     }
 
@@ -189,7 +200,11 @@ impl PagedDrain {
         store: &dyn ArtifactStore,
         page: &DrainPage,
     ) -> Result<(), StoreError> {
-        if page.next == page.started_at {
+        let Some(started_at) = &page.started_at else {
+            // The whole area in one page: no position involved.
+            return Ok(());
+        };
+        if page.next == *started_at {
             return Ok(());
         }
         match &page.next {

@@ -151,10 +151,10 @@ async fn a_large_outbox_is_drained_a_page_at_a_time_without_starving_or_repeatin
             (4, 1, true),
             (0, 5, true),
             (0, 5, true),
-            (0, 1, false),
+            (4, 1, false),
             (4, 0, false)
         ],
-        "pages of 5 over 16 entries, then the start again"
+        "pages of 5 over 16 entries, then the five left in one page"
     );
     let mut delivered: Vec<String> = up
         .requests()
