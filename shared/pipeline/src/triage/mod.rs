@@ -7,9 +7,9 @@
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
 //! sequence), grouping and delivering alerts (`alert`), resolved messages for failure states that
-//! ended (`resolve`; pools and nodes told from the pool sweep in `resolve_pools`), the per-payload job cache (`jobs`), refusing, once, subjects whose ids can
-//! never be read from Batch (`refuse`), and pools and nodes with the node agent's logs and node
-//! actions (`pools`).
+//! ended (`resolve`; pools and nodes, told from the pool sweep, in `resolve_pools`), the
+//! per-payload job cache (`jobs`), refusing, once, subjects whose ids can never be read from
+//! Batch (`refuse`), and pools and nodes with the node agent's logs and node actions (`pools`).
 
 mod alert;
 mod escalate;
