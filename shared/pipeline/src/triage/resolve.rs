@@ -54,6 +54,8 @@ pub enum Resolvable {
         pool: String,
         /// The node.
         node: String,
+        /// Which of the two.
+        class: FailureClass,
     },
 }
 
@@ -77,10 +79,13 @@ impl Resolvable {
                 pool: askable(&subject.pool_id)?,
                 class,
             }),
-            FailureClass::NodeUnusable | FailureClass::NodeStartTaskFailed => Some(Self::Node {
-                pool: askable(&subject.pool_id)?,
-                node: askable(&subject.node_id)?,
-            }),
+            class @ (FailureClass::NodeUnusable | FailureClass::NodeStartTaskFailed) => {
+                Some(Self::Node {
+                    pool: askable(&subject.pool_id)?,
+                    node: askable(&subject.node_id)?,
+                    class,
+                })
+            }
             class if subject.task_id.is_some() && class.as_str().starts_with("task.") => {
                 Some(Self::JobTasks {
                     job: askable(&subject.job_id)?,
@@ -337,7 +342,8 @@ mod tests {
                 Resolvable::of(&d),
                 Some(Resolvable::Node {
                     pool: "workers".into(),
-                    node: "tvm-1".into()
+                    node: "tvm-1".into(),
+                    class
                 })
             );
         }

@@ -10,10 +10,11 @@
 //!   wants; one whose autoscale evaluation failed (`pool.autoscale_failed`) when, besides, its
 //!   last evaluation succeeded (or autoscale was switched off); any of them, and a stuck deletion
 //!   (`pool.delete_stuck`), when the pool is gone. None of this costs a request;
-//! - a node (`node.unusable`, `node.start_task_failed`) is over when it is `idle` or `running`
-//!   with no errors and no failed start task, or gone from the pool: one point read of the
-//!   group's node (`$select`ed), made only once the group no longer gets failures, or none when
-//!   its pool is gone.
+//! - a node is over when it is `idle` or `running` with no errors and, for `node.unusable`, no
+//!   failed start task, for `node.start_task_failed`, a start task that succeeded (a node that
+//!   shows no start task at all proves nothing); or when it is gone from the pool. That costs one
+//!   point read of the group's node (`$select`ed), made only once the group no longer gets
+//!   failures, or none when its pool is gone.
 //!
 //! Without a complete pool sweep in the same tick (another instance held its lease, it stopped
 //! at its deadline, a node list failed) pool and node groups are left for the next tick.
@@ -114,19 +115,32 @@ pub fn pool_ended(class: FailureClass, pool: Option<&PoolNow>) -> Option<String>
     }
 }
 
-/// Why a node's failure state is over, from a read of it (`None`: gone from the pool); `None`
-/// while it lasts (still in trouble, or rebooting, reimaging, leaving, …).
-pub fn node_ended(node: Option<&ComputeNode>) -> Option<String> {
+/// Why a node's failure state of `class` is over, from a read of it (`None`: gone from the
+/// pool); `None` while it lasts (still in trouble, or rebooting, reimaging, leaving, …).
+pub fn node_ended(class: FailureClass, node: Option<&ComputeNode>) -> Option<String> {
     let Some(node) = node else {
         return Some("the node was removed from the pool".to_owned());
     };
     let state = node.state.as_ref()?;
-    let start_failed = (node.start_task_info.as_ref())
-        .is_some_and(|info| info.result == Some(TaskResult::Failure));
+    let start = node
+        .start_task_info
+        .as_ref()
+        .and_then(|i| i.result.as_ref());
+    let start_ok = match class {
+        // The failure was the start task's: only its success says it is over.
+        FailureClass::NodeStartTaskFailed => start == Some(&TaskResult::Success),
+        _ => start != Some(&TaskResult::Failure),
+    };
     let healthy = matches!(state, NodeState::Idle | NodeState::Running)
         && node.errors().next().is_none()
-        && !start_failed;
-    healthy.then(|| format!("the node recovered: {} with no errors", state.as_str()))
+        && start_ok;
+    healthy.then(|| match class {
+        FailureClass::NodeStartTaskFailed => format!(
+            "the node's start task succeeded; it is {} with no errors",
+            state.as_str()
+        ),
+        _ => format!("the node recovered: {} with no errors", state.as_str()),
+    })
 }
 
 impl Resolvable {
@@ -146,7 +160,7 @@ impl Triage {
     ) -> Result<Option<String>, BatchError> {
         match resolvable {
             Resolvable::Pool { pool, class } => Ok(pool_ended(*class, seen.pool(pool))),
-            Resolvable::Node { pool, node } => {
+            Resolvable::Node { pool, node, class } => {
                 if seen.pool(pool).is_none() {
                     return Ok(Some("the node's pool no longer exists".to_owned()));
                 }
@@ -155,8 +169,8 @@ impl Triage {
                     ..GetOptions::default()
                 };
                 match self.batch.get_node(pool, node, &options, deadline).await {
-                    Ok(found) => Ok(node_ended(Some(&found))),
-                    Err(error) if error.is_not_found() => Ok(node_ended(None)),
+                    Ok(found) => Ok(node_ended(*class, Some(&found))),
+                    Err(error) if error.is_not_found() => Ok(node_ended(*class, None)),
                     Err(error) => Err(error),
                 }
             }
@@ -249,15 +263,17 @@ mod tests {
 
     #[test]
     fn a_node_ends_when_healthy_without_errors_or_gone() {
-        let unusable = node(serde_json::json!({"id": "n", "state": "unusable",
-            "errors": [{"code": "DiskFull", "message": "full"}]}));
-        assert_eq!(node_ended(Some(&unusable)), None);
-        let idle_with_errors = node(serde_json::json!({"id": "n", "state": "idle",
-            "errors": [{"code": "DiskFull", "message": "full"}]}));
-        assert_eq!(node_ended(Some(&idle_with_errors)), None);
-        let idle_start_failed = node(serde_json::json!({"id": "n", "state": "idle",
-            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 1}}));
-        assert_eq!(node_ended(Some(&idle_start_failed)), None);
+        let unusable_class = FailureClass::NodeUnusable;
+        let ended = |n: serde_json::Value| node_ended(unusable_class, Some(&node(n)));
+        let unusable = serde_json::json!({"id": "n", "state": "unusable",
+            "errors": [{"code": "DiskFull", "message": "full"}]});
+        assert_eq!(ended(unusable), None);
+        let idle_with_errors = serde_json::json!({"id": "n", "state": "idle",
+            "errors": [{"code": "DiskFull", "message": "full"}]});
+        assert_eq!(ended(idle_with_errors), None);
+        let idle_start_failed = serde_json::json!({"id": "n", "state": "idle",
+            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 1}});
+        assert_eq!(ended(idle_start_failed), None);
         for passing in [
             "reimaging",
             "rebooting",
@@ -265,23 +281,48 @@ mod tests {
             "offline",
             "unknown",
         ] {
-            let n = node(serde_json::json!({"id": "n", "state": passing}));
-            assert_eq!(node_ended(Some(&n)), None, "{passing}");
+            assert_eq!(
+                ended(serde_json::json!({"id": "n", "state": passing})),
+                None,
+                "{passing}"
+            );
         }
+        assert_eq!(ended(serde_json::json!({"id": "n"})), None);
+        let running = serde_json::json!({"id": "n", "state": "running",
+            "startTaskInfo": {"state": "completed", "result": "success", "exitCode": 0}});
         assert_eq!(
-            node_ended(Some(&node(serde_json::json!({"id": "n"})))),
-            None
-        );
-        let running = node(serde_json::json!({"id": "n", "state": "running",
-            "startTaskInfo": {"state": "completed", "result": "success", "exitCode": 0}}));
-        assert_eq!(
-            node_ended(Some(&running)).as_deref(),
+            ended(running).as_deref(),
             Some("the node recovered: running with no errors")
         );
         assert_eq!(
-            node_ended(None).as_deref(),
+            ended(serde_json::json!({"id": "n", "state": "idle"})).as_deref(),
+            Some("the node recovered: idle with no errors")
+        );
+        assert_eq!(
+            node_ended(unusable_class, None).as_deref(),
             Some("the node was removed from the pool")
         );
+    }
+
+    #[test]
+    fn a_failed_start_task_ends_only_with_one_that_succeeded() {
+        let class = FailureClass::NodeStartTaskFailed;
+        let ended = |n: serde_json::Value| node_ended(class, Some(&node(n)));
+        // Idle without start task info proves nothing about the start task.
+        assert_eq!(ended(serde_json::json!({"id": "n", "state": "idle"})), None);
+        let failed = serde_json::json!({"id": "n", "state": "idle",
+            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 100}});
+        assert_eq!(ended(failed), None);
+        let stuck = serde_json::json!({"id": "n", "state": "starttaskfailed",
+            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 100}});
+        assert_eq!(ended(stuck), None);
+        let rerun = serde_json::json!({"id": "n", "state": "idle",
+            "startTaskInfo": {"state": "completed", "result": "success", "exitCode": 0}});
+        assert_eq!(
+            ended(rerun).as_deref(),
+            Some("the node's start task succeeded; it is idle with no errors")
+        );
+        assert!(node_ended(class, None).is_some());
     }
 
     #[test]

@@ -360,6 +360,61 @@ async fn without_a_complete_pool_sweep_pool_and_node_groups_wait() {
     assert!(quiet.alerts().iter().all(|a| a["state"] == "firing"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_start_task_is_resolved_when_it_succeeds_again() {
+    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
+    let env: BTreeMap<&str, String> = [
+        ("ONCALL_URL", oncall.url.clone()),
+        ("QUIET_URL", quiet.url.clone()),
+        ("HOOK_SECRET", "test-secret".to_owned()),
+    ]
+    .into();
+    // The start task does not wait for success: the node stays idle, its start task failed.
+    let text = json!({"jobs": [], "pools": [{"id": "boot",
+        "pool": {"startTask": {"commandLine": "/bin/sh -c 'apt-get install -y tool'", "waitForSuccess": false}},
+        "nodes": [{"id": "tvm-s", "node": {"state": "idle", "stateTransitionTime": "now-10m",
+            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 100,
+                "endTime": "now-11m", "failureInfo": {"category": "usererror", "code": "FailureExitCode"}}}}]}]});
+    let emulator = Emulator::new(Scenario::from_json_str(&text.to_string()).unwrap()).unwrap();
+    let batch_url = serve_emulator(emulator.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+    let a = instance(&batch_url, &store, POLICY, &env);
+    let options = SweepOptions::default();
+    let now = OffsetDateTime::now_utc();
+    a.tick(now, deadline(), &options).await.unwrap();
+    assert_eq!(
+        seen(&oncall),
+        [(
+            "boot".to_owned(),
+            "node.start_task_failed".to_owned(),
+            "firing".to_owned()
+        )]
+    );
+    let idle = a
+        .tick(now + time::Duration::minutes(1), deadline(), &options)
+        .await
+        .unwrap();
+    assert!(
+        idle.resolved.is_empty(),
+        "idle is not enough: {:?}",
+        idle.resolved
+    );
+    assert!(emulator.recover_node("boot", "tvm-s"));
+    let over = a
+        .tick(now + time::Duration::minutes(2), deadline(), &options)
+        .await
+        .unwrap();
+    assert_eq!(over.resolved, ["oncall"]);
+    let done = resolved(&oncall);
+    let summary = done[0]["diagnosis"]["summary"].as_str().unwrap();
+    assert!(
+        summary
+            .starts_with("Resolved: the node's start task succeeded; it is idle with no errors."),
+        "{summary}"
+    );
+}
+
 const HOSTILE_POOL: &str = "HOSTILE-pool[click](https://evil.example) **bold** <b>x</b> _i_";
 const HOSTILE_NODE: &str = "HOSTILE-node<script>alert(1)</script> # [y](https://evil.example)";
 
