@@ -8,7 +8,9 @@
 //! 4. the rule's thresholds hold with fresh task counts (Get Job Task Counts);
 //! 5. dry run (global or per rule) stops here: audited, nothing sent to Batch;
 //! 6. the once-marker is created with `IfAbsent` (only one instance goes on);
-//! 7. the hourly budget (`actions/budget/{yyyy-mm-ddThh}.json`, compare-and-swap) has room;
+//! 7. the account's hourly budget (`actions/budget/{account}/{yyyy-mm-ddThh}.json`,
+//!    compare-and-swap) has room: each account of a deployment has its own, so a storm in one
+//!    account cannot spend another's;
 //! 8. the action is sent with `If-Match` on the ETag read in step 3. A 412 means someone changed
 //!    the job: it is read again and every guard re-evaluated, never retried blindly.
 
@@ -251,10 +253,11 @@ impl JobActions {
         ))
     }
 
-    /// The budget key of the clock hour containing `now`.
-    pub fn budget_key(now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
+    /// The budget key of `account` for the clock hour containing `now`.
+    pub fn budget_key(account: &str, now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
         ObjectKey::new(format!(
-            "actions/budget/{}.json",
+            "actions/budget/{}/{}.json",
+            crate::account_segment(account),
             crate::history::hour_segment(now)
         ))
     }
@@ -428,7 +431,10 @@ impl JobActions {
                     ));
                 }
             }
-            if !self.spend_budget(now, guards.budget, &record.id).await? {
+            if !self
+                .spend_budget(now, guards.budget, &record.account, &record.id)
+                .await?
+            {
                 return Ok(Round::Skip(format!(
                     "hourly action budget exhausted ({} per hour)",
                     guards.budget
@@ -615,14 +621,15 @@ impl JobActions {
         }
     }
 
-    /// Takes one unit of the hour's budget; `false` when it is used up.
+    /// Takes one unit of the account's budget for the hour; `false` when it is used up.
     async fn spend_budget(
         &self,
         now: OffsetDateTime,
         max: u32,
+        account: &str,
         audit_id: &str,
     ) -> Result<bool, ActionError> {
-        let key = Self::budget_key(now)?;
+        let key = Self::budget_key(account, now)?;
         for _ in 0..MAX_BUDGET_ATTEMPTS {
             let current = self.store.get(&key).await?;
             let (mut budget, condition) = match &current {

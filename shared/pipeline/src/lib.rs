@@ -20,6 +20,8 @@
 //!   read with the policy's, and the count of what each muted.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
+//! - [`sweep_accounts`]: the sweep of a deployment that watches several accounts: a cursor and
+//!   a lease each, swept concurrently within a fair share of the deadline.
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
 //! - [`settings`]: the configuration every handler reads from its environment, and the pipeline
 //!   built from it.
@@ -41,6 +43,7 @@ pub mod pool_sweep;
 pub mod settings;
 pub mod silences;
 pub mod sweep;
+pub mod sweep_accounts;
 pub mod tick;
 pub mod triage;
 pub mod verdict;
@@ -53,4 +56,15 @@ pub use verdict::Verdict;
 pub(crate) fn digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// An account's name as one segment of a store key: Batch account names are 3 to 24 lower-case
+/// letters and digits, kept as they are so the store reads well; anything else (a name given in
+/// code, or hostile text) is digested, so a key never depends on untrusted text.
+pub(crate) fn account_segment(account: &str) -> String {
+    if !account.is_empty() && account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        account.to_ascii_lowercase()
+    } else {
+        digest(account)
+    }
 }

@@ -196,7 +196,11 @@ impl NodeActions {
         pool: Option<&str>,
     ) -> Result<ObjectKey, StoreError> {
         match pool {
-            None => ObjectKey::new(format!("node-actions/budget/{}.json", hour(now))),
+            None => ObjectKey::new(format!(
+                "node-actions/budget/{}/{}.json",
+                crate::account_segment(account),
+                hour(now)
+            )),
             Some(pool) => ObjectKey::new(format!(
                 "node-actions/budget/{}/{}.json",
                 hour(now),

@@ -63,13 +63,17 @@ impl Ord for StartTaskEvent {
     }
 }
 
+/// A target and the index of its account in [`Triage::accounts`], or the label and outcome of
+/// an item refused before anything was fetched.
+pub(super) type Routed = Result<(usize, Target), (String, Outcome)>;
+
 impl Triage {
     /// Reads a payload's items into targets; returns how many items were about nothing to
     /// triage.
     pub(super) fn read_targets(
         &self,
         payload: &[u8],
-        targets: &mut Vec<Result<Target, (String, Outcome)>>,
+        targets: &mut Vec<Routed>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
         // Duplicates are dropped as they are read, not after: a batch repeating one subject a
@@ -92,12 +96,17 @@ impl Triage {
         Ok(ignored)
     }
 
-    /// Maps an item to what to look at, refusing other accounts. `None` for items that are
-    /// about nothing to triage.
-    fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {
+    /// Maps an item to what to look at and the account (its index in [`Triage::accounts`]) it
+    /// belongs to, refusing accounts that are not configured. `None` for items that are about
+    /// nothing to triage.
+    fn target_of(&self, item: &Item) -> Option<Routed> {
+        // The URL that names the account, when the item carries one: matched against each
+        // account's endpoint first (an emulator's loopback URL names no account by its host).
+        let mut origin: Option<&str> = None;
         let (account, target) = match item {
             Item::Task(task) => {
                 let url = task.url.as_deref();
+                origin = url;
                 let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
                 (
                     url.and_then(diagnosis::wire::account_from_url),
@@ -119,6 +128,7 @@ impl Triage {
             Item::TaskReference(reference) => {
                 if let Some(url) = &reference.account_url
                     && let Err(error) = self.batch.check_url(url)
+                    && !self.others.iter().any(|o| o.batch.check_url(url).is_ok())
                 {
                     // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
                     let shown = diagnosis::redact::strip_query(url);
@@ -136,6 +146,7 @@ impl Triage {
                         job: reference.job_id.clone(),
                     },
                 };
+                origin = reference.account_url.as_deref();
                 (None, target)
             }
             Item::SpecialTaskEvent { body, account }
@@ -157,14 +168,17 @@ impl Triage {
                     job: body.job_id.clone()?,
                 },
             ),
-            Item::Job(job) => (
-                job.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Job {
-                    job: job.id.clone()?,
-                },
-            ),
+            Item::Job(job) => {
+                origin = job.url.as_deref();
+                (
+                    job.url
+                        .as_deref()
+                        .and_then(diagnosis::wire::account_from_url),
+                    Target::Job {
+                        job: job.id.clone()?,
+                    },
+                )
+            }
             // A pool event that reports no failure costs nothing, like a task start.
             Item::PoolEvent { body, .. }
                 if body.resize_failure().is_none() && body.auto_scale_failure().is_none() =>
@@ -177,23 +191,29 @@ impl Triage {
                     pool: body.id.clone()?,
                 },
             ),
-            Item::Pool(pool) => (
-                pool.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Pool {
-                    pool: pool.id.clone()?,
-                },
-            ),
-            Item::Node(node) => (
-                node.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Node {
-                    pool: node.pool_id()?,
-                    node: node.id.clone()?,
-                },
-            ),
+            Item::Pool(pool) => {
+                origin = pool.url.as_deref();
+                (
+                    pool.url
+                        .as_deref()
+                        .and_then(diagnosis::wire::account_from_url),
+                    Target::Pool {
+                        pool: pool.id.clone()?,
+                    },
+                )
+            }
+            Item::Node(node) => {
+                origin = node.url.as_deref();
+                (
+                    node.url
+                        .as_deref()
+                        .and_then(diagnosis::wire::account_from_url),
+                    Target::Node {
+                        pool: node.pool_id()?,
+                        node: node.id.clone()?,
+                    },
+                )
+            }
             Item::PoolNodeCounts(_) => return None,
             Item::PrepReleaseStatus(_)
             | Item::File(_)
@@ -201,14 +221,20 @@ impl Triage {
             | Item::Error(_)
             | Item::Skipped { .. } => return None,
         };
-        match account {
-            Some(account) if !account.eq_ignore_ascii_case(&self.config.account) => Some(Err((
-                format!("{account}/{}", target_label(&target)),
-                Outcome::Refused(format!(
-                    "account {account:?} is not the configured account; nothing was fetched"
-                )),
-            ))),
-            _ => Some(Ok(target)),
+        match self.route(account.as_deref(), origin) {
+            Some(index) => Some(Ok((index, target))),
+            None => {
+                // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+                let account = account
+                    .or_else(|| origin.map(|url| diagnosis::redact::strip_query(url).to_string()))
+                    .unwrap_or_default();
+                Some(Err((
+                    format!("{account}/{}", target_label(&target)),
+                    Outcome::Refused(format!(
+                        "account {account:?} is not a configured account; nothing was fetched"
+                    )),
+                )))
+            }
         }
     }
 }
