@@ -196,7 +196,7 @@ impl Triage {
             };
             report.pools_examined += 1;
             if let Some(seen) = report.seen.as_mut() {
-                seen.saw_pool(&pool_id, &pool);
+                seen.saw_pool(&self.config.account, &pool_id, &pool);
             }
             let ids = StoredIds::pool(&self.config.account, &pool_id);
             if let Some(problem) = ids.problem() {

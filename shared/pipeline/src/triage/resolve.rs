@@ -125,9 +125,10 @@ pub fn job_tasks_ended(state: Option<&JobState>, counts: Option<&TaskCounts>) ->
 
 impl Triage {
     /// Sends the resolved messages that are due for jobs: one per notified group whose failure
-    /// state ended, to receivers with `send_resolved`. Returns the receivers told. Groups of
-    /// another account, of a state that never ends, or still failing are left as they are; a
-    /// Batch error leaves a group for the next tick. Pool and node groups need the pool
+    /// state ended, to receivers with `send_resolved`, each asked of the group's own account.
+    /// Returns the receivers told. Groups of an account not configured, of a state that never
+    /// ends, or still failing are left as they are; a Batch error leaves a group for the next
+    /// tick. Pool and node groups need the pool
     /// sweep's sight: see [`Triage::resolve_groups_after`].
     pub async fn resolve_groups(
         &self,
@@ -158,10 +159,15 @@ impl Triage {
             if deadline.remaining() < std::time::Duration::from_secs(5) {
                 break;
             }
-            let account = group.example.subject.account.as_deref();
-            if account.is_some_and(|a| !a.eq_ignore_ascii_case(&self.config.account)) {
-                continue;
-            }
+            // Asked of the group's own account (a subject naming none belongs to the first);
+            // a group of an account this deployment does not watch is left alone.
+            let owner = match group.example.subject.account.as_deref() {
+                Some(account) => match self.account(account) {
+                    Some(owner) => owner,
+                    None => continue,
+                },
+                None => self,
+            };
             let Some(resolvable) = Resolvable::of(&group.example) else {
                 continue;
             };
@@ -172,10 +178,10 @@ impl Triage {
             {
                 continue;
             }
-            let key = format!("{resolvable:?}");
+            let key = format!("{}/{resolvable:?}", owner.account_name());
             let ended = match jobs.get(&key) {
                 Some(ended) => ended.clone(),
-                None => match self.has_ended(&resolvable, pools, deadline).await {
+                None => match owner.has_ended(&resolvable, pools, deadline).await {
                     Ok(ended) => {
                         jobs.insert(key, ended.clone());
                         ended

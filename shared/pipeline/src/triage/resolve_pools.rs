@@ -16,8 +16,9 @@
 //!   point read of the group's node (`$select`ed), made only once the group no longer gets
 //!   failures, or none when its pool is gone.
 //!
-//! Without a complete pool sweep in the same tick (another instance held its lease, it stopped
-//! at its deadline, a node list failed) pool and node groups are left for the next tick.
+//! Without a complete pool sweep of every account in the same tick (another instance held a
+//! lease, a sweep stopped at its deadline, a node list failed) pool and node groups are left
+//! for the next tick.
 
 use std::collections::{HashMap, HashSet};
 
@@ -31,11 +32,13 @@ use super::resolve::Resolvable;
 /// What a point read of a node returns: enough to tell whether it recovered.
 pub const NODE_RECOVERY_SELECT: &str = "id,state,errors,startTaskInfo";
 
-/// What one complete pool sweep saw, for telling which pool and node groups are over (module
-/// docs). Pool ids are compared as Batch compares them, ignoring ASCII case.
+/// What complete pool sweeps saw (one per account), for telling which pool and node groups are
+/// over (module docs). Accounts and pool ids are compared as Azure and Batch compare them,
+/// ignoring ASCII case.
 #[derive(Debug, Clone, Default)]
 pub struct PoolsSeen {
-    pools: HashMap<String, PoolNow>,
+    /// (account, pool id), lower case → where the pool stands.
+    pools: HashMap<(String, String), PoolNow>,
     firing: HashSet<String>,
 }
 
@@ -75,10 +78,18 @@ impl PoolNow {
 }
 
 impl PoolsSeen {
-    /// Notes a pool the sweep listed.
-    pub fn saw_pool(&mut self, pool_id: &str, pool: &BatchPool) {
-        self.pools
-            .insert(pool_id.to_ascii_lowercase(), PoolNow::of(pool));
+    /// Notes a pool the sweep of `account` listed.
+    pub fn saw_pool(&mut self, account: &str, pool_id: &str, pool: &BatchPool) {
+        self.pools.insert(
+            (account.to_ascii_lowercase(), pool_id.to_ascii_lowercase()),
+            PoolNow::of(pool),
+        );
+    }
+
+    /// Adds what another account's complete sweep saw.
+    pub fn merge(&mut self, other: PoolsSeen) {
+        self.pools.extend(other.pools);
+        self.firing.extend(other.firing);
     }
 
     /// Notes the groups a pool or node in trouble falls in now.
@@ -91,9 +102,10 @@ impl PoolsSeen {
         self.firing.contains(group_key)
     }
 
-    /// The pool as the sweep saw it; `None` when it was not listed (gone).
-    pub fn pool(&self, pool_id: &str) -> Option<&PoolNow> {
-        self.pools.get(&pool_id.to_ascii_lowercase())
+    /// The pool of `account` as its sweep saw it; `None` when it was not listed (gone).
+    pub fn pool(&self, account: &str, pool_id: &str) -> Option<&PoolNow> {
+        self.pools
+            .get(&(account.to_ascii_lowercase(), pool_id.to_ascii_lowercase()))
     }
 }
 
@@ -159,9 +171,11 @@ impl Triage {
         deadline: Deadline,
     ) -> Result<Option<String>, BatchError> {
         match resolvable {
-            Resolvable::Pool { pool, class } => Ok(pool_ended(*class, seen.pool(pool))),
+            Resolvable::Pool { pool, class } => {
+                Ok(pool_ended(*class, seen.pool(&self.config.account, pool)))
+            }
             Resolvable::Node { pool, node, class } => {
-                if seen.pool(pool).is_none() {
+                if seen.pool(&self.config.account, pool).is_none() {
                     return Ok(Some("the node's pool no longer exists".to_owned()));
                 }
                 let options = GetOptions {
@@ -330,11 +344,21 @@ mod tests {
         let mut seen = PoolsSeen::default();
         let listed: BatchPool =
             serde_json::from_value(serde_json::json!({"id": "Workers"})).unwrap();
-        seen.saw_pool("Workers", &listed);
-        assert!(seen.pool("workers").is_some());
-        assert!(seen.pool("other").is_none());
+        seen.saw_pool("Acct1", "Workers", &listed);
+        assert!(seen.pool("acct1", "workers").is_some());
+        assert!(seen.pool("acct1", "other").is_none());
+        assert!(
+            seen.pool("acct2", "workers").is_none(),
+            "another account's pool"
+        );
         seen.still_failing(["g1".to_owned()]);
         assert!(seen.is_failing("g1"));
         assert!(!seen.is_failing("g2"));
+        let mut other = PoolsSeen::default();
+        other.saw_pool("acct2", "workers", &listed);
+        other.still_failing(["g2".to_owned()]);
+        seen.merge(other);
+        assert!(seen.pool("acct2", "workers").is_some());
+        assert!(seen.is_failing("g1") && seen.is_failing("g2"));
     }
 }

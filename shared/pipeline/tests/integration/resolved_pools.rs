@@ -20,7 +20,9 @@ use pipeline::sweep::SweepOptions;
 use pipeline::triage::{Triage, TriageConfig};
 use preserve::PreserveOptions;
 use serde_json::{Value, json};
-use test_kit::{HostileBatch, HostilePool, Recorder, serve_emulator};
+use test_kit::{
+    HostileBatch, HostilePool, Recorder, SECOND_ACCOUNT_KEY, SECOND_ACCOUNT_NAME, serve_emulator,
+};
 use time::OffsetDateTime;
 
 use crate::triage::deadline;
@@ -413,6 +415,77 @@ async fn a_failed_start_task_is_resolved_when_it_succeeds_again() {
             .starts_with("Resolved: the node's start task succeeded; it is idle with no errors."),
         "{summary}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_of_the_second_account_is_resolved_from_that_account() {
+    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
+    let env: BTreeMap<&str, String> = [
+        ("ONCALL_URL", oncall.url.clone()),
+        ("QUIET_URL", quiet.url.clone()),
+        ("HOOK_SECRET", "test-secret".to_owned()),
+    ]
+    .into();
+    // The same pools in two accounts, each on its own emulator with its own key.
+    let first = Emulator::new(scenario()).unwrap();
+    let first_url = serve_emulator(first.clone()).await;
+    let mut other = scenario();
+    other.account.name = SECOND_ACCOUNT_NAME.to_owned();
+    other.account.key = SECOND_ACCOUNT_KEY.to_owned();
+    let second = Emulator::new(other).unwrap();
+    let second_url = serve_emulator(second.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+    let batch = BatchClient::new(
+        BatchConfig::shared_key(
+            &second_url,
+            SECOND_ACCOUNT_NAME,
+            Secret::new(SECOND_ACCOUNT_KEY),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let both = instance(&first_url, &store, POLICY, &env)
+        .with_account(
+            TriageConfig {
+                account: SECOND_ACCOUNT_NAME.to_owned(),
+                preserve: PreserveOptions::default(),
+                action_call_timeout: Duration::from_secs(30),
+            },
+            Arc::new(batch),
+        )
+        .unwrap();
+    let options = SweepOptions::default();
+    let now = OffsetDateTime::now_utc();
+    both.tick(now, deadline(), &options).await.unwrap();
+    assert_eq!(oncall.len(), 8, "4 groups in each account");
+    // Only the second account's pool reaches its target: one resolved message, for it.
+    assert!(second.finish_pool_resize("quota"));
+    let later = both
+        .tick(now + time::Duration::minutes(1), deadline(), &options)
+        .await
+        .unwrap();
+    assert!(later.pools.seen.is_some());
+    assert_eq!(later.resolved, ["oncall"]);
+    let done = resolved(&oncall);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0]["diagnosis"]["subject"]["account"],
+        SECOND_ACCOUNT_NAME
+    );
+    assert_eq!(done[0]["diagnosis"]["subject"]["poolId"], "quota");
+    // Then the first account's.
+    assert!(first.finish_pool_resize("quota"));
+    let last = both
+        .tick(now + time::Duration::minutes(2), deadline(), &options)
+        .await
+        .unwrap();
+    assert_eq!(last.resolved, ["oncall"]);
+    let accounts: Vec<Value> = resolved(&oncall)
+        .iter()
+        .map(|r| r["diagnosis"]["subject"]["account"].clone())
+        .collect();
+    assert_eq!(accounts, [SECOND_ACCOUNT_NAME, WELL_KNOWN_ACCOUNT_NAME]);
 }
 
 const HOSTILE_POOL: &str = "HOSTILE-pool[click](https://evil.example) **bold** <b>x</b> _i_";
