@@ -636,8 +636,8 @@ fn the_operators_silence_mutes_one_group_on_every_receiver_and_its_logs_are_kept
         run.html
             .matches(&format!("href=\"#x-s-2d-{}\"", &id[2..]))
             .count(),
-        // The header, the two muted alerts, the two failures.
-        5
+        // The header; the store's two muted alerts and two failures; the demo's two failures.
+        7
     );
 }
 
@@ -673,8 +673,9 @@ fn a_rerun_replaces_the_previous_demo_directory() {
     // Every class is shown, the start task counted under its pool.
     assert!(
         text.lines()
-            // tvm-05's event, and the two the pool sweep finds in the built-in `workers` pool.
-            .any(|l| l.split_whitespace().eq(["node.start_task_failed", "3"])),
+            // tvm-05's event, and the two the pool sweep finds in the built-in `workers` pool of
+            // each account.
+            .any(|l| l.split_whitespace().eq(["node.start_task_failed", "5"])),
         "{text}"
     );
     assert!(
