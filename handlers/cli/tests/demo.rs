@@ -673,8 +673,8 @@ fn a_rerun_replaces_the_previous_demo_directory() {
     // Every class is shown, the start task counted under its pool.
     assert!(
         text.lines()
-            // tvm-05's event, and the two the pool sweep finds in the built-in `workers` pool of
-            // each account.
+            // tvm-05's event, and the two the pool sweep finds in each account's built-in
+            // `workers` pool.
             .any(|l| l.split_whitespace().eq(["node.start_task_failed", "5"])),
         "{text}"
     );
