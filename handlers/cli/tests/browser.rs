@@ -164,3 +164,80 @@ async fn the_report_renders_offline_in_chromium_with_its_links_inside() {
     check_page(&served_dom);
     drop(backends);
 }
+
+/// Percent-decoding of a relative link, as a browser resolves it against the page's directory.
+fn decode(link: &str) -> String {
+    let bytes = link.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], link.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The demo's page is the store's report page with the demo's sections: in Chromium, with no
+/// network, it renders, its in-page links have their targets, and its other links are files
+/// of the demo directory that exist.
+#[test]
+fn the_demo_page_renders_offline_in_chromium_and_links_only_to_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_batch-triage"))
+        .args(["demo", "--output", "json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dom = dump_dom(
+        &format!("file://{}", out.join("report.html").display()),
+        false,
+    );
+    assert!(
+        dom.contains("<h1>batch-triage demo</h1>"),
+        "rendered: {dom}"
+    );
+    for section in ["classes", "silences", "findings", "triggers", "received"] {
+        assert!(
+            dom.contains(&format!("<section id=\"{section}\">")),
+            "{section}"
+        );
+    }
+    assert!(dom.contains("account=devbatch2 job=nightly"), "the silence");
+    let (mut internal, mut files) = (0, 0);
+    for fragment in dom.split("href=\"").skip(1) {
+        let target = &fragment[..fragment.find('"').unwrap()];
+        if let Some(id) = target.strip_prefix('#') {
+            assert!(dom.contains(&format!("id=\"{id}\"")), "#{id} has no target");
+            internal += 1;
+        } else {
+            assert!(
+                !target.contains(':') && !target.starts_with('/') && !target.contains(".."),
+                "a link out of the demo directory: {target}"
+            );
+            let path = out.join(decode(&target.replace("&amp;", "&")));
+            assert!(path.exists(), "{target}: {} exists", path.display());
+            files += 1;
+        }
+    }
+    assert!(
+        internal >= 10 && files >= 100,
+        "{internal} in-page links, {files} files"
+    );
+    for outside in [" src=\"", "<link", "<script", "@import", "url("] {
+        assert!(!dom.contains(outside), "{outside} in the page");
+    }
+}
