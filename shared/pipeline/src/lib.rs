@@ -7,6 +7,10 @@
 //! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
 //!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
 //! - [`audit`]: a record in the store of every job or node action taken or skipped, and why.
+//! - `guard` (crate-private): what every guarded action shares: hourly budgets spent
+//!   all-or-nothing by compare-and-swap, the once-marker taken, kept or given back (and one
+//!   that could not be given back removed by the next run), the dry-run marker, and the single
+//!   exit that audits the decision.
 //! - [`node_actions`]: guarded node actions (remove with requeue, reimage), after the node
 //!   agent's logs are kept, never the last healthy node of a working pool, budgeted per hour and
 //!   per pool, once per node and incident.
@@ -36,6 +40,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+mod guard;
 pub mod history;
 pub mod node_actions;
 pub mod parking;

@@ -105,16 +105,10 @@ impl Triage {
         let mut origin: Option<&str> = None;
         let (account, target) = match item {
             Item::Task(task) => {
-                let url = task.url.as_deref();
-                origin = url;
-                let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
-                (
-                    url.and_then(diagnosis::wire::account_from_url),
-                    Target::Task {
-                        job,
-                        task: task.id.clone()?,
-                    },
-                )
+                origin = task.url.as_deref();
+                let job = origin.and_then(diagnosis::diagnose::job_id_from_url)?;
+                let task = task.id.clone()?;
+                (account_of(origin), Target::Task { job, task })
             }
             // Starts and successful completions, most of an account's events, cost nothing.
             Item::TaskEvent { kind, body, .. } if !body.may_report_failure(*kind) => return None,
@@ -126,28 +120,11 @@ impl Triage {
                 },
             ),
             Item::TaskReference(reference) => {
-                if let Some(url) = &reference.account_url
-                    && let Err(error) = self.batch.check_url(url)
-                    && !self.others.iter().any(|o| o.batch.check_url(url).is_ok())
-                {
-                    // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
-                    let shown = diagnosis::redact::strip_query(url);
-                    return Some(Err((
-                        format!("{shown}/{}", reference.job_id),
-                        Outcome::Refused(error.to_string()),
-                    )));
+                if let Err(refused) = self.check_reference(reference) {
+                    return Some(Err(refused));
                 }
-                let target = match &reference.task_id {
-                    Some(task) => Target::Task {
-                        job: reference.job_id.clone(),
-                        task: task.clone(),
-                    },
-                    None => Target::Job {
-                        job: reference.job_id.clone(),
-                    },
-                };
                 origin = reference.account_url.as_deref();
-                (None, target)
+                (None, reference_target(reference))
             }
             Item::SpecialTaskEvent { body, account }
                 if body.special_type() == diagnosis::wire::SpecialTaskType::StartTask =>
@@ -170,14 +147,8 @@ impl Triage {
             ),
             Item::Job(job) => {
                 origin = job.url.as_deref();
-                (
-                    job.url
-                        .as_deref()
-                        .and_then(diagnosis::wire::account_from_url),
-                    Target::Job {
-                        job: job.id.clone()?,
-                    },
-                )
+                let job = job.id.clone()?;
+                (account_of(origin), Target::Job { job })
             }
             // A pool event that reports no failure costs nothing, like a task start.
             Item::PoolEvent { body, .. }
@@ -193,26 +164,13 @@ impl Triage {
             ),
             Item::Pool(pool) => {
                 origin = pool.url.as_deref();
-                (
-                    pool.url
-                        .as_deref()
-                        .and_then(diagnosis::wire::account_from_url),
-                    Target::Pool {
-                        pool: pool.id.clone()?,
-                    },
-                )
+                let pool = pool.id.clone()?;
+                (account_of(origin), Target::Pool { pool })
             }
             Item::Node(node) => {
                 origin = node.url.as_deref();
-                (
-                    node.url
-                        .as_deref()
-                        .and_then(diagnosis::wire::account_from_url),
-                    Target::Node {
-                        pool: node.pool_id()?,
-                        node: node.id.clone()?,
-                    },
-                )
+                let (pool, node) = (node.pool_id()?, node.id.clone()?);
+                (account_of(origin), Target::Node { pool, node })
             }
             Item::PoolNodeCounts(_) => return None,
             Item::PrepReleaseStatus(_)
@@ -237,6 +195,44 @@ impl Triage {
             }
         }
     }
+}
+
+impl Triage {
+    /// A reference's `accountUrl`, when it has one, must be one of the accounts' endpoints.
+    fn check_reference(
+        &self,
+        reference: &diagnosis::wire::TaskReference,
+    ) -> Result<(), (String, Outcome)> {
+        if let Some(url) = &reference.account_url
+            && let Err(error) = self.batch.check_url(url)
+            && !self.others.iter().any(|o| o.batch.check_url(url).is_ok())
+        {
+            // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+            let shown = diagnosis::redact::strip_query(url);
+            return Err((
+                format!("{shown}/{}", reference.job_id),
+                Outcome::Refused(error.to_string()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a `{jobId, taskId}` reference asks for: the task, or the job when it names no task.
+fn reference_target(reference: &diagnosis::wire::TaskReference) -> Target {
+    let job = reference.job_id.clone();
+    match &reference.task_id {
+        Some(task) => Target::Task {
+            job,
+            task: task.clone(),
+        },
+        None => Target::Job { job },
+    }
+}
+
+/// The account a REST body's `url` names by its host, if any.
+fn account_of(url: Option<&str>) -> Option<String> {
+    url.and_then(diagnosis::wire::account_from_url)
 }
 
 pub(super) fn target_label(target: &Target) -> String {
