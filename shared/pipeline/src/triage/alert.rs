@@ -25,6 +25,10 @@ pub(crate) struct PendingAlert {
 pub(crate) struct Worked {
     pub(crate) report: SubjectReport,
     pub(super) alert: Option<PendingAlert>,
+    /// The groups a pool's or node's failure falls in now, for every receiver a rule routes
+    /// it to, silenced or not: how the pool sweep tells a group that still fails from one that
+    /// ended (`resolve_pools.rs`). Empty for other subjects.
+    pub(crate) firing: Vec<String>,
 }
 
 impl From<SubjectReport> for Worked {
@@ -32,6 +36,7 @@ impl From<SubjectReport> for Worked {
         Worked {
             report,
             alert: None,
+            firing: Vec::new(),
         }
     }
 }

@@ -297,12 +297,20 @@ impl Triage {
         links: Vec<String>,
         report: SubjectReport,
     ) -> Worked {
+        let firing = (plan.receivers.iter())
+            .chain(&plan.silenced_receivers)
+            .map(|r| r.group_key.clone())
+            .collect();
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {
             diagnosis,
             plan,
             tail: None,
             links,
         });
-        Worked { report, alert }
+        Worked {
+            report,
+            alert,
+            firing,
+        }
     }
 }

@@ -642,6 +642,10 @@ impl Triage {
             tail,
             links,
         });
-        Worked { report, alert }
+        Worked {
+            report,
+            alert,
+            firing: Vec::new(),
+        }
     }
 }
