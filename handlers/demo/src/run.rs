@@ -50,6 +50,10 @@ const DEMO_PAGERDUTY_KEY: &str = "demo0routing0key0000000000000000";
 /// The stuck job of the demo's scenario that its owner terminates between the two sweeps.
 const RESOLVED_JOB: &str = "backfill";
 
+/// The pool of the first account that could not resize (core quota reached) and reaches its
+/// target between the two sweeps, as when the quota is raised.
+pub const RESOLVED_POOL: &str = "quota-pool";
+
 /// What the demo's operator mutes before the first sweep, as `batch-triage silence add
 /// --match account=devbatch2 --match job=nightly` would: the second account's nightly job,
 /// whose failures (a terminated task, the job's timeout) only the sweep finds. Its alerts are
@@ -91,6 +95,8 @@ pub struct Run {
     pub ignored: usize,
     /// Receivers the timer's grouped alerts went to (groups that waited, grew or escalated).
     pub flushed: Vec<String>,
+    /// Receivers the timer told that a group's failure state ended (resolved messages).
+    pub resolved: Vec<String>,
     /// When it ran.
     pub at: OffsetDateTime,
 }
@@ -447,6 +453,7 @@ impl Triggers<'_> {
             subjects: report.subjects,
             ignored: report.ignored_items,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at,
         })
     }
@@ -534,7 +541,7 @@ impl Triggers<'_> {
     }
 
     /// The timer's job, twice: the second finds everything handled, and the stuck job its
-    /// owner terminated in between resolved. The first also takes in Event Grid's dead
+    /// owner terminated in between resolved, and the pool that reached its target. The first also takes in Event Grid's dead
     /// letters, reported as a run of their own. Then a third tick, one `group_interval` later
     /// (time is an argument of `tick`, so the demo does not wait): the groups that grew since
     /// their first message are announced again, and the one that escalated pages.
@@ -557,7 +564,7 @@ impl Triggers<'_> {
             ),
             (
                 "sweep-again",
-                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner, so its group is resolved",
+                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner and devbatch1's quota-pool reached its target (its quota was raised), so their groups are resolved",
             ),
             (
                 "tick-later",
@@ -574,6 +581,9 @@ impl Triggers<'_> {
                     .terminate_job(RESOLVED_JOB, &options, self.deadline())
                     .await?;
                 services.emulator.settle();
+                // The quota was raised: the pool that could not resize reaches its target, and
+                // the next tick's pool sweep sees its trouble is over.
+                services.emulator.finish_pool_resize(RESOLVED_POOL);
             }
             let mut at = OffsetDateTime::now_utc();
             if name == "tick-later" {
@@ -589,6 +599,7 @@ impl Triggers<'_> {
                 subjects,
                 ignored: 0,
                 flushed: tick.flushed,
+                resolved: tick.resolved,
                 at,
             });
             if !tick.parked.is_empty() {
@@ -599,6 +610,7 @@ impl Triggers<'_> {
                     subjects: tick.parked.subjects,
                     ignored: 0,
                     flushed: Vec::new(),
+                    resolved: Vec::new(),
                     at,
                 });
             }

@@ -138,6 +138,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
             subjects: vec![subject, refused],
             ignored: 0,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: vec![
@@ -274,6 +275,7 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
             subjects: vec![odd, fine],
             ignored: 0,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: Vec::new(),

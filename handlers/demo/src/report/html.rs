@@ -196,7 +196,11 @@ impl Report {
                             }
                             @if !run.flushed.is_empty() {
                                 br;
-                                "grouped alerts (grown, escalated, due or resolved) → " (run.flushed.join(", "))
+                                "grouped alerts (grown, escalated or due) → " (run.flushed.join(", "))
+                            }
+                            @if !run.resolved.is_empty() {
+                                br;
+                                "resolved messages (a failure state ended) → " (run.resolved.join(", "))
                             }
                         }
                     }

@@ -293,6 +293,7 @@ impl Report {
                     "at": r.at.format(&Rfc3339).unwrap_or_default(),
                     "ignoredItems": r.ignored,
                     "flushed": r.flushed,
+                    "resolved": r.resolved,
                     "subjects": r.subjects.iter().map(|s| json!({
                         "subject": s.subject,
                         "class": s.class.map(|c| c.as_str()),
@@ -413,9 +414,14 @@ impl Report {
                     .all(|s| {
                         s.notified.is_empty() && (s.preserved.is_empty() || s.already_preserved)
                     });
+            let resolved = if run.resolved.is_empty() {
+                String::new()
+            } else {
+                format!(", {} resolved messages", run.resolved.len())
+            };
             let _ = writeln!(
                 text,
-                "  {:<22} {failures:>2} failures, {:>2} alerts sent  {}",
+                "  {:<22} {failures:>2} failures, {:>2} alerts sent{resolved}  {}",
                 run.name,
                 run.subjects.iter().map(|s| s.notified.len()).sum::<usize>() + run.flushed.len(),
                 if absorbed {
