@@ -642,6 +642,62 @@ fn the_operators_silence_mutes_one_group_on_every_receiver_and_its_logs_are_kept
 }
 
 #[test]
+fn the_stuck_job_and_the_pool_that_reached_its_target_are_resolved_on_the_next_tick() {
+    let run = shared();
+    let runs = run.report["runs"].as_array().unwrap();
+    let again = runs.iter().find(|r| r["name"] == "sweep-again").unwrap();
+    let mut resolved: Vec<&str> = again["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    resolved.sort_unstable();
+    // backfill on the four receivers with send_resolved; quota-pool on the three that heard of it.
+    assert_eq!(
+        resolved,
+        [
+            "oncall",
+            "ops-slack",
+            "ops-slack",
+            "ops-teams",
+            "ops-teams",
+            "siem",
+            "siem"
+        ]
+    );
+    for run_report in runs.iter().filter(|r| r["name"] != "sweep-again") {
+        assert_eq!(
+            run_report["resolved"],
+            serde_json::json!([]),
+            "{run_report}"
+        );
+    }
+    let headlines: Vec<(&str, &str)> = run.report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["receiver"].as_str().unwrap(),
+                a["headline"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for receiver in ["ops-teams", "ops-slack"] {
+        assert!(
+            headlines.contains(&(receiver, "RESOLVED · pool.resize_failed · pool quota-pool")),
+            "{receiver}: {headlines:#?}"
+        );
+    }
+    assert!(
+        run.html
+            .contains("resolved messages (a failure state ended) → "),
+        "the page's triggers say so"
+    );
+}
+
+#[test]
 fn a_rerun_replaces_the_previous_demo_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
