@@ -192,6 +192,17 @@ impl Emulator {
         lock(&self.inner.state).recover_node(pool_id, node_id, OffsetDateTime::now_utc())
     }
 
+    /// The node breaks (again): `unusable` from now, with one error `code` (`DiskFull`, say).
+    /// False when the node is unknown or removed.
+    pub fn make_node_unusable(&self, pool_id: &str, node_id: &str, code: &str) -> bool {
+        lock(&self.inner.state).make_node_unusable(
+            pool_id,
+            node_id,
+            code,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
     /// The pool's deletion completes: the pool and its nodes answer 404 from now on. False when
     /// the pool is unknown.
     pub fn delete_pool(&self, pool_id: &str) -> bool {

@@ -117,6 +117,32 @@ impl State {
         true
     }
 
+    /// The node breaks (again): `unusable` from `now`, with one error `code`. False when the
+    /// node is unknown or removed.
+    pub(crate) fn make_node_unusable(
+        &mut self,
+        pool_id: &str,
+        node_id: &str,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> bool {
+        let Some(node) = self
+            .nodes
+            .get_mut(&(key(pool_id), key(node_id)))
+            .filter(|node| node.state != NodeState::Removed)
+        else {
+            return false;
+        };
+        node.json.insert("state".into(), json!("unusable"));
+        node.json
+            .insert("stateTransitionTime".into(), now_text(now));
+        node.json.insert(
+            "errors".into(),
+            json!([{"code": code, "message": format!("The node became unusable: {code}.")}]),
+        );
+        true
+    }
+
     /// The pool's deletion completes: it and its nodes are gone (404 `PoolNotFound`). False
     /// when the pool is unknown.
     pub(crate) fn delete_pool(&mut self, pool_id: &str) -> bool {

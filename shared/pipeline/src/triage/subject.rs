@@ -641,6 +641,7 @@ impl Triage {
             plan,
             tail,
             links,
+            incident: None,
         });
         Worked {
             report,

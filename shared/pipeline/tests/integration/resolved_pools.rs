@@ -3,7 +3,8 @@
 //! completes, a group of unusable nodes ends only once none of them is in trouble; each is
 //! resolved once to a `send_resolved` receiver, even with two instances on one store, and never
 //! to a receiver without it. Deciding costs no request for a pool and one point read of a node.
-//! A hostile pool or node id is as inert in the resolved Teams card as in the alert.
+//! A hostile pool or node id is as inert in the resolved Teams card as in the alert. A node that
+//! breaks again after its group resolved is a new incident, alerted again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -588,4 +589,50 @@ receivers = ["chat"]
             .any(|p| p.contains("/nodes/HOSTILE-node")),
         "the node was read once it left the group"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_breaks_again_after_it_resolved_is_alerted_again() {
+    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
+    let env: BTreeMap<&str, String> = [
+        ("ONCALL_URL", oncall.url.clone()),
+        ("QUIET_URL", quiet.url.clone()),
+        ("HOOK_SECRET", "test-secret".to_owned()),
+    ]
+    .into();
+    let text = json!({"jobs": [], "pools": [{"id": "workers", "nodes": [unusable("tvm-a")]}]});
+    let emulator = Emulator::new(Scenario::from_json_str(&text.to_string()).unwrap()).unwrap();
+    let batch_url = serve_emulator(emulator.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+    let a = instance(&batch_url, &store, POLICY, &env);
+    let options = SweepOptions::default();
+    let now = OffsetDateTime::now_utc();
+    let minutes = |n: i64| now + time::Duration::minutes(n);
+    let firing = |recorder: &Recorder| {
+        seen(recorder)
+            .into_iter()
+            .filter(|(_, _, state)| state == "firing")
+            .count()
+    };
+    a.tick(now, deadline(), &options).await.unwrap();
+    assert_eq!(firing(&oncall), 1);
+    assert!(emulator.recover_node("workers", "tvm-a"));
+    let over = a.tick(minutes(1), deadline(), &options).await.unwrap();
+    assert_eq!(over.resolved, ["oncall"]);
+    // Ten minutes later, well within the group's repeat_interval, the same node breaks again.
+    assert!(emulator.make_node_unusable("workers", "tvm-a", "DiskFull"));
+    let again = a.tick(minutes(10), deadline(), &options).await.unwrap();
+    assert_eq!(
+        firing(&oncall),
+        2,
+        "{:?} {:#?}",
+        seen(&oncall),
+        again.lines()
+    );
+    assert_eq!(firing(&quiet), 2, "{:?}", seen(&quiet));
+    // And it is still one incident: the next tick sends nothing more.
+    a.tick(minutes(11), deadline(), &options).await.unwrap();
+    assert_eq!(firing(&oncall), 2);
+    assert_eq!(resolved(&oncall).len(), 1);
 }
