@@ -6,7 +6,13 @@
 //!   [`BlobStore::concurrency`] blocks in flight, then `commit_block_list`. Memory is
 //!   `block_size × (concurrency + 1)` whatever the object size; nothing is visible until the
 //!   commit, and uncommitted blocks of an aborted upload are discarded by the service. Block ids
-//!   carry a per-upload random prefix so two writers of one key never mix blocks.
+//!   carry a per-upload random prefix so two writers of one key never mix blocks (but a commit
+//!   discards the other writer's uncommitted blocks, so of two large writers racing on one key
+//!   the later commit may fail, with `InvalidBlockList`).
+//! - A stream that ends within its first block (most task logs) is one Put Blob instead of a
+//!   Put Block and a Put Block List: half the requests, equally invisible until complete, and
+//!   two writers racing on one key both succeed (the last one wins whole). Its MD5 is stored as
+//!   the blob's `Content-MD5` (the SDK's single-shot upload takes no transactional MD5).
 //! - Auth ([`BlobAuth`]): a token credential (managed identity in production; the SDK requires
 //!   https), a SAS in the URL, or an account key. The SDK has no Shared Key auth, so an account
 //!   key is turned into an account SAS here (HMAC-SHA256, valid for a day, renewed after half of
@@ -576,6 +582,10 @@ impl ArtifactStore for BlobStore {
                 if current.len() < block_size && !ended {
                     continue;
                 }
+                if ended && ids.is_empty() {
+                    // The whole object is this one block: one Put Blob (below).
+                    break;
+                }
                 // A full block (or the last one): wait for a slot, then stage it.
                 while staging.len() >= self.concurrency {
                     reclaim(&mut staging, &mut pool, key).await?;
@@ -610,6 +620,9 @@ impl ArtifactStore for BlobStore {
             if ended {
                 break;
             }
+        }
+        if ids.is_empty() {
+            return put_whole(&client, key, current.freeze()).await;
         }
         while !staging.is_empty() {
             reclaim(&mut staging, &mut pool, key).await?;
@@ -734,6 +747,30 @@ impl ArtifactStore for BlobStore {
             }),
         }
     }
+}
+
+/// A stream's whole content, shorter than a block (or empty), as one Put Blob: the SDK's
+/// single-shot upload, whatever its own partition size, with the MD5 stored as `Content-MD5`.
+async fn put_whole(
+    client: &azure_storage_blob::BlockBlobClient,
+    key: &ObjectKey,
+    content: Bytes,
+) -> Result<ObjectInfo, StoreError> {
+    let size = content.len() as u64;
+    let options = BlockBlobClientUploadOptions {
+        blob_content_md5: Some(md5_of(&content)),
+        partition_size: std::num::NonZero::new(size.max(1)),
+        ..Default::default()
+    };
+    let result = client
+        .upload(content.into(), Some(options))
+        .await
+        .map_err(|e| map_err(key.as_str(), &e))?;
+    Ok(ObjectInfo {
+        key: key.clone(),
+        size,
+        etag: etag_of(result.etag),
+    })
 }
 
 /// Waits for one staging task: its error, or its buffer back into the pool.
