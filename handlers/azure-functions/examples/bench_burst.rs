@@ -402,11 +402,14 @@ enum Store {
     Dir(tempfile::TempDir),
     /// `blob`: a fresh Azurite with the container, read directly by the driver, and the
     /// counting proxy the handler reaches it through.
-    Blob {
-        azurite: artifact_store::testing::Azurite,
-        direct: artifact_store::BlobStore,
-        counter: BlobCounter,
-    },
+    Blob(Box<BlobParts>),
+}
+
+/// The parts of a Blob store run.
+struct BlobParts {
+    azurite: artifact_store::testing::Azurite,
+    direct: artifact_store::BlobStore,
+    counter: BlobCounter,
 }
 
 impl Store {
@@ -416,11 +419,11 @@ impl Store {
                 let azurite = artifact_store::testing::Azurite::start();
                 let direct = azurite.store(CONTAINER).await;
                 let counter = BlobCounter::start(&azurite.blob_endpoint());
-                Store::Blob {
+                Store::Blob(Box::new(BlobParts {
                     azurite,
                     direct,
                     counter,
-                }
+                }))
             }
             Ok("dir") | Err(_) => Store::Dir(
                 match std::env::var_os("BENCH_STORE_DIR") {
@@ -445,9 +448,9 @@ impl Store {
     fn setting(&self) -> std::ffi::OsString {
         match self {
             Store::Dir(dir) => dir.path().into(),
-            Store::Blob { counter, .. } => format!(
+            Store::Blob(parts) => format!(
                 "UseDevelopmentStorage=true;BlobEndpoint={};Container={CONTAINER}",
-                counter.endpoint
+                parts.counter.endpoint
             )
             .into(),
         }
@@ -456,7 +459,7 @@ impl Store {
     fn azurite_pid(&self) -> Option<u32> {
         match self {
             Store::Dir(_) => None,
-            Store::Blob { azurite, .. } => Some(azurite.pid()),
+            Store::Blob(parts) => Some(parts.azurite.pid()),
         }
     }
 
@@ -464,7 +467,7 @@ impl Store {
     fn take_blob_requests(&self) -> Option<BTreeMap<Kind, usize>> {
         match self {
             Store::Dir(_) => None,
-            Store::Blob { counter, .. } => Some(counter.take()),
+            Store::Blob(parts) => Some(parts.counter.take()),
         }
     }
 
@@ -472,7 +475,8 @@ impl Store {
         use artifact_store::ArtifactStore as _;
         match self {
             Store::Dir(dir) => count_manifests(dir.path()),
-            Store::Blob { direct, .. } => direct
+            Store::Blob(parts) => parts
+                .direct
                 .list("")
                 .await
                 .expect("list the container")
@@ -491,7 +495,7 @@ impl Store {
                 None
             }
             Store::Dir(dir) => Some(Store::Dir(dir)),
-            Store::Blob { .. } => None,
+            Store::Blob(_) => None,
         }
     }
 }
@@ -777,7 +781,7 @@ fn print_blob_requests(requests: &BTreeMap<Kind, usize>, failed: usize, in_fligh
         *by_operation.entry(kind.operation.as_str()).or_default() += n;
     }
     let mut by_operation: Vec<_> = by_operation.into_iter().collect();
-    by_operation.sort_by(|a, b| b.1.cmp(&a.1));
+    by_operation.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
     for (operation, n) in by_operation {
         println!("  {:>6.2}  {operation}", per_task(n));
     }
