@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod blob;
+mod connection_string;
 mod key;
 mod local;
 mod open;
