@@ -890,6 +890,7 @@ receivers = ["oncall"]
         Store::describe()
     );
     let mut rows = Vec::new();
+    let mut unfinished = Vec::new();
     for (i, &in_flight) in in_flights.iter().enumerate() {
         let last = i + 1 == in_flights.len();
         let r = runtime.block_on(run(
@@ -920,10 +921,22 @@ receivers = ["oncall"]
                 format!("; NOT done (first few): {:?}", r.not_done)
             }
         );
-        assert_eq!(r.manifests, failed, "every failed task's logs preserved");
+        // Checked once every run has its figures (a run that misses some is still measured),
+        // and then the benchmark fails.
+        if r.manifests != failed {
+            unfinished.push(format!(
+                "in flight {}: {} of {failed} failed tasks' logs preserved",
+                r.in_flight, r.manifests
+            ));
+        }
         // A failed task whose completion and failure events fall in two batches is triaged in
         // both (the second finds its logs preserved and its alert counted).
-        assert!(r.done >= failed, "every failure triaged: {:?}", r.not_done);
+        if r.done < failed {
+            unfinished.push(format!(
+                "in flight {}: {} of {failed} failures triaged: {:?}",
+                r.in_flight, r.done, r.not_done
+            ));
+        }
         rows.push(r);
     }
     drop(emulator.stdin.take());
@@ -983,5 +996,12 @@ receivers = ["oncall"]
             r.in_flight,
             if rate >= 2000.0 { "met" } else { "NOT met" }
         );
+    }
+    if !unfinished.is_empty() {
+        eprintln!("FAILED: not everything was done");
+        for problem in &unfinished {
+            eprintln!("  {problem}");
+        }
+        std::process::exit(1);
     }
 }
