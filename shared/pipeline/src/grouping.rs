@@ -14,7 +14,7 @@
 //! produced again, even if the caller then fails to deliver it.
 //!
 //! The read before the compare-and-swap is skipped when it can be: each [`GroupStore`] (one per
-//! process) remembers the last version of each group it wrote or read, and folds the next alert
+//! process) remembers the last version of each group it wrote, and folds the next alert
 //! into that version, written with `IfMatch` on its ETag. The ETag changes on every write, so the
 //! write wins only if the group is still exactly what was remembered; if another instance wrote
 //! meanwhile it fails (412), the group is read and the fold done again, as without the memory.
@@ -176,7 +176,7 @@ pub struct GroupSummary {
 #[derive(Debug, Clone)]
 pub struct GroupStore {
     store: Arc<dyn ArtifactStore>,
-    /// The last version of each group this process wrote or read (see the module docs); shared
+    /// The last version of each group this process wrote (see the module docs); shared
     /// by clones.
     remembered: Arc<Mutex<HashMap<ObjectKey, Remembered>>>,
 }
@@ -184,7 +184,7 @@ pub struct GroupStore {
 /// What a [`GroupStore`] remembers of one group.
 #[derive(Debug, Clone)]
 enum Remembered {
-    /// The group as stored at this ETag, parsed from the bytes written or read.
+    /// The group as stored at this ETag, parsed from the bytes written.
     Version(Box<GroupRecord>, ETag),
     /// Another instance overtook a remembered version: read before writing until then.
     Contended(Instant),
