@@ -6,6 +6,7 @@
 //
 // Deploy into the resource group that will hold the app:
 //   az deployment group create -g RG -f infra/main.bicep -p batchAccountName=NAME alertEmailAddress=ME
+// or, for several Batch accounts, batchAccounts='[{"id": "/subscriptions/…/batchAccounts/A", "location": "westeurope"}, …]'
 // then publish dist/batch-triage-functions.zip (scripts/package) to the app.
 //
 // Every loop, condition, resource name and scope must be computable when the deployment starts
@@ -61,11 +62,14 @@ param failureAlertThreshold int = 3
 @maxLength(11)
 param baseName string = 'batchtriage'
 
-@description('Name of the existing Batch account to watch.')
-param batchAccountName string
+@description('Name of the existing Batch account to watch, when there is one (in `location`). For several, use batchAccounts instead.')
+param batchAccountName string = ''
 
 @description('Resource group of the existing Batch account (defaults to this deployment\'s resource group).')
 param batchAccountResourceGroup string = resourceGroup().name
+
+@description('The existing Batch accounts to watch, when there are several: one object each, { id: the account\'s resource id, location: its region (lower case, e.g. westeurope), endpoint: optional, defaults to https://NAME.LOCATION.batch.azure.com }. Accounts may be in other resource groups and subscriptions, and in at most 4 regions: one Event Hubs namespace and one TaskEvents trigger per region (infra/README.md, "Several accounts"). Empty: the one account batchAccountName.')
+param batchAccounts array = []
 
 @description('Grant the app Azure Batch Job Submitter on the Batch account so that policy rules can disable or terminate jobs. Without it the app can only read. The policy must also turn actions on ([actions] enabled = true, dry_run = false).')
 param enableJobActions bool = false
@@ -190,6 +194,38 @@ var hostStorageName = take('${baseName}fn${token}', 24)
 var logStorageName = take('${baseName}logs${token}', 24)
 var deploymentContainerName = 'app-package'
 var eventHubNamespaceName = '${baseName}-${token}'
+// The accounts watched, from the parameters alone (so loops and scopes over them are known when
+// the deployment starts).
+var accounts = empty(batchAccounts)
+  ? [
+      {
+        id: resourceId(batchAccountResourceGroup, 'Microsoft.Batch/batchAccounts', batchAccountName)
+        location: location
+      }
+    ]
+  : batchAccounts
+// A diagnostic setting only streams to a namespace in its account's region: the namespace above
+// serves `location`; each other region of an account gets a namespace of its own, read by its
+// own Event Hubs trigger (TaskEvents2, TaskEvents3, TaskEvents4: at most three other regions).
+var otherRegions = filter(union(map(accounts, account => account.location), []), region => region != location)
+// The namespace that receives the records of the accounts in each region.
+var regionNamespaceNames = [for (region, i) in otherRegions: '${eventHubNamespaceName}-r${i + 2}']
+// The numbered account settings the handler reads (README, "Several accounts"): the managed
+// identity reads every account, so there is no key among them.
+var accountAppSettings = toObject(
+  flatten(map(range(0, length(accounts)), i => [
+    {
+      key: 'BATCH_TRIAGE_ACCOUNTS__${i}__NAME'
+      value: last(split(accounts[i].id, '/'))
+    }
+    {
+      key: 'BATCH_TRIAGE_ACCOUNTS__${i}__ENDPOINT'
+      value: accounts[i].?endpoint ?? 'https://${toLower(last(split(accounts[i].id, '/')))}.${accounts[i].location}.batch.azure.com'
+    }
+  ])),
+  entry => entry.key,
+  entry => entry.value
+)
 var eventHubName = 'batch-servicelog'
 var consumerGroupName = 'batch-triage'
 var topicName = '${baseName}-${token}'
@@ -205,15 +241,6 @@ var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
-
-// ---------------------------------------------------------------------------------------------
-// The Batch account (existing)
-// ---------------------------------------------------------------------------------------------
-
-resource batchAccount 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
-  name: batchAccountName
-  scope: resourceGroup(batchAccountResourceGroup)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Host storage: AzureWebJobsStorage (timers, keys, Event Hubs checkpoints) and the deployment
@@ -383,6 +410,52 @@ resource diagnosticsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2
   }
 }
 
+// The other regions' namespaces, hubs, consumer groups and send rules: the same shape as above.
+resource regionNamespaces 'Microsoft.EventHub/namespaces@2024-01-01' = [for (region, i) in otherRegions: {
+  name: '${eventHubNamespaceName}-r${i + 2}'
+  location: region
+  tags: tags
+  sku: {
+    name: eventHubSku
+    tier: eventHubSku
+    capacity: 1
+  }
+  properties: {
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: 'Enabled'
+    disableLocalAuth: false
+  }
+}]
+
+resource regionHubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [for (region, i) in otherRegions: {
+  parent: regionNamespaces[i]
+  name: eventHubName
+  properties: {
+    partitionCount: eventHubPartitionCount
+    messageRetentionInDays: eventHubRetentionDays
+  }
+}]
+
+resource regionConsumerGroups 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = [for (region, i) in otherRegions: {
+  parent: regionHubs[i]
+  name: consumerGroupName
+  properties: {
+    userMetadata: 'batch-triage TaskEvents${i + 2} function'
+  }
+}]
+
+resource regionSendRules 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = [for (region, i) in otherRegions: {
+  parent: regionNamespaces[i]
+  name: 'batch-diagnostics'
+  properties: {
+    rights: [
+      'Manage'
+      'Send'
+      'Listen'
+    ]
+  }
+}]
+
 // ---------------------------------------------------------------------------------------------
 // Monitoring: Application Insights on a Log Analytics workspace (Entra auth only), and the alert
 // rules that watch the app itself.
@@ -452,9 +525,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 var baseAppSettings = {
   // Host storage, identity-based (system-assigned identity: the account name is enough).
   AzureWebJobsStorage__accountName: hostStorage.name
-  // The Batch account, read with the managed identity (no AZURE_BATCH_ACCESS_KEY).
-  AZURE_BATCH_ENDPOINT: 'https://${batchAccount.properties.accountEndpoint}'
-  AZURE_BATCH_ACCOUNT: batchAccountName
+  // The Batch accounts are the numbered settings of accountAppSettings, read with the managed
+  // identity (no key).
   // A bare container URL: the handler uses the managed identity.
   BATCH_TRIAGE_STORE: '${logStorage.properties.primaryEndpoints.blob}${logContainerName}'
   // Event Grid's dead letters, drained into the store's parking area by every Sweep.
@@ -468,6 +540,17 @@ var baseAppSettings = {
   BATCH_TRIAGE_CONSUMER_GROUP: consumerGroup.name
   BatchLogsEventHub__fullyQualifiedNamespace: '${eventHubNamespace.name}.servicebus.windows.net'
   BatchLogsEventHub__credential: 'managedidentity'
+  // TaskEvents2-4: the namespaces of the other regions; a slot with no region reads the first
+  // namespace and is disabled.
+  BatchLogsEventHub2__fullyQualifiedNamespace: '${length(otherRegions) >= 1 ? regionNamespaceNames[0] : eventHubNamespaceName}.servicebus.windows.net'
+  BatchLogsEventHub2__credential: 'managedidentity'
+  'AzureWebJobs.TaskEvents2.Disabled': length(otherRegions) >= 1 ? 'false' : 'true'
+  BatchLogsEventHub3__fullyQualifiedNamespace: '${length(otherRegions) >= 2 ? regionNamespaceNames[1] : eventHubNamespaceName}.servicebus.windows.net'
+  BatchLogsEventHub3__credential: 'managedidentity'
+  'AzureWebJobs.TaskEvents3.Disabled': length(otherRegions) >= 2 ? 'false' : 'true'
+  BatchLogsEventHub4__fullyQualifiedNamespace: '${length(otherRegions) >= 3 ? regionNamespaceNames[2] : eventHubNamespaceName}.servicebus.windows.net'
+  BatchLogsEventHub4__credential: 'managedidentity'
+  'AzureWebJobs.TaskEvents4.Disabled': length(otherRegions) >= 3 ? 'false' : 'true'
   // Telemetry with the managed identity (the component has local auth off).
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
@@ -554,7 +637,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   //checkov:skip=CKV_AZURE_222: not the web config; public access is decided on the site (see functionApp)
   parent: functionApp
   name: 'appsettings'
-  properties: union(extraAppSettings, baseAppSettings, hostingAppSettings, policySettings, allowHostSettings)
+  properties: union(extraAppSettings, baseAppSettings, accountAppSettings, hostingAppSettings, policySettings, allowHostSettings)
 }
 
 // No publishing with basic (user/password) credentials: deploy with an Entra identity.
@@ -656,19 +739,37 @@ resource appInsightsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   ]
 }
 
-// The Batch account: its diagnostic setting and the app's roles on it, in its resource group.
-module batch 'modules/batch-account.bicep' = {
-  name: 'batch-triage-batch-account'
-  scope: resourceGroup(batchAccountResourceGroup)
+// The other regions' TaskEvents triggers read their hubs.
+resource regionHubRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (region, i) in otherRegions: {
+  name: guid(regionHubs[i].id, functionApp.id, eventHubsDataReceiverRoleId)
+  scope: regionHubs[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiverRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'batch-triage: read Batch ServiceLog records'
+  }
+}]
+
+// Each Batch account: its diagnostic setting, to the namespace of its region, and the app's
+// roles on it, in its own subscription and resource group.
+module batch 'modules/batch-account.bicep' = [for (account, i) in accounts: {
+  name: 'batch-triage-batch-account-${i}'
+  scope: resourceGroup(split(account.id, '/')[2], split(account.id, '/')[4])
   params: {
-    batchAccountName: batchAccountName
+    batchAccountName: last(split(account.id, '/'))
     principalId: functionApp.identity.principalId
     functionAppId: functionApp.id
     enableJobActions: enableJobActions
-    eventHubAuthorizationRuleId: diagnosticsSendRule.id
-    eventHubName: eventHub.name
+    eventHubAuthorizationRuleId: account.location == location
+      ? diagnosticsSendRule.id
+      : resourceId('Microsoft.EventHub/namespaces/authorizationRules', '${eventHubNamespaceName}-r${indexOf(otherRegions, account.location) + 2}', 'batch-diagnostics')
+    eventHubName: eventHubName
   }
-}
+  dependsOn: [
+    regionSendRules
+  ]
+}]
 
 // ---------------------------------------------------------------------------------------------
 // Event Grid (optional): a custom topic whose events go to the TaskEventGrid function.
@@ -713,6 +814,9 @@ output eventHubNamespaceName string = eventHubNamespace.name
 
 @description('Name of the event hub fed by the diagnostic setting.')
 output eventHubName string = eventHub.name
+
+@description('The Event Hubs namespaces, one per region of the accounts: the first is `location`\'s (TaskEvents), then TaskEvents2, TaskEvents3, TaskEvents4\'s.')
+output eventHubNamespaceNames array = concat([eventHubNamespace.name], regionNamespaceNames)
 
 @description('Endpoint of the Event Grid custom topic, or empty when deployEventGridTopic is false.')
 output eventGridTopicEndpoint string = deployEventGridTopic ? eventGrid.outputs.endpoint : ''

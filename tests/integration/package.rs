@@ -201,6 +201,9 @@ fn the_functions_zip_has_host_json_the_handler_and_one_folder_per_function() {
         "Sweep/function.json",
         "TaskEventGrid/function.json",
         "TaskEvents/function.json",
+        "TaskEvents2/function.json",
+        "TaskEvents3/function.json",
+        "TaskEvents4/function.json",
     ]
     .into();
     assert_eq!(names, expected, "the entries of the Functions zip");
@@ -320,8 +323,9 @@ fn a_policy_file_goes_into_both_zips_as_policy_toml() {
     assert_eq!(functions["policy.toml"].mode, READABLE);
     assert_eq!(
         functions.len(),
-        8,
-        "host.json, the handler, five function.json files, and the policy"
+        11,
+        "host.json, the handler, eight function.json files (TaskEvents to TaskEvents4, TaskEventGrid, \
+         Diagnose, Sweep, Report), and the policy"
     );
     if has_lambda_crate() {
         let lambda = read_zip(&out.join("batch-triage-lambda.zip"));
@@ -454,17 +458,26 @@ fn the_bicep_sets_every_app_setting_the_functions_and_the_handler_read() {
         assert!(!settings.contains(name), "Flex Consumption rejects {name}");
     }
 
-    // What the handler cannot start without (the managed identity replaces the access key).
-    for name in [
-        "AZURE_BATCH_ENDPOINT",
-        "AZURE_BATCH_ACCOUNT",
-        "BATCH_TRIAGE_STORE",
-    ] {
+    // What the handler cannot start without (the managed identity replaces the access key): the
+    // accounts are the numbered settings, built by a loop over the accounts and merged in.
+    assert!(
+        properties.contains("accountAppSettings"),
+        "the appsettings object includes the accounts: {properties}"
+    );
+    let accounts = bicep
+        .split_once("var accountAppSettings = ")
+        .expect("main.bicep declares accountAppSettings")
+        .1;
+    for field in ["NAME", "ENDPOINT"] {
         assert!(
-            settings.contains(name),
-            "main.bicep sets {name}: {settings:?}"
+            accounts.contains(&format!("'BATCH_TRIAGE_ACCOUNTS__${{i}}__{field}'")),
+            "accountAppSettings sets BATCH_TRIAGE_ACCOUNTS__<n>__{field}"
         );
     }
+    assert!(
+        settings.contains("BATCH_TRIAGE_STORE"),
+        "main.bicep sets BATCH_TRIAGE_STORE: {settings:?}"
+    );
     assert!(
         !settings.contains("AZURE_BATCH_ACCESS_KEY"),
         "no Shared Key: the app reads Batch with its managed identity"

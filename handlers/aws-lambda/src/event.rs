@@ -6,7 +6,8 @@
 //! - an **HTTP request** from a Function URL or an API Gateway HTTP API (payload format 2.0:
 //!   `"version": "2.0"`, `requestContext.http.method`) or an API Gateway REST proxy (payload
 //!   format 1.0: `httpMethod`): Event Grid delivering to the webhook;
-//! - a **direct invocation** `{"jobId": "…", "taskId": "…"}` (`taskId` optional): diagnose.
+//! - a **direct invocation** `{"jobId": "…", "taskId": "…", "account": "…"}` (`taskId` and
+//!   `account` optional; without `account`, the first account of the settings): diagnose.
 //!
 //! Anything else is [`Invocation::Unknown`], with a reason that names no value from the event.
 
@@ -28,6 +29,8 @@ pub enum Invocation {
         job_id: String,
         /// The task, when one is asked for.
         task_id: Option<String>,
+        /// The account, when the deployment watches several; `None` for the first.
+        account: Option<String>,
     },
     /// None of the above; the reason is for the error message.
     Unknown(String),
@@ -89,7 +92,7 @@ pub fn classify(event: &Value) -> Invocation {
         return Invocation::Schedule;
     }
     if let Some(job) = object.get("jobId") {
-        return diagnose(job, object.get("taskId"));
+        return diagnose(job, object.get("taskId"), object.get("account"));
     }
     let mut names: Vec<&str> = object.keys().take(8).map(|k| truncate(k, 40)).collect();
     if object.len() > names.len() {
@@ -102,7 +105,7 @@ pub fn classify(event: &Value) -> Invocation {
     ))
 }
 
-fn diagnose(job: &Value, task: Option<&Value>) -> Invocation {
+fn diagnose(job: &Value, task: Option<&Value>, account: Option<&Value>) -> Invocation {
     let job_id = match job.as_str().map(str::trim) {
         Some(job) if !job.is_empty() => job.to_owned(),
         _ => return Invocation::Unknown("jobId must be a non-empty string".to_owned()),
@@ -116,7 +119,22 @@ fn diagnose(job: &Value, task: Option<&Value>) -> Invocation {
             );
         }
     };
-    Invocation::Diagnose { job_id, task_id }
+    let account = match account {
+        None | Some(Value::Null) => None,
+        Some(Value::String(account)) if !account.trim().is_empty() => {
+            Some(account.trim().to_owned())
+        }
+        Some(_) => {
+            return Invocation::Unknown(
+                "account, when given, must be a non-empty string".to_owned(),
+            );
+        }
+    };
+    Invocation::Diagnose {
+        job_id,
+        task_id,
+        account,
+    }
 }
 
 /// Payload format 2.0 (Function URLs, HTTP APIs): headers are one string each (repeats joined

@@ -99,8 +99,13 @@ impl Handler {
                 tracing::info!(status = response.status_code, "webhook request answered");
                 Ok(serde_json::to_value(response).unwrap_or(Value::Null))
             }
-            Invocation::Diagnose { job_id, task_id } => {
-                self.diagnose(&job_id, task_id.as_deref(), deadline).await
+            Invocation::Diagnose {
+                job_id,
+                task_id,
+                account,
+            } => {
+                self.diagnose(&job_id, task_id.as_deref(), account.as_deref(), deadline)
+                    .await
             }
             Invocation::Unknown(reason) => {
                 tracing::error!(%reason, "unrecognised invocation");
@@ -202,10 +207,17 @@ impl Handler {
         &self,
         job_id: &str,
         task_id: Option<&str>,
+        account: Option<&str>,
         deadline: Deadline,
     ) -> Result<Value, InvocationError> {
-        let diagnoses = self
-            .triage
+        // `account` picks one of the deployment's accounts; without it, the first.
+        let triage = match account {
+            None => self.triage.as_ref(),
+            Some(name) => self.triage.account(name).ok_or_else(|| {
+                InvocationError::non_retryable("account is not a configured account")
+            })?,
+        };
+        let diagnoses = triage
             .diagnose(job_id, task_id, deadline)
             .await
             .map_err(|error| {

@@ -87,4 +87,41 @@ mod tests {
             .to_string();
         assert!(error.contains("BATCH_TRIAGE_INVOCATION_SECONDS"), "{error}");
     }
+
+    #[test]
+    fn several_accounts_are_read_and_a_key_for_an_unlisted_one_is_refused() {
+        let accounts = |extra: &[(&'static str, &'static str)]| {
+            let mut map: BTreeMap<&str, &str> = BTreeMap::from([
+                ("BATCH_TRIAGE_ACCOUNTS__0__NAME", "prodeu"),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__0__ENDPOINT",
+                    "https://prodeu.westeurope.batch.azure.com",
+                ),
+                ("BATCH_TRIAGE_ACCOUNTS__0__KEY", "ZXUta2V5LWZvci10ZXN0cw=="),
+                ("BATCH_TRIAGE_ACCOUNTS__1__NAME", "produs"),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__1__ENDPOINT",
+                    "https://produs.eastus.batch.azure.com",
+                ),
+                ("BATCH_TRIAGE_ACCOUNTS__1__KEY", "dXMta2V5LWZvci10ZXN0cw=="),
+                ("BATCH_TRIAGE_STORE", "/tmp/x"),
+            ]);
+            map.extend(extra.iter().copied());
+            Settings::from_env(|name| map.get(name).map(|v| (*v).to_owned()))
+        };
+        let names: Vec<String> = accounts(&[])
+            .unwrap()
+            .pipeline
+            .accounts
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["prodeu", "produs"]);
+        let error = accounts(&[("BATCH_TRIAGE_ACCOUNTS__2__KEY", "b3RoZXIta2V5")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("BATCH_TRIAGE_ACCOUNTS__2__KEY"), "{error}");
+        assert!(!error.contains("b3RoZXIta2V5"), "{error}");
+    }
 }

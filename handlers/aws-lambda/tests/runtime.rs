@@ -281,7 +281,14 @@ impl Function {
 
 /// Starts the function with the settings a deployment has; `adjust` may change them.
 async fn start_with(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Function {
-    let backends = Backends::start().await;
+    start_on(Backends::start().await, adjust).await
+}
+
+/// Starts the function over `backends`.
+async fn start_on(
+    backends: Backends,
+    adjust: impl FnOnce(&mut HashMap<&'static str, String>),
+) -> Function {
     let runtime = RuntimeApi::start().await;
 
     let mut env: HashMap<&'static str, String> = HashMap::from([
@@ -401,6 +408,58 @@ async fn the_schedule_sweeps_and_writes_the_cursor() {
     );
     assert!(function.preserved("oom"));
     assert!(function.alerted_tasks().contains(&"oom".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schedule_sweeps_every_account_of_the_settings_each_with_its_cursor() {
+    let function = start_on(Backends::start_two_accounts().await, |_| {}).await;
+    let response = function
+        .runtime
+        .invoke(&fixture("eventbridge-scheduled.json"))
+        .await
+        .response();
+    let lines = response["tick"].to_string();
+    for account in ["devbatch1", "devbatch2"] {
+        assert!(
+            lines.contains(&format!("account {account}: ")),
+            "{response}"
+        );
+        assert!(
+            lines.contains(&format!("{account}/etl/oom: task.exit_code")),
+            "{response}"
+        );
+        let cursor = format!("sweep/accounts/{account}/cursor.json");
+        assert!(
+            function.backends.store.path().join(&cursor).exists(),
+            "{cursor}"
+        );
+    }
+    // A direct invocation names its account; one not configured is refused, not retried.
+    let diagnoses = function
+        .runtime
+        .invoke(&json!({"jobId": "etl", "taskId": "oom", "account": "DevBatch2"}))
+        .await
+        .response();
+    assert_eq!(
+        diagnoses[0]["subject"]["account"], "devbatch2",
+        "{diagnoses}"
+    );
+    let (error_type, message) = function
+        .runtime
+        .invoke(&json!({"jobId": "etl", "account": "devbatch3"}))
+        .await
+        .error();
+    assert_eq!(error_type, "NonRetryable", "{message}");
+    assert!(message.contains("not a configured account"), "{message}");
+    // Each account was read with its own key: the second emulator refused no signature (its
+    // scenario's files that are gone answer 404 or 409, as Batch does).
+    let second = &function.backends.second.as_ref().unwrap().emulator;
+    let requests = second.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|r| r.status != 401 && r.status != 403),
+        "{requests:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

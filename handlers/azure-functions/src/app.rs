@@ -43,6 +43,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { "batch-triage ready" }))
         .route("/TaskEvents", post(task_events))
+        // The Event Hubs triggers of the accounts' other regions (infra/README.md, "Several
+        // accounts"): the same work, from another namespace.
+        .route("/TaskEvents2", post(task_events))
+        .route("/TaskEvents3", post(task_events))
+        .route("/TaskEvents4", post(task_events))
         .route("/TaskEventGrid", post(task_event_grid))
         .route("/Sweep", post(sweep))
         .route("/Diagnose", post(diagnose))
@@ -436,15 +441,22 @@ async fn diagnose(State(state): State<AppState>, body: String) -> Response {
     else {
         return http(
             400,
-            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\"} (taskId optional) with Content-Type: application/json; other content types reach the function base64-encoded and are not read"}),
+            json!({"error": "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\", \"account\": \"…\"} (taskId and account optional) with Content-Type: application/json; other content types reach the function base64-encoded and are not read"}),
         );
     };
     let Some(job_id) = query.get("jobId").and_then(Value::as_str) else {
         return http(400, json!({"error": "jobId is required"}));
     };
     let task_id = query.get("taskId").and_then(Value::as_str);
-    match state
-        .triage
+    // `account` picks one of the deployment's accounts; without it, the first.
+    let triage = match query.get("account").and_then(Value::as_str) {
+        None => state.triage.as_ref(),
+        Some(name) => match state.triage.account(name) {
+            Some(triage) => triage,
+            None => return http(404, json!({"error": "account is not a configured account"})),
+        },
+    };
+    match triage
         .diagnose(job_id, task_id, Deadline::after(state.budget))
         .await
     {

@@ -227,3 +227,62 @@ async fn diagnose_answers_through_the_http_output_binding() {
         assert_eq!(res["statusCode"], expected, "{body}: {response}");
     }
 }
+
+#[tokio::test]
+async fn two_accounts_from_the_app_settings_each_read_with_their_own_key() {
+    let backends = Backends::start_two_accounts().await;
+    let triage = Settings::from_env(|name| backends.setting(name))
+        .unwrap()
+        .build()
+        .unwrap();
+    let state = AppState {
+        triage: Arc::new(triage),
+        budget: Duration::from_secs(30),
+    };
+    let record = |account: &str| task_failed("etl", "oom").replace("DEVBATCH1", account);
+    let invocation = json!({"Data": {"events": serde_json::to_string(&[
+            record("DEVBATCH1"), record("DEVBATCH2"), record("DEVBATCH3")]).unwrap()},
+        "Metadata": {"sys": {"MethodName": "TaskEvents"}}});
+    let (status, body) = invoke(&state, "TaskEvents", &invocation).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let logs = body["Logs"].to_string();
+    assert!(logs.contains("devbatch3/etl/oom"), "{logs}");
+    assert!(logs.contains("not a configured account"), "{logs}");
+    assert_eq!(backends.hook.len(), 2, "one alert per configured account");
+    let second = &backends.second.as_ref().unwrap().emulator;
+    assert!(second.requests().iter().all(|r| r.status < 400));
+    assert!(!second.requests().is_empty());
+
+    // Diagnose picks its account by name; an account not configured is 404, before any request.
+    let request = |body: &str| {
+        json!({"Data": {"req": {"Url": "https://app.azurewebsites.net/api/Diagnose", "Method": "POST",
+            "Query": {}, "Headers": {"Content-Type": ["application/json"]}, "Params": {},
+            "Body": body, "Identities": []}}, "Metadata": {"sys": {}}})
+    };
+    second.clear_requests();
+    let (_, response) = invoke(
+        &state,
+        "Diagnose",
+        &request(r#"{"jobId":"etl","taskId":"oom","account":"DevBatch2"}"#),
+    )
+    .await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 200, "{response}");
+    assert!(
+        !second.requests().is_empty(),
+        "read from the second account"
+    );
+    let (_, response) = invoke(
+        &state,
+        "Diagnose",
+        &request(r#"{"jobId":"etl","taskId":"oom","account":"devbatch3"}"#),
+    )
+    .await;
+    assert_eq!(response["Outputs"]["res"]["statusCode"], 404, "{response}");
+
+    // The timer sweeps both.
+    let (status, body) = invoke(&state, "Sweep", &json!({"Data": {}, "Metadata": {}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let logs = body["Logs"].to_string();
+    assert!(logs.contains("account devbatch1:"), "{logs}");
+    assert!(logs.contains("account devbatch2:"), "{logs}");
+}

@@ -13,7 +13,7 @@ Examples:
   batch-triage demo --out /tmp/bt-demo --output json | jq .byClass
 
 What it does: starts the Batch emulator (account devbatch1) with a scenario holding every
-failure class, runs the real pipeline on it (Event Hubs, Event Grid and CloudEvents deliveries,
+failure class, and a second one (account devbatch2, its own key), runs one pipeline over both (Event Hubs, Event Grid and CloudEvents deliveries,
 then the timer's sweep, twice), keeps the logs in DIR/store, sends alerts to loopback Teams,
 webhook and SMTP receivers (copies in DIR/alerts), and writes DIR/report.html and
 DIR/report.json. Nothing leaves 127.0.0.1.

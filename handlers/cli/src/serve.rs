@@ -629,7 +629,7 @@ async fn report_page(State(state): State<AppState>, uri: axum::http::Uri) -> Res
 
 async fn diagnose(State(state): State<AppState>, payload: Payload) -> Response {
     let body = payload.bytes;
-    let usage = "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\"} (taskId optional)";
+    let usage = "send a JSON body {\"jobId\": \"…\", \"taskId\": \"…\", \"account\": \"…\"} (taskId and account optional)";
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return json_response(StatusCode::BAD_REQUEST, json!({"error": usage}));
     };
@@ -644,8 +644,20 @@ async fn diagnose(State(state): State<AppState>, payload: Payload) -> Response {
         );
     };
     let task_id = request.get("taskId").and_then(Value::as_str);
-    match state
-        .triage
+    // `account` picks one of the deployment's accounts; without it, the first.
+    let triage = match request.get("account").and_then(Value::as_str) {
+        None => state.triage.as_ref(),
+        Some(name) => match state.triage.account(name) {
+            Some(triage) => triage,
+            None => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "account is not a configured account"}),
+                );
+            }
+        },
+    };
+    match triage
         .diagnose(job_id, task_id, Deadline::after(state.budget))
         .await
     {

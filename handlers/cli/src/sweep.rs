@@ -241,6 +241,16 @@ fn tick_json(report: &TickReport, at: OffsetDateTime) -> Value {
         "skippedBusy": sweep.skipped_busy,
         "completed": sweep.completed,
         "jobsExamined": sweep.jobs_examined,
+        // Several accounts: what each one's sweep did (empty for one account).
+        "accounts": sweep.accounts.iter().map(|a| json!({
+            "account": a.account,
+            "since": a.since,
+            "skippedBusy": a.skipped_busy,
+            "completed": a.completed,
+            "jobsExamined": a.jobs_examined,
+            "subjects": a.subjects,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
         "subjects": sweep.subjects.iter().map(subject_json).collect::<Vec<_>>(),
         "groupedAlertsSent": report.flushed.len(),
         "resolvedMessagesSent": report.resolved.len(),

@@ -29,7 +29,10 @@ impl Server {
 }
 
 async fn start() -> Server {
-    let backends = Backends::start().await;
+    serve(Backends::start().await).await
+}
+
+async fn serve(backends: Backends) -> Server {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_batch-triage"));
     command
@@ -480,4 +483,56 @@ async fn a_wrong_key_is_refused_before_the_body_is_read() {
         assert!(!answer.contains(KEY), "{answer}");
     }
     assert!(server.stored().is_empty());
+}
+
+#[tokio::test]
+async fn two_accounts_from_the_environment_each_read_with_their_own_key() {
+    let server = serve(Backends::start_two_accounts().await).await;
+    let record = |account: &str| {
+        json!({
+            "time": "2026-11-27T10:05:01.1234567Z",
+            "resourceId": format!("/SUBSCRIPTIONS/0/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.BATCH/BATCHACCOUNTS/{account}/"),
+            "category": "ServiceLog", "operationName": "TaskFailEvent", "operationVersion": "2017-06-01",
+            "properties": {"jobId": "etl", "id": "sigkill", "taskType": "User",
+                "executionInfo": {"exitCode": -9, "retryCount": 0, "requeueCount": 0, "result": "Failure"}}})
+    };
+    let records =
+        json!({"records": [record("DEVBATCH1"), record("DEVBATCH2"), record("DEVBATCH3")]});
+    let (status, body) = post_with_header(&server, "/api/records", &records.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = server.stored();
+    for account in ["devbatch1", "devbatch2"] {
+        let manifest = format!("{account}/etl/sigkill/attempt-0/manifest.json");
+        assert!(stored.contains(&manifest), "{stored:#?}");
+    }
+    assert!(
+        !stored.iter().any(|f| f.starts_with("devbatch3")),
+        "{stored:#?}"
+    );
+    assert_eq!(server.alerts().len(), 2, "one alert per watched account");
+
+    let (status, body) = post_with_header(
+        &server,
+        "/api/diagnose",
+        r#"{"jobId": "etl", "taskId": "oom", "account": "devbatch2"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["subject"]["account"], "devbatch2", "{body}");
+    let (status, body) = post_with_header(
+        &server,
+        "/api/diagnose",
+        r#"{"jobId": "etl", "account": "devbatch3"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = post_with_header(&server, "/api/sweep", "").await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body["lines"].to_string();
+    assert!(lines.contains("account devbatch2:"), "{body}");
+    assert!(
+        lines.contains("devbatch2/etl/oom: task.exit_code"),
+        "{body}"
+    );
 }

@@ -133,6 +133,39 @@ fn task_event_body(job_id: &str, task: &Value) -> Value {
     })
 }
 
+/// `body` (an Event Hubs body of records) with one more record for each of two other accounts:
+/// the `etl/oom` failure of `second`, a watched account's emulator, and the same failure in
+/// `unwatched`, an account the deployment does not watch, which the pipeline refuses.
+pub(crate) fn with_other_accounts(
+    body: &[u8],
+    second: &Emulator,
+    second_account: &str,
+    unwatched: &str,
+    now: OffsetDateTime,
+) -> Vec<u8> {
+    let Ok(mut batch) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    let time = now.format(&Rfc3339).unwrap_or_default();
+    let Some(task) = second.task("etl", "oom") else {
+        return body.to_vec();
+    };
+    if let Some(records) = batch["records"].as_array_mut() {
+        for account in [second_account, unwatched] {
+            records.push(json!({
+                "Tenant": "65298bc2729a4c93b11c00ad7e660501",
+                "time": time,
+                "resourceId": resource_id(account),
+                "category": "ServiceLog",
+                "operationName": "TaskFailEvent",
+                "operationVersion": "2017-06-01",
+                "properties": task_event_body("etl", &task),
+            }));
+        }
+    }
+    serde_json::to_vec(&batch).unwrap_or_else(|_| body.to_vec())
+}
+
 /// The Event Hubs body: one diagnostic-log record per entry of [`EVENT_HUBS_TASKS`], one
 /// `SpecialTaskEvent` per entry of [`START_TASK_FAILURES`], plus a pool event, which the
 /// pipeline skips by design.

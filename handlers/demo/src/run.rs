@@ -11,7 +11,7 @@ use batch_emulator::{Emulator, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
 use diagnosis::policy::Grouping as DiagnosisGrouping;
 use diagnosis::policy::Policy;
 use notify::{Allowlist, ReceiverConfig};
-use pipeline::settings::Settings;
+use pipeline::settings::{AccountSettings, Settings};
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::{SubjectReport, Triage};
 use time::OffsetDateTime;
@@ -27,6 +27,16 @@ use crate::{DEMO_MAX_FILE_BYTES, DemoError, feed};
 
 /// The file that marks a directory as the demo's own, so a rerun may replace it.
 pub const MARKER: &str = ".batch-triage-demo";
+
+/// The demo's second Batch account: the emulator's built-in scenario again, on a port of its
+/// own, so the report and the store show one pipeline over two accounts.
+pub const SECOND_ACCOUNT_NAME: &str = "devbatch2";
+/// Its Shared Key: public, like the first account's well-known key, but another one, so a
+/// request signed for the wrong account would be refused.
+const SECOND_ACCOUNT_KEY: &str = "ZGVtby1zZWNvbmQtYWNjb3VudC1rZXktbm90LWEtc2VjcmV0";
+/// An account the demo's Event Hubs batch names but the deployment does not watch: its record
+/// is refused before anything is fetched.
+pub const UNWATCHED_ACCOUNT_NAME: &str = "devbatch3";
 
 /// The HMAC key the demo's webhook receiver is configured with. Not a secret: the receiver is a
 /// loopback recorder that lives as long as the command.
@@ -75,8 +85,8 @@ pub struct DemoOutcome {
     pub times: BTreeMap<SubjectKey, Times>,
     /// The scenario's description.
     pub scenario: String,
-    /// The account.
-    pub account: String,
+    /// The accounts the pipeline watched, in the order of the settings.
+    pub accounts: Vec<String>,
 }
 
 /// Makes `path` an empty demo directory: created if absent, emptied if it holds an earlier
@@ -124,6 +134,10 @@ struct Services {
     emulator: Emulator,
     emulator_task: JoinHandle<std::io::Result<()>>,
     batch_url: String,
+    /// The second account's emulator, task and URL.
+    second: Emulator,
+    second_task: JoinHandle<std::io::Result<()>>,
+    second_url: String,
     receivers: Receivers,
     scenario: String,
 }
@@ -144,6 +158,21 @@ impl Services {
             emulator.clone(),
             std::future::pending(),
         ));
+        let mut second_scenario = batch_emulator::Scenario::builtin();
+        second_scenario.account.name = SECOND_ACCOUNT_NAME.to_owned();
+        second_scenario.account.key = SECOND_ACCOUNT_KEY.to_owned();
+        let second = Emulator::new(second_scenario)?;
+        let listener = batch_emulator::bind_local(0)
+            .await
+            .map_err(DemoError::io("binding the second emulator to 127.0.0.1"))?;
+        let second_address = listener
+            .local_addr()
+            .map_err(DemoError::io("the second emulator's address"))?;
+        let second_task = tokio::spawn(batch_emulator::serve(
+            listener,
+            second.clone(),
+            std::future::pending(),
+        ));
         let receivers = receivers::start()
             .await
             .map_err(DemoError::io("starting the loopback receivers"))?;
@@ -151,6 +180,9 @@ impl Services {
             emulator,
             emulator_task,
             batch_url: format!("http://{address}"),
+            second,
+            second_task,
+            second_url: format!("http://{second_address}"),
             receivers,
             scenario: description,
         })
@@ -162,6 +194,15 @@ impl Services {
             &self.batch_url,
             WELL_KNOWN_ACCOUNT_NAME,
             Secret::new(WELL_KNOWN_ACCOUNT_KEY),
+        )?)
+    }
+
+    /// The second account, by its own Shared Key.
+    fn second_config(&self) -> Result<BatchConfig, DemoError> {
+        Ok(BatchConfig::shared_key(
+            &self.second_url,
+            SECOND_ACCOUNT_NAME,
+            Secret::new(SECOND_ACCOUNT_KEY),
         )?)
     }
 
@@ -204,8 +245,16 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         ))
     })?;
     Ok(Settings {
-        batch: services.batch_config()?,
-        account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+        accounts: vec![
+            AccountSettings {
+                name: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+                batch: services.batch_config()?,
+            },
+            AccountSettings {
+                name: SECOND_ACCOUNT_NAME.to_owned(),
+                batch: services.second_config()?,
+            },
+        ],
         store: store.to_owned(),
         dead_letter_store: Some(dead_letter_dir(out).to_string_lossy().into_owned()),
         // A local store: Batch (the emulator) writes agent logs into a staging directory.
@@ -216,7 +265,7 @@ fn demo_settings(services: &Services, policy: Policy, out: &Path) -> Result<Sett
         invocation_budget: Duration::from_secs(120),
         max_file_bytes: DEMO_MAX_FILE_BYTES,
         // The emulator's key is public, but it is the configured key: redacted as a real one is.
-        redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY]),
+        redactor: diagnosis::redact::Redactor::new([WELL_KNOWN_ACCOUNT_KEY, SECOND_ACCOUNT_KEY]),
     })
 }
 
@@ -235,8 +284,19 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let settings = demo_settings(&services, policy, out)?;
     let budget = settings.invocation_budget;
     let triage = settings.build()?;
-    // The demo's own reads (times of prep/release nodes) go through a client of its own.
-    let batch = BatchClient::new(services.batch_config()?)?;
+    // The demo's own reads (times of prep/release nodes) go through clients of its own.
+    let accounts = [
+        (
+            WELL_KNOWN_ACCOUNT_NAME,
+            &services.emulator,
+            BatchClient::new(services.batch_config()?)?,
+        ),
+        (
+            SECOND_ACCOUNT_NAME,
+            &services.second,
+            BatchClient::new(services.second_config()?)?,
+        ),
+    ];
 
     let triggers = Triggers {
         triage: &triage,
@@ -250,20 +310,24 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
     triggers.dead_letters(out, &services.batch_url, events_at)?;
-    runs.extend(triggers.sweeps(&services, &batch).await?);
+    runs.extend(triggers.sweeps(&services, &accounts[0].2).await?);
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
-    let times = subject_times(&services.emulator, &batch, &runs, events_at).await;
+    let times = subject_times(&accounts, &runs, events_at).await;
     // Deliveries are awaited by the pipeline, so everything sent has been recorded by now.
     let received = services.receivers.inbox.messages();
     services.emulator_task.abort();
+    services.second_task.abort();
     Ok(DemoOutcome {
         runs,
         received,
         diagnoses,
         times,
         scenario: services.scenario,
-        account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+        accounts: vec![
+            WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+            SECOND_ACCOUNT_NAME.to_owned(),
+        ],
     })
 }
 
@@ -314,12 +378,19 @@ impl Triggers<'_> {
     ) -> Result<Vec<Run>, DemoError> {
         let mut runs = Vec::new();
         // Event Hubs delivers at least once: the same batch twice, as after a lost checkpoint.
-        let event_hubs =
-            feed::event_hubs_body(&services.emulator, WELL_KNOWN_ACCOUNT_NAME, events_at);
+        // One batch for the whole deployment: the first account's records, one of the second
+        // account's, and one of an account that is not watched.
+        let event_hubs = feed::with_other_accounts(
+            &feed::event_hubs_body(&services.emulator, WELL_KNOWN_ACCOUNT_NAME, events_at),
+            &services.second,
+            SECOND_ACCOUNT_NAME,
+            UNWATCHED_ACCOUNT_NAME,
+            events_at,
+        );
         for (name, trigger) in [
             (
                 "event-hubs",
-                "Event Hubs: a batch of Batch diagnostic-log records (TaskFailEvent, TaskCompleteEvent, a start task's SpecialTaskEvent, a pool event)",
+                "Event Hubs: a batch of Batch diagnostic-log records (TaskFailEvent, TaskCompleteEvent, a start task's SpecialTaskEvent, a pool event; one record of the second account, one of an account not watched)",
             ),
             (
                 "event-hubs-redelivery",
@@ -471,13 +542,17 @@ async fn read_back_diagnoses(triage: &Triage, runs: &[Run]) -> Vec<diagnosis::Di
     let mut jobs_read = BTreeSet::new();
     for subject in failed_subjects(runs) {
         let deadline = Deadline::after(Duration::from_secs(30));
+        // Each subject is read back from its own account.
+        let Some(triage) = triage.account(subject.account()) else {
+            continue;
+        };
         let found = match &subject {
             SubjectKey::Task { job, task, .. } => triage.diagnose(job, Some(task), deadline).await,
             // One read per job gives the job and each failed prep/release node.
             SubjectKey::Job { job, .. }
             | SubjectKey::PrepNode { job, .. }
             | SubjectKey::ReleaseNode { job, .. } => {
-                if !jobs_read.insert(job.clone()) {
+                if !jobs_read.insert((subject.account().to_owned(), job.clone())) {
                     continue;
                 }
                 triage.diagnose(job, None, deadline).await
@@ -506,14 +581,20 @@ fn rfc3339(t: OffsetDateTime) -> Option<String> {
 /// account's truth), prep/release nodes from the job's preparation and release task status,
 /// start tasks from the event the demo fed at `events_at` (Batch keeps no object for them).
 async fn subject_times(
-    emulator: &Emulator,
-    batch: &dyn BatchApi,
+    accounts: &[(&str, &Emulator, BatchClient)],
     runs: &[Run],
     events_at: OffsetDateTime,
 ) -> BTreeMap<SubjectKey, Times> {
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
     let mut times = BTreeMap::new();
     for subject in failed_subjects(runs) {
+        let Some((_, emulator, batch)) = accounts
+            .iter()
+            .find(|(name, ..)| name.eq_ignore_ascii_case(subject.account()))
+        else {
+            continue;
+        };
+        let batch: &dyn BatchApi = batch;
         let found = match &subject {
             SubjectKey::Task { job, task, .. } => emulator.task(job, task).map(|t| {
                 let e = &t["executionInfo"];

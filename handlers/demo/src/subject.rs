@@ -166,29 +166,45 @@ impl fmt::Display for SubjectKey {
     }
 }
 
-/// What a finding belongs to, for "by job": its job or, for a start task, its pool.
+/// What a finding belongs to, for "by job": its job or, for a start task, its pool, each
+/// within its account (two accounts may both have a job `etl`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Owner {
-    /// A job.
-    Job(String),
-    /// A pool (a start task belongs to no job).
-    Pool(String),
+    /// A job: account and job id.
+    Job(String, String),
+    /// A pool (a start task belongs to no job): account and pool id.
+    Pool(String, String),
     /// The platform's deliveries (a delivery kept as poison belongs to no job).
     Deliveries,
 }
 
 impl fmt::Display for Owner {
-    /// `etl`, `pool linux`: Batch ids have no spaces, so the two cannot be confused.
+    /// `devbatch1/etl`, `pool devbatch1/linux`: Batch ids have no spaces or `/`, so none of
+    /// these can be confused.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Job(job) => f.write_str(job),
-            Self::Pool(pool) => write!(f, "pool {pool}"),
+            Self::Job(account, job) => write!(f, "{account}/{job}"),
+            Self::Pool(account, pool) => write!(f, "pool {account}/{pool}"),
             Self::Deliveries => f.write_str("deliveries"),
         }
     }
 }
 
 impl SubjectKey {
+    /// The Batch account the subject belongs to.
+    pub fn account(&self) -> &str {
+        match self {
+            Self::Job { account, .. }
+            | Self::Task { account, .. }
+            | Self::PrepNode { account, .. }
+            | Self::ReleaseNode { account, .. }
+            | Self::StartTask { account, .. }
+            | Self::Pool { account, .. }
+            | Self::Node { account, .. }
+            | Self::Delivery { account, .. } => account,
+        }
+    }
+
     /// The job the subject belongs to; `None` for a start task.
     pub fn job(&self) -> Option<&str> {
         match self {
@@ -206,21 +222,25 @@ impl SubjectKey {
     /// The job, or the pool of a start task.
     pub fn owner(&self) -> Owner {
         match self {
-            Self::StartTask { pool, .. } | Self::Pool { pool, .. } | Self::Node { pool, .. } => {
-                Owner::Pool(pool.clone())
-            }
+            Self::StartTask { account, pool, .. }
+            | Self::Pool { account, pool }
+            | Self::Node { account, pool, .. } => Owner::Pool(account.clone(), pool.clone()),
             Self::Delivery { .. } => Owner::Deliveries,
-            Self::Job { job, .. }
-            | Self::Task { job, .. }
-            | Self::PrepNode { job, .. }
-            | Self::ReleaseNode { job, .. } => Owner::Job(job.clone()),
+            Self::Job { account, job }
+            | Self::Task { account, job, .. }
+            | Self::PrepNode { account, job, .. }
+            | Self::ReleaseNode { account, job, .. } => Owner::Job(account.clone(), job.clone()),
         }
     }
 
     /// Whether a diagnosis is about this subject (its class is checked by the caller).
     pub fn matches(&self, diagnosis: &diagnosis::Diagnosis) -> bool {
         let s = &diagnosis.subject;
-        if s.job_id.as_deref() != self.job() {
+        if s.job_id.as_deref() != self.job()
+            || s.account
+                .as_deref()
+                .is_some_and(|a| !a.eq_ignore_ascii_case(self.account()))
+        {
             return false;
         }
         match self {
@@ -316,10 +336,22 @@ mod tests {
         }
         let start_task = key("devbatch1/_pools/linux/tvm-05/_starttask");
         assert_eq!(start_task.job(), None);
-        assert_eq!(start_task.owner().to_string(), "pool linux");
-        assert_eq!(key("devbatch1/etl/oom").owner(), Owner::Job("etl".into()));
+        assert_eq!(start_task.owner().to_string(), "pool devbatch1/linux");
+        assert_eq!(
+            key("devbatch1/etl/oom").owner(),
+            Owner::Job("devbatch1".into(), "etl".into())
+        );
+        // The same job id in two accounts is two owners.
+        assert_ne!(
+            key("devbatch1/etl/oom").owner(),
+            key("devbatch2/etl/oom").owner()
+        );
+        assert_eq!(key("devbatch2/etl/oom").account(), "devbatch2");
         assert_eq!(key("devbatch1/j/_jobrelease/n").job(), Some("j"));
-        assert_eq!(key("devbatch1/_pools/p").owner().to_string(), "pool p");
+        assert_eq!(
+            key("devbatch1/_pools/p").owner().to_string(),
+            "pool devbatch1/p"
+        );
         assert_eq!(key("devbatch1/_pools/p/n").job(), None);
     }
 

@@ -90,7 +90,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
         diagnoses: Vec::new(),
         times: Default::default(),
         scenario: "<style>body{display:none}</style>".to_owned(),
-        account: "devbatch1".to_owned(),
+        accounts: vec!["devbatch1".to_owned()],
     }
 }
 
@@ -196,7 +196,7 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
         diagnoses: Vec::new(),
         times: Default::default(),
         scenario: String::new(),
-        account: "devbatch1".to_owned(),
+        accounts: vec!["devbatch1".to_owned()],
     };
     let report = Report::build(&out, outcome);
     assert!(!report.converged());

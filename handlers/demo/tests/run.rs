@@ -9,7 +9,7 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
     let dir = tempfile::tempdir().unwrap();
     let out = prepare_out_dir(&dir.path().join("demo")).unwrap();
     let outcome = run_demo(&out).await.unwrap();
-    assert_eq!(outcome.account, "devbatch1");
+    assert_eq!(outcome.accounts, ["devbatch1", "devbatch2"]);
     assert_eq!(
         outcome.runs.iter().map(|r| r.name).collect::<Vec<_>>(),
         [
@@ -35,6 +35,31 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         let key: SubjectKey = label.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(key.to_string(), *label);
     }
+    // One pipeline, two accounts: the second account's failures are found (by its record in
+    // the Event Hubs batch and by the sweep), and the record of an account not watched is
+    // refused before anything is fetched.
+    assert!(
+        failed
+            .iter()
+            .any(|(label, _)| label.starts_with("devbatch2/etl/")),
+        "{failed:?}"
+    );
+    let event_hubs = &outcome.runs[0];
+    let unwatched = event_hubs
+        .subjects
+        .iter()
+        .find(|s| s.subject.starts_with("devbatch3/"))
+        .expect("the unwatched account's record is reported");
+    assert!(
+        matches!(&unwatched.outcome, pipeline::triage::Outcome::Refused(why) if why.contains("not a configured account")),
+        "{unwatched:#?}"
+    );
+    assert!(
+        out.join("store/devbatch2/etl/oom/attempt-0/manifest.json")
+            .is_file(),
+        "the second account's logs are in the store"
+    );
+    assert!(!out.join("store/devbatch3").exists());
     // A release failure is labelled by the folder its logs go to.
     let release: Vec<SubjectKey> = failed
         .iter()
@@ -81,6 +106,15 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         .unwrap_or_else(|| panic!("{folders:?}"));
     assert!(out.join(folder).join("manifest.json").is_file(), "{folder}");
     assert_eq!(json["unrecognisedSubjects"], serde_json::json!([]));
+    assert_eq!(
+        json["accounts"],
+        serde_json::json!(["devbatch1", "devbatch2"])
+    );
+    assert!(
+        json["byJob"].get("devbatch2/etl").is_some(),
+        "{}",
+        json["byJob"]
+    );
 }
 
 /// The stuck job `backfill`, terminated between the sweeps, is resolved once on each receiver

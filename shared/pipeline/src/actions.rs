@@ -8,85 +8,52 @@
 //! 4. the rule's thresholds hold with fresh task counts (Get Job Task Counts);
 //! 5. dry run (global or per rule) stops here: audited, nothing sent to Batch;
 //! 6. the once-marker is created with `IfAbsent` (only one instance goes on);
-//! 7. the hourly budget (`actions/budget/{yyyy-mm-ddThh}.json`, compare-and-swap) has room;
+//! 7. the account's hourly budget (`actions/budget/{account}/{yyyy-mm-ddThh}.json`,
+//!    compare-and-swap) has room: each account of a deployment has its own, so a storm in one
+//!    account cannot spend another's;
 //! 8. the action is sent with `If-Match` on the ETag read in step 3. A 412 means someone changed
 //!    the job: it is read again and every guard re-evaluated, never retried blindly.
+//!
+//! The budget, the once-marker and the audit record are the mechanism every guarded action
+//! shares (`guard.rs`); what is here reads the job and talks to Batch.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_store::{ArtifactStore, Condition, ETag, ObjectKey, StoreError};
-use batch_client::{
-    ActionOutcome, BatchApi, BatchError, Deadline, GetOptions, TerminateJobOptions,
-};
-use bytes::Bytes;
+use artifact_store::{ArtifactStore, ObjectKey, StoreError};
+use batch_client::{ActionOutcome, BatchApi, BatchError, GetOptions, TerminateJobOptions};
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
     ActionKind, ActionPlan, Policy, Threshold, action_reason, evaluate_threshold, terminate_reason,
 };
 use diagnosis::wire::JobState;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditDecision, AuditLog, AuditRecord};
 use crate::digest;
+use crate::guard::{ActionGuard, BatchCalls, Budget, GuardError, OnceClaim, Spend};
 
 /// How many times a job is re-read after a 412 before giving up for now.
 pub const MAX_PRECONDITION_ROUNDS: u32 = 3;
-/// Compare-and-swap attempts on the budget object.
-const MAX_BUDGET_ATTEMPTS: u32 = 64;
 
 /// Why an action could not even be audited (the store or Batch failed in a way the caller should
 /// retry later). Guards that stop an action are not errors: they are audited decisions.
+/// The store failed (marker, budget or audit record), or another instance changed a budget on
+/// every try.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
-    /// The artifact store failed (marker, budget or audit record).
-    #[error("job action store: {0}")]
-    Store(#[from] StoreError),
-    /// Another instance changed the budget on every try.
-    #[error("the action budget {key} kept changing; gave up")]
-    BudgetContended {
-        /// The budget object's key.
-        key: String,
-    },
-}
+#[error("job action {0}")]
+pub struct ActionError(#[from] GuardError);
 
-/// The stored hourly budget.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Budget {
-    count: u32,
-    max: u32,
-    /// The audit ids of the actions counted, for people.
-    actions: Vec<String>,
-}
-
-/// The once-per-(account, job, action) marker.
+/// What the once-marker of (account, job, action) says of its subject (its JSON stays as it
+/// was: the guard appends the audit id and key).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct OnceMarker<'a> {
+struct JobMarker<'a> {
     account: &'a str,
     job_id: &'a str,
     action: &'a str,
     rule: &'a str,
-    audit_id: &'a str,
-    /// Where the decision that created the marker is audited, so a later run can tell a marker
-    /// whose action took effect from one that could not be given back.
-    audit_key: &'a str,
-}
-
-/// What a later run reads back from a marker (older markers have no `auditKey`).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredMarker {
-    audit_key: Option<String>,
-}
-
-/// The once-marker this decision created, with the version to give back.
-#[derive(Debug)]
-struct Claim {
-    key: ObjectKey,
-    etag: ETag,
 }
 
 /// What the pure guards let through: the rule in force and the hourly budget.
@@ -105,25 +72,6 @@ enum Round {
     ChangedMeanwhile,
 }
 
-impl AuditDecision {
-    /// Whether the action reached Batch and the job is now in the state asked for.
-    fn took_effect(self) -> bool {
-        matches!(self, AuditDecision::Applied | AuditDecision::AlreadyInState)
-    }
-}
-
-impl AuditRecord {
-    fn skip(&mut self, reason: String) {
-        self.decision = AuditDecision::Skipped;
-        self.reason = reason;
-    }
-
-    fn fail(&mut self, reason: String) {
-        self.decision = AuditDecision::Failed;
-        self.reason = reason;
-    }
-}
-
 /// The record of a decision not made yet (`Skipped`, no reason).
 fn new_record(request: ActionRequest<'_>, now: OffsetDateTime) -> AuditRecord {
     let plan = request.plan;
@@ -136,31 +84,26 @@ fn new_record(request: ActionRequest<'_>, now: OffsetDateTime) -> AuditRecord {
         ),
         None => (plan.reason.clone(), plan.terminate_reason.clone()),
     };
-    AuditRecord {
-        id: AuditLog::new_id(now),
-        time: AuditLog::timestamp(now),
-        rule: plan.rule.clone(),
-        account: subject.account.clone().unwrap_or_else(|| "-".to_owned()),
-        job_id: subject.job_id.clone().unwrap_or_default(),
-        action: plan.kind.as_str().to_owned(),
-        disable_tasks: match &plan.kind {
-            ActionKind::Disable(tasks) => Some(tasks.as_str().to_owned()),
-            _ => None,
-        },
-        decision: AuditDecision::Skipped,
-        reason: String::new(),
-        action_reason: reason,
-        terminate_reason: match plan.kind {
-            ActionKind::Terminate => Some(terminate),
-            _ => None,
-        },
-        etag: None,
-        outcome: None,
-        threshold: plan.threshold.describe().to_owned(),
-        dry_run: request.policy.actions.dry_run || plan.dry_run,
-        pool_id: None,
-        node_id: None,
-    }
+    let dry_run = request.policy.actions.dry_run || plan.dry_run;
+    let mut record = AuditRecord::pending(
+        now,
+        subject,
+        &plan.rule,
+        plan.kind.as_str().to_owned(),
+        reason,
+        dry_run,
+    );
+    record.job_id = subject.job_id.clone().unwrap_or_default();
+    record.disable_tasks = match &plan.kind {
+        ActionKind::Disable(tasks) => Some(tasks.as_str().to_owned()),
+        _ => None,
+    };
+    record.terminate_reason = match plan.kind {
+        ActionKind::Terminate => Some(terminate),
+        _ => None,
+    };
+    record.threshold = plan.threshold.describe().to_owned();
+    record
 }
 
 /// The guards that need no I/O, in order: the global switch, the rule in force asking for this
@@ -193,21 +136,10 @@ fn guards<'a>(request: ActionRequest<'a>, record: &AuditRecord) -> Result<Guards
 
 /// Applies planned job actions through a [`BatchApi`], keeping markers, budget and audit
 /// records in an [`ArtifactStore`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct JobActions {
-    store: Arc<dyn ArtifactStore>,
-    batch: Arc<dyn BatchApi>,
-    audit: AuditLog,
-    call_timeout: Duration,
-}
-
-impl std::fmt::Debug for JobActions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobActions")
-            .field("store", &self.store)
-            .field("call_timeout", &self.call_timeout)
-            .finish_non_exhaustive()
-    }
+    guard: ActionGuard,
+    batch: BatchCalls,
 }
 
 /// One planned action to carry out.
@@ -224,23 +156,15 @@ pub struct ActionRequest<'a> {
 }
 
 impl JobActions {
-    /// Actions on `batch`, state in `store`; each Batch call gets `call_timeout`.
-    pub fn new(
-        store: Arc<dyn ArtifactStore>,
-        batch: Arc<dyn BatchApi>,
-        call_timeout: Duration,
-    ) -> Self {
-        Self {
-            audit: AuditLog::new(store.clone()),
-            store,
-            batch,
-            call_timeout,
-        }
+    /// Actions on `batch`, state in `store`; each Batch call gets `timeout`.
+    pub fn new(store: Arc<dyn ArtifactStore>, batch: Arc<dyn BatchApi>, timeout: Duration) -> Self {
+        let (guard, batch) = (ActionGuard::new(store), BatchCalls::new(batch, timeout));
+        Self { guard, batch }
     }
 
     /// The audit log the records go to.
     pub fn audit_log(&self) -> &AuditLog {
-        &self.audit
+        self.guard.audit_log()
     }
 
     /// The once-marker key of (account, job, action).
@@ -251,10 +175,11 @@ impl JobActions {
         ))
     }
 
-    /// The budget key of the clock hour containing `now`.
-    pub fn budget_key(now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
+    /// The budget key of `account` for the clock hour containing `now`.
+    pub fn budget_key(account: &str, now: OffsetDateTime) -> Result<ObjectKey, StoreError> {
         ObjectKey::new(format!(
-            "actions/budget/{}.json",
+            "actions/budget/{}/{}.json",
+            crate::account_segment(account),
             crate::history::hour_segment(now)
         ))
     }
@@ -262,7 +187,7 @@ impl JobActions {
     /// Carries out (or declines) one planned action, and returns the audit record written.
     ///
     /// Every decision ends in exactly one audit record. Once this decision has created the
-    /// once-marker, its only way out is `settle`, which keeps the marker when the
+    /// once-marker, its only way out is the guard's `settle`, which keeps the marker when the
     /// action took effect and gives it back otherwise, whatever failed in between.
     pub async fn execute(
         &self,
@@ -273,63 +198,25 @@ impl JobActions {
         match guards(request, &record) {
             Err(reason) => record.skip(reason),
             Ok(guards) => {
-                let once = Self::once_key(&record.account, &record.job_id, &record.action)?;
-                if let Some(reason) = self.already_done(&once, &record).await? {
-                    record.skip(reason);
+                let once = Self::once_key(&record.account, &record.job_id, &record.action)
+                    .map_err(GuardError::from)?;
+                // A marker its decision could not give back is removed here, and this one goes on.
+                if self.guard.marker_held(&once).await? {
+                    record.skip(format!(
+                        "already done: {} of job {} was taken before (once per account, job and action)",
+                        record.action, record.job_id
+                    ));
                 } else {
                     let mut claim = None;
                     let result = self
                         .rounds(request, &guards, &once, now, &mut claim, &mut record)
                         .await;
-                    return self.settle(claim, result, record, now).await;
+                    return self.guard.settle(claim, result, record, now).await;
                 }
             }
         }
-        self.audit.write(now, &record).await?;
+        self.guard.audit(now, &record).await?;
         Ok(record)
-    }
-
-    /// `Some(reason)` when the action was already taken for this (account, job, action).
-    ///
-    /// A marker whose decision was audited as not having taken effect is a claim that could not
-    /// be given back (the store failed at the time): it is removed, and this decision goes on.
-    async fn already_done(
-        &self,
-        once: &ObjectKey,
-        record: &AuditRecord,
-    ) -> Result<Option<String>, ActionError> {
-        let Some(marker) = self.store.get(once).await? else {
-            return Ok(None);
-        };
-        let earlier = match serde_json::from_slice::<StoredMarker>(&marker.bytes)
-            .ok()
-            .and_then(|m| m.audit_key)
-            .and_then(|key| ObjectKey::new(key).ok())
-        {
-            Some(key) => self.store.get(&key).await?,
-            None => None,
-        };
-        let earlier: Option<AuditRecord> =
-            earlier.and_then(|v| serde_json::from_slice(&v.bytes).ok());
-        if let Some(earlier) = earlier
-            && !earlier.decision.took_effect()
-        {
-            tracing::warn!(job_id = ?record.job_id, audit_id = %earlier.id, "removing a once-marker its decision could not give back");
-            match self
-                .store
-                .delete(once, Condition::IfMatch(marker.etag))
-                .await
-            {
-                Ok(()) => return Ok(None),
-                // Someone else removed or replaced it meanwhile: theirs to settle.
-                Err(StoreError::ConditionFailed { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(Some(format!(
-            "already done: {} of job {} was taken before (once per account, job and action)",
-            record.action, record.job_id
-        )))
     }
 
     /// Read-check-act rounds: a 412 on the action means the job changed, so it is read again
@@ -340,7 +227,7 @@ impl JobActions {
         guards: &Guards<'_>,
         once: &ObjectKey,
         now: OffsetDateTime,
-        claim: &mut Option<Claim>,
+        claim: &mut Option<OnceClaim>,
         record: &mut AuditRecord,
     ) -> Result<(), ActionError> {
         for round in 0..MAX_PRECONDITION_ROUNDS {
@@ -372,7 +259,7 @@ impl JobActions {
         once: &ObjectKey,
         round: u32,
         now: OffsetDateTime,
-        claim: &mut Option<Claim>,
+        claim: &mut Option<OnceClaim>,
         record: &mut AuditRecord,
     ) -> Result<Round, ActionError> {
         let plan = request.plan;
@@ -380,7 +267,8 @@ impl JobActions {
         // Read the job fresh: its state and the ETag the action will be conditional on.
         let job = match self
             .batch
-            .get_job(&job_id, &GetOptions::default(), self.deadline())
+            .api()
+            .get_job(&job_id, &GetOptions::default(), self.batch.deadline())
             .await
         {
             Ok(job) => job,
@@ -420,7 +308,13 @@ impl JobActions {
             return Ok(Round::Done);
         }
         if claim.is_none() {
-            match self.claim(once, record, now).await? {
+            let marker = JobMarker {
+                account: &record.account,
+                job_id: &record.job_id,
+                action: &record.action,
+                rule: &record.rule,
+            };
+            match self.guard.take_once(once, &marker, record, now).await? {
                 Some(claimed) => *claim = Some(claimed),
                 None => {
                     return Ok(Round::Skip(
@@ -428,7 +322,11 @@ impl JobActions {
                     ));
                 }
             }
-            if !self.spend_budget(now, guards.budget, &record.id).await? {
+            let budget = Budget {
+                key: Self::budget_key(&record.account, now).map_err(GuardError::from)?,
+                max: guards.budget,
+            };
+            if let Spend::Exhausted(_) = self.guard.spend(&[budget], &record.id).await? {
                 return Ok(Round::Skip(format!(
                     "hourly action budget exhausted ({} per hour)",
                     guards.budget
@@ -487,90 +385,20 @@ impl JobActions {
                     if_match: Some(etag.to_owned()),
                 };
                 self.batch
-                    .terminate_job(job_id, &options, self.deadline())
+                    .api()
+                    .terminate_job(job_id, &options, self.batch.deadline())
                     .await
             }
             ActionKind::Disable(tasks) => {
                 self.batch
-                    .disable_job(job_id, tasks.clone(), Some(etag), self.deadline())
+                    .api()
+                    .disable_job(job_id, tasks.clone(), Some(etag), self.batch.deadline())
                     .await
             }
             ActionKind::None => Ok(ActionOutcome::AlreadyInState {
                 code: "none".into(),
             }),
         }
-    }
-
-    /// Creates the once-marker (`IfAbsent`). `None` when another instance holds it.
-    async fn claim(
-        &self,
-        once: &ObjectKey,
-        record: &AuditRecord,
-        now: OffsetDateTime,
-    ) -> Result<Option<Claim>, ActionError> {
-        let audit_key = AuditLog::key(now, &record.id)?;
-        let marker = OnceMarker {
-            account: &record.account,
-            job_id: &record.job_id,
-            action: &record.action,
-            rule: &record.rule,
-            audit_id: &record.id,
-            audit_key: audit_key.as_str(),
-        };
-        let body = Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
-        match self.store.put(once, body, Condition::IfAbsent).await {
-            Ok(etag) => Ok(Some(Claim {
-                key: once.clone(),
-                etag,
-            })),
-            Err(StoreError::ConditionFailed { .. }) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// The single exit of a decision that may hold the once-marker: the marker is kept when the
-    /// action took effect and given back otherwise, and the decision is audited either way. A
-    /// failure (`result` or the release) is audited as such, best effort, and returned so the
-    /// caller retries; a marker that could not be given back is then removed by the next run
-    /// (see [`JobActions::already_done`]).
-    async fn settle(
-        &self,
-        claim: Option<Claim>,
-        result: Result<(), ActionError>,
-        mut record: AuditRecord,
-        now: OffsetDateTime,
-    ) -> Result<AuditRecord, ActionError> {
-        let took_effect = result.is_ok() && record.decision.took_effect();
-        let released = match claim {
-            Some(claim) if !took_effect => self.release(claim).await,
-            _ => Ok(()),
-        };
-        let error = match (result, released) {
-            (Ok(()), Ok(())) => {
-                self.audit.write(now, &record).await?;
-                return Ok(record);
-            }
-            (Err(error), Ok(())) => {
-                record.fail(format!(
-                    "not done: {error}; the once-marker was given back, so a later run tries again"
-                ));
-                error
-            }
-            (_, Err(error)) => {
-                record.fail(format!(
-                    "not done, and the once-marker could not be given back ({error}); the next run removes it and tries again"
-                ));
-                error
-            }
-        };
-        if let Err(audit_error) = self.audit.write(now, &record).await {
-            tracing::warn!(job_id = ?record.job_id, error = %audit_error, "a failed job action could not be audited");
-        }
-        Err(error)
-    }
-
-    fn deadline(&self) -> Deadline {
-        Deadline::after(self.call_timeout)
     }
 
     /// The rule's thresholds with fresh counts (fetched only when the rule has thresholds).
@@ -588,7 +416,12 @@ impl JobActions {
             .job_id
             .as_deref()
             .unwrap_or_default();
-        let counts = match self.batch.get_task_counts(job_id, self.deadline()).await {
+        let counts = match self
+            .batch
+            .api()
+            .get_task_counts(job_id, self.batch.deadline())
+            .await
+        {
             Ok(counts) => Some(counts.task_counts),
             Err(error) => {
                 tracing::warn!(job_id = ?job_id, error = %error, "task counts unavailable for a threshold");
@@ -601,56 +434,5 @@ impl JobActions {
             counts.as_ref(),
             request.failed_with_class,
         )
-    }
-
-    /// Gives the once-marker back (the action did not happen).
-    async fn release(&self, claim: Claim) -> Result<(), ActionError> {
-        match self
-            .store
-            .delete(&claim.key, Condition::IfMatch(claim.etag))
-            .await
-        {
-            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Takes one unit of the hour's budget; `false` when it is used up.
-    async fn spend_budget(
-        &self,
-        now: OffsetDateTime,
-        max: u32,
-        audit_id: &str,
-    ) -> Result<bool, ActionError> {
-        let key = Self::budget_key(now)?;
-        for _ in 0..MAX_BUDGET_ATTEMPTS {
-            let current = self.store.get(&key).await?;
-            let (mut budget, condition) = match &current {
-                None => (Budget::default(), Condition::IfAbsent),
-                Some(v) => (
-                    // An unreadable budget counts as used up: never act on a guess.
-                    serde_json::from_slice(&v.bytes).unwrap_or(Budget {
-                        count: u32::MAX,
-                        ..Budget::default()
-                    }),
-                    Condition::IfMatch(v.etag.clone()),
-                ),
-            };
-            if budget.count >= max {
-                return Ok(false);
-            }
-            budget.count += 1;
-            budget.max = max;
-            budget.actions.push(audit_id.to_owned());
-            let body = Bytes::from(serde_json::to_vec(&budget).unwrap_or_default());
-            match self.store.put(&key, body, condition).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(ActionError::BudgetContended {
-            key: key.to_string(),
-        })
     }
 }

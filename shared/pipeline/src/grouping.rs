@@ -287,8 +287,9 @@ impl GroupStore {
             .await
     }
 
-    /// [`GroupStore::record_batch`], knowing how many tasks some jobs have (job id → active +
-    /// running + completed), for rules that escalate on a share of the job's tasks.
+    /// [`GroupStore::record_batch`], knowing how many tasks some jobs have
+    /// ([`job_tasks_key`] → active + running + completed), for rules that escalate on a share of
+    /// the job's tasks.
     pub async fn record_batch_knowing(
         &self,
         alerts: &[(&Diagnosis, &Plan)],
@@ -300,7 +301,7 @@ impl GroupStore {
         let mut slot_of: HashMap<&str, usize> = HashMap::new();
         for (i, (diagnosis, plan)) in alerts.iter().enumerate() {
             for receiver in &plan.receivers {
-                let tasks = (diagnosis.subject.job_id.as_ref()).and_then(|j| job_tasks.get(j));
+                let tasks = job_tasks_key(diagnosis).and_then(|k| job_tasks.get(&k));
                 let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis)
                     .with_job_tasks(tasks.copied());
                 let slot = *slot_of
@@ -742,6 +743,14 @@ impl GroupStore {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// The key of a job's task count in [`GroupStore::record_batch_knowing`]: the account and the
+/// job, since two accounts of a deployment may both have a job of that id.
+pub fn job_tasks_key(diagnosis: &Diagnosis) -> Option<String> {
+    let job = diagnosis.subject.job_id.as_deref()?;
+    let account = diagnosis.subject.account.as_deref().unwrap_or_default();
+    Some(format!("{}\n{job}", account.to_ascii_lowercase()))
 }
 
 #[cfg(test)]

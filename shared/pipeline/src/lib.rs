@@ -7,6 +7,10 @@
 //! - [`actions`]: guarded job actions (disable/terminate): global and per-rule opt-in, dry-run,
 //!   thresholds, an hourly budget, once per (account, job, action), `If-Match` on the job's ETag.
 //! - [`audit`]: a record in the store of every job or node action taken or skipped, and why.
+//! - `guard` (crate-private): what every guarded action shares: hourly budgets spent
+//!   all-or-nothing by compare-and-swap, the once-marker taken, kept or given back (and one
+//!   that could not be given back removed by the next run), the dry-run marker, and the single
+//!   exit that audits the decision.
 //! - [`node_actions`]: guarded node actions (remove with requeue, reimage), after the node
 //!   agent's logs are kept, never the last healthy node of a working pool, budgeted per hour and
 //!   per pool, once per node and incident.
@@ -20,6 +24,8 @@
 //!   read with the policy's, and the count of what each muted.
 //! - [`sweep`]: the timer's safety net: failed tasks since a cursor, ended and stuck jobs, prep
 //!   failures, under a lease, within a deadline.
+//! - [`sweep_accounts`]: the sweep of a deployment that watches several accounts: a cursor and
+//!   a lease each, swept concurrently within a fair share of the deadline.
 //! - [`tick`]: the timer's whole job (sweep, due alert groups, outbox) in one call.
 //! - [`settings`]: the configuration every handler reads from its environment, and the pipeline
 //!   built from it.
@@ -34,6 +40,7 @@
 pub mod actions;
 pub mod audit;
 pub mod grouping;
+mod guard;
 pub mod history;
 pub mod node_actions;
 pub mod parking;
@@ -41,6 +48,7 @@ pub mod pool_sweep;
 pub mod settings;
 pub mod silences;
 pub mod sweep;
+pub mod sweep_accounts;
 pub mod tick;
 pub mod triage;
 pub mod verdict;
@@ -53,4 +61,15 @@ pub use verdict::Verdict;
 pub(crate) fn digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// An account's name as one segment of a store key: Batch account names are 3 to 24 lower-case
+/// letters and digits, kept as they are so the store reads well; anything else (a name given in
+/// code, or hostile text) is digested, so a key never depends on untrusted text.
+pub(crate) fn account_segment(account: &str) -> String {
+    if !account.is_empty() && account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        account.to_ascii_lowercase()
+    } else {
+        digest(account)
+    }
 }

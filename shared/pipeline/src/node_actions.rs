@@ -19,44 +19,34 @@
 //! 9. Remove Nodes or Reimage Node is sent with `nodeDeallocationOption = requeue`.
 //!
 //! A marker is given back when the action did not take effect, so a later sweep may try again.
+//! The budgets, the markers and the audit record are the mechanism every guarded action shares
+//! (`guard.rs`); what is here reads the node and its pool and talks to Batch.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use artifact_store::{ArtifactStore, ObjectKey, StoreError};
 use batch_client::{
-    ActionOutcome, BatchApi, Deadline, GetOptions, ListOptions, NodeDeallocation,
-    RemoveNodesOptions, items,
+    ActionOutcome, BatchApi, GetOptions, ListOptions, NodeDeallocation, RemoveNodesOptions, items,
 };
-use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
     NODE_START_TASK_FAILED, NODE_UNUSABLE, NodeActionKind, NodeActionPlan, Policy,
 };
 use diagnosis::wire::{ComputeNode, NodeState, PoolNodeCounts, TaskResult};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::audit::{AuditDecision, AuditLog, AuditRecord};
+use crate::audit::{AuditDecision, AuditRecord};
 use crate::digest;
-
-/// Compare-and-swap attempts on a budget object.
-const MAX_BUDGET_ATTEMPTS: u32 = 64;
+use crate::guard::{ActionGuard, BatchCalls, Budget, GuardError, Spend};
 
 /// Why a node action could not even be audited (the store failed): the caller retries later.
+/// The store failed (marker, budget or audit record), or another instance changed a budget on
+/// every try.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeActionError {
-    /// The artifact store failed (marker, budget or audit record).
-    #[error("node action store: {0}")]
-    Store(#[from] StoreError),
-    /// Another instance changed a budget on every try.
-    #[error("the node action budget {key} kept changing; gave up")]
-    BudgetContended {
-        /// The budget object's key.
-        key: String,
-    },
-}
+#[error("node action {0}")]
+pub struct NodeActionError(#[from] GuardError);
 
 /// What became of a planned node action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,34 +86,12 @@ pub struct NodeActionRequest<'a> {
     pub agent_logs_settled: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Budget {
-    count: u32,
-    max: u32,
-    actions: Vec<String>,
-}
-
 /// Applies planned node actions through a [`BatchApi`], with markers, budgets and audit
 /// records in an [`ArtifactStore`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NodeActions {
-    store: Arc<dyn ArtifactStore>,
-    batch: Arc<dyn BatchApi>,
-    audit: AuditLog,
-    call_timeout: Duration,
-}
-
-impl std::fmt::Debug for NodeActions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeActions")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
-
-fn hour(now: OffsetDateTime) -> String {
-    crate::history::hour_segment(now)
+    guard: ActionGuard,
+    batch: BatchCalls,
 }
 
 /// Whether the node, as read now, is still in the trouble `class` is about.
@@ -159,18 +127,10 @@ fn health(counts: &PoolNodeCounts) -> (i64, i64) {
 }
 
 impl NodeActions {
-    /// Node actions on `batch`, state in `store`; each Batch call gets `call_timeout`.
-    pub fn new(
-        store: Arc<dyn ArtifactStore>,
-        batch: Arc<dyn BatchApi>,
-        call_timeout: Duration,
-    ) -> Self {
-        Self {
-            audit: AuditLog::new(store.clone()),
-            store,
-            batch,
-            call_timeout,
-        }
+    /// Node actions on `batch`, state in `store`; each Batch call gets `timeout`.
+    pub fn new(store: Arc<dyn ArtifactStore>, batch: Arc<dyn BatchApi>, timeout: Duration) -> Self {
+        let (guard, batch) = (ActionGuard::new(store), BatchCalls::new(batch, timeout));
+        Self { guard, batch }
     }
 
     /// The once-marker key of (account, pool, node, incident, action).
@@ -196,44 +156,38 @@ impl NodeActions {
         pool: Option<&str>,
     ) -> Result<ObjectKey, StoreError> {
         match pool {
-            None => ObjectKey::new(format!("node-actions/budget/{}.json", hour(now))),
+            None => ObjectKey::new(format!(
+                "node-actions/budget/{}/{}.json",
+                crate::account_segment(account),
+                crate::history::hour_segment(now)
+            )),
             Some(pool) => ObjectKey::new(format!(
                 "node-actions/budget/{}/{}.json",
-                hour(now),
+                crate::history::hour_segment(now),
                 digest(&format!("{account}\n{pool}"))
             )),
         }
     }
 
-    fn deadline(&self) -> Deadline {
-        Deadline::after(self.call_timeout)
-    }
-
     fn new_record(request: NodeActionRequest<'_>, now: OffsetDateTime) -> AuditRecord {
         let subject = &request.diagnosis.subject;
-        AuditRecord {
-            id: AuditLog::new_id(now),
-            time: AuditLog::timestamp(now),
-            rule: request.plan.rule.clone(),
-            account: subject.account.clone().unwrap_or_else(|| "-".to_owned()),
-            job_id: String::new(),
-            action: format!("node.{}", request.plan.kind.as_str()),
-            disable_tasks: None,
-            decision: AuditDecision::Skipped,
-            reason: String::new(),
-            action_reason: request.plan.reason.clone(),
-            terminate_reason: None,
-            etag: None,
-            outcome: None,
-            threshold: "no threshold".to_owned(),
-            dry_run: request.policy.node_actions.dry_run || request.plan.dry_run,
-            pool_id: subject.pool_id.clone(),
-            node_id: subject.node_id.clone(),
-        }
+        let mut record = AuditRecord::pending(
+            now,
+            subject,
+            &request.plan.rule,
+            format!("node.{}", request.plan.kind.as_str()),
+            request.plan.reason.clone(),
+            request.policy.node_actions.dry_run || request.plan.dry_run,
+        );
+        record.pool_id = subject.pool_id.clone();
+        record.node_id = subject.node_id.clone();
+        record
     }
 
     /// Carries out, declines or defers one planned node action. Every decision ends in exactly
-    /// one audit record; a deferral writes none.
+    /// one audit record; a deferral writes none. Once this decision has taken the once-marker,
+    /// its only way out is the guard's `settle`, which keeps the marker when the action took
+    /// effect and gives it back otherwise.
     pub async fn execute(
         &self,
         request: NodeActionRequest<'_>,
@@ -243,13 +197,11 @@ impl NodeActions {
         let (Some(pool_id), Some(node_id)) = (record.pool_id.clone(), record.node_id.clone())
         else {
             record.reason = "the diagnosis names no pool and node".to_owned();
-            self.audit.write(now, &record).await?;
-            return Ok(NodeActionOutcome::Decided(Box::new(record)));
+            return self.decided(record, now).await;
         };
         if let Err(reason) = guards(request) {
             record.reason = reason;
-            self.audit.write(now, &record).await?;
-            return Ok(NodeActionOutcome::Decided(Box::new(record)));
+            return self.decided(record, now).await;
         }
         let once = Self::once_key(
             &record.account,
@@ -257,8 +209,10 @@ impl NodeActions {
             &node_id,
             request.incident,
             &record.action,
-        )?;
-        if self.store.head(&once).await?.is_some() {
+        )
+        .map_err(GuardError::from)?;
+        // A marker its decision could not give back is removed here, and this one goes on.
+        if self.guard.marker_held(&once).await? {
             // Already decided for this incident: nothing new to audit.
             return Ok(NodeActionOutcome::AlreadyDecided(format!(
                 "{} of node {node_id} was taken for this incident",
@@ -272,61 +226,47 @@ impl NodeActions {
         }
         if let Some(reason) = self.fresh_checks(request, &pool_id, &node_id).await {
             record.reason = reason;
-            self.audit.write(now, &record).await?;
-            return Ok(NodeActionOutcome::Decided(Box::new(record)));
+            return self.decided(record, now).await;
         }
         if record.dry_run {
             // Once per incident too: the sweep sees the same node every run, and one dry-run
-            // record says all there is to say. (Its own marker, so going live later still acts.)
-            let dry = ObjectKey::new(once.as_str().replacen("/once/", "/dry-run/", 1))?;
-            let marker = Bytes::from(record.id.clone().into_bytes());
-            match self.store.put(&dry, marker, Condition::IfAbsent).await {
-                Ok(_) => {}
-                Err(StoreError::ConditionFailed { .. }) => {
-                    return Ok(NodeActionOutcome::AlreadyDecided(format!(
-                        "a dry run for this incident: would {} node {node_id}",
-                        request.plan.kind.as_str()
-                    )));
-                }
-                Err(error) => return Err(error.into()),
-            }
+            // record says all there is to say.
             record.decision = AuditDecision::DryRun;
             record.reason = format!(
                 "dry run: would {} node {node_id} of pool {pool_id} (nodeDeallocationOption=requeue); nothing was sent to Batch",
                 request.plan.kind.as_str()
             );
-            self.audit.write(now, &record).await?;
+            if !self.guard.audit_dry_run_once(&once, &record, now).await? {
+                return Ok(NodeActionOutcome::AlreadyDecided(format!(
+                    "a dry run for this incident: would {} node {node_id}",
+                    request.plan.kind.as_str()
+                )));
+            }
             return Ok(NodeActionOutcome::Decided(Box::new(record)));
         }
-        let marker = Bytes::from(
-            serde_json::to_vec(&serde_json::json!({
-                "account": record.account, "poolId": pool_id, "nodeId": node_id,
-                "incident": request.incident, "action": record.action, "auditId": record.id,
-            }))
-            .unwrap_or_default(),
-        );
-        let claim = match self.store.put(&once, marker, Condition::IfAbsent).await {
-            Ok(etag) => etag,
-            Err(StoreError::ConditionFailed { .. }) => {
-                return Ok(NodeActionOutcome::Deferred(
-                    "another instance is taking this node action".into(),
-                ));
-            }
-            Err(error) => return Err(error.into()),
+        let marker = serde_json::json!({
+            "account": record.account, "poolId": pool_id, "nodeId": node_id,
+            "incident": request.incident, "action": record.action,
+        });
+        let Some(claim) = self.guard.take_once(&once, &marker, &record, now).await? else {
+            return Ok(NodeActionOutcome::Deferred(
+                "another instance is taking this node action".into(),
+            ));
         };
         let result = self
             .spend_and_act(request, &pool_id, &node_id, now, &mut record)
             .await;
-        let took_effect = matches!(
-            record.decision,
-            AuditDecision::Applied | AuditDecision::AlreadyInState
-        );
-        if !took_effect || result.is_err() {
-            // Given back, so a later sweep may decide again.
-            let _ = self.store.delete(&once, Condition::IfMatch(claim)).await;
-        }
-        result?;
-        self.audit.write(now, &record).await?;
+        let record = self.guard.settle(Some(claim), result, record, now).await?;
+        Ok(NodeActionOutcome::Decided(Box::new(record)))
+    }
+
+    /// Audits a decision that holds no marker.
+    async fn decided(
+        &self,
+        record: AuditRecord,
+        now: OffsetDateTime,
+    ) -> Result<NodeActionOutcome, NodeActionError> {
+        self.guard.audit(now, &record).await?;
         Ok(NodeActionOutcome::Decided(Box::new(record)))
     }
 
@@ -339,7 +279,13 @@ impl NodeActions {
     ) -> Option<String> {
         let node = match self
             .batch
-            .get_node(pool_id, node_id, &GetOptions::default(), self.deadline())
+            .api()
+            .get_node(
+                pool_id,
+                node_id,
+                &GetOptions::default(),
+                self.batch.deadline(),
+            )
             .await
         {
             Ok(node) => node,
@@ -358,10 +304,13 @@ impl NodeActions {
                 filter: Some(format!("poolId eq '{}'", pool_id.replace('\'', "''"))),
                 ..ListOptions::default()
             };
-            let counts: Result<Vec<PoolNodeCounts>, _> =
-                items(self.batch.list_pool_node_counts(&options, self.deadline()))
-                    .try_collect()
-                    .await;
+            let counts: Result<Vec<PoolNodeCounts>, _> = items(
+                self.batch
+                    .api()
+                    .list_pool_node_counts(&options, self.batch.deadline()),
+            )
+            .try_collect()
+            .await;
             let Ok(counts) = counts else {
                 return Some(
                     "the pool's node counts could not be read, so the last healthy node cannot be ruled out".into(),
@@ -381,7 +330,8 @@ impl NodeActions {
         None
     }
 
-    /// Takes one from each budget, then sends the action.
+    /// Takes one from each budget (in all, and the pool's), then sends the action; the budgets
+    /// are given back when Batch refuses it.
     async fn spend_and_act(
         &self,
         request: NodeActionRequest<'_>,
@@ -391,46 +341,34 @@ impl NodeActions {
         record: &mut AuditRecord,
     ) -> Result<(), NodeActionError> {
         let policy = &request.policy.node_actions;
-        let total = Self::budget_key(now, &record.account, None)?;
-        let per_pool = Self::budget_key(now, &record.account, Some(pool_id))?;
         let max_total = policy.max_per_hour.unwrap_or(0);
-        if !self.spend(&total, max_total, &record.id, true).await? {
-            record.reason = format!("hourly node action budget exhausted ({max_total} per hour)");
-            return Ok(());
-        }
-        if !self
-            .spend(&per_pool, policy.max_per_pool_per_hour, &record.id, true)
-            .await?
-        {
-            // The total was taken for nothing: give it back.
-            self.spend(&total, max_total, &record.id, false).await?;
-            record.reason = format!(
-                "hourly node action budget of pool {pool_id} exhausted ({} per hour)",
-                policy.max_per_pool_per_hour
-            );
-            return Ok(());
-        }
-        let sent = match request.plan.kind {
-            NodeActionKind::Remove => {
-                self.batch
-                    .remove_nodes(
-                        pool_id,
-                        &[node_id.to_owned()],
-                        &RemoveNodesOptions {
-                            deallocation: NodeDeallocation::Requeue,
-                            if_match: None,
-                        },
-                        self.deadline(),
-                    )
-                    .await
+        let budgets = [
+            Budget {
+                key: Self::budget_key(now, &record.account, None).map_err(GuardError::from)?,
+                max: max_total,
+            },
+            Budget {
+                key: Self::budget_key(now, &record.account, Some(pool_id))
+                    .map_err(GuardError::from)?,
+                max: policy.max_per_pool_per_hour,
+            },
+        ];
+        match self.guard.spend(&budgets, &record.id).await? {
+            Spend::Spent => {}
+            Spend::Exhausted(0) => {
+                record.reason =
+                    format!("hourly node action budget exhausted ({max_total} per hour)");
+                return Ok(());
             }
-            NodeActionKind::Reimage => {
-                self.batch
-                    .reimage_node(pool_id, node_id, NodeDeallocation::Requeue, self.deadline())
-                    .await
+            Spend::Exhausted(_) => {
+                record.reason = format!(
+                    "hourly node action budget of pool {pool_id} exhausted ({} per hour)",
+                    policy.max_per_pool_per_hour
+                );
+                return Ok(());
             }
-        };
-        match sent {
+        }
+        match self.send(request.plan.kind, pool_id, node_id).await {
             Ok(ActionOutcome::AlreadyInState { code }) => {
                 record.decision = AuditDecision::AlreadyInState;
                 record.reason = format!("Batch says the node is already being handled ({code})");
@@ -449,57 +387,47 @@ impl NodeActions {
                 record.reason = "Batch refused or failed the node action".to_owned();
                 record.outcome = Some(error.to_string());
                 // Not spent after all.
-                self.spend(&per_pool, policy.max_per_pool_per_hour, &record.id, false)
-                    .await?;
-                self.spend(&total, max_total, &record.id, false).await?;
+                self.guard.give_back_budgets(&budgets, &record.id).await?;
             }
         }
         Ok(())
     }
 
-    /// Takes (`take`) or gives back one unit of the budget at `key`; `false` when taking finds
-    /// it full.
-    async fn spend(
+    /// Sends Remove Nodes or Reimage Node, with `nodeDeallocationOption = requeue`.
+    async fn send(
         &self,
-        key: &ObjectKey,
-        max: u32,
-        audit_id: &str,
-        take: bool,
-    ) -> Result<bool, NodeActionError> {
-        for _ in 0..MAX_BUDGET_ATTEMPTS {
-            let current = self.store.get(key).await?;
-            let mut budget: Budget = current
-                .as_ref()
-                .and_then(|v| serde_json::from_slice(&v.bytes).ok())
-                .unwrap_or_default();
-            budget.max = max;
-            if take {
-                if budget.count >= max {
-                    return Ok(false);
-                }
-                budget.count += 1;
-                budget.actions.push(audit_id.to_owned());
-            } else {
-                let Some(at) = budget.actions.iter().position(|a| a == audit_id) else {
-                    return Ok(true);
+        kind: NodeActionKind,
+        pool_id: &str,
+        node_id: &str,
+    ) -> Result<ActionOutcome, batch_client::BatchError> {
+        match kind {
+            NodeActionKind::Remove => {
+                let options = RemoveNodesOptions {
+                    deallocation: NodeDeallocation::Requeue,
+                    if_match: None,
                 };
-                budget.actions.remove(at);
-                budget.count = budget.count.saturating_sub(1);
+                self.batch
+                    .api()
+                    .remove_nodes(
+                        pool_id,
+                        &[node_id.to_owned()],
+                        &options,
+                        self.batch.deadline(),
+                    )
+                    .await
             }
-            let body = Bytes::from(serde_json::to_vec(&budget).unwrap_or_default());
-            let condition = match &current {
-                Some(v) => Condition::IfMatch(v.etag.clone()),
-                None => Condition::IfAbsent,
-            };
-            match self.store.put(key, body, condition).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(error) => return Err(error.into()),
+            NodeActionKind::Reimage => {
+                self.batch
+                    .api()
+                    .reimage_node(
+                        pool_id,
+                        node_id,
+                        NodeDeallocation::Requeue,
+                        self.batch.deadline(),
+                    )
+                    .await
             }
         }
-        Err(NodeActionError::BudgetContended {
-            key: key.to_string(),
-        })
     }
 }
 

@@ -33,8 +33,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::sweep::{SweepError, SweepOptions};
 use crate::triage::{Outcome, StoredIds, SubjectReport, Triage, Worked, batch_failure};
 
-/// Held while a pool sweep works.
-const LEASE_KEY: &str = "sweep/pools-lease.json";
+/// Held while a pool sweep works (per account: [`Triage::sweep_state_key`]).
+const LEASE_KEY: &str = "pools-lease.json";
 
 /// The pool properties the sweep diagnoses.
 pub const POOL_SELECT: &str = "id,url,state,stateTransitionTime,allocationState,allocationStateTransitionTime,resizeErrors,resizeTimeout,enableAutoScale,autoScaleRun,currentDedicatedNodes,currentLowPriorityNodes,targetDedicatedNodes,targetLowPriorityNodes,startTask";
@@ -92,7 +92,7 @@ impl Triage {
         deadline: Deadline,
         options: &SweepOptions,
     ) -> Result<PoolSweepReport, SweepError> {
-        let lease_key = ObjectKey::new(LEASE_KEY)?;
+        let lease_key = self.sweep_state_key(LEASE_KEY)?;
         let Some(lease) = self.take_pool_lease(&lease_key, now, options).await? else {
             return Ok(PoolSweepReport {
                 skipped_busy: true,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use batch_client::{BatchClient, BatchConfig};
+use batch_client::BatchClient;
 use diagnosis::policy::Policy;
 use diagnosis::redact::Redactor;
 use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
@@ -14,13 +14,17 @@ use preserve::PreserveOptions;
 
 use crate::triage::{Triage, TriageConfig};
 
+mod accounts;
+
+pub use accounts::{ACCOUNTS_PREFIX, AccountSettings, MAX_ACCOUNTS};
+
 /// The settings, read once at start.
 pub struct Settings {
-    /// The Batch account (`AZURE_BATCH_ENDPOINT`, `AZURE_BATCH_ACCOUNT`,
-    /// `AZURE_BATCH_ACCESS_KEY`; no key means the managed identity).
-    pub batch: BatchConfig,
-    /// `AZURE_BATCH_ACCOUNT`, or the first label of the endpoint's host.
-    pub account: String,
+    /// The Batch accounts watched, at least one; items naming no account go to the first. One
+    /// account from `AZURE_BATCH_ENDPOINT`, `AZURE_BATCH_ACCOUNT` (or the first label of the
+    /// endpoint's host) and `AZURE_BATCH_ACCESS_KEY` (no key means the managed identity); several
+    /// from `BATCH_TRIAGE_ACCOUNTS__<n>__NAME`, `__ENDPOINT`, `__KEY` and so on (`settings/accounts.rs`).
+    pub accounts: Vec<AccountSettings>,
     /// `BATCH_TRIAGE_STORE`: a local directory or a blob container URL.
     pub store: String,
     /// `BATCH_TRIAGE_DEAD_LETTER_STORE`: Event Grid's dead-letter container (same forms as the
@@ -73,6 +77,17 @@ pub enum SettingsError {
     /// The Batch account settings (the message names the setting already).
     #[error(transparent)]
     Batch(#[from] batch_client::ConfigError),
+    /// A numbered account setting (`BATCH_TRIAGE_ACCOUNTS__<n>__*`) cannot be used.
+    #[error("{setting}: {reason}")]
+    Account {
+        /// The setting.
+        setting: String,
+        /// Why (never the value).
+        reason: String,
+    },
+    /// The accounts cannot be put together (one listed twice).
+    #[error("the Batch accounts: {0}")]
+    Accounts(#[from] crate::triage::AccountError),
     /// A receiver of the policy cannot be resolved (a missing secret setting, say).
     #[error("receiver {name:?}: {reason}")]
     Receiver {
@@ -107,6 +122,7 @@ const SECRET_SETTINGS: [&str; 3] = [
 pub fn redactor_from_env(get: impl Fn(&str) -> Option<String>) -> Redactor {
     let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
+    secrets.extend(accounts::account_secrets(&get));
     let policy = get("BATCH_TRIAGE_POLICY")
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| Policy::parse(&text).ok());
@@ -130,15 +146,7 @@ impl Settings {
     /// Reads the settings through `get` (the process environment in production, a map in tests).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let batch = BatchConfig::from_env_vars(get)?;
-        let account = get("AZURE_BATCH_ACCOUNT")
-            .or_else(|| {
-                get("AZURE_BATCH_ENDPOINT").and_then(|e| diagnosis::wire::account_from_url(&e))
-            })
-            .ok_or(SettingsError::Missing {
-                name: "AZURE_BATCH_ACCOUNT",
-                hint: "set it to the Batch account's name",
-            })?;
+        let accounts = accounts::read_accounts(&get)?;
         let store = get("BATCH_TRIAGE_STORE").ok_or(SettingsError::Missing {
             name: "BATCH_TRIAGE_STORE",
             hint: "set it to a blob container URL or a directory",
@@ -159,6 +167,7 @@ impl Settings {
             None => Policy::default(),
         };
         let mut secrets: Vec<String> = SECRET_SETTINGS.into_iter().filter_map(get).collect();
+        secrets.extend(accounts::account_secrets(&get));
         // Every value a receiver reads from the settings is a secret or next to one (a URL with
         // a signature, a password, a key); a user name among them only costs its redaction.
         let receiver_values = std::cell::RefCell::new(Vec::new());
@@ -209,8 +218,7 @@ impl Settings {
         secrets.extend(receiver_values.into_inner());
         Ok(Self {
             redactor: Redactor::new(secrets),
-            batch,
-            account,
+            accounts,
             store,
             dead_letter_store,
             agent_logs_identity,
@@ -222,7 +230,7 @@ impl Settings {
         })
     }
 
-    /// Builds the pipeline.
+    /// Builds the pipeline: one per account, sharing the store, policy, receivers and egress.
     pub fn build(self) -> Result<Triage, SettingsError> {
         let store = artifact_store::open(&self.store).map_err(SettingsError::Store)?;
         let dead_letters = self
@@ -231,27 +239,41 @@ impl Settings {
             .map(artifact_store::open)
             .transpose()
             .map_err(SettingsError::DeadLetterStore)?;
-        let batch = Arc::new(BatchClient::new(self.batch)?);
         let egress =
             Egress::new(self.allowlist, RetryPolicy::standard()).map_err(SettingsError::Egress)?;
-        let config = TriageConfig {
-            account: self.account,
+        let max_file_bytes = self.max_file_bytes;
+        let config = |account: String| TriageConfig {
+            account,
             preserve: PreserveOptions {
-                max_file_bytes: self.max_file_bytes,
+                max_file_bytes,
                 ..PreserveOptions::default()
             },
             action_call_timeout: Duration::from_secs(30),
         };
-        let triage = Triage::new(
-            config,
-            batch,
+        let mut accounts = self.accounts.into_iter();
+        let first = accounts.next().ok_or(SettingsError::Missing {
+            name: "AZURE_BATCH_ENDPOINT",
+            hint: "configure at least one Batch account",
+        })?;
+        let mut triage = Triage::new(
+            config(first.name),
+            Arc::new(BatchClient::new(first.batch)?),
             store,
             Arc::new(self.policy),
             self.receivers,
             egress,
-        )
-        .with_redactor(self.redactor)
-        .with_agent_logs_identity(self.agent_logs_identity);
+        );
+        for account in accounts {
+            triage = triage.with_account(
+                config(account.name),
+                Arc::new(BatchClient::new(account.batch)?),
+            )?;
+        }
+        let triage = triage
+            .with_redactor(self.redactor)
+            .with_agent_logs_identity(self.agent_logs_identity);
+        // Parked and dead-lettered deliveries are payloads, drained once per tick by the first
+        // account's pipeline, which routes each item to its account.
         Ok(match dead_letters {
             Some(dead_letters) => triage.with_dead_letter_store(dead_letters),
             None => triage,
@@ -285,7 +307,8 @@ mod tests {
             ("BATCH_TRIAGE_STORE", "/tmp/x"),
         ])
         .unwrap();
-        assert_eq!(s.account, "acct");
+        assert_eq!(s.accounts.len(), 1);
+        assert_eq!(s.accounts[0].name, "acct");
         assert_eq!(s.invocation_budget, Duration::from_secs(240));
         assert_eq!(s.max_file_bytes, 4096 << 20);
         assert!(s.receivers.is_empty());

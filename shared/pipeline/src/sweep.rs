@@ -42,12 +42,14 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::triage::{JobCache, Outcome, StoredIds, SubjectReport, Triage, Worked, batch_failure};
 
-/// The cursor: failures that ended before it were handled by an earlier run.
-const CURSOR_KEY: &str = "sweep/cursor.json";
+/// The cursor: failures that ended before it were handled by an earlier run. Per account
+/// ([`Triage::sweep_state_key`]).
+const CURSOR_KEY: &str = "cursor.json";
 /// Held while a run works.
-const LEASE_KEY: &str = "sweep/lease.json";
-/// What the last run saw of each job: `sweep/seen/<hash>.json`, one small record per job.
-const SEEN_PREFIX: &str = "sweep/seen/";
+const LEASE_KEY: &str = "lease.json";
+/// What the last run saw of each job: `seen/<hash>.json` under the account's sweep state
+/// ([`Triage::sweep_state_key`]), one small record per job.
+const SEEN_PREFIX: &str = "seen/";
 
 /// What the job listing returns: every field the job's diagnosis reads, so no job is read again.
 const JOB_SELECT: &str = "id,displayName,url,eTag,creationTime,state,stateTransitionTime,\
@@ -100,6 +102,9 @@ pub struct SweepReport {
     /// Jobs whose failed tasks were listed (their failed count rose, or they were new, or
     /// their counts could not be read).
     pub failed_task_lists: usize,
+    /// In a deployment of several accounts, what each account's sweep did (the fields above
+    /// add them up); empty for one account.
+    pub accounts: Vec<crate::sweep_accounts::AccountSweep>,
     /// Subjects triaged (failed tasks, jobs, prep/release nodes).
     pub subjects: Vec<SubjectReport>,
     /// The run finished within its deadline and advanced the cursor.
@@ -146,14 +151,14 @@ impl Triage {
         options: &SweepOptions,
     ) -> Result<SweepReport, SweepError> {
         let store = self.store.as_ref();
-        let lease_key = ObjectKey::new(LEASE_KEY)?;
+        let lease_key = self.sweep_state_key(LEASE_KEY)?;
         let Some(lease_etag) = self.take_lease(&lease_key, now, options).await? else {
             return Ok(SweepReport {
                 skipped_busy: true,
                 ..SweepReport::default()
             });
         };
-        let cursor_key = ObjectKey::new(CURSOR_KEY)?;
+        let cursor_key = self.sweep_state_key(CURSOR_KEY)?;
         let stored = store.get(&cursor_key).await?;
         let cursor = stored
             .as_ref()
@@ -303,7 +308,7 @@ impl Triage {
             swept.subjects.push(refused.report);
             return swept;
         }
-        let seen_key = seen_key(&self.config.account, &job_id);
+        let seen_key = self.seen_key(&job_id);
         let (counts, seen) = futures::join!(
             self.batch.get_task_counts(&job_id, deadline),
             self.read_seen(seen_key.as_ref()),
@@ -541,18 +546,21 @@ struct Seen {
     failed: i32,
 }
 
-/// Where a job's record lives: a hash of the account and job id, so any id (case, length,
-/// characters a key cannot hold) makes a valid key, and two accounts never share one.
-fn seen_key(account: &str, job_id: &str) -> Option<ObjectKey> {
-    let mut hasher = Sha256::new();
-    hasher.update(account.as_bytes());
-    hasher.update([0]);
-    hasher.update(job_id.as_bytes());
-    ObjectKey::new(format!(
-        "{SEEN_PREFIX}{}.json",
-        hex::encode(hasher.finalize())
-    ))
-    .ok()
+impl Triage {
+    /// Where a job's record lives, under the account's sweep state: a hash of the account and
+    /// job id, so any id (case, length, characters a key cannot hold) makes a valid key, and two
+    /// accounts never share one.
+    fn seen_key(&self, job_id: &str) -> Option<ObjectKey> {
+        let mut hasher = Sha256::new();
+        hasher.update(self.config.account.as_bytes());
+        hasher.update([0]);
+        hasher.update(job_id.as_bytes());
+        self.sweep_state_key(&format!(
+            "{SEEN_PREFIX}{}.json",
+            hex::encode(hasher.finalize())
+        ))
+        .ok()
+    }
 }
 
 /// The job listing's filter: jobs that can still change (active, or between states), and jobs

@@ -1,10 +1,10 @@
 //! The timer's whole job in one call, so every handler (the Functions timer, the Lambda schedule,
 //! `batch-triage serve`, `batch-triage sweep`) does the same things in the same order: sweep
 //! for failures no event announced in jobs and tasks, then in pools and nodes (`pool_sweep.rs`),
-//! work the deliveries the platforms gave up on (parked ones and Event Grid's dead letters,
-//! `crate::parking`), send the alert groups that have waited long enough, tell receivers with
-//! `send_resolved` about groups whose failure state ended, and retry the notifications that
-//! failed earlier.
+//! in every account (`sweep_accounts.rs`), work the deliveries the platforms gave up on (parked
+//! ones and Event Grid's dead letters, `crate::parking`), send the alert groups that have
+//! waited long enough, tell receivers with `send_resolved` about groups whose failure state
+//! ended, and retry the notifications that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
@@ -58,8 +58,7 @@ impl Triage {
         deadline: Deadline,
         options: &SweepOptions,
     ) -> Result<TickReport, TickError> {
-        let sweep = self.sweep(now, deadline, options).await?;
-        let pools = self.sweep_pools(now, deadline, options).await?;
+        let (sweep, pools) = self.sweep_accounts(now, deadline, options).await?;
         // Before the flush, so the alerts of drained deliveries can go out in this tick.
         let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
@@ -98,6 +97,29 @@ impl TickReport {
             ));
             lines.extend(sweep.subjects.iter().map(SubjectReport::line));
         }
+        lines.extend(sweep.accounts.iter().map(|a| match &a.error {
+            Some(error) => format!("account {}: sweep failed: {error}", a.account),
+            None if a.skipped_busy => {
+                format!(
+                    "account {}: another sweep holds its lease; skipped",
+                    a.account
+                )
+            }
+            None => format!(
+                "account {}: {} jobs since {}: {} subjects; {} pools: {} subjects{}",
+                a.account,
+                a.jobs_examined,
+                a.since,
+                a.subjects,
+                a.pools_examined,
+                a.pool_subjects,
+                if a.completed {
+                    ""
+                } else {
+                    " (stopped; the next run carries on)"
+                }
+            ),
+        }));
         let pools = &self.pools;
         if !pools.skipped_busy {
             lines.push(format!(

@@ -136,7 +136,25 @@ pub struct Backends {
     pub store: tempfile::TempDir,
     /// The policy file.
     pub policy: tempfile::NamedTempFile,
+    /// A second account on an emulator of its own ([`Backends::start_two_accounts`]): the
+    /// settings then list both accounts with the numbered settings.
+    pub second: Option<SecondAccount>,
 }
+
+/// The second account of [`Backends::start_two_accounts`]: [`SECOND_ACCOUNT_NAME`] with
+/// [`SECOND_ACCOUNT_KEY`], the built-in scenario on an emulator (and a port) of its own.
+pub struct SecondAccount {
+    /// Its emulator.
+    pub emulator: Emulator,
+    /// Its base URL.
+    pub batch_url: String,
+}
+
+/// The second account's name.
+pub const SECOND_ACCOUNT_NAME: &str = "devbatch2";
+/// The second account's key: another key than the first's, so a request signed for the wrong
+/// account is refused by the emulator.
+pub const SECOND_ACCOUNT_KEY: &str = "c2Vjb25kLWFjY291bnQta2V5LWZvci10ZXN0cy1vbmx5";
 
 impl Backends {
     /// Backends over the emulator's built-in scenario.
@@ -156,23 +174,71 @@ impl Backends {
             hook,
             store: tempfile::tempdir().expect("a store directory"),
             policy,
+            second: None,
         }
+    }
+
+    /// Backends with two accounts: the built-in scenario as `devbatch1` and again as
+    /// [`SECOND_ACCOUNT_NAME`] with its own key, each on its own emulator and port (the emulator
+    /// serves one account; a deployment's accounts have an endpoint each).
+    pub async fn start_two_accounts() -> Self {
+        let mut scenario = batch_emulator::Scenario::builtin();
+        scenario.account.name = SECOND_ACCOUNT_NAME.to_owned();
+        scenario.account.key = SECOND_ACCOUNT_KEY.to_owned();
+        let emulator = Emulator::new(scenario).expect("the second account's emulator");
+        let batch_url = serve_emulator(emulator.clone()).await;
+        let mut backends = Self::start().await;
+        backends.second = Some(SecondAccount {
+            emulator,
+            batch_url,
+        });
+        backends
     }
 
     /// The settings a handler binary reads, pointing at these backends. The built-in scenario
     /// has a 2 GiB stdout: files are capped at 16 MiB, so it is recorded as skipped.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AZURE_BATCH_ENDPOINT", self.batch_url.clone()),
-            ("AZURE_BATCH_ACCOUNT", WELL_KNOWN_ACCOUNT_NAME.to_owned()),
-            ("AZURE_BATCH_ACCESS_KEY", WELL_KNOWN_ACCOUNT_KEY.to_owned()),
-            ("BATCH_TRIAGE_STORE", path_text(self.store.path())),
-            ("BATCH_TRIAGE_POLICY", path_text(self.policy.path())),
-            ("BATCH_TRIAGE_ALLOW_LOOPBACK", "true".to_owned()),
-            ("BATCH_TRIAGE_MAX_FILE_MIB", "16".to_owned()),
-            ("HOOK_URL", self.hook.url.clone()),
-            ("HOOK_SECRET", HOOK_SECRET.to_owned()),
-        ]
+        let accounts = match &self.second {
+            None => vec![
+                ("AZURE_BATCH_ENDPOINT", self.batch_url.clone()),
+                ("AZURE_BATCH_ACCOUNT", WELL_KNOWN_ACCOUNT_NAME.to_owned()),
+                ("AZURE_BATCH_ACCESS_KEY", WELL_KNOWN_ACCOUNT_KEY.to_owned()),
+            ],
+            Some(second) => vec![
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__0__NAME",
+                    WELL_KNOWN_ACCOUNT_NAME.to_owned(),
+                ),
+                ("BATCH_TRIAGE_ACCOUNTS__0__ENDPOINT", self.batch_url.clone()),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__0__KEY",
+                    WELL_KNOWN_ACCOUNT_KEY.to_owned(),
+                ),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__1__NAME",
+                    SECOND_ACCOUNT_NAME.to_owned(),
+                ),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__1__ENDPOINT",
+                    second.batch_url.clone(),
+                ),
+                (
+                    "BATCH_TRIAGE_ACCOUNTS__1__KEY",
+                    SECOND_ACCOUNT_KEY.to_owned(),
+                ),
+            ],
+        };
+        accounts
+            .into_iter()
+            .chain([
+                ("BATCH_TRIAGE_STORE", path_text(self.store.path())),
+                ("BATCH_TRIAGE_POLICY", path_text(self.policy.path())),
+                ("BATCH_TRIAGE_ALLOW_LOOPBACK", "true".to_owned()),
+                ("BATCH_TRIAGE_MAX_FILE_MIB", "16".to_owned()),
+                ("HOOK_URL", self.hook.url.clone()),
+                ("HOOK_SECRET", HOOK_SECRET.to_owned()),
+            ])
+            .collect()
     }
 
     /// One of [`Backends::settings`] by name, as an environment lookup does: for building a

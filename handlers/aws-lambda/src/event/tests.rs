@@ -137,16 +137,27 @@ fn a_direct_invocation_names_a_job_and_maybe_a_task() {
         classify(&fixture("direct-diagnose.json")),
         Invocation::Diagnose {
             job_id: "etl".to_owned(),
-            task_id: Some("oom".to_owned())
+            task_id: Some("oom".to_owned()),
+            account: None,
         }
     );
     assert_eq!(
         classify(&json!({"jobId": "etl", "taskId": null})),
         Invocation::Diagnose {
             job_id: "etl".to_owned(),
-            task_id: None
+            task_id: None,
+            account: None,
         }
     );
+    assert_eq!(
+        classify(&json!({"jobId": "etl", "account": "devbatch2"})),
+        Invocation::Diagnose {
+            job_id: "etl".to_owned(),
+            task_id: None,
+            account: Some("devbatch2".to_owned()),
+        }
+    );
+    assert!(unknown(&json!({"jobId": "etl", "account": 2})).contains("account"));
     assert!(unknown(&json!({"jobId": ""})).contains("jobId"));
     assert!(unknown(&json!({"jobId": 7})).contains("jobId"));
     assert!(unknown(&json!({"jobId": "etl", "taskId": ["a"]})).contains("taskId"));

@@ -170,6 +170,9 @@ fn function_definitions_use_the_documented_binding_names() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("functions");
     for (function, binding, kind) in [
         ("TaskEvents", "events", "eventHubTrigger"),
+        ("TaskEvents2", "events", "eventHubTrigger"),
+        ("TaskEvents3", "events", "eventHubTrigger"),
+        ("TaskEvents4", "events", "eventHubTrigger"),
         ("TaskEventGrid", "event", "eventGridTrigger"),
         ("Sweep", "timer", "timerTrigger"),
         ("Diagnose", "req", "httpTrigger"),

@@ -107,7 +107,12 @@ impl Report {
             header {
                 h1 { "batch-triage demo" }
                 p {
-                    "Account " code { (self.account) } " (the Batch emulator) · generated "
+                    "Accounts "
+                    @for (i, account) in self.accounts.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        code { (account) }
+                    }
+                    " (Batch emulators, one pipeline) · generated "
                     (self.generated) " · " (self.findings.len()) " failures · "
                     (self.alerts.len()) " alerts · "
                     @if self.converged() {
@@ -350,9 +355,9 @@ fn severity_badge(class: FailureClass) -> Markup {
 /// A job's id, or a pool's with the nodes whose start task failed.
 fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
     match owner {
-        Owner::Job(job) => html! { code { (job) } },
+        Owner::Job(account, job) => html! { code { (account) "/" (job) } },
         Owner::Deliveries => html! { "deliveries kept as poison" },
-        Owner::Pool(pool) => {
+        Owner::Pool(account, pool) => {
             let nodes: Vec<&str> = findings
                 .iter()
                 .filter_map(|f| match &f.subject {
@@ -363,7 +368,7 @@ fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
                 })
                 .collect();
             html! {
-                "pool " code { (pool) } " "
+                "pool " code { (account) "/" (pool) } " "
                 span.muted {
                     "(node "
                     @for (i, node) in nodes.iter().enumerate() {

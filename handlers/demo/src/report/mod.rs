@@ -91,7 +91,8 @@ pub struct Report {
     alerts: Vec<AlertFile>,
     runs: Vec<Run>,
     scenario: String,
-    account: String,
+    /// The accounts the pipeline watched.
+    accounts: Vec<String>,
     generated: String,
 }
 
@@ -119,7 +120,7 @@ impl Report {
             alerts,
             runs: outcome.runs,
             scenario: outcome.scenario,
-            account: outcome.account,
+            accounts: outcome.accounts,
             generated: time::OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
@@ -278,7 +279,7 @@ impl Report {
         json!({
             "version": 1,
             "generatedAt": self.generated,
-            "account": self.account,
+            "accounts": self.accounts,
             "scenario": self.scenario,
             "converged": self.converged(),
             "byClass": self.by_class(),
@@ -346,8 +347,8 @@ impl Report {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "batch-triage demo: emulated Batch account {} (no Azure account), the real pipeline, loopback receivers\n",
-            self.account
+            "batch-triage demo: emulated Batch accounts {} (no Azure account), one pipeline, loopback receivers\n",
+            self.accounts.join(", ")
         );
         let _ = writeln!(text, "Triggers");
         for run in &self.runs {

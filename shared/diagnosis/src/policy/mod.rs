@@ -328,7 +328,7 @@ pub struct ActionsConfig {
     pub enabled: bool,
     /// Pretend only (the default): plan and audit, send nothing to Batch.
     pub dry_run: bool,
-    /// At most this many actions per clock hour (required when enabled).
+    /// At most this many actions per clock hour and Batch account (required when enabled).
     pub max_per_hour: Option<u32>,
 }
 

@@ -30,20 +30,28 @@ impl Triage {
             let wants_share = plan.receivers.iter().any(|r| {
                 (r.grouping.escalate.as_ref()).is_some_and(|e| e.min_job_percent.is_some())
             });
-            let Some(job_id) = diagnosis.subject.job_id.as_ref() else {
+            let (Some(job_id), Some(key)) = (
+                diagnosis.subject.job_id.as_ref(),
+                crate::grouping::job_tasks_key(diagnosis),
+            ) else {
                 continue;
             };
-            if !wants_share || job_tasks.contains_key(job_id) {
+            if !wants_share || job_tasks.contains_key(&key) {
                 continue;
             }
-            match self.batch.get_task_counts(job_id, deadline).await {
+            // The job is read from its own account (the alerts of several accounts are grouped
+            // together by the first account's pipeline).
+            let account = (diagnosis.subject.account.as_deref())
+                .and_then(|name| self.account(name))
+                .unwrap_or(self);
+            match account.batch.get_task_counts(job_id, deadline).await {
                 Ok(result) => {
                     let c = &result.task_counts;
                     let total = [c.active, c.running, c.completed]
                         .into_iter()
                         .map(|n| u64::try_from(n).unwrap_or(0))
                         .sum::<u64>();
-                    job_tasks.insert(job_id.clone(), total);
+                    job_tasks.insert(key, total);
                 }
                 Err(error) => {
                     tracing::warn!(job = %job_id, error = %error, "task counts unread; escalation by share waits");

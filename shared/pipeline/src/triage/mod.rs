@@ -11,6 +11,7 @@
 //! never be read from Batch (`refuse`), and pools and nodes with the node agent's logs and node
 //! actions (`pools`).
 
+mod accounts;
 mod alert;
 mod escalate;
 mod jobs;
@@ -42,13 +43,13 @@ use crate::grouping::GroupStore;
 use crate::node_actions::NodeActions;
 use crate::silences::{SILENCE_CACHE_TTL, SilenceCache, SilenceStore};
 
+pub use accounts::AccountError;
 pub(crate) use alert::Worked;
 pub(crate) use jobs::JobCache;
 pub(crate) use refuse::StoredIds;
 pub(crate) use report::batch_failure;
 pub use report::{Outcome, RunReport, SubjectReport, TriageError};
 pub use resolve::{Resolvable, job_tasks_ended, stuck_job_ended};
-use targets::Target;
 
 /// What the pipeline needs besides its collaborators.
 #[derive(Debug, Clone)]
@@ -85,6 +86,13 @@ pub struct Triage {
     /// Removes the configured secrets (and every shape of secret) from diagnoses and stderr
     /// tails before they are stored, alerted or reported.
     redactor: Redactor,
+    /// The deployment's other accounts (none when it watches one): a pipeline each, sharing this
+    /// one's store, policy, receivers and egress. Payloads are routed to them by the account
+    /// they name, and the timer sweeps every one (`triage/accounts.rs`).
+    others: Vec<Triage>,
+    /// Where this account's sweep state lives in the store: `None` keeps the single-account
+    /// keys (`sweep/cursor.json`), `Some(account)` puts them under `sweep/accounts/{account}/`.
+    pub(crate) sweep_namespace: Option<String>,
     /// Where Event Grid writes the events it gave up on (`BATCH_TRIAGE_DEAD_LETTER_STORE`), if
     /// configured: each tick moves them into the parking area (`crate::parking`).
     pub(crate) dead_letters: Option<Arc<dyn ArtifactStore>>,
@@ -100,6 +108,14 @@ impl std::fmt::Debug for Triage {
         // Receivers hold secrets; only their names are shown.
         f.debug_struct("Triage")
             .field("account", &self.config.account)
+            .field(
+                "other_accounts",
+                &self
+                    .others
+                    .iter()
+                    .map(|o| &o.config.account)
+                    .collect::<Vec<_>>(),
+            )
             .field("store", &self.store)
             .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -142,6 +158,8 @@ impl Triage {
             agent_logs_identity: None,
             subject_concurrency: DEFAULT_SUBJECT_CONCURRENCY,
             redactor: Redactor::default(),
+            others: Vec::new(),
+            sweep_namespace: None,
             dead_letters: None,
         }
     }
@@ -156,6 +174,9 @@ impl Triage {
     /// [`crate::settings::Settings::redactor`]) from everything it stores or sends, on top of the
     /// shapes of secrets that are always redacted.
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        for other in &mut self.others {
+            other.redactor = redactor.clone();
+        }
         self.redactor = redactor;
         self
     }
@@ -182,6 +203,9 @@ impl Triage {
     /// a SAS for Batch (`docs/preserved-layout.md`).
     pub fn with_agent_logs_identity(mut self, resource_id: Option<String>) -> Self {
         self.agent_logs_identity = resource_id.filter(|id| !id.trim().is_empty());
+        for other in &mut self.others {
+            other.agent_logs_identity = self.agent_logs_identity.clone();
+        }
         self
     }
 
@@ -194,12 +218,19 @@ impl Triage {
     /// that adds a silence between two payloads takes zero).
     pub fn with_silence_cache_ttl(mut self, ttl: Duration) -> Self {
         self.silences = SilenceCache::new(self.silences.store().clone(), self.policy.clone(), ttl);
+        for other in &mut self.others {
+            other.silences =
+                SilenceCache::new(other.silences.store().clone(), other.policy.clone(), ttl);
+        }
         self
     }
 
     /// Works on at most `n` subjects at once (at least one).
     pub fn with_subject_concurrency(mut self, n: usize) -> Self {
         self.subject_concurrency = n.max(1);
+        for other in &mut self.others {
+            other.subject_concurrency = n.max(1);
+        }
         self
     }
 
@@ -246,7 +277,7 @@ impl Triage {
 
     async fn process_targets(
         &self,
-        targets: Vec<Result<Target, (String, Outcome)>>,
+        targets: Vec<targets::Routed>,
         ignored: usize,
         now: OffsetDateTime,
         deadline: Deadline,
@@ -264,12 +295,18 @@ impl Triage {
                 Err(_) => true,
             })
             .collect();
-        let jobs = JobCache::default();
-        let jobs = &jobs;
+        // One job cache per account: job ids are unique only within an account.
+        let accounts = self.accounts();
+        let caches: Vec<JobCache> = accounts.iter().map(|_| JobCache::default()).collect();
+        let (accounts, caches) = (&accounts, &caches);
         let mut processed = futures::stream::iter(targets)
             .map(|target| async move {
                 match target {
-                    Ok(target) => self.process(&target, jobs, now, deadline).await,
+                    Ok((account, target)) => {
+                        accounts[account]
+                            .process(&target, &caches[account], now, deadline)
+                            .await
+                    }
                     Err((subject, outcome)) => {
                         let mut refused = SubjectReport::new(subject);
                         refused.outcome = outcome;

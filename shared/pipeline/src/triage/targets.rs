@@ -63,13 +63,17 @@ impl Ord for StartTaskEvent {
     }
 }
 
+/// A target and the index of its account in [`Triage::accounts`], or the label and outcome of
+/// an item refused before anything was fetched.
+pub(super) type Routed = Result<(usize, Target), (String, Outcome)>;
+
 impl Triage {
     /// Reads a payload's items into targets; returns how many items were about nothing to
     /// triage.
     pub(super) fn read_targets(
         &self,
         payload: &[u8],
-        targets: &mut Vec<Result<Target, (String, Outcome)>>,
+        targets: &mut Vec<Routed>,
     ) -> Result<usize, TriageError> {
         let mut ignored = 0;
         // Duplicates are dropped as they are read, not after: a batch repeating one subject a
@@ -92,20 +96,19 @@ impl Triage {
         Ok(ignored)
     }
 
-    /// Maps an item to what to look at, refusing other accounts. `None` for items that are
-    /// about nothing to triage.
-    fn target_of(&self, item: &Item) -> Option<Result<Target, (String, Outcome)>> {
+    /// Maps an item to what to look at and the account (its index in [`Triage::accounts`]) it
+    /// belongs to, refusing accounts that are not configured. `None` for items that are about
+    /// nothing to triage.
+    fn target_of(&self, item: &Item) -> Option<Routed> {
+        // The URL that names the account, when the item carries one: matched against each
+        // account's endpoint first (an emulator's loopback URL names no account by its host).
+        let mut origin: Option<&str> = None;
         let (account, target) = match item {
             Item::Task(task) => {
-                let url = task.url.as_deref();
-                let job = url.and_then(diagnosis::diagnose::job_id_from_url)?;
-                (
-                    url.and_then(diagnosis::wire::account_from_url),
-                    Target::Task {
-                        job,
-                        task: task.id.clone()?,
-                    },
-                )
+                origin = task.url.as_deref();
+                let job = origin.and_then(diagnosis::diagnose::job_id_from_url)?;
+                let task = task.id.clone()?;
+                (account_of(origin), Target::Task { job, task })
             }
             // Starts and successful completions, most of an account's events, cost nothing.
             Item::TaskEvent { kind, body, .. } if !body.may_report_failure(*kind) => return None,
@@ -117,26 +120,11 @@ impl Triage {
                 },
             ),
             Item::TaskReference(reference) => {
-                if let Some(url) = &reference.account_url
-                    && let Err(error) = self.batch.check_url(url)
-                {
-                    // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
-                    let shown = diagnosis::redact::strip_query(url);
-                    return Some(Err((
-                        format!("{shown}/{}", reference.job_id),
-                        Outcome::Refused(error.to_string()),
-                    )));
+                if let Err(refused) = self.check_reference(reference) {
+                    return Some(Err(refused));
                 }
-                let target = match &reference.task_id {
-                    Some(task) => Target::Task {
-                        job: reference.job_id.clone(),
-                        task: task.clone(),
-                    },
-                    None => Target::Job {
-                        job: reference.job_id.clone(),
-                    },
-                };
-                (None, target)
+                origin = reference.account_url.as_deref();
+                (None, reference_target(reference))
             }
             Item::SpecialTaskEvent { body, account }
                 if body.special_type() == diagnosis::wire::SpecialTaskType::StartTask =>
@@ -157,14 +145,11 @@ impl Triage {
                     job: body.job_id.clone()?,
                 },
             ),
-            Item::Job(job) => (
-                job.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Job {
-                    job: job.id.clone()?,
-                },
-            ),
+            Item::Job(job) => {
+                origin = job.url.as_deref();
+                let job = job.id.clone()?;
+                (account_of(origin), Target::Job { job })
+            }
             // A pool event that reports no failure costs nothing, like a task start.
             Item::PoolEvent { body, .. }
                 if body.resize_failure().is_none() && body.auto_scale_failure().is_none() =>
@@ -177,23 +162,16 @@ impl Triage {
                     pool: body.id.clone()?,
                 },
             ),
-            Item::Pool(pool) => (
-                pool.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Pool {
-                    pool: pool.id.clone()?,
-                },
-            ),
-            Item::Node(node) => (
-                node.url
-                    .as_deref()
-                    .and_then(diagnosis::wire::account_from_url),
-                Target::Node {
-                    pool: node.pool_id()?,
-                    node: node.id.clone()?,
-                },
-            ),
+            Item::Pool(pool) => {
+                origin = pool.url.as_deref();
+                let pool = pool.id.clone()?;
+                (account_of(origin), Target::Pool { pool })
+            }
+            Item::Node(node) => {
+                origin = node.url.as_deref();
+                let (pool, node) = (node.pool_id()?, node.id.clone()?);
+                (account_of(origin), Target::Node { pool, node })
+            }
             Item::PoolNodeCounts(_) => return None,
             Item::PrepReleaseStatus(_)
             | Item::File(_)
@@ -201,16 +179,60 @@ impl Triage {
             | Item::Error(_)
             | Item::Skipped { .. } => return None,
         };
-        match account {
-            Some(account) if !account.eq_ignore_ascii_case(&self.config.account) => Some(Err((
-                format!("{account}/{}", target_label(&target)),
-                Outcome::Refused(format!(
-                    "account {account:?} is not the configured account; nothing was fetched"
-                )),
-            ))),
-            _ => Some(Ok(target)),
+        match self.route(account.as_deref(), origin) {
+            Some(index) => Some(Ok((index, target))),
+            None => {
+                // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+                let account = account
+                    .or_else(|| origin.map(|url| diagnosis::redact::strip_query(url).to_string()))
+                    .unwrap_or_default();
+                Some(Err((
+                    format!("{account}/{}", target_label(&target)),
+                    Outcome::Refused(format!(
+                        "account {account:?} is not a configured account; nothing was fetched"
+                    )),
+                )))
+            }
         }
     }
+}
+
+impl Triage {
+    /// A reference's `accountUrl`, when it has one, must be one of the accounts' endpoints.
+    fn check_reference(
+        &self,
+        reference: &diagnosis::wire::TaskReference,
+    ) -> Result<(), (String, Outcome)> {
+        if let Some(url) = &reference.account_url
+            && let Err(error) = self.batch.check_url(url)
+            && !self.others.iter().any(|o| o.batch.check_url(url).is_ok())
+        {
+            // The URL is untrusted text: no query string (it could carry a SAS) is echoed.
+            let shown = diagnosis::redact::strip_query(url);
+            return Err((
+                format!("{shown}/{}", reference.job_id),
+                Outcome::Refused(error.to_string()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a `{jobId, taskId}` reference asks for: the task, or the job when it names no task.
+fn reference_target(reference: &diagnosis::wire::TaskReference) -> Target {
+    let job = reference.job_id.clone();
+    match &reference.task_id {
+        Some(task) => Target::Task {
+            job,
+            task: task.clone(),
+        },
+        None => Target::Job { job },
+    }
+}
+
+/// The account a REST body's `url` names by its host, if any.
+fn account_of(url: Option<&str>) -> Option<String> {
+    url.and_then(diagnosis::wire::account_from_url)
 }
 
 pub(super) fn target_label(target: &Target) -> String {

@@ -561,7 +561,7 @@ async fn the_hourly_budget_skips_and_audits_the_next_action() {
     assert_eq!(audit.len(), 4);
     assert!(
         store
-            .head(&JobActions::budget_key(T0).unwrap())
+            .head(&JobActions::budget_key(ACCOUNT, T0).unwrap())
             .await
             .unwrap()
             .is_some()
@@ -898,4 +898,33 @@ async fn a_skip_after_the_claim_gives_the_marker_back() {
     .await;
     assert_eq!(later.decision, AuditDecision::Applied, "{later:#?}");
     assert_eq!(actions.audit_log().all().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn each_account_has_its_own_hourly_budget() {
+    let run = start().await;
+    let (_dir, store) = store();
+    let p = policy(
+        "enabled = true\ndry_run = false\nmax_per_hour = 1",
+        r#"{ kind = "disable", disable_tasks = "requeue" }"#,
+    );
+    // In a deployment each account has its own actions over its own client; the store (and so
+    // the budgets) is shared. The emulator stands in for both accounts here.
+    let actions = JobActions::new(store.clone(), run.client.clone(), Duration::from_secs(30));
+    let first = act(&actions, &p, &diagnosis("etl"), None, T0).await;
+    let spent = act(&actions, &p, &diagnosis("j2"), None, T0).await;
+    let mut other = diagnosis("j3");
+    other.subject.account = Some("devbatch2".into());
+    let second_account = act(&actions, &p, &other, None, T0).await;
+    assert_eq!(first.decision, AuditDecision::Applied);
+    assert_eq!(spent.decision, AuditDecision::Skipped, "{spent:#?}");
+    assert_eq!(
+        second_account.decision,
+        AuditDecision::Applied,
+        "a storm in one account does not spend another's budget: {second_account:#?}"
+    );
+    for account in [ACCOUNT, "devbatch2"] {
+        let key = JobActions::budget_key(account, T0).unwrap();
+        assert!(store.head(&key).await.unwrap().is_some(), "{key}");
+    }
 }
