@@ -20,7 +20,9 @@
 //! meanwhile it fails (412), the group is read and the fold done again, as without the memory.
 //! A group another instance keeps writing is read first again for [`CONTENDED_FOR`], so sharing
 //! a group costs no more than before; one instance alone saves the read (one request per alert
-//! on Blob Storage when alerts come one per invocation).
+//! on Blob Storage when alerts come one per invocation). Within a process, the updates of one
+//! group take turns (the invocations a host runs at once would otherwise overtake each other's
+//! versions).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +50,10 @@ pub const CONTENDED_FOR: Duration = Duration::from_secs(60);
 /// Groups remembered at most; past that the memory starts again empty (a bound, not an LRU:
 /// a process sees few groups at once).
 const MAX_REMEMBERED: usize = 1024;
+
+/// Locks the updates of a process take turns on, a group's chosen by its key's hash: a fixed
+/// number, so nothing grows with the groups, and enough that two groups rarely share one.
+const UPDATE_TURNS: usize = 64;
 
 /// Why recording or flushing alerts failed. Every variant is worth retrying the whole operation
 /// later except [`GroupError::Store`] with a non-retryable cause.
@@ -179,6 +185,8 @@ pub struct GroupStore {
     /// The last version of each group this process wrote (see the module docs); shared
     /// by clones.
     remembered: Arc<Mutex<HashMap<ObjectKey, Remembered>>>,
+    /// The turns of this process's updates ([`UPDATE_TURNS`]); shared by clones.
+    turns: Arc<[futures::lock::Mutex<()>]>,
 }
 
 /// What a [`GroupStore`] remembers of one group.
@@ -196,6 +204,9 @@ impl GroupStore {
         Self {
             store,
             remembered: Arc::default(),
+            turns: (0..UPDATE_TURNS)
+                .map(|_| futures::lock::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -243,6 +254,15 @@ impl GroupStore {
             key.clone(),
             Remembered::Contended(Instant::now() + CONTENDED_FOR),
         );
+    }
+
+    /// The lock the updates of the group at `key` take turns on.
+    fn turn(&self, key: &ObjectKey) -> &futures::lock::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.as_str().hash(&mut hasher);
+        let at = usize::try_from(hasher.finish() % UPDATE_TURNS as u64).unwrap_or(0);
+        &self.turns[at]
     }
 
     fn forget(&self, key: &ObjectKey) {
@@ -440,6 +460,9 @@ impl GroupStore {
         change: impl Fn(Option<&GroupRecord>) -> (D, GroupRecord),
     ) -> Result<(D, GroupRecord), GroupError> {
         let key = Self::group_object(group_key)?;
+        // Held to the end: this process's other updates of the group wait, then start from the
+        // version this one wrote.
+        let _turn = self.turn(&key).lock().await;
         let mut known = known;
         let mut remembered = if known.is_none() {
             self.recall(&key)

@@ -501,3 +501,29 @@ async fn the_sweep_reads_each_due_group_once() {
     assert_eq!(sends.len(), 2);
     assert_eq!(counts(&store), (before.0 + 2, before.1 + 2));
 }
+
+/// The invocations a host runs at once in one process take turns on a group: none overtakes
+/// another's version, so only the first reads it, and every alert is counted.
+#[tokio::test]
+async fn concurrent_alerts_of_one_process_take_turns_on_a_group() {
+    let p = policy("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, Vec::new());
+    let groups = GroupStore::new(store.clone());
+    let diagnoses: Vec<Diagnosis> = (0..8)
+        .map(|i| oom("render", &format!("t{i}"), "same"))
+        .collect();
+    let plans: Vec<Plan> = diagnoses.iter().map(|d| planned(d, &p)).collect();
+    let outcomes = futures::future::join_all(
+        diagnoses
+            .iter()
+            .zip(&plans)
+            .map(|(d, plan)| groups.record(d, plan, T0)),
+    )
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    // Two groups (two receivers): one read each, then eight writes each, none refused.
+    assert_eq!(counts(&store), (2, 16));
+    let key = &plans[0].receivers[0].group_key;
+    assert_eq!(groups.state(key).await.unwrap().unwrap().count, 8);
+}
