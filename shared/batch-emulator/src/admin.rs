@@ -12,6 +12,10 @@
 //! | `DELETE /_emulator/faults` | remove all rules |
 //! | `POST /_emulator/nodes/{pool}/{node}/remove` | remove the node (files → 404 `NodeNotFound`) |
 //! | `POST /_emulator/nodes/{pool}/{node}/state` | body `{"state": "available"\|"notReady"\|"removed"}` |
+//! | `POST /_emulator/nodes/{pool}/{node}/recover` | the node recovers (`idle`, no errors, start task succeeded) |
+//! | `POST /_emulator/pools/{pool}/finish-resize` | the pool grows to its target, `resizeErrors` cleared, `steady` |
+//! | `POST /_emulator/pools/{pool}/autoscale-ok` | the pool's autoscale formula evaluates without error |
+//! | `DELETE /_emulator/pools/{pool}` | the pool's deletion completes (it and its nodes answer 404) |
 //! | `POST /_emulator/settle` | complete all pending job transitions, node removals and reimages |
 //! | `GET /_emulator/jobs/{job}` | the job now, without counting as a read |
 //! | `GET /_emulator/node-actions` | the node actions carried out (`poolId`, `nodeId`, `kind`: `remove`\|`reimage`, `option`) |
@@ -97,6 +101,16 @@ pub(crate) async fn handle(
                 Err(error) => problem(StatusCode::BAD_REQUEST, &error.to_string()),
             }
         }
+        ("POST", ["nodes", pool, node, "recover"]) => {
+            found(emulator.recover_node(pool, node), "no such node")
+        }
+        ("POST", ["pools", pool, "finish-resize"]) => {
+            found(emulator.finish_pool_resize(pool), "no such pool")
+        }
+        ("POST", ["pools", pool, "autoscale-ok"]) => {
+            found(emulator.succeed_autoscale(pool), "no such pool")
+        }
+        ("DELETE", ["pools", pool]) => found(emulator.delete_pool(pool), "no such pool"),
         ("POST", ["settle"]) => {
             emulator.settle();
             empty_response(StatusCode::NO_CONTENT)
@@ -118,10 +132,15 @@ pub(crate) async fn handle(
 }
 
 fn node_state(emulator: &Emulator, pool: &str, node: &str, state: NodeState) -> Response {
-    if emulator.set_node_state(pool, node, state) {
+    found(emulator.set_node_state(pool, node, state), "no such node")
+}
+
+/// 204 when the control found its pool or node, else 404 with `missing`.
+fn found(done: bool, missing: &str) -> Response {
+    if done {
         empty_response(StatusCode::NO_CONTENT)
     } else {
-        problem(StatusCode::NOT_FOUND, "no such node")
+        problem(StatusCode::NOT_FOUND, missing)
     }
 }
 

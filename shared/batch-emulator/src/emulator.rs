@@ -173,6 +173,42 @@ impl Emulator {
         lock(&self.inner.state).set_node_state(pool_id, node_id, node_state)
     }
 
+    /// The pool's resize completes: idle nodes are added up to its target, its `resizeErrors`
+    /// are cleared and it is `steady`, as when quota or capacity became available. False when
+    /// the pool is unknown.
+    pub fn finish_pool_resize(&self, pool_id: &str) -> bool {
+        lock(&self.inner.state).finish_pool_resize(pool_id, OffsetDateTime::now_utc())
+    }
+
+    /// The pool's autoscale formula evaluates without error from now on. False when the pool
+    /// is unknown.
+    pub fn succeed_autoscale(&self, pool_id: &str) -> bool {
+        lock(&self.inner.state).succeed_autoscale(pool_id, OffsetDateTime::now_utc())
+    }
+
+    /// The node recovers: `idle`, no errors, its start task succeeded. False when the node is
+    /// unknown or removed.
+    pub fn recover_node(&self, pool_id: &str, node_id: &str) -> bool {
+        lock(&self.inner.state).recover_node(pool_id, node_id, OffsetDateTime::now_utc())
+    }
+
+    /// The node breaks (again): `unusable` from now, with one error `code` (`DiskFull`, say).
+    /// False when the node is unknown or removed.
+    pub fn make_node_unusable(&self, pool_id: &str, node_id: &str, code: &str) -> bool {
+        lock(&self.inner.state).make_node_unusable(
+            pool_id,
+            node_id,
+            code,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    /// The pool's deletion completes: the pool and its nodes answer 404 from now on. False when
+    /// the pool is unknown.
+    pub fn delete_pool(&self, pool_id: &str) -> bool {
+        lock(&self.inner.state).delete_pool(pool_id)
+    }
+
     /// The pool as `GET /pools/{id}` would return it now (not counted as a read).
     pub fn pool(&self, pool_id: &str) -> Option<Value> {
         let base = self.last_base();

@@ -21,6 +21,7 @@ use crate::scenario::{
 };
 
 mod json_map;
+mod pool_controls;
 mod pools;
 
 use json_map::{default_field, object_at, resolve_map, str_at};

@@ -198,6 +198,18 @@ enum Remembered {
     Contended(Instant),
 }
 
+/// One alert to fold into its groups: the diagnosis, its plan, and the incident of a subject
+/// that can fail again after it recovered (a node), so a later incident counts anew.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertInput<'a> {
+    /// The diagnosis.
+    pub diagnosis: &'a Diagnosis,
+    /// Its plan (the receivers and their group keys).
+    pub plan: &'a Plan,
+    /// The subject's incident, if it has several over time.
+    pub incident: Option<&'a str>,
+}
+
 impl GroupStore {
     /// Groups kept in `store` (under `groups/` and `sent/`).
     pub fn new(store: Arc<dyn ArtifactStore>) -> Self {
@@ -303,7 +315,15 @@ impl GroupStore {
         alerts: &[(&Diagnosis, &Plan)],
         now: OffsetDateTime,
     ) -> BatchRecord {
-        self.record_batch_knowing(alerts, &HashMap::new(), now)
+        let alerts: Vec<AlertInput<'_>> = alerts
+            .iter()
+            .map(|(diagnosis, plan)| AlertInput {
+                diagnosis,
+                plan,
+                incident: None,
+            })
+            .collect();
+        self.record_batch_knowing(&alerts, &HashMap::new(), now)
             .await
     }
 
@@ -312,18 +332,19 @@ impl GroupStore {
     /// the job's tasks.
     pub async fn record_batch_knowing(
         &self,
-        alerts: &[(&Diagnosis, &Plan)],
+        alerts: &[AlertInput<'_>],
         job_tasks: &HashMap<String, u64>,
         now: OffsetDateTime,
     ) -> BatchRecord {
         // Group key → its receiver and its alerts (index, facts), in first-seen order.
         let mut groups: Vec<(&PlannedReceiver, Vec<(usize, AlertFacts)>)> = Vec::new();
         let mut slot_of: HashMap<&str, usize> = HashMap::new();
-        for (i, (diagnosis, plan)) in alerts.iter().enumerate() {
-            for receiver in &plan.receivers {
-                let tasks = job_tasks_key(diagnosis).and_then(|k| job_tasks.get(&k));
-                let facts = AlertFacts::from_diagnosis(&receiver.group_key, diagnosis)
-                    .with_job_tasks(tasks.copied());
+        for (i, alert) in alerts.iter().enumerate() {
+            for receiver in &alert.plan.receivers {
+                let tasks = job_tasks_key(alert.diagnosis).and_then(|k| job_tasks.get(&k));
+                let facts = AlertFacts::from_diagnosis(&receiver.group_key, alert.diagnosis)
+                    .with_job_tasks(tasks.copied())
+                    .with_incident(alert.incident);
                 let slot = *slot_of
                     .entry(receiver.group_key.as_str())
                     .or_insert_with(|| {
@@ -341,7 +362,7 @@ impl GroupStore {
             let Some((first, rest)) = members.split_first() else {
                 continue;
             };
-            let example = alerts[first.0].0;
+            let example = alerts[first.0].diagnosis;
             let folded = self
                 .update(&receiver.group_key, None, |record| {
                     fold(record, first, rest, receiver, example, now)
@@ -713,8 +734,7 @@ impl GroupStore {
                 return Ok(false);
             }
             record.resolved_at_send = Some(sends);
-            record.state.count_at_last_send = record.state.count;
-            record.state.flush_at = None;
+            record.state.resolve();
             let body = serde_json::to_vec(&record).map_err(|error| {
                 GroupError::Store(StoreError::Other {
                     message: format!("cannot encode alert group: {error}"),

@@ -17,6 +17,10 @@
 //! alert with a count. The run stops at its deadline and leaves the rest to the next one; it has
 //! no cursor (it looks at the state of now, and every effect is once per node and incident), and
 //! a lease of its own keeps two overlapping runs apart.
+//!
+//! What a complete run saw (every pool, where it stands, and the groups its pools and nodes in
+//! trouble fall in) is kept in its report ([`PoolSweepReport::seen`]), so the tick can tell
+//! which pool and node groups are over without asking Batch again (`triage/resolve_pools.rs`).
 
 use std::collections::HashMap;
 
@@ -31,7 +35,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::sweep::{SweepError, SweepOptions};
-use crate::triage::{Outcome, StoredIds, SubjectReport, Triage, Worked, batch_failure};
+use crate::triage::{Outcome, PoolsSeen, StoredIds, SubjectReport, Triage, Worked, batch_failure};
 
 /// Held while a pool sweep works (per account: [`Triage::sweep_state_key`]).
 const LEASE_KEY: &str = "pools-lease.json";
@@ -58,6 +62,18 @@ pub struct PoolSweepReport {
     pub subjects: Vec<SubjectReport>,
     /// The run looked at every pool within its deadline.
     pub completed: bool,
+    /// What the run saw, when it saw everything: every pool listed and every node list it
+    /// needed read to its end. `None` when it was skipped, stopped or failed.
+    pub seen: Option<PoolsSeen>,
+}
+
+impl PoolSweepReport {
+    /// Notes the groups a pool or node in trouble falls in, taken from `worked`.
+    fn note_failing(&mut self, worked: &mut Worked) {
+        if let Some(seen) = self.seen.as_mut() {
+            seen.still_failing(std::mem::take(&mut worked.firing));
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,8 +115,14 @@ impl Triage {
                 ..PoolSweepReport::default()
             });
         };
-        let mut report = PoolSweepReport::default();
+        let mut report = PoolSweepReport {
+            seen: Some(PoolsSeen::default()),
+            ..PoolSweepReport::default()
+        };
         let result = self.sweep_pools_within(now, deadline, &mut report).await;
+        if result.is_err() {
+            report.seen = None;
+        }
         report.completed = result.is_ok() && !deadline_near(deadline);
         let _ = self
             .store
@@ -166,12 +188,16 @@ impl Triage {
         let mut page: Vec<Worked> = Vec::new();
         while let Some(pool) = pools.try_next().await? {
             if deadline_near(deadline) {
+                report.seen = None;
                 return Ok(());
             }
             let Some(pool_id) = pool.id.clone() else {
                 continue;
             };
             report.pools_examined += 1;
+            if let Some(seen) = report.seen.as_mut() {
+                seen.saw_pool(&self.config.account, &pool_id, &pool);
+            }
             let ids = StoredIds::pool(&self.config.account, &pool_id);
             if let Some(problem) = ids.problem() {
                 page.push(
@@ -181,7 +207,8 @@ impl Triage {
                 continue;
             }
             let list = worth_listing(&pool, counted.get(&pool_id).copied());
-            let worked = self.triage_pool(&pool_id, pool, now);
+            let mut worked = self.triage_pool(&pool_id, pool, now);
+            report.note_failing(&mut worked);
             if worked.report.class.is_some_and(|c| c.is_failure()) {
                 page.push(worked);
             }
@@ -235,9 +262,15 @@ impl Triage {
             })
             .buffered(self.subject_concurrency);
         while let Some(next) = triaged.next().await {
-            let Some((worked, broke)) = next else {
+            // Out of time, or the list failed: this pool's nodes were not all seen.
+            let Some((mut worked, broke)) = next else {
+                report.seen = None;
                 return;
             };
+            if broke {
+                report.seen = None;
+            }
+            report.note_failing(&mut worked);
             if worked.report.class.is_some_and(|c| c.is_failure())
                 || !matches!(worked.report.outcome, Outcome::Done)
             {

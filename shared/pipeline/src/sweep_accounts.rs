@@ -99,9 +99,11 @@ impl Triage {
             completed: true,
             ..SweepReport::default()
         };
+        // What the pool sweeps saw, kept only when every account's was complete.
         let mut pools = PoolSweepReport {
             skipped_busy: true,
             completed: true,
+            seen: Some(crate::triage::PoolsSeen::default()),
             ..PoolSweepReport::default()
         };
         let mut first_error = None;
@@ -146,6 +148,10 @@ impl Triage {
                     pools.pools_examined += report.pools_examined;
                     pools.pools_listed += report.pools_listed;
                     pools.subjects.extend(report.subjects);
+                    match (pools.seen.as_mut(), report.seen) {
+                        (Some(all), Some(seen)) => all.merge(seen),
+                        _ => pools.seen = None,
+                    }
                 }
                 Err(error) => {
                     let error_text = format!("pools: {error}");
@@ -155,6 +161,7 @@ impl Triage {
                     });
                     pools.skipped_busy = false;
                     pools.completed = false;
+                    pools.seen = None;
                     first_error.get_or_insert(error);
                 }
             }

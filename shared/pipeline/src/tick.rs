@@ -4,7 +4,8 @@
 //! in every account (`sweep_accounts.rs`), work the deliveries the platforms gave up on (parked
 //! ones and Event Grid's dead letters, `crate::parking`), send the alert groups that have
 //! waited long enough, tell receivers with `send_resolved` about groups whose failure state
-//! ended, and retry the notifications that failed earlier.
+//! ended (pools and nodes from what this tick's pool sweeps saw), and retry the notifications
+//! that failed earlier.
 
 use batch_client::Deadline;
 use time::OffsetDateTime;
@@ -62,7 +63,9 @@ impl Triage {
         // Before the flush, so the alerts of drained deliveries can go out in this tick.
         let parked = self.drain_parked(now, deadline).await?;
         let flushed = self.flush_due(now, deadline).await?;
-        let resolved = self.resolve_groups(now, deadline).await?;
+        let resolved = self
+            .resolve_groups_after(now, deadline, pools.seen.as_ref())
+            .await?;
         let outbox = self.drain_outbox(deadline).await?;
         Ok(TickReport {
             sweep,

@@ -15,6 +15,7 @@
 //! node counts (every node counted `unusable`), Remove Nodes and Reimage Node (202, nothing
 //! changes), and `uploadbatchservicelogs`, whose `virtualDirectoryName` is built from the raw
 //! ids (`{pool}/{node}/{guid}`), so a pool id `..` hands the caller a directory that climbs.
+//! A test takes a node out with [`HostileBatch::remove_node`].
 
 use std::sync::{Arc, Mutex};
 
@@ -82,6 +83,18 @@ impl HostileBatch {
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         HostileBatch { url, shared }
+    }
+
+    /// Takes a node out of its pool: from now on it is not listed nor counted, and a read of
+    /// it answers 404 `NodeNotFound`. False when the double serves no such node.
+    pub fn remove_node(&self, pool_id: &str, node_id: &str) -> bool {
+        let mut shared = self.shared.lock().expect("double lock");
+        let Some(pool) = shared.pools.iter_mut().find(|p| p.id == pool_id) else {
+            return false;
+        };
+        let before = pool.nodes.len();
+        pool.nodes.retain(|n| n != node_id);
+        pool.nodes.len() < before
     }
 
     /// The paths (with their query) requested so far, in order, percent-encoded as sent.

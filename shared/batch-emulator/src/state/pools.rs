@@ -134,7 +134,7 @@ impl Deallocation {
     }
 }
 
-fn now_text(now: OffsetDateTime) -> Value {
+pub(super) fn now_text(now: OffsetDateTime) -> Value {
     Value::String(clock::format_time(now))
 }
 
@@ -242,7 +242,7 @@ impl State {
     }
 
     /// Dedicated and Spot/low-priority nodes still in the pool.
-    fn live_counts(&self, pool_key: &str) -> (u64, u64) {
+    pub(super) fn live_counts(&self, pool_key: &str) -> (u64, u64) {
         let mut counts = (0, 0);
         for node in self.pool_nodes(pool_key) {
             if is_dedicated(node.1) {
@@ -627,7 +627,7 @@ fn check_pool_writable(pool: &Pool) -> Result<(), ApiError> {
 }
 
 /// Fills in a node's JSON; `index` varies its IP address.
-fn fill_node(
+pub(super) fn fill_node(
     node: &mut Node,
     pool: Option<&Map<String, Value>>,
     index: usize,
@@ -701,7 +701,7 @@ fn succeeded_start_task(start: OffsetDateTime) -> Value {
 }
 
 /// A reimaged node: `idle`, no errors, a fresh disk, its start task run again.
-fn finish_reimage(node: &mut Node, now: OffsetDateTime) {
+pub(super) fn finish_reimage(node: &mut Node, now: OffsetDateTime) {
     set_node_state(&mut node.json, "idle", now);
     node.json.remove("errors");
     node.json.insert("lastBootTime".into(), now_text(now));

@@ -878,3 +878,128 @@ async fn generated_nodes_hide_a_few_in_trouble_among_thousands() {
         assert!(Scenario::from_json_str(bad).is_err(), "{bad}");
     }
 }
+
+/// Node counts of one pool: (dedicated unusable, dedicated total).
+async fn counted(server: &Server, pool: &str) -> Option<(u64, u64)> {
+    let (_, body) = server.get_json(&format!("/nodecounts?{API}")).await;
+    body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["poolId"] == pool)
+        .map(|c| {
+            let d = &c["dedicated"];
+            (
+                d["unusable"].as_u64().unwrap(),
+                d["total"].as_u64().unwrap(),
+            )
+        })
+}
+
+#[tokio::test]
+async fn controls_end_a_pool_or_node_trouble_through_the_admin_api() {
+    let server = Server::builtin().await;
+    let client = reqwest::Client::new();
+    let admin = |method: Method, path: &str| {
+        client.request(method, format!("{}/_emulator/{path}", server.base))
+    };
+    // A pool whose resize failed grows to its target.
+    let status = admin(Method::POST, "pools/quota-pool/finish-resize")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (_, pool) = server.get_json(&format!("/pools/quota-pool?{API}")).await;
+    assert_eq!(pool["allocationState"], "steady");
+    assert!(pool.get("resizeErrors").is_none(), "{pool}");
+    assert_eq!(pool["currentDedicatedNodes"], pool["targetDedicatedNodes"]);
+    assert_eq!(pool["currentDedicatedNodes"], 8);
+    let (_, nodes) = server
+        .get_json(&format!("/pools/quota-pool/nodes?{API}"))
+        .await;
+    assert_eq!(nodes["value"].as_array().unwrap().len(), 8);
+    assert!(
+        nodes["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "idle")
+    );
+    assert_eq!(counted(&server, "quota-pool").await, Some((0, 8)));
+
+    // An autoscale formula evaluates again.
+    let status = admin(Method::POST, "pools/scaler/autoscale-ok")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (_, scaler) = server.get_json(&format!("/pools/scaler?{API}")).await;
+    assert!(scaler["autoScaleRun"].get("error").is_none(), "{scaler}");
+    assert!(scaler["autoScaleRun"]["timestamp"].is_string());
+
+    // An unusable node recovers: idle, no errors, out of the filtered list and the counts.
+    let (unusable_before, _) = counted(&server, "workers").await.unwrap();
+    let status = admin(Method::POST, &format!("nodes/workers/{DISK_FULL}/recover"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (_, node) = server
+        .get_json(&format!("/pools/workers/nodes/{DISK_FULL}?{API}"))
+        .await;
+    assert_eq!(node["state"], "idle");
+    assert!(node.get("errors").is_none(), "{node}");
+    let (_, trouble) = server
+        .get_json(&format!(
+            "/pools/workers/nodes?{API}&$filter={}",
+            q(TROUBLE)
+        ))
+        .await;
+    assert!(!ids(&trouble).contains(&DISK_FULL.to_owned()));
+    assert_eq!(
+        counted(&server, "workers").await.unwrap().0,
+        unusable_before - 1
+    );
+
+    // A stuck deletion completes: the pool and its nodes are gone.
+    let status = admin(Method::DELETE, "pools/old-pool")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    expect_error(
+        server.get(&format!("/pools/old-pool?{API}")).await,
+        404,
+        "PoolNotFound",
+    )
+    .await;
+    assert_eq!(counted(&server, "old-pool").await, None);
+
+    // Unknown pools and nodes, and a removed node, are 404s that change nothing.
+    for (method, path) in [
+        (Method::POST, "pools/no-such-pool/finish-resize".to_owned()),
+        (Method::POST, "pools/no-such-pool/autoscale-ok".to_owned()),
+        (Method::DELETE, "pools/old-pool".to_owned()),
+        (
+            Method::POST,
+            "nodes/workers/no-such-node/recover".to_owned(),
+        ),
+    ] {
+        let status = admin(method, &path).send().await.unwrap().status();
+        assert_eq!(status, 404, "{path}");
+    }
+    assert!(server.emulator.remove_node("workers", LOST));
+    assert!(!server.emulator.recover_node("workers", LOST));
+    expect_error(
+        server
+            .get(&format!("/pools/workers/nodes/{LOST}?{API}"))
+            .await,
+        404,
+        "NodeNotFound",
+    )
+    .await;
+}

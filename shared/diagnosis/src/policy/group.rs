@@ -49,12 +49,17 @@ impl AlertFacts {
     pub fn from_diagnosis(group_key: &str, d: &Diagnosis) -> Self {
         let s = &d.subject;
         let part = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        // Pools, their nodes and start tasks belong to no job: the pool tells two apart.
+        let owner = match (&s.job_id, &s.pool_id) {
+            (None, Some(pool)) => format!("_pools/{pool}"),
+            (job, _) => part(job),
+        };
         Self {
             group_key: group_key.to_owned(),
             occurrence: format!(
                 "{}/{}/{}/{}/{}/{}",
                 part(&s.account),
-                part(&s.job_id),
+                owner,
                 part(&s.task_id),
                 s.attempt.map_or_else(|| "-".to_owned(), |a| a.to_string()),
                 part(&s.node_id),
@@ -64,6 +69,18 @@ impl AlertFacts {
             subject: s.clone(),
             job_tasks: None,
         }
+    }
+
+    /// The same facts, for one incident of a subject that can fail, recover and fail again (a
+    /// node: when it entered its state): a later incident is a new occurrence, not a
+    /// redelivery of the first.
+    #[must_use]
+    pub fn with_incident(mut self, incident: Option<&str>) -> Self {
+        if let Some(incident) = incident {
+            self.occurrence.push('@');
+            self.occurrence.push_str(incident);
+        }
+        self
     }
 
     /// The same facts, knowing the job's number of tasks.
@@ -182,9 +199,22 @@ pub struct GroupState {
     /// The group's escalation, once it happened (at most once per episode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalated>,
+    /// The failure state the group was about ended and its receivers were told (a resolved
+    /// message): its next failure is a new incident, even of the same subject, and starts a new
+    /// episode. Set by [`GroupState::resolve`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resolved: bool,
 }
 
 impl GroupState {
+    /// Records that the group's failure state ended: nothing is pending any more, and the next
+    /// failure starts a new episode (see [`GroupState::resolved`]).
+    pub fn resolve(&mut self) {
+        self.count_at_last_send = self.count;
+        self.flush_at = None;
+        self.resolved = true;
+    }
+
     fn new(group_key: &str, now: OffsetDateTime) -> Self {
         Self {
             version: GROUP_STATE_VERSION,
@@ -203,6 +233,7 @@ impl GroupState {
             recent: Vec::new(),
             job_tasks: None,
             escalation: None,
+            resolved: false,
         }
     }
 
@@ -376,6 +407,14 @@ pub fn decide_in_place(
 ) -> Decision {
     if state.version != GROUP_STATE_VERSION || state.group_key != facts.group_key {
         *state = GroupState::new(&facts.group_key, now);
+    }
+    // The state this group was about ended (a node recovered, a pool reached its target): a
+    // failure now is a new incident, though its occurrence (the same node, the same class) may
+    // be one the group remembers, so the remembered occurrences go with the old episode.
+    if state.resolved {
+        let sends = state.sends;
+        *state = GroupState::new(&facts.group_key, now);
+        state.sends = sends;
     }
     if state.recent.contains(&facts.occurrence) {
         return match state.flush_at {

@@ -732,6 +732,69 @@ fn a_quiet_group_starts_a_new_episode_with_group_wait() {
 }
 
 #[test]
+fn a_resolved_group_alerts_again_when_the_same_subject_fails_again() {
+    let g = grouping();
+    let node = facts(&task("j", "t1", "f1"));
+    let (_, state) = decide(None, &node, &g, T0);
+    let (Decision::SendNow(_), mut state) = tick(&state, &g, T0 + secs(30)) else {
+        panic!()
+    };
+    // Before the state ended, the same occurrence is a redelivery.
+    let (decision, _) = decide(Some(&state), &node, &g, T0 + secs(60));
+    assert_eq!(decision, Decision::Suppress);
+    state.resolve();
+    let json = serde_json::to_string(&state).unwrap();
+    assert!(json.contains("\"resolved\":true"), "{json}");
+    // Minutes later, well inside repeat_interval, the same subject fails again: a new incident,
+    // batched for group_wait and sent with the next sequence number.
+    let again = T0 + secs(600);
+    let (decision, state) = decide(Some(&state), &node, &g, again);
+    assert_eq!(
+        decision,
+        Decision::Wait {
+            until: again + secs(30)
+        }
+    );
+    assert!(!state.resolved);
+    let (Decision::SendNow(n), state) = tick(&state, &g, again + secs(30)) else {
+        panic!()
+    };
+    assert_eq!((n.sequence, n.count), (2, 1));
+    // A state that never resolved does not carry the field at all.
+    assert!(!serde_json::to_string(&state).unwrap().contains("resolved"));
+}
+
+#[test]
+fn nodes_of_two_pools_and_two_incidents_of_one_node_are_distinct_occurrences() {
+    let node = |pool: &str| {
+        let mut d = oom();
+        d.subject.job_id = None;
+        d.subject.task_id = None;
+        d.subject.attempt = None;
+        d.subject.pool_id = Some(pool.to_owned());
+        d.subject.node_id = Some("tvm-1".to_owned());
+        d
+    };
+    let (a, b) = (facts(&node("a")), facts(&node("b")));
+    assert_ne!(a.occurrence, b.occurrence, "the same node id in two pools");
+    let first = facts(&node("a")).with_incident(Some("20261205T070000Z"));
+    let later = facts(&node("a")).with_incident(Some("20261205T080000Z"));
+    assert_ne!(first.occurrence, later.occurrence);
+    assert_eq!(
+        facts(&node("a")).with_incident(None).occurrence,
+        a.occurrence
+    );
+    // A task's occurrence names its job, not its pool, as it always did.
+    let mut t = task("j", "t1", "f");
+    t.subject.pool_id = Some("p".to_owned());
+    assert!(
+        facts(&t).occurrence.contains("/j/t1/"),
+        "{}",
+        facts(&t).occurrence
+    );
+}
+
+#[test]
 fn group_state_round_trips_as_json_and_old_versions_start_afresh() {
     let g = grouping();
     let (_, state) = decide(None, &facts(&oom()), &g, T0);

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Outcome, SubjectReport, Triage};
-use crate::grouping::AlertToSend;
+use crate::grouping::{AlertInput, AlertToSend};
 
 /// An alert a subject asks for. It is folded into its group together with the alerts of the
 /// other subjects of the same payload or sweep page ([`Triage::alert`]), so a burst of failures
@@ -19,12 +19,18 @@ pub(crate) struct PendingAlert {
     pub(super) plan: Plan,
     pub(super) tail: Option<String>,
     pub(super) links: Vec<String>,
+    /// The subject's incident (a node's), so it counts anew when it fails again.
+    pub(super) incident: Option<String>,
 }
 
 /// A subject worked on: its report, and its alert still to group and deliver.
 pub(crate) struct Worked {
     pub(crate) report: SubjectReport,
     pub(super) alert: Option<PendingAlert>,
+    /// The groups a pool's or node's failure falls in now, for every receiver a rule routes
+    /// it to, silenced or not: how the pool sweep tells a group that still fails from one that
+    /// ended (`resolve_pools.rs`). Empty for other subjects.
+    pub(crate) firing: Vec<String>,
 }
 
 impl From<SubjectReport> for Worked {
@@ -32,6 +38,7 @@ impl From<SubjectReport> for Worked {
         Worked {
             report,
             alert: None,
+            firing: Vec::new(),
         }
     }
 }
@@ -113,9 +120,17 @@ impl Triage {
             .map(|(_, alert)| (&alert.diagnosis, &alert.plan))
             .collect();
         let job_tasks = self.job_tasks_for_escalation(&batch, deadline).await;
+        let inputs: Vec<AlertInput<'_>> = pending
+            .iter()
+            .map(|(_, alert)| AlertInput {
+                diagnosis: &alert.diagnosis,
+                plan: &alert.plan,
+                incident: alert.incident.as_deref(),
+            })
+            .collect();
         let recorded = self
             .groups
-            .record_batch_knowing(&batch, &job_tasks, now)
+            .record_batch_knowing(&inputs, &job_tasks, now)
             .await;
         for (k, outcome) in recorded.outcomes.iter().enumerate() {
             let (i, alert) = pending[k];

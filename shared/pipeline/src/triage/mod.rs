@@ -7,9 +7,9 @@
 //! One module per job: the reports (`report`), reading subjects from payloads (`targets`),
 //! working one subject, whatever its kind (`subject`: the one preserve → sharpen → plan → act
 //! sequence), grouping and delivering alerts (`alert`), resolved messages for failure states that
-//! ended (`resolve`), the per-payload job cache (`jobs`), refusing, once, subjects whose ids can
-//! never be read from Batch (`refuse`), and pools and nodes with the node agent's logs and node
-//! actions (`pools`).
+//! ended (`resolve`; pools and nodes, told from the pool sweep, in `resolve_pools`), the
+//! per-payload job cache (`jobs`), refusing, once, subjects whose ids can never be read from
+//! Batch (`refuse`), and pools and nodes with the node agent's logs and node actions (`pools`).
 
 mod accounts;
 mod alert;
@@ -19,6 +19,7 @@ mod pools;
 mod refuse;
 mod report;
 mod resolve;
+mod resolve_pools;
 mod subject;
 mod targets;
 
@@ -50,6 +51,7 @@ pub(crate) use refuse::StoredIds;
 pub(crate) use report::batch_failure;
 pub use report::{Outcome, RunReport, SubjectReport, TriageError};
 pub use resolve::{Resolvable, job_tasks_ended, stuck_job_ended};
+pub use resolve_pools::{NODE_RECOVERY_SELECT, PoolNow, PoolsSeen, node_ended, pool_ended};
 
 /// What the pipeline needs besides its collaborators.
 #[derive(Debug, Clone)]

@@ -125,7 +125,7 @@ impl Triage {
         }
         let diagnosis = self.redacted(diagnosis);
         let plan = plan(&diagnosis, &self.policy, now, &PlanContext::default());
-        self.worked(diagnosis, plan, Vec::new(), report)
+        self.worked(diagnosis, plan, Vec::new(), None, report)
     }
 
     /// A node named by a payload: read it again, then triage it.
@@ -216,7 +216,7 @@ impl Triage {
                 }
             }
         }
-        self.worked(diagnosis, plan, links, report)
+        self.worked(diagnosis, plan, links, Some(incident), report)
     }
 
     /// Keeps the node agent's logs of the diagnosis's node for `incident` when the plan says
@@ -295,14 +295,24 @@ impl Triage {
         diagnosis: Diagnosis,
         plan: Plan,
         links: Vec<String>,
+        incident: Option<String>,
         report: SubjectReport,
     ) -> Worked {
+        let firing = (plan.receivers.iter())
+            .chain(&plan.silenced_receivers)
+            .map(|r| r.group_key.clone())
+            .collect();
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {
             diagnosis,
             plan,
             tail: None,
             links,
+            incident,
         });
-        Worked { report, alert }
+        Worked {
+            report,
+            alert,
+            firing,
+        }
     }
 }

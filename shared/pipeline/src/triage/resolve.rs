@@ -7,6 +7,7 @@
 //! Only states that can end are looked at ([`Resolvable`]). A task that failed stays failed: a
 //! group of task failures ends only when its job completed with every task succeeded (the
 //! failures were attempts that a retry or a rerun made good), never while a failed task stands.
+//! Pools and nodes are told from the pool sweep of the same tick (`resolve_pools.rs`).
 
 use batch_client::{BatchError, Deadline};
 use diagnosis::wire::{JobState, TaskCounts};
@@ -14,13 +15,13 @@ use diagnosis::{Diagnosis, FailureClass};
 use notify::{Alert, AlertState, Group, Links};
 use time::OffsetDateTime;
 
+use super::resolve_pools::PoolsSeen;
 use super::{SubjectReport, Triage};
 use crate::grouping::{GroupError, OpenGroup};
 
 /// A failure state that can end, named by the group's example diagnosis.
 ///
-/// A new kind (a pool that could not resize reaching its target, an unusable node recovering
-/// or removed) is a variant here, a line in [`Resolvable::of`] and an arm in
+/// A new kind is a variant here, a line in [`Resolvable::of`] and an arm in
 /// `Triage::has_ended`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,26 +38,60 @@ pub enum Resolvable {
         /// The job.
         job: String,
     },
+    /// `pool.resize_failed`, `pool.autoscale_failed`, `pool.delete_stuck`: over when the pool
+    /// holds its target (and, for autoscale, evaluates again), or is gone
+    /// ([`super::resolve_pools::pool_ended`]).
+    Pool {
+        /// The pool.
+        pool: String,
+        /// Which of the three.
+        class: FailureClass,
+    },
+    /// `node.unusable`, `node.start_task_failed`: over when the node recovers or leaves the
+    /// pool ([`super::resolve_pools::node_ended`]).
+    Node {
+        /// The node's pool.
+        pool: String,
+        /// The node.
+        node: String,
+        /// Which of the two.
+        class: FailureClass,
+    },
 }
 
 impl Resolvable {
     /// The ending to look for after `diagnosis`, or `None` for a state that never ends with a
     /// message (a job that ended badly, a failed preparation task: what happened stays so).
     pub fn of(diagnosis: &Diagnosis) -> Option<Self> {
-        // A job Batch can never be asked about (its subject was refused) cannot be looked at.
-        let job = diagnosis
-            .subject
-            .job_id
-            .clone()
-            .filter(|job| batch_client::id_problem(job).is_none())?;
-        if diagnosis.class == FailureClass::JobStuck {
-            Some(Self::StuckJob { job })
-        } else if diagnosis.subject.task_id.is_some()
-            && diagnosis.class.as_str().starts_with("task.")
-        {
-            Some(Self::JobTasks { job })
-        } else {
-            None
+        // An id Batch can never be asked about (its subject was refused) cannot be looked at.
+        let askable = |id: &Option<String>| {
+            id.clone()
+                .filter(|id| batch_client::id_problem(id).is_none())
+        };
+        let subject = &diagnosis.subject;
+        match diagnosis.class {
+            FailureClass::JobStuck => Some(Self::StuckJob {
+                job: askable(&subject.job_id)?,
+            }),
+            class @ (FailureClass::PoolResizeFailed
+            | FailureClass::PoolAutoScaleFailed
+            | FailureClass::PoolDeleteStuck) => Some(Self::Pool {
+                pool: askable(&subject.pool_id)?,
+                class,
+            }),
+            class @ (FailureClass::NodeUnusable | FailureClass::NodeStartTaskFailed) => {
+                Some(Self::Node {
+                    pool: askable(&subject.pool_id)?,
+                    node: askable(&subject.node_id)?,
+                    class,
+                })
+            }
+            class if subject.task_id.is_some() && class.as_str().starts_with("task.") => {
+                Some(Self::JobTasks {
+                    job: askable(&subject.job_id)?,
+                })
+            }
+            _ => None,
         }
     }
 }
@@ -89,14 +124,28 @@ pub fn job_tasks_ended(state: Option<&JobState>, counts: Option<&TaskCounts>) ->
 }
 
 impl Triage {
-    /// Sends the resolved messages that are due: one per notified group whose failure state
-    /// ended, to receivers with `send_resolved`. Returns the receivers told. Groups of another
-    /// account, of a state that never ends, or still failing are left as they are; a Batch
-    /// error leaves a group for the next tick.
+    /// Sends the resolved messages that are due for jobs: one per notified group whose failure
+    /// state ended, to receivers with `send_resolved`, each asked of the group's own account.
+    /// Returns the receivers told. Groups of an account not configured, of a state that never
+    /// ends, or still failing are left as they are; a Batch error leaves a group for the next
+    /// tick. Pool and node groups need the pool
+    /// sweep's sight: see [`Triage::resolve_groups_after`].
     pub async fn resolve_groups(
         &self,
         now: OffsetDateTime,
         deadline: Deadline,
+    ) -> Result<Vec<String>, GroupError> {
+        self.resolve_groups_after(now, deadline, None).await
+    }
+
+    /// [`Triage::resolve_groups`], and the pool and node groups too when `pools` holds what a
+    /// complete pool sweep just saw (the tick passes its own); without it they are left as
+    /// they are.
+    pub async fn resolve_groups_after(
+        &self,
+        now: OffsetDateTime,
+        deadline: Deadline,
+        pools: Option<&PoolsSeen>,
     ) -> Result<Vec<String>, GroupError> {
         let wanted = |name: &str| self.receivers.get(name).is_some_and(|r| r.send_resolved);
         if !self.receivers.values().any(|r| r.send_resolved) {
@@ -104,23 +153,35 @@ impl Triage {
         }
         let open = self.groups.open_groups(wanted).await?;
         let mut report = SubjectReport::new("resolved alerts".to_owned());
-        // One read of each job (and its counts) however many groups name it.
+        // One read of each job (and its counts), or node, however many groups name it.
         let mut jobs: std::collections::HashMap<String, Option<String>> = Default::default();
         for group in open {
             if deadline.remaining() < std::time::Duration::from_secs(5) {
                 break;
             }
-            let account = group.example.subject.account.as_deref();
-            if account.is_some_and(|a| !a.eq_ignore_ascii_case(&self.config.account)) {
-                continue;
-            }
+            // Asked of the group's own account (a subject naming none belongs to the first);
+            // a group of an account this deployment does not watch is left alone.
+            let owner = match group.example.subject.account.as_deref() {
+                Some(account) => match self.account(account) {
+                    Some(owner) => owner,
+                    None => continue,
+                },
+                None => self,
+            };
             let Some(resolvable) = Resolvable::of(&group.example) else {
                 continue;
             };
-            let key = format!("{resolvable:?}");
+            // A pool or node group is judged only after a complete pool sweep, and not while
+            // a pool or node in trouble still falls in it.
+            if resolvable.needs_pool_sweep()
+                && pools.is_none_or(|seen| seen.is_failing(&group.group_key))
+            {
+                continue;
+            }
+            let key = format!("{}/{resolvable:?}", owner.account_name());
             let ended = match jobs.get(&key) {
                 Some(ended) => ended.clone(),
-                None => match self.has_ended(&resolvable, deadline).await {
+                None => match owner.has_ended(&resolvable, pools, deadline).await {
                     Ok(ended) => {
                         jobs.insert(key, ended.clone());
                         ended
@@ -148,9 +209,15 @@ impl Triage {
     async fn has_ended(
         &self,
         resolvable: &Resolvable,
+        pools: Option<&PoolsSeen>,
         deadline: Deadline,
     ) -> Result<Option<String>, BatchError> {
-        let (Resolvable::StuckJob { job } | Resolvable::JobTasks { job }) = resolvable;
+        let (Resolvable::StuckJob { job } | Resolvable::JobTasks { job }) = resolvable else {
+            return match pools {
+                Some(seen) => self.pool_or_node_ended(resolvable, seen, deadline).await,
+                None => Ok(None),
+            };
+        };
         let found = match self
             .batch
             .get_job(job, &batch_client::GetOptions::default(), deadline)
@@ -170,7 +237,7 @@ impl Triage {
         let counts = self.batch.get_task_counts(job, deadline).await?.task_counts;
         Ok(match resolvable {
             Resolvable::StuckJob { .. } => stuck_job_ended(found.state.as_ref(), Some(&counts)),
-            Resolvable::JobTasks { .. } => job_tasks_ended(found.state.as_ref(), Some(&counts)),
+            _ => job_tasks_ended(found.state.as_ref(), Some(&counts)),
         })
     }
 }
@@ -253,6 +320,54 @@ mod tests {
         d.class = FailureClass::JobStuck;
         d.subject.job_id = Some("..".into());
         assert_eq!(Resolvable::of(&d), None, "an id Batch is never asked about");
+
+        // Pools and nodes, by the pool and node their diagnosis names.
+        d.subject.job_id = None;
+        d.subject.pool_id = Some("workers".into());
+        for class in [
+            FailureClass::PoolResizeFailed,
+            FailureClass::PoolAutoScaleFailed,
+            FailureClass::PoolDeleteStuck,
+        ] {
+            d.class = class;
+            assert_eq!(
+                Resolvable::of(&d),
+                Some(Resolvable::Pool {
+                    pool: "workers".into(),
+                    class
+                })
+            );
+        }
+        d.subject.node_id = Some("tvm-1".into());
+        for class in [
+            FailureClass::NodeUnusable,
+            FailureClass::NodeStartTaskFailed,
+        ] {
+            d.class = class;
+            assert_eq!(
+                Resolvable::of(&d),
+                Some(Resolvable::Node {
+                    pool: "workers".into(),
+                    node: "tvm-1".into(),
+                    class
+                })
+            );
+        }
+        d.subject.node_id = None;
+        assert_eq!(
+            Resolvable::of(&d),
+            None,
+            "a node diagnosis without its node"
+        );
+        d.subject.node_id = Some(String::new());
+        assert_eq!(Resolvable::of(&d), None, "an empty node id");
+        d.class = FailureClass::PoolResizeFailed;
+        d.subject.pool_id = Some(".".into());
+        assert_eq!(
+            Resolvable::of(&d),
+            None,
+            "a pool id Batch is never asked about"
+        );
     }
 
     #[test]

@@ -641,7 +641,12 @@ impl Triage {
             plan,
             tail,
             links,
+            incident: None,
         });
-        Worked { report, alert }
+        Worked {
+            report,
+            alert,
+            firing: Vec::new(),
+        }
     }
 }

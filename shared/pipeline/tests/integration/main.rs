@@ -9,6 +9,7 @@ mod parking;
 mod pools;
 mod refused;
 mod resolved;
+mod resolved_pools;
 mod silences;
 mod sweep_cost;
 mod triage;
