@@ -13,6 +13,7 @@
 
 mod blob;
 mod blob_list;
+mod connection_string;
 mod key;
 mod list;
 mod local;
