@@ -124,6 +124,23 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         serde_json::json!(["devbatch2/nightly", "devbatch2/nightly/part-2"])
     );
     assert_eq!(json["store"]["silences"][0]["muted"], 2);
+    // The store's report, read from the failure index, counts every failure the demo saw, pools
+    // and nodes of the pool sweep and the poisoned delivery included.
+    let by_class = json["byClass"].as_object().unwrap();
+    for (class, count) in by_class {
+        let indexed = json["store"]["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == class.as_str())
+            .map_or(serde_json::Value::Null, |c| c["count"].clone());
+        assert_eq!(&indexed, count, "{class}");
+    }
+    let total: u64 = by_class
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(json["store"]["totalFailures"], total);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let silences = &html[html.find("<section id=\"silences\"").unwrap()..];
     let silences = &silences[..silences.find("</section>").unwrap()];

@@ -6,6 +6,8 @@
 //! create-only when the pipeline has diagnosed and planned a subject: a redelivery in the same
 //! hour finds it and writes nothing (the report also counts a subject once across hours).
 
+/// The segment of a store key for an account name (shared by every key that names one).
+pub use crate::account_segment;
 use std::sync::Arc;
 
 use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
@@ -48,21 +50,6 @@ pub fn hour_segment(t: OffsetDateTime) -> String {
         t.day(),
         t.hour()
     )
-}
-
-/// The segment of a key for an account name: what the store accepts, lower case.
-pub fn account_segment(account: &str) -> String {
-    let clean: String = account
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "_".to_owned()
-    } else {
-        clean
-    }
 }
 
 /// Writes the record of a failed subject (create-only; an existing one is left alone).
@@ -153,6 +140,11 @@ mod tests {
         assert_eq!(key.account, "devbatch1");
         assert!(HistoryKey::parse("history/x/y.json").is_none());
         assert!(HistoryKey::parse("groups/x.json").is_none());
-        assert_eq!(account_segment("Acct/../x"), "acct____x");
+        assert_eq!(account_segment("DevBatch1"), "devbatch1");
+        let hostile = account_segment("Acct/../x");
+        assert!(
+            hostile.len() == 32 && hostile.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hostile}"
+        );
     }
 }

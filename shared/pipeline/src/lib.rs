@@ -66,7 +66,7 @@ pub(crate) fn digest(text: &str) -> String {
 /// An account's name as one segment of a store key: Batch account names are 3 to 24 lower-case
 /// letters and digits, kept as they are so the store reads well; anything else (a name given in
 /// code, or hostile text) is digested, so a key never depends on untrusted text.
-pub(crate) fn account_segment(account: &str) -> String {
+pub fn account_segment(account: &str) -> String {
     if !account.is_empty() && account.bytes().all(|b| b.is_ascii_alphanumeric()) {
         account.to_ascii_lowercase()
     } else {

@@ -207,7 +207,7 @@ impl Triage {
                 continue;
             }
             let list = worth_listing(&pool, counted.get(&pool_id).copied());
-            let mut worked = self.triage_pool(&pool_id, pool, now);
+            let mut worked = self.triage_pool(&pool_id, pool, now).await;
             report.note_failing(&mut worked);
             if worked.report.class.is_some_and(|c| c.is_failure()) {
                 page.push(worked);

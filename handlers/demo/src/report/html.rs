@@ -99,19 +99,6 @@ impl Report {
                     " muted " (self.muted_count(&added.silence.id)) " alerts; their logs were kept."
                 }
             }
-            @let unindexed = self.unindexed();
-            @if !unindexed.is_empty() {
-                p.muted {
-                    "The store's part counts the failures the pipeline wrote to its index for \
-                     the report; these the demo saw are not in it, and are shown in its \
-                     sections only: "
-                    @for (i, (class, count)) in unindexed.iter().enumerate() {
-                        @if i > 0 { ", " }
-                        code { (class) } " " (count)
-                    }
-                    "."
-                }
-            }
             @if !self.unrecognised.is_empty() {
                 p.bad {
                     "Failed subjects the report cannot place: "
@@ -122,26 +109,6 @@ impl Report {
                 }
             }
         }
-    }
-
-    /// Classes of which the demo saw more failures than the store's report counts, and how
-    /// many more.
-    fn unindexed(&self) -> Vec<(&'static str, u64)> {
-        self.by_class()
-            .into_iter()
-            .filter_map(|(class, count)| {
-                let indexed = self
-                    .store
-                    .classes
-                    .iter()
-                    .find(|c| c.class == class)
-                    .map_or(0, |c| c.count);
-                let missing = u64::try_from(count)
-                    .unwrap_or(u64::MAX)
-                    .saturating_sub(indexed);
-                (missing > 0).then_some((class, missing))
-            })
-            .collect()
     }
 
     fn findings_html(&self) -> Markup {

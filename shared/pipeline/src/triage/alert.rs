@@ -272,6 +272,14 @@ impl Triage {
         let diagnosis = self.redacted(diagnosis.clone());
         let policy = self.planning_policy(now).await;
         let planned = plan(&diagnosis, &policy, now, &PlanContext::default());
+        // Said once, so recorded once: the report shows it like any other failure.
+        self.record_for_report(
+            &mut SubjectReport::new(example.to_owned()),
+            &diagnosis,
+            &planned,
+            now,
+        )
+        .await;
         let (mut notified, mut outboxed) = (Vec::new(), Vec::new());
         for to in &planned.receivers {
             let Some(receiver) = self.receivers.get(&to.receiver) else {
@@ -304,5 +312,50 @@ impl Triage {
             }
         }
         (notified, outboxed)
+    }
+}
+
+impl Triage {
+    /// What the report reads about a failed subject, whatever its kind: the silence that muted
+    /// its alert (counted), and its record in the failure index. Neither is worth failing the
+    /// subject over: a lost count or record is logged.
+    pub(super) async fn record_for_report(
+        &self,
+        report: &mut SubjectReport,
+        diagnosis: &Diagnosis,
+        plan: &Plan,
+        now: OffsetDateTime,
+    ) {
+        if let Some(silence) = &plan.silence_id {
+            report.muted_by = Some(silence.clone());
+            let receivers = plan
+                .silenced_receivers
+                .iter()
+                .map(|r| r.receiver.clone())
+                .collect();
+            // Counting is not worth failing the subject over: a lost count is logged.
+            if let Err(error) = self
+                .silences
+                .store()
+                .record_muted(silence, &report.subject, diagnosis, receivers, now)
+                .await
+            {
+                tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
+            }
+        }
+        if diagnosis.class.is_failure() {
+            let record = crate::history::FailureRecord {
+                time: crate::history::rfc3339(now),
+                subject: report.subject.clone(),
+                preserved: report.preserved.clone(),
+                muted_by: report.muted_by.clone(),
+                action: report.action.clone(),
+                diagnosis: diagnosis.clone(),
+            };
+            // The index serves the report only: a lost record is logged, never a retry.
+            if let Err(error) = crate::history::record_failure(&self.store, &record, now).await {
+                tracing::warn!(subject = %report.subject, error = %error, "failure not indexed for the report");
+            }
+        }
     }
 }

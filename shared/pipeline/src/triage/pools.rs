@@ -99,12 +99,12 @@ impl Triage {
             }
             Err(error) => return Err(batch_failure(&error)),
         };
-        Ok(self.triage_pool(pool_id, pool, now))
+        Ok(self.triage_pool(pool_id, pool, now).await)
     }
 
     /// A pool already read (by a GET or the sweep's list): diagnose, plan, alert. A pool has
     /// no logs of its own and no action.
-    pub(crate) fn triage_pool(
+    pub(crate) async fn triage_pool(
         &self,
         pool_id: &str,
         pool: BatchPool,
@@ -125,7 +125,8 @@ impl Triage {
         }
         let diagnosis = self.redacted(diagnosis);
         let plan = plan(&diagnosis, &self.policy, now, &PlanContext::default());
-        self.worked(diagnosis, plan, Vec::new(), None, report)
+        self.worked(diagnosis, plan, Vec::new(), None, report, now)
+            .await
     }
 
     /// A node named by a payload: read it again, then triage it.
@@ -216,7 +217,8 @@ impl Triage {
                 }
             }
         }
-        self.worked(diagnosis, plan, links, Some(incident), report)
+        self.worked(diagnosis, plan, links, Some(incident), report, now)
+            .await
     }
 
     /// Keeps the node agent's logs of the diagnosis's node for `incident` when the plan says
@@ -289,15 +291,19 @@ impl Triage {
         }
     }
 
-    /// The subject's alert, to be grouped with the others of its payload or sweep page.
-    fn worked(
+    /// The subject's alert, to be grouped with the others of its payload or sweep page, and
+    /// what the report reads about it (its muting silence, its failure record).
+    async fn worked(
         &self,
         diagnosis: Diagnosis,
         plan: Plan,
         links: Vec<String>,
         incident: Option<String>,
-        report: SubjectReport,
+        mut report: SubjectReport,
+        now: OffsetDateTime,
     ) -> Worked {
+        self.record_for_report(&mut report, &diagnosis, &plan, now)
+            .await;
         let firing = (plan.receivers.iter())
             .chain(&plan.silenced_receivers)
             .map(|r| r.group_key.clone())

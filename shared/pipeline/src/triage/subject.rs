@@ -605,37 +605,8 @@ impl Triage {
                 }
             }
         }
-        if let Some(silence) = &plan.silence_id {
-            report.muted_by = Some(silence.clone());
-            let receivers = plan
-                .silenced_receivers
-                .iter()
-                .map(|r| r.receiver.clone())
-                .collect();
-            // Counting is not worth failing the subject over: a lost count is logged.
-            if let Err(error) = self
-                .silences
-                .store()
-                .record_muted(silence, &report.subject, &diagnosis, receivers, now)
-                .await
-            {
-                tracing::warn!(silence = %silence, error = %error, "muted alert not counted");
-            }
-        }
-        if diagnosis.class.is_failure() {
-            let record = crate::history::FailureRecord {
-                time: crate::history::rfc3339(now),
-                subject: report.subject.clone(),
-                preserved: report.preserved.clone(),
-                muted_by: report.muted_by.clone(),
-                action: report.action.clone(),
-                diagnosis: diagnosis.clone(),
-            };
-            // The index serves the report only: a lost record is logged, never a retry.
-            if let Err(error) = crate::history::record_failure(&self.store, &record, now).await {
-                tracing::warn!(subject = %report.subject, error = %error, "failure not indexed for the report");
-            }
-        }
+        self.record_for_report(&mut report, &diagnosis, &plan, now)
+            .await;
         let alert = (!plan.receivers.is_empty()).then_some(PendingAlert {
             diagnosis,
             plan,

@@ -185,6 +185,26 @@ async fn the_sweep_finds_pools_and_nodes_keeps_agent_logs_once_and_alerts_once()
         "{:?}",
         disk_full.preserved
     );
+    // Each pool and node in trouble is in the failure index the report reads, like a task.
+    let indexed: Vec<String> = world
+        .store
+        .list(pipeline::history::HISTORY_PREFIX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.as_str().to_owned())
+        .collect();
+    for class in [
+        "pool.resize_failed",
+        "pool.autoscale_failed",
+        "pool.delete_stuck",
+        "node.unusable",
+    ] {
+        assert!(
+            indexed.iter().any(|k| k.contains(&format!("/{class}/"))),
+            "{class} in {indexed:#?}"
+        );
+    }
     let alerts_after_first = world.hook.len();
     assert!(alerts_after_first >= 5, "{alerts_after_first}");
     let bodies = world.hook.bodies().join("\n");
