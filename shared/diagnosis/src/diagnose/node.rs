@@ -126,7 +126,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
                 ));
             }
             let details: Vec<String> = first
-                .error_details
+                .details
                 .iter()
                 .take(5)
                 .filter_map(|d| {
@@ -152,12 +152,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
             );
             // The cause without the node: the same error groups across nodes and pools.
             let cause_key = std::iter::once(first.message.as_deref().unwrap_or_default())
-                .chain(
-                    first
-                        .error_details
-                        .iter()
-                        .filter_map(|d| d.value.as_deref()),
-                )
+                .chain(first.details.iter().filter_map(|d| d.value.as_deref()))
                 .collect::<Vec<_>>()
                 .join("\n");
             (
@@ -165,11 +160,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
                 cause,
                 code,
                 cause_key,
-                Some(failure_of(
-                    code,
-                    first.message.as_deref(),
-                    &first.error_details,
-                )),
+                Some(failure_of(code, first.message.as_deref(), &first.details)),
             )
         }
     };
