@@ -2,7 +2,7 @@
 //! start task that failed (`node.start_task_failed`), also on a node whose start task does not
 //! wait for success and which therefore stays `idle`.
 
-use super::pool::{bounded, failure_of};
+use super::pool::{bounded, failure_of, more_errors};
 use super::special::{SpecialFacts, special_task_diagnosis};
 use super::{Evidence, dedup};
 use crate::classes::{FailureClass, node_error_advice};
@@ -10,9 +10,6 @@ use crate::fingerprint::fingerprint;
 use crate::redact::redact;
 use crate::report::{Diagnosis, Subject};
 use crate::wire::{ComputeNode, NodeError, NodeState, TaskResult, account_from_url};
-
-/// Most further node errors named in hints besides the first.
-const MAX_MORE_ERRORS: usize = 5;
 
 /// Diagnoses one node: `node.unusable` for an unusable node, `node.start_task_failed` when its
 /// start task failed (state `starttaskfailed`, or `startTaskInfo.result` `failure` on a node
@@ -71,20 +68,6 @@ pub fn diagnose_node(node: &ComputeNode, evidence: &Evidence<'_>) -> Option<Diag
     }
     diagnosis.hints = dedup(diagnosis.hints);
     Some(diagnosis)
-}
-
-/// The node's other errors (after the first), bounded, as hints.
-fn more_errors<'a>(errors: &'a [&NodeError]) -> impl Iterator<Item = String> + 'a {
-    errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
-        format!(
-            "Also: {}{}",
-            bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
-            more.message
-                .as_deref()
-                .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), 1_000)))
-                .unwrap_or_default()
-        )
-    })
 }
 
 fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>) -> Diagnosis {

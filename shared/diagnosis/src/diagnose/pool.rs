@@ -15,8 +15,8 @@ use crate::fingerprint::fingerprint;
 use crate::redact::redact;
 use crate::report::{Detail, Diagnosis, Failure, Subject};
 use crate::wire::{
-    AutoScaleRunError, BatchPool, NameValue, PoolEventBody, PoolEventKind, PoolState, ResizeError,
-    account_from_url,
+    AutoScaleRunError, BatchPool, FailureInfo, NameValue, PoolEventBody, PoolEventKind, PoolState,
+    ResizeError, account_from_url,
 };
 
 /// How long a pool may stay `deleting` before `pool.delete_stuck`, unless the evidence says
@@ -169,8 +169,8 @@ fn no_node_note(evidence: &Evidence<'_>, cause: &mut String, hints: &mut Vec<Str
     }
 }
 
-/// The pool's other resize errors (after the first), bounded, as hints.
-fn more_resize_errors<'a>(errors: &'a [&ResizeError]) -> impl Iterator<Item = String> + 'a {
+/// The other errors (after the first) of a pool's resize or of a node, bounded, as hints.
+pub(super) fn more_errors<'a>(errors: &'a [&FailureInfo]) -> impl Iterator<Item = String> + 'a {
     errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
         format!(
             "Also: {}{}",
@@ -261,7 +261,7 @@ fn resize_failed(
     if sizes.current == Some(0) {
         no_node_note(evidence, &mut cause, &mut hints);
     }
-    hints.extend(more_resize_errors(errors));
+    hints.extend(more_errors(errors));
     let severity = if sizes.current == Some(0) && evidence.pool_active_jobs.is_some_and(|j| j > 0) {
         Severity::Critical
     } else {
