@@ -93,7 +93,8 @@ fn heading(text: &'static str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{text}*")}})
 }
 
-/// Renders the webhook payload for an alert, always within [`MAX_PAYLOAD_BYTES`].
+/// Renders the webhook payload for an alert, always within
+/// [`MAX_PAYLOAD_BYTES`](crate::teams::MAX_PAYLOAD_BYTES).
 pub fn render(alert: &Alert) -> Vec<u8> {
     let alert = &pre_trim(alert);
     fit(
