@@ -13,8 +13,10 @@
 //!   by default) over four jobs (exit codes 137, 1, 139, 2 with matching stderr), each with a small `stdout.txt`
 //!   (2 KiB, generated) and `stderr.txt`;
 //! - the handler, with the host's environment, a local-directory store (a fresh temporary
-//!   directory per run) and a policy with a webhook receiver (the default grouping: alerts wait
-//!   30 s, so the burst records them in the grouping state);
+//!   directory per run) or, with `BENCH_STORE=blob`, a container on Azurite (a fresh Azurite
+//!   per run, in memory, reached through a counting proxy: see `support/blob_counter.rs`), and a
+//!   policy with a webhook receiver (the default grouping: alerts wait 30 s, so the burst records
+//!   them in the grouping state);
 //! - this driver: it builds the invocation bodies up front (not timed), serves the webhook, and
 //!   POSTs the batches with `in flight` concurrent invocations, as the host does with one batch
 //!   per Event Hubs partition.
@@ -30,12 +32,15 @@
 //! of its own task; `lifecycle`: each task's `TaskStartEvent`, `TaskCompleteEvent` and, if it
 //! failed, `TaskFailEvent`, as a real log has them — see [`Stream`]), `BENCH_FAILED_PERCENT`
 //! (with `lifecycle`: the share of tasks that fail, default 100),
-//! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE_DIR` (where the temporary
+//! `BENCH_IN_FLIGHT` (comma-separated, default `1,2,4`), `BENCH_STORE` (`dir`, the default, or
+//! `blob`: Azurite, from `BATCH_TRIAGE_AZURITE` or `tests/node`, and the Blob requests per
+//! failed task by kind, as the proxy in front of Azurite counted them), `BENCH_STORE_DIR` (where the temporary
 //! store directories go; default the system temp dir), `BENCH_KEEP_STORES=1` (leave them for the
 //! caller to remove: see [`RunResult`]), `BENCH_HANDLER` (default
 //! `batch-triage-functions` beside this example's directory), `BENCH_PERF=1` (record the handler
 //! with `perf record -g` during the last run, into `target/bench-burst.perf.data`).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -48,6 +53,9 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{handler, percentile, status_kib};
+#[path = "support/blob_counter.rs"]
+mod blob_counter;
+use blob_counter::{BlobCounter, Kind};
 
 const JOBS: [(&str, i64, &str); 4] = [
     (
@@ -385,6 +393,113 @@ fn count_manifests(dir: &Path) -> usize {
     count
 }
 
+/// The container the handler's Blob store uses.
+const CONTAINER: &str = "burst";
+
+/// Where one run's handler keeps its store (`BENCH_STORE`).
+enum Store {
+    /// `dir`: a fresh temporary directory.
+    Dir(tempfile::TempDir),
+    /// `blob`: a fresh Azurite with the container, read directly by the driver, and the
+    /// counting proxy the handler reaches it through.
+    Blob(Box<BlobParts>),
+}
+
+/// The parts of a Blob store run.
+struct BlobParts {
+    azurite: artifact_store::testing::Azurite,
+    direct: artifact_store::BlobStore,
+    counter: BlobCounter,
+}
+
+impl Store {
+    async fn new() -> Store {
+        match std::env::var("BENCH_STORE").as_deref() {
+            Ok("blob") => {
+                let azurite = artifact_store::testing::Azurite::start();
+                let direct = azurite.store(CONTAINER).await;
+                let counter = BlobCounter::start(&azurite.blob_endpoint());
+                Store::Blob(Box::new(BlobParts {
+                    azurite,
+                    direct,
+                    counter,
+                }))
+            }
+            Ok("dir") | Err(_) => Store::Dir(
+                match std::env::var_os("BENCH_STORE_DIR") {
+                    Some(dir) => tempfile::tempdir_in(dir),
+                    None => tempfile::tempdir(),
+                }
+                .expect("temp store"),
+            ),
+            Ok(other) => panic!("BENCH_STORE={other:?}: expected dir or blob"),
+        }
+    }
+
+    fn describe() -> &'static str {
+        match std::env::var("BENCH_STORE").as_deref() {
+            Ok("blob") => "store on Blob Storage (Azurite, in memory, a fresh one per run)",
+            _ => "local-directory store",
+        }
+    }
+
+    /// The handler's `BATCH_TRIAGE_STORE`: the directory, or a connection string whose Blob
+    /// endpoint is the proxy's.
+    fn setting(&self) -> std::ffi::OsString {
+        match self {
+            Store::Dir(dir) => dir.path().into(),
+            Store::Blob(parts) => format!(
+                "UseDevelopmentStorage=true;BlobEndpoint={};Container={CONTAINER}",
+                parts.counter.endpoint
+            )
+            .into(),
+        }
+    }
+
+    fn azurite_pid(&self) -> Option<u32> {
+        match self {
+            Store::Dir(_) => None,
+            Store::Blob(parts) => Some(parts.azurite.pid()),
+        }
+    }
+
+    /// The Blob requests counted since the last call (`None` with a directory).
+    fn take_blob_requests(&self) -> Option<BTreeMap<Kind, usize>> {
+        match self {
+            Store::Dir(_) => None,
+            Store::Blob(parts) => Some(parts.counter.take()),
+        }
+    }
+
+    async fn count_manifests(&self) -> usize {
+        use artifact_store::ArtifactStore as _;
+        match self {
+            Store::Dir(dir) => count_manifests(dir.path()),
+            Store::Blob(parts) => parts
+                .direct
+                .list("")
+                .await
+                .expect("list the container")
+                .iter()
+                .filter(|o| o.key.as_str().ends_with("/manifest.json"))
+                .count(),
+        }
+    }
+
+    /// What the run keeps until its result is dropped: see [`RunResult::_store`]. Azurite is
+    /// stopped at once, so its memory does not weigh on the next run.
+    fn keep_if_asked(self) -> Option<Store> {
+        match self {
+            Store::Dir(dir) if std::env::var("BENCH_KEEP_STORES").is_ok_and(|v| v == "1") => {
+                let _ = dir.keep();
+                None
+            }
+            Store::Dir(dir) => Some(Store::Dir(dir)),
+            Store::Blob(_) => None,
+        }
+    }
+}
+
 struct Handler {
     child: Child,
     port: u16,
@@ -397,7 +512,12 @@ impl Drop for Handler {
     }
 }
 
-async fn start_handler(batch_url: &str, store: &Path, policy: &Path, hook_url: &str) -> Handler {
+async fn start_handler(
+    batch_url: &str,
+    store: &std::ffi::OsStr,
+    policy: &Path,
+    hook_url: &str,
+) -> Handler {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -445,12 +565,14 @@ struct RunResult {
     manifests: usize,
     /// Batch requests per event by kind, from the emulator's log.
     requests: Vec<(String, f64)>,
+    /// With `BENCH_STORE=blob`: the requests that reached Azurite, by kind, and Azurite's CPU.
+    blob: Option<(BTreeMap<Kind, usize>, (f64, f64))>,
     /// Removed after the last run: removing 50,000 files is slow on a `discard` mount and would
     /// load the disk under the next run. With `BENCH_KEEP_STORES=1`, not removed at all (`None`):
     /// on ext4 without a journal, inodes freed in the last minutes are skipped when new ones are
     /// allocated, so a run right after a large removal pays for it. `scripts/bench` keeps the
     /// stores and removes them once every benchmark has run.
-    _store: Option<tempfile::TempDir>,
+    _store: Option<Store>,
     done: usize,
     not_done: Vec<String>,
 }
@@ -505,12 +627,8 @@ async fn run(
     hook_url: &str,
     perf: bool,
 ) -> RunResult {
-    let store = match std::env::var_os("BENCH_STORE_DIR") {
-        Some(dir) => tempfile::tempdir_in(dir),
-        None => tempfile::tempdir(),
-    }
-    .expect("temp store");
-    let handler = start_handler(batch_url, store.path(), policy, hook_url).await;
+    let store = Store::new().await;
+    let handler = start_handler(batch_url, &store.setting(), policy, hook_url).await;
     let pid = handler.child.id().to_string();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(in_flight)
@@ -540,6 +658,9 @@ async fn run(
         cpu_seconds(&emulator_pid.to_string()),
         cpu_seconds("self"),
     );
+    let azurite_cpu0 = store.azurite_pid().map(|p| cpu_seconds(&p.to_string()));
+    // What the handler did at start (none so far) is not the burst's.
+    store.take_blob_requests();
     client
         .delete(format!("{batch_url}/_emulator/requests"))
         .send()
@@ -586,6 +707,13 @@ async fn run(
     let handler_cpu = cpu_since(&pid, handler_cpu0);
     let emulator_cpu = cpu_since(&emulator_pid.to_string(), emulator_cpu0);
     let driver_cpu = cpu_since("self", driver_cpu0);
+    let blob = store.take_blob_requests().map(|requests| {
+        let azurite_cpu = match (store.azurite_pid(), azurite_cpu0) {
+            (Some(pid), Some(before)) => cpu_since(&pid.to_string(), before),
+            _ => (0.0, 0.0),
+        };
+        (requests, azurite_cpu)
+    });
     if let Some(p) = perf_child.as_mut() {
         // SIGINT makes perf write its file and exit.
         let _ = Command::new("kill")
@@ -630,16 +758,44 @@ async fn run(
         emulator_cpu,
         driver_cpu,
         handler_hwm_kib,
-        manifests: count_manifests(store.path()),
+        manifests: store.count_manifests().await,
         requests: request_mix(&requests),
-        _store: if std::env::var("BENCH_KEEP_STORES").is_ok_and(|v| v == "1") {
-            let _ = store.keep();
-            None
-        } else {
-            Some(store)
-        },
+        blob,
+        _store: store.keep_if_asked(),
         done,
         not_done,
+    }
+}
+
+/// The Blob requests of a run per failed task: by operation, then by operation, answer and key.
+fn print_blob_requests(requests: &BTreeMap<Kind, usize>, failed: usize, in_flight: usize) {
+    let per_task = |n: usize| n as f64 / failed.max(1) as f64;
+    let total: usize = requests.values().sum();
+    println!(
+        "Blob requests per failed task (in flight {in_flight}, counted by the proxy in front of \
+         Azurite): {:.2}",
+        per_task(total)
+    );
+    let mut by_operation: BTreeMap<&str, usize> = BTreeMap::new();
+    for (kind, n) in requests {
+        *by_operation.entry(kind.operation.as_str()).or_default() += n;
+    }
+    let mut by_operation: Vec<_> = by_operation.into_iter().collect();
+    by_operation.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    for (operation, n) in by_operation {
+        println!("  {:>6.2}  {operation}", per_task(n));
+    }
+    println!("by operation, answer and key:");
+    let mut detail: Vec<_> = requests.iter().collect();
+    detail.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    for (kind, n) in detail {
+        println!(
+            "  {:>6.2}  {} → {}  {}",
+            per_task(*n),
+            kind.operation,
+            kind.status,
+            kind.key_shape
+        );
     }
 }
 
@@ -727,12 +883,14 @@ receivers = ["oncall"]
     println!(
         "burst: {events} {}, about {failed} failed tasks; {} invocations of {per_batch} records \
          ({per_event} per event body; {:.1} MiB of bodies), emulator {batch_url} (own process), \
-         local-directory store",
+         {}",
         stream.describe(),
         bodies.len(),
-        body_bytes as f64 / 1048576.0
+        body_bytes as f64 / 1048576.0,
+        Store::describe()
     );
     let mut rows = Vec::new();
+    let mut unfinished = Vec::new();
     for (i, &in_flight) in in_flights.iter().enumerate() {
         let last = i + 1 == in_flights.len();
         let r = runtime.block_on(run(
@@ -745,22 +903,40 @@ receivers = ["oncall"]
             perf && last,
         ));
         println!(
-            "  in flight {}: {:.2} s, {:.0} events/s, subjects done {} (failed tasks {failed}), manifests {}/{failed}{}",
+            "  in flight {}: {:.2} s, {:.0} events/s, subjects done {} (failed tasks {failed}), manifests {}/{failed}{}{}",
             r.in_flight,
             r.secs,
             events as f64 / r.secs,
             r.done,
             r.manifests,
+            r.blob
+                .as_ref()
+                .map_or(String::new(), |(requests, _)| format!(
+                    ", Blob requests {:.2} per failed task",
+                    requests.values().sum::<usize>() as f64 / failed.max(1) as f64
+                )),
             if r.not_done.is_empty() {
                 String::new()
             } else {
                 format!("; NOT done (first few): {:?}", r.not_done)
             }
         );
-        assert_eq!(r.manifests, failed, "every failed task's logs preserved");
+        // Checked once every run has its figures (a run that misses some is still measured),
+        // and then the benchmark fails.
+        if r.manifests != failed {
+            unfinished.push(format!(
+                "in flight {}: {} of {failed} failed tasks' logs preserved",
+                r.in_flight, r.manifests
+            ));
+        }
         // A failed task whose completion and failure events fall in two batches is triaged in
         // both (the second finds its logs preserved and its alert counted).
-        assert!(r.done >= failed, "every failure triaged: {:?}", r.not_done);
+        if r.done < failed {
+            unfinished.push(format!(
+                "in flight {}: {} of {failed} failures triaged: {:?}",
+                r.in_flight, r.done, r.not_done
+            ));
+        }
         rows.push(r);
     }
     drop(emulator.stdin.take());
@@ -795,6 +971,19 @@ receivers = ["oncall"]
             println!("  {n:>6.2}  {shape}");
         }
     }
+    if let Some(r) = rows.last()
+        && let Some((requests, _)) = &r.blob
+    {
+        print_blob_requests(requests, failed, r.in_flight);
+    }
+    for r in rows.iter() {
+        if let Some((_, (user, sys))) = r.blob {
+            println!(
+                "Azurite CPU at {} in flight: {user:.2} s user + {sys:.2} s sys",
+                r.in_flight
+            );
+        }
+    }
     println!(
         "alerts received by the webhook: {}",
         hooks.load(Ordering::Relaxed)
@@ -807,5 +996,12 @@ receivers = ["oncall"]
             r.in_flight,
             if rate >= 2000.0 { "met" } else { "NOT met" }
         );
+    }
+    if !unfinished.is_empty() {
+        eprintln!("FAILED: not everything was done");
+        for problem in &unfinished {
+            eprintln!("  {problem}");
+        }
+        std::process::exit(1);
     }
 }

@@ -13,10 +13,13 @@ Examples:
   batch-triage demo --out /tmp/bt-demo --output json | jq .byClass
 
 What it does: starts the Batch emulator (account devbatch1) with a scenario holding every
-failure class, and a second one (account devbatch2, its own key), runs one pipeline over both (Event Hubs, Event Grid and CloudEvents deliveries,
-then the timer's sweep, twice), keeps the logs in DIR/store, sends alerts to loopback Teams,
-webhook and SMTP receivers (copies in DIR/alerts), and writes DIR/report.html and
-DIR/report.json. Nothing leaves 127.0.0.1.
+failure class, and a second one (account devbatch2, its own key), runs one pipeline over both
+(Event Hubs, Event Grid and CloudEvents deliveries; then, as an operator would with
+`batch-triage silence add`, mutes devbatch2's nightly job; then the timer's ticks, where a stuck
+job that ended and a pool that reached its target are resolved), keeps the logs in DIR/store,
+sends alerts to loopback Teams, webhook, SMTP, PagerDuty and Slack receivers (copies in
+DIR/alerts), and writes DIR/report.html (the page `batch-triage report` draws from DIR/store,
+with the demo's sections) and DIR/report.json. Nothing leaves 127.0.0.1.
 
 Running it again replaces the previous demo directory. A non-empty directory that is not one
 (it has no .batch-triage-demo marker) is refused.

@@ -364,16 +364,23 @@ fn a_failed_start_task_is_fed_diagnosed_preserved_alerted_and_shown_under_its_po
     );
     assert!(report["byJob"].get("").is_none(), "{}", report["byJob"]);
 
-    // The HTML shows it under its pool, with its cause, its stderr and links to its files.
+    // The HTML shows it with its pool and node, its cause, its stderr, its times and links to
+    // its files.
     let html = &run.html;
+    let article = &html[html
+        .find("<article id=\"fx-devbatch1-2f--5f-pools-2f-linux-2f-tvm-2d-05-2f--5f-starttask\">")
+        .expect("the start task has its article")..];
+    let article = &article[..article.find("</article>").unwrap()];
     assert!(
-        html.contains(
-            "pool <code>devbatch1/linux</code> <span class=\"muted\">(node <code>tvm-05</code>)</span>"
-        ),
-        "the by-job table lists the pool"
+        article.contains("<b>Where</b> pool <code>linux</code>, node <code>tvm-05</code>"),
+        "{article}"
     );
-    assert!(html.contains("id=\"class-node.start_task_failed\""));
-    assert!(html.contains("E: Unable to locate package"));
+    assert!(article.contains("node.start_task_failed"));
+    assert!(article.contains("E: Unable to locate package"));
+    assert!(
+        article.contains(&format!("Ran {start} → {end}")),
+        "its times: {article}"
+    );
     for file in [
         "stderr.txt",
         "stdout.txt",
@@ -383,9 +390,15 @@ fn a_failed_start_task_is_fed_diagnosed_preserved_alerted_and_shown_under_its_po
         let link = format!("href=\"{folder}/{file}\"");
         assert!(html.contains(&link), "report.html links {link}");
     }
+    // The store's report (the page's first part) counts it in its hour and shows it under its
+    // class.
     let timeline = &html[html.find("id=\"timeline\"").unwrap()..];
     let timeline = &timeline[..timeline.find("</section>").unwrap()];
-    assert!(timeline.contains(START_TASK), "on the timeline");
+    assert!(timeline.contains("failed subjects"), "{timeline}");
+    let store_class = &html[html
+        .find("<h3 id=\"x-node-2e-start-5f-task-5f-failed\"")
+        .unwrap()..];
+    assert!(store_class.contains(START_TASK));
 
     // Delivered twice by Event Hubs: the second time nothing was copied or sent.
     let redelivery = report["runs"]
@@ -570,6 +583,121 @@ fn duplicates_converge_each_failure_is_copied_once_and_told_once() {
 }
 
 #[test]
+fn the_operators_silence_mutes_one_group_on_every_receiver_and_its_logs_are_kept() {
+    let run = shared();
+    let report = &run.report;
+    let silence = &report["silences"][0];
+    let id = silence["id"]
+        .as_str()
+        .expect("report.json lists the silence");
+    assert_eq!(
+        silence["matchers"],
+        serde_json::json!(["account=devbatch2", "job=nightly"])
+    );
+    assert_eq!(silence["addedBefore"], "sweep");
+    assert_eq!(silence["muted"], 2, "{silence}");
+    assert_eq!(run.summary["silences"][0]["muted"], 2);
+    for subject in ["devbatch2/nightly", "devbatch2/nightly/part-2"] {
+        let finding = failure(report, subject);
+        assert_eq!(finding["mutedBy"], id, "{finding}");
+        assert_eq!(finding["notified"], serde_json::json!([]), "{finding}");
+    }
+    // The same job of the first account is still alerted.
+    assert_ne!(
+        failure(report, "devbatch1/nightly/part-2")["notified"],
+        serde_json::json!([])
+    );
+    // No receiver got a message about it: every message names its account.
+    for alert in report["alerts"].as_array().unwrap() {
+        let file = alert["file"].as_str().unwrap();
+        let body = std::fs::read_to_string(run.out.join(file)).unwrap();
+        assert!(
+            !(body.contains("devbatch2") && body.contains("nightly")),
+            "{file} is about the muted group"
+        );
+    }
+    // Its logs are kept, and linked from the page.
+    let folder = "store/devbatch2/nightly/part-2/attempt-0";
+    assert_eq!(
+        read_json(&run.out.join(folder).join("manifest.json"))["jobId"],
+        "nightly"
+    );
+    assert!(run.html.contains(&format!("href=\"{folder}/stderr.txt\"")));
+    // The page's silences section (the store's) lists it with its count; the muted alerts
+    // link to it.
+    let section = &run.html[run.html.find("<section id=\"silences\"").unwrap()..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(
+        section.contains(id) && section.contains("<td>2</td>"),
+        "{section}"
+    );
+    assert!(run.html.contains("operator (demo)"));
+    assert_eq!(
+        run.html
+            .matches(&format!("href=\"#x-s-2d-{}\"", &id[2..]))
+            .count(),
+        // The header; the store's two muted alerts and two failures; the demo's two failures.
+        7
+    );
+}
+
+#[test]
+fn the_stuck_job_and_the_pool_that_reached_its_target_are_resolved_on_the_next_tick() {
+    let run = shared();
+    let runs = run.report["runs"].as_array().unwrap();
+    let again = runs.iter().find(|r| r["name"] == "sweep-again").unwrap();
+    let mut resolved: Vec<&str> = again["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    resolved.sort_unstable();
+    // backfill on the four receivers with send_resolved; quota-pool on the three that heard of it.
+    assert_eq!(
+        resolved,
+        [
+            "oncall",
+            "ops-slack",
+            "ops-slack",
+            "ops-teams",
+            "ops-teams",
+            "siem",
+            "siem"
+        ]
+    );
+    for run_report in runs.iter().filter(|r| r["name"] != "sweep-again") {
+        assert_eq!(
+            run_report["resolved"],
+            serde_json::json!([]),
+            "{run_report}"
+        );
+    }
+    let headlines: Vec<(&str, &str)> = run.report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["receiver"].as_str().unwrap(),
+                a["headline"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for receiver in ["ops-teams", "ops-slack"] {
+        assert!(
+            headlines.contains(&(receiver, "RESOLVED · pool.resize_failed · pool quota-pool")),
+            "{receiver}: {headlines:#?}"
+        );
+    }
+    assert!(
+        run.html
+            .contains("resolved messages (a failure state ended) → "),
+        "the page's triggers say so"
+    );
+}
+
+#[test]
 fn a_rerun_replaces_the_previous_demo_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
@@ -620,6 +748,18 @@ fn a_rerun_replaces_the_previous_demo_directory() {
     assert!(
         text.lines()
             .any(|l| l.contains("lost-node/t1") && l.contains("NodeNotFound")),
+        "{text}"
+    );
+    // The operator's silence: the command, and what it muted.
+    assert!(
+        text.contains(
+            "batch-triage silence add --match 'account=devbatch2' --match 'job=nightly' --for 2h"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .contains(": muted 2 alerts (logs kept): devbatch2/nightly, devbatch2/nightly/part-2")),
         "{text}"
     );
     let alert_lines = text.lines().filter(|l| l.contains("alerts/")).count();

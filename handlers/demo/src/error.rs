@@ -37,6 +37,12 @@ pub enum DemoError {
     /// The timer's tick failed as a whole.
     #[error("the timer's sweep")]
     Tick(#[from] pipeline::tick::TickError),
+    /// The operator's silence could not be added to the store.
+    #[error("adding the operator's silence")]
+    Silence(#[from] pipeline::silences::SilenceError),
+    /// The report of the demo's store could not be built.
+    #[error("the report of the demo's store")]
+    StoreReport(#[from] report::ReportError),
     /// `report.json` could not be serialised.
     #[error("serialising the report")]
     Json(#[from] serde_json::Error),

@@ -1,10 +1,12 @@
 //! `batch-triage demo`: the whole product on one machine, with no Azure account. It starts the
-//! Batch emulator with the built-in scenario (plus `scenario.json` beside this file), runs the
-//! real pipeline against it with a local-directory store, feeds it events the way Event Hubs,
-//! Event Grid and CloudEvents deliver them, runs the timer's sweep twice, and records what
-//! loopback Teams, webhook and SMTP receivers got. Then it writes a self-contained HTML report
-//! and its JSON twin. The CLI's `demo` subcommand parses arguments and prints the summary; the
-//! rest is here, so each part can be tested in process.
+//! Batch emulator with the built-in scenario (plus `scenario.json` beside this file) and a
+//! second account, runs the real pipeline against them with a local-directory store, feeds it
+//! events the way Event Hubs, Event Grid and CloudEvents deliver them, adds an operator's
+//! silence to the store (as `batch-triage silence add` does), runs the timer's ticks, and
+//! records what loopback Teams, webhook, SMTP, PagerDuty and Slack receivers got. Then it
+//! writes `report.html` (the store's report page from `batch-triage-report`, with the demo's
+//! sections) and its JSON twin. The CLI's `demo` subcommand parses arguments and prints the
+//! summary; the rest is here, so each part can be tested in process.
 //!
 //! # Layout
 //! - [`scenario`]: the emulator's scenario and the demo's policy.
@@ -12,7 +14,8 @@
 //! - `feed`: the trigger payloads.
 //! - `receivers`: the loopback Teams/webhook recorder and the SMTP sink.
 //! - [`subject`]: the pipeline's subject labels, typed.
-//! - [`report`]: collecting what happened into findings, and `report.json` / `report.html`.
+//! - [`report`]: collecting what happened into findings, and `report.json` / `report.html`
+//!   (drawn by `batch-triage-report`).
 
 mod error;
 mod feed;

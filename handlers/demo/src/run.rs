@@ -12,6 +12,7 @@ use diagnosis::policy::Grouping as DiagnosisGrouping;
 use diagnosis::policy::Policy;
 use notify::{Allowlist, ReceiverConfig};
 use pipeline::settings::{AccountSettings, Settings};
+use pipeline::silences::{NewSilence, SilenceStore, StoredSilence};
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::{SubjectReport, Triage};
 use time::OffsetDateTime;
@@ -49,6 +50,35 @@ const DEMO_PAGERDUTY_KEY: &str = "demo0routing0key0000000000000000";
 /// The stuck job of the demo's scenario that its owner terminates between the two sweeps.
 const RESOLVED_JOB: &str = "backfill";
 
+/// The pool of the first account that could not resize (core quota reached) and reaches its
+/// target between the two sweeps, as when the quota is raised.
+pub const RESOLVED_POOL: &str = "quota-pool";
+
+/// What the demo's operator mutes before the first sweep, as `batch-triage silence add
+/// --match account=devbatch2 --match job=nightly` would: the second account's nightly job,
+/// whose failures (a terminated task, the job's timeout) only the sweep finds. Its alerts are
+/// muted on every receiver; its logs are still kept.
+pub const OPERATOR_SILENCE: &[&str] = &["account=devbatch2", "job=nightly"];
+
+/// For how long, as `--for` says.
+pub const OPERATOR_SILENCE_FOR: &str = "2h";
+
+/// Why the operator muted it, as `--comment` says.
+const OPERATOR_SILENCE_COMMENT: &str =
+    "the nightly job of devbatch2 is being reworked; its failures are known";
+
+/// Who added it, as `--author` says.
+pub const OPERATOR: &str = "operator (demo)";
+
+/// A silence the demo added to the store between two runs, as an operator would at the CLI.
+#[derive(Debug, Clone)]
+pub struct OperatorSilence {
+    /// The run it was added before (`sweep`).
+    pub before: &'static str,
+    /// The silence as stored.
+    pub silence: StoredSilence,
+}
+
 /// One trigger the pipeline handled, and what it reported.
 #[derive(Debug)]
 pub struct Run {
@@ -65,6 +95,8 @@ pub struct Run {
     pub ignored: usize,
     /// Receivers the timer's grouped alerts went to (groups that waited, grew or escalated).
     pub flushed: Vec<String>,
+    /// Receivers the timer told that a group's failure state ended (resolved messages).
+    pub resolved: Vec<String>,
     /// When it ran.
     pub at: OffsetDateTime,
 }
@@ -87,6 +119,10 @@ pub struct DemoOutcome {
     pub scenario: String,
     /// The accounts the pipeline watched, in the order of the settings.
     pub accounts: Vec<String>,
+    /// The silences the operator added during the run.
+    pub silences: Vec<OperatorSilence>,
+    /// What `batch-triage report` shows of the demo's store after the runs.
+    pub store: report::StoreReport,
 }
 
 /// Makes `path` an empty demo directory: created if absent, emptied if it holds an earlier
@@ -283,7 +319,9 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     )?;
     let settings = demo_settings(&services, policy, out)?;
     let budget = settings.invocation_budget;
-    let triage = settings.build()?;
+    // A deployment re-reads the store's silences every 30 s; the demo does not wait, so its
+    // pipeline re-reads them for every payload and the operator's silence mutes the next tick.
+    let triage = settings.build()?.with_silence_cache_ttl(Duration::ZERO);
     // The demo's own reads (times of prep/release nodes) go through clients of its own.
     let accounts = [
         (
@@ -310,7 +348,15 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
     let events_at = OffsetDateTime::now_utc();
     let mut runs = triggers.deliveries(&services, events_at).await?;
     triggers.dead_letters(out, &services.batch_url, events_at)?;
+    // Whole seconds, as the CLI writes them: the times are read by people.
+    let added_at = OffsetDateTime::now_utc();
+    let silences = vec![OperatorSilence {
+        before: "sweep",
+        silence: operator_silence(&triage, added_at.replace_nanosecond(0).unwrap_or(added_at))
+            .await?,
+    }];
     runs.extend(triggers.sweeps(&services, &accounts[0].2).await?);
+    let store = store_report(&triage, &runs).await?;
 
     let diagnoses = read_back_diagnoses(&triage, &runs).await;
     let times = subject_times(&accounts, &runs, events_at).await;
@@ -328,7 +374,48 @@ pub async fn run_demo(out: &Path) -> Result<DemoOutcome, DemoError> {
             WELL_KNOWN_ACCOUNT_NAME.to_owned(),
             SECOND_ACCOUNT_NAME.to_owned(),
         ],
+        silences,
+        store,
     })
+}
+
+/// Adds [`OPERATOR_SILENCE`] to the pipeline's store the way `batch-triage silence add` does
+/// (the same `SilenceStore::add`, for [`OPERATOR_SILENCE_FOR`] from `now`).
+async fn operator_silence(
+    triage: &Triage,
+    now: OffsetDateTime,
+) -> Result<StoredSilence, DemoError> {
+    let silence = SilenceStore::new(triage.store())
+        .add(
+            NewSilence {
+                matchers: OPERATOR_SILENCE.iter().map(|m| (*m).to_owned()).collect(),
+                duration: diagnosis::policy::parse_duration(OPERATOR_SILENCE_FOR)
+                    .map_err(|e| DemoError::Policy(format!("--for {OPERATOR_SILENCE_FOR}: {e}")))?,
+                author: OPERATOR.to_owned(),
+                comment: OPERATOR_SILENCE_COMMENT.to_owned(),
+            },
+            now,
+        )
+        .await?;
+    Ok(silence)
+}
+
+/// The report `batch-triage report --store DIR/store` builds, over the last day up to just
+/// after the last run (the last tick runs one `group_interval` ahead of the clock).
+async fn store_report(triage: &Triage, runs: &[Run]) -> Result<report::StoreReport, DemoError> {
+    let now = runs
+        .iter()
+        .map(|r| r.at)
+        .max()
+        .unwrap_or_else(OffsetDateTime::now_utc)
+        + Duration::from_secs(1);
+    let options = report::ReportOptions {
+        since: Duration::from_secs(24 * 3600),
+        account: None,
+        now,
+        limits: report::Limits::default(),
+    };
+    Ok(report::build(triage.store(), &options).await?)
 }
 
 /// Feeds the pipeline, and keeps each payload under `triggers/`.
@@ -366,6 +453,7 @@ impl Triggers<'_> {
             subjects: report.subjects,
             ignored: report.ignored_items,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at,
         })
     }
@@ -453,7 +541,7 @@ impl Triggers<'_> {
     }
 
     /// The timer's job, twice: the second finds everything handled, and the stuck job its
-    /// owner terminated in between resolved. The first also takes in Event Grid's dead
+    /// owner terminated in between resolved, and the pool that reached its target. The first also takes in Event Grid's dead
     /// letters, reported as a run of their own. Then a third tick, one `group_interval` later
     /// (time is an argument of `tick`, so the demo does not wait): the groups that grew since
     /// their first message are announced again, and the one that escalated pages.
@@ -476,7 +564,7 @@ impl Triggers<'_> {
             ),
             (
                 "sweep-again",
-                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner, so its group is resolved",
+                "Timer sweep, next tick: everything is already handled; the stuck job backfill was terminated by its owner and devbatch1's quota-pool reached its target (its quota was raised), so their groups are resolved",
             ),
             (
                 "tick-later",
@@ -493,6 +581,9 @@ impl Triggers<'_> {
                     .terminate_job(RESOLVED_JOB, &options, self.deadline())
                     .await?;
                 services.emulator.settle();
+                // The quota was raised: the pool that could not resize reaches its target, and
+                // the next tick's pool sweep sees its trouble is over.
+                services.emulator.finish_pool_resize(RESOLVED_POOL);
             }
             let mut at = OffsetDateTime::now_utc();
             if name == "tick-later" {
@@ -508,6 +599,7 @@ impl Triggers<'_> {
                 subjects,
                 ignored: 0,
                 flushed: tick.flushed,
+                resolved: tick.resolved,
                 at,
             });
             if !tick.parked.is_empty() {
@@ -518,6 +610,7 @@ impl Triggers<'_> {
                     subjects: tick.parked.subjects,
                     ignored: 0,
                     flushed: Vec::new(),
+                    resolved: Vec::new(),
                     at,
                 });
             }

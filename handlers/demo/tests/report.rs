@@ -1,12 +1,16 @@
-//! The report in process, from a hand-made outcome: what a hostile task, Batch message, file
-//! name or receiver body would put on the page arrives as text, and no link leaves the demo
-//! directory or runs anything.
+//! The report in process, from a hand-made outcome and a store holding hostile records: what a
+//! hostile task, Batch message, file name, silence or receiver body would put on the page
+//! arrives as text, and no link leaves the demo directory or runs anything.
 
 use std::path::Path;
+use std::time::Duration;
 
 use batch_triage_demo::receivers::{Channel, Received};
+use batch_triage_demo::run::OperatorSilence;
 use batch_triage_demo::{DemoOutcome, Report, Run, prepare_out_dir};
 use diagnosis::{Diagnosis, FailureClass};
+use pipeline::history::{FailureRecord, record_failure};
+use pipeline::silences::{NewSilence, SilenceStore};
 use pipeline::triage::{Outcome, SubjectReport};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -20,6 +24,66 @@ const MESSAGE: &str = "<b>unrecognised</b> & <iframe src=//evil>";
 const STDERR: &str = "</pre><script>alert(6)</script>";
 const HEADLINE: &str = "<img src=x onerror=alert(8)>";
 const FILES: &[&str] = &["javascript:alert(7)", "..", "a\"b<c>#?%.txt"];
+const COMMENT: &str = "<script>alert(9)</script>";
+const MUTED: &str = "devbatch1/<svg onload=alert(10)>";
+
+/// The store's report of `out/store`, holding a hostile failure record, a silence with a
+/// hostile comment and one alert it muted: the page's first part.
+fn hostile_store(out: &Path, label: &str) -> (report::StoreReport, Vec<OperatorSilence>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = artifact_store::open(out.join("store").to_str().unwrap()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let record = FailureRecord {
+            time: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+            subject: label.to_owned(),
+            preserved: vec![format!("{}/store/evil", out.display())],
+            muted_by: None,
+            action: Some("<marquee>disable</marquee>".to_owned()),
+            diagnosis: diagnosis(label),
+        };
+        record_failure(&store, &record, now).await.unwrap();
+        let silences = SilenceStore::new(store.clone());
+        let silence = silences
+            .add(
+                NewSilence {
+                    matchers: vec!["job=<b>x</b>".to_owned()],
+                    duration: Duration::from_secs(3600),
+                    author: "<i>mallory</i>".to_owned(),
+                    comment: COMMENT.to_owned(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        silences
+            .record_muted(
+                &silence.id,
+                MUTED,
+                &diagnosis(label),
+                vec!["siem".to_owned()],
+                now,
+            )
+            .await
+            .unwrap();
+        let options = report::ReportOptions {
+            since: Duration::from_secs(3600),
+            account: None,
+            now: now + Duration::from_secs(1),
+            limits: report::Limits::default(),
+        };
+        let built = report::build(store, &options).await.unwrap();
+        (
+            built,
+            vec![OperatorSilence {
+                before: "event-hubs",
+                silence,
+            }],
+        )
+    })
+}
 
 fn diagnosis(subject: &str) -> Diagnosis {
     serde_json::from_value(json!({
@@ -65,6 +129,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
     refused.outcome = Outcome::Refused("<blink>no</blink>".to_owned());
     let webhook = json!({"diagnosis": diagnosis(&label)});
     let teams = json!({"attachments": [{"content": {"fallbackText": HEADLINE}}]});
+    let (store, silences) = hostile_store(out, &label);
     DemoOutcome {
         runs: vec![Run {
             trigger: "<h1>trigger</h1>".to_owned(),
@@ -73,6 +138,7 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
             subjects: vec![subject, refused],
             ignored: 0,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: vec![
@@ -91,6 +157,8 @@ fn hostile_outcome(out: &Path) -> DemoOutcome {
         times: Default::default(),
         scenario: "<style>body{display:none}</style>".to_owned(),
         accounts: vec!["devbatch1".to_owned()],
+        silences,
+        store,
     }
 }
 
@@ -123,6 +191,8 @@ fn hostile_ids_messages_stderr_and_file_names_are_text_and_links_stay_inside() {
         "<i>code",
         "<u>gone",
         "<a href=\"javascript",
+        "<svg",
+        "<i>mallory",
     ] {
         assert!(!lower.contains(tag), "{tag} became markup");
     }
@@ -146,6 +216,11 @@ fn hostile_ids_messages_stderr_and_file_names_are_text_and_links_stay_inside() {
         "&lt;marquee&gt;disable&lt;/marquee&gt;",
         "refused: &lt;blink&gt;no&lt;/blink&gt;",
         "&lt;u&gt;gone&lt;/u&gt; missing (NodeNotFound)",
+        // The store's part: the silence, its author, what it muted.
+        "&lt;script&gt;alert(9)&lt;/script&gt;",
+        "&lt;i&gt;mallory&lt;/i&gt;",
+        "&lt;svg onload=alert(10)&gt;",
+        "job=&lt;b&gt;x&lt;/b&gt;",
     ] {
         assert!(html.contains(escaped), "{escaped} is shown as text");
     }
@@ -170,6 +245,16 @@ fn hostile_ids_messages_stderr_and_file_names_are_text_and_links_stay_inside() {
     assert!(!links.iter().any(|l| l.contains("outside")));
     assert!(html.contains("../../outside.json"));
     assert!(links.contains(&"store/devbatch1/evil/attempt-0/"));
+    // Every in-page link has its target.
+    for fragment in links.iter().filter_map(|l| l.strip_prefix('#')) {
+        assert!(html.contains(&format!("id=\"{fragment}\"")), "#{fragment}");
+    }
+    // The silence and its count reach report.json too.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["silences"][0]["comment"], COMMENT);
+    assert_eq!(json["silences"][0]["muted"], 1);
+    assert_eq!(json["store"]["silences"][0]["muted"], 1);
     // A hostile run did not converge: the refusal is a problem.
     assert!(!report.converged());
 }
@@ -190,6 +275,7 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
             subjects: vec![odd, fine],
             ignored: 0,
             flushed: Vec::new(),
+            resolved: Vec::new(),
             at: OffsetDateTime::now_utc(),
         }],
         received: Vec::new(),
@@ -197,6 +283,8 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
         times: Default::default(),
         scenario: String::new(),
         accounts: vec!["devbatch1".to_owned()],
+        silences: Vec::new(),
+        store: empty_store_report(&out),
     };
     let report = Report::build(&out, outcome);
     assert!(!report.converged());
@@ -211,4 +299,17 @@ fn a_failed_subject_of_no_known_shape_is_shown_and_breaks_convergence() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("devbatch1/a/b/c/&lt;script&gt;"));
     assert!(!html.contains("<script"));
+}
+
+/// The report of the demo directory's empty store.
+fn empty_store_report(out: &Path) -> report::StoreReport {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = artifact_store::open(out.join("store").to_str().unwrap()).unwrap();
+    let options = report::ReportOptions {
+        since: Duration::from_secs(3600),
+        account: None,
+        now: OffsetDateTime::now_utc(),
+        limits: report::Limits::default(),
+    };
+    runtime.block_on(report::build(store, &options)).unwrap()
 }

@@ -73,6 +73,7 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         assert!(outcome.times.contains_key(key), "{key} has its times");
     }
     resolved_messages_go_to_every_new_channel(&outcome.received);
+    let silence = the_operators_silence_mutes_one_group_and_keeps_its_logs(&outcome, &out);
     let report = Report::build(&out, outcome);
     assert!(report.converged());
     report.write(&out).unwrap();
@@ -115,11 +116,104 @@ async fn the_demo_converges_with_every_class_and_labels_release_nodes_by_their_f
         "{}",
         json["byJob"]
     );
+    // report.json and the page show the silence and its count.
+    assert_eq!(json["silences"][0]["id"], silence.as_str());
+    assert_eq!(json["silences"][0]["muted"], 2);
+    assert_eq!(
+        json["silences"][0]["mutedSubjects"],
+        serde_json::json!(["devbatch2/nightly", "devbatch2/nightly/part-2"])
+    );
+    assert_eq!(json["store"]["silences"][0]["muted"], 2);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let silences = &html[html.find("<section id=\"silences\"").unwrap()..];
+    let silences = &silences[..silences.find("</section>").unwrap()];
+    assert!(
+        silences.contains(&silence) && silences.contains("<td>2</td>"),
+        "{silences}"
+    );
+}
+
+/// The operator's silence (added to the store before the first sweep, as `batch-triage silence
+/// add` does) mutes the second account's nightly job on every receiver; its logs are kept, the
+/// same job of the first account is still alerted, and the store counts what it muted.
+fn the_operators_silence_mutes_one_group_and_keeps_its_logs(
+    outcome: &batch_triage_demo::DemoOutcome,
+    out: &std::path::Path,
+) -> String {
+    use batch_triage_demo::receivers::Channel;
+    assert_eq!(outcome.silences.len(), 1);
+    let added = &outcome.silences[0];
+    assert_eq!(added.before, "sweep");
+    assert_eq!(
+        added.silence.matchers,
+        batch_triage_demo::run::OPERATOR_SILENCE
+    );
+    let id = added.silence.id.clone();
+    // Every message names its account; none is about devbatch2's nightly job, while every
+    // receiver heard of devbatch1's (so the check would see one).
+    let about = |r: &batch_triage_demo::receivers::Received, account: &str| {
+        let body = String::from_utf8_lossy(&r.body);
+        body.contains("nightly") && body.contains(account)
+    };
+    let muted: Vec<_> = outcome
+        .received
+        .iter()
+        .filter(|r| about(r, "devbatch2"))
+        .collect();
+    assert!(muted.is_empty(), "{muted:?}");
+    for channel in [
+        Channel::Teams,
+        Channel::Webhook,
+        Channel::Email,
+        Channel::PagerDuty,
+        Channel::Slack,
+    ] {
+        assert!(
+            outcome
+                .received
+                .iter()
+                .any(|r| r.channel == channel && about(r, "devbatch1")),
+            "{channel:?} heard of devbatch1's nightly job"
+        );
+    }
+    let reports: Vec<_> = outcome
+        .runs
+        .iter()
+        .flat_map(|r| &r.subjects)
+        .filter(|s| s.subject.starts_with("devbatch2/nightly"))
+        .collect();
+    assert!(!reports.is_empty());
+    for report in &reports {
+        assert_eq!(report.muted_by.as_deref(), Some(id.as_str()), "{report:?}");
+        assert!(report.notified.is_empty(), "{report:?}");
+    }
+    assert!(
+        out.join("store/devbatch2/nightly/part-2/attempt-0/manifest.json")
+            .is_file(),
+        "its logs are kept"
+    );
+    let listed = &outcome.store.silences;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].silence.id.as_str(), listed[0].muted),
+        (id.as_str(), 2)
+    );
+    let mut subjects: Vec<&str> = outcome
+        .store
+        .muted
+        .iter()
+        .map(|m| m.subject.as_str())
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["devbatch2/nightly", "devbatch2/nightly/part-2"]);
+    id
 }
 
 /// The stuck job `backfill`, terminated between the sweeps, is resolved once on each receiver
 /// with `send_resolved` (Teams, the SIEM webhook, PagerDuty, Slack) and on no other; e-mail
-/// (no `send_resolved`) hears nothing of it; nothing else resolves.
+/// (no `send_resolved`) hears nothing of it. The pool `quota-pool`, which reached its target
+/// between the sweeps, is resolved once on each receiver with `send_resolved` that heard of it
+/// (Teams, the SIEM, Slack: an error does not page). Nothing else resolves.
 fn resolved_messages_go_to_every_new_channel(received: &[batch_triage_demo::receivers::Received]) {
     use batch_triage_demo::receivers::Channel;
     let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap();
@@ -139,23 +233,42 @@ fn resolved_messages_go_to_every_new_channel(received: &[batch_triage_demo::rece
             is_resolved.then(|| (r.channel, json_or_null(&r.body)))
         })
         .collect();
-    let channels: Vec<Channel> = resolved.iter().map(|(c, _)| *c).collect();
-    assert_eq!(channels.len(), 4, "{channels:?}");
-    for channel in [
-        Channel::Teams,
-        Channel::Webhook,
-        Channel::PagerDuty,
-        Channel::Slack,
-    ] {
-        assert_eq!(
-            channels.iter().filter(|c| **c == channel).count(),
-            1,
-            "{channel:?}"
-        );
-    }
-    for (channel, body) in &resolved {
-        assert!(body.to_string().contains("backfill"), "{channel:?}: {body}");
-    }
+    let about = |what: &str| -> Vec<Channel> {
+        resolved
+            .iter()
+            .filter(|(_, body)| body.to_string().contains(what))
+            .map(|(c, _)| *c)
+            .collect()
+    };
+    let mut backfill = about("backfill");
+    backfill.sort_by_key(|c| c.receiver_name());
+    let mut pool = about(batch_triage_demo::run::RESOLVED_POOL);
+    pool.sort_by_key(|c| c.receiver_name());
+    assert_eq!(
+        backfill,
+        [
+            Channel::PagerDuty,
+            Channel::Slack,
+            Channel::Teams,
+            Channel::Webhook
+        ],
+        "{resolved:?}"
+    );
+    assert_eq!(
+        pool,
+        [Channel::Slack, Channel::Teams, Channel::Webhook],
+        "{resolved:?}"
+    );
+    assert_eq!(resolved.len(), 7, "nothing else resolves: {resolved:?}");
+    let webhook = resolved
+        .iter()
+        .find(|(c, body)| *c == Channel::Webhook && body.to_string().contains("quota-pool"))
+        .map(|(_, body)| body)
+        .unwrap();
+    assert_eq!(
+        webhook["diagnosis"]["class"], "pool.resize_failed",
+        "{webhook}"
+    );
     // PagerDuty resolves the incident its trigger opened: the same dedup_key.
     let pagerduty: Vec<serde_json::Value> = received
         .iter()

@@ -6,7 +6,13 @@
 //!   [`BlobStore::concurrency`] blocks in flight, then `commit_block_list`. Memory is
 //!   `block_size × (concurrency + 1)` whatever the object size; nothing is visible until the
 //!   commit, and uncommitted blocks of an aborted upload are discarded by the service. Block ids
-//!   carry a per-upload random prefix so two writers of one key never mix blocks.
+//!   carry a per-upload random prefix so two writers of one key never mix blocks (but a commit
+//!   discards the other writer's uncommitted blocks, so of two large writers racing on one key
+//!   the later commit may fail, with `InvalidBlockList`).
+//! - A stream that ends within its first block (most task logs) is one Put Blob instead of a
+//!   Put Block and a Put Block List: half the requests, equally invisible until complete, and
+//!   two writers racing on one key both succeed (the last one wins whole). Its MD5 is stored as
+//!   the blob's `Content-MD5` (the SDK's single-shot upload takes no transactional MD5).
 //! - Auth ([`BlobAuth`]): a token credential (managed identity in production; the SDK requires
 //!   https), a SAS in the URL, or an account key. The SDK has no Shared Key auth, so an account
 //!   key is turned into an account SAS here (HMAC-SHA256, valid for a day, renewed after half of
@@ -27,9 +33,8 @@ use azure_core::http::Etag;
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientStageBlockOptions,
-    BlockBlobClientUploadOptions, BlockLookupList,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -40,7 +45,8 @@ use url::Url;
 
 use crate::retry::{ConnectionRefused, FailFastOnRefused, RetryObserver, StoreRetry, was_refused};
 use crate::{
-    ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
+    ArtifactStore, ByteStream, Condition, ETag, ListCursor, ListPage, ObjectInfo, ObjectKey,
+    StoreError, Versioned,
 };
 
 /// Azurite's well-known development account.
@@ -110,7 +116,7 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
-fn bad_spec(message: impl Into<String>) -> StoreError {
+pub(crate) fn bad_spec(message: impl Into<String>) -> StoreError {
     StoreError::Other {
         message: message.into(),
     }
@@ -207,7 +213,7 @@ impl BlobStore {
             };
             return BlobStore::new(spec, auth);
         }
-        let cs = ConnectionString::parse(spec)?;
+        let cs = crate::connection_string::ConnectionString::parse(spec)?;
         BlobStore::new(&cs.container_url, cs.auth)
     }
 
@@ -383,68 +389,9 @@ pub fn account_sas(
     Ok(query.finish())
 }
 
-/// A parsed storage connection string.
-struct ConnectionString {
-    container_url: String,
-    auth: BlobAuth,
-}
-
-impl ConnectionString {
-    fn parse(spec: &str) -> Result<Self, StoreError> {
-        let mut fields = std::collections::HashMap::new();
-        for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((k, v)) = part.split_once('=') else {
-                return Err(bad_spec(
-                    "invalid connection string: expected KEY=VALUE pairs separated by ';'",
-                ));
-            };
-            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-        let get = |k: &str| fields.get(k).cloned().filter(|v| !v.is_empty());
-        let container = get("container")
-            .or_else(|| get("containername"))
-            .unwrap_or_else(|| DEFAULT_CONTAINER.to_owned());
-        let dev = get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let (account, key) = if dev {
-            (
-                get("accountname").unwrap_or_else(|| DEVSTORE_ACCOUNT.to_owned()),
-                get("accountkey").unwrap_or_else(|| DEVSTORE_KEY.to_owned()),
-            )
-        } else {
-            let account = get("accountname")
-                .ok_or_else(|| bad_spec("the connection string has no AccountName"))?;
-            (account, get("accountkey").unwrap_or_default())
-        };
-        let endpoint = match get("blobendpoint") {
-            Some(endpoint) => endpoint,
-            None if dev => format!("http://127.0.0.1:10000/{account}"),
-            None => {
-                let protocol =
-                    get("defaultendpointsprotocol").unwrap_or_else(|| "https".to_owned());
-                let suffix = get("endpointsuffix").unwrap_or_else(|| "core.windows.net".to_owned());
-                format!("{protocol}://{account}.blob.{suffix}")
-            }
-        };
-        let container_url = format!("{}/{container}", endpoint.trim_end_matches('/'));
-        let auth = if let Some(sas) = get("sharedaccesssignature") {
-            BlobAuth::Sas(sas)
-        } else if !key.is_empty() {
-            BlobAuth::AccountKey { account, key }
-        } else {
-            return Err(bad_spec(
-                "the connection string has neither AccountKey nor SharedAccessSignature",
-            ));
-        };
-        Ok(ConnectionString {
-            container_url,
-            auth,
-        })
-    }
-}
-
 /// Maps an SDK error to a [`StoreError`] from its status and error code only: the SDK's own
 /// message can hold the request URL and so the SAS.
-fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
+pub(crate) fn map_err(key: &str, e: &azure_core::Error) -> StoreError {
     let status = e.http_status().map(u16::from);
     let code = match e.kind() {
         ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
@@ -486,7 +433,7 @@ fn status_of(e: &azure_core::Error) -> Option<u16> {
     e.http_status().map(u16::from)
 }
 
-fn etag_of(etag: Option<Etag>) -> ETag {
+pub(crate) fn etag_of(etag: Option<Etag>) -> ETag {
     ETag(etag.map(|e| e.to_string()).unwrap_or_default())
 }
 
@@ -576,6 +523,10 @@ impl ArtifactStore for BlobStore {
                 if current.len() < block_size && !ended {
                     continue;
                 }
+                if ended && ids.is_empty() {
+                    // The whole object is this one block: one Put Blob (below).
+                    break;
+                }
                 // A full block (or the last one): wait for a slot, then stage it.
                 while staging.len() >= self.concurrency {
                     reclaim(&mut staging, &mut pool, key).await?;
@@ -611,6 +562,9 @@ impl ArtifactStore for BlobStore {
                 break;
             }
         }
+        if ids.is_empty() {
+            return put_whole(&client, key, current.freeze()).await;
+        }
         while !staging.is_empty() {
             reclaim(&mut staging, &mut pool, key).await?;
         }
@@ -636,33 +590,13 @@ impl ArtifactStore for BlobStore {
         })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let client = self.client()?;
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
-            ..Default::default()
-        };
-        let mut pager = client
-            .list_blobs(Some(options))
-            .map_err(|e| map_err(prefix, &e))?;
-        let mut out = Vec::new();
-        while let Some(item) = pager.next().await {
-            let item = item.map_err(|e| map_err(prefix, &e))?;
-            let Some(name) = item.name.clone() else {
-                continue;
-            };
-            let Ok(key) = ObjectKey::new(name) else {
-                continue;
-            };
-            let properties = item.properties.as_ref();
-            out.push(ObjectInfo {
-                key,
-                size: properties.and_then(|p| p.content_length).unwrap_or(0),
-                etag: etag_of(properties.and_then(|p| p.etag.clone())),
-            });
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        crate::blob_list::page(&*self.client()?, prefix, from, max).await
     }
 
     async fn delete(&self, key: &ObjectKey, condition: Condition) -> Result<(), StoreError> {
@@ -736,6 +670,30 @@ impl ArtifactStore for BlobStore {
     }
 }
 
+/// A stream's whole content, shorter than a block (or empty), as one Put Blob: the SDK's
+/// single-shot upload, whatever its own partition size, with the MD5 stored as `Content-MD5`.
+async fn put_whole(
+    client: &azure_storage_blob::BlockBlobClient,
+    key: &ObjectKey,
+    content: Bytes,
+) -> Result<ObjectInfo, StoreError> {
+    let size = content.len() as u64;
+    let options = BlockBlobClientUploadOptions {
+        blob_content_md5: Some(md5_of(&content)),
+        partition_size: std::num::NonZero::new(size.max(1)),
+        ..Default::default()
+    };
+    let result = client
+        .upload(content.into(), Some(options))
+        .await
+        .map_err(|e| map_err(key.as_str(), &e))?;
+    Ok(ObjectInfo {
+        key: key.clone(),
+        size,
+        etag: etag_of(result.etag),
+    })
+}
+
 /// Waits for one staging task: its error, or its buffer back into the pool.
 async fn reclaim(
     staging: &mut tokio::task::JoinSet<(azure_core::Result<()>, Bytes)>,
@@ -787,36 +745,6 @@ fn md5_of(block: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_strings() {
-        let cs = ConnectionString::parse("UseDevelopmentStorage=true").unwrap();
-        assert_eq!(
-            cs.container_url,
-            "http://127.0.0.1:10000/devstoreaccount1/batch-triage"
-        );
-        assert!(
-            matches!(cs.auth, BlobAuth::AccountKey { ref account, .. } if account == DEVSTORE_ACCOUNT)
-        );
-        let cs = ConnectionString::parse(
-            "UseDevelopmentStorage=true;BlobEndpoint=http://127.0.0.1:4711/devstoreaccount1/;Container=logs",
-        )
-        .unwrap();
-        assert_eq!(
-            cs.container_url,
-            "http://127.0.0.1:4711/devstoreaccount1/logs"
-        );
-        let cs = ConnectionString::parse(&format!(
-            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={DEVSTORE_KEY};EndpointSuffix=core.windows.net"
-        ))
-        .unwrap();
-        assert_eq!(
-            cs.container_url,
-            "https://acct.blob.core.windows.net/batch-triage"
-        );
-        assert!(ConnectionString::parse("AccountName=acct").is_err());
-        assert!(ConnectionString::parse("garbage").is_err());
-    }
 
     #[test]
     fn secrets_stay_out_of_debug_links_and_errors() {

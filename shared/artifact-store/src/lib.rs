@@ -12,8 +12,12 @@
 #![deny(missing_docs)]
 
 mod blob;
+mod blob_list;
+mod connection_string;
 mod key;
+mod list;
 mod local;
+mod local_list;
 mod open;
 mod retry;
 #[cfg(feature = "testing")]
@@ -27,6 +31,9 @@ pub use blob::{
     BlobAuth, BlobStore, DEFAULT_CONTAINER, DEVSTORE_ACCOUNT, DEVSTORE_KEY, account_sas,
 };
 pub use key::{MAX_KEY, MAX_SEGMENT, ObjectKey};
+pub use list::{
+    DEFAULT_PAGE, DrainPage, ListCursor, ListPage, Listing, MAX_PAGE, PagedDrain, count,
+};
 pub use local::LocalDirStore;
 pub use open::open;
 pub use retry::{RetryNotice, RetryObserver};
@@ -201,9 +208,34 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
     async fn put_stream(&self, key: &ObjectKey, body: ByteStream)
     -> Result<ObjectInfo, StoreError>;
 
-    /// Every object whose key starts with `prefix` (a plain string prefix, `""` for all), sorted
-    /// by key.
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Up to `max` objects (clamped to `1..=`[`MAX_PAGE`]) whose key starts with `prefix` (a
+    /// plain string prefix, `""` for all), sorted by key, after `from` (the `next` of the
+    /// previous page; `None` starts at the beginning), with where the next page starts when more
+    /// remain. Memory is bounded by `max`, however many keys the prefix holds: walk a large
+    /// prefix with [`Listing`], drain one a page per tick with [`PagedDrain`].
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key, collected in memory: a
+    /// convenience for prefixes that stay small (a task's files, one incident's progress
+    /// records). Anything that grows with the deployment is read with [`Listing`] or
+    /// [`ArtifactStore::list_page`] instead.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = None;
+        loop {
+            let page = self.list_page(prefix, from.as_ref(), DEFAULT_PAGE).await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(next) => from = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
 
     /// Deletes an object if `condition` holds. Deleting a missing object with
     /// [`Condition::Always`] or [`Condition::IfAbsent`] succeeds (idempotent); with `IfMatch` it is

@@ -151,6 +151,11 @@ impl Azurite {
         }
     }
 
+    /// Its process id, for benchmarks that read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -1,6 +1,7 @@
 //! The behaviour suite against each backend.
 
 mod suite;
+mod suite_pages;
 
 use std::sync::Arc;
 
@@ -575,4 +576,175 @@ async fn a_key_whose_directory_is_an_object_is_a_key_conflict_on_a_directory() {
         );
     }
     assert_eq!(std::fs::read(dir.path().join("f/wd/x")).unwrap(), b"x");
+}
+
+/// The local store's pages hold a page of names per directory, so a directory with more entries
+/// than a page is read in several passes, and directories left empty by deletes are passed over:
+/// the pages still give every key once, in order, and say exactly whether more remain.
+#[tokio::test]
+async fn local_pages_through_large_and_emptied_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..120 {
+        // Files and directories side by side, with names that sort around `/`.
+        let name = match i % 3 {
+            0 => format!("big/{i:03}"),
+            1 => format!("big/{i:03}-x/y"),
+            _ => format!("big/{i:03}.z"),
+        };
+        store
+            .put(
+                &ObjectKey::new(name.as_str()).unwrap(),
+                bytes::Bytes::from_static(b"x"),
+                Condition::Always,
+            )
+            .await
+            .unwrap();
+        keys.push(name);
+    }
+    keys.sort();
+    for max in [1, 7, 40, 119, 120, 500] {
+        let mut got = Vec::new();
+        let mut from = None;
+        let mut pages = 0;
+        loop {
+            let page = store.list_page("big/", from.as_ref(), max).await.unwrap();
+            assert!(!page.objects.is_empty() && page.objects.len() <= max);
+            got.extend(page.objects.into_iter().map(|o| o.key.as_str().to_owned()));
+            pages += 1;
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, keys, "max {max}");
+        assert_eq!(pages, keys.len().div_ceil(max), "exact: no empty last page");
+    }
+    // Every `-x` directory emptied by deletes but the last: passed over.
+    let emptied: Vec<_> = keys.iter().filter(|k| k.ends_with("-x/y")).collect();
+    for key in &emptied[..emptied.len() - 1] {
+        store
+            .delete(&ObjectKey::new(key.as_str()).unwrap(), Condition::Always)
+            .await
+            .unwrap();
+    }
+    let page = store.list_page("big/0", None, 3).await.unwrap();
+    assert_eq!(page.objects.len(), 3);
+    let last = store
+        .list_page("big/11", None, 10)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key.as_str().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        last,
+        [
+            "big/110.z",
+            "big/111",
+            "big/113.z",
+            "big/114",
+            "big/116.z",
+            "big/117",
+            "big/118-x/y",
+            "big/119.z"
+        ]
+    );
+}
+
+/// The committed blocks of a blob, read with the SDK directly: a blob made by one Put Blob has
+/// none, one committed from staged blocks has one per block.
+async fn committed_blocks(
+    azurite: &artifact_store::testing::Azurite,
+    container: &str,
+    key: &str,
+) -> usize {
+    let sas = artifact_store::account_sas(
+        artifact_store::DEVSTORE_ACCOUNT,
+        artifact_store::DEVSTORE_KEY,
+        false,
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let url = url::Url::parse(&format!("{}/{container}?{sas}", azurite.blob_endpoint())).unwrap();
+    let client = azure_storage_blob::BlobContainerClient::new(url, None, None).unwrap();
+    let list = client
+        .blob_client(key)
+        .block_blob_client()
+        .get_block_list(azure_storage_blob::models::BlockListType::Committed, None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    list.committed_blocks.unwrap_or_default().len()
+}
+
+/// A stream that ends within its first block (most task logs) is one Put Blob, not a Put Block
+/// and a Put Block List: a burst of failures copies two logs each, so this halves their
+/// requests. The blob it makes has no committed block; a stream longer than a block is still
+/// committed block by block, in bounded memory. Both read back whole, with the right size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_put_stream_of_one_block_is_one_put_blob() {
+    let azurite = artifact_store::testing::Azurite::start();
+    let store = azurite.store("streams").await.with_block_size(64 * 1024);
+    for (name, len, blocks) in [
+        ("empty.txt", 0, 0),
+        ("small.txt", 2048, 0),
+        ("one-block.txt", 64 * 1024 - 1, 0),
+        ("three-blocks.txt", 2 * 64 * 1024 + 5, 3),
+    ] {
+        let key = ObjectKey::new(name).unwrap();
+        let body = pattern(len, len);
+        let info = store.put_stream(&key, chunked(&body, 1000)).await.unwrap();
+        assert_eq!(info.size, len as u64, "{name}");
+        let got = store.get(&key).await.unwrap().unwrap();
+        assert!(got.bytes == body, "{name}: wrong content");
+        assert_eq!(got.etag, info.etag, "{name}");
+        assert_eq!(
+            committed_blocks(&azurite, "streams", name).await,
+            blocks,
+            "{name}"
+        );
+    }
+    // A failing small stream still leaves nothing behind.
+    let failing: artifact_store::ByteStream = {
+        use futures::StreamExt;
+        futures::stream::iter(vec![
+            Ok(bytes::Bytes::from_static(b"partial")),
+            Err(std::io::Error::other("the source broke")),
+        ])
+        .boxed()
+    };
+    let broken = ObjectKey::new("broken.txt").unwrap();
+    assert!(matches!(
+        store.put_stream(&broken, failing).await,
+        Err(artifact_store::StoreError::Io { .. })
+    ));
+    assert!(store.get(&broken).await.unwrap().is_none());
+}
+
+/// Two instances copying the same small log at once (a failure's completion and failure events
+/// in two Event Hubs batches) both succeed, and the object is one writer's whole content. Staged
+/// blocks could not promise it: the first commit discards the other writer's uncommitted blocks,
+/// and its commit then fails with `InvalidBlockList`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blob_small_streams_racing_on_one_key_all_succeed() {
+    let azurite = artifact_store::testing::Azurite::start();
+    let store = Arc::new(azurite.store("race").await);
+    let key = ObjectKey::new("t/attempt-0/stdout.txt").unwrap();
+    let bodies: Vec<Vec<u8>> = (0..16).map(|seed| pattern(seed, 2048)).collect();
+    for _ in 0..4 {
+        let mut writers = tokio::task::JoinSet::new();
+        for body in bodies.clone() {
+            let (store, key) = (store.clone(), key.clone());
+            writers.spawn(async move { store.put_stream(&key, chunked(&body, 512)).await });
+        }
+        while let Some(written) = writers.join_next().await {
+            written.unwrap().unwrap();
+        }
+        let got = store.get(&key).await.unwrap().unwrap();
+        assert!(bodies.iter().any(|b| got.bytes == *b), "a mix of writers");
+    }
 }

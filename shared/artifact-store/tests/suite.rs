@@ -291,5 +291,6 @@ pub(crate) async fn all(store: Arc<dyn ArtifactStore>, p: &str, secrets: &[&str]
     concurrent_cas(store.clone(), p).await;
     streaming(&*store, p, 20 * 1024 * 1024 + 3).await;
     list_and_delete(&*store, p).await;
+    crate::suite_pages::all(&*store, p).await;
     link_has_no_secret(&*store, p, secrets);
 }

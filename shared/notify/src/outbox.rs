@@ -6,10 +6,17 @@
 //! instances) keeps one entry; deletes are `IfMatch` the version that was sent, so an entry
 //! rewritten meanwhile is not lost. An entry whose delivery fails for good (a 4xx, a refused
 //! host) moves to `outbox-dead/…` for a person to look at, instead of being retried forever.
+//!
+//! A drain tries at most [`OUTBOX_PER_TICK`] entries (one listing page), so a large outbox costs
+//! neither memory nor an endless tick, and keeps its place in the store ([`OUTBOX_POSITION`]):
+//! the next drain continues after the page this one tried, and starts again at the beginning
+//! after the end, so entries for a receiver that stays down never hold the others back.
 
 use std::sync::Arc;
 
-use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use artifact_store::{
+    ArtifactStore, Condition, DEFAULT_PAGE, Listing, ObjectKey, PagedDrain, StoreError,
+};
 use bytes::Bytes;
 use foundation::Deadline;
 use serde::{Deserialize, Serialize};
@@ -23,6 +30,11 @@ use crate::error::NotifyError;
 pub const OUTBOX_PREFIX: &str = "outbox/";
 /// Where entries that can never be delivered are moved.
 pub const DEAD_PREFIX: &str = "outbox-dead/";
+/// The most entries one drain tries; the rest wait for the next drain, which continues after
+/// them.
+pub const OUTBOX_PER_TICK: usize = 100;
+/// Where the drain keeps its place in the outbox between drains (outside `outbox/`).
+pub const OUTBOX_POSITION: &str = "drains/outbox.position";
 
 /// One undelivered alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +59,8 @@ pub struct DrainReport {
     pub dead: usize,
     /// Entries left alone: their receiver is not configured, or they could not be read.
     pub skipped: usize,
+    /// Whether more entries wait beyond this drain's page (the next drain continues).
+    pub more_waiting: bool,
 }
 
 /// Undelivered alerts in an artifact store.
@@ -129,10 +143,22 @@ impl Outbox {
         }
     }
 
-    /// Every queued entry, by key.
+    /// Every queued entry, by key, collected: for tests and inspection (a drain reads a page at
+    /// a time, [`Outbox::pending_first`] at most what it is asked).
     pub async fn pending(&self) -> Result<Vec<(ObjectKey, OutboxEntry)>, NotifyError> {
+        self.pending_first(usize::MAX).await
+    }
+
+    /// The first `max` readable entries, by key, read a page at a time.
+    pub async fn pending_first(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(ObjectKey, OutboxEntry)>, NotifyError> {
         let mut out = Vec::new();
-        for info in self.store.list(OUTBOX_PREFIX).await.map_err(store_error)? {
+        let mut listing = Listing::new(self.store.as_ref(), OUTBOX_PREFIX, max.min(DEFAULT_PAGE));
+        while out.len() < max
+            && let Some(info) = listing.next().await.map_err(store_error)?
+        {
             if let Some(versioned) = self.store.get(&info.key).await.map_err(store_error)? {
                 if let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&versioned.bytes) {
                     out.push((info.key, entry));
@@ -142,20 +168,45 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Tries every queued entry once against the configured `receivers`: delivered entries are
-    /// deleted, retryable failures stay, permanent failures move to [`DEAD_PREFIX`]. Stops
-    /// early (leaving the rest queued) when the deadline passes.
+    /// Tries up to [`OUTBOX_PER_TICK`] queued entries once against the configured `receivers`
+    /// (see the module docs): delivered entries are deleted, retryable failures stay, permanent
+    /// failures move to [`DEAD_PREFIX`]. Stops early (leaving the rest queued) when the deadline
+    /// passes.
     pub async fn drain(
         &self,
         egress: &Egress,
         receivers: &[Receiver],
         deadline: Deadline,
     ) -> Result<DrainReport, NotifyError> {
-        let mut report = DrainReport::default();
-        let listed = self.store.list(OUTBOX_PREFIX).await.map_err(store_error)?;
-        for info in listed {
+        self.drain_at_most(egress, receivers, deadline, OUTBOX_PER_TICK)
+            .await
+    }
+
+    /// [`Outbox::drain`] with a bound of `max` entries.
+    pub async fn drain_at_most(
+        &self,
+        egress: &Egress,
+        receivers: &[Receiver],
+        deadline: Deadline,
+        max: usize,
+    ) -> Result<DrainReport, NotifyError> {
+        let drain = PagedDrain::new(
+            OUTBOX_PREFIX,
+            ObjectKey::new(OUTBOX_POSITION).map_err(store_error)?,
+        );
+        let page = drain
+            .page(self.store.as_ref(), max)
+            .await
+            .map_err(store_error)?;
+        let mut report = DrainReport {
+            more_waiting: page.more,
+            ..DrainReport::default()
+        };
+        let mut stopped = false;
+        for info in &page.objects {
             if deadline.is_past() {
                 report.still_pending += 1;
+                stopped = true;
                 continue;
             }
             let Some(versioned) = self.store.get(&info.key).await.map_err(store_error)? else {
@@ -206,6 +257,13 @@ impl Outbox {
                     report.dead += 1;
                 }
             }
+        }
+        // Stopped by the deadline: the next drain tries the same page again.
+        if !stopped {
+            drain
+                .finish(self.store.as_ref(), &page)
+                .await
+                .map_err(store_error)?;
         }
         Ok(report)
     }

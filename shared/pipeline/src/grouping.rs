@@ -12,12 +12,25 @@
 //!
 //! Delivery is at most once per notification: a notification whose marker was created is not
 //! produced again, even if the caller then fails to deliver it.
+//!
+//! The read before the compare-and-swap is skipped when it can be: each [`GroupStore`] (one per
+//! process) remembers the last version of each group it wrote, and folds the next alert
+//! into that version, written with `IfMatch` on its ETag. The ETag changes on every write, so the
+//! write wins only if the group is still exactly what was remembered; if another instance wrote
+//! meanwhile it fails (412), the group is read and the fold done again, as without the memory.
+//! A group another instance keeps writing is read first again for [`CONTENDED_FOR`], so sharing
+//! a group costs no more than before; one instance alone saves the read (one request per alert
+//! on Blob Storage when alerts come one per invocation). Within a process, the updates of one
+//! group take turns (the invocations a host runs at once would otherwise overtake each other's
+//! versions).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use artifact_store::{
+    ArtifactStore, Condition, DEFAULT_PAGE, ETag, Listing, ObjectKey, StoreError, Versioned,
+};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{
@@ -31,6 +44,18 @@ use crate::digest;
 
 /// Compare-and-swap attempts before giving up on a group that keeps changing under us.
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
+
+/// How long a group whose remembered version was overtaken by another writer is read before
+/// each compare-and-swap again, instead of trusting the memory (see the module docs).
+pub const CONTENDED_FOR: Duration = Duration::from_secs(60);
+
+/// Groups remembered at most; past that the memory starts again empty (a bound, not an LRU:
+/// a process sees few groups at once).
+const MAX_REMEMBERED: usize = 1024;
+
+/// Locks the updates of a process take turns on, a group's chosen by its key's hash: a fixed
+/// number, so nothing grows with the groups, and enough that two groups rarely share one.
+const UPDATE_TURNS: usize = 64;
 
 /// Why recording or flushing alerts failed. Every variant is worth retrying the whole operation
 /// later except [`GroupError::Store`] with a non-retryable cause.
@@ -159,6 +184,20 @@ pub struct GroupSummary {
 #[derive(Debug, Clone)]
 pub struct GroupStore {
     store: Arc<dyn ArtifactStore>,
+    /// The last version of each group this process wrote (see the module docs); shared
+    /// by clones.
+    remembered: Arc<Mutex<HashMap<ObjectKey, Remembered>>>,
+    /// The turns of this process's updates ([`UPDATE_TURNS`]); shared by clones.
+    turns: Arc<[futures::lock::Mutex<()>]>,
+}
+
+/// What a [`GroupStore`] remembers of one group.
+#[derive(Debug, Clone)]
+enum Remembered {
+    /// The group as stored at this ETag, parsed from the bytes written.
+    Version(Box<GroupRecord>, ETag),
+    /// Another instance overtook a remembered version: read before writing until then.
+    Contended(Instant),
 }
 
 /// One alert to fold into its groups: the diagnosis, its plan, and the incident of a subject
@@ -176,7 +215,75 @@ pub struct AlertInput<'a> {
 impl GroupStore {
     /// Groups kept in `store` (under `groups/` and `sent/`).
     pub fn new(store: Arc<dyn ArtifactStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            remembered: Arc::default(),
+            turns: (0..UPDATE_TURNS)
+                .map(|_| futures::lock::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// The remembered version of the group at `key`, unless it is contended.
+    fn recall(&self, key: &ObjectKey) -> Option<(GroupRecord, ETag)> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match remembered.get(key)? {
+            Remembered::Version(record, etag) => Some(((**record).clone(), etag.clone())),
+            Remembered::Contended(_) => None,
+        }
+    }
+
+    /// Remembers the group at `key` as `bytes` at `etag` (parsed as a read would parse them);
+    /// a contended group stays contended until its time is up.
+    fn remember(&self, key: &ObjectKey, bytes: &[u8], etag: ETag) {
+        let Ok(record) = serde_json::from_slice::<GroupRecord>(bytes) else {
+            self.forget(key);
+            return;
+        };
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Remembered::Contended(until)) = remembered.get(key)
+            && *until > Instant::now()
+        {
+            return;
+        }
+        if remembered.len() >= MAX_REMEMBERED && !remembered.contains_key(key) {
+            remembered.clear();
+        }
+        remembered.insert(key.clone(), Remembered::Version(Box::new(record), etag));
+    }
+
+    /// Another instance wrote the group since it was remembered: read it first for a while.
+    fn contended(&self, key: &ObjectKey) {
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered.insert(
+            key.clone(),
+            Remembered::Contended(Instant::now() + CONTENDED_FOR),
+        );
+    }
+
+    /// The lock the updates of the group at `key` take turns on.
+    fn turn(&self, key: &ObjectKey) -> &futures::lock::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.as_str().hash(&mut hasher);
+        let at = usize::try_from(hasher.finish() % UPDATE_TURNS as u64).unwrap_or(0);
+        &self.turns[at]
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 
     /// The object key of a group.
@@ -259,7 +366,7 @@ impl GroupStore {
             };
             let example = alerts[first.0].diagnosis;
             let folded = self
-                .update(&receiver.group_key, |record| {
+                .update(&receiver.group_key, None, |record| {
                     fold(record, first, rest, receiver, example, now)
                 })
                 .await;
@@ -291,10 +398,15 @@ impl GroupStore {
         since: OffsetDateTime,
         limit: usize,
     ) -> Result<(Vec<GroupSummary>, usize), GroupError> {
-        let listed = self.store.list("groups/").await?;
-        let total = listed.len();
+        // Counted a page at a time; only the first `limit` read.
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        let mut total = 0;
         let mut out = Vec::new();
-        for info in listed.into_iter().take(limit) {
+        while let Some(info) = listing.next().await? {
+            total += 1;
+            if total > limit {
+                continue;
+            }
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };
@@ -319,7 +431,8 @@ impl GroupStore {
     /// returns the notifications this instance claimed.
     pub async fn due(&self, now: OffsetDateTime) -> Result<Vec<AlertToSend>, GroupError> {
         let mut outcome = GroupOutcome::default();
-        for info in self.store.list("groups/").await? {
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };
@@ -331,8 +444,11 @@ impl GroupStore {
                 continue;
             }
             let group_key = record.state.group_key.clone();
+            // The version just read is the first attempt's: no second read of the same group
+            // (unless the object is not where its key puts it, which `update` reads instead).
+            let known = (Self::group_object(&group_key)? == info.key).then_some(current);
             let (decision, record) = self
-                .update(&group_key, |stored| match stored {
+                .update(&group_key, known, |stored| match stored {
                     Some(r) => {
                         let (decision, state) = tick(&r.state, &r.grouping(), now);
                         (decision, GroupRecord { state, ..r.clone() })
@@ -360,42 +476,70 @@ impl GroupStore {
     /// Reads, changes and writes a group with compare-and-swap until the write wins. `change`
     /// may run several times; it must be pure. A change that leaves the state as it was writes
     /// nothing.
+    ///
+    /// The first attempt reads nothing when it can fold into `known` (the version the caller
+    /// has just read) or the version this process remembers: the write is conditional on that
+    /// version's ETag either way, so it wins only if the group is still that version. A
+    /// remembered version is trusted only by a write that wins: one the change would leave as
+    /// it is is read again before deciding so.
     async fn update<D>(
         &self,
         group_key: &str,
+        known: Option<Versioned>,
         change: impl Fn(Option<&GroupRecord>) -> (D, GroupRecord),
     ) -> Result<(D, GroupRecord), GroupError> {
         let key = Self::group_object(group_key)?;
+        // Held to the end: this process's other updates of the group wait, then start from the
+        // version this one wrote.
+        let _turn = self.turn(&key).lock().await;
+        let mut known = known;
+        let mut remembered = if known.is_none() {
+            self.recall(&key)
+        } else {
+            None
+        };
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self.store.get(&key).await?;
-            let (stored, condition) = match &current {
-                None => (None, Condition::IfAbsent),
-                Some(v) => match serde_json::from_slice::<GroupRecord>(&v.bytes) {
-                    Ok(record) => (Some(record), Condition::IfMatch(v.etag.clone())),
-                    // An unreadable object (a crash mid-format cannot happen, so a foreign or
-                    // future format) is replaced, but still only by compare-and-swap.
-                    Err(error) => {
-                        tracing::warn!(key = %key, error = %error, "unreadable alert group replaced");
-                        (None, Condition::IfMatch(v.etag.clone()))
-                    }
-                },
+            let (stored, condition, read) = match remembered.take() {
+                Some((record, etag)) => (Some(record), Condition::IfMatch(etag), false),
+                None => {
+                    let current = match known.take() {
+                        Some(current) => Some(current),
+                        None => self.store.get(&key).await?,
+                    };
+                    let (stored, condition) = parse_group(&key, current.as_ref());
+                    (stored, condition, true)
+                }
             };
             let (decision, next) = change(stored.as_ref());
             if stored.as_ref().is_some_and(|s| s.state == next.state) {
-                return Ok((decision, next));
+                if read {
+                    return Ok((decision, next));
+                }
+                continue;
             }
             let body = match serde_json::to_vec(&next) {
-                Ok(body) => body,
+                Ok(body) => Bytes::from(body),
                 Err(error) => {
                     return Err(GroupError::Store(StoreError::Other {
                         message: format!("cannot encode alert group: {error}"),
                     }));
                 }
             };
-            match self.store.put(&key, Bytes::from(body), condition).await {
-                Ok(_) => return Ok((decision, next)),
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                Err(error) => return Err(error.into()),
+            match self.store.put(&key, body.clone(), condition).await {
+                Ok(etag) => {
+                    self.remember(&key, &body, etag);
+                    return Ok((decision, next));
+                }
+                Err(StoreError::ConditionFailed { .. }) => {
+                    if !read {
+                        self.contended(&key);
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    self.forget(&key);
+                    return Err(error.into());
+                }
             }
         }
         Err(GroupError::Contended {
@@ -455,6 +599,22 @@ impl GroupStore {
             }
         }
         Ok(())
+    }
+}
+
+/// A group as read (`None`: absent), and the condition its next write must carry. An unreadable
+/// object (a crash mid-format cannot happen, so a foreign or future format) is replaced, but
+/// still only by compare-and-swap.
+fn parse_group(key: &ObjectKey, current: Option<&Versioned>) -> (Option<GroupRecord>, Condition) {
+    match current {
+        None => (None, Condition::IfAbsent),
+        Some(v) => match serde_json::from_slice::<GroupRecord>(&v.bytes) {
+            Ok(record) => (Some(record), Condition::IfMatch(v.etag.clone())),
+            Err(error) => {
+                tracing::warn!(key = %key, error = %error, "unreadable alert group replaced");
+                (None, Condition::IfMatch(v.etag.clone()))
+            }
+        },
     }
 }
 
@@ -530,7 +690,8 @@ impl GroupStore {
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<OpenGroup>, GroupError> {
         let mut open = Vec::new();
-        for info in self.store.list("groups/").await? {
+        let mut listing = Listing::new(self.store.as_ref(), "groups/", DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
             let Some(current) = self.store.get(&info.key).await? else {
                 continue;
             };
@@ -588,12 +749,14 @@ impl GroupStore {
                     message: format!("cannot encode alert group: {error}"),
                 })
             })?;
+            let body = Bytes::from(body);
             match self
                 .store
-                .put(&key, Bytes::from(body), Condition::IfMatch(current.etag))
+                .put(&key, body.clone(), Condition::IfMatch(current.etag))
                 .await
             {
-                Ok(_) => {
+                Ok(etag) => {
+                    self.remember(&key, &body, etag);
                     won = true;
                     break;
                 }

@@ -14,11 +14,17 @@
 //! - a body that still fails after [`MAX_DRAINS`] drains, or that cannot be read at all, moves
 //!   to `poisoned/` with its reason and is alerted once (class `delivery.unprocessable`). It is
 //!   kept, never dropped: moving it back under `parked/` has the next tick try it again.
+//!
+//! A tick works at most [`PARKED_PER_TICK`] parked deliveries (one listing page) and takes in at
+//! most as many dead-letter blobs, so its memory and work stay bounded however many wait. The
+//! drain keeps its place in the store ([`PARKED_POSITION`]): the next tick continues after the
+//! page this one worked, and starts again at the beginning after the end, so deliveries that
+//! fail again and stay parked never keep the ones behind them waiting.
 
 use std::sync::Arc;
 
 pub use artifact_store::StoreError;
-use artifact_store::{ArtifactStore, Condition, ETag, ObjectKey};
+use artifact_store::{ArtifactStore, Condition, ETag, Listing, ObjectKey, PagedDrain};
 use batch_client::Deadline;
 use bytes::Bytes;
 use diagnosis::{Diagnosis, FailureClass, Subject};
@@ -34,6 +40,11 @@ use crate::triage::{SubjectReport, Triage};
 pub const PARKED_PREFIX: &str = "parked/";
 /// Where deliveries that could not be processed are kept, with their reason.
 pub const POISONED_PREFIX: &str = "poisoned/";
+/// The most parked deliveries one tick works (one listing page); the rest wait for the next
+/// tick, which continues after them.
+pub const PARKED_PER_TICK: usize = 100;
+/// Where the drain keeps its place in the parking area between ticks (outside `parked/`).
+pub const PARKED_POSITION: &str = "drains/parked.position";
 /// How many drains a parked delivery gets before it is declared poison: at the default sweep
 /// schedule (every 5 minutes) about an hour of Batch or the store being unavailable. Being
 /// poison only stops the automatic retries and tells a person; the delivery is kept.
@@ -167,6 +178,8 @@ pub struct DrainReport {
     pub poisoned: usize,
     /// Parked deliveries left for the next tick because the deadline came.
     pub left_for_next_tick: usize,
+    /// Whether more deliveries wait beyond this tick's page (the next tick continues).
+    pub more_waiting: bool,
     /// The subjects the drained deliveries were about, and one per delivery declared poison
     /// (labelled `{account}/_poisoned/{key}`, class `delivery.unprocessable`, its record as the
     /// preserved link).
@@ -181,17 +194,23 @@ impl DrainReport {
             && self.still_parked == 0
             && self.poisoned == 0
             && self.left_for_next_tick == 0
+            && !self.more_waiting
     }
 
     /// One line for a platform log.
     pub fn line(&self) -> String {
         format!(
             "parked deliveries: {} drained, {} still parked, {} poisoned, {} left for the next \
-             tick; {} dead-lettered events taken in",
+             tick{}; {} dead-lettered events taken in",
             self.drained,
             self.still_parked,
             self.poisoned,
             self.left_for_next_tick,
+            if self.more_waiting {
+                ", more waiting beyond this tick's page"
+            } else {
+                ""
+            },
             self.dead_lettered
         )
     }
@@ -254,8 +273,8 @@ impl Parking {
 
     async fn counts(&self) -> Result<ParkingCounts, StoreError> {
         Ok(ParkingCounts {
-            parked: self.store.list(PARKED_PREFIX).await?.len(),
-            poisoned: self.store.list(POISONED_PREFIX).await?.len(),
+            parked: artifact_store::count(self.store.as_ref(), PARKED_PREFIX).await?,
+            poisoned: artifact_store::count(self.store.as_ref(), POISONED_PREFIX).await?,
         })
     }
 }
@@ -296,22 +315,37 @@ impl Triage {
     }
 
     /// Takes dead-lettered Event Grid events in, then works the parking area, within
-    /// `deadline`. A store failure is returned: what was done before it stays done.
+    /// `deadline`, at most [`PARKED_PER_TICK`] of each. A store failure is returned: what was
+    /// done before it stays done.
     pub async fn drain_parked(
         &self,
         now: OffsetDateTime,
         deadline: Deadline,
     ) -> Result<DrainReport, StoreError> {
-        let (dead_lettered, mut subjects) = self.take_dead_letters(now, deadline).await?;
+        self.drain_parked_at_most(now, deadline, PARKED_PER_TICK)
+            .await
+    }
+
+    /// [`Triage::drain_parked`] with a bound of `max` deliveries (and dead-letter blobs) for
+    /// this tick.
+    pub async fn drain_parked_at_most(
+        &self,
+        now: OffsetDateTime,
+        deadline: Deadline,
+        max: usize,
+    ) -> Result<DrainReport, StoreError> {
+        let (dead_lettered, mut subjects) = self.take_dead_letters(now, deadline, max).await?;
         let mut report = DrainReport {
             dead_lettered,
             ..DrainReport::default()
         };
         let parking = Parking::new(self.store.clone());
-        let waiting = self.store.list(PARKED_PREFIX).await?;
-        for (done, info) in waiting.iter().enumerate() {
+        let drain = PagedDrain::new(PARKED_PREFIX, ObjectKey::new(PARKED_POSITION)?);
+        let page = drain.page(self.store.as_ref(), max).await?;
+        report.more_waiting = page.more;
+        for (done, info) in page.objects.iter().enumerate() {
             if deadline.is_past() {
-                report.left_for_next_tick = waiting.len() - done;
+                report.left_for_next_tick = page.objects.len() - done;
                 break;
             }
             let Some(key) = info.key.as_str().strip_prefix(PARKED_PREFIX) else {
@@ -333,6 +367,10 @@ impl Triage {
                 }
                 Drained::Skipped => {}
             }
+        }
+        // Stopped by the deadline: the next tick works the same page again.
+        if report.left_for_next_tick == 0 {
+            drain.finish(self.store.as_ref(), &page).await?;
         }
         report.subjects = subjects;
         Ok(report)
@@ -447,11 +485,14 @@ impl Triage {
         Ok(subject)
     }
 
-    /// Moves every dead-lettered Event Grid event into the parking area, then deletes its blob.
+    /// Moves the events of at most `max` dead-letter blobs into the parking area, deleting each
+    /// blob after: read a page at a time, so the container's size costs no memory, and from the
+    /// beginning each tick, since what was taken in is gone.
     async fn take_dead_letters(
         &self,
         now: OffsetDateTime,
         deadline: Deadline,
+        max: usize,
     ) -> Result<(usize, Vec<SubjectReport>), StoreError> {
         let Some(dead_letters) = &self.dead_letters else {
             return Ok((0, Vec::new()));
@@ -459,8 +500,10 @@ impl Triage {
         let parking = Parking::new(self.store.clone());
         let mut taken = 0;
         let mut poisoned = Vec::new();
-        for blob in dead_letters.list("").await? {
-            if deadline.is_past() {
+        let mut listing = Listing::new(dead_letters.as_ref(), "", max);
+        let mut blobs = 0;
+        while let Some(blob) = listing.next().await? {
+            if deadline.is_past() || blobs == max {
                 break;
             }
             if blob.size > MAX_DEAD_LETTER_BYTES {
@@ -470,6 +513,7 @@ impl Triage {
             let Some(stored) = dead_letters.get(&blob.key).await? else {
                 continue;
             };
+            blobs += 1;
             let events = dead_lettered_events(&stored.bytes);
             if events.is_empty() {
                 // Not an array of events: kept as one poison body, so a person sees it.

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use artifact_store::{ArtifactStore, Condition, ObjectKey, StoreError};
+use artifact_store::{ArtifactStore, Condition, Listing, ObjectKey, StoreError};
 use bytes::Bytes;
 use diagnosis::Diagnosis;
 use diagnosis::policy::{MatcherErrors, Policy, Silence, parse_matchers};
@@ -233,13 +233,13 @@ impl SilenceStore {
         with_counts: bool,
     ) -> Result<Vec<ListedSilence>, SilenceError> {
         let mut out = Vec::new();
-        for info in self
-            .store
-            .list(SILENCES_PREFIX)
-            .await?
-            .into_iter()
-            .take(MAX_STORE_SILENCES)
+        // A page at a time, and no further than the bound.
+        let mut listing = Listing::new(self.store.as_ref(), SILENCES_PREFIX, MAX_STORE_SILENCES);
+        let mut listed = 0;
+        while listed < MAX_STORE_SILENCES
+            && let Some(info) = listing.next().await?
         {
+            listed += 1;
             let Some(found) = self.store.get(&info.key).await? else {
                 continue; // deleted between the listing and the read
             };
@@ -362,11 +362,11 @@ impl SilenceStore {
 
     /// How many alerts `silence` muted.
     pub async fn muted_count(&self, silence: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .store
-            .list(&format!("{MUTED_PREFIX}{}/", muted_folder(silence)))
-            .await?
-            .len())
+        artifact_store::count(
+            self.store.as_ref(),
+            &format!("{MUTED_PREFIX}{}/", muted_folder(silence)),
+        )
+        .await
     }
 }
 

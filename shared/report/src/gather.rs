@@ -1,11 +1,12 @@
-//! Reading the store for a report, with bounded work: listings to count, a fixed number of reads
-//! to show.
+//! Reading the store for a report, with bounded work and memory: listings read a page at a time
+//! to count, a fixed number of reads to show, and at most [`Limits::distinct`] subjects and jobs
+//! remembered while counting, however many keys the store holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifact_store::{ArtifactStore, ObjectKey, StoreError};
+use artifact_store::{ArtifactStore, DEFAULT_PAGE, Listing, ObjectKey, StoreError};
 use diagnosis::FailureClass;
 use notify::OutboxEntry;
 use notify::outbox::{DEAD_PREFIX, OUTBOX_PREFIX};
@@ -35,6 +36,10 @@ pub struct Limits {
     pub muted_per_silence: usize,
     /// The longest window, in hours (one listing per hour).
     pub max_hours: u64,
+    /// Distinct subjects, and jobs, remembered while counting (the report's memory). Past it, a
+    /// subject that failed in two hours of the window counts in each, and jobs not seen before
+    /// are counted but not ranked; the report says so.
+    pub distinct: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +52,7 @@ impl Default for Limits {
             actions: 100,
             muted_per_silence: 10,
             max_hours: 31 * 24,
+            distinct: 100_000,
         }
     }
 }
@@ -124,22 +130,8 @@ pub async fn build(
         })
         .collect();
 
-    let outbox_keys = store.list(OUTBOX_PREFIX).await?;
-    let outbox_total = outbox_keys.len();
-    let mut outbox = Vec::new();
-    for info in outbox_keys.iter().take(limits.outbox) {
-        if let Some(found) = store.get(&info.key).await?
-            && let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&found.bytes)
-            && wanted_account(entry.alert.diagnosis.subject.account.as_deref())
-        {
-            outbox.push(OutboxRow {
-                receiver: entry.receiver,
-                headline: entry.alert.headline(),
-                last_error: entry.last_error,
-            });
-        }
-    }
-    let dead_letters = store.list(DEAD_PREFIX).await?.len();
+    let (outbox, outbox_total) = outbox_rows(&store, limits.outbox, &wanted_account).await?;
+    let dead_letters = artifact_store::count(store.as_ref(), DEAD_PREFIX).await?;
     let (parked, poisoned) = parking_counts(&store).await?;
 
     let (actions, actions_total) =
@@ -160,12 +152,11 @@ pub async fn build(
     let mut muted = Vec::new();
     for listed in &silences {
         let prefix = format!("{MUTED_PREFIX}{}/", pipeline_digest(&listed.silence.id));
-        for info in store
-            .list(&prefix)
-            .await?
-            .iter()
-            .take(limits.muted_per_silence)
-        {
+        let mut listing = Listing::new(store.as_ref(), prefix, limits.muted_per_silence);
+        for _ in 0..limits.muted_per_silence {
+            let Some(info) = listing.next().await? else {
+                break;
+            };
             if let Some(found) = store.get(&info.key).await?
                 && let Ok(alert) = serde_json::from_slice::<MutedAlert>(&found.bytes)
                 && alert.time >= since_text
@@ -200,11 +191,37 @@ pub async fn build(
     })
 }
 
+/// The first `limit` outbox entries of the wanted accounts, and how many entries wait in all.
+async fn outbox_rows(
+    store: &Arc<dyn ArtifactStore>,
+    limit: usize,
+    wanted_account: &impl Fn(Option<&str>) -> bool,
+) -> Result<(Vec<OutboxRow>, usize), StoreError> {
+    let mut outbox_keys = Listing::new(store.as_ref(), OUTBOX_PREFIX, DEFAULT_PAGE);
+    let mut outbox_total = 0;
+    let mut outbox = Vec::new();
+    while let Some(info) = outbox_keys.next().await? {
+        outbox_total += 1;
+        if outbox_total <= limit
+            && let Some(found) = store.get(&info.key).await?
+            && let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&found.bytes)
+            && wanted_account(entry.alert.diagnosis.subject.account.as_deref())
+        {
+            outbox.push(OutboxRow {
+                receiver: entry.receiver,
+                headline: entry.alert.headline(),
+                last_error: entry.last_error,
+            });
+        }
+    }
+    Ok((outbox, outbox_total))
+}
+
 /// How many deliveries wait in the parking area, and how many are kept as poison.
 async fn parking_counts(store: &Arc<dyn ArtifactStore>) -> Result<(usize, usize), StoreError> {
     Ok((
-        store.list(pipeline::parking::PARKED_PREFIX).await?.len(),
-        store.list(pipeline::parking::POISONED_PREFIX).await?.len(),
+        artifact_store::count(store.as_ref(), pipeline::parking::PARKED_PREFIX).await?,
+        artifact_store::count(store.as_ref(), pipeline::parking::POISONED_PREFIX).await?,
     ))
 }
 
@@ -232,6 +249,7 @@ async fn failures(
     let mut per_job: HashMap<(String, String), (u64, ObjectKey)> = HashMap::new();
     let mut timeline = Vec::new();
     let mut total = 0;
+    let (mut forgot_subjects, mut unranked_jobs) = (false, false);
     let mut hour = since;
     while hour <= now + Duration::from_secs(3599) {
         let segment = hour_segment(hour);
@@ -244,12 +262,19 @@ async fn failures(
             None => format!("{HISTORY_PREFIX}{segment}/"),
         };
         let mut in_hour = 0;
-        for info in store.list(&prefix).await? {
+        let mut listing = Listing::new(store.as_ref(), prefix, DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
             let Some(key) = HistoryKey::parse(info.key.as_str()) else {
                 continue;
             };
-            if !seen.insert((key.class.clone(), key.subject.clone())) {
+            let subject = (key.class.clone(), key.subject.clone());
+            if seen.contains(&subject) {
                 continue;
+            }
+            if seen.len() < limits.distinct {
+                seen.insert(subject);
+            } else {
+                forgot_subjects = true;
             }
             in_hour += 1;
             total += 1;
@@ -259,10 +284,12 @@ async fn failures(
             if newest.len() > limits.per_class {
                 newest.pop_front();
             }
-            let job = per_job
-                .entry((key.account.clone(), key.job.clone()))
-                .or_insert((0, info.key.clone()));
-            job.0 += 1;
+            let job_key = (key.account.clone(), key.job.clone());
+            if per_job.len() < limits.distinct || per_job.contains_key(&job_key) {
+                per_job.entry(job_key).or_insert((0, info.key.clone())).0 += 1;
+            } else {
+                unranked_jobs = true;
+            }
         }
         timeline.push(HourCount {
             hour: segment,
@@ -295,6 +322,35 @@ async fn failures(
         )
     });
     let mut truncated = Vec::new();
+    if forgot_subjects {
+        truncated.push(format!(
+            "more than {} distinct failed subjects: past them, a subject that failed in two hours counts in each",
+            limits.distinct
+        ));
+    }
+    if unranked_jobs {
+        truncated.push(format!(
+            "more than {} jobs failed: jobs past them are counted but not ranked",
+            limits.distinct
+        ));
+    }
+    let jobs = top_jobs(store, per_job, limits, &mut truncated).await?;
+    Ok(Failures {
+        total,
+        classes,
+        jobs,
+        timeline,
+        truncated,
+    })
+}
+
+/// The jobs with the most failures, each named from one of its records.
+async fn top_jobs(
+    store: &Arc<dyn ArtifactStore>,
+    per_job: HashMap<(String, String), (u64, ObjectKey)>,
+    limits: &Limits,
+    truncated: &mut Vec<String>,
+) -> Result<Vec<JobCount>, StoreError> {
     let mut ranked: Vec<_> = per_job.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     if ranked.len() > limits.jobs {
@@ -316,13 +372,7 @@ async fn failures(
             count,
         });
     }
-    Ok(Failures {
-        total,
-        classes,
-        jobs,
-        timeline,
-        truncated,
-    })
+    Ok(jobs)
 }
 
 async fn read_record(
@@ -343,7 +393,9 @@ async fn actions(
     limits: &Limits,
     truncated: &mut Vec<String>,
 ) -> Result<(Vec<AuditRecord>, usize), StoreError> {
-    let mut keys = Vec::new();
+    // Only the newest `limits.actions` keys are kept while all are counted.
+    let mut keys = VecDeque::with_capacity(limits.actions + 1);
+    let mut total = 0;
     let mut day = since;
     while day.date() <= now.date() {
         let prefix = format!(
@@ -352,10 +404,16 @@ async fn actions(
             u8::from(day.month()),
             day.day()
         );
-        keys.extend(store.list(&prefix).await?.into_iter().map(|i| i.key));
+        let mut listing = Listing::new(store.as_ref(), prefix, DEFAULT_PAGE);
+        while let Some(info) = listing.next().await? {
+            total += 1;
+            keys.push_back(info.key);
+            if keys.len() > limits.actions {
+                keys.pop_front();
+            }
+        }
         day += Duration::from_secs(86_400);
     }
-    let total = keys.len();
     if total > limits.actions {
         truncated.push(format!(
             "the newest {} job-action records of {total}",

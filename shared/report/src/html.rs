@@ -4,67 +4,67 @@
 //! files become anchors (without their query, which could hold a SAS); every other link is
 //! inside the page.
 
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
+use crate::page::{Extras, Section, anchor, frame};
 use crate::{ClassSection, StoreReport};
-
-const STYLE: &str = "
-body{font-family:system-ui,Segoe UI,Arial,sans-serif;margin:2rem;color:#222;max-width:80rem}
-h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-.critical{color:#a00}.error{color:#c40}.warning{color:#a70}.muted{color:#666}
-.bar{background:#c40;height:.8rem;display:inline-block}
-pre{background:#f6f6f6;padding:.5rem;white-space:pre-wrap;word-break:break-all}
-nav a{margin-right:1rem}
-";
 
 impl StoreReport {
     /// The page.
     pub fn html(&self) -> String {
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    title { "batch-triage report" }
-                    style { (STYLE) }
-                }
-                body {
-                    h1 { "batch-triage report" }
-                    p class="muted" {
-                        "From " (self.since) " to " (self.generated)
-                        @if let Some(account) = &self.account { " · account " (account) }
-                        " · " (self.total_failures) " failed subjects"
-                    }
-                    nav {
-                        a href="#classes" { "By class" }
-                        a href="#jobs" { "By job" }
-                        a href="#timeline" { "Timeline" }
-                        a href="#failures" { "Failures" }
-                        a href="#alerts" { "Alerts" }
-                        a href="#actions" { "Job actions" }
-                        a href="#silences" { "Silences" }
-                    }
-                    @if !self.truncated.is_empty() {
-                        p class="muted" { "Bounded: " (self.truncated.join("; ")) "." }
-                    }
-                    (self.by_class())
-                    (self.by_job())
-                    (self.timeline())
-                    h2 id="failures" { "Failures" }
-                    @for section in &self.classes { (failures(section)) }
-                    (self.alerts())
-                    (self.actions())
-                    (self.silences())
-                }
+        self.html_with(&Extras::default())
+    }
+
+    /// The page with `extras` around the store's sections: another title, a header, sections
+    /// of its own after the store's (drawn with [`crate::page`]'s helpers), links to files
+    /// beside the page, a footer.
+    pub fn html_with(&self, extras: &Extras) -> String {
+        let mut sections = self.sections();
+        sections.extend(extras.sections.iter().cloned());
+        let header = html! {
+            @if let Some(header) = &extras.header { (header) }
+            p class="muted" {
+                "From " (self.since) " to " (self.generated)
+                @if let Some(account) = &self.account { " · account " (account) }
+                " · " (self.total_failures) " failed subjects"
             }
-        }
-        .into_string()
+            @if !self.truncated.is_empty() {
+                p class="muted" { "Bounded: " (self.truncated.join("; ")) "." }
+            }
+        };
+        frame(
+            extras.title.as_deref().unwrap_or("batch-triage report"),
+            header,
+            &sections,
+            &extras.files,
+            extras.footer.as_ref(),
+        )
+    }
+
+    /// The store's sections, in the page's order.
+    fn sections(&self) -> Vec<Section> {
+        let section = |id, title: &str, body| Section {
+            id,
+            title: title.to_owned(),
+            body,
+        };
+        vec![
+            section("classes", "By class", self.by_class()),
+            section("jobs", "By job", self.by_job()),
+            section("timeline", "Timeline", self.timeline()),
+            section(
+                "failures",
+                "Failures",
+                html! { @for class in &self.classes { (failures(class)) } },
+            ),
+            section("alerts", "Alerts", self.alerts()),
+            section("actions", "Job actions", self.actions()),
+            section("silences", "Silences", self.silences()),
+        ]
     }
 
     fn by_class(&self) -> Markup {
         html! {
-            h2 id="classes" { "By class" }
             @if self.classes.is_empty() { p { "No failures in the window." } }
             @else {
                 table {
@@ -83,10 +83,16 @@ impl StoreReport {
 
     fn by_job(&self) -> Markup {
         html! {
-            h2 id="jobs" { "By job" }
             table {
                 tr { th { "account" } th { "job" } th { "failed subjects" } }
-                @for j in &self.jobs { tr { td { (j.account) } td { (j.job) } td { (j.count) } } }
+                @for j in &self.jobs {
+                    tr {
+                        td { (j.account) }
+                        // Pools' and nodes' failures belong to no job.
+                        td { @if j.job.is_empty() { span class="muted" { "(no job)" } } @else { (j.job) } }
+                        td { (j.count) }
+                    }
+                }
             }
         }
     }
@@ -100,7 +106,6 @@ impl StoreReport {
             .unwrap_or(0)
             .max(1);
         html! {
-            h2 id="timeline" { "Timeline" }
             table {
                 tr { th { "hour (UTC)" } th { "failed subjects" } }
                 @for h in self.timeline.iter().filter(|h| h.count > 0) {
@@ -119,7 +124,6 @@ impl StoreReport {
     fn alerts(&self) -> Markup {
         let muted: usize = self.silences.iter().map(|s| s.muted).sum();
         html! {
-            h2 id="alerts" { "Alerts" }
             p {
                 (self.groups.iter().map(|g| g.sends).sum::<u64>()) " sent · "
                 (muted) " muted · " (self.outbox_total) " queued for a retry · "
@@ -164,7 +168,6 @@ impl StoreReport {
 
     fn actions(&self) -> Markup {
         html! {
-            h2 id="actions" { "Job actions" }
             @if self.actions.is_empty() { p { "None in the window." } }
             @else {
                 table {
@@ -182,7 +185,6 @@ impl StoreReport {
 
     fn silences(&self) -> Markup {
         html! {
-            h2 id="silences" { "Silences" }
             @if self.silences.is_empty() { p { "None." } }
             @else {
                 table {
@@ -231,17 +233,4 @@ fn failures(section: &ClassSection) -> Markup {
             }
         }
     }
-}
-
-/// An element id for a name from the store: only `[a-z0-9-]`, so it is always a valid fragment.
-fn anchor(name: &str) -> String {
-    let mut out = String::from("x-");
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push_str(&format!("-{:x}-", u32::from(c)));
-        }
-    }
-    out
 }

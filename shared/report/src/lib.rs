@@ -3,6 +3,8 @@
 //! the job actions taken or skipped, the silences and what they muted), gathered with bounded
 //! work and rendered as JSON ([`StoreReport`] serialises) or as one self-contained HTML page
 //! ([`StoreReport::html`]: inline CSS, no script, no request to anywhere, every value escaped).
+//! A page that shows more than the store (the demo's) is this page with sections of its own
+//! ([`StoreReport::html_with`], drawn with the helpers of [`page`]).
 //!
 //! Bounded: failures are counted from key listings of the failure index
 //! ([`pipeline::history`]), never by reading every record; only [`Limits::per_class`] records
@@ -13,6 +15,7 @@
 
 mod gather;
 mod html;
+pub mod page;
 
 use diagnosis::Diagnosis;
 use pipeline::audit::AuditRecord;

@@ -2,11 +2,13 @@
 //! safe with hostile ids.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use artifact_store::{
-    ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
+    ArtifactStore, ByteStream, Condition, ETag, ListCursor, ListPage, ObjectInfo, ObjectKey,
+    StoreError, Versioned,
 };
 use batch_triage_report::{Limits, ReportOptions, build};
 use bytes::Bytes;
@@ -24,6 +26,8 @@ const NOW: OffsetDateTime = datetime!(2026-12-05 12:30 UTC);
 struct MemoryStore {
     objects: Mutex<BTreeMap<String, (Bytes, u64)>>,
     version: std::sync::atomic::AtomicU64,
+    /// The most objects one listing held at once (a page, or a whole `list`).
+    largest_listing: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -96,19 +100,53 @@ impl ArtifactStore for MemoryStore {
             etag,
         })
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .range(prefix.to_owned()..)
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        let max = max.clamp(1, artifact_store::MAX_PAGE);
+        // The cursor is the last key of the previous page.
+        let start = match from {
+            Some(after) => std::ops::Bound::Excluded(after.as_str().to_owned()),
+            None => std::ops::Bound::Included(prefix.to_owned()),
+        };
+        let objects = self.objects.lock().unwrap();
+        let mut page: Vec<ObjectInfo> = objects
+            .range((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
+            .take(max + 1)
             .map(|(k, (b, v))| ObjectInfo {
                 key: ObjectKey::new(k.clone()).unwrap(),
                 size: b.len() as u64,
                 etag: ETag(v.to_string()),
             })
-            .collect())
+            .collect();
+        let next = (page.len() > max).then(|| {
+            page.truncate(max);
+            ListCursor::new(page[max - 1].key.as_str())
+        });
+        self.largest_listing.fetch_max(page.len(), Ordering::SeqCst);
+        Ok(ListPage {
+            objects: page,
+            next,
+        })
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut all = Vec::new();
+        let mut from = None;
+        loop {
+            let page = self.list_page(prefix, from.as_ref(), 1000).await?;
+            all.extend(page.objects);
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        // A whole listing held at once.
+        self.largest_listing.fetch_max(all.len(), Ordering::SeqCst);
+        Ok(all)
     }
     async fn delete(&self, key: &ObjectKey, _condition: Condition) -> Result<(), StoreError> {
         self.objects.lock().unwrap().remove(key.as_str());
@@ -322,15 +360,20 @@ async fn a_100000_failure_store_gives_a_report_of_bounded_size() {
         .collect();
     let mut sizes = Vec::new();
     for n in [1_000usize, 100_000] {
-        let store: Arc<dyn ArtifactStore> = Arc::new(MemoryStore::default());
+        let memory = Arc::new(MemoryStore::default());
+        let store: Arc<dyn ArtifactStore> = memory.clone();
         for i in 0..n {
             let class = classes[i % classes.len()];
             let at = NOW - Duration::from_secs((i as u64 * 7) % (23 * 3600));
             let job = format!("job-{}", i % 5_000);
             failure(&store, &job, &format!("task-{i}"), class, at).await;
         }
+        memory.largest_listing.store(0, Ordering::SeqCst);
         let report = build(store, &options(24)).await.unwrap();
         assert_eq!(report.total_failures, n as u64);
+        // About 4,350 failures an hour at 100,000: never listed at once, a page at a time.
+        let largest = memory.largest_listing.load(Ordering::SeqCst);
+        assert!(largest <= artifact_store::DEFAULT_PAGE, "{n}: {largest}");
         assert_eq!(
             report.classes.iter().map(|c| c.count).sum::<u64>(),
             n as u64
@@ -349,4 +392,40 @@ async fn a_100000_failure_store_gives_a_report_of_bounded_size() {
         big_json < small_json * 2 && big_html < small_html * 2,
         "{sizes:?}"
     );
+}
+
+/// Past `Limits::distinct`, the report forgets subjects and stops ranking new jobs rather than
+/// grow, still counts every failure, and says what it did.
+#[tokio::test]
+async fn past_the_distinct_bound_the_report_counts_without_remembering_and_says_so() {
+    let store: Arc<dyn ArtifactStore> = Arc::new(MemoryStore::default());
+    let exit = class("task.exit_code");
+    // Five subjects of five jobs, each failing in two hours.
+    for job in 0..5 {
+        for at in [
+            NOW - Duration::from_secs(3 * 3600),
+            NOW - Duration::from_secs(600),
+        ] {
+            failure(&store, &format!("job-{job}"), "t", exit, at).await;
+        }
+    }
+    let mut options = options(24);
+    let exact = build(store.clone(), &options).await.unwrap();
+    assert_eq!(exact.total_failures, 5, "a subject counts once");
+    assert_eq!(exact.jobs.len(), 5);
+    assert!(exact.truncated.is_empty(), "{:?}", exact.truncated);
+
+    options.limits.distinct = 2;
+    let bounded = build(store, &options).await.unwrap();
+    assert_eq!(
+        bounded.total_failures, 8,
+        "the three subjects forgotten count in both hours"
+    );
+    assert_eq!(bounded.jobs.len(), 2, "only the jobs remembered are ranked");
+    let notes = bounded.truncated.join("\n");
+    assert!(
+        notes.contains("more than 2 distinct failed subjects"),
+        "{notes}"
+    );
+    assert!(notes.contains("more than 2 jobs failed"), "{notes}");
 }

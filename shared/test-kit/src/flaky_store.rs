@@ -1,10 +1,12 @@
 //! An [`ArtifactStore`] that fails chosen operations once with a transient error, so tests can
-//! show what happens when the store blinks at each step of a multi-step effect.
+//! show what happens when the store blinks at each step of a multi-step effect, and counts the
+//! requests of each kind, so tests can show what an operation costs.
 
 use std::sync::{Arc, Mutex};
 
 use artifact_store::{
-    ArtifactStore, ByteStream, Condition, ETag, ObjectInfo, ObjectKey, StoreError, Versioned,
+    ArtifactStore, ByteStream, Condition, ETag, ListCursor, ListPage, ObjectInfo, ObjectKey,
+    StoreError, Versioned,
 };
 use bytes::Bytes;
 
@@ -17,7 +19,7 @@ pub enum StoreOp {
     Head,
     /// [`ArtifactStore::put`] and [`ArtifactStore::put_stream`].
     Put,
-    /// [`ArtifactStore::list`].
+    /// [`ArtifactStore::list_page`] (one a page; [`ArtifactStore::list`] reads by pages).
     List,
     /// [`ArtifactStore::delete`].
     Delete,
@@ -30,6 +32,7 @@ pub struct FlakyStore {
     inner: Arc<dyn ArtifactStore>,
     armed: Mutex<Vec<(StoreOp, String)>>,
     failed: Mutex<Vec<(StoreOp, String)>>,
+    requests: Mutex<Vec<(StoreOp, String)>>,
 }
 
 impl FlakyStore {
@@ -39,6 +42,7 @@ impl FlakyStore {
             inner,
             armed: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
         }
     }
 
@@ -57,7 +61,26 @@ impl FlakyStore {
         !lock(&self.armed).is_empty()
     }
 
+    /// How many `op` requests were made so far (failed ones included).
+    pub fn requests(&self, op: StoreOp) -> usize {
+        lock(&self.requests)
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .count()
+    }
+
+    /// The key (for a listing, the prefix) of every `op` request on a key starting with
+    /// `prefix` so far, in order.
+    pub fn requested(&self, op: StoreOp, prefix: &str) -> Vec<String> {
+        lock(&self.requests)
+            .iter()
+            .filter(|(o, key)| *o == op && key.starts_with(prefix))
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
     fn check(&self, op: StoreOp, key: &str) -> Result<(), StoreError> {
+        lock(&self.requests).push((op, key.to_owned()));
         let mut armed = lock(&self.armed);
         if let Some(i) = armed
             .iter()
@@ -110,9 +133,14 @@ impl ArtifactStore for FlakyStore {
         self.inner.put_stream(key, body).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        from: Option<&ListCursor>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
         self.check(StoreOp::List, prefix)?;
-        self.inner.list(prefix).await
+        self.inner.list_page(prefix, from, max).await
     }
 
     async fn delete(&self, key: &ObjectKey, condition: Condition) -> Result<(), StoreError> {

@@ -1,65 +1,20 @@
-//! `report.html`: one self-contained page (inline CSS, no script, no outside resource). It is
-//! built with `maud`, whose templates escape every interpolated value: ids, messages, stderr and
-//! hints come from tasks and from Batch, and must never become markup. Links to preserved files
-//! are relative, each path segment percent-encoded, and a path that could leave the demo
-//! directory is shown as text, not linked.
+//! `report.html`: the page `batch-triage report` draws from the demo's store (failures by
+//! class, job and hour, alerts, job actions, silences), with the demo's own sections after it:
+//! what happened to each failure across the triggers, the triggers in order (and the operator's
+//! silence between them), and what each receiver got. One renderer: the frame, the style, the
+//! escaping and the links are `batch-triage-report`'s ([`report::page`]); this module only
+//! says what the demo's sections hold. Ids, messages, stderr and hints come from tasks and from
+//! Batch, and `maud` escapes each of them.
 
-use std::collections::BTreeSet;
-
-use diagnosis::FailureClass;
-use maud::{DOCTYPE, Markup, PreEscaped, html};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use maud::{Markup, html};
+use report::page::{Extras, Section, anchor, file_link, severity_badge};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Finding, PreservedFolder, Report, human_bytes};
-use crate::subject::{Owner, SubjectKey};
+use crate::run::{OPERATOR_SILENCE_FOR, OperatorSilence};
+use crate::subject::SubjectKey;
 use crate::{DEMO_MAX_FILE_BYTES, MARKER};
-
-/// What stays as it is in a path segment: RFC 3986's unreserved characters. Everything else
-/// (`/`, `?`, `#`, `%`, `:`, quotes, spaces) is percent-encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// A relative link to a file under the demo directory, each segment percent-encoded; `None` for
-/// a path that is absolute or holds an empty, `.` or `..` segment (browsers resolve `%2E%2E` as
-/// `..` too, so encoding alone would not keep such a link inside the directory).
-pub(super) fn href(relative: &str) -> Option<String> {
-    // A folder's link ends in `/`: that last empty segment is kept, no other.
-    let (path, folder) = match relative.strip_suffix('/') {
-        Some(path) => (path, "/"),
-        None => (relative, ""),
-    };
-    let segments: Vec<&str> = path.split('/').collect();
-    if segments
-        .iter()
-        .any(|s| s.is_empty() || *s == "." || *s == "..")
-    {
-        return None;
-    }
-    let encoded: Vec<String> = segments
-        .iter()
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-        .collect();
-    Some(encoded.join("/") + folder)
-}
-
-/// `text` linked to `path`, or just `text` when the path cannot be a safe link.
-fn link(path: &str, text: Markup) -> Markup {
-    match href(path) {
-        Some(target) => html! { a href=(target) { (text) } },
-        None => text,
-    }
-}
-
-/// `HH:MM:SS` of a UTC time.
-fn clock(t: OffsetDateTime) -> String {
-    let format = time::macros::format_description!("[hour]:[minute]:[second]");
-    t.format(&format).unwrap_or_default()
-}
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
@@ -68,82 +23,94 @@ fn rfc3339(t: OffsetDateTime) -> String {
 impl Report {
     /// The page.
     pub(super) fn to_html(&self) -> String {
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    // No script and no outside resource: the page is safe to open from a file,
-                    // and the CSP says so even if some untrusted text escaped escaping.
-                    meta http-equiv="Content-Security-Policy"
-                        content="default-src 'none'; style-src 'unsafe-inline'; img-src 'none'";
-                    title { "batch-triage demo report" }
-                    style { (PreEscaped(CSS)) }
-                }
-                body {
-                    (self.header_html())
-                    (self.classes_html())
-                    (self.jobs_html())
-                    (self.timeline_html())
-                    section id="failures" {
-                        h2 { "Failures" }
-                        (self.findings_html())
-                    }
-                    (self.triggers_html())
-                    (self.alerts_html())
-                    footer.muted {
-                        "Made by " code { "batch-triage demo" } "; the " code { (MARKER) }
-                        " file marks this directory as the demo's, so a rerun replaces it."
-                    }
-                }
-            }
-        }
-        .into_string()
+        self.store.html_with(&Extras {
+            title: Some("batch-triage demo".to_owned()),
+            header: Some(self.header_html()),
+            sections: vec![
+                Section {
+                    id: "findings",
+                    title: "Each failure, end to end".to_owned(),
+                    body: self.findings_html(),
+                },
+                Section {
+                    id: "triggers",
+                    title: "Triggers, in order".to_owned(),
+                    body: self.triggers_html(),
+                },
+                Section {
+                    id: "received",
+                    title: "What the receivers got".to_owned(),
+                    body: self.received_html(),
+                },
+            ],
+            files: [
+                ("report.json", "report.json"),
+                ("store/", "store/"),
+                ("alerts/", "alerts/"),
+                ("triggers/", "triggers/"),
+            ]
+            .map(|(path, label)| (path.to_owned(), label.to_owned()))
+            .to_vec(),
+            footer: Some(html! {
+                "Made by " code { "batch-triage demo" } "; the " code { (MARKER) }
+                " file marks this directory as the demo's, so a rerun replaces it."
+            }),
+        })
     }
 
     fn header_html(&self) -> Markup {
         html! {
-            header {
-                h1 { "batch-triage demo" }
-                p {
-                    "Accounts "
-                    @for (i, account) in self.accounts.iter().enumerate() {
-                        @if i > 0 { ", " }
-                        code { (account) }
-                    }
-                    " (Batch emulators, one pipeline) · generated "
-                    (self.generated) " · " (self.findings.len()) " failures · "
-                    (self.alerts.len()) " alerts · "
-                    @if self.converged() {
-                        span.ok { "converged: each failure preserved once, each receiver told once" }
-                    } @else {
-                        span.bad { "not converged: see the failures below" }
-                    }
+            p {
+                "Accounts "
+                @for (i, account) in self.accounts.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (account) }
+                }
+                " (Batch emulators, one pipeline) · " (self.findings.len()) " failures · "
+                (self.alerts.len()) " messages to the receivers · "
+                @if self.converged() {
+                    span.ok { "converged: each failure preserved once, each receiver told once" }
+                } @else {
+                    span.bad { "not converged: see each failure below" }
                 }
             }
             details {
                 summary { "The scenario" }
                 p.muted { (self.scenario) }
             }
-            nav {
-                a href="#classes" { "By class" } " · " a href="#jobs" { "By job" } " · "
-                a href="#timeline" { "Timeline" } " · " a href="#failures" { "Failures" } " · "
-                a href="#triggers" { "Triggers" } " · " a href="#alerts" { "Alerts" } " · "
-                a href="report.json" { "report.json" }
-            }
             p {
                 "The pipeline got " (self.runs.len()) " trigger deliveries: Batch diagnostic-log \
                  records through Event Hubs (delivered twice, as at-least-once delivery does), an \
-                 Event Grid delivery, a CloudEvents batch, and two timer sweeps. They found "
+                 Event Grid delivery, a CloudEvents batch, and timer ticks. They found "
                 (self.findings.len()) " failures; " (self.repeat_sightings())
                 " times a failure was seen again by another trigger and nothing was copied or \
-                 sent twice. Logs went to " a href="store/" { "store/" }
-                " (one folder per task attempt, per node of a failed job preparation or release, \
-                 and per node whose start task failed, under " code { "_pools/" } "; each with "
-                code { "manifest.json" } " and " code { "diagnosis.json" } "), alerts to "
-                a href="alerts/" { "alerts/" } ", and the trigger payloads are in "
-                a href="triggers/" { "triggers/" } "."
+                 sent twice. Below is the page " code { "batch-triage report --store DIR/store" }
+                " draws from the demo's store, then what the demo saw: each failure, the \
+                 triggers, and the receivers' messages. Logs are in " (file_link("store/", html! { "store/" }))
+                ", messages in " (file_link("alerts/", html! { "alerts/" })) ", payloads in "
+                (file_link("triggers/", html! { "triggers/" })) "."
+            }
+            @for added in &self.silences {
+                p {
+                    "Before the " code { (added.before) } ", the operator muted "
+                    code { (added.silence.matchers.join(" ")) } " with "
+                    code { (silence_command(added)) } ": "
+                    a href={ "#" (anchor(&added.silence.id)) } { (added.silence.id) }
+                    " muted " (self.muted_count(&added.silence.id)) " alerts; their logs were kept."
+                }
+            }
+            @let unindexed = self.unindexed();
+            @if !unindexed.is_empty() {
+                p.muted {
+                    "The store's part counts the failures the pipeline wrote to its index for \
+                     the report; these the demo saw are not in it, and are shown in its \
+                     sections only: "
+                    @for (i, (class, count)) in unindexed.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        code { (class) } " " (count)
+                    }
+                    "."
+                }
             }
             @if !self.unrecognised.is_empty() {
                 p.bad {
@@ -157,162 +124,83 @@ impl Report {
         }
     }
 
-    fn classes_html(&self) -> Markup {
-        html! {
-            section id="classes" {
-                h2 { "Failures by class" }
-                table {
-                    tr { th { "class" } th { "severity" } th { "count" } th { "meaning" } }
-                    @for (class, count) in self.by_class() {
-                        @if let Some(class) = FailureClass::parse(class) {
-                            tr {
-                                td { a href={ "#class-" (class.as_str()) } { code { (class.as_str()) } } }
-                                td { (severity_badge(class)) }
-                                td { (count) }
-                                td { (class.meaning()) }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn jobs_html(&self) -> Markup {
-        html! {
-            section id="jobs" {
-                h2 { "Failures by job" }
-                p.muted { "A pool's start task belongs to no job: it is listed under its pool." }
-                table {
-                    tr { th { "job or pool" } th { "failures" } th { "classes" } }
-                    @for (owner, findings) in self.by_job() {
-                        tr {
-                            td { (owner_html(&owner, &findings)) }
-                            td { (findings.len()) }
-                            td {
-                                @for (i, class) in classes_of(&findings).iter().enumerate() {
-                                    @if i > 0 { " " }
-                                    code { (class) }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    /// Classes of which the demo saw more failures than the store's report counts, and how
+    /// many more.
+    fn unindexed(&self) -> Vec<(&'static str, u64)> {
+        self.by_class()
+            .into_iter()
+            .filter_map(|(class, count)| {
+                let indexed = self
+                    .store
+                    .classes
+                    .iter()
+                    .find(|c| c.class == class)
+                    .map_or(0, |c| c.count);
+                let missing = u64::try_from(count)
+                    .unwrap_or(u64::MAX)
+                    .saturating_sub(indexed);
+                (missing > 0).then_some((class, missing))
+            })
+            .collect()
     }
 
     fn findings_html(&self) -> Markup {
-        let mut first_of_class = BTreeSet::new();
         html! {
-            @for finding in &self.findings {
-                // The class table links to the first finding of each class.
-                @let anchor = first_of_class
-                    .insert(finding.class)
-                    .then(|| format!("class-{}", finding.class.as_str()));
-                (finding_html(finding, anchor.as_deref()))
+            p.muted {
+                "Most urgent first. Each failure's diagnosis, the logs kept (linked), the end of \
+                 its stderr, and what the triggers did: which saw it, how often its logs were \
+                 copied, whom it was told, what muted it."
             }
-        }
-    }
-
-    /// Each failure as a bar between its start and end, on one time axis.
-    fn timeline_html(&self) -> Markup {
-        let parse = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-        };
-        let generated = OffsetDateTime::parse(&self.generated, &Rfc3339)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        let spans: Vec<(&Finding, OffsetDateTime, OffsetDateTime)> = self
-            .findings
-            .iter()
-            .filter_map(|f| {
-                let start = parse(&f.start).or(parse(&f.end))?;
-                // Still running (a stuck job): the bar reaches the time of the report.
-                let end = parse(&f.end).unwrap_or(generated).max(start);
-                Some((f, start, end))
-            })
-            .collect();
-        // Failures from days ago (a replayed old event) would squash the chart into a sliver;
-        // they are listed under it instead.
-        let window_start = generated - time::Duration::days(1);
-        let (mut spans, earlier): (Vec<_>, Vec<_>) =
-            spans.into_iter().partition(|s| s.2 >= window_start);
-        spans.sort_by_key(|s| (s.1, s.2));
-        let first = spans.iter().map(|s| s.1).min();
-        let last = spans.iter().map(|s| s.2).max();
-        html! {
-            section id="timeline" {
-                h2 { "Timeline" }
-                @if let (Some(first), Some(last)) = (first, last) {
-                    @let total = (last - first).as_seconds_f64().max(1.0);
-                    p.muted {
-                        "From " (rfc3339(first)) " to " (rfc3339(last)) " (UTC); each bar runs \
-                         from the task's (or job's, or start task's) start to its end."
-                    }
-                    table.timeline {
-                        @for (finding, start, end) in &spans {
-                            @let left = (*start - first).as_seconds_f64() / total * 100.0;
-                            @let width = ((*end - *start).as_seconds_f64() / total * 100.0).max(0.5);
-                            tr {
-                                td { code { (finding.subject) } }
-                                td.track {
-                                    span class={ "bar " (finding.class.severity().as_str()) }
-                                        style=(format!("margin-left:{left:.2}%;width:{width:.2}%")) {}
-                                }
-                                td.muted {
-                                    (clock(*start)) " → "
-                                    @if finding.end.is_some() { (clock(*end)) } @else { "not ended" }
-                                }
-                            }
-                        }
-                    }
-                    @for (finding, _, end) in &earlier {
-                        p.muted { "Earlier: " code { (finding.subject) } " ended " (rfc3339(*end)) "." }
-                    }
-                } @else {
-                    p { "No times known." }
-                }
-            }
+            @for finding in &self.findings { (finding_html(finding)) }
         }
     }
 
     fn triggers_html(&self) -> Markup {
         html! {
-            section id="triggers" {
-                h2 { "Triggers, in order" }
-                p {
-                    "Every trigger feeds the same pipeline; an event is a hint, and the pipeline \
-                     re-reads the task or job from the account before it acts. Subjects seen again \
-                     are absorbed: logs already preserved are not copied again, and an alert \
-                     already sent is not sent again."
-                }
-                table {
-                    tr { th { "trigger" } th { "payload" } th { "subjects" } }
-                    @for run in &self.runs {
+            p {
+                "Every trigger feeds the same pipeline; an event is a hint, and the pipeline \
+                 re-reads the task or job from the account before it acts. Subjects seen again \
+                 are absorbed: logs already preserved are not copied again, and an alert \
+                 already sent is not sent again."
+            }
+            table {
+                tr { th { "trigger" } th { "payload" } th { "subjects" } }
+                @for run in &self.runs {
+                    @for added in self.silences.iter().filter(|s| s.before == run.name) {
                         tr {
-                            td { (run.trigger) br; span.muted { (rfc3339(run.at)) } }
-                            td {
-                                @if let Some(file) = &run.payload_file {
-                                    (link(file, html! { (file) }))
-                                }
+                            td { "The operator" }
+                            td { code { (silence_command(added)) } }
+                            td { "silence " (added.silence.id) ": muted "
+                                (self.muted_count(&added.silence.id)) " alerts of the runs after it" }
+                        }
+                    }
+                    tr {
+                        td { (run.trigger) br; span.muted { (rfc3339(run.at)) } }
+                        td {
+                            @if let Some(file) = &run.payload_file {
+                                (file_link(file, html! { (file) }))
                             }
-                            td {
-                                @for (i, s) in run.subjects.iter().enumerate() {
-                                    @if i > 0 { br; }
-                                    code { (s.subject) } " "
-                                    (s.class.map_or("not diagnosed", |c| c.as_str()))
-                                    @if s.already_preserved { " " span.muted { "(already preserved)" } }
-                                    @if !s.notified.is_empty() { " → " (s.notified.join(", ")) }
-                                }
-                                @if run.ignored > 0 {
-                                    br;
-                                    span.muted { (run.ignored) " item(s) skipped by design (pool events)" }
-                                }
-                                @if !run.flushed.is_empty() {
-                                    br;
-                                    "grouped alerts (grown, escalated or due) → " (run.flushed.join(", "))
-                                }
+                        }
+                        td {
+                            @for (i, s) in run.subjects.iter().enumerate() {
+                                @if i > 0 { br; }
+                                code { (s.subject) } " "
+                                (s.class.map_or("not diagnosed", |c| c.as_str()))
+                                @if s.already_preserved { " " span.muted { "(already preserved)" } }
+                                @if !s.notified.is_empty() { " → " (s.notified.join(", ")) }
+                                @if let Some(silence) = &s.muted_by { " " span.muted { "(muted by " (silence) ")" } }
+                            }
+                            @if run.ignored > 0 {
+                                br;
+                                span.muted { (run.ignored) " item(s) skipped by design (pool events)" }
+                            }
+                            @if !run.flushed.is_empty() {
+                                br;
+                                "grouped alerts (grown, escalated or due) → " (run.flushed.join(", "))
+                            }
+                            @if !run.resolved.is_empty() {
+                                br;
+                                "resolved messages (a failure state ended) → " (run.resolved.join(", "))
                             }
                         }
                     }
@@ -321,25 +209,22 @@ impl Report {
         }
     }
 
-    fn alerts_html(&self) -> Markup {
+    fn received_html(&self) -> Markup {
         html! {
-            section id="alerts" {
-                h2 { "Alerts the receivers got" }
-                p {
-                    "Delivered over the real paths (allowlist, retries, HMAC signing, SMTP) to \
-                     recorders on 127.0.0.1."
-                }
-                table {
-                    tr { th { "receiver" } th { "alert" } th { "file" } }
-                    @for alert in &self.alerts {
-                        tr {
-                            td { (alert.channel.receiver_name()) }
-                            td {
-                                (alert.headline)
-                                @if alert.signed { " " span.muted { "(signed)" } }
-                            }
-                            td { (link(&alert.file, html! { (alert.file) })) }
+            p {
+                "Delivered over the real paths (allowlist, retries, HMAC signing, SMTP) to \
+                 recorders on 127.0.0.1."
+            }
+            table {
+                tr { th { "receiver" } th { "message" } th { "file" } }
+                @for alert in &self.alerts {
+                    tr {
+                        td { (alert.channel.receiver_name()) }
+                        td {
+                            (alert.headline)
+                            @if alert.signed { " " span.muted { "(signed)" } }
                         }
+                        td { (file_link(&alert.file, html! { (alert.file) })) }
                     }
                 }
             }
@@ -347,54 +232,26 @@ impl Report {
     }
 }
 
-fn severity_badge(class: FailureClass) -> Markup {
-    let severity = class.severity().as_str();
-    html! { span class={ "sev " (severity) } { (severity) } }
+/// The command that adds the silence, as the operator typed it.
+pub(super) fn silence_command(added: &OperatorSilence) -> String {
+    let matchers: String = added
+        .silence
+        .matchers
+        .iter()
+        .map(|m| format!(" --match '{m}'"))
+        .collect();
+    format!(
+        "batch-triage silence add{matchers} --for {OPERATOR_SILENCE_FOR} --comment '{}'",
+        added.silence.comment
+    )
 }
 
-/// A job's id, or a pool's with the nodes whose start task failed.
-fn owner_html(owner: &Owner, findings: &[&Finding]) -> Markup {
-    match owner {
-        Owner::Job(account, job) => html! { code { (account) "/" (job) } },
-        Owner::Deliveries => html! { "deliveries kept as poison" },
-        Owner::Pool(account, pool) => {
-            let nodes: Vec<&str> = findings
-                .iter()
-                .filter_map(|f| match &f.subject {
-                    SubjectKey::StartTask { node, .. } | SubjectKey::Node { node, .. } => {
-                        Some(node.as_str())
-                    }
-                    _ => None,
-                })
-                .collect();
-            html! {
-                "pool " code { (account) "/" (pool) } " "
-                span.muted {
-                    "(node "
-                    @for (i, node) in nodes.iter().enumerate() {
-                        @if i > 0 { ", " }
-                        code { (node) }
-                    }
-                    ")"
-                }
-            }
-        }
-    }
-}
-
-fn classes_of<'a>(findings: &[&'a Finding]) -> Vec<&'a str> {
-    let mut classes: Vec<&str> = findings.iter().map(|f| f.class.as_str()).collect();
-    classes.sort_unstable();
-    classes.dedup();
-    classes
-}
-
-fn finding_html(f: &Finding, anchor: Option<&str>) -> Markup {
+fn finding_html(f: &Finding) -> Markup {
     html! {
-        article id=[anchor] {
+        article id={ "f" (anchor(&f.subject.to_string())) } {
             h3 {
-                (severity_badge(f.class)) " " code { (f.subject) } " "
-                code.class { (f.class.as_str()) }
+                (severity_badge(f.class.severity().as_str())) " " code { (f.subject) } " "
+                code { (f.class.as_str()) }
             }
             @if let SubjectKey::StartTask { pool, node, .. } = &f.subject {
                 p {
@@ -412,15 +269,19 @@ fn finding_html(f: &Finding, anchor: Option<&str>) -> Markup {
                 p { b { "Node agent's logs" } " " code { (status) } }
             }
             (diagnosis_html(f))
+            @if f.start.is_some() || f.end.is_some() {
+                p.muted {
+                    "Ran " (f.start.as_deref().unwrap_or("(start unknown)")) " → "
+                    (f.end.as_deref().unwrap_or("not ended"))
+                }
+            }
             @if let Some(tail) = &f.stderr_tail {
                 details {
                     summary { "end of stderr.txt (redacted)" }
                     pre { (tail) }
                 }
             }
-            @for folder in &f.manifests {
-                (preserved_html(folder))
-            }
+            @for folder in &f.manifests { (preserved_html(folder)) }
             @if f.manifests.is_empty() && f.preserved.is_empty() {
                 p.muted { "No logs to keep for a job-level finding." }
             }
@@ -428,7 +289,9 @@ fn finding_html(f: &Finding, anchor: Option<&str>) -> Markup {
                 "Seen by " (f.seen_by.join(", "))
                 @if !f.preserved.is_empty() { "; logs copied " (f.copies) " time(s)" }
                 "; alerted: "
-                @if f.notified.is_empty() {
+                @if let Some(silence) = &f.muted_by {
+                    "nobody: muted by " a href={ "#" (anchor(silence)) } { (silence) }
+                } @else if f.notified.is_empty() {
                     "nobody (grouped with an earlier alert, or no rule asks)"
                 } @else {
                     (f.notified.join(", "))
@@ -488,17 +351,17 @@ fn preserved_html(preserved: &PreservedFolder) -> Markup {
         .iter()
         .map(|file| {
             html! {
-                (link(&format!("{folder}/{}", file.name), html! { (file.name) }))
+                (file_link(&format!("{folder}/{}", file.name), html! { (file.name) }))
                 " " span.muted { "(" (human_bytes(file.bytes)) ")" }
             }
         })
         .collect();
-    items.push(link(
+    items.push(file_link(
         &format!("{folder}/manifest.json"),
         html! { "manifest.json" },
     ));
     if *has_diagnosis {
-        items.push(link(
+        items.push(file_link(
             &format!("{folder}/diagnosis.json"),
             html! { "diagnosis.json" },
         ));
@@ -516,67 +379,11 @@ fn preserved_html(preserved: &PreservedFolder) -> Markup {
     }));
     html! {
         p {
-            b { "Preserved" } " in " (link(&format!("{folder}/"), html! { code { (folder) } })) ": "
+            b { "Preserved" } " in " (file_link(&format!("{folder}/"), html! { code { (folder) } })) ": "
             @for (i, item) in items.into_iter().enumerate() {
                 @if i > 0 { " · " }
                 (item)
             }
         }
-    }
-}
-
-const CSS: &str = "
-body{font-family:system-ui,-apple-system,Segoe UI,Arial,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#1b1f24;line-height:1.45}
-header h1{margin-bottom:.2rem}
-code{font-family:ui-monospace,SFMono-Regular,Consolas,monospace;font-size:.92em;background:#f2f4f7;padding:0 .25em;border-radius:3px}
-table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
-th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e3e6ea;vertical-align:top}
-article{border:1px solid #e3e6ea;border-radius:6px;padding:.2rem 1rem;margin:.8rem 0}
-article h3{font-size:1.05rem}
-pre{background:#0f1419;color:#e6e1cf;padding:.7rem;overflow:auto;white-space:pre-wrap;border-radius:4px}
-.sev{display:inline-block;padding:0 .4em;border-radius:3px;font-size:.8em;text-transform:uppercase;color:#fff;background:#6b7280}
-.sev.critical{background:#b42318}.sev.error{background:#d9480f}.sev.warning{background:#b7791f}.sev.info{background:#2563eb}
-.muted{color:#667085}.ok{color:#067647;font-weight:600}.bad{color:#b42318}.warn{color:#b7791f}
-.summary{font-weight:600}
-.timeline td.track{width:55%;background:#f8f9fb}
-.bar{display:block;height:.8rem;border-radius:2px;background:#6b7280}
-.bar.critical{background:#b42318}.bar.error{background:#d9480f}.bar.warning{background:#b7791f}
-nav{margin-bottom:1rem}
-";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn href_encodes_each_segment_and_keeps_the_slashes() {
-        assert_eq!(
-            href("store/devbatch1/job #1/t?a=1&b/stderr.txt").as_deref(),
-            Some("store/devbatch1/job%20%231/t%3Fa%3D1%26b/stderr.txt")
-        );
-        assert_eq!(
-            href("store/devbatch1/etl/").as_deref(),
-            Some("store/devbatch1/etl/")
-        );
-        assert_eq!(
-            href("x/javascript:alert(1)").as_deref(),
-            Some("x/javascript%3Aalert%281%29")
-        );
-    }
-
-    #[test]
-    fn a_path_that_could_leave_the_directory_is_no_link() {
-        for path in [
-            "../x",
-            "store/../../x",
-            "store/./x",
-            "/etc/passwd",
-            "store//x",
-            "",
-        ] {
-            assert_eq!(href(path), None, "{path}");
-        }
-        let text = link("../x", html! { "../x" }).into_string();
-        assert_eq!(text, "../x", "shown as text");
     }
 }

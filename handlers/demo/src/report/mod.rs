@@ -1,8 +1,9 @@
 //! What the demo shows: the pipeline's reports folded into one finding per failed subject, the
-//! alerts the receivers got, and the checks that it all converged (each failure preserved once
-//! and alerted once, however many triggers saw it). Written as `report.json`, as a
-//! self-contained `report.html` (inline CSS, no script, every value escaped: task output and ids
-//! are untrusted), as files under `alerts/`, and as the console summary.
+//! alerts the receivers got, the operator's silence and what it muted, and the checks that it
+//! all converged (each failure preserved once and alerted once, however many triggers saw it).
+//! Written as `report.json`, as `report.html` (the store's report page from
+//! `batch-triage-report`, with the demo's sections drawn by its helpers: self-contained, every
+//! value escaped), as files under `alerts/`, and as the console summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use crate::receivers::{Channel, Received};
+use crate::run::OperatorSilence;
 use crate::subject::{Owner, SubjectKey};
 use crate::{DEMO_MAX_FILE_BYTES, DemoError, DemoOutcome, Run};
 
@@ -47,6 +49,8 @@ pub(crate) struct Finding {
     outboxed: Vec<String>,
     /// The job or node action decision.
     action: Option<String>,
+    /// The silence that muted its alerts.
+    muted_by: Option<String>,
     /// Where the node agent's logs stand (`complete`, `node_gone`, …), when asked for.
     pub(crate) agent_logs: Option<String>,
     /// Failed or refused outcomes.
@@ -93,6 +97,10 @@ pub struct Report {
     scenario: String,
     /// The accounts the pipeline watched.
     accounts: Vec<String>,
+    /// The silences the operator added between the runs.
+    silences: Vec<OperatorSilence>,
+    /// The store's report, the page's first part.
+    store: report::StoreReport,
     generated: String,
 }
 
@@ -121,6 +129,8 @@ impl Report {
             runs: outcome.runs,
             scenario: outcome.scenario,
             accounts: outcome.accounts,
+            silences: outcome.silences,
+            store: outcome.store,
             generated: time::OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
@@ -147,22 +157,52 @@ impl Report {
         counts
     }
 
-    /// Findings by job; a start task belongs to no job, so it is under its pool.
-    fn by_job(&self) -> BTreeMap<Owner, Vec<&Finding>> {
-        let mut jobs: BTreeMap<Owner, Vec<&Finding>> = BTreeMap::new();
+    /// How many findings each job (or pool: `pool linux`) has, jobs first; a start task
+    /// belongs to no job, so it is under its pool.
+    fn by_job_counts(&self) -> Vec<(String, usize)> {
+        let mut jobs: BTreeMap<Owner, usize> = BTreeMap::new();
         for finding in &self.findings {
-            jobs.entry(finding.subject.owner())
-                .or_default()
-                .push(finding);
+            *jobs.entry(finding.subject.owner()).or_default() += 1;
         }
-        jobs
+        jobs.into_iter()
+            .map(|(owner, count)| (owner.to_string(), count))
+            .collect()
     }
 
-    /// How many findings each job (or pool: `pool linux`) has, jobs first.
-    fn by_job_counts(&self) -> Vec<(String, usize)> {
-        self.by_job()
-            .into_iter()
-            .map(|(owner, findings)| (owner.to_string(), findings.len()))
+    /// How many alerts the silence `id` muted, as the store counts them.
+    fn muted_count(&self, id: &str) -> usize {
+        self.store
+            .silences
+            .iter()
+            .find(|l| l.silence.id == id)
+            .map_or(0, |l| l.muted)
+    }
+
+    /// The operator's silences with their counts and the subjects they muted.
+    fn silences_json(&self) -> Vec<Value> {
+        self.silences
+            .iter()
+            .map(|added| {
+                let s = &added.silence;
+                let muted: Vec<String> = self
+                    .findings
+                    .iter()
+                    .filter(|f| f.muted_by.as_deref() == Some(s.id.as_str()))
+                    .map(|f| f.subject.to_string())
+                    .collect();
+                json!({
+                    "id": s.id,
+                    "matchers": s.matchers,
+                    "author": s.author,
+                    "comment": s.comment,
+                    "starts": s.starts,
+                    "ends": s.ends,
+                    "addedBefore": added.before,
+                    "command": html::silence_command(added),
+                    "muted": self.muted_count(&s.id),
+                    "mutedSubjects": muted,
+                })
+            })
             .collect()
     }
 
@@ -232,6 +272,7 @@ impl Report {
                     "notified": f.notified,
                     "outboxed": f.outboxed,
                     "action": f.action,
+                    "mutedBy": f.muted_by,
                     "agentLogs": f.agent_logs,
                     "problems": f.problems,
                     "stderrTail": f.stderr_tail,
@@ -252,6 +293,7 @@ impl Report {
                     "at": r.at.format(&Rfc3339).unwrap_or_default(),
                     "ignoredItems": r.ignored,
                     "flushed": r.flushed,
+                    "resolved": r.resolved,
                     "subjects": r.subjects.iter().map(|s| json!({
                         "subject": s.subject,
                         "class": s.class.map(|c| c.as_str()),
@@ -259,6 +301,7 @@ impl Report {
                         "alreadyPreserved": s.already_preserved,
                         "notified": s.notified,
                         "action": s.action,
+                        "mutedBy": s.muted_by,
                         "agentLogs": s.agent_logs,
                     })).collect::<Vec<_>>(),
                 })
@@ -288,6 +331,9 @@ impl Report {
             "unrecognisedSubjects": self.unrecognised,
             "runs": runs,
             "alerts": alerts,
+            "silences": self.silences_json(),
+            // What `batch-triage report --output json` says of the demo's store.
+            "store": self.store,
         })
     }
 
@@ -336,6 +382,7 @@ impl Report {
             "byClass": self.by_class(),
             "byJob": self.by_job_counts().into_iter().collect::<BTreeMap<_, _>>(),
             "alerts": self.alert_counts(),
+            "silences": self.silences_json(),
             "repeatSightings": self.repeat_sightings(),
             "converged": self.converged(),
             "notes": self.log_notes(),
@@ -367,9 +414,14 @@ impl Report {
                     .all(|s| {
                         s.notified.is_empty() && (s.preserved.is_empty() || s.already_preserved)
                     });
+            let resolved = if run.resolved.is_empty() {
+                String::new()
+            } else {
+                format!(", {} resolved messages", run.resolved.len())
+            };
             let _ = writeln!(
                 text,
-                "  {:<22} {failures:>2} failures, {:>2} alerts sent  {}",
+                "  {:<22} {failures:>2} failures, {:>2} alerts sent{resolved}  {}",
                 run.name,
                 run.subjects.iter().map(|s| s.notified.len()).sum::<usize>() + run.flushed.len(),
                 if absorbed {
@@ -377,6 +429,22 @@ impl Report {
                 } else {
                     ""
                 }
+            );
+        }
+        for added in &self.silences {
+            let _ = writeln!(
+                text,
+                "\nSilence, added by the operator before the {} (the store's, as from the CLI):\n  {}\n  {}: muted {} alerts (logs kept): {}",
+                added.before,
+                html::silence_command(added),
+                added.silence.id,
+                self.muted_count(&added.silence.id),
+                self.findings
+                    .iter()
+                    .filter(|f| f.muted_by.as_deref() == Some(added.silence.id.as_str()))
+                    .map(|f| f.subject.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let _ = writeln!(
@@ -478,6 +546,9 @@ fn fold_runs(out: &Path, runs: &[Run]) -> (Vec<Finding>, Vec<String>) {
             if subject.agent_logs.is_some() {
                 finding.agent_logs.clone_from(&subject.agent_logs);
             }
+            if subject.muted_by.is_some() {
+                finding.muted_by.clone_from(&subject.muted_by);
+            }
             match &subject.outcome {
                 Outcome::Done | Outcome::Skipped(_) => {}
                 Outcome::Refused(reason) => finding.problems.push(format!("refused: {reason}")),
@@ -500,6 +571,7 @@ impl Finding {
             notified: Vec::new(),
             outboxed: Vec::new(),
             action: None,
+            muted_by: None,
             agent_logs: None,
             problems: Vec::new(),
             stderr_tail: None,

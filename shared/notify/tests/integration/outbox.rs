@@ -117,3 +117,58 @@ async fn permanent_failures_move_aside() {
         serde_json::from_slice(&store.get(&dead[0].key).await.unwrap().unwrap().bytes).unwrap();
     assert!(entry.last_error.contains("410"), "{}", entry.last_error);
 }
+
+/// An outbox larger than one drain's bound: each drain tries one page, the next continues after
+/// it, so the entries of a receiver that stays down (they sort first) never hold back the others;
+/// every entry is delivered once, and after the end the drain starts over.
+#[tokio::test]
+async fn a_large_outbox_is_drained_a_page_at_a_time_without_starving_or_repeating() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ArtifactStore> = Arc::new(LocalDirStore::new(dir.path()).unwrap());
+    let outbox = Outbox::new(Arc::clone(&store));
+    let error = notify::NotifyError::Transport("connection failed".into());
+    for (name, n) in [("a-down", 4), ("b-up", 12)] {
+        for sequence in 0..n {
+            let mut alert = sample_alert();
+            alert.sequence = sequence;
+            assert!(outbox.put(name, &alert, &error).await.unwrap());
+        }
+    }
+    let down = Receiver::start(vec![(503, vec![]); 100]).await;
+    let up = Receiver::start(vec![]).await;
+    let receivers = [webhook("a-down", &down.url), webhook("b-up", &up.url)];
+    let mut drains = Vec::new();
+    for _ in 0..5 {
+        let report = outbox
+            .drain_at_most(&local_egress(), &receivers, deadline(), 5)
+            .await
+            .unwrap();
+        drains.push((report.still_pending, report.delivered, report.more_waiting));
+    }
+    assert_eq!(
+        drains,
+        [
+            (4, 1, true),
+            (0, 5, true),
+            (0, 5, true),
+            (4, 1, false),
+            (4, 0, false)
+        ],
+        "pages of 5 over 16 entries, then the five left in one page"
+    );
+    let mut delivered: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.header("x-batch-triage-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(delivered.len(), 12);
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 12, "each delivered once");
+    assert_eq!(outbox.pending().await.unwrap().len(), 4);
+    assert_eq!(
+        outbox.pending_first(3).await.unwrap().len(),
+        3,
+        "at most what is asked"
+    );
+}

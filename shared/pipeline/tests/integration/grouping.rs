@@ -266,11 +266,12 @@ comment = "carol: migrating etl"
     assert!(store.list("groups/").await.unwrap().is_empty());
 }
 
-/// A local store that counts group writes and refuses writes to chosen keys.
+/// A local store that counts group reads and writes and refuses writes to chosen keys.
 #[derive(Debug)]
 struct WatchedStore {
     inner: LocalDirStore,
     group_puts: std::sync::atomic::AtomicUsize,
+    group_gets: std::sync::atomic::AtomicUsize,
     refuse: Vec<String>,
 }
 
@@ -280,6 +281,10 @@ impl ArtifactStore for WatchedStore {
         &self,
         key: &artifact_store::ObjectKey,
     ) -> Result<Option<artifact_store::Versioned>, artifact_store::StoreError> {
+        if key.as_str().starts_with("groups/") {
+            self.group_gets
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.inner.get(key).await
     }
     async fn head(
@@ -312,11 +317,13 @@ impl ArtifactStore for WatchedStore {
     ) -> Result<artifact_store::ObjectInfo, artifact_store::StoreError> {
         self.inner.put_stream(key, body).await
     }
-    async fn list(
+    async fn list_page(
         &self,
         prefix: &str,
-    ) -> Result<Vec<artifact_store::ObjectInfo>, artifact_store::StoreError> {
-        self.inner.list(prefix).await
+        from: Option<&artifact_store::ListCursor>,
+        max: usize,
+    ) -> Result<artifact_store::ListPage, artifact_store::StoreError> {
+        self.inner.list_page(prefix, from, max).await
     }
     async fn delete(
         &self,
@@ -334,6 +341,7 @@ fn watched(dir: &tempfile::TempDir, refuse: Vec<String>) -> Arc<WatchedStore> {
     Arc::new(WatchedStore {
         inner: LocalDirStore::new(dir.path()).unwrap(),
         group_puts: Default::default(),
+        group_gets: Default::default(),
         refuse,
     })
 }
@@ -421,4 +429,103 @@ async fn a_group_that_cannot_be_written_fails_only_its_alerts() {
     // `record` of one alert reports the same failure as an error.
     let error = groups.record(&render, &render_plan, T0).await.unwrap_err();
     assert!(error.to_string().contains("unavailable"), "{error}");
+}
+
+fn counts(store: &WatchedStore) -> (usize, usize) {
+    let order = std::sync::atomic::Ordering::SeqCst;
+    (store.group_gets.load(order), store.group_puts.load(order))
+}
+
+/// One instance alone folds each alert into the version of the group it wrote last: one write
+/// per group and alert, and no read after the first (on Blob Storage, a request fewer per alert
+/// when alerts come one per invocation).
+#[tokio::test]
+async fn one_instance_writes_over_the_version_it_remembers_without_reading_it() {
+    let p = policy("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, Vec::new());
+    let groups = GroupStore::new(store.clone());
+    for i in 0..5 {
+        let d = oom("render", &format!("t{i}"), "same");
+        groups.record(&d, &planned(&d, &p), T0).await.unwrap();
+    }
+    // Two receivers, so two groups: each read once (absent), then written five times.
+    assert_eq!(counts(&store), (2, 10));
+    let key = &planned(&oom("render", "t0", "same"), &p).receivers[0].group_key;
+    assert_eq!(groups.state(key).await.unwrap().unwrap().count, 5);
+}
+
+/// Two instances taking turns on one group: a remembered version another instance overtook is
+/// refused (412), the group read and the alert folded again, so every alert is counted; the
+/// group is then read before each write, as it was before versions were remembered.
+#[tokio::test]
+async fn a_remembered_version_another_instance_overtook_is_read_again() {
+    let p = policy("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, Vec::new());
+    let a = GroupStore::new(store.clone());
+    let b = GroupStore::new(store.clone());
+    let record = |groups: GroupStore, task: &str| {
+        let d = oom("render", task, "same");
+        let plan = planned(&d, &p);
+        async move { groups.record(&d, &plan, T0).await.unwrap() }
+    };
+    record(a.clone(), "t1").await;
+    record(b.clone(), "t2").await;
+    assert_eq!(counts(&store), (4, 4), "each instance read each group once");
+    // A's versions are B's past: two refused writes, two reads, two writes.
+    record(a.clone(), "t3").await;
+    assert_eq!(counts(&store), (6, 8));
+    // Contended now: A reads first, and its write wins at once.
+    record(a.clone(), "t4").await;
+    assert_eq!(counts(&store), (8, 10));
+    let key = &planned(&oom("render", "t1", "same"), &p).receivers[0].group_key;
+    assert_eq!(a.state(key).await.unwrap().unwrap().count, 4);
+    // A redelivery changes nothing: with a remembered version, that is checked on a fresh read.
+    record(b.clone(), "t2").await;
+    assert_eq!(b.state(key).await.unwrap().unwrap().count, 4);
+}
+
+/// The timer's sweep reads each group once: the version it read to see whether it is due is
+/// the one its compare-and-swap is conditional on.
+#[tokio::test]
+async fn the_sweep_reads_each_due_group_once() {
+    let p = policy("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, Vec::new());
+    let writer = GroupStore::new(store.clone());
+    let d = oom("etl", "t1", "f");
+    writer.record(&d, &planned(&d, &p), T0).await.unwrap();
+    let before = counts(&store);
+    // Another instance's sweep (nothing remembered there).
+    let sweeper = GroupStore::new(store.clone());
+    let sends = sweeper.due(T0 + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(sends.len(), 2);
+    assert_eq!(counts(&store), (before.0 + 2, before.1 + 2));
+}
+
+/// The invocations a host runs at once in one process take turns on a group: none overtakes
+/// another's version, so only the first reads it, and every alert is counted.
+#[tokio::test]
+async fn concurrent_alerts_of_one_process_take_turns_on_a_group() {
+    let p = policy("30s");
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(&dir, Vec::new());
+    let groups = GroupStore::new(store.clone());
+    let diagnoses: Vec<Diagnosis> = (0..8)
+        .map(|i| oom("render", &format!("t{i}"), "same"))
+        .collect();
+    let plans: Vec<Plan> = diagnoses.iter().map(|d| planned(d, &p)).collect();
+    let outcomes = futures::future::join_all(
+        diagnoses
+            .iter()
+            .zip(&plans)
+            .map(|(d, plan)| groups.record(d, plan, T0)),
+    )
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    // Two groups (two receivers): one read each, then eight writes each, none refused.
+    assert_eq!(counts(&store), (2, 16));
+    let key = &plans[0].receivers[0].group_key;
+    assert_eq!(groups.state(key).await.unwrap().unwrap().count, 8);
 }

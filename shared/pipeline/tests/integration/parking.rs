@@ -330,3 +330,87 @@ async fn event_grid_dead_letters_on_azurite_are_taken_in_worked_and_removed() {
         .unwrap();
     assert!(quiet.is_empty(), "{quiet:?}");
 }
+
+/// More parked deliveries than one tick works: each tick lists one page and works at most its
+/// bound, the next tick continues after it (so deliveries that fail again never hold the rest
+/// back), and after the end the drain starts over. Nothing is lost, nothing is worked twice in a
+/// pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parking_area_larger_than_a_tick_is_drained_over_ticks_without_loss_or_repeats() {
+    let emulator = batch_emulator::Emulator::new(batch_emulator::Scenario::builtin()).unwrap();
+    let batch_url = test_kit::serve_emulator(emulator.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ArtifactStore> =
+        Arc::new(artifact_store::LocalDirStore::new(dir.path()).unwrap());
+    let flaky = Arc::new(test_kit::flaky_store::FlakyStore::new(local));
+    let (triage, hook) = crate::triage::pipeline_on(&batch_url, flaky.clone()).await;
+    // The first four fail while Batch fails for their task; 21 more have nothing to do.
+    emulator.add_fault(FaultRule::new(Fault::InternalError).path_prefix("/jobs/etl/tasks/oom"));
+    let key = |seq: i64| ParkKey::event_hubs("batch-logs", "0", seq);
+    for seq in 0..25 {
+        let payload = if seq < 4 {
+            fail_record("devbatch1", "etl", "oom")
+        } else {
+            r#"{"records":[]}"#.to_owned()
+        };
+        triage.park(&key(seq), &delivery(payload)).await.unwrap();
+    }
+    let tick = || triage.drain_parked_at_most(OffsetDateTime::now_utc(), deadline(), 10);
+    let counts = |r: &pipeline::parking::DrainReport| {
+        (
+            r.still_parked,
+            r.drained,
+            r.more_waiting,
+            r.left_for_next_tick,
+        )
+    };
+
+    let first = tick().await.unwrap();
+    assert_eq!(counts(&first), (4, 6, true, 0), "{first:?}");
+    let second = tick().await.unwrap();
+    assert_eq!(
+        counts(&second),
+        (0, 10, true, 0),
+        "continues after the first page"
+    );
+    // Nine left: the whole area fits in one page, so the tick works all of it.
+    let third = tick().await.unwrap();
+    assert_eq!(counts(&third), (4, 5, false, 0), "{third:?}");
+    assert_eq!(keys(flaky.as_ref(), PARKED_PREFIX).await.len(), 4);
+    // Batch is back: the four are worked again.
+    emulator.set_faults(Vec::new());
+    let fourth = tick().await.unwrap();
+    assert_eq!(counts(&fourth), (0, 4, false, 0), "{fourth:?}");
+    assert!(keys(flaky.as_ref(), PARKED_PREFIX).await.is_empty());
+    assert!(tick().await.unwrap().is_empty());
+    assert_eq!(
+        hook.len(),
+        1,
+        "the task's alert once, for four deliveries of it"
+    );
+
+    // One listing a tick, two when the area is larger than a page (the first page, and the page
+    // after the position); each delivery read once a tick that works it.
+    let listings = flaky.requested(test_kit::flaky_store::StoreOp::List, PARKED_PREFIX);
+    assert_eq!(
+        listings.len(),
+        1 + 2 + 1 + 1 + 1 + 2,
+        "and the two `keys` above"
+    );
+    let positions = flaky.requested(test_kit::flaky_store::StoreOp::Get, "drains/");
+    assert_eq!(
+        positions.len(),
+        2,
+        "read only while the area was larger than a page"
+    );
+    let mut reads = flaky.requested(test_kit::flaky_store::StoreOp::Get, PARKED_PREFIX);
+    reads.sort();
+    let mut expected: Vec<String> = (0..25)
+        .flat_map(|seq| {
+            let object = format!("{PARKED_PREFIX}{}", key(seq).as_str());
+            vec![object; if seq < 4 { 3 } else { 1 }]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(reads, expected);
+}

@@ -42,19 +42,29 @@ pub(crate) async fn world() -> World {
 pub(crate) async fn pipeline_over(
     batch_url: &str,
 ) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
-    pipeline_waiting(batch_url, "0s").await
+    pipeline_waiting(batch_url, "0s", None).await
+}
+
+/// [`pipeline_over`] on `store` (the returned directory is unused).
+pub(crate) async fn pipeline_on(
+    batch_url: &str,
+    store: Arc<dyn ArtifactStore>,
+) -> (Triage, Recorder) {
+    let (triage, _, hook, _) = pipeline_waiting(batch_url, "0s", Some(store)).await;
+    (triage, hook)
 }
 
 /// As [`pipeline_over`], with alerts waiting a minute for their group.
 pub(crate) async fn pipeline_with_group_wait(
     batch_url: &str,
 ) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
-    pipeline_waiting(batch_url, "1m").await
+    pipeline_waiting(batch_url, "1m", None).await
 }
 
 async fn pipeline_waiting(
     batch_url: &str,
     group_wait: &str,
+    store: Option<Arc<dyn ArtifactStore>>,
 ) -> (Triage, Arc<dyn ArtifactStore>, Recorder, tempfile::TempDir) {
     let hook = Recorder::start().await;
     let hook_url = hook.url.clone();
@@ -104,7 +114,8 @@ receivers = ["hook"]
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+    let store =
+        store.unwrap_or_else(|| artifact_store::open(dir.path().to_str().unwrap()).unwrap());
     let batch = BatchClient::new(
         BatchConfig::shared_key(
             batch_url,
