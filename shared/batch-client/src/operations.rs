@@ -22,25 +22,83 @@ use crate::client::{BatchClient, check_id};
 use crate::error::BatchError;
 use crate::request::{Call, Expect};
 
-/// Query parameters of a list operation.
-pub(crate) fn list_query<'a>(
-    options: &'a ListOptions,
-    max_results: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    let mut query = Vec::new();
-    if let Some(filter) = options.filter.as_deref() {
-        query.push(("$filter", filter));
+/// The options of a list operation, as query parameters.
+pub(crate) trait ListQuery {
+    /// `maxresults`, when asked for.
+    fn max_results(&self) -> Option<u32>;
+    /// The query parameters; `max_results` is the text of [`ListQuery::max_results`].
+    fn query<'a>(&'a self, max_results: &'a str) -> Vec<(&'a str, &'a str)>;
+}
+
+impl ListQuery for ListOptions {
+    fn max_results(&self) -> Option<u32> {
+        self.max_results
     }
-    if let Some(select) = options.select.as_deref() {
-        query.push(("$select", select));
+
+    fn query<'a>(&'a self, max_results: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut query = Vec::new();
+        if let Some(filter) = self.filter.as_deref() {
+            query.push(("$filter", filter));
+        }
+        if let Some(select) = self.select.as_deref() {
+            query.push(("$select", select));
+        }
+        if let Some(expand) = self.expand.as_deref() {
+            query.push(("$expand", expand));
+        }
+        if self.max_results.is_some() {
+            query.push(("maxresults", max_results));
+        }
+        query
     }
-    if let Some(expand) = options.expand.as_deref() {
-        query.push(("$expand", expand));
+}
+
+impl ListQuery for FileListOptions {
+    fn max_results(&self) -> Option<u32> {
+        self.max_results
     }
-    if options.max_results.is_some() {
-        query.push(("maxresults", max_results));
+
+    fn query<'a>(&'a self, max_results: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut query = Vec::new();
+        if self.recursive {
+            query.push(("recursive", "true"));
+        }
+        if let Some(filter) = self.filter.as_deref() {
+            query.push(("$filter", filter));
+        }
+        if self.max_results.is_some() {
+            query.push(("maxresults", max_results));
+        }
+        query
     }
-    query
+}
+
+impl BatchClient {
+    /// A list operation: every `(what, id)` of `ids` checked, then the pages of `segments`
+    /// (under the endpoint, with `options` as the query) streamed. `empty_codes` are the 409
+    /// codes that mean there is nothing to list.
+    pub(crate) fn list<T>(
+        &self,
+        op: &'static str,
+        ids: &[(&str, &str)],
+        segments: &[&str],
+        options: &impl ListQuery,
+        deadline: Deadline,
+        empty_codes: &'static [&'static str],
+    ) -> PageStream<T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let max = options
+            .max_results()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let url = ids
+            .iter()
+            .try_for_each(|(what, id)| check_id(op, what, id))
+            .and_then(|()| self.url(op, segments, &options.query(&max)));
+        self.pages(op, url, deadline, empty_codes)
+    }
 }
 
 /// Query parameters of a get operation.
@@ -124,14 +182,9 @@ impl BatchApi for BatchClient {
         options: &ListOptions,
         deadline: Deadline,
     ) -> PageStream<BatchTask> {
-        const OP: &str = "list_tasks";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = check_id(OP, "job id", job_id)
-            .and_then(|()| self.url(OP, &["jobs", job_id, "tasks"], &list_query(options, &max)));
-        self.pages(OP, url, deadline, &[])
+        let ids = [("job id", job_id)];
+        let segments = ["jobs", job_id, "tasks"];
+        self.list("list_tasks", &ids, &segments, options, deadline, &[])
     }
 
     async fn get_job(
@@ -147,13 +200,7 @@ impl BatchApi for BatchClient {
     }
 
     fn list_jobs(&self, options: &ListOptions, deadline: Deadline) -> PageStream<BatchJob> {
-        const OP: &str = "list_jobs";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = self.url(OP, &["jobs"], &list_query(options, &max));
-        self.pages(OP, url, deadline, &[])
+        self.list("list_jobs", &[], &["jobs"], options, deadline, &[])
     }
 
     fn list_prep_release_status(
@@ -162,19 +209,10 @@ impl BatchApi for BatchClient {
         options: &ListOptions,
         deadline: Deadline,
     ) -> PageStream<PrepReleaseStatus> {
-        const OP: &str = "list_prep_release_status";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = check_id(OP, "job id", job_id).and_then(|()| {
-            self.url(
-                OP,
-                &["jobs", job_id, "jobpreparationandreleasetaskstatus"],
-                &list_query(options, &max),
-            )
-        });
-        self.pages(OP, url, deadline, NO_PREP_TASK)
+        let ids = [("job id", job_id)];
+        let segments = ["jobs", job_id, "jobpreparationandreleasetaskstatus"];
+        let op = "list_prep_release_status";
+        self.list(op, &ids, &segments, options, deadline, NO_PREP_TASK)
     }
 
     async fn get_task_counts(
@@ -195,21 +233,9 @@ impl BatchApi for BatchClient {
         options: &FileListOptions,
         deadline: Deadline,
     ) -> PageStream<NodeFile> {
-        const OP: &str = "list_task_files";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = check_id(OP, "job id", job_id)
-            .and_then(|()| check_id(OP, "task id", task_id))
-            .and_then(|()| {
-                self.url(
-                    OP,
-                    &["jobs", job_id, "tasks", task_id, "files"],
-                    &file_list_query(options, &max),
-                )
-            });
-        self.pages(OP, url, deadline, &[])
+        let ids = [("job id", job_id), ("task id", task_id)];
+        let segments = ["jobs", job_id, "tasks", task_id, "files"];
+        self.list("list_task_files", &ids, &segments, options, deadline, &[])
     }
 
     fn list_node_files(
@@ -219,21 +245,9 @@ impl BatchApi for BatchClient {
         options: &FileListOptions,
         deadline: Deadline,
     ) -> PageStream<NodeFile> {
-        const OP: &str = "list_node_files";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = check_id(OP, "pool id", pool_id)
-            .and_then(|()| check_id(OP, "node id", node_id))
-            .and_then(|()| {
-                self.url(
-                    OP,
-                    &["pools", pool_id, "nodes", node_id, "files"],
-                    &file_list_query(options, &max),
-                )
-            });
-        self.pages(OP, url, deadline, &[])
+        let ids = [("pool id", pool_id), ("node id", node_id)];
+        let segments = ["pools", pool_id, "nodes", node_id, "files"];
+        self.list("list_node_files", &ids, &segments, options, deadline, &[])
     }
 
     async fn file_properties(
@@ -410,22 +424,4 @@ impl BatchApi for BatchClient {
         self.op_reimage_node(pool_id, node_id, option, deadline)
             .await
     }
-}
-
-/// Query parameters of a file listing.
-fn file_list_query<'a>(
-    options: &'a FileListOptions,
-    max_results: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    let mut query = Vec::new();
-    if options.recursive {
-        query.push(("recursive", "true"));
-    }
-    if let Some(filter) = options.filter.as_deref() {
-        query.push(("$filter", filter));
-    }
-    if options.max_results.is_some() {
-        query.push(("maxresults", max_results));
-    }
-    query
 }

@@ -16,7 +16,7 @@ use crate::api::{
 };
 use crate::client::{BatchClient, check_id};
 use crate::error::BatchError;
-use crate::operations::{get_query, list_query};
+use crate::operations::get_query;
 use crate::request::{Call, Expect};
 
 /// The most nodes one Remove Nodes request may name.
@@ -38,13 +38,7 @@ impl BatchClient {
         options: &ListOptions,
         deadline: Deadline,
     ) -> PageStream<BatchPool> {
-        const OP: &str = "list_pools";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = self.url(OP, &["pools"], &list_query(options, &max));
-        self.pages(OP, url, deadline, &[])
+        self.list("list_pools", &[], &["pools"], options, deadline, &[])
     }
 
     pub(crate) async fn op_get_pool(
@@ -65,14 +59,9 @@ impl BatchClient {
         options: &ListOptions,
         deadline: Deadline,
     ) -> PageStream<ComputeNode> {
-        const OP: &str = "list_nodes";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = check_id(OP, "pool id", pool_id)
-            .and_then(|()| self.url(OP, &["pools", pool_id, "nodes"], &list_query(options, &max)));
-        self.pages(OP, url, deadline, &[])
+        let ids = [("pool id", pool_id)];
+        let segments = ["pools", pool_id, "nodes"];
+        self.list("list_nodes", &ids, &segments, options, deadline, &[])
     }
 
     pub(crate) async fn op_get_node(
@@ -98,13 +87,14 @@ impl BatchClient {
         options: &ListOptions,
         deadline: Deadline,
     ) -> PageStream<PoolNodeCounts> {
-        const OP: &str = "list_pool_node_counts";
-        let max = options
-            .max_results
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let url = self.url(OP, &["nodecounts"], &list_query(options, &max));
-        self.pages(OP, url, deadline, &[])
+        self.list(
+            "list_pool_node_counts",
+            &[],
+            &["nodecounts"],
+            options,
+            deadline,
+            &[],
+        )
     }
 
     pub(crate) async fn op_upload_node_logs(

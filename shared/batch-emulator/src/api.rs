@@ -11,9 +11,10 @@ use crate::clock;
 use crate::emulator::Emulator;
 use crate::error::ApiError;
 use crate::filter::Target;
-use crate::paging::{ListParams, list_body, take_page};
+use crate::paging::{ListParams, list_body, list_response, take_page};
 use crate::render;
 use crate::route::Route;
+use crate::select::Select;
 use crate::server::{Ctx, empty_response, json_response, set_header};
 use crate::state::{DisableMode, key};
 use crate::{agent_logs, file_api, pool_api};
@@ -140,6 +141,36 @@ pub(crate) fn entity_headers(response: &mut Response, json: &Map<String, Value>)
     }
 }
 
+/// A get's body with `odata.metadata` (`metadata` names the entity set) and `$select` applied.
+pub(crate) fn shaped(ctx: &Ctx, mut body: Map<String, Value>, metadata: &str) -> Value {
+    body.insert(
+        "odata.metadata".into(),
+        Value::String(format!("{}/$metadata#{metadata}/@Element", ctx.base)),
+    );
+    match ctx.query.get("$select").and_then(Select::parse) {
+        Some(select) => Value::Object(select.apply(&body)),
+        None => Value::Object(body),
+    }
+}
+
+/// The answer to a get of a job or a task whose stored form is `json`: 304 when the request's
+/// conditions say the caller has it, else the entity `render`s, [`shaped`], with its `ETag` and
+/// `Last-Modified`.
+fn entity_response(
+    ctx: &Ctx,
+    json: &Map<String, Value>,
+    metadata: &str,
+    render: impl FnOnce() -> Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let condition = check_conditions(&ctx.headers, &etag_of(json), last_modified_of(json), true)?;
+    if condition == Condition::NotModified {
+        return Ok(not_modified(json));
+    }
+    let mut response = json_response(StatusCode::OK, &shaped(ctx, render(), metadata));
+    entity_headers(&mut response, json);
+    Ok(response)
+}
+
 fn not_modified(json: &Map<String, Value>) -> Response {
     let mut response = empty_response(StatusCode::NOT_MODIFIED);
     entity_headers(&mut response, json);
@@ -172,31 +203,7 @@ fn list_jobs(emulator: &Emulator, ctx: &Ctx) -> Result<Response, ApiError> {
 fn get_job(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, ApiError> {
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, true)?;
-    if check_conditions(
-        &ctx.headers,
-        &etag_of(&job.json),
-        last_modified_of(&job.json),
-        true,
-    )? == Condition::NotModified
-    {
-        return Ok(not_modified(&job.json));
-    }
-    let mut body = render::job(&ctx.base, job);
-    body.insert(
-        "odata.metadata".into(),
-        Value::String(format!("{}/$metadata#jobs/@Element", ctx.base)),
-    );
-    let body = match ctx
-        .query
-        .get("$select")
-        .and_then(crate::select::Select::parse)
-    {
-        Some(select) => select.apply(&body),
-        None => body,
-    };
-    let mut response = json_response(StatusCode::OK, &Value::Object(body));
-    entity_headers(&mut response, &job.json);
-    Ok(response)
+    entity_response(ctx, &job.json, "jobs", || render::job(&ctx.base, job))
 }
 
 /// A 202 for a job action, with `DataServiceId` and the new ETag.
@@ -306,14 +313,13 @@ fn list_tasks(emulator: &Emulator, ctx: &Ctx, job_id: &str) -> Result<Response, 
     let mut state = emulator.state();
     let job = state.job_mut(job_id, ctx.now, false)?;
     let rows = job.tasks.iter().map(|(k, task)| (k.as_str(), task));
-    let (page, next) = take_page(rows, &params, |task| params.keep(&task.json));
-    let value = page
-        .into_iter()
-        .map(|(_, task)| params.shape(render::task(&ctx.base, job_id, task)))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body(ctx, "tasks", value, next),
+    Ok(list_response(
+        ctx,
+        &params,
+        "tasks",
+        rows,
+        |task| &task.json,
+        |task| render::task(&ctx.base, job_id, task),
     ))
 }
 
@@ -329,31 +335,9 @@ fn get_task(
         .tasks
         .get(&key(task_id))
         .ok_or_else(ApiError::task_not_found)?;
-    if check_conditions(
-        &ctx.headers,
-        &etag_of(&task.json),
-        last_modified_of(&task.json),
-        true,
-    )? == Condition::NotModified
-    {
-        return Ok(not_modified(&task.json));
-    }
-    let mut body = render::task(&ctx.base, job_id, task);
-    body.insert(
-        "odata.metadata".into(),
-        Value::String(format!("{}/$metadata#tasks/@Element", ctx.base)),
-    );
-    let body = match ctx
-        .query
-        .get("$select")
-        .and_then(crate::select::Select::parse)
-    {
-        Some(select) => select.apply(&body),
-        None => body,
-    };
-    let mut response = json_response(StatusCode::OK, &Value::Object(body));
-    entity_headers(&mut response, &task.json);
-    Ok(response)
+    entity_response(ctx, &task.json, "tasks", || {
+        render::task(&ctx.base, job_id, task)
+    })
 }
 
 fn terminate_task(

@@ -5,6 +5,8 @@
 //! own query (filter, select, maxresults, …) plus `$skiptoken`, as an absolute URL on the
 //! emulator's base, so following it verbatim or the way the SDKs do both work.
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
@@ -12,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::filter::{Filter, Target};
 use crate::select::Select;
-use crate::server::{Ctx, Query};
+use crate::server::{Ctx, Query, json_response};
 
 /// Default and largest page size.
 const MAX_RESULTS: usize = 1000;
@@ -123,6 +125,25 @@ pub(crate) fn take_page<'a, T: 'a>(
         None
     };
     (page, next)
+}
+
+/// The answer to a list: the page of `rows` (in key order) that `params` selects, each row kept
+/// or not by the filter on its stored form (`stored`), then rendered by `render` and shaped by
+/// `$select`. `metadata` names the entity set.
+pub(crate) fn list_response<'a, T: 'a>(
+    ctx: &Ctx,
+    params: &ListParams,
+    metadata: &str,
+    rows: impl Iterator<Item = (&'a str, T)>,
+    stored: impl Fn(&T) -> &Map<String, Value>,
+    render: impl Fn(T) -> Map<String, Value>,
+) -> Response {
+    let (page, next) = take_page(rows, params, |row| params.keep(stored(row)));
+    let value = page
+        .into_iter()
+        .map(|(_, row)| params.shape(render(row)))
+        .collect();
+    json_response(StatusCode::OK, &list_body(ctx, metadata, value, next))
 }
 
 fn encode_token(key: &str) -> String {

@@ -6,44 +6,30 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::api::{body_object, entity_headers};
+use crate::api::{body_object, entity_headers, shaped};
 use crate::emulator::Emulator;
 use crate::error::ApiError;
 use crate::filter::Target;
-use crate::paging::{ListParams, list_body, take_page};
+use crate::paging::{ListParams, list_body, list_response, take_page};
 use crate::render;
-use crate::select::Select;
 use crate::server::{Ctx, empty_response, json_response, set_header};
 use crate::state::{Deallocation, MAX_REMOVE_NODES, key};
 
 /// Default and largest page of `GET /nodecounts` (the service's limit is 10, not 1000).
 const NODE_COUNTS_PAGE: usize = 10;
 
-/// A get's body with `odata.metadata` and `$select` applied.
-fn shaped(ctx: &Ctx, mut body: Map<String, Value>, metadata: &str) -> Value {
-    body.insert(
-        "odata.metadata".into(),
-        Value::String(format!("{}/$metadata#{metadata}/@Element", ctx.base)),
-    );
-    match ctx.query.get("$select").and_then(Select::parse) {
-        Some(select) => Value::Object(select.apply(&body)),
-        None => Value::Object(body),
-    }
-}
-
 pub(crate) fn list_pools(emulator: &Emulator, ctx: &Ctx) -> Result<Response, ApiError> {
     let params = ListParams::parse(&ctx.query, Target::Pools)?;
     let mut state = emulator.state();
     state.tick_pools(ctx.now, None);
     let rows = state.pools.iter().map(|(k, pool)| (k.as_str(), pool));
-    let (page, next) = take_page(rows, &params, |pool| params.keep(&pool.json));
-    let value = page
-        .into_iter()
-        .map(|(_, pool)| params.shape(render::pool(&ctx.base, pool)))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body(ctx, "pools", value, next),
+    Ok(list_response(
+        ctx,
+        &params,
+        "pools",
+        rows,
+        |pool| &pool.json,
+        |pool| render::pool(&ctx.base, pool),
     ))
 }
 
@@ -69,16 +55,13 @@ pub(crate) fn list_nodes(
     let mut state = emulator.state();
     state.read_pool(pool_id, ctx.now)?;
     let pool_key = key(pool_id);
-    let (page, next) = take_page(state.pool_nodes(&pool_key), &params, |node| {
-        params.keep(&node.json)
-    });
-    let value = page
-        .into_iter()
-        .map(|(_, node)| params.shape(render::node(&ctx.base, pool_id, node)))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body(ctx, "nodes", value, next),
+    Ok(list_response(
+        ctx,
+        &params,
+        "nodes",
+        state.pool_nodes(&pool_key),
+        |node| &node.json,
+        |node| render::node(&ctx.base, pool_id, node),
     ))
 }
 

@@ -683,19 +683,7 @@ fn complete(job: &mut Job, target: PendingTarget, etags: &mut EtagClock, now: Of
                 match mode {
                     DisableMode::Wait => {}
                     DisableMode::Terminate => end_task(&mut task.json, now, etag),
-                    DisableMode::Requeue => {
-                        set_state(&mut task.json, "active", now, etag);
-                        let execution = object_at(&mut task.json, "executionInfo");
-                        let count = execution
-                            .get("requeueCount")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(0);
-                        execution.insert("requeueCount".into(), json!(count + 1));
-                        execution.insert(
-                            "lastRequeueTime".into(),
-                            Value::String(clock::format_time(now)),
-                        );
-                    }
+                    DisableMode::Requeue => requeue_task(&mut task.json, now, etag),
                 }
             }
         }
@@ -727,6 +715,21 @@ fn end_task(json: &mut Map<String, Value>, now: OffsetDateTime, etag: String) {
     execution.insert(
         "failureInfo".into(),
         json!({"category": "usererror", "code": "TaskEnded", "message": "Task was ended by user request"}),
+    );
+}
+
+/// Puts a task back in the queue (`active`), counting the requeue.
+fn requeue_task(json: &mut Map<String, Value>, now: OffsetDateTime, etag: String) {
+    set_state(json, "active", now, etag);
+    let execution = object_at(json, "executionInfo");
+    let count = execution
+        .get("requeueCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    execution.insert("requeueCount".into(), json!(count + 1));
+    execution.insert(
+        "lastRequeueTime".into(),
+        Value::String(clock::format_time(now)),
     );
 }
 

@@ -198,6 +198,28 @@ impl Alert {
         self.links.portal.as_deref().map(diagnosis::redact::redact)
     }
 
+    /// The preserved logs' locations as they may be shown: without query strings (a SAS token
+    /// is a credential).
+    pub(crate) fn safe_logs(&self) -> impl Iterator<Item = &str> {
+        self.links
+            .logs
+            .iter()
+            .map(|log| diagnosis::redact::strip_query(log))
+    }
+
+    /// [`Alert::safe_logs`] while their lengths add up to at most `budget` bytes: the first log
+    /// that does not fit ends the list, so the order the logs were preserved in is kept.
+    pub(crate) fn safe_logs_within(&self, budget: usize) -> impl Iterator<Item = &str> {
+        let mut left = budget;
+        self.safe_logs().take_while(move |log| {
+            let fits = log.len() <= left;
+            if fits {
+                left -= log.len();
+            }
+            fits
+        })
+    }
+
     /// The stderr tail as it may leave the account: redacted again (idempotent).
     pub fn safe_stderr_tail(&self) -> Option<String> {
         self.stderr_tail

@@ -437,6 +437,29 @@ impl Egress {
         .await
     }
 
+    /// POSTs a JSON `body` to a secret URL with retries: [`Egress::post_carrying`] with the
+    /// same body on every attempt.
+    pub(crate) async fn post_json(
+        &self,
+        url: &Secret,
+        body: Vec<u8>,
+        deadline: Deadline,
+        body_secret: Option<&Secret>,
+    ) -> Result<Delivery, NotifyError> {
+        let body = bytes::Bytes::from(body);
+        self.post_carrying(
+            url,
+            &move |request| {
+                request
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            },
+            deadline,
+            body_secret,
+        )
+        .await
+    }
+
     /// The one retry loop of every channel: runs `attempt` until it delivers, bounding each
     /// attempt by the deadline and deciding after each failure with the policy (a `Retry-After`
     /// the receiver sent is honoured, never shortened). Gives up with the last error, or with

@@ -81,12 +81,7 @@ pub fn render(alert: &Alert) -> EmailMessage {
         .safe_stderr_tail()
         .map(|t| keep_end(&t, EMAIL_STDERR_BYTES));
     let facts = alert.facts();
-    let logs: Vec<&str> = alert
-        .links
-        .logs
-        .iter()
-        .map(|l| diagnosis::redact::strip_query(l))
-        .collect();
+    let logs: Vec<&str> = alert.safe_logs().collect();
     let portal = alert.safe_portal();
 
     // The plain-text body shows untrusted text as text: control and bidi characters become

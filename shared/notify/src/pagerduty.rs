@@ -144,12 +144,7 @@ fn trigger(alert: &Alert, bounds: Bounds) -> Value {
         .into_iter()
         .map(|(label, value)| (label.to_owned(), Value::String(cut(&value))))
         .collect();
-    let logs: Vec<&str> = alert
-        .links
-        .logs
-        .iter()
-        .map(|l| diagnosis::redact::strip_query(l))
-        .collect();
+    let logs: Vec<&str> = alert.safe_logs().collect();
     let mut links: Vec<Value> = logs
         .iter()
         .filter_map(|l| Some((crate::text::web_link(l)?, *l)))
@@ -221,19 +216,10 @@ pub async fn send(
 ) -> Result<Delivery, NotifyError> {
     let mut event = event(alert);
     event["routing_key"] = json!(routing_key.expose());
-    let body = bytes::Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+    let body = serde_json::to_vec(&event).unwrap_or_default();
     tracing::debug!(bytes = body.len(), "pagerduty event rendered");
     egress
-        .post_carrying(
-            &Secret::new(events_url),
-            &move |request| {
-                request
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-            },
-            deadline,
-            Some(routing_key),
-        )
+        .post_json(&Secret::new(events_url), body, deadline, Some(routing_key))
         .await
 }
 

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::alert::{Alert, AlertState};
 use crate::egress::{Delivery, Egress};
 use crate::error::NotifyError;
-use crate::teams::{Caps, MAX_PAYLOAD_BYTES, pre_trim};
+use crate::teams::{Caps, fit, pre_trim};
 use crate::text::{CUT, keep_end, keep_start};
 
 /// Slack's limit on a header block's text, in characters.
@@ -93,21 +93,14 @@ fn heading(text: &'static str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{text}*")}})
 }
 
-/// Renders the webhook payload for an alert, always within [`MAX_PAYLOAD_BYTES`].
+/// Renders the webhook payload for an alert, always within
+/// [`MAX_PAYLOAD_BYTES`](crate::teams::MAX_PAYLOAD_BYTES).
 pub fn render(alert: &Alert) -> Vec<u8> {
     let alert = &pre_trim(alert);
-    let mut caps = Caps::START;
-    loop {
-        let bytes = serde_json::to_vec(&message(alert, caps)).unwrap_or_default();
-        if bytes.len() <= MAX_PAYLOAD_BYTES {
-            return bytes;
-        }
-        if !caps.shrink(bytes.len() - MAX_PAYLOAD_BYTES) {
-            // Unreachable in practice (an all-empty message is a few hundred bytes).
-            return serde_json::to_vec(&json!({"text": "batch-triage alert (content too large)"}))
-                .unwrap_or_default();
-        }
-    }
+    fit(
+        |caps| message(alert, caps),
+        || json!({"text": "batch-triage alert (content too large)"}),
+    )
 }
 
 /// The message with every field under `caps`.
@@ -198,13 +191,7 @@ fn severity_mark(severity: &str) -> &'static str {
 fn links(alert: &Alert, caps: Caps, blocks: &mut Vec<Value>) {
     let mut buttons = Vec::new();
     let mut other = Vec::new();
-    let mut budget = caps.lists;
-    for log in &alert.links.logs {
-        let log = diagnosis::redact::strip_query(log);
-        if log.len() > budget {
-            break;
-        }
-        budget -= log.len();
+    for log in alert.safe_logs_within(caps.lists) {
         let web = crate::text::web_link(log).filter(|url| url.len() <= MAX_BUTTON_URL);
         if let Some(url) = web.filter(|_| buttons.len() < 3) {
             let name = log.rsplit('/').next().unwrap_or("logs");
@@ -242,7 +229,7 @@ pub async fn send(
     alert: &Alert,
     deadline: Deadline,
 ) -> Result<Delivery, NotifyError> {
-    let payload = bytes::Bytes::from(render(alert));
+    let payload = render(alert);
     tracing::debug!(bytes = payload.len(), "slack payload rendered");
     // Slack limits each webhook, not the host: pace by the URL's digest (never the URL itself,
     // which is the credential).
@@ -251,17 +238,7 @@ pub async fn send(
         hex::encode(&Sha256::digest(url.expose().as_bytes())[..8])
     );
     egress.pace(&pace_key, SLACK_INTERVAL, deadline).await;
-    egress
-        .post(
-            url,
-            &move |request| {
-                request
-                    .header("content-type", "application/json")
-                    .body(payload.clone())
-            },
-            deadline,
-        )
-        .await
+    egress.post_json(url, payload, deadline, None).await
 }
 
 #[cfg(test)]

@@ -93,21 +93,31 @@ impl Caps {
 /// Renders the Workflows payload for an alert, always within [`MAX_PAYLOAD_BYTES`].
 pub fn render(alert: &Alert) -> Vec<u8> {
     let alert = &pre_trim(alert);
+    fit(
+        |caps| envelope(card(alert, caps)),
+        || {
+            let minimal = json!({"type": "TextBlock", "text": "batch-triage alert (content too large)", "wrap": true});
+            envelope(json!({
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard", "version": "1.4", "body": [minimal]
+            }))
+        },
+    )
+}
+
+/// The JSON of `payload` under the largest caps (shrunk in [`Caps::shrink`]'s order) that bring
+/// it within [`MAX_PAYLOAD_BYTES`]. Should even all-empty fields not fit (unreachable in
+/// practice: an empty card or message is a few hundred bytes), the JSON of `minimal`: a valid,
+/// minimal message rather than a failure.
+pub(crate) fn fit(payload: impl Fn(Caps) -> Value, minimal: impl FnOnce() -> Value) -> Vec<u8> {
     let mut caps = Caps::START;
     loop {
-        let bytes = serde_json::to_vec(&envelope(card(alert, caps))).unwrap_or_default();
+        let bytes = serde_json::to_vec(&payload(caps)).unwrap_or_default();
         if bytes.len() <= MAX_PAYLOAD_BYTES {
             return bytes;
         }
         if !caps.shrink(bytes.len() - MAX_PAYLOAD_BYTES) {
-            // Unreachable in practice (an all-empty card is a few hundred bytes); keep a valid,
-            // minimal message rather than fail.
-            let minimal = json!({"type": "TextBlock", "text": "batch-triage alert (content too large)", "wrap": true});
-            return serde_json::to_vec(&envelope(json!({
-                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "type": "AdaptiveCard", "version": "1.4", "body": [minimal]
-            })))
-            .unwrap_or_default();
+            return serde_json::to_vec(&minimal()).unwrap_or_default();
         }
     }
 }
@@ -270,13 +280,7 @@ fn card(alert: &Alert, caps: Caps) -> Value {
     }
     let mut actions = Vec::new();
     let mut other_logs = Vec::new();
-    let mut budget = caps.lists;
-    for log in &alert.links.logs {
-        let log = diagnosis::redact::strip_query(log);
-        if log.len() > budget {
-            break;
-        }
-        budget -= log.len();
+    for log in alert.safe_logs_within(caps.lists) {
         if (log.starts_with("https://") || log.starts_with("http://")) && actions.len() < 3 {
             let name = log.rsplit('/').next().unwrap_or("logs");
             actions.push(
@@ -326,24 +330,14 @@ pub async fn send(
     alert: &Alert,
     deadline: Deadline,
 ) -> Result<Delivery, NotifyError> {
-    let payload = bytes::Bytes::from(render(alert));
+    let payload = render(alert);
     tracing::debug!(bytes = payload.len(), "teams payload rendered");
     let host = crate::egress::parse_url(url)?
         .host_str()
         .unwrap_or_default()
         .to_owned();
     egress.pace(&host, TEAMS_INTERVAL, deadline).await;
-    egress
-        .post(
-            url,
-            &move |request| {
-                request
-                    .header("content-type", "application/json")
-                    .body(payload.clone())
-            },
-            deadline,
-        )
-        .await
+    egress.post_json(url, payload, deadline, None).await
 }
 
 #[cfg(test)]
@@ -404,6 +398,26 @@ mod tests {
             state: AlertState::Repeat,
             sequence: 1,
         }
+    }
+
+    /// The links lists of Teams and Slack share one budget rule: logs in order, without query
+    /// strings, until the first that does not fit.
+    #[test]
+    fn logs_are_listed_within_the_budget_in_order() {
+        let mut alert = alert(0, "a");
+        alert.links.logs = vec![
+            "https://x.blob.core.windows.net/c/a.txt?sig=secret".into(),
+            "C:\\logs\\bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.txt".into(),
+            "/logs/c.txt".into(),
+        ];
+        let all: Vec<&str> = alert.safe_logs().collect();
+        assert_eq!(all[0], "https://x.blob.core.windows.net/c/a.txt");
+        assert_eq!(alert.safe_logs_within(usize::MAX).count(), 3);
+        // The second does not fit, so the third, which would, is not listed either.
+        let first = all[0].len();
+        let within: Vec<&str> = alert.safe_logs_within(first + 20).collect();
+        assert_eq!(within, vec![all[0]]);
+        assert_eq!(alert.safe_logs_within(first - 1).count(), 0);
     }
 
     #[test]

@@ -70,11 +70,14 @@ async fn pools_are_listed_in_pages_and_read_typed() {
     let failed = gpu.resize_errors().next().unwrap();
     assert!(
         failed
-            .value("Reason")
+            .detail("Reason")
             .unwrap()
             .contains("insufficient capacity")
     );
-    assert_eq!(failed.value("Provider Error Json Truncated"), Some("False"));
+    assert_eq!(
+        failed.detail("Provider Error Json Truncated"),
+        Some("False")
+    );
     let scaler = client
         .get_pool("scaler", &GetOptions::default(), deadline())
         .await

@@ -12,6 +12,13 @@ use crate::clock;
 use crate::scenario::NodeState;
 
 impl State {
+    /// The node, unless it is unknown or removed.
+    fn live_node_mut(&mut self, pool_id: &str, node_id: &str) -> Option<&mut super::Node> {
+        self.nodes
+            .get_mut(&(key(pool_id), key(node_id)))
+            .filter(|node| node.state != NodeState::Removed)
+    }
+
     /// The pool's resize completes: idle nodes are added until it holds its target of dedicated
     /// and low-priority nodes, its `resizeErrors` are gone and its allocation state is `steady`.
     /// False when the pool is unknown.
@@ -91,11 +98,7 @@ impl State {
         node_id: &str,
         now: OffsetDateTime,
     ) -> bool {
-        let Some(node) = self
-            .nodes
-            .get_mut(&(key(pool_id), key(node_id)))
-            .filter(|node| node.state != NodeState::Removed)
-        else {
+        let Some(node) = self.live_node_mut(pool_id, node_id) else {
             return false;
         };
         node.json.insert("state".into(), json!("idle"));
@@ -126,11 +129,7 @@ impl State {
         code: &str,
         now: OffsetDateTime,
     ) -> bool {
-        let Some(node) = self
-            .nodes
-            .get_mut(&(key(pool_id), key(node_id)))
-            .filter(|node| node.state != NodeState::Removed)
-        else {
+        let Some(node) = self.live_node_mut(pool_id, node_id) else {
             return false;
         };
         node.json.insert("state".into(), json!("unusable"));

@@ -7,8 +7,8 @@
 use serde_json::{Map, Value, json};
 use time::{Duration, OffsetDateTime};
 
-use super::json_map::{default_field, id_map, object_at, str_at};
-use super::{Node, State, end_task, key};
+use super::json_map::{default_field, id_map, str_at};
+use super::{Node, State, end_task, key, requeue_task};
 use crate::clock;
 use crate::error::ApiError;
 use crate::files::NodeFiles;
@@ -525,14 +525,7 @@ impl State {
                 match option {
                     Deallocation::Terminate => end_task(&mut task.json, now, etag),
                     Deallocation::Requeue | Deallocation::Wait => {
-                        super::set_state(&mut task.json, "active", now, etag);
-                        let execution = object_at(&mut task.json, "executionInfo");
-                        let count = execution
-                            .get("requeueCount")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(0);
-                        execution.insert("requeueCount".into(), json!(count + 1));
-                        execution.insert("lastRequeueTime".into(), now_text(now));
+                        requeue_task(&mut task.json, now, etag);
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //! start task that failed (`node.start_task_failed`), also on a node whose start task does not
 //! wait for success and which therefore stays `idle`.
 
-use super::pool::{bounded, failure_of};
+use super::pool::{bounded, failure_of, more_errors};
 use super::special::{SpecialFacts, special_task_diagnosis};
 use super::{Evidence, dedup};
 use crate::classes::{FailureClass, node_error_advice};
@@ -10,9 +10,6 @@ use crate::fingerprint::fingerprint;
 use crate::redact::redact;
 use crate::report::{Diagnosis, Subject};
 use crate::wire::{ComputeNode, NodeError, NodeState, TaskResult, account_from_url};
-
-/// Most further node errors named in hints besides the first.
-const MAX_MORE_ERRORS: usize = 5;
 
 /// Diagnoses one node: `node.unusable` for an unusable node, `node.start_task_failed` when its
 /// start task failed (state `starttaskfailed`, or `startTaskInfo.result` `failure` on a node
@@ -73,20 +70,6 @@ pub fn diagnose_node(node: &ComputeNode, evidence: &Evidence<'_>) -> Option<Diag
     Some(diagnosis)
 }
 
-/// The node's other errors (after the first), bounded, as hints.
-fn more_errors<'a>(errors: &'a [&NodeError]) -> impl Iterator<Item = String> + 'a {
-    errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
-        format!(
-            "Also: {}{}",
-            bounded(&redact(more.code.as_deref().unwrap_or("(no code)")), 200),
-            more.message
-                .as_deref()
-                .map(|m| format!(": \"{}\"", bounded(&redact(m.trim()), 1_000)))
-                .unwrap_or_default()
-        )
-    })
-}
-
 fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>) -> Diagnosis {
     let class = FailureClass::NodeUnusable;
     let errors: Vec<&NodeError> = node.errors().collect();
@@ -126,7 +109,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
                 ));
             }
             let details: Vec<String> = first
-                .error_details
+                .details
                 .iter()
                 .take(5)
                 .filter_map(|d| {
@@ -152,12 +135,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
             );
             // The cause without the node: the same error groups across nodes and pools.
             let cause_key = std::iter::once(first.message.as_deref().unwrap_or_default())
-                .chain(
-                    first
-                        .error_details
-                        .iter()
-                        .filter_map(|d| d.value.as_deref()),
-                )
+                .chain(first.details.iter().filter_map(|d| d.value.as_deref()))
                 .collect::<Vec<_>>()
                 .join("\n");
             (
@@ -165,11 +143,7 @@ fn unusable(node: &ComputeNode, account: Option<String>, pool_id: Option<String>
                 cause,
                 code,
                 cause_key,
-                Some(failure_of(
-                    code,
-                    first.message.as_deref(),
-                    &first.error_details,
-                )),
+                Some(failure_of(code, first.message.as_deref(), &first.details)),
             )
         }
     };

@@ -15,8 +15,8 @@ use crate::fingerprint::fingerprint;
 use crate::redact::redact;
 use crate::report::{Detail, Diagnosis, Failure, Subject};
 use crate::wire::{
-    AutoScaleRunError, BatchPool, NameValue, PoolEventBody, PoolEventKind, PoolState, ResizeError,
-    account_from_url,
+    AutoScaleRunError, BatchPool, FailureInfo, NameValue, PoolEventBody, PoolEventKind, PoolState,
+    ResizeError, account_from_url,
 };
 
 /// How long a pool may stay `deleting` before `pool.delete_stuck`, unless the evidence says
@@ -169,8 +169,8 @@ fn no_node_note(evidence: &Evidence<'_>, cause: &mut String, hints: &mut Vec<Str
     }
 }
 
-/// The pool's other resize errors (after the first), bounded, as hints.
-fn more_resize_errors<'a>(errors: &'a [&ResizeError]) -> impl Iterator<Item = String> + 'a {
+/// The other errors (after the first) of a pool's resize or of a node, bounded, as hints.
+pub(super) fn more_errors<'a>(errors: &'a [&FailureInfo]) -> impl Iterator<Item = String> + 'a {
     errors.iter().skip(1).take(MAX_MORE_ERRORS).map(|more| {
         format!(
             "Also: {}{}",
@@ -261,7 +261,7 @@ fn resize_failed(
     if sizes.current == Some(0) {
         no_node_note(evidence, &mut cause, &mut hints);
     }
-    hints.extend(more_resize_errors(errors));
+    hints.extend(more_errors(errors));
     let severity = if sizes.current == Some(0) && evidence.pool_active_jobs.is_some_and(|j| j > 0) {
         Severity::Critical
     } else {
@@ -291,7 +291,7 @@ fn resize_failed(
         failure: Some(failure_of(
             first.code.as_deref(),
             first.message.as_deref(),
-            &first.values,
+            &first.details,
         )),
         impact: None,
         logs: Vec::new(),
@@ -317,7 +317,7 @@ fn autoscale_failed(subject: &Subject, error: &AutoScaleRunError) -> Diagnosis {
             bounded(&redact(message.trim()), MAX_TEXT)
         ));
     }
-    let detail = error.value("Message");
+    let detail = error.detail("Message");
     if let Some(detail) = detail {
         cause.push_str(&format!(
             " The evaluation says: \"{}\"",
@@ -346,7 +346,7 @@ fn autoscale_failed(subject: &Subject, error: &AutoScaleRunError) -> Diagnosis {
         exit_code: None,
         exit_code_hex: None,
         exit_meaning: None,
-        failure: Some(failure_of(code, error.message.as_deref(), &error.values)),
+        failure: Some(failure_of(code, error.message.as_deref(), &error.details)),
         impact: None,
         logs: Vec::new(),
         fingerprint: fingerprint(class, code, None, Some(&cause_key), None),
@@ -397,13 +397,13 @@ struct Relayed {
 }
 
 fn relayed_error(error: &ResizeError) -> Option<Relayed> {
-    let reason = error.value("Reason");
-    let json = error.value("Provider Error Json");
+    let reason = error.detail("Reason");
+    let json = error.detail("Provider Error Json");
     if reason.is_none() && json.is_none() {
         return None;
     }
     let said_truncated = error
-        .value("Provider Error Json Truncated")
+        .detail("Provider Error Json Truncated")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let json = json.map(|j| cut_at_char(j, MAX_PROVIDER_JSON));
     let parsed = json

@@ -310,6 +310,20 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// What a payload that is one `element` on its own is.
+pub(super) fn element_kind(element: Element) -> PayloadKind {
+    match element {
+        Element::Task => PayloadKind::Task,
+        Element::Job => PayloadKind::Job,
+        Element::PrepReleaseStatus => PayloadKind::PrepReleaseStatus,
+        // One file entry and a list of them read alike.
+        Element::File => PayloadKind::FileList,
+        Element::Pool => PayloadKind::Pool,
+        Element::Node => PayloadKind::Node,
+        Element::PoolNodeCounts => PayloadKind::PoolNodeCounts,
+    }
+}
+
 pub(super) fn list_kind(element: Element) -> PayloadKind {
     match element {
         Element::Task => PayloadKind::TaskList,

@@ -5,7 +5,7 @@ use std::io::Read;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::detect::{Element, LIST_ITEMS, element_of, list_kind};
+use super::detect::{LIST_ITEMS, element_of, list_kind};
 use super::scan::Scanner;
 use super::walk::Doc;
 use super::{IN_MEMORY_LIMIT, Item, PayloadError, PayloadKind, advance};
@@ -123,19 +123,7 @@ fn stream_list<R: Read>(
                 })?)
             }
         };
-        match element {
-            Element::Task => sink(Item::Task(Box::new(doc.typed_str(text, &path)?))),
-            Element::Job => sink(Item::Job(Box::new(doc.typed_str(text, &path)?))),
-            Element::PrepReleaseStatus => sink(Item::PrepReleaseStatus(Box::new(
-                doc.typed_str(text, &path)?,
-            ))),
-            Element::File => sink(Item::File(Box::new(doc.typed_str(text, &path)?))),
-            Element::Pool => sink(Item::Pool(Box::new(doc.typed_str(text, &path)?))),
-            Element::Node => sink(Item::Node(Box::new(doc.typed_str(text, &path)?))),
-            Element::PoolNodeCounts => {
-                sink(Item::PoolNodeCounts(Box::new(doc.typed_str(text, &path)?)))
-            }
-        }
+        sink(doc.element(element, text, &path)?);
         Ok(())
     })?;
     Ok(element.map_or(PayloadKind::EmptyList, list_kind))

@@ -7,11 +7,10 @@ use serde::Deserialize;
 use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::detect::{Element, Shape, Single, detect, list_kind};
+use super::detect::{Element, Shape, Single, detect, element_kind, list_kind};
 use super::{Item, MAX_DEPTH, PayloadError, PayloadKind, advance, strip_position};
 use crate::wire::{
-    BatchJob, BatchPool, BatchTask, CloudEvent, ComputeNode, DiagnosticRecord, EventGridEvent,
-    NodeFile, PoolEventBody, PoolEventKind, PoolNodeCounts, PrepReleaseStatus,
+    CloudEvent, DiagnosticRecord, EventGridEvent, PoolEventBody, PoolEventKind,
     SpecialTaskEventBody, TaskEventBody, TaskEventKind, infer_event_kind,
     is_special_task_operation,
 };
@@ -179,33 +178,7 @@ impl<'a> Doc<'a> {
             Shape::Array => self.array(raw, path, depth, sink)?,
             Shape::List(None) => PayloadKind::EmptyList,
             Shape::List(Some(element)) => {
-                match element {
-                    Element::Task => {
-                        self.page::<BatchTask>(raw, path, sink, |t| Item::Task(Box::new(t)))?
-                    }
-                    Element::Job => {
-                        self.page::<BatchJob>(raw, path, sink, |j| Item::Job(Box::new(j)))?
-                    }
-                    Element::PrepReleaseStatus => {
-                        self.page::<PrepReleaseStatus>(raw, path, sink, |s| {
-                            Item::PrepReleaseStatus(Box::new(s))
-                        })?
-                    }
-                    Element::File => {
-                        self.page::<NodeFile>(raw, path, sink, |f| Item::File(Box::new(f)))?
-                    }
-                    Element::Pool => {
-                        self.page::<BatchPool>(raw, path, sink, |p| Item::Pool(Box::new(p)))?
-                    }
-                    Element::Node => {
-                        self.page::<ComputeNode>(raw, path, sink, |n| Item::Node(Box::new(n)))?
-                    }
-                    Element::PoolNodeCounts => {
-                        self.page::<PoolNodeCounts>(raw, path, sink, |c| {
-                            Item::PoolNodeCounts(Box::new(c))
-                        })?
-                    }
-                }
+                self.page(element, raw, path, sink)?;
                 list_kind(element)
             }
             Shape::Single(single) => self.single(single, raw, path, sink)?,
@@ -301,33 +274,9 @@ impl<'a> Doc<'a> {
                 sink(Item::TaskReference(self.typed(raw, path)?));
                 PayloadKind::TaskReference
             }
-            Single::Element(Element::Task) => {
-                sink(Item::Task(Box::new(self.typed(raw, path)?)));
-                PayloadKind::Task
-            }
-            Single::Element(Element::Job) => {
-                sink(Item::Job(Box::new(self.typed(raw, path)?)));
-                PayloadKind::Job
-            }
-            Single::Element(Element::PrepReleaseStatus) => {
-                sink(Item::PrepReleaseStatus(Box::new(self.typed(raw, path)?)));
-                PayloadKind::PrepReleaseStatus
-            }
-            Single::Element(Element::File) => {
-                sink(Item::File(Box::new(self.typed(raw, path)?)));
-                PayloadKind::FileList
-            }
-            Single::Element(Element::Pool) => {
-                sink(Item::Pool(Box::new(self.typed(raw, path)?)));
-                PayloadKind::Pool
-            }
-            Single::Element(Element::Node) => {
-                sink(Item::Node(Box::new(self.typed(raw, path)?)));
-                PayloadKind::Node
-            }
-            Single::Element(Element::PoolNodeCounts) => {
-                sink(Item::PoolNodeCounts(Box::new(self.typed(raw, path)?)));
-                PayloadKind::PoolNodeCounts
+            Single::Element(element) => {
+                sink(self.element(element, raw.get(), path)?);
+                element_kind(element)
             }
             Single::PoolEvent(kind) => {
                 let body: PoolEventBody = self.typed(raw, path)?;
@@ -347,17 +296,38 @@ impl<'a> Doc<'a> {
         })
     }
 
-    fn page<T: Deserialize<'a>>(
+    fn page(
         &self,
+        element: Element,
         raw: &'a RawValue,
         path: &str,
         sink: &mut dyn FnMut(Item),
-        wrap: impl Fn(T) -> Item,
     ) -> Result<(), PayloadError> {
         let page: Page<'a> = self.typed(raw, path)?;
         self.for_each_element(page.value, &join(path, "value"), &mut |i, item| {
-            sink(wrap(self.typed(item, &join(path, &format!("value[{i}]")))?));
+            let path = join(path, &format!("value[{i}]"));
+            sink(self.element(element, item.get(), &path)?);
             Ok(())
+        })
+    }
+
+    /// `text` (a part of this document) read as one `element` of a list.
+    pub(super) fn element(
+        &self,
+        element: Element,
+        text: &'a str,
+        path: &str,
+    ) -> Result<Item, PayloadError> {
+        Ok(match element {
+            Element::Task => Item::Task(Box::new(self.typed_str(text, path)?)),
+            Element::Job => Item::Job(Box::new(self.typed_str(text, path)?)),
+            Element::PrepReleaseStatus => {
+                Item::PrepReleaseStatus(Box::new(self.typed_str(text, path)?))
+            }
+            Element::File => Item::File(Box::new(self.typed_str(text, path)?)),
+            Element::Pool => Item::Pool(Box::new(self.typed_str(text, path)?)),
+            Element::Node => Item::Node(Box::new(self.typed_str(text, path)?)),
+            Element::PoolNodeCounts => Item::PoolNodeCounts(Box::new(self.typed_str(text, path)?)),
         })
     }
 

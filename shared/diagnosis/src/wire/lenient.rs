@@ -443,6 +443,29 @@ where
     })
 }
 
+/// Reads a value when it is well-formed and the type's default when it is not. For keys that a
+/// shared type reads for some of its uses and other uses always ignored: any JSON there still
+/// reads, as before.
+pub fn tolerant<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(value).unwrap_or_default())
+}
+
+/// [`one_or_many`] made [`tolerant`]: `None` when the list is ill-formed, so that it counts as
+/// absent.
+pub fn tolerant_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(one_or_many(value).ok())
+}
+
 /// Treats `""` as absent: event bodies send `"code": ""` for "no error".
 pub fn non_empty_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let value = Option::<String>::deserialize(d)?;

@@ -1,13 +1,13 @@
 //! Compute nodes (`docs/batch-facts.md`): the REST `BatchNode` body from Get Node or List Nodes.
 //!
 //! Lenient like the rest of [`crate::wire`]. Note that node errors carry `errorDetails` where
-//! pool errors carry `values`; both spellings are read.
+//! pool errors carry `values`; [`FailureInfo`] reads both spellings.
 
 use serde::Deserialize;
 
-use super::lenient::{Timestamp, int, non_empty_string, one_or_many, wire_enum};
+use super::lenient::{Timestamp, int, one_or_many, wire_enum};
 use super::pool::StartTaskSettings;
-use super::rest::{ContainerInfo, FailureInfo, NameValue, TaskResult};
+use super::rest::{FailureInfo, SpecialTaskExecutionInfo, SpecialTaskState};
 
 wire_enum! {
     /// `BatchNodeState`.
@@ -26,65 +26,15 @@ wire_enum! {
     SchedulingState { Enabled => "enabled", Disabled => "disabled" }
 }
 
-wire_enum! {
-    /// `BatchStartTaskState`.
-    StartTaskState { Running => "running", Completed => "completed" }
-}
+/// One `errors` entry of a node (`BatchNodeError`), e.g. `DiskFull`: the shape of a
+/// [`FailureInfo`], its details spelled `errorDetails` (or `values`).
+pub type NodeError = FailureInfo;
 
-/// One `errors` entry of a node (`BatchNodeError`), e.g. `DiskFull`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct NodeError {
-    /// The code. An open set: no list is published.
-    #[serde(deserialize_with = "non_empty_string")]
-    pub code: Option<String>,
-    /// Batch's text.
-    #[serde(deserialize_with = "non_empty_string")]
-    pub message: Option<String>,
-    /// Extra facts (`errorDetails` on the wire; `values` accepted too).
-    #[serde(alias = "values", deserialize_with = "one_or_many")]
-    pub error_details: Vec<NameValue>,
-}
+/// `startTaskInfo` of a node: the shape of a job preparation task's execution.
+pub type StartTaskInfo = SpecialTaskExecutionInfo;
 
-impl NodeError {
-    /// The first detail called `name` (case-insensitive).
-    pub fn detail(&self, name: &str) -> Option<&str> {
-        self.error_details
-            .iter()
-            .find(|v| {
-                v.name
-                    .as_deref()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
-            })
-            .and_then(|v| v.value.as_deref())
-    }
-}
-
-/// `startTaskInfo` of a node.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct StartTaskInfo {
-    /// `running` or `completed`.
-    pub state: Option<StartTaskState>,
-    /// When the (last attempt of the) start task started.
-    pub start_time: Option<Timestamp>,
-    /// When it ended.
-    pub end_time: Option<Timestamp>,
-    /// The exit code; absent when it failed before it ran.
-    #[serde(deserialize_with = "int::opt_i32")]
-    pub exit_code: Option<i32>,
-    /// Container details, for a container start task.
-    pub container_info: Option<ContainerInfo>,
-    /// Why it failed.
-    pub failure_info: Option<FailureInfo>,
-    /// Retries so far.
-    #[serde(deserialize_with = "int::i32_or_zero")]
-    pub retry_count: i32,
-    /// When the last retry started.
-    pub last_retry_time: Option<Timestamp>,
-    /// `success` or `failure`.
-    pub result: Option<TaskResult>,
-}
+/// `BatchStartTaskState`: `running` or `completed`, as for the job preparation task.
+pub type StartTaskState = SpecialTaskState;
 
 /// `nodeAgentInfo` of a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -151,9 +101,7 @@ impl ComputeNode {
 
     /// Errors that say something.
     pub fn errors(&self) -> impl Iterator<Item = &NodeError> {
-        self.errors
-            .iter()
-            .filter(|e| e.code.is_some() || e.message.is_some())
+        self.errors.iter().filter(|e| e.is_set())
     }
 }
 

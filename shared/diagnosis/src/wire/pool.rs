@@ -9,7 +9,7 @@ use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use super::lenient::{IsoDuration, Timestamp, int, non_empty_string, one_or_many, wire_enum};
-use super::rest::NameValue;
+use super::rest::FailureInfo;
 
 wire_enum! {
     /// `BatchPoolState`. There is no "delete failed": a stuck delete stays `deleting`.
@@ -21,44 +21,13 @@ wire_enum! {
     AllocationState { Steady => "steady", Resizing => "resizing", Stopping => "stopping" }
 }
 
-/// A pool error: an entry of `resizeErrors`, or `autoScaleRun.error` (same shape). The cause of
-/// an `AllocationFailed` is in `values` (`Reason`, `Provider Error Json`, `Provider Error Json
-/// Truncated`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ResizeError {
-    /// The code, e.g. `AccountCoreQuotaReached`. An open set, compared case-insensitively.
-    #[serde(deserialize_with = "non_empty_string")]
-    pub code: Option<String>,
-    /// Batch's text.
-    #[serde(deserialize_with = "non_empty_string")]
-    pub message: Option<String>,
-    /// Extra facts; a single `{name, value}` object is accepted too.
-    #[serde(deserialize_with = "one_or_many")]
-    pub values: Vec<NameValue>,
-}
+/// A pool error: an entry of `resizeErrors`, or `autoScaleRun.error`: the shape of a
+/// [`FailureInfo`], its details spelled `values`. The cause of an `AllocationFailed` is in them
+/// (`Reason`, `Provider Error Json`, `Provider Error Json Truncated`).
+pub type ResizeError = FailureInfo;
 
 /// `autoScaleRun.error`: the same shape as a resize error.
-pub type AutoScaleRunError = ResizeError;
-
-impl ResizeError {
-    /// The first value called `name` (case-insensitive, surrounding spaces ignored).
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|v| {
-                v.name
-                    .as_deref()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
-            })
-            .and_then(|v| v.value.as_deref())
-    }
-
-    /// Whether the error says something (a code or a message).
-    pub fn is_set(&self) -> bool {
-        self.code.is_some() || self.message.is_some()
-    }
-}
+pub type AutoScaleRunError = FailureInfo;
 
 /// `autoScaleRun` of a pool: the last evaluation of its autoscale formula.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -390,7 +359,7 @@ impl PoolEventBody {
         Some(ResizeError {
             code: Some(code.to_owned()),
             message: self.result_message.clone(),
-            values: Vec::new(),
+            ..ResizeError::default()
         })
     }
 

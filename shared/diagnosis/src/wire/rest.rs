@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::lenient::{IsoDuration, Timestamp, int, one_or_many, wire_enum};
+use super::lenient::{
+    IsoDuration, Timestamp, int, non_empty_string, one_or_many, tolerant, tolerant_list, wire_enum,
+};
 
 wire_enum! {
     /// `BatchTaskState`.
@@ -55,9 +57,12 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// State of a job preparation or release task on one node.
-    PrepTaskState { Running => "running", Completed => "completed" }
+    /// State of a special task (job preparation, job release or start task) on one node.
+    SpecialTaskState { Running => "running", Completed => "completed" }
 }
+
+/// State of a job preparation or release task on one node.
+pub type PrepTaskState = SpecialTaskState;
 
 wire_enum! {
     /// `disableTasks` of Disable Job: what happens to the job's running tasks.
@@ -74,21 +79,79 @@ pub struct NameValue {
     pub value: Option<String>,
 }
 
-/// `failureInfo` of a task, or `schedulingError` of a job or a diagnostic event.
+/// Why something failed, as Batch says it: `failureInfo` of a task or a special task,
+/// `schedulingError` of a job or a diagnostic event, an `errors` entry of a node
+/// (`BatchNodeError`), a pool's `resizeErrors` entry or its `autoScaleRun.error`. One shape
+/// everywhere: a code, a message, and name-value details.
+///
+/// The details are `details` on a failure, `errorDetails` on a node error and `values` on a pool
+/// error and in the legacy docs shape; each spelling is read wherever it appears, `values` first,
+/// then `errorDetails`, then `details`. Keys only some of these objects carry (`category`, two of
+/// the three detail spellings) are read tolerantly: an ill-formed one reads as absent, so a key
+/// that one of them never read cannot make it unreadable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(from = "FailureInfoWire")]
 pub struct FailureInfo {
     /// `usererror` or `servererror`.
     pub category: Option<ErrorCategory>,
     /// The failure code, e.g. `FailureExitCode`. An open set: see the classification tables.
-    #[serde(deserialize_with = "super::lenient::non_empty_string")]
     pub code: Option<String>,
     /// Human text from Batch.
-    #[serde(deserialize_with = "super::lenient::non_empty_string")]
     pub message: Option<String>,
-    /// Extra details. The legacy docs shape `values: {name, value}` is accepted too.
-    #[serde(alias = "values", deserialize_with = "one_or_many")]
+    /// Extra details, e.g. `Reason` and `Provider Error Json` of an `AllocationFailed`.
     pub details: Vec<NameValue>,
+}
+
+impl FailureInfo {
+    /// The first detail called `name` (case-insensitive, surrounding spaces ignored).
+    pub fn detail(&self, name: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|v| {
+                v.name
+                    .as_deref()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+            })
+            .and_then(|v| v.value.as_deref())
+    }
+
+    /// Whether it says something (a code or a message).
+    pub fn is_set(&self) -> bool {
+        self.code.is_some() || self.message.is_some()
+    }
+}
+
+/// [`FailureInfo`] as it arrives, with each spelling of the details apart.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct FailureInfoWire {
+    #[serde(deserialize_with = "tolerant")]
+    category: Option<ErrorCategory>,
+    #[serde(deserialize_with = "non_empty_string")]
+    code: Option<String>,
+    #[serde(deserialize_with = "non_empty_string")]
+    message: Option<String>,
+    #[serde(deserialize_with = "tolerant_list")]
+    values: Option<Vec<NameValue>>,
+    #[serde(deserialize_with = "tolerant_list")]
+    error_details: Option<Vec<NameValue>>,
+    #[serde(deserialize_with = "tolerant_list")]
+    details: Option<Vec<NameValue>>,
+}
+
+impl From<FailureInfoWire> for FailureInfo {
+    fn from(wire: FailureInfoWire) -> Self {
+        Self {
+            category: wire.category,
+            code: wire.code,
+            message: wire.message,
+            details: wire
+                .values
+                .or(wire.error_details)
+                .or(wire.details)
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// `containerInfo` of a task execution.
@@ -140,11 +203,9 @@ impl TaskExecutionInfo {
     /// which has no `failureInfo`, its `schedulingError`. An entry with neither a code nor a
     /// message says nothing and counts as absent.
     pub fn failure(&self) -> Option<&FailureInfo> {
-        self.failure_info.as_ref().or_else(|| {
-            self.scheduling_error
-                .as_ref()
-                .filter(|f| f.code.is_some() || f.message.is_some())
-        })
+        self.failure_info
+            .as_ref()
+            .or_else(|| self.scheduling_error.as_ref().filter(|f| f.is_set()))
     }
 }
 
@@ -159,7 +220,7 @@ pub struct NodeInfo {
     /// The pool.
     pub pool_id: Option<String>,
     /// The node.
-    #[serde(deserialize_with = "super::lenient::non_empty_string")]
+    #[serde(deserialize_with = "non_empty_string")]
     pub node_id: Option<String>,
     /// The task's directory on the node, relative to the node root.
     pub task_root_directory: Option<String>,
@@ -388,33 +449,44 @@ pub struct BatchJob {
     pub execution_info: Option<JobExecutionInfo>,
 }
 
-/// Execution of the job preparation or release task on one node.
+/// Execution of a special task on one node: a job preparation or release task
+/// (`jobPreparationTaskExecutionInfo`, `jobReleaseTaskExecutionInfo`), or a node's start task
+/// (`startTaskInfo`). The fields only some of them carry are read tolerantly (see
+/// [`FailureInfo`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct PrepTaskExecutionInfo {
-    /// When it started.
+pub struct SpecialTaskExecutionInfo {
+    /// When the (last attempt of the) task started.
     pub start_time: Option<Timestamp>,
     /// When it ended.
     pub end_time: Option<Timestamp>,
     /// `running` or `completed`.
-    pub state: Option<PrepTaskState>,
-    /// Its directory on the node: where its stdout/stderr are.
+    pub state: Option<SpecialTaskState>,
+    /// Prep and release: its directory on the node, where its stdout/stderr are.
+    #[serde(deserialize_with = "tolerant")]
     pub task_root_directory: Option<String>,
-    /// URL of that directory. Untrusted.
+    /// Prep and release: URL of that directory. Untrusted.
+    #[serde(deserialize_with = "tolerant")]
     pub task_root_directory_url: Option<String>,
-    /// Exit code, when it ran.
+    /// Exit code; absent when it failed before it ran.
     #[serde(deserialize_with = "int::opt_i32")]
     pub exit_code: Option<i32>,
-    /// Container details.
+    /// Container details, for a container task.
     pub container_info: Option<ContainerInfo>,
     /// Set when it failed.
     pub failure_info: Option<FailureInfo>,
-    /// Retries (prep only; release has none).
+    /// Retries so far (release has none).
     #[serde(deserialize_with = "int::i32_or_zero")]
     pub retry_count: i32,
+    /// Start task: when the last retry started.
+    #[serde(deserialize_with = "tolerant")]
+    pub last_retry_time: Option<Timestamp>,
     /// `success` or `failure`.
     pub result: Option<TaskResult>,
 }
+
+/// Execution of the job preparation or release task on one node.
+pub type PrepTaskExecutionInfo = SpecialTaskExecutionInfo;
 
 /// One entry of List Job Preparation and Release Task Status: one node.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -81,7 +81,7 @@ fn pool_event_bodies_alone_and_in_records_in_any_casing() {
     let error = body.auto_scale_failure().expect("the autoscale error");
     assert_eq!(error.code.as_deref(), Some("InsufficientSampleData"));
     assert_eq!(
-        error.value("message"),
+        error.detail("message"),
         Some("Line 15, Col 44: Insufficient data")
     );
     assert!(matches!(&found[1], Item::Skipped { what } if what == "PoolCreateEvent"));
