@@ -196,36 +196,28 @@ var deploymentContainerName = 'app-package'
 var eventHubNamespaceName = '${baseName}-${token}'
 // The accounts watched, from the parameters alone (so loops and scopes over them are known when
 // the deployment starts).
-var accounts = empty(batchAccounts)
-  ? [
-      {
-        id: resourceId(batchAccountResourceGroup, 'Microsoft.Batch/batchAccounts', batchAccountName)
-        location: location
-      }
-    ]
-  : batchAccounts
+var singleAccount = [
+  {
+    id: resourceId(batchAccountResourceGroup, 'Microsoft.Batch/batchAccounts', batchAccountName)
+    location: location
+  }
+]
+var accounts = empty(batchAccounts) ? singleAccount : batchAccounts
 // A diagnostic setting only streams to a namespace in its account's region: the namespace above
 // serves `location`; each other region of an account gets a namespace of its own, read by its
 // own Event Hubs trigger (TaskEvents2, TaskEvents3, TaskEvents4: at most three other regions).
-var otherRegions = filter(union(map(accounts, account => account.location), []), region => region != location)
+// (Written without lambdas, which checkov's Bicep parser cannot read: union() keeps the first
+// appearance of each region, in order, so skipping `location`, first, leaves the others.)
+var accountRegions = [for account in accounts: account.location]
+var otherRegions = skip(union([location], accountRegions), 1)
 // The namespace that receives the records of the accounts in each region.
 var regionNamespaceNames = [for (region, i) in otherRegions: '${eventHubNamespaceName}-r${i + 2}']
 // The numbered account settings the handler reads (README, "Several accounts"): the managed
 // identity reads every account, so there is no key among them.
-var accountAppSettings = toObject(
-  flatten(map(range(0, length(accounts)), i => [
-    {
-      key: 'BATCH_TRIAGE_ACCOUNTS__${i}__NAME'
-      value: last(split(accounts[i].id, '/'))
-    }
-    {
-      key: 'BATCH_TRIAGE_ACCOUNTS__${i}__ENDPOINT'
-      value: accounts[i].?endpoint ?? 'https://${toLower(last(split(accounts[i].id, '/')))}.${accounts[i].location}.batch.azure.com'
-    }
-  ])),
-  entry => entry.key,
-  entry => entry.value
-)
+// The endpoint is the account's `endpoint` when given, else the regional form. Account names
+// and regions are letters and digits, so the JSON built here needs no escaping.
+var accountSettingEntries = [for (account, i) in accounts: '"BATCH_TRIAGE_ACCOUNTS__${i}__NAME": "${last(split(account.id, '/'))}", "BATCH_TRIAGE_ACCOUNTS__${i}__ENDPOINT": "${contains(account, 'endpoint') ? account.endpoint : 'https://${toLower(last(split(account.id, '/')))}.${account.location}.batch.azure.com'}"']
+var accountAppSettings = json('{${join(accountSettingEntries, ', ')}}')
 var eventHubName = 'batch-servicelog'
 var consumerGroupName = 'batch-triage'
 var topicName = '${baseName}-${token}'
@@ -761,9 +753,7 @@ module batch 'modules/batch-account.bicep' = [for (account, i) in accounts: {
     principalId: functionApp.identity.principalId
     functionAppId: functionApp.id
     enableJobActions: enableJobActions
-    eventHubAuthorizationRuleId: account.location == location
-      ? diagnosticsSendRule.id
-      : resourceId('Microsoft.EventHub/namespaces/authorizationRules', '${eventHubNamespaceName}-r${indexOf(otherRegions, account.location) + 2}', 'batch-diagnostics')
+    eventHubAuthorizationRuleId: account.location == location ? diagnosticsSendRule.id : resourceId('Microsoft.EventHub/namespaces/authorizationRules', '${eventHubNamespaceName}-r${indexOf(otherRegions, account.location) + 2}', 'batch-diagnostics')
     eventHubName: eventHubName
   }
   dependsOn: [
