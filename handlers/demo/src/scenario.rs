@@ -134,10 +134,12 @@ match = {{ job = "shards", class = "task.exit_code" }}
 receivers = ["{teams}"]
 escalate = {{ min_job_percent = 50 }}
 
+# Errors to the team's channel; chat (Slack, one post a second per webhook) only for what is
+# critical, as the rule above says.
 [[rules]]
 name = "errors"
 match = {{ severity = "error" }}
-receivers = ["{teams}", "{slack}"]
+receivers = ["{teams}"]
 "#,
         teams = Channel::Teams.receiver_name(),
         mail = Channel::Email.receiver_name(),

@@ -42,6 +42,9 @@ use time::OffsetDateTime;
 
 use crate::digest;
 
+mod input;
+pub use input::AlertInput;
+
 /// Compare-and-swap attempts before giving up on a group that keeps changing under us.
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 
@@ -198,18 +201,6 @@ enum Remembered {
     Version(Box<GroupRecord>, ETag),
     /// Another instance overtook a remembered version: read before writing until then.
     Contended(Instant),
-}
-
-/// One alert to fold into its groups: the diagnosis, its plan, and the incident of a subject
-/// that can fail again after it recovered (a node), so a later incident counts anew.
-#[derive(Debug, Clone, Copy)]
-pub struct AlertInput<'a> {
-    /// The diagnosis.
-    pub diagnosis: &'a Diagnosis,
-    /// Its plan (the receivers and their group keys).
-    pub plan: &'a Plan,
-    /// The subject's incident, if it has several over time.
-    pub incident: Option<&'a str>,
 }
 
 impl GroupStore {
