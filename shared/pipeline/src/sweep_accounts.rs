@@ -1,7 +1,9 @@
 //! The sweep of a deployment that watches several accounts: each account's own sweeps of jobs
 //! ([`Triage::sweep`]: its cursor, its lease) and of pools ([`Triage::sweep_pools`]: its lease),
-//! run concurrently with a bound, each account within a fair share of the deadline, so that a slow or throttled account cannot starve the others. What an
-//! account leaves unfinished (its cursor does not advance) is done again on the next tick.
+//! run concurrently with a bound, each account within a fair share of the deadline (its job
+//! sweep within three quarters of it, so its pools always get a turn), so that a slow or
+//! throttled account cannot starve the others. What an account leaves unfinished (its cursor
+//! does not advance) is done again on the next tick.
 
 use artifact_store::{ObjectKey, StoreError};
 use batch_client::Deadline;
@@ -68,7 +70,9 @@ impl Triage {
     ) -> Result<(SweepReport, PoolSweepReport), SweepError> {
         let accounts = self.accounts();
         if accounts.len() == 1 {
-            let jobs = self.sweep(now, deadline, options).await?;
+            let jobs = self
+                .sweep(now, job_sweep_deadline(deadline), options)
+                .await?;
             let pools = self.sweep_pools(now, deadline, options).await?;
             return Ok((jobs, pools));
         }
@@ -84,7 +88,7 @@ impl Triage {
             .map(|(index, account)| async move {
                 let nth = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let share = fair_share(deadline, total - nth);
-                let jobs = account.sweep(now, share, options).await;
+                let jobs = account.sweep(now, job_sweep_deadline(share), options).await;
                 let pools = account.sweep_pools(now, share, options).await;
                 (index, jobs, pools)
             })
@@ -174,6 +178,14 @@ impl Triage {
     }
 }
 
+/// How much of an account's time its job sweep may take: the last quarter is kept for its
+/// pools, so a job sweep that runs out of time (a busy or throttled account, whose cursor then
+/// stays for the next tick) cannot crowd the pool sweep out of every tick. A pool sweep costs a
+/// few requests (node counts, one pool list, a node list per pool in trouble).
+fn job_sweep_deadline(deadline: Deadline) -> Deadline {
+    deadline.min(Deadline::after(deadline.remaining() / 4 * 3))
+}
+
 /// The deadline of an account's sweep that starts while `waiting` accounts (itself included)
 /// have yet to start: the time left split into the rounds of [`ACCOUNT_CONCURRENCY`] those still
 /// need, so the last accounts get their turn even if the first ones use all of theirs.
@@ -187,6 +199,18 @@ fn fair_share(deadline: Deadline, waiting: usize) -> Deadline {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_job_sweep_leaves_a_quarter_of_the_time_to_the_pools() {
+        let deadline = Deadline::after(Duration::from_secs(400));
+        let jobs = job_sweep_deadline(deadline);
+        assert!(jobs < deadline);
+        assert!(jobs.remaining() <= Duration::from_secs(300));
+        assert!(jobs.remaining() > Duration::from_secs(290));
+        // A deadline already past stays past.
+        let past = Deadline::after(Duration::ZERO);
+        assert!(job_sweep_deadline(past).is_past());
+    }
 
     #[tokio::test]
     async fn the_first_round_gets_the_whole_deadline_and_later_accounts_a_share() {
