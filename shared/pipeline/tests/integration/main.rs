@@ -11,5 +11,6 @@ mod refused;
 mod resolved;
 mod resolved_pools;
 mod silences;
+mod support;
 mod sweep_cost;
 mod triage;

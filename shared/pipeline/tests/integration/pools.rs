@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_store::ArtifactStore;
-use batch_client::{BatchClient, BatchConfig, Deadline, Secret};
-use batch_emulator::{
-    Emulator, NodeActionKind, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
-};
+use batch_client::Deadline;
+use batch_emulator::{Emulator, NodeActionKind, Scenario};
 use diagnosis::policy::Policy;
-use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
 use pipeline::audit::{AuditDecision, AuditLog};
 use pipeline::sweep::SweepOptions;
-use pipeline::triage::{Triage, TriageConfig};
+use pipeline::triage::Triage;
 use preserve::PreserveOptions;
 use test_kit::{Recorder, serve_emulator};
 use time::OffsetDateTime;
@@ -70,45 +67,15 @@ async fn world_with(
         ("HOOK_SECRET", "test-secret".to_owned()),
     ]
     .into();
-    let receivers = policy
-        .receivers
-        .iter()
-        .map(|r| {
-            let receiver = ReceiverConfig::from_policy(r)
-                .unwrap()
-                .resolve(|name| env.get(name).cloned())
-                .unwrap();
-            (r.name.clone(), receiver)
-        })
-        .collect();
     let dir = tempfile::tempdir().unwrap();
     let store =
         store.unwrap_or_else(|| artifact_store::open(dir.path().to_str().unwrap()).unwrap());
-    let batch = BatchClient::new(
-        BatchConfig::shared_key(
-            &batch_url,
-            WELL_KNOWN_ACCOUNT_NAME,
-            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let egress = Egress::new(
-        Allowlist::default().allow_loopback(),
-        RetryPolicy::standard(),
-    )
-    .unwrap();
-    let triage = Triage::new(
-        TriageConfig {
-            account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-            preserve: PreserveOptions::default(),
-            action_call_timeout: Duration::from_secs(30),
-        },
-        Arc::new(batch),
+    let triage = crate::support::single_account(
+        &batch_url,
         store.clone(),
-        Arc::new(policy),
-        receivers,
-        egress,
+        policy,
+        &env,
+        PreserveOptions::default(),
     );
     World {
         triage,

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_store::ArtifactStore;
-use batch_client::{BatchClient, BatchConfig, Secret};
-use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use batch_emulator::{Emulator, Scenario};
 use diagnosis::policy::Policy;
-use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
 use pipeline::sweep::SweepOptions;
-use pipeline::triage::{Triage, TriageConfig};
+use pipeline::triage::Triage;
 use preserve::PreserveOptions;
 use serde_json::{Value, json};
 use test_kit::{Recorder, serve_emulator};
@@ -147,41 +145,12 @@ fn instance(
         ("HOOK_SECRET", "test-secret".to_owned()),
     ]
     .into();
-    let receivers = policy
-        .receivers
-        .iter()
-        .map(|r| {
-            let receiver = ReceiverConfig::from_policy(r)
-                .unwrap()
-                .resolve(|name| env.get(name).cloned())
-                .unwrap();
-            (r.name.clone(), receiver)
-        })
-        .collect();
-    let batch = BatchClient::new(
-        BatchConfig::shared_key(
-            batch_url,
-            WELL_KNOWN_ACCOUNT_NAME,
-            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    Triage::new(
-        TriageConfig {
-            account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-            preserve: PreserveOptions::default(),
-            action_call_timeout: Duration::from_secs(30),
-        },
-        Arc::new(batch),
+    crate::support::single_account(
+        batch_url,
         store.clone(),
-        Arc::new(policy),
-        receivers,
-        Egress::new(
-            Allowlist::default().allow_loopback(),
-            RetryPolicy::standard(),
-        )
-        .unwrap(),
+        policy,
+        &env,
+        PreserveOptions::default(),
     )
 }
 

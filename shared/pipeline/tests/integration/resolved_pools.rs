@@ -12,11 +12,8 @@ use std::time::Duration;
 
 use artifact_store::ArtifactStore;
 use batch_client::{BatchClient, BatchConfig, Secret};
-use batch_emulator::{
-    Emulator, Fault, FaultRule, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME,
-};
+use batch_emulator::{Emulator, Fault, FaultRule, Scenario, WELL_KNOWN_ACCOUNT_NAME};
 use diagnosis::policy::Policy;
-use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
 use pipeline::sweep::SweepOptions;
 use pipeline::triage::{Triage, TriageConfig};
 use preserve::PreserveOptions;
@@ -96,41 +93,12 @@ fn instance(
     env: &BTreeMap<&str, String>,
 ) -> Triage {
     let policy = Policy::parse(policy).unwrap();
-    let receivers = policy
-        .receivers
-        .iter()
-        .map(|r| {
-            let receiver = ReceiverConfig::from_policy(r)
-                .unwrap()
-                .resolve(|name| env.get(name).cloned())
-                .unwrap();
-            (r.name.clone(), receiver)
-        })
-        .collect();
-    let batch = BatchClient::new(
-        BatchConfig::shared_key(
-            batch_url,
-            WELL_KNOWN_ACCOUNT_NAME,
-            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    Triage::new(
-        TriageConfig {
-            account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-            preserve: PreserveOptions::default(),
-            action_call_timeout: Duration::from_secs(30),
-        },
-        Arc::new(batch),
+    crate::support::single_account(
+        batch_url,
         store.clone(),
-        Arc::new(policy),
-        receivers,
-        Egress::new(
-            Allowlist::default().allow_loopback(),
-            RetryPolicy::standard(),
-        )
-        .unwrap(),
+        policy,
+        env,
+        PreserveOptions::default(),
     )
 }
 

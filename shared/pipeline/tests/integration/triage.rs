@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_store::{ArtifactStore, ObjectKey};
-use batch_client::{BatchClient, BatchConfig, Deadline, Secret};
-use batch_emulator::{Emulator, Scenario, WELL_KNOWN_ACCOUNT_KEY, WELL_KNOWN_ACCOUNT_NAME};
+use batch_client::Deadline;
+use batch_emulator::{Emulator, Scenario};
 use diagnosis::policy::Policy;
-use notify::{Allowlist, Egress, ReceiverConfig, RetryPolicy};
-use pipeline::triage::{Outcome, Triage, TriageConfig, TriageError};
+use pipeline::triage::{Outcome, Triage, TriageError};
 use preserve::PreserveOptions;
 use test_kit::{Recorder, serve_emulator};
 use time::OffsetDateTime;
@@ -102,50 +101,15 @@ receivers = ["hook"]
         ("HOOK_SECRET", "test-secret".to_owned()),
     ]
     .into();
-    let receivers = policy
-        .receivers
-        .iter()
-        .map(|r| {
-            let receiver = ReceiverConfig::from_policy(r)
-                .unwrap()
-                .resolve(|name| env.get(name).cloned())
-                .unwrap();
-            (r.name.clone(), receiver)
-        })
-        .collect();
     let dir = tempfile::tempdir().unwrap();
     let store =
         store.unwrap_or_else(|| artifact_store::open(dir.path().to_str().unwrap()).unwrap());
-    let batch = BatchClient::new(
-        BatchConfig::shared_key(
-            batch_url,
-            WELL_KNOWN_ACCOUNT_NAME,
-            Secret::new(WELL_KNOWN_ACCOUNT_KEY),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let egress = Egress::new(
-        Allowlist::default().allow_loopback(),
-        RetryPolicy::standard(),
-    )
-    .unwrap();
-    let triage = Triage::new(
-        TriageConfig {
-            account: WELL_KNOWN_ACCOUNT_NAME.to_owned(),
-            // The built-in scenario has a 2 GiB stdout; a cap records it as skipped.
-            preserve: PreserveOptions {
-                max_file_bytes: 16 << 20,
-                ..PreserveOptions::default()
-            },
-            action_call_timeout: Duration::from_secs(30),
-        },
-        Arc::new(batch),
-        store.clone(),
-        Arc::new(policy),
-        receivers,
-        egress,
-    );
+    // The built-in scenario has a 2 GiB stdout; a cap records it as skipped.
+    let preserve = PreserveOptions {
+        max_file_bytes: 16 << 20,
+        ..PreserveOptions::default()
+    };
+    let triage = crate::support::single_account(batch_url, store.clone(), policy, &env, preserve);
     (triage, store, hook, dir)
 }
 
