@@ -102,6 +102,48 @@ fn instance(
     )
 }
 
+/// One emulator serving `scenario`, one store, the `oncall` (`send_resolved`) and `quiet`
+/// receivers: what most tests below start from.
+struct World {
+    oncall: Recorder,
+    quiet: Recorder,
+    emulator: Emulator,
+    batch_url: String,
+    store: Arc<dyn ArtifactStore>,
+    env: BTreeMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start(scenario: Scenario) -> Self {
+        let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
+        let env = [
+            ("ONCALL_URL", oncall.url.clone()),
+            ("QUIET_URL", quiet.url.clone()),
+            ("HOOK_SECRET", "test-secret".to_owned()),
+        ]
+        .into();
+        let emulator = Emulator::new(scenario).unwrap();
+        let batch_url = serve_emulator(emulator.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
+        Self {
+            oncall,
+            quiet,
+            emulator,
+            batch_url,
+            store,
+            env,
+            _dir: dir,
+        }
+    }
+
+    /// An instance of the pipeline with [`POLICY`]; several share the store.
+    fn instance(&self) -> Triage {
+        instance(&self.batch_url, &self.store, POLICY, &self.env)
+    }
+}
+
 /// `(pool, class, state)` of every alert a recorder got, sorted.
 fn seen(recorder: &Recorder) -> Vec<(String, String, String)> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -141,19 +183,10 @@ fn node_requests(emulator: &Emulator) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
-    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
-    let env: BTreeMap<&str, String> = [
-        ("ONCALL_URL", oncall.url.clone()),
-        ("QUIET_URL", quiet.url.clone()),
-        ("HOOK_SECRET", "test-secret".to_owned()),
-    ]
-    .into();
-    let emulator = Emulator::new(scenario()).unwrap();
-    let batch_url = serve_emulator(emulator.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
-    let a = instance(&batch_url, &store, POLICY, &env);
-    let b = instance(&batch_url, &store, POLICY, &env);
+    let world = World::start(scenario()).await;
+    let (oncall, quiet, emulator) = (&world.oncall, &world.quiet, &world.emulator);
+    let a = world.instance();
+    let b = world.instance();
     let options = SweepOptions::default();
     let now = OffsetDateTime::now_utc();
     let at = |minutes: i64| now + time::Duration::minutes(minutes);
@@ -170,14 +203,14 @@ async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
     .iter()
     .map(|(p, c)| ((*p).to_owned(), (*c).to_owned(), "firing".to_owned()))
     .collect();
-    assert_eq!(seen(&oncall), firing);
-    assert_eq!(seen(&quiet), firing);
+    assert_eq!(seen(oncall), firing);
+    assert_eq!(seen(quiet), firing);
 
     // Nothing ended: nothing resolved, and no node was read to find that out.
     emulator.clear_requests();
     let still = a.tick(at(1), deadline(), &options).await.unwrap();
     assert!(still.resolved.is_empty(), "{:?}", still.resolved);
-    assert!(node_requests(&emulator).0.is_empty(), "no point read");
+    assert!(node_requests(emulator).0.is_empty(), "no point read");
 
     // The pool reaches its target; two instances look at once: one resolved message.
     assert!(emulator.finish_pool_resize("quota"));
@@ -190,7 +223,7 @@ async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
     );
     let told = [from_a.unwrap(), from_b.unwrap()].concat();
     assert_eq!(told, ["oncall"]);
-    let done = resolved(&oncall);
+    let done = resolved(oncall);
     assert_eq!(done.len(), 1, "{done:#?}");
     assert_eq!(done[0]["status"], "resolved");
     assert_eq!(done[0]["diagnosis"]["subject"]["poolId"], "quota");
@@ -216,7 +249,7 @@ async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
     assert!(emulator.remove_node("workers", "tvm-a"));
     let next = a.tick(at(3), deadline(), &options).await.unwrap();
     assert_eq!(next.resolved, ["oncall", "oncall"]);
-    let summaries: Vec<(String, String)> = resolved(&oncall)
+    let summaries: Vec<(String, String)> = resolved(oncall)
         .iter()
         .map(|r| {
             (
@@ -252,10 +285,10 @@ async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
     emulator.clear_requests();
     let over = a.tick(at(4), deadline(), &options).await.unwrap();
     assert_eq!(over.resolved, ["oncall"]);
-    let (reads, lists) = node_requests(&emulator);
+    let (reads, lists) = node_requests(emulator);
     assert_eq!(reads.len(), 1, "{reads:#?}");
     assert!(lists.is_empty(), "{lists:#?}");
-    let node = resolved(&oncall)
+    let node = resolved(oncall)
         .into_iter()
         .find(|r| r["diagnosis"]["subject"]["poolId"] == "workers")
         .unwrap();
@@ -272,25 +305,16 @@ async fn pools_and_nodes_whose_trouble_ended_are_resolved_once() {
     assert_eq!(oncall.len(), 8, "4 alerts and 4 resolved messages");
     // (The nodes' group, which grew to 2 after its first notice, told `quiet` so once its
     // group_interval passed; the resolved message had closed that for `oncall`.)
-    let mut heard = seen(&quiet);
+    let mut heard = seen(quiet);
     heard.dedup();
     assert_eq!(heard, firing, "no resolved message without send_resolved");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_complete_pool_sweep_pool_and_node_groups_wait() {
-    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
-    let env: BTreeMap<&str, String> = [
-        ("ONCALL_URL", oncall.url.clone()),
-        ("QUIET_URL", quiet.url.clone()),
-        ("HOOK_SECRET", "test-secret".to_owned()),
-    ]
-    .into();
-    let emulator = Emulator::new(scenario()).unwrap();
-    let batch_url = serve_emulator(emulator.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
-    let a = instance(&batch_url, &store, POLICY, &env);
+    let world = World::start(scenario()).await;
+    let (oncall, quiet, emulator) = (&world.oncall, &world.quiet, &world.emulator);
+    let a = world.instance();
     let options = SweepOptions::default();
     let now = OffsetDateTime::now_utc();
     a.tick(now, deadline(), &options).await.unwrap();
@@ -325,7 +349,7 @@ async fn without_a_complete_pool_sweep_pool_and_node_groups_wait() {
         .unwrap();
     assert!(whole.pools.seen.is_some());
     assert_eq!(whole.resolved, ["oncall"]);
-    let done = resolved(&oncall);
+    let done = resolved(oncall);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["diagnosis"]["subject"]["poolId"], "quota");
     assert!(quiet.alerts().iter().all(|a| a["state"] == "firing"));
@@ -333,29 +357,20 @@ async fn without_a_complete_pool_sweep_pool_and_node_groups_wait() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_start_task_is_resolved_when_it_succeeds_again() {
-    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
-    let env: BTreeMap<&str, String> = [
-        ("ONCALL_URL", oncall.url.clone()),
-        ("QUIET_URL", quiet.url.clone()),
-        ("HOOK_SECRET", "test-secret".to_owned()),
-    ]
-    .into();
     // The start task does not wait for success: the node stays idle, its start task failed.
     let text = json!({"jobs": [], "pools": [{"id": "boot",
         "pool": {"startTask": {"commandLine": "/bin/sh -c 'apt-get install -y tool'", "waitForSuccess": false}},
         "nodes": [{"id": "tvm-s", "node": {"state": "idle", "stateTransitionTime": "now-10m",
             "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 100,
                 "endTime": "now-11m", "failureInfo": {"category": "usererror", "code": "FailureExitCode"}}}}]}]});
-    let emulator = Emulator::new(Scenario::from_json_str(&text.to_string()).unwrap()).unwrap();
-    let batch_url = serve_emulator(emulator.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
-    let a = instance(&batch_url, &store, POLICY, &env);
+    let world = World::start(Scenario::from_json_str(&text.to_string()).unwrap()).await;
+    let (oncall, emulator) = (&world.oncall, &world.emulator);
+    let a = world.instance();
     let options = SweepOptions::default();
     let now = OffsetDateTime::now_utc();
     a.tick(now, deadline(), &options).await.unwrap();
     assert_eq!(
-        seen(&oncall),
+        seen(oncall),
         [(
             "boot".to_owned(),
             "node.start_task_failed".to_owned(),
@@ -377,7 +392,7 @@ async fn a_failed_start_task_is_resolved_when_it_succeeds_again() {
         .await
         .unwrap();
     assert_eq!(over.resolved, ["oncall"]);
-    let done = resolved(&oncall);
+    let done = resolved(oncall);
     let summary = done[0]["diagnosis"]["summary"].as_str().unwrap();
     assert!(
         summary
@@ -561,19 +576,10 @@ receivers = ["chat"]
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_breaks_again_after_it_resolved_is_alerted_again() {
-    let (oncall, quiet) = (Recorder::start().await, Recorder::start().await);
-    let env: BTreeMap<&str, String> = [
-        ("ONCALL_URL", oncall.url.clone()),
-        ("QUIET_URL", quiet.url.clone()),
-        ("HOOK_SECRET", "test-secret".to_owned()),
-    ]
-    .into();
     let text = json!({"jobs": [], "pools": [{"id": "workers", "nodes": [unusable("tvm-a")]}]});
-    let emulator = Emulator::new(Scenario::from_json_str(&text.to_string()).unwrap()).unwrap();
-    let batch_url = serve_emulator(emulator.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = artifact_store::open(dir.path().to_str().unwrap()).unwrap();
-    let a = instance(&batch_url, &store, POLICY, &env);
+    let world = World::start(Scenario::from_json_str(&text.to_string()).unwrap()).await;
+    let (oncall, quiet, emulator) = (&world.oncall, &world.quiet, &world.emulator);
+    let a = world.instance();
     let options = SweepOptions::default();
     let now = OffsetDateTime::now_utc();
     let minutes = |n: i64| now + time::Duration::minutes(n);
@@ -584,23 +590,17 @@ async fn a_node_that_breaks_again_after_it_resolved_is_alerted_again() {
             .count()
     };
     a.tick(now, deadline(), &options).await.unwrap();
-    assert_eq!(firing(&oncall), 1);
+    assert_eq!(firing(oncall), 1);
     assert!(emulator.recover_node("workers", "tvm-a"));
     let over = a.tick(minutes(1), deadline(), &options).await.unwrap();
     assert_eq!(over.resolved, ["oncall"]);
     // Ten minutes later, well within the group's repeat_interval, the same node breaks again.
     assert!(emulator.make_node_unusable("workers", "tvm-a", "DiskFull"));
     let again = a.tick(minutes(10), deadline(), &options).await.unwrap();
-    assert_eq!(
-        firing(&oncall),
-        2,
-        "{:?} {:#?}",
-        seen(&oncall),
-        again.lines()
-    );
-    assert_eq!(firing(&quiet), 2, "{:?}", seen(&quiet));
+    assert_eq!(firing(oncall), 2, "{:?} {:#?}", seen(oncall), again.lines());
+    assert_eq!(firing(quiet), 2, "{:?}", seen(quiet));
     // And it is still one incident: the next tick sends nothing more.
     a.tick(minutes(11), deadline(), &options).await.unwrap();
-    assert_eq!(firing(&oncall), 2);
-    assert_eq!(resolved(&oncall).len(), 1);
+    assert_eq!(firing(oncall), 2);
+    assert_eq!(resolved(oncall).len(), 1);
 }
